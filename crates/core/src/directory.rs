@@ -1,0 +1,135 @@
+//! The seams between the frontends / query service and the device registry.
+//!
+//! A frontend needs to turn a credential into a principal and to make sure a
+//! device exists; the query service needs to resolve label selectors. Both
+//! depend on these small traits, never on the registry crate, so the same
+//! frontend code runs in-process (standalone) and against a remote registry
+//! over gRPC (distributed mode).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::selector::Selector;
+
+/// Who presented a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A device access token: writes for exactly this device.
+    Device { tenant: String, device: String },
+    /// A tenant ingest token: writes for any device of the tenant.
+    TenantIngest { tenant: String, credential_id: String },
+}
+
+impl Principal {
+    pub fn tenant(&self) -> &str {
+        match self {
+            Principal::Device { tenant, .. } | Principal::TenantIngest { tenant, .. } => tenant,
+        }
+    }
+}
+
+/// Per-tenant ingest policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPolicy {
+    /// Create unknown devices on first line-protocol write.
+    pub auto_provision: bool,
+    /// The line-protocol tag that names the device ("device" by default).
+    pub device_tag: String,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        Self { auto_provision: true, device_tag: "device".into() }
+    }
+}
+
+/// A device as the query side sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub disabled: bool,
+}
+
+/// Why a directory call failed. Frontends map these to 401/403/404/503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// Unknown, expired or revoked credential.
+    #[error("invalid or revoked credential")]
+    Unauthenticated,
+    /// The credential is valid but may not do this (disabled device, wrong tenant).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The registry could not be reached or failed; retry later.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What an ingest frontend asks of the registry.
+#[async_trait]
+pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
+    /// Resolves a bearer token. Disabled devices and revoked or expired tokens
+    /// fail within one second of the change.
+    async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError>;
+
+    /// The tenant's ingest policy.
+    async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError>;
+
+    /// Makes sure a device may receive data written with a tenant ingest
+    /// token: creates it with `labels` when it is unknown and the tenant
+    /// allows auto-provisioning, merges new label values into an existing
+    /// device, and refuses disabled devices.
+    async fn ensure_device(
+        &self,
+        tenant: &str,
+        device: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DirectoryError>;
+}
+
+/// What the query service asks of the registry.
+#[async_trait]
+pub trait DeviceCatalog: Send + Sync + std::fmt::Debug + 'static {
+    /// One device, if it exists.
+    async fn device(&self, tenant: &str, device: &str) -> Result<Option<DeviceInfo>, DirectoryError>;
+
+    /// Every device of the tenant that the selector matches, sorted by id.
+    async fn select(&self, tenant: &str, selector: &Selector) -> Result<Vec<DeviceInfo>, DirectoryError>;
+}
+
+/// Where frontends report device presence.
+#[async_trait]
+pub trait PresenceSink: Send + Sync + std::fmt::Debug + 'static {
+    async fn report(
+        &self,
+        tenant: &str,
+        device: &str,
+        online: bool,
+        at_ns: i64,
+        frontend: &str,
+    ) -> Result<(), DirectoryError>;
+}
+
+#[async_trait]
+impl<T: Authenticator + ?Sized> Authenticator for Arc<T> {
+    async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
+        (**self).authenticate(token).await
+    }
+    async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {
+        (**self).tenant_policy(tenant).await
+    }
+    async fn ensure_device(
+        &self,
+        tenant: &str,
+        device: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DirectoryError> {
+        (**self).ensure_device(tenant, device, labels).await
+    }
+}

@@ -1,0 +1,23 @@
+//! Tributary's core data model.
+//!
+//! What lives here: the domain types every service shares ([`Point`],
+//! [`Value`], identifiers), their validation and [`Limits`], the payload
+//! formats devices send ([`formats`]), the conversion to and from the wire
+//! envelope ([`envelope`]), label selectors ([`selector`]), and the small
+//! traits a frontend or query service depends on instead of a concrete
+//! registry ([`directory`]).
+//!
+//! What must not live here: I/O, storage engines, network servers. This crate
+//! is pure so that every other crate, and fuzzers, can use it cheaply.
+
+pub mod directory;
+pub mod envelope;
+pub mod formats;
+pub mod limits;
+pub mod live;
+pub mod model;
+pub mod selector;
+pub mod time;
+
+pub use limits::Limits;
+pub use model::{Point, Sample, SeriesKey, ValidationError, Value};

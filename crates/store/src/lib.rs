@@ -1,0 +1,94 @@
+//! The store: where time series live.
+//!
+//! The data model matches the ScyllaDB schema of distributed mode: points are
+//! keyed by (tenant, device, metric, day bucket) and kept in time order within
+//! a bucket; the latest value of each series is kept apart. Writes are
+//! idempotent: writing the same (series, timestamp) again overwrites, so a
+//! replay of the log never duplicates a point.
+//!
+//! Durability contract: after [`Store::flush`] returns, every write that
+//! returned before it survives a crash. The processor commits log offsets only
+//! after a flush, so the log is the write-ahead log of the store: anything not
+//! yet flushed is replayed from the log after a crash.
+//!
+//! [`conformance`] is the test suite every implementation must pass.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use tributary_core::{Point, Sample, SeriesKey, Value};
+
+pub mod conformance;
+pub mod embedded;
+
+/// Points of one device to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevicePoints {
+    pub tenant: String,
+    pub device: String,
+    pub points: Vec<Point>,
+}
+
+/// Scan direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// The newest point of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    pub metric: String,
+    pub ts_ns: i64,
+    pub value: Value,
+}
+
+/// Errors of any store implementation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("store is overloaded, retry later")]
+    Backpressure,
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// A time-series store.
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Writes points. Idempotent per (tenant, device, metric, ts): the last
+    /// write of a timestamp wins. Also advances the latest value of each
+    /// series when a point is at least as new as it. Points older than the
+    /// retention are dropped.
+    async fn write(&self, batch: &[DevicePoints]) -> Result<(), StoreError>;
+
+    /// Makes every write that returned before this call durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// The metric names of a device, sorted.
+    async fn list_metrics(&self, tenant: &str, device: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Points of one series with `from_ns <= ts < to_ns`, in `order`, at most `limit`.
+    async fn scan(
+        &self,
+        series: &SeriesKey,
+        from_ns: i64,
+        to_ns: i64,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<Sample>, StoreError>;
+
+    /// The latest value of each requested metric of a device (every metric
+    /// when `metrics` is empty), sorted by metric. Metrics without data are absent.
+    async fn latest(&self, tenant: &str, device: &str, metrics: &[String]) -> Result<Vec<Latest>, StoreError>;
+
+    /// Deletes points older than `now_ns - retention`. Stores with native
+    /// expiry (Scylla TTLs) may do nothing here, but must not return expired
+    /// points from `scan`. Returns the number of buckets or rows removed, if known.
+    async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError>;
+}
