@@ -35,6 +35,11 @@ impl LiveHub {
         }
     }
 
+    /// Whether anyone listens; lets publishers skip building batches.
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveBatch>> {
         self.tx.subscribe()
     }

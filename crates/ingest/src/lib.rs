@@ -1,0 +1,276 @@
+//! The protocol-independent core of the ingest frontends.
+//!
+//! Every frontend (HTTP today, MQTT and CoAP next) parses its protocol and then
+//! hands points to an [`Ingestor`], which authenticates the credential,
+//! checks the device, wraps the points in a [`TelemetryEnvelope`] and appends
+//! it to the log. [`Ingestor::ingest`] returns `Ok` only once the log append
+//! is durable: that is the moment a frontend may acknowledge (HTTP 204, MQTT
+//! PUBACK). Failures are an [`IngestError`], which each frontend maps to its
+//! own protocol (problem+json status, MQTT reason code).
+//!
+//! [`TelemetryEnvelope`]: tributary_core::envelope::Envelope
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tributary_core::directory::{Authenticator, DirectoryError, Principal};
+use tributary_core::envelope::{self, Envelope, Kind};
+use tributary_core::formats::{DeviceBatch, ParseError};
+use tributary_core::model::validate_device_id;
+use tributary_core::{Limits, Point};
+use tributary_log::{Log, LogError, Record};
+
+mod metrics;
+
+pub use metrics::IngestMetrics;
+
+/// Kafka-style record header names the frontends set on every record.
+pub mod headers {
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const TENANT: &str = "tenant";
+    pub const SCHEMA_VERSION: &str = "schema-version";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
+}
+
+/// Why an ingest request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("missing or invalid credential")]
+    Unauthenticated,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("unknown device: {0}")]
+    UnknownDevice(String),
+    #[error("{0}")]
+    Invalid(ParseError),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Retry after the given number of seconds.
+    #[error("overloaded, retry in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u32 },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<ParseError> for IngestError {
+    fn from(e: ParseError) -> Self {
+        if e.too_large { IngestError::TooLarge(e.to_string()) } else { IngestError::Invalid(e) }
+    }
+}
+
+impl From<DirectoryError> for IngestError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Unauthenticated => IngestError::Unauthenticated,
+            DirectoryError::Forbidden(m) => IngestError::Forbidden(m),
+            DirectoryError::NotFound(m) => IngestError::UnknownDevice(m),
+            DirectoryError::Invalid(m) => IngestError::Invalid(ParseError::new("device", m)),
+            DirectoryError::Unavailable(m) => IngestError::Unavailable(m),
+        }
+    }
+}
+
+impl From<LogError> for IngestError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Backpressure => IngestError::Overloaded { retry_after_secs: 1 },
+            LogError::RecordTooLarge { size, limit } => {
+                IngestError::TooLarge(format!("record of {size} bytes exceeds the log's limit of {limit}"))
+            }
+            other => IngestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Where a request came from, for the envelope.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// Content type of the original payload.
+    pub content_type: String,
+    /// W3C `traceparent`, if the client sent one.
+    pub traceparent: String,
+    pub tracestate: String,
+}
+
+/// Frontend settings shared by every protocol.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub limits: Limits,
+    /// Payload bytes that may be in flight (read but not yet durable) at once,
+    /// over all requests. Past it, requests are refused with "retry later".
+    pub max_inflight_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { limits: Limits::default(), max_inflight_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+/// The shared ingest path. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: Arc<dyn Log>,
+    auth: Arc<dyn Authenticator>,
+    config: IngestConfig,
+    inflight_kib: Arc<Semaphore>,
+    metrics: IngestMetrics,
+}
+
+/// Holds a share of the in-flight byte budget until dropped.
+#[derive(Debug)]
+pub struct InflightPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Ingestor {
+    pub fn new(log: Arc<dyn Log>, auth: Arc<dyn Authenticator>, config: IngestConfig, metrics: IngestMetrics) -> Self {
+        let kib = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Inner { log, auth, config, inflight_kib: Arc::new(Semaphore::new(kib)), metrics }),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.inner.metrics
+    }
+
+    /// Reserves `bytes` of the in-flight budget, or fails with
+    /// [`IngestError::Overloaded`] at once when the budget is spent.
+    pub fn reserve(&self, bytes: usize) -> Result<InflightPermit, IngestError> {
+        let kib = (bytes.div_ceil(1024)).clamp(1, Semaphore::MAX_PERMITS) as u32;
+        match self.inner.inflight_kib.clone().try_acquire_many_owned(kib) {
+            Ok(p) => Ok(InflightPermit(p)),
+            Err(_) => {
+                self.inner.metrics.rejected("overloaded");
+                Err(IngestError::Overloaded { retry_after_secs: 1 })
+            }
+        }
+    }
+
+    /// Resolves a bearer token.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, IngestError> {
+        if token.is_empty() || token.len() > 512 {
+            self.inner.metrics.rejected("unauthenticated");
+            return Err(IngestError::Unauthenticated);
+        }
+        self.inner.auth.authenticate(token).await.map_err(|e| {
+            self.inner.metrics.rejected(if e == DirectoryError::Unauthenticated { "unauthenticated" } else { "forbidden" });
+            e.into()
+        })
+    }
+
+    /// Appends points sent by an authenticated device. Returns once durable.
+    pub async fn ingest_device(
+        &self,
+        principal: &Principal,
+        points: Vec<Point>,
+        ctx: &RequestContext,
+    ) -> Result<(), IngestError> {
+        let Principal::Device { tenant, device } = principal else {
+            return Err(IngestError::Forbidden(
+                "this endpoint takes a device access token; tenant ingest tokens write line protocol".into(),
+            ));
+        };
+        self.append(tenant, vec![DeviceBatch { device: device.clone(), labels: BTreeMap::new(), points }], ctx).await
+    }
+
+    /// Appends line-protocol batches for devices of a tenant, written with a
+    /// tenant ingest token. Unknown devices are auto-provisioned when the
+    /// tenant allows it. Returns once every record is durable.
+    pub async fn ingest_tenant(
+        &self,
+        principal: &Principal,
+        batches: Vec<DeviceBatch>,
+        ctx: &RequestContext,
+    ) -> Result<(), IngestError> {
+        let Principal::TenantIngest { tenant, .. } = principal else {
+            return Err(IngestError::Forbidden(
+                "line protocol endpoints take a tenant ingest token (tbi_…), not a device token".into(),
+            ));
+        };
+        for b in &batches {
+            validate_device_id(&b.device, self.limits())
+                .map_err(|e| IngestError::Invalid(ParseError::new("device", e.to_string())))?;
+            if let Err(e) = self.inner.auth.ensure_device(tenant, &b.device, &b.labels).await {
+                self.inner.metrics.rejected("device");
+                return Err(e.into());
+            }
+        }
+        self.append(tenant, batches, ctx).await
+    }
+
+    /// The tenant's device tag for line protocol.
+    pub async fn device_tag(&self, tenant: &str) -> Result<String, IngestError> {
+        Ok(self.inner.auth.tenant_policy(tenant).await?.device_tag)
+    }
+
+    async fn append(&self, tenant: &str, batches: Vec<DeviceBatch>, ctx: &RequestContext) -> Result<(), IngestError> {
+        let received_at_ns = tributary_core::time::now_ns();
+        let mut records = Vec::with_capacity(batches.len());
+        let mut points = 0usize;
+        for b in batches.into_iter().filter(|b| !b.points.is_empty()) {
+            points += b.points.len();
+            let env = Envelope {
+                tenant: tenant.to_string(),
+                device: b.device,
+                received_at_ns,
+                traceparent: ctx.traceparent.clone(),
+                tracestate: ctx.tracestate.clone(),
+                content_type: ctx.content_type.clone(),
+                kind: Kind::Telemetry,
+                points: b.points,
+            };
+            records.push(Record {
+                key: Bytes::from(envelope::record_key(tenant, &env.device)),
+                value: Bytes::from(env.encode()),
+                headers: self.headers(tenant, ctx),
+                timestamp_ms: received_at_ns / 1_000_000,
+            });
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.inner.metrics.received(tenant, points);
+        let started = Instant::now();
+        let result = self.inner.log.append_batch(records).await;
+        self.inner.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => {
+                self.inner.metrics.acked(tenant, points);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.metrics.rejected(if matches!(e, LogError::Backpressure) { "overloaded" } else { "log" });
+                tracing::warn!(tenant, error = %e, "log append failed; the client will retry");
+                Err(e.into())
+            }
+        }
+    }
+
+    fn headers(&self, tenant: &str, ctx: &RequestContext) -> Vec<(String, Bytes)> {
+        let mut h = vec![
+            (headers::CONTENT_TYPE.to_string(), Bytes::from(ctx.content_type.clone())),
+            (headers::TENANT.to_string(), Bytes::from(tenant.to_string())),
+            (headers::SCHEMA_VERSION.to_string(), Bytes::from(envelope::SCHEMA_VERSION.to_string())),
+        ];
+        if !ctx.traceparent.is_empty() {
+            h.push((headers::TRACEPARENT.to_string(), Bytes::from(ctx.traceparent.clone())));
+            if !ctx.tracestate.is_empty() {
+                h.push((headers::TRACESTATE.to_string(), Bytes::from(ctx.tracestate.clone())));
+            }
+        }
+        h
+    }
+}

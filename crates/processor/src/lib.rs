@@ -1,0 +1,223 @@
+//! The stream processor.
+//!
+//! It consumes the telemetry log as a consumer group, decodes and validates
+//! each envelope, writes the points to the store in batches, publishes them to
+//! live subscribers, and sends records it cannot decode to the dead-letter log
+//! with the reason. It commits log offsets only after the store has made the
+//! writes durable ([`Store::flush`]), so the log is the store's write-ahead
+//! log: after a crash, everything after the last commit is replayed, and the
+//! store's idempotent writes make the replay harmless.
+//!
+//! The processor knows only the [`Log`] and [`Store`] traits, so it is the
+//! same code over the embedded log and store and over Kafka and ScyllaDB.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tributary_core::envelope::Envelope;
+use tributary_core::live::{LiveBatch, LiveHub};
+use tributary_core::Limits;
+use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
+use tributary_store::{DevicePoints, Store, StoreError};
+
+mod metrics;
+
+pub use metrics::ProcessorMetrics;
+
+/// Processor settings.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// The consumer group name.
+    pub group: String,
+    /// Most records taken from the log per poll.
+    pub max_poll_records: usize,
+    /// Flush the store and commit offsets at least this often while data flows.
+    pub flush_interval: Duration,
+    /// Also flush once this many points are unflushed.
+    pub max_unflushed_points: usize,
+    /// Validation limits (a record breaking them is dead-lettered).
+    pub limits: Limits,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            group: "tributary-processor".into(),
+            max_poll_records: 1024,
+            flush_interval: Duration::from_millis(500),
+            max_unflushed_points: 2_000_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the processor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Header names on dead-lettered records.
+pub mod dlq_headers {
+    /// Why the record was dead-lettered.
+    pub const REASON: &str = "tributary-dlq-reason";
+    /// `<topic>/<partition>/<offset>` of the original record.
+    pub const SOURCE: &str = "tributary-dlq-source";
+}
+
+/// The stream processor. See the crate docs.
+#[derive(Debug)]
+pub struct Processor {
+    log: Arc<dyn Log>,
+    dlq: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    live: LiveHub,
+    metrics: ProcessorMetrics,
+    config: ProcessorConfig,
+}
+
+/// Offsets consumed but not yet committed, per partition.
+type Pending = BTreeMap<u32, u64>;
+
+impl Processor {
+    pub fn new(
+        log: Arc<dyn Log>,
+        dlq: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        live: LiveHub,
+        metrics: ProcessorMetrics,
+        config: ProcessorConfig,
+    ) -> Self {
+        Self { log, dlq, store, live, metrics, config }
+    }
+
+    /// Runs until `shutdown` resolves, then flushes, commits and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
+        let mut consumer = self
+            .log
+            .consumer(ConsumerOptions { group: Some(self.config.group.clone()), start: StartFrom::Earliest })
+            .await?;
+        tracing::info!(group = %self.config.group, topic = self.log.topic(), "processor started");
+        tokio::pin!(shutdown);
+        let mut pending = Pending::new();
+        let mut unflushed_points = 0usize;
+        let mut last_flush = Instant::now();
+        loop {
+            let poll = consumer.poll(self.config.max_poll_records, Duration::from_millis(100));
+            let records = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                r = poll => r?,
+            };
+            if !records.is_empty() {
+                unflushed_points += self.process(&records).await?;
+                for r in &records {
+                    pending.insert(r.partition, r.offset + 1);
+                }
+            }
+            let due = last_flush.elapsed() >= self.config.flush_interval
+                || unflushed_points >= self.config.max_unflushed_points;
+            if !pending.is_empty() && due {
+                self.flush_and_commit(consumer.as_mut(), &mut pending).await?;
+                unflushed_points = 0;
+                last_flush = Instant::now();
+            }
+        }
+        self.flush_and_commit(consumer.as_mut(), &mut pending).await?;
+        tracing::info!(group = %self.config.group, "processor stopped after final commit");
+        Ok(())
+    }
+
+    /// Decodes, dead-letters and writes one poll's records. Returns the
+    /// number of points written.
+    async fn process(&self, records: &[LogRecord]) -> Result<usize, ProcessorError> {
+        let mut batch = Vec::with_capacity(records.len());
+        for r in records {
+            match Envelope::decode(&r.value, &self.config.limits) {
+                Ok(env) => {
+                    self.metrics.record_decoded(&env.tenant, env.points.len());
+                    batch.push(DevicePoints { tenant: env.tenant, device: env.device, points: env.points });
+                }
+                Err(e) => self.dead_letter(r, &e.to_string()).await?,
+            }
+        }
+        let points: usize = batch.iter().map(|b| b.points.len()).sum();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        self.write_with_retry(&batch).await?;
+        for b in &batch {
+            self.metrics.points_stored(&b.tenant, b.points.len());
+        }
+        if self.live.has_subscribers() {
+            for b in batch {
+                self.live.publish(LiveBatch { tenant: b.tenant, device: b.device, points: b.points });
+            }
+        }
+        Ok(points)
+    }
+
+    /// Writes a batch, retrying transient store failures with backoff. A
+    /// batch is never skipped: losing it would lose acknowledged data.
+    async fn write_with_retry(&self, batch: &[DevicePoints]) -> Result<(), ProcessorError> {
+        let mut delay = Duration::from_millis(50);
+        let started = Instant::now();
+        loop {
+            match self.store.write(batch).await {
+                Ok(()) => {
+                    self.metrics.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                    return Ok(());
+                }
+                Err(StoreError::Invalid(reason)) => {
+                    // The envelope passed validation, so the store and the
+                    // validator disagree: a bug. Stop rather than lose data.
+                    return Err(StoreError::Invalid(reason).into());
+                }
+                Err(e) => {
+                    self.metrics.store_retries.inc();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, r: &LogRecord, reason: &str) -> Result<(), ProcessorError> {
+        tracing::warn!(partition = r.partition, offset = r.offset, reason, "dead-lettering poison record");
+        let mut headers = r.headers.clone();
+        headers.push((dlq_headers::REASON.into(), Bytes::from(reason.to_string())));
+        headers.push((
+            dlq_headers::SOURCE.into(),
+            Bytes::from(format!("{}/{}/{}", self.log.topic(), r.partition, r.offset)),
+        ));
+        let record = Record { key: r.key.clone(), value: r.value.clone(), headers, timestamp_ms: r.timestamp_ms };
+        self.dlq.append(record).await?;
+        self.metrics.dead_lettered.inc();
+        Ok(())
+    }
+
+    async fn flush_and_commit(&self, consumer: &mut dyn Consumer, pending: &mut Pending) -> Result<(), ProcessorError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.store.flush().await?;
+        self.metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+        let offsets: Vec<(u32, u64)> = pending.iter().map(|(p, o)| (*p, *o)).collect();
+        consumer.commit(&offsets).await?;
+        for (p, o) in &offsets {
+            if let Ok(w) = self.log.watermarks(*p).await {
+                self.metrics.set_lag(*p, w.high.saturating_sub(*o));
+            }
+        }
+        pending.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! `tenants`, `devices` and `tokens` commands.
+
+use serde_json::json;
+use tributary_core::time::format_rfc3339;
+use tributary_proto::v1 as pb;
+
+use super::{Ctx, parse_pairs};
+use crate::output::Rows;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TenantsCmd {
+    /// Create a tenant.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Refuse line-protocol writes for unknown devices instead of creating them.
+        #[arg(long)]
+        no_auto_provision: bool,
+        /// Line-protocol tag that names the device.
+        #[arg(long, default_value = "device")]
+        device_tag: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DevicesCmd {
+    /// Create a device and print its first access token.
+    Create {
+        id: String,
+        /// A label, `key=value` (repeatable).
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+        /// Metadata, `key=value` (repeatable).
+        #[arg(long = "meta")]
+        metadata: Vec<String>,
+        /// Don't issue a token.
+        #[arg(long)]
+        no_token: bool,
+    },
+    /// List devices, optionally by label selector.
+    List {
+        /// Label selector, e.g. `fleet=West,model!=H-1`.
+        #[arg(long, short = 's', default_value = "")]
+        select: String,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one device.
+    Get { id: String },
+    /// Set or remove labels and metadata.
+    Update {
+        id: String,
+        /// `key=value` labels to set (repeatable).
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+        /// Label keys to remove (repeatable).
+        #[arg(long = "remove-label")]
+        remove_labels: Vec<String>,
+        #[arg(long = "meta")]
+        metadata: Vec<String>,
+        #[arg(long = "remove-meta")]
+        remove_metadata: Vec<String>,
+    },
+    /// Refuse the device's credentials until enabled again.
+    Disable { id: String },
+    /// Accept the device's credentials again.
+    Enable { id: String },
+    /// Delete the device and revoke its tokens (its stored data stays).
+    Delete { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokensCmd {
+    /// Issue a token and print its secret (shown only once).
+    Issue {
+        /// A device access token for this device.
+        #[arg(long, conflicts_with = "ingest", required_unless_present = "ingest")]
+        device: Option<String>,
+        /// A tenant ingest token (line protocol for any device of the tenant).
+        #[arg(long)]
+        ingest: bool,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime such as `30d`; never expires when absent.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long, default_value = "")]
+        device: String,
+    },
+    /// Revoke a token by credential id.
+    Revoke { id: String },
+}
+
+pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantsCmd::Create { name, display_name, no_auto_provision, device_tag } => {
+            let t = ctx
+                .registry
+                .create_tenant(pb::CreateTenantRequest {
+                    name,
+                    display_name,
+                    settings: Some(pb::TenantSettings { auto_provision: !no_auto_provision, device_tag }),
+                })
+                .await?
+                .into_inner();
+            ctx.print(&tenant_rows(&[t]));
+        }
+        TenantsCmd::List => {
+            let list = ctx.registry.list_tenants(pb::ListTenantsRequest {}).await?.into_inner();
+            ctx.print(&tenant_rows(&list.tenants));
+        }
+    }
+    Ok(())
+}
+
+fn tenant_rows(tenants: &[pb::Tenant]) -> Rows {
+    let mut rows = Rows::new(vec!["name", "display_name", "auto_provision", "device_tag", "created"]);
+    for t in tenants {
+        let s = t.settings.clone().unwrap_or_default();
+        rows.push(
+            vec![
+                t.name.clone(),
+                t.display_name.clone(),
+                s.auto_provision.to_string(),
+                s.device_tag.clone(),
+                format_rfc3339(t.created_at_ns),
+            ],
+            json!({"name": t.name, "display_name": t.display_name, "auto_provision": s.auto_provision,
+                   "device_tag": s.device_tag, "created_at": format_rfc3339(t.created_at_ns)}),
+        );
+    }
+    rows
+}
+
+fn pairs_text(m: &std::collections::HashMap<String, String>) -> String {
+    let mut v: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    v.sort();
+    v.join(",")
+}
+
+fn device_rows(devices: &[pb::Device]) -> Rows {
+    let mut rows = Rows::new(vec!["tenant", "id", "labels", "state", "online", "last_seen"]);
+    for d in devices {
+        let p = d.presence.clone().unwrap_or_default();
+        let last_seen = if p.last_seen_ns > 0 { format_rfc3339(p.last_seen_ns) } else { "never".into() };
+        rows.push(
+            vec![
+                d.tenant.clone(),
+                d.id.clone(),
+                pairs_text(&d.labels),
+                if d.disabled { "disabled".into() } else { "enabled".into() },
+                p.online.to_string(),
+                last_seen.clone(),
+            ],
+            json!({"tenant": d.tenant, "id": d.id, "labels": d.labels, "metadata": d.metadata,
+                   "disabled": d.disabled, "online": p.online, "last_seen": last_seen,
+                   "created_at": format_rfc3339(d.created_at_ns)}),
+        );
+    }
+    rows
+}
+
+fn token_rows(issued: &pb::IssueTokenResponse) -> Rows {
+    let c = issued.credential.clone().unwrap_or_default();
+    let mut rows = Rows::new(vec!["credential_id", "device", "token"]);
+    rows.push(
+        vec![c.id.clone(), c.device.clone(), issued.token.clone()],
+        json!({"credential_id": c.id, "device": c.device, "kind": kind_name(c.kind), "token": issued.token}),
+    );
+    rows
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::CredentialKind::try_from(kind) {
+        Ok(pb::CredentialKind::DeviceToken) => "device",
+        Ok(pb::CredentialKind::TenantIngestToken) => "ingest",
+        _ => "unknown",
+    }
+}
+
+fn device_ref(ctx: &Ctx, id: String) -> pb::DeviceRef {
+    pb::DeviceRef { tenant: ctx.tenant.clone(), device: id }
+}
+
+pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
+    match cmd {
+        DevicesCmd::Create { id, labels, metadata, no_token } => {
+            let resp = ctx
+                .registry
+                .create_device(pb::CreateDeviceRequest {
+                    tenant: ctx.tenant.clone(),
+                    id,
+                    labels: parse_pairs(&labels, "--label")?,
+                    metadata: parse_pairs(&metadata, "--meta")?,
+                    issue_token: !no_token,
+                })
+                .await?
+                .into_inner();
+            match (&resp.token, resp.device) {
+                (Some(token), _) => ctx.print(&token_rows(token)),
+                (None, Some(d)) => ctx.print(&device_rows(&[d])),
+                (None, None) => {}
+            }
+        }
+        DevicesCmd::List { select, limit } => {
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = ctx
+                    .registry
+                    .list_devices(pb::ListDevicesRequest {
+                        tenant: ctx.tenant.clone(),
+                        selector: select.clone(),
+                        page_size: limit,
+                        page_token: page_token.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(page.devices);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            ctx.print(&device_rows(&all));
+        }
+        DevicesCmd::Get { id } => {
+            let d = ctx
+                .registry
+                .get_device(pb::GetDeviceRequest { tenant: ctx.tenant.clone(), device: id })
+                .await?
+                .into_inner();
+            ctx.print(&device_rows(&[d]));
+        }
+        DevicesCmd::Update { id, labels, remove_labels, metadata, remove_metadata } => {
+            let d = ctx
+                .registry
+                .update_device(pb::UpdateDeviceRequest {
+                    tenant: ctx.tenant.clone(),
+                    device: id,
+                    set_labels: parse_pairs(&labels, "--label")?,
+                    remove_labels,
+                    set_metadata: parse_pairs(&metadata, "--meta")?,
+                    remove_metadata,
+                })
+                .await?
+                .into_inner();
+            ctx.print(&device_rows(&[d]));
+        }
+        DevicesCmd::Disable { id } => {
+            let d = ctx.registry.disable_device(device_ref(ctx, id)).await?.into_inner();
+            ctx.print(&device_rows(&[d]));
+        }
+        DevicesCmd::Enable { id } => {
+            let d = ctx.registry.enable_device(device_ref(ctx, id)).await?.into_inner();
+            ctx.print(&device_rows(&[d]));
+        }
+        DevicesCmd::Delete { id } => {
+            ctx.registry.delete_device(device_ref(ctx, id.clone())).await?;
+            eprintln!("deleted device {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokensCmd::Issue { device, ingest, name, ttl } => {
+            let ttl_seconds = match ttl {
+                None => 0,
+                Some(t) => {
+                    let ns = tributary_core::time::parse_duration(&t)
+                        .ok_or_else(|| anyhow::anyhow!("--ttl {t:?}: expected a duration such as 30d"))?;
+                    (ns / 1_000_000_000) as u64
+                }
+            };
+            let kind = if ingest { pb::CredentialKind::TenantIngestToken } else { pb::CredentialKind::DeviceToken };
+            let resp = ctx
+                .registry
+                .issue_token(pb::IssueTokenRequest {
+                    tenant: ctx.tenant.clone(),
+                    kind: kind as i32,
+                    device: device.unwrap_or_default(),
+                    name,
+                    ttl_seconds,
+                })
+                .await?
+                .into_inner();
+            ctx.print(&token_rows(&resp));
+        }
+        TokensCmd::List { device } => {
+            let resp = ctx
+                .registry
+                .list_tokens(pb::ListTokensRequest { tenant: ctx.tenant.clone(), device })
+                .await?
+                .into_inner();
+            let mut rows = Rows::new(vec!["credential_id", "kind", "device", "name", "created", "expires", "revoked"]);
+            for c in resp.credentials {
+                let expires = if c.expires_at_ns > 0 { format_rfc3339(c.expires_at_ns) } else { "never".into() };
+                rows.push(
+                    vec![
+                        c.id.clone(),
+                        kind_name(c.kind).into(),
+                        c.device.clone(),
+                        c.name.clone(),
+                        format_rfc3339(c.created_at_ns),
+                        expires.clone(),
+                        c.revoked.to_string(),
+                    ],
+                    json!({"credential_id": c.id, "kind": kind_name(c.kind), "device": c.device, "name": c.name,
+                           "created_at": format_rfc3339(c.created_at_ns), "expires": expires, "revoked": c.revoked}),
+                );
+            }
+            ctx.print(&rows);
+        }
+        TokensCmd::Revoke { id } => {
+            ctx.registry
+                .revoke_token(pb::RevokeTokenRequest { tenant: ctx.tenant.clone(), credential_id: id.clone() })
+                .await?;
+            eprintln!("revoked credential {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! `tributary standalone`: every service in one process, embedded storage.
+//!
+//! Wiring only: each service is a library with its own `run`/`serve`; this
+//! module opens the embedded log, store and registry under the data dir,
+//! binds the listeners, starts the services and, on SIGTERM or SIGINT, stops
+//! accepting, drains, flushes and returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tributary_auth::JwtKeys;
+use tributary_core::Limits;
+use tributary_core::live::LiveHub;
+use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_log::Log;
+use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
+use tributary_query::{QueryConfig, QueryGrpc};
+use tributary_registry::{EmbeddedRegistryStore, LocalDirectory, Registry, RegistryGrpc};
+use tributary_store::Store;
+use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
+
+use crate::LogFormat;
+
+/// Flags of `tributary standalone`. Every flag can also be set by the
+/// environment variable named in its help.
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    /// Where the log, the store, the registry and the keys live.
+    #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// HTTP ingest listen address.
+    #[arg(long, env = "TRIBUTARY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// gRPC listen address (registry, query, health, reflection).
+    #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TRIBUTARY_METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    pub metrics_addr: SocketAddr,
+    /// Partitions of the embedded telemetry log (fixed when the log is created).
+    #[arg(long, env = "TRIBUTARY_LOG_PARTITIONS", default_value_t = 4)]
+    pub log_partitions: u32,
+    /// How long points are kept, e.g. `90d`; `0` keeps them forever.
+    #[arg(long, env = "TRIBUTARY_RETENTION", default_value = "90d")]
+    pub retention: String,
+    /// Largest request body in bytes, after decompression.
+    #[arg(long, env = "TRIBUTARY_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Most points in one request.
+    #[arg(long, env = "TRIBUTARY_MAX_POINTS_PER_REQUEST", default_value_t = Limits::default().max_points_per_request)]
+    pub max_points_per_request: usize,
+    /// Longest metric name in bytes.
+    #[arg(long, env = "TRIBUTARY_MAX_METRIC_LEN", default_value_t = Limits::default().max_metric_len)]
+    pub max_metric_len: usize,
+    /// Longest string value in bytes.
+    #[arg(long, env = "TRIBUTARY_MAX_STRING_LEN", default_value_t = Limits::default().max_string_len)]
+    pub max_string_len: usize,
+    /// Log format on stderr.
+    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl StandaloneArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_points_per_request: self.max_points_per_request,
+            max_metric_len: self.max_metric_len,
+            max_string_len: self.max_string_len,
+            ..Limits::default()
+        }
+    }
+
+    fn retention(&self) -> anyhow::Result<Option<Duration>> {
+        if self.retention.trim() == "0" {
+            return Ok(None);
+        }
+        let ns = tributary_core::time::parse_duration(&self.retention)
+            .with_context(|| format!("--retention {:?}: expected a duration such as 30d or 12h", self.retention))?;
+        Ok(Some(Duration::from_nanos(ns as u64)))
+    }
+}
+
+/// Runs standalone until SIGTERM or SIGINT.
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        let _ = stop_tx.send(true);
+    });
+    let platform = Platform::start(&args, stop_rx).await?;
+    println!(
+        "tributary standalone ready: http={} grpc={} metrics={} data-dir={}",
+        platform.http_addr,
+        platform.grpc_addr,
+        platform.metrics_addr,
+        args.data_dir.display()
+    );
+    platform.wait().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A resolved future when `stop` turns true.
+fn stopped(mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// The running services of one standalone process.
+struct Platform {
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    processor: tokio::task::JoinHandle<anyhow::Result<()>>,
+    store: Arc<dyn Store>,
+    log: Arc<EmbeddedLog>,
+    dlq: Arc<EmbeddedLog>,
+}
+
+impl Platform {
+    async fn start(args: &StandaloneArgs, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let dir = &args.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let limits = args.limits();
+        let mut metrics = MetricsRegistry::default();
+
+        // Storage engines.
+        let log = EmbeddedLog::open(
+            &dir.join("log/telemetry"),
+            EmbeddedLogConfig { topic: "tributary.telemetry.v1".into(), partitions: args.log_partitions, ..Default::default() },
+        )
+        .context("opening the telemetry log")?;
+        let dlq = EmbeddedLog::open(
+            &dir.join("log/dlq"),
+            EmbeddedLogConfig { topic: "tributary.dlq.v1".into(), partitions: 1, ..Default::default() },
+        )
+        .context("opening the dead-letter log")?;
+        let store: Arc<dyn Store> = EmbeddedStore::open(
+            &dir.join("store"),
+            EmbeddedStoreConfig { retention: args.retention()?, ..Default::default() },
+        )
+        .context("opening the store")?;
+        let registry_store = EmbeddedRegistryStore::open(&dir.join("registry.redb")).context("opening the registry")?;
+
+        // Registry and credentials.
+        let keys = JwtKeys::load_or_create(&dir.join("jwt.secret")).context("loading the JWT signing key")?;
+        let registry = Arc::new(Registry::new(registry_store, Default::default()));
+        if let Some(token) = registry.bootstrap(&keys, dir).await.context("bootstrapping the registry")? {
+            println!(
+                "\nAdmin token (shown once; also saved to {}):\n\n{token}\n",
+                dir.join("admin.token").display()
+            );
+        }
+        let directory = Arc::new(LocalDirectory::new(registry.clone(), Default::default()));
+
+        // Processor.
+        let live = LiveHub::default();
+        let processor = Processor::new(
+            log.clone() as Arc<dyn Log>,
+            dlq.clone() as Arc<dyn Log>,
+            store.clone(),
+            live.clone(),
+            ProcessorMetrics::register(&mut metrics),
+            ProcessorConfig { limits: limits.clone(), ..Default::default() },
+        );
+        let processor = {
+            let stop = stopped(stop.clone());
+            tokio::spawn(async move { processor.run(stop).await.map_err(anyhow::Error::from) })
+        };
+
+        // Frontends and APIs.
+        let ingestor = Ingestor::new(
+            log.clone() as Arc<dyn Log>,
+            directory.clone(),
+            IngestConfig { limits, ..Default::default() },
+            IngestMetrics::register(&mut metrics),
+        );
+        let http = bind(args.http_addr, "HTTP ingest").await?;
+        let grpc = bind(args.grpc_addr, "gRPC").await?;
+        let metrics_listener = bind(args.metrics_addr, "metrics").await?;
+        let (http_addr, grpc_addr, metrics_addr) =
+            (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?);
+
+        let mut tasks = Vec::new();
+        let http_stop = stopped(stop.clone());
+        tasks.push((
+            "http",
+            tokio::spawn(async move {
+                tributary_ingest_http::serve(http, ingestor, http_stop).await.context("HTTP ingest server")
+            }),
+        ));
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<tributary_proto::v1::registry_service_server::RegistryServiceServer<RegistryGrpc>>()
+            .await;
+        health_reporter
+            .set_serving::<tributary_proto::v1::query_service_server::QueryServiceServer<QueryGrpc>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building gRPC reflection")?;
+        let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
+        let query_svc = QueryGrpc::new(store.clone(), directory.clone(), live.clone(), keys.clone(), QueryConfig::default())
+            .server();
+        let grpc_stop = stopped(stop.clone());
+        tasks.push((
+            "grpc",
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(health_service)
+                    .add_service(reflection)
+                    .add_service(registry_svc)
+                    .add_service(query_svc)
+                    .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), grpc_stop)
+                    .await
+                    .context("gRPC server")
+            }),
+        ));
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(metrics);
+        let metrics_stop = stopped(stop.clone());
+        let ready_flag = ready.clone();
+        tasks.push((
+            "metrics",
+            tokio::spawn(async move {
+                axum::serve(metrics_listener, ops_router(metrics, ready_flag))
+                    .with_graceful_shutdown(metrics_stop)
+                    .await
+                    .context("metrics server")
+            }),
+        ));
+
+        // Retention runs hourly, and once at start.
+        let retention_store = store.clone();
+        let retention_stop = stop.clone();
+        tokio::spawn(async move { retention_loop(retention_store, retention_stop).await });
+
+        ready.store(true, Ordering::Release);
+        Ok(Self { http_addr, grpc_addr, metrics_addr, tasks, processor, store, log, dlq })
+    }
+
+    /// Waits for the services to stop (after the signal), then flushes.
+    async fn wait(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for (name, task) in self.tasks {
+            match task.await {
+                Ok(Ok(())) => tracing::info!(service = name, "stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!(service = name, error = format!("{e:#}"), "service failed");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(anyhow::anyhow!("{name} task panicked: {e}"));
+                }
+            }
+        }
+        // Frontends are closed, so nothing new reaches the log; the processor
+        // commits what it has stored and returns.
+        match self.processor.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("processor task panicked: {e}"));
+            }
+        }
+        self.store.flush().await.context("final store flush")?;
+        self.log.close();
+        self.dlq.close();
+        tracing::info!("standalone stopped cleanly");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+async fn retention_loop(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match store.apply_retention(tributary_core::time::now_ns()).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "retention removed expired data"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (serving).
+fn ops_router(metrics: Arc<MetricsRegistry>, ready: Arc<AtomicBool>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &metrics) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                            body,
+                        )
+                            .into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::Acquire) {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+}
+

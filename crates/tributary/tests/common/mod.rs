@@ -1,0 +1,208 @@
+//! A real `tributary standalone` process on ephemeral ports in a temp dir,
+//! and clients for it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::query_service_client::QueryServiceClient;
+use tributary_proto::v1::registry_service_client::RegistryServiceClient;
+
+pub struct Standalone {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    pub admin_token: String,
+}
+
+impl Standalone {
+    /// Starts standalone on `dir` and waits for its ready line.
+    pub fn start(dir: &Path) -> Standalone {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["standalone", "--data-dir"])
+            .arg(dir)
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env("TRIBUTARY_LOG", "warn")
+            .env("TRIBUTARY_LOG_FORMAT", "text")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tributary standalone");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let started = Instant::now();
+        let ready = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("standalone printed its ready line within 30 s");
+            if line.starts_with("tributary standalone ready:") {
+                break line;
+            }
+        };
+        eprintln!("standalone ready in {:?}", started.elapsed());
+        let field = |name: &str| -> SocketAddr {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name}= in {ready:?}"))
+        };
+        let admin_token = std::fs::read_to_string(dir.join("admin.token")).expect("admin.token").trim().to_string();
+        Standalone {
+            http: field("http"),
+            grpc: field("grpc"),
+            metrics: field("metrics"),
+            child,
+            dir: dir.to_path_buf(),
+            admin_token,
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "standalone did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.expect("gRPC connect")
+    }
+
+    pub async fn registry(&self, token: &str) -> RegistryServiceClient<InterceptedService<Channel, Bearer>> {
+        RegistryServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
+    pub async fn query(&self, token: &str) -> QueryServiceClient<InterceptedService<Channel, Bearer>> {
+        QueryServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().unwrap())
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub fn device_target(device: &str) -> Option<pb::Target> {
+    Some(pb::Target { tenant: String::new(), devices: Some(pb::target::Devices::Device(device.into())) })
+}
+
+pub fn selector_target(selector: &str) -> Option<pb::Target> {
+    Some(pb::Target { tenant: String::new(), devices: Some(pb::target::Devices::Selector(selector.into())) })
+}
+
+/// Waits until `check` returns Some, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// All points of one device and metric in [from, to), following pages.
+pub async fn range_all(
+    q: &mut QueryServiceClient<InterceptedService<Channel, Bearer>>,
+    device: &str,
+    metrics: &[&str],
+    from_ns: i64,
+    to_ns: i64,
+) -> Vec<(String, i64, Option<pb::Value>)> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let resp = q
+            .query_range(pb::QueryRangeRequest {
+                target: device_target(device),
+                metrics: metrics.iter().map(|m| m.to_string()).collect(),
+                from_ns,
+                to_ns,
+                limit: 10_000,
+                order: pb::Order::Asc as i32,
+                page_token: page_token.clone(),
+            })
+            .await
+            .expect("QueryRange")
+            .into_inner();
+        for s in resp.series {
+            for p in s.points {
+                out.push((s.metric.clone(), p.ts_ns, p.value));
+            }
+        }
+        if resp.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = resp.next_page_token;
+    }
+}
+
+pub fn f64v(v: f64) -> Option<pb::Value> {
+    Some(pb::Value { kind: Some(pb::value::Kind::DoubleValue(v)) })
+}
+pub fn i64v(v: i64) -> Option<pb::Value> {
+    Some(pb::Value { kind: Some(pb::value::Kind::IntValue(v)) })
+}
+pub fn boolv(v: bool) -> Option<pb::Value> {
+    Some(pb::Value { kind: Some(pb::value::Kind::BoolValue(v)) })
+}
+pub fn strv(v: &str) -> Option<pb::Value> {
+    Some(pb::Value { kind: Some(pb::value::Kind::StringValue(v.into())) })
+}
