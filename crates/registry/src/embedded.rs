@@ -1,0 +1,556 @@
+//! The embedded registry store: one redb file, durable on every write.
+//!
+//! Tables (keys sort byte-wise, so listings come out in id order):
+//!
+//! | table                | key                       | value                  |
+//! |----------------------|---------------------------|------------------------|
+//! | `meta`               | name                      | u64 (schema version)   |
+//! | `tenants`            | name                      | JSON [`TenantRecord`]  |
+//! | `devices`            | (tenant, id)              | JSON [`DeviceRecord`]  |
+//! | `credentials`        | (tenant, id)              | JSON [`CredentialRecord`] |
+//! | `credential_hashes`  | token hash                | (tenant, id)           |
+//! | `device_credentials` | (tenant, device, cred id) | ()                     |
+//! | `presence`           | (tenant, device)          | JSON [`PresenceRecord`] |
+//!
+//! Every write is one redb transaction committed with redb's default
+//! durability (fsync before the call returns), so conditional writes are
+//! atomic and nothing acknowledged is lost in a crash. redb calls block, so
+//! each runs on Tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::RegistryError;
+use crate::store::{
+    CredentialRecord, CredentialStore, DeviceRecord, DeviceStore, Expect, PresenceRecord,
+    PresenceStore, TenantRecord, TenantStore, TokenHash,
+};
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const TENANTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tenants");
+const DEVICES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("devices");
+const CREDENTIALS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("credentials");
+const CREDENTIAL_HASHES: TableDefinition<'_, &[u8; 32], (&str, &str)> =
+    TableDefinition::new("credential_hashes");
+const DEVICE_CREDENTIALS: TableDefinition<'_, (&str, &str, &str), ()> =
+    TableDefinition::new("device_credentials");
+const PRESENCE: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("presence");
+
+/// The schema version this code writes and reads.
+const SCHEMA_VERSION: u64 = 1;
+
+/// A [`crate::RegistryStore`] in one redb file.
+#[derive(Debug)]
+pub struct EmbeddedRegistryStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedRegistryStore {
+    /// Opens (or creates) the registry file at `path`, e.g.
+    /// `<data-dir>/registry.redb`, creating missing parent directories.
+    /// Fails if another process has the file open.
+    pub fn open(path: &Path) -> Result<Arc<Self>, RegistryError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                RegistryError::Unavailable(format!("creating {}: {e}", parent.display()))
+            })?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| RegistryError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let version = meta
+                .get("schema_version")
+                .map_err(storage)?
+                .map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(storage)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(RegistryError::Internal(format!(
+                        "{} has registry schema version {other}; this build reads version {SCHEMA_VERSION}",
+                        path.display()
+                    )));
+                }
+            }
+            txn.open_table(TENANTS).map_err(storage)?;
+            txn.open_table(DEVICES).map_err(storage)?;
+            txn.open_table(CREDENTIALS).map_err(storage)?;
+            txn.open_table(CREDENTIAL_HASHES).map_err(storage)?;
+            txn.open_table(DEVICE_CREDENTIALS).map_err(storage)?;
+            txn.open_table(PRESENCE).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(Arc::new(Self { db: Arc::new(db) }))
+    }
+
+    /// Runs blocking redb work on Tokio's blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, RegistryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, RegistryError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| RegistryError::Internal(format!("registry storage task failed: {e}")))?
+    }
+}
+
+/// Maps a redb error: I/O problems are retryable, the rest are internal.
+fn storage(e: impl Into<redb::Error>) -> RegistryError {
+    match e.into() {
+        redb::Error::Io(io) => RegistryError::Unavailable(io.to_string()),
+        other => RegistryError::Internal(other.to_string()),
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, RegistryError> {
+    serde_json::to_vec(record).map_err(|e| RegistryError::Internal(format!("encoding record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Internal(format!("corrupt registry record: {e}")))
+}
+
+/// Checks a conditional write against the stored revision (`None`: absent).
+fn check_expect(what: &str, stored: Option<u64>, expect: Expect) -> Result<(), RegistryError> {
+    let ok = match (expect, stored) {
+        (Expect::Any, _) | (Expect::Absent, None) => true,
+        (Expect::Revision(want), Some(have)) => want == have,
+        (Expect::Absent, Some(_)) | (Expect::Revision(_), None) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Conflict(format!(
+            "{what}: expected {expect:?}, found revision {stored:?}"
+        )))
+    }
+}
+
+#[async_trait]
+impl TenantStore for EmbeddedRegistryStore {
+    async fn put_tenant(&self, tenant: &TenantRecord, expect: Expect) -> Result<(), RegistryError> {
+        let tenant = tenant.clone();
+        self.run(move |db| {
+            let bytes = encode(&tenant)?;
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(TENANTS).map_err(storage)?;
+                let stored = match table.get(tenant.name.as_str()).map_err(storage)? {
+                    Some(v) => Some(decode::<TenantRecord>(v.value())?.revision),
+                    None => None,
+                };
+                check_expect(&format!("tenant {:?}", tenant.name), stored, expect)?;
+                table
+                    .insert(tenant.name.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, name: &str) -> Result<Option<TenantRecord>, RegistryError> {
+        let name = name.to_owned();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(TENANTS).map_err(storage)?;
+            table
+                .get(name.as_str())
+                .map_err(storage)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_tenants(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TenantRecord>, RegistryError> {
+        let after = after.map(str::to_owned);
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(TENANTS).map_err(storage)?;
+            let range = match &after {
+                Some(a) => table.range::<&str>((Bound::Excluded(a.as_str()), Bound::Unbounded)),
+                None => table.range::<&str>(..),
+            }
+            .map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in range.take(limit) {
+                let (_, v) = entry.map_err(storage)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeviceStore for EmbeddedRegistryStore {
+    async fn put_device(&self, device: &DeviceRecord, expect: Expect) -> Result<(), RegistryError> {
+        let device = device.clone();
+        self.run(move |db| {
+            let bytes = encode(&device)?;
+            let key = (device.tenant.as_str(), device.id.as_str());
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(DEVICES).map_err(storage)?;
+                let stored = match table.get(key).map_err(storage)? {
+                    Some(v) => Some(decode::<DeviceRecord>(v.value())?.revision),
+                    None => None,
+                };
+                check_expect(
+                    &format!("device {:?}/{:?}", device.tenant, device.id),
+                    stored,
+                    expect,
+                )?;
+                table.insert(key, bytes.as_slice()).map_err(storage)?;
+            }
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn get_device(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<DeviceRecord>, RegistryError> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(DEVICES).map_err(storage)?;
+            table
+                .get((tenant.as_str(), id.as_str()))
+                .map_err(storage)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete_device(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| {
+            let key = (tenant.as_str(), id.as_str());
+            let txn = db.begin_write().map_err(storage)?;
+            let existed = {
+                let mut devices = txn.open_table(DEVICES).map_err(storage)?;
+                let existed = devices.remove(key).map_err(storage)?.is_some();
+                let mut presence = txn.open_table(PRESENCE).map_err(storage)?;
+                presence.remove(key).map_err(storage)?;
+                existed
+            };
+            txn.commit().map_err(storage)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list_devices(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, RegistryError> {
+        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(DEVICES).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in table
+                .range(tenant_range(&tenant, after.as_deref()))
+                .map_err(storage)?
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = entry.map_err(storage)?;
+                if k.value().0 != tenant {
+                    break;
+                }
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// A range over (tenant, id) keys.
+type KeyRange<'a> = (Bound<(&'a str, &'a str)>, Bound<(&'a str, &'a str)>);
+
+/// The (tenant, id) keys of `tenant` after `after`, onwards; the caller stops
+/// at the first key of another tenant.
+fn tenant_range<'a>(tenant: &'a str, after: Option<&'a str>) -> KeyRange<'a> {
+    match after {
+        Some(a) => (Bound::Excluded((tenant, a)), Bound::Unbounded),
+        None => (Bound::Included((tenant, "")), Bound::Unbounded),
+    }
+}
+
+#[async_trait]
+impl CredentialStore for EmbeddedRegistryStore {
+    async fn put_credential(&self, credential: &CredentialRecord) -> Result<(), RegistryError> {
+        let credential = credential.clone();
+        self.run(move |db| {
+            let bytes = encode(&credential)?;
+            let key = (credential.tenant.as_str(), credential.id.as_str());
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(CREDENTIALS).map_err(storage)?;
+                if table.get(key).map_err(storage)?.is_some() {
+                    return Err(RegistryError::Conflict(format!(
+                        "credential id {:?} is taken",
+                        credential.id
+                    )));
+                }
+                let mut hashes = txn.open_table(CREDENTIAL_HASHES).map_err(storage)?;
+                if hashes
+                    .get(&credential.token_hash)
+                    .map_err(storage)?
+                    .is_some()
+                {
+                    return Err(RegistryError::Conflict("token hash is taken".into()));
+                }
+                table.insert(key, bytes.as_slice()).map_err(storage)?;
+                hashes
+                    .insert(&credential.token_hash, key)
+                    .map_err(storage)?;
+                if let Some(device) = &credential.device {
+                    let mut by_device = txn.open_table(DEVICE_CREDENTIALS).map_err(storage)?;
+                    by_device
+                        .insert(
+                            (
+                                credential.tenant.as_str(),
+                                device.as_str(),
+                                credential.id.as_str(),
+                            ),
+                            (),
+                        )
+                        .map_err(storage)?;
+                }
+            }
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn get_credential(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<CredentialRecord>, RegistryError> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(CREDENTIALS).map_err(storage)?;
+            table
+                .get((tenant.as_str(), id.as_str()))
+                .map_err(storage)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn credential_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<CredentialRecord>, RegistryError> {
+        let hash = *hash;
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let hashes = txn.open_table(CREDENTIAL_HASHES).map_err(storage)?;
+            let Some(key) = hashes.get(&hash).map_err(storage)? else {
+                return Ok(None);
+            };
+            let table = txn.open_table(CREDENTIALS).map_err(storage)?;
+            let record = table.get(key.value()).map_err(storage)?;
+            record.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_credentials(
+        &self,
+        tenant: &str,
+        device: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CredentialRecord>, RegistryError> {
+        let (tenant, device, after) = (
+            tenant.to_owned(),
+            device.map(str::to_owned),
+            after.map(str::to_owned),
+        );
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(CREDENTIALS).map_err(storage)?;
+            let mut out = Vec::new();
+            match &device {
+                None => {
+                    for entry in table
+                        .range(tenant_range(&tenant, after.as_deref()))
+                        .map_err(storage)?
+                    {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, v) = entry.map_err(storage)?;
+                        if k.value().0 != tenant {
+                            break;
+                        }
+                        out.push(decode(v.value())?);
+                    }
+                }
+                Some(device) => {
+                    let index = txn.open_table(DEVICE_CREDENTIALS).map_err(storage)?;
+                    let (t, d) = (tenant.as_str(), device.as_str());
+                    let start = match after.as_deref() {
+                        Some(a) => Bound::Excluded((t, d, a)),
+                        None => Bound::Included((t, d, "")),
+                    };
+                    for entry in index.range((start, Bound::Unbounded)).map_err(storage)? {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, _) = entry.map_err(storage)?;
+                        let (kt, kd, id) = k.value();
+                        if kt != t || kd != d {
+                            break;
+                        }
+                        match table.get((t, id)).map_err(storage)? {
+                            Some(v) => out.push(decode(v.value())?),
+                            None => {
+                                return Err(RegistryError::Internal(format!(
+                                    "device credential index names missing credential {id:?}"
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_credential(
+        &self,
+        tenant: &str,
+        id: &str,
+        at_ns: i64,
+    ) -> Result<Option<CredentialRecord>, RegistryError> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.run(move |db| {
+            let key = (tenant.as_str(), id.as_str());
+            let txn = db.begin_write().map_err(storage)?;
+            let record = {
+                let mut table = txn.open_table(CREDENTIALS).map_err(storage)?;
+                let stored = table
+                    .get(key)
+                    .map_err(storage)?
+                    .map(|v| decode::<CredentialRecord>(v.value()));
+                let Some(mut record) = stored.transpose()? else {
+                    return Ok(None);
+                };
+                if record.revoked_at_ns.is_some() {
+                    return Ok(Some(record));
+                }
+                record.revoked_at_ns = Some(at_ns);
+                table
+                    .insert(key, encode(&record)?.as_slice())
+                    .map_err(storage)?;
+                record
+            };
+            txn.commit().map_err(storage)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PresenceStore for EmbeddedRegistryStore {
+    async fn set_presence(
+        &self,
+        tenant: &str,
+        device: &str,
+        presence: &PresenceRecord,
+    ) -> Result<(), RegistryError> {
+        let (tenant, device, presence) = (tenant.to_owned(), device.to_owned(), presence.clone());
+        self.run(move |db| {
+            let bytes = encode(&presence)?;
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(PRESENCE).map_err(storage)?;
+                table
+                    .insert((tenant.as_str(), device.as_str()), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn get_presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<PresenceRecord>, RegistryError> {
+        let (tenant, device) = (tenant.to_owned(), device.to_owned());
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(PRESENCE).map_err(storage)?;
+            table
+                .get((tenant.as_str(), device.as_str()))
+                .map_err(storage)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn get_presences(
+        &self,
+        tenant: &str,
+        devices: &[String],
+    ) -> Result<BTreeMap<String, PresenceRecord>, RegistryError> {
+        let (tenant, devices) = (tenant.to_owned(), devices.to_vec());
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(PRESENCE).map_err(storage)?;
+            let mut out = BTreeMap::new();
+            for device in devices {
+                let found = table
+                    .get((tenant.as_str(), device.as_str()))
+                    .map_err(storage)?;
+                if let Some(v) = found {
+                    let record = decode(v.value())?;
+                    out.insert(device, record);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

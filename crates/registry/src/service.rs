@@ -1,0 +1,1182 @@
+//! [`Registry`]: the registry's business rules over any [`RegistryStore`].
+//!
+//! Validation, uniqueness, limits, token issue and revocation,
+//! authentication and presence live here, once, whatever the backend. Every
+//! change that can affect authentication or device lookup is announced as a
+//! [`RegistryEvent`] on a bounded broadcast channel ([`Registry::events`]) so
+//! caches such as [`crate::LocalDirectory`] can drop stale entries at once.
+//!
+//! Concurrent updates of one device use optimistic concurrency: read, change,
+//! write if the revision is unchanged ([`Expect::Revision`]), retry otherwise.
+//! Nothing is lost when two frontends merge labels into the same device.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tributary_auth::{JwtKeys, OperatorClaims, Role, TokenKind};
+use tributary_core::Limits;
+use tributary_core::directory::{DirectoryError, Principal, TenantPolicy};
+use tributary_core::model::{ValidationError, validate_device_id, validate_label, validate_tenant};
+use tributary_core::selector::Selector;
+use tributary_core::time::now_ns;
+
+use crate::store::{
+    CredentialKind, CredentialRecord, DeviceRecord, Expect, PresenceRecord, RegistryStore,
+    TenantRecord, TenantSettings, TokenHash,
+};
+use crate::{Entity, RegistryError};
+
+/// The tenant [`Registry::bootstrap`] creates.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// How many records one store call fetches while scanning.
+const STORE_PAGE: usize = 500;
+/// How often a conditional device update is retried before giving up.
+const MAX_UPDATE_ATTEMPTS: usize = 16;
+/// Longest token secret worth hashing; generated ones are 47 bytes.
+const MAX_SECRET_BYTES: usize = 512;
+/// Longest display name, credential name and frontend name, in bytes.
+const MAX_NAME_BYTES: usize = 256;
+/// Lifetime of the bootstrap admin token: ten years.
+const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The file [`Registry::bootstrap`] writes the admin token to.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Limits and sizes of the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Identifier limits: `max_device_id_len` and `max_labels` apply here.
+    pub limits: Limits,
+    /// Most metadata entries on one device.
+    pub max_metadata_entries: usize,
+    /// Longest metadata key, in bytes.
+    pub max_metadata_key_bytes: usize,
+    /// Longest metadata value, in bytes.
+    pub max_metadata_value_bytes: usize,
+    /// Most unrevoked, unexpired tokens of one device.
+    pub max_tokens_per_device: usize,
+    /// Most results of a listing without paging (tenants, tokens, selects).
+    pub max_list_results: usize,
+    /// Most devices one `ListDevices` page scans to find matches; a page may
+    /// come back short, with a page token to continue.
+    pub max_scan_per_page: usize,
+    /// Events kept for slow subscribers; a subscriber further behind is told
+    /// it lagged and must drop everything it cached.
+    pub event_capacity: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_metadata_entries: 64,
+            max_metadata_key_bytes: 128,
+            max_metadata_value_bytes: 1024,
+            max_tokens_per_device: 100,
+            max_list_results: 10_000,
+            max_scan_per_page: 10_000,
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// A change that can make a cached view of the registry stale.
+///
+/// Serializable so distributed mode can forward it through Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RegistryEvent {
+    /// A tenant was created or its settings changed.
+    TenantChanged {
+        /// The tenant.
+        tenant: String,
+    },
+    /// A device was created, or its labels, metadata or disabled flag changed.
+    DeviceChanged {
+        /// The device's tenant.
+        tenant: String,
+        /// The device.
+        device: String,
+    },
+    /// A device was deleted.
+    DeviceDeleted {
+        /// The device's tenant.
+        tenant: String,
+        /// The device.
+        device: String,
+    },
+    /// A credential was revoked.
+    CredentialRevoked {
+        /// The credential's tenant.
+        tenant: String,
+        /// The credential.
+        credential_id: String,
+    },
+}
+
+/// A tenant to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenant {
+    /// Unique name: `[a-z0-9-]`, up to 64 bytes.
+    pub name: String,
+    /// Human-readable name; may be empty.
+    pub display_name: String,
+    /// Ingest settings; an empty `device_tag` means `device`.
+    pub settings: TenantSettings,
+}
+
+/// A device to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewDevice {
+    /// The tenant, which must exist.
+    pub tenant: String,
+    /// Unique within the tenant.
+    pub id: String,
+    /// Initial labels.
+    pub labels: BTreeMap<String, String>,
+    /// Initial metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Also issue a first device token.
+    pub issue_token: bool,
+}
+
+/// Changes to a device's labels and metadata. A key may not be both set and
+/// removed in one update.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceUpdate {
+    /// Labels to set, replacing values of the same key.
+    pub set_labels: BTreeMap<String, String>,
+    /// Label keys to remove; unknown keys are ignored.
+    pub remove_labels: Vec<String>,
+    /// Metadata to set, replacing values of the same key.
+    pub set_metadata: BTreeMap<String, String>,
+    /// Metadata keys to remove; unknown keys are ignored.
+    pub remove_metadata: Vec<String>,
+}
+
+impl DeviceUpdate {
+    fn is_empty(&self) -> bool {
+        self.set_labels.is_empty()
+            && self.remove_labels.is_empty()
+            && self.set_metadata.is_empty()
+            && self.remove_metadata.is_empty()
+    }
+}
+
+/// A token to issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// The tenant, which must exist.
+    pub tenant: String,
+    /// Device token or tenant ingest token.
+    pub kind: CredentialKind,
+    /// The device, for device tokens (required); `None` for ingest tokens.
+    pub device: Option<String>,
+    /// A human-readable name, for listing.
+    pub name: String,
+    /// Lifetime; `None` never expires.
+    pub ttl: Option<Duration>,
+}
+
+/// A freshly issued token. The secret exists only here: it is stored as a
+/// hash and cannot be recovered. `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The stored credential.
+    pub credential: CredentialRecord,
+    /// The secret to hand to the device or agent, once.
+    pub secret: String,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("credential", &self.credential)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A device with its presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The stored device.
+    pub record: DeviceRecord,
+    /// Its presence; the default when it was never seen.
+    pub presence: PresenceRecord,
+}
+
+/// One page of a device listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePage {
+    /// Matching devices, sorted by id. May hold fewer than the page size even
+    /// when more follow (the scan per page is bounded).
+    pub devices: Vec<Device>,
+    /// Where the next page starts; `None` at the end. Opaque to clients.
+    pub next_page_token: Option<String>,
+}
+
+/// A credential that resolved: who it is and how long it stays valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// Who presented it.
+    pub principal: Principal,
+    /// The credential's id, for revocation.
+    pub credential_id: String,
+    /// The credential's expiry, ns since the epoch.
+    pub expires_at_ns: Option<i64>,
+}
+
+/// The device registry's business logic. See the [module docs](self).
+#[derive(Debug)]
+pub struct Registry {
+    store: Arc<dyn RegistryStore>,
+    config: RegistryConfig,
+    events: broadcast::Sender<RegistryEvent>,
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn RegistryStore>, config: RegistryConfig) -> Self {
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        Self {
+            store,
+            config,
+            events,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn RegistryStore> {
+        &self.store
+    }
+
+    /// Subscribes to changes. Events published before the call are not seen.
+    pub fn events(&self) -> broadcast::Receiver<RegistryEvent> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, event: RegistryEvent) {
+        tracing::debug!(?event, "registry event");
+        // An error only means nobody listens right now.
+        let _ = self.events.send(event);
+    }
+
+    // ----- tenants -----
+
+    /// Creates a tenant. Fails with `AlreadyExists` if the name is taken.
+    pub async fn create_tenant(&self, new: NewTenant) -> Result<TenantRecord, RegistryError> {
+        validate_tenant(&new.name).map_err(|e| rename_field(e, "name"))?;
+        check_text("display_name", &new.display_name, MAX_NAME_BYTES)?;
+        let mut settings = new.settings;
+        if settings.device_tag.is_empty() {
+            settings.device_tag = TenantSettings::default().device_tag;
+        }
+        validate_label(&settings.device_tag, "").map_err(|e| retag("settings.device_tag", e))?;
+        let record = TenantRecord {
+            name: new.name,
+            display_name: new.display_name,
+            created_at_ns: now_ns(),
+            settings,
+            revision: 1,
+        };
+        match self.store.put_tenant(&record, Expect::Absent).await {
+            Ok(()) => {}
+            Err(RegistryError::Conflict(_)) => {
+                return Err(RegistryError::already_exists(Entity::Tenant, record.name));
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(tenant = %record.name, "tenant created");
+        self.publish(RegistryEvent::TenantChanged {
+            tenant: record.name.clone(),
+        });
+        Ok(record)
+    }
+
+    /// One tenant.
+    pub async fn tenant(&self, name: &str) -> Result<TenantRecord, RegistryError> {
+        validate_tenant(name)?;
+        self.store
+            .get_tenant(name)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Entity::Tenant, name))
+    }
+
+    /// Every tenant, sorted by name; `LimitExceeded` beyond `max_list_results`.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, RegistryError> {
+        let mut out: Vec<TenantRecord> = Vec::new();
+        loop {
+            let after = out.last().map(|t| t.name.clone());
+            let page = self
+                .store
+                .list_tenants(after.as_deref(), STORE_PAGE)
+                .await?;
+            let done = page.len() < STORE_PAGE;
+            out.extend(page);
+            self.check_list_size("tenants", out.len())?;
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A tenant's ingest policy.
+    pub async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, RegistryError> {
+        Ok(self.tenant(tenant).await?.settings.into())
+    }
+
+    fn check_list_size(&self, what: &str, len: usize) -> Result<(), RegistryError> {
+        if len > self.config.max_list_results {
+            return Err(RegistryError::LimitExceeded(format!(
+                "more than {} {what} to list; narrow the request",
+                self.config.max_list_results
+            )));
+        }
+        Ok(())
+    }
+
+    // ----- devices -----
+
+    /// Creates a device in an existing tenant, optionally with a first token.
+    pub async fn create_device(
+        &self,
+        new: NewDevice,
+    ) -> Result<(Device, Option<IssuedToken>), RegistryError> {
+        validate_tenant(&new.tenant)?;
+        validate_device_id(&new.id, &self.config.limits).map_err(|e| rename_field(e, "id"))?;
+        self.check_labels("labels", &new.labels)?;
+        self.check_metadata("metadata", &new.metadata)?;
+        self.tenant(&new.tenant).await?;
+        let now = now_ns();
+        let record = DeviceRecord {
+            tenant: new.tenant,
+            id: new.id,
+            labels: new.labels,
+            metadata: new.metadata,
+            disabled: false,
+            created_at_ns: now,
+            updated_at_ns: now,
+            revision: 1,
+        };
+        match self.store.put_device(&record, Expect::Absent).await {
+            Ok(()) => {}
+            Err(RegistryError::Conflict(_)) => {
+                return Err(RegistryError::already_exists(Entity::Device, record.id));
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(tenant = %record.tenant, device = %record.id, "device created");
+        self.publish(RegistryEvent::DeviceChanged {
+            tenant: record.tenant.clone(),
+            device: record.id.clone(),
+        });
+        let token = if new.issue_token {
+            Some(
+                self.issue_token(NewToken {
+                    tenant: record.tenant.clone(),
+                    kind: CredentialKind::DeviceToken,
+                    device: Some(record.id.clone()),
+                    name: "initial".into(),
+                    ttl: None,
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok((
+            Device {
+                record,
+                presence: PresenceRecord::default(),
+            },
+            token,
+        ))
+    }
+
+    /// A device without its presence, or `None`.
+    pub async fn find_device(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<DeviceRecord>, RegistryError> {
+        validate_tenant(tenant)?;
+        validate_device_id(id, &self.config.limits)?;
+        self.store.get_device(tenant, id).await
+    }
+
+    /// A device with its presence.
+    pub async fn device(&self, tenant: &str, id: &str) -> Result<Device, RegistryError> {
+        let record = self
+            .find_device(tenant, id)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Entity::Device, id))?;
+        let presence = self
+            .store
+            .get_presence(tenant, id)
+            .await?
+            .unwrap_or_default();
+        Ok(Device { record, presence })
+    }
+
+    /// One page of the tenant's devices that `selector` matches, sorted by id.
+    ///
+    /// The selector is applied while scanning the tenant's devices in id
+    /// order (there is no label index yet): a page scans at most
+    /// `max_scan_per_page` devices and may come back short with a
+    /// `next_page_token`. `page_size` is clamped to 1..=1000.
+    pub async fn list_devices(
+        &self,
+        tenant: &str,
+        selector: &Selector,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<DevicePage, RegistryError> {
+        validate_tenant(tenant)?;
+        if let Some(token) = page_token {
+            validate_device_id(token, &self.config.limits).map_err(|_| {
+                RegistryError::invalid("page_token", "not a page token of this listing")
+            })?;
+        }
+        self.tenant(tenant).await?;
+        let page_size = page_size.clamp(1, 1000);
+        let mut after = page_token.map(str::to_owned);
+        let mut records = Vec::new();
+        let mut scanned = 0usize;
+        // Without a selector every device matches: one more than a page
+        // tells whether another page follows.
+        let want = if selector.is_empty() {
+            page_size + 1
+        } else {
+            STORE_PAGE
+        };
+        let next = 'scan: loop {
+            let fetch = want
+                .min(STORE_PAGE)
+                .min(self.config.max_scan_per_page.saturating_sub(scanned))
+                .max(1);
+            let batch = self
+                .store
+                .list_devices(tenant, after.as_deref(), fetch)
+                .await?;
+            let exhausted = batch.len() < fetch;
+            let last = batch.len().saturating_sub(1);
+            for (i, record) in batch.into_iter().enumerate() {
+                scanned += 1;
+                after = Some(record.id.clone());
+                if selector.matches(&record.labels) {
+                    records.push(record);
+                    if records.len() == page_size {
+                        break 'scan if exhausted && i == last { None } else { after };
+                    }
+                }
+            }
+            if exhausted {
+                break None;
+            }
+            if scanned >= self.config.max_scan_per_page {
+                break after;
+            }
+        };
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let mut presences = self.store.get_presences(tenant, &ids).await?;
+        let devices = records
+            .into_iter()
+            .map(|record| {
+                let presence = presences.remove(&record.id).unwrap_or_default();
+                Device { record, presence }
+            })
+            .collect();
+        Ok(DevicePage {
+            devices,
+            next_page_token: next,
+        })
+    }
+
+    /// Every device of the tenant that `selector` matches, sorted by id; a
+    /// full scan of the tenant. `LimitExceeded` beyond `max_list_results`.
+    pub async fn select_devices(
+        &self,
+        tenant: &str,
+        selector: &Selector,
+    ) -> Result<Vec<DeviceRecord>, RegistryError> {
+        validate_tenant(tenant)?;
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self
+                .store
+                .list_devices(tenant, after.as_deref(), STORE_PAGE)
+                .await?;
+            let done = batch.len() < STORE_PAGE;
+            after = batch.last().map(|d| d.id.clone());
+            out.extend(batch.into_iter().filter(|d| selector.matches(&d.labels)));
+            self.check_list_size("devices", out.len())?;
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Sets and removes labels and metadata. A no-op update writes nothing.
+    pub async fn update_device(
+        &self,
+        tenant: &str,
+        id: &str,
+        update: DeviceUpdate,
+    ) -> Result<Device, RegistryError> {
+        validate_tenant(tenant)?;
+        validate_device_id(id, &self.config.limits)?;
+        self.check_update(&update)?;
+        if update.is_empty() {
+            return self.device(tenant, id).await;
+        }
+        let config = &self.config;
+        let record = self
+            .modify_device(tenant, id, |d| {
+                let mut labels = d.labels.clone();
+                let mut metadata = d.metadata.clone();
+                for k in &update.remove_labels {
+                    labels.remove(k);
+                }
+                labels.extend(
+                    update
+                        .set_labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                for k in &update.remove_metadata {
+                    metadata.remove(k);
+                }
+                metadata.extend(
+                    update
+                        .set_metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                if labels.len() > config.limits.max_labels {
+                    return Err(RegistryError::invalid(
+                        "set_labels",
+                        format!("a device has at most {} labels", config.limits.max_labels),
+                    ));
+                }
+                if metadata.len() > config.max_metadata_entries {
+                    return Err(RegistryError::invalid(
+                        "set_metadata",
+                        format!(
+                            "a device has at most {} metadata entries",
+                            config.max_metadata_entries
+                        ),
+                    ));
+                }
+                let changed = labels != d.labels || metadata != d.metadata;
+                d.labels = labels;
+                d.metadata = metadata;
+                Ok(changed)
+            })
+            .await?;
+        self.with_presence(record).await
+    }
+
+    /// Disables or enables a device. A disabled device cannot authenticate
+    /// and refuses data written with tenant ingest tokens.
+    pub async fn set_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<Device, RegistryError> {
+        validate_tenant(tenant)?;
+        validate_device_id(id, &self.config.limits)?;
+        let record = self
+            .modify_device(tenant, id, |d| {
+                let changed = d.disabled != disabled;
+                d.disabled = disabled;
+                Ok(changed)
+            })
+            .await?;
+        tracing::info!(tenant, device = id, disabled, "device enablement set");
+        self.with_presence(record).await
+    }
+
+    async fn with_presence(&self, record: DeviceRecord) -> Result<Device, RegistryError> {
+        let presence = self
+            .store
+            .get_presence(&record.tenant, &record.id)
+            .await?
+            .unwrap_or_default();
+        Ok(Device { record, presence })
+    }
+
+    /// Read, change, conditional write; retried on concurrent changes. `change`
+    /// returns whether it changed anything; nothing is written if not.
+    async fn modify_device<F>(
+        &self,
+        tenant: &str,
+        id: &str,
+        change: F,
+    ) -> Result<DeviceRecord, RegistryError>
+    where
+        F: Fn(&mut DeviceRecord) -> Result<bool, RegistryError>,
+    {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let mut record = self
+                .store
+                .get_device(tenant, id)
+                .await?
+                .ok_or_else(|| RegistryError::not_found(Entity::Device, id))?;
+            let revision = record.revision;
+            if !change(&mut record)? {
+                return Ok(record);
+            }
+            record.revision = revision + 1;
+            record.updated_at_ns = now_ns().max(record.updated_at_ns);
+            match self
+                .store
+                .put_device(&record, Expect::Revision(revision))
+                .await
+            {
+                Ok(()) => {
+                    self.publish(RegistryEvent::DeviceChanged {
+                        tenant: tenant.to_owned(),
+                        device: id.to_owned(),
+                    });
+                    return Ok(record);
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Conflict(format!(
+            "device {id:?} is changing too often; retry"
+        )))
+    }
+
+    /// Deletes a device, revoking its tokens first.
+    pub async fn delete_device(&self, tenant: &str, id: &str) -> Result<(), RegistryError> {
+        validate_tenant(tenant)?;
+        validate_device_id(id, &self.config.limits)?;
+        if self.store.get_device(tenant, id).await?.is_none() {
+            return Err(RegistryError::not_found(Entity::Device, id));
+        }
+        // Revoke first: a crash in between leaves a device without valid
+        // tokens, never valid tokens of a deleted device.
+        let now = now_ns();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self
+                .store
+                .list_credentials(tenant, Some(id), after.as_deref(), STORE_PAGE)
+                .await?;
+            let done = batch.len() < STORE_PAGE;
+            after = batch.last().map(|c| c.id.clone());
+            for credential in batch.into_iter().filter(|c| !c.is_revoked()) {
+                self.store
+                    .revoke_credential(tenant, &credential.id, now)
+                    .await?;
+                self.publish(RegistryEvent::CredentialRevoked {
+                    tenant: tenant.to_owned(),
+                    credential_id: credential.id,
+                });
+            }
+            if done {
+                break;
+            }
+        }
+        if !self.store.delete_device(tenant, id).await? {
+            return Err(RegistryError::not_found(Entity::Device, id));
+        }
+        tracing::info!(tenant, device = id, "device deleted");
+        self.publish(RegistryEvent::DeviceDeleted {
+            tenant: tenant.to_owned(),
+            device: id.to_owned(),
+        });
+        Ok(())
+    }
+
+    // ----- credentials -----
+
+    /// Issues a device token (for an existing device) or a tenant ingest
+    /// token. Only the hash is stored; the secret is in the result, once.
+    pub async fn issue_token(&self, req: NewToken) -> Result<IssuedToken, RegistryError> {
+        validate_tenant(&req.tenant)?;
+        check_text("name", &req.name, MAX_NAME_BYTES)?;
+        let now = now_ns();
+        let expires_at_ns = match req.ttl {
+            None => None,
+            Some(ttl) if ttl.is_zero() => {
+                return Err(RegistryError::invalid("ttl_seconds", "must be positive"));
+            }
+            Some(ttl) => Some(
+                i64::try_from(ttl.as_nanos())
+                    .ok()
+                    .and_then(|ttl| now.checked_add(ttl))
+                    .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large"))?,
+            ),
+        };
+        let token_kind = match (req.kind, &req.device) {
+            (CredentialKind::DeviceToken, None) => {
+                return Err(RegistryError::invalid(
+                    "device",
+                    "required for device tokens",
+                ));
+            }
+            (CredentialKind::DeviceToken, Some(device)) => {
+                validate_device_id(device, &self.config.limits)?;
+                if self.store.get_device(&req.tenant, device).await?.is_none() {
+                    return Err(RegistryError::not_found(Entity::Device, device.as_str()));
+                }
+                let active = self.count_active_tokens(&req.tenant, device, now).await?;
+                if active >= self.config.max_tokens_per_device {
+                    return Err(RegistryError::LimitExceeded(format!(
+                        "device {device:?} has {active} active tokens; revoke one first"
+                    )));
+                }
+                TokenKind::Device
+            }
+            (CredentialKind::TenantIngestToken, Some(_)) => {
+                return Err(RegistryError::invalid(
+                    "device",
+                    "must be empty for tenant ingest tokens",
+                ));
+            }
+            (CredentialKind::TenantIngestToken, None) => {
+                self.tenant(&req.tenant).await?;
+                TokenKind::TenantIngest
+            }
+        };
+        // A random id or hash collision is astronomically unlikely; retrying
+        // with fresh randomness is cheaper than reasoning about it.
+        for _ in 0..3 {
+            let generated = tributary_auth::generate_token(token_kind);
+            let credential = CredentialRecord {
+                id: tributary_auth::random_id(),
+                tenant: req.tenant.clone(),
+                kind: req.kind,
+                device: req.device.clone(),
+                name: req.name.clone(),
+                token_hash: generated.hash,
+                created_at_ns: now,
+                expires_at_ns,
+                revoked_at_ns: None,
+            };
+            match self.store.put_credential(&credential).await {
+                Ok(()) => {
+                    tracing::info!(
+                        tenant = %credential.tenant,
+                        credential = %credential.id,
+                        kind = ?credential.kind,
+                        device = credential.device.as_deref().unwrap_or(""),
+                        "token issued"
+                    );
+                    return Ok(IssuedToken {
+                        credential,
+                        secret: generated.secret,
+                    });
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Internal(
+            "could not allocate a unique credential id".into(),
+        ))
+    }
+
+    async fn count_active_tokens(
+        &self,
+        tenant: &str,
+        device: &str,
+        now: i64,
+    ) -> Result<usize, RegistryError> {
+        let mut active = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self
+                .store
+                .list_credentials(tenant, Some(device), after.as_deref(), STORE_PAGE)
+                .await?;
+            let done = batch.len() < STORE_PAGE;
+            after = batch.last().map(|c| c.id.clone());
+            active += batch
+                .iter()
+                .filter(|c| !c.is_revoked() && !c.is_expired(now))
+                .count();
+            if done {
+                return Ok(active);
+            }
+        }
+    }
+
+    /// The tenant's credentials (only the device's, if given), revoked ones
+    /// included, sorted by id. `LimitExceeded` beyond `max_list_results`.
+    pub async fn list_tokens(
+        &self,
+        tenant: &str,
+        device: Option<&str>,
+    ) -> Result<Vec<CredentialRecord>, RegistryError> {
+        validate_tenant(tenant)?;
+        if let Some(device) = device {
+            validate_device_id(device, &self.config.limits)?;
+        }
+        let mut out: Vec<CredentialRecord> = Vec::new();
+        loop {
+            let after = out.last().map(|c| c.id.clone());
+            let batch = self
+                .store
+                .list_credentials(tenant, device, after.as_deref(), STORE_PAGE)
+                .await?;
+            let done = batch.len() < STORE_PAGE;
+            out.extend(batch);
+            self.check_list_size("tokens", out.len())?;
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Revokes a credential. Idempotent.
+    pub async fn revoke_token(
+        &self,
+        tenant: &str,
+        credential_id: &str,
+    ) -> Result<CredentialRecord, RegistryError> {
+        validate_tenant(tenant)?;
+        check_text("credential_id", credential_id, MAX_NAME_BYTES)?;
+        let record = self
+            .store
+            .revoke_credential(tenant, credential_id, now_ns())
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Entity::Credential, credential_id))?;
+        tracing::info!(tenant, credential = credential_id, "token revoked");
+        self.publish(RegistryEvent::CredentialRevoked {
+            tenant: tenant.to_owned(),
+            credential_id: credential_id.to_owned(),
+        });
+        Ok(record)
+    }
+
+    /// Resolves a token hash to its principal. Checks the credential only
+    /// (revoked, expired), not the state of a device token's device:
+    /// [`Registry::authenticate`] and [`crate::LocalDirectory`] do that.
+    pub async fn resolve_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError> {
+        let credential = self
+            .store
+            .credential_by_hash(hash)
+            .await?
+            .ok_or(DirectoryError::Unauthenticated)?;
+        if credential.is_revoked() || credential.is_expired(now_ns()) {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let principal = match (credential.kind, credential.device) {
+            (CredentialKind::DeviceToken, Some(device)) => Principal::Device {
+                tenant: credential.tenant,
+                device,
+            },
+            (CredentialKind::DeviceToken, None) => {
+                tracing::error!(credential = %credential.id, "device token without a device");
+                return Err(DirectoryError::Unauthenticated);
+            }
+            (CredentialKind::TenantIngestToken, _) => Principal::TenantIngest {
+                tenant: credential.tenant,
+                credential_id: credential.id.clone(),
+            },
+        };
+        Ok(Authenticated {
+            principal,
+            credential_id: credential.id,
+            expires_at_ns: credential.expires_at_ns,
+        })
+    }
+
+    /// Resolves a bearer token: unknown, revoked or expired tokens and tokens
+    /// of deleted devices are `Unauthenticated`; tokens of disabled devices
+    /// are `Forbidden`. Uncached: every call reads the store.
+    pub async fn authenticate(&self, secret: &str) -> Result<Principal, DirectoryError> {
+        if secret.is_empty() || secret.len() > MAX_SECRET_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let resolved = self
+            .resolve_token_hash(&tributary_auth::hash_token(secret))
+            .await?;
+        if let Principal::Device { tenant, device } = &resolved.principal {
+            match self.store.get_device(tenant, device).await? {
+                None => return Err(DirectoryError::Unauthenticated),
+                Some(d) if d.disabled => {
+                    return Err(DirectoryError::Forbidden(format!(
+                        "device {device:?} is disabled"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(resolved.principal)
+    }
+
+    // ----- presence -----
+
+    /// Records that `frontend` saw a device connect (`online`) or disconnect
+    /// at `at_ns` (0 = now), and returns the resulting presence.
+    ///
+    /// Reports older than the last one are ignored, and so is a disconnect
+    /// from a frontend other than the one the device is online at (the
+    /// device reconnected elsewhere). Not transactional: two reports racing
+    /// for the same device may both be read-then-written, which at worst
+    /// keeps the older of two near-simultaneous reports.
+    pub async fn report_presence(
+        &self,
+        tenant: &str,
+        device: &str,
+        online: bool,
+        at_ns: i64,
+        frontend: &str,
+    ) -> Result<PresenceRecord, RegistryError> {
+        validate_tenant(tenant)?;
+        validate_device_id(device, &self.config.limits)?;
+        check_text("frontend", frontend, MAX_NAME_BYTES)?;
+        if at_ns < 0 {
+            return Err(RegistryError::invalid("at_ns", "must not be negative"));
+        }
+        let at_ns = if at_ns == 0 { now_ns() } else { at_ns };
+        if self.store.get_device(tenant, device).await?.is_none() {
+            return Err(RegistryError::not_found(Entity::Device, device));
+        }
+        let current = self
+            .store
+            .get_presence(tenant, device)
+            .await?
+            .unwrap_or_default();
+        let stale = at_ns < current.last_seen_ns;
+        let moved = !online && current.online && current.frontend != frontend;
+        if stale || moved {
+            return Ok(current);
+        }
+        let presence = PresenceRecord {
+            online,
+            last_seen_ns: at_ns,
+            frontend: if online {
+                frontend.to_owned()
+            } else {
+                String::new()
+            },
+        };
+        self.store.set_presence(tenant, device, &presence).await?;
+        Ok(presence)
+    }
+
+    /// A device's presence; the default if it was never seen.
+    pub async fn presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<PresenceRecord, RegistryError> {
+        Ok(self.device(tenant, device).await?.presence)
+    }
+
+    // ----- bootstrap -----
+
+    /// First-start set-up of standalone mode: makes sure tenant
+    /// [`DEFAULT_TENANT`] exists (auto-provisioning on, device tag `device`)
+    /// and, if `<data_dir>/admin.token` does not exist, issues a ten-year
+    /// admin JWT for it, writes it there (mode 0600) and returns it so the
+    /// binary can print it once. Returns `None` when the file existed.
+    pub async fn bootstrap(
+        &self,
+        keys: &JwtKeys,
+        data_dir: &Path,
+    ) -> Result<Option<String>, RegistryError> {
+        let default = NewTenant {
+            name: DEFAULT_TENANT.into(),
+            display_name: "Default".into(),
+            settings: TenantSettings {
+                auto_provision: true,
+                device_tag: "device".into(),
+            },
+        };
+        match self.create_tenant(default).await {
+            Ok(_) | Err(RegistryError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        let io_error =
+            |e: std::io::Error| RegistryError::Unavailable(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(data_dir).map_err(io_error)?;
+        if path.try_exists().map_err(io_error)? {
+            return Ok(None);
+        }
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| RegistryError::Internal(format!("system clock before 1970: {e}")))?
+            .as_secs();
+        let claims = OperatorClaims {
+            sub: "admin".into(),
+            tenant: DEFAULT_TENANT.into(),
+            role: Role::Admin,
+            iat,
+            exp: iat + ADMIN_TOKEN_LIFETIME.as_secs(),
+        };
+        let token = keys
+            .issue(&claims)
+            .map_err(|e| RegistryError::Internal(format!("signing admin token: {e}")))?;
+        let contents = format!("{token}\n");
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            tributary_auth::write_private(&target, contents.as_bytes())
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(format!("writing admin token: {e}")))?;
+        match written {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "admin token written");
+                Ok(Some(token))
+            }
+            // Another process bootstrapped at the same moment: its token stands.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    // ----- validation -----
+
+    fn check_labels(
+        &self,
+        field: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        let max = self.config.limits.max_labels;
+        if labels.len() > max {
+            return Err(RegistryError::invalid(
+                field,
+                format!("a device has at most {max} labels"),
+            ));
+        }
+        for (k, v) in labels {
+            validate_label(k, v).map_err(|e| retag(field, e))?;
+        }
+        Ok(())
+    }
+
+    fn check_metadata(
+        &self,
+        field: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        let c = &self.config;
+        if metadata.len() > c.max_metadata_entries {
+            return Err(RegistryError::invalid(
+                field,
+                format!(
+                    "a device has at most {} metadata entries",
+                    c.max_metadata_entries
+                ),
+            ));
+        }
+        for (k, v) in metadata {
+            self.check_metadata_key(field, k)?;
+            if v.len() > c.max_metadata_value_bytes {
+                return Err(RegistryError::invalid(
+                    field,
+                    format!(
+                        "value of {k:?} is longer than {} bytes",
+                        c.max_metadata_value_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_metadata_key(&self, field: &str, key: &str) -> Result<(), RegistryError> {
+        let max = self.config.max_metadata_key_bytes;
+        if key.is_empty() || key.len() > max || key.chars().any(char::is_control) {
+            return Err(RegistryError::invalid(
+                field,
+                format!("key {key:?} must be 1..={max} bytes without control characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_update(&self, u: &DeviceUpdate) -> Result<(), RegistryError> {
+        self.check_labels("set_labels", &u.set_labels)?;
+        self.check_metadata("set_metadata", &u.set_metadata)?;
+        check_removals(
+            "remove_labels",
+            &u.remove_labels,
+            &u.set_labels,
+            self.config.limits.max_labels,
+        )?;
+        for k in &u.remove_labels {
+            validate_label(k, "").map_err(|e| retag("remove_labels", e))?;
+        }
+        check_removals(
+            "remove_metadata",
+            &u.remove_metadata,
+            &u.set_metadata,
+            self.config.max_metadata_entries,
+        )?;
+        for k in &u.remove_metadata {
+            self.check_metadata_key("remove_metadata", k)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_removals(
+    field: &str,
+    keys: &[String],
+    set: &BTreeMap<String, String>,
+    max: usize,
+) -> Result<(), RegistryError> {
+    if keys.len() > max {
+        return Err(RegistryError::invalid(field, format!("at most {max} keys")));
+    }
+    if let Some(k) = keys.iter().find(|k| set.contains_key(*k)) {
+        return Err(RegistryError::invalid(
+            field,
+            format!("key {k:?} is also being set"),
+        ));
+    }
+    Ok(())
+}
+
+/// Free text: at most `max` bytes, no control characters.
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), RegistryError> {
+    if s.len() > max {
+        return Err(RegistryError::invalid(
+            field,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Names the request field of a validation error, keeping its detail.
+fn retag(field: &str, e: ValidationError) -> RegistryError {
+    RegistryError::invalid(field, e.to_string())
+}
+
+/// Renames the field of a validation error (core says `device`, the request says `id`).
+fn rename_field(e: ValidationError, field: &str) -> RegistryError {
+    RegistryError::Invalid(ValidationError::new(field, e.message))
+}
