@@ -26,6 +26,7 @@ pub mod embedded;
 pub struct Record {
     /// Partitioning key; records with the same key keep their order.
     pub key: Bytes,
+    /// The payload.
     pub value: Bytes,
     /// Header name/value pairs (Kafka record headers).
     pub headers: Vec<(String, Bytes)>,
@@ -36,18 +37,26 @@ pub struct Record {
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
+    /// The partition the record's key maps to.
     pub partition: u32,
+    /// The record's offset within that partition.
     pub offset: u64,
 }
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
+    /// The partition the record is in.
     pub partition: u32,
+    /// The record's offset within its partition.
     pub offset: u64,
+    /// Partitioning key, as appended.
     pub key: Bytes,
+    /// The payload, as appended.
     pub value: Bytes,
+    /// Header name/value pairs, in the order they were appended.
     pub headers: Vec<(String, Bytes)>,
+    /// Producer timestamp, ms since the epoch, as appended.
     pub timestamp_ms: i64,
 }
 
@@ -88,18 +97,34 @@ pub enum LogError {
     /// (HTTP 503 + Retry-After, MQTT: stop reading).
     #[error("log is overloaded, retry later")]
     Backpressure,
+    /// A record is larger than the log accepts (its encoded size is `size`).
     #[error("record too large: {size} bytes, limit {limit}")]
-    RecordTooLarge { size: usize, limit: usize },
+    RecordTooLarge {
+        /// Encoded size of the record.
+        size: usize,
+        /// Largest accepted encoded size.
+        limit: usize,
+    },
+    /// The partition does not exist in this topic.
     #[error("no such partition {0}")]
     NoSuchPartition(u32),
+    /// Only consumers in a group can commit.
     #[error("consumer has no group and cannot commit")]
     NoGroup,
+    /// A configuration or argument the log cannot accept, e.g. a partition
+    /// count that differs from the existing topic's, or an empty group name.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The log was closed; no more appends are accepted.
     #[error("log is closed")]
     Closed,
+    /// Data on disk (or from the broker) does not have the expected shape.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// An I/O error.
     #[error("log I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Any other failure of the implementation (broker errors, a failed writer).
     #[error("log backend: {0}")]
     Backend(String),
 }
@@ -145,7 +170,11 @@ pub trait Log: Send + Sync + Debug + 'static {
 pub trait Consumer: Send + Debug {
     /// Waits up to `timeout` for records and returns at most `max_records`,
     /// in offset order within each partition. Empty on timeout.
-    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Vec<LogRecord>, LogError>;
+    async fn poll(
+        &mut self,
+        max_records: usize,
+        timeout: Duration,
+    ) -> Result<Vec<LogRecord>, LogError>;
 
     /// Commits, for each `(partition, offset)`, the offset of the next record
     /// to read. Durable when it returns.
@@ -204,7 +233,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
-        assert_eq!(murmur2(&[b'a', b'b', b'c']) as i32, 479470107);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 }
