@@ -1,0 +1,734 @@
+//! `Aggregate`: windowed statistics of many series, optionally merged by a
+//! device label.
+//!
+//! Windows are aligned to multiples of the window width since the Unix epoch
+//! (a `1h` window starts on the hour, UTC), so the same bucket means the same
+//! interval in every query; the first bucket may start before `from_ns` but
+//! only counts samples inside the range. Without a window there is one bucket
+//! that starts at `from_ns`. Only windows with samples produce a bucket.
+//!
+//! Each series is read in chunks into its own buckets, which are then merged
+//! into its group: the device itself, or the value of `group_by_label`
+//! (devices without the label form the group `""`). Memory is bounded by the
+//! bucket limit, time by the limit on scanned samples.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use tributary_core::directory::DeviceInfo;
+use tributary_core::model::validate_label;
+use tributary_core::time::parse_duration;
+use tributary_core::{Sample, SeriesKey};
+use tributary_proto::v1 as pb;
+use tributary_store::{Order, Store};
+
+use crate::error::QueryError;
+use crate::range::sample_to_pb;
+use crate::target::{TimeRange, parse_metrics};
+
+/// Which functions a request asked for, as a bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Functions(u8);
+
+impl Functions {
+    const MIN: u8 = 1;
+    const MAX: u8 = 1 << 1;
+    const AVG: u8 = 1 << 2;
+    const SUM: u8 = 1 << 3;
+    const FIRST: u8 = 1 << 4;
+    const LAST: u8 = 1 << 5;
+
+    /// Parses the request's `functions`. `COUNT` is always computed.
+    pub(crate) fn parse(raw: &[i32]) -> Result<Self, QueryError> {
+        use pb::AggregateFunction as F;
+        let mut bits = 0;
+        for (i, f) in raw.iter().enumerate() {
+            bits |= match F::try_from(*f) {
+                Ok(F::Min) => Self::MIN,
+                Ok(F::Max) => Self::MAX,
+                Ok(F::Avg) => Self::AVG,
+                Ok(F::Sum) => Self::SUM,
+                Ok(F::Count) => 0,
+                Ok(F::First) => Self::FIRST,
+                Ok(F::Last) => Self::LAST,
+                Ok(F::Unspecified) | Err(_) => {
+                    return Err(QueryError::invalid(
+                        format!("functions[{i}]"),
+                        format!(
+                            "unknown aggregate function {f}; use MIN, MAX, AVG, SUM, COUNT, FIRST or LAST"
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(Self(bits))
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// Whether buckets must keep their first and last samples.
+    fn keeps_samples(self) -> bool {
+        self.has(Self::FIRST | Self::LAST)
+    }
+}
+
+/// A validated `AggregateRequest`.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateQuery {
+    /// Sorted; empty means every metric of each device.
+    pub(crate) metrics: Vec<String>,
+    pub(crate) range: TimeRange,
+    /// Window width in ns; `None` is one window over the range.
+    pub(crate) window: Option<i64>,
+    pub(crate) functions: Functions,
+    pub(crate) group_by: Option<String>,
+}
+
+impl AggregateQuery {
+    /// Validates a request. `now_ns` resolves `to_ns = 0`; a range that spans
+    /// more than `max_buckets` windows is refused before anything is read.
+    pub(crate) fn from_pb(
+        req: &pb::AggregateRequest,
+        max_metrics: usize,
+        max_buckets: usize,
+        now_ns: i64,
+    ) -> Result<Self, QueryError> {
+        let metrics = parse_metrics(&req.metrics, max_metrics)?;
+        let range = TimeRange::new(req.from_ns, req.to_ns, now_ns)?;
+        let window = if req.window.trim().is_empty() {
+            None
+        } else {
+            Some(parse_duration(&req.window).ok_or_else(|| {
+                QueryError::invalid(
+                    "window",
+                    format!(
+                        "{:?} is not a duration such as 10s, 1m, 1h or 1d",
+                        req.window
+                    ),
+                )
+            })?)
+        };
+        let functions = Functions::parse(&req.functions)?;
+        let group_by = if req.group_by_label.is_empty() {
+            None
+        } else {
+            validate_label(&req.group_by_label, "")
+                .map_err(|e| QueryError::invalid("group_by_label", e.message))?;
+            Some(req.group_by_label.clone())
+        };
+        let query = Self {
+            metrics,
+            range,
+            window,
+            functions,
+            group_by,
+        };
+        let windows = query.window_count();
+        if windows > max_buckets as u128 {
+            return Err(QueryError::invalid(
+                "window",
+                format!(
+                    "the range spans {windows} windows of {}, more than the limit of {max_buckets}; use a wider window or a shorter range",
+                    req.window.trim()
+                ),
+            ));
+        }
+        Ok(query)
+    }
+
+    /// The start of the window that holds `ts_ns`.
+    pub(crate) fn window_start(&self, ts_ns: i64) -> i64 {
+        match self.window {
+            Some(w) => ts_ns.saturating_sub(ts_ns.rem_euclid(w)),
+            None => self.range.from_ns,
+        }
+    }
+
+    /// How many windows the range touches.
+    fn window_count(&self) -> u128 {
+        let TimeRange { from_ns, to_ns } = self.range;
+        match self.window {
+            _ if from_ns >= to_ns => 0,
+            None => 1,
+            Some(w) => {
+                let first = i128::from(self.window_start(from_ns));
+                let last = i128::from(self.window_start(to_ns - 1));
+                ((last - first) / i128::from(w) + 1).unsigned_abs()
+            }
+        }
+    }
+}
+
+/// What bounds the work of one `Aggregate`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    /// Most buckets in the response.
+    pub(crate) max_buckets: usize,
+    /// Most samples read from the store.
+    pub(crate) max_scanned_points: u64,
+    /// Samples per store scan.
+    pub(crate) scan_chunk: usize,
+}
+
+/// The statistics of one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Acc {
+    count: u64,
+    numeric: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    first: Option<Sample>,
+    last: Option<Sample>,
+}
+
+impl Acc {
+    fn add(&mut self, sample: Sample, keep_samples: bool) {
+        self.count += 1;
+        if let Some(x) = sample.value.as_f64() {
+            if self.numeric == 0 {
+                (self.min, self.max) = (x, x);
+            } else {
+                self.min = self.min.min(x);
+                self.max = self.max.max(x);
+            }
+            self.sum += x;
+            self.numeric += 1;
+        }
+        if keep_samples {
+            if self.first.as_ref().is_none_or(|f| sample.ts_ns < f.ts_ns) {
+                self.first = Some(sample.clone());
+            }
+            if self.last.as_ref().is_none_or(|l| sample.ts_ns > l.ts_ns) {
+                self.last = Some(sample);
+            }
+        }
+    }
+
+    /// Adds another window's statistics. On equal timestamps, the sample
+    /// already here stays first and last: devices merge in id order.
+    fn merge(&mut self, other: Acc) {
+        self.count += other.count;
+        if other.numeric > 0 {
+            if self.numeric == 0 {
+                (self.min, self.max) = (other.min, other.max);
+            } else {
+                self.min = self.min.min(other.min);
+                self.max = self.max.max(other.max);
+            }
+            self.sum += other.sum;
+            self.numeric += other.numeric;
+        }
+        if let Some(f) = other.first
+            && self.first.as_ref().is_none_or(|mine| f.ts_ns < mine.ts_ns)
+        {
+            self.first = Some(f);
+        }
+        if let Some(l) = other.last
+            && self.last.as_ref().is_none_or(|mine| l.ts_ns > mine.ts_ns)
+        {
+            self.last = Some(l);
+        }
+    }
+
+    fn to_pb(&self, start_ns: i64, f: Functions) -> pb::AggregateBucket {
+        let numeric = |bit: u8, v: f64| (f.has(bit) && self.numeric > 0).then_some(v);
+        let sample =
+            |bit: u8, s: &Option<Sample>| s.clone().filter(|_| f.has(bit)).map(sample_to_pb);
+        pb::AggregateBucket {
+            start_ns,
+            count: self.count,
+            min: numeric(Functions::MIN, self.min),
+            max: numeric(Functions::MAX, self.max),
+            avg: numeric(Functions::AVG, self.sum / self.numeric as f64),
+            sum: numeric(Functions::SUM, self.sum),
+            first: sample(Functions::FIRST, &self.first),
+            last: sample(Functions::LAST, &self.last),
+        }
+    }
+}
+
+/// The buckets of one (group, metric).
+#[derive(Debug, Default)]
+struct GroupSeries {
+    devices: u32,
+    buckets: BTreeMap<i64, Acc>,
+}
+
+/// Aggregates `query` over `devices` of `tenant`.
+pub(crate) async fn run(
+    store: &dyn Store,
+    tenant: &str,
+    devices: &[DeviceInfo],
+    query: &AggregateQuery,
+    budget: Budget,
+) -> Result<pb::AggregateResponse, QueryError> {
+    let mut groups: BTreeMap<(String, String), GroupSeries> = BTreeMap::new();
+    let mut buckets = 0usize;
+    let mut scanned = 0u64;
+    for device in devices {
+        let group = match &query.group_by {
+            Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
+            None => device.id.clone(),
+        };
+        let listed_metrics;
+        let metrics = if query.metrics.is_empty() {
+            listed_metrics = store.list_metrics(tenant, &device.id).await?;
+            &listed_metrics
+        } else {
+            &query.metrics
+        };
+        for metric in metrics {
+            let key = SeriesKey::new(tenant, device.id.as_str(), metric.as_str());
+            let series = scan_series(store, &key, query, budget, &mut scanned).await?;
+            if series.is_empty() {
+                continue;
+            }
+            let into = groups.entry((group.clone(), metric.clone())).or_default();
+            into.devices = into.devices.saturating_add(1);
+            for (start, acc) in series {
+                match into.buckets.entry(start) {
+                    Entry::Occupied(mut o) => o.get_mut().merge(acc),
+                    Entry::Vacant(v) => {
+                        buckets += 1;
+                        if buckets > budget.max_buckets {
+                            return Err(too_many_buckets(budget.max_buckets));
+                        }
+                        v.insert(acc);
+                    }
+                }
+            }
+        }
+    }
+    let series = groups
+        .into_iter()
+        .map(|((group, metric), s)| pb::AggregateSeries {
+            group,
+            metric,
+            devices: s.devices,
+            buckets: s
+                .buckets
+                .iter()
+                .map(|(start, acc)| acc.to_pb(*start, query.functions))
+                .collect(),
+        })
+        .collect();
+    Ok(pb::AggregateResponse { series })
+}
+
+/// Reads one series in chunks into its windows, in time order.
+async fn scan_series(
+    store: &dyn Store,
+    key: &SeriesKey,
+    query: &AggregateQuery,
+    budget: Budget,
+    scanned: &mut u64,
+) -> Result<Vec<(i64, Acc)>, QueryError> {
+    let keep_samples = query.functions.keeps_samples();
+    let mut windows: Vec<(i64, Acc)> = Vec::new();
+    let TimeRange { mut from_ns, to_ns } = query.range;
+    let chunk = budget.scan_chunk.max(1);
+    while from_ns < to_ns {
+        // Ask for one more than the budget allows, to notice going over it.
+        let allowed = budget
+            .max_scanned_points
+            .saturating_sub(*scanned)
+            .saturating_add(1);
+        let want = usize::try_from(allowed).map_or(chunk, |a| a.min(chunk));
+        let samples = store.scan(key, from_ns, to_ns, Order::Asc, want).await?;
+        *scanned += samples.len() as u64;
+        if *scanned > budget.max_scanned_points {
+            return Err(QueryError::ResourceExhausted {
+                subject: "points_scanned",
+                message: format!(
+                    "the aggregate would read more than {} stored points; use a shorter range, fewer metrics or a narrower target",
+                    budget.max_scanned_points
+                ),
+            });
+        }
+        let got = samples.len();
+        let Some(last_ts) = samples.last().map(|s| s.ts_ns) else {
+            break;
+        };
+        for sample in samples {
+            let start = query.window_start(sample.ts_ns);
+            match windows.last_mut() {
+                Some((s, acc)) if *s == start => acc.add(sample, keep_samples),
+                _ => {
+                    if windows.len() >= budget.max_buckets {
+                        return Err(too_many_buckets(budget.max_buckets));
+                    }
+                    let mut acc = Acc::default();
+                    acc.add(sample, keep_samples);
+                    windows.push((start, acc));
+                }
+            }
+        }
+        match last_ts.checked_add(1) {
+            Some(next) if got == want => from_ns = next,
+            _ => break,
+        }
+    }
+    Ok(windows)
+}
+
+fn too_many_buckets(max: usize) -> QueryError {
+    QueryError::invalid(
+        "window",
+        format!(
+            "the result has more than {max} buckets; use a wider window, a shorter range or fewer series"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::Value;
+
+    use super::*;
+    use crate::testkit::MemStore;
+
+    const BUDGET: Budget = Budget {
+        max_buckets: 1000,
+        max_scanned_points: 1_000_000,
+        scan_chunk: 2,
+    };
+
+    fn device(id: &str, labels: &[(&str, &str)]) -> DeviceInfo {
+        DeviceInfo {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            disabled: false,
+        }
+    }
+
+    fn request(
+        from_ns: i64,
+        to_ns: i64,
+        window: &str,
+        functions: &[pb::AggregateFunction],
+    ) -> pb::AggregateRequest {
+        pb::AggregateRequest {
+            from_ns,
+            to_ns,
+            window: window.into(),
+            functions: functions.iter().map(|f| *f as i32).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn query(req: &pb::AggregateRequest) -> AggregateQuery {
+        AggregateQuery::from_pb(req, 100, 1000, 1_000_000).unwrap()
+    }
+
+    fn field_of(err: QueryError) -> String {
+        match err {
+            QueryError::InvalidArgument { field, .. } => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    fn floats(points: &[(i64, f64)]) -> Vec<(i64, Value)> {
+        points.iter().map(|(t, v)| (*t, Value::F64(*v))).collect()
+    }
+
+    use pb::AggregateFunction as F;
+
+    #[test]
+    fn windows_align_to_the_epoch() {
+        let q = query(&request(5, 35, "10ns", &[]));
+        let starts: Vec<_> = [5, 9, 10, 19, 20, 34]
+            .iter()
+            .map(|t| q.window_start(*t))
+            .collect();
+        assert_eq!(starts, [0, 0, 10, 10, 20, 30]);
+        assert_eq!(q.window_count(), 4);
+        assert_eq!(q.window_start(-1), -10);
+        assert_eq!(q.window_start(i64::MIN), i64::MIN);
+        let hour = 3_600_000_000_000;
+        let q = query(&request(0, 1, "1h", &[]));
+        assert_eq!(q.window_start(hour + 5), hour);
+        // No window: one bucket starting at from_ns.
+        let q = query(&request(5, 35, "", &[]));
+        assert_eq!((q.window_start(34), q.window_count()), (5, 1));
+    }
+
+    #[test]
+    fn requests_are_validated() {
+        let bad = |req: pb::AggregateRequest| {
+            field_of(AggregateQuery::from_pb(&req, 100, 1000, 1_000).unwrap_err())
+        };
+        assert_eq!(bad(request(0, 10, "ten seconds", &[])), "window");
+        assert_eq!(bad(request(0, 10, "0s", &[])), "window");
+        // 1001 windows of 1 ns is over the 1000 bucket limit.
+        assert_eq!(bad(request(0, 1001, "1ns", &[])), "window");
+        assert_eq!(bad(request(0, 10, "", &[F::Unspecified])), "functions[0]");
+        assert_eq!(
+            bad(pb::AggregateRequest {
+                functions: vec![1, 42],
+                ..request(0, 10, "", &[])
+            }),
+            "functions[1]"
+        );
+        assert_eq!(
+            bad(pb::AggregateRequest {
+                group_by_label: "a b".into(),
+                ..request(0, 10, "", &[])
+            }),
+            "group_by_label"
+        );
+        assert_eq!(bad(request(10, 5, "", &[])), "from_ns");
+        assert!(AggregateQuery::from_pb(&request(0, 1000, "1ns", &[]), 100, 1000, 1_000).is_ok());
+    }
+
+    #[tokio::test]
+    async fn functions_over_mixed_types_have_exact_values() {
+        let store = MemStore::default();
+        store.put(
+            "acme",
+            "d1",
+            "m",
+            &[
+                (11, Value::F64(1.5)),
+                (12, Value::I64(3)),
+                (13, Value::Bool(true)),
+                (14, Value::Str("x".into())),
+                (21, Value::F64(-2.0)),
+                (31, Value::Str("only".into())),
+                (40, Value::F64(100.0)), // outside [10, 40)
+            ],
+        );
+        let all = [F::Min, F::Max, F::Avg, F::Sum, F::Count, F::First, F::Last];
+        let q = query(&request(10, 40, "10ns", &all));
+        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET)
+            .await
+            .unwrap();
+        assert_eq!(resp.series.len(), 1);
+        let s = &resp.series[0];
+        assert_eq!(
+            (s.group.as_str(), s.metric.as_str(), s.devices),
+            ("d1", "m", 1)
+        );
+        let b = &s.buckets;
+        assert_eq!(
+            b.iter().map(|b| b.start_ns).collect::<Vec<_>>(),
+            [10, 20, 30]
+        );
+
+        assert_eq!(b[0].count, 4);
+        assert_eq!(b[0].min, Some(1.0));
+        assert_eq!(b[0].max, Some(3.0));
+        assert_eq!(b[0].sum, Some(5.5));
+        assert_eq!(b[0].avg, Some(5.5 / 3.0));
+        assert_eq!(
+            b[0].first,
+            Some(sample_to_pb(Sample {
+                ts_ns: 11,
+                value: Value::F64(1.5)
+            }))
+        );
+        assert_eq!(
+            b[0].last,
+            Some(sample_to_pb(Sample {
+                ts_ns: 14,
+                value: Value::Str("x".into())
+            }))
+        );
+
+        assert_eq!(
+            (b[1].count, b[1].min, b[1].max, b[1].avg, b[1].sum),
+            (1, Some(-2.0), Some(-2.0), Some(-2.0), Some(-2.0))
+        );
+
+        // Only a string: counted, first/last filled, no numeric aggregate.
+        assert_eq!(
+            (b[2].count, b[2].min, b[2].max, b[2].avg, b[2].sum),
+            (1, None, None, None, None)
+        );
+        assert_eq!(
+            b[2].first,
+            Some(sample_to_pb(Sample {
+                ts_ns: 31,
+                value: Value::Str("only".into())
+            }))
+        );
+    }
+
+    #[tokio::test]
+    async fn unrequested_fields_stay_empty_and_count_is_always_filled() {
+        let store = MemStore::default();
+        store.put("acme", "d1", "m", &floats(&[(1, 2.0), (2, 4.0)]));
+        let q = query(&request(0, 10, "", &[F::Avg]));
+        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET)
+            .await
+            .unwrap();
+        let b = &resp.series[0].buckets[0];
+        assert_eq!(
+            b,
+            &pb::AggregateBucket {
+                start_ns: 0,
+                count: 2,
+                avg: Some(3.0),
+                ..Default::default()
+            }
+        );
+        let q = query(&request(0, 10, "", &[]));
+        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET)
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.series[0].buckets[0],
+            pb::AggregateBucket {
+                start_ns: 0,
+                count: 2,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn group_by_label_merges_devices() {
+        let store = MemStore::default();
+        store.put("acme", "t1", "load", &floats(&[(1, 1.0), (15, 3.0)]));
+        store.put("acme", "t2", "load", &floats(&[(2, 5.0)]));
+        store.put("acme", "t3", "load", &floats(&[(3, 10.0)]));
+        store.put("acme", "t4", "load", &floats(&[(4, 7.0)]));
+        store.put("acme", "t5", "temp", &floats(&[(4, 7.0)])); // another metric, no load
+        let devices = [
+            device("t1", &[("fleet", "West")]),
+            device("t2", &[("fleet", "West")]),
+            device("t3", &[("fleet", "East")]),
+            device("t4", &[]),
+            device("t5", &[("fleet", "West")]),
+        ];
+        let req = pb::AggregateRequest {
+            metrics: vec!["load".into()],
+            group_by_label: "fleet".into(),
+            ..request(0, 20, "", &[F::Avg, F::Min, F::Max, F::First, F::Last])
+        };
+        let resp = run(&store, "acme", &devices, &query(&req), BUDGET)
+            .await
+            .unwrap();
+        let got: Vec<_> = resp
+            .series
+            .iter()
+            .map(|s| {
+                (
+                    s.group.as_str(),
+                    s.devices,
+                    s.buckets[0].count,
+                    s.buckets[0].avg,
+                    s.buckets[0].min,
+                    s.buckets[0].max,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("", 1, 1, Some(7.0), Some(7.0), Some(7.0)),
+                ("East", 1, 1, Some(10.0), Some(10.0), Some(10.0)),
+                ("West", 2, 3, Some(3.0), Some(1.0), Some(5.0)),
+            ]
+        );
+        let west = &resp.series[2].buckets[0];
+        assert_eq!(west.first.as_ref().map(|p| p.ts_ns), Some(1));
+        assert_eq!(west.last.as_ref().map(|p| p.ts_ns), Some(15));
+
+        // Windowed: West has t1 and t2 in [0, 10) and only t1 in [10, 20).
+        let req = pb::AggregateRequest {
+            window: "10ns".into(),
+            ..req
+        };
+        let resp = run(&store, "acme", &devices, &query(&req), BUDGET)
+            .await
+            .unwrap();
+        let west: Vec<_> = resp.series[2]
+            .buckets
+            .iter()
+            .map(|b| (b.start_ns, b.count, b.avg))
+            .collect();
+        assert_eq!(west, [(0, 2, Some(3.0)), (10, 1, Some(3.0))]);
+    }
+
+    #[tokio::test]
+    async fn chunked_scans_see_every_sample() {
+        let store = MemStore::default();
+        let points: Vec<_> = (0..25).map(|t| (t, Value::I64(t))).collect();
+        store.put("acme", "d1", "m", &points);
+        let q = query(&request(0, 25, "10ns", &[F::Sum, F::Count]));
+        for chunk in [1, 2, 7, 100] {
+            let budget = Budget {
+                scan_chunk: chunk,
+                ..BUDGET
+            };
+            let resp = run(&store, "acme", &[device("d1", &[])], &q, budget)
+                .await
+                .unwrap();
+            let got: Vec<_> = resp.series[0]
+                .buckets
+                .iter()
+                .map(|b| (b.start_ns, b.count, b.sum))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (0, 10, Some(45.0)),
+                    (10, 10, Some(145.0)),
+                    (20, 5, Some(110.0))
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn limits_on_buckets_and_scanned_points_hold() {
+        let store = MemStore::default();
+        for d in ["d1", "d2", "d3"] {
+            store.put("acme", d, "m", &floats(&[(1, 1.0), (11, 1.0)]));
+        }
+        let devices: Vec<_> = ["d1", "d2", "d3"].iter().map(|d| device(d, &[])).collect();
+        let q = query(&request(0, 20, "10ns", &[]));
+        // Six buckets over three series; five allowed.
+        let budget = Budget {
+            max_buckets: 5,
+            ..BUDGET
+        };
+        assert_eq!(
+            field_of(run(&store, "acme", &devices, &q, budget).await.unwrap_err()),
+            "window"
+        );
+        let budget = Budget {
+            max_buckets: 6,
+            ..BUDGET
+        };
+        assert!(run(&store, "acme", &devices, &q, budget).await.is_ok());
+
+        let budget = Budget {
+            max_scanned_points: 5,
+            ..BUDGET
+        };
+        let err = run(&store, "acme", &devices, &q, budget).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QueryError::ResourceExhausted {
+                    subject: "points_scanned",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let budget = Budget {
+            max_scanned_points: 6,
+            ..BUDGET
+        };
+        assert!(run(&store, "acme", &devices, &q, budget).await.is_ok());
+    }
+}

@@ -1,0 +1,308 @@
+//! The query logic behind the gRPC methods, on validated requests of an
+//! already authorized tenant: resolve the target, read the store, build the
+//! response, and hold every response to the configured limits.
+
+use std::sync::Arc;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use tributary_core::directory::{DeviceCatalog, DeviceInfo};
+use tributary_core::envelope::value_to_pb;
+use tributary_proto::v1 as pb;
+use tributary_store::Store;
+
+use crate::aggregate::{self, AggregateQuery, Budget};
+use crate::config::QueryConfig;
+use crate::error::QueryError;
+use crate::range::{self, RangeQuery};
+use crate::target::TargetSpec;
+
+/// Samples per store scan when aggregating.
+const SCAN_CHUNK: usize = 8192;
+
+/// Reads for one service instance.
+#[derive(Debug, Clone)]
+pub(crate) struct Engine {
+    store: Arc<dyn Store>,
+    catalog: Arc<dyn DeviceCatalog>,
+    config: QueryConfig,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<dyn DeviceCatalog>,
+        config: QueryConfig,
+    ) -> Self {
+        Self {
+            store,
+            catalog,
+            config,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// The devices of `tenant` that `target` covers, sorted by id.
+    pub(crate) async fn resolve(
+        &self,
+        tenant: &str,
+        target: &TargetSpec,
+    ) -> Result<Vec<DeviceInfo>, QueryError> {
+        target
+            .resolve(self.catalog.as_ref(), tenant, self.config.max_devices)
+            .await
+    }
+
+    /// Every (device, metric) of the target, sorted.
+    pub(crate) async fn list_metrics(
+        &self,
+        tenant: &str,
+        target: &TargetSpec,
+    ) -> Result<pb::ListMetricsResponse, QueryError> {
+        let devices = self.resolve(tenant, target).await?;
+        let mut per_device = std::pin::pin!(
+            futures::stream::iter(devices)
+                .map(|device| async move {
+                    let metrics = self.store.list_metrics(tenant, &device.id).await?;
+                    Ok::<_, QueryError>((device.id, metrics))
+                })
+                .buffered(self.config.store_concurrency.max(1))
+        );
+        let mut series = Vec::new();
+        while let Some((device, metrics)) = per_device.try_next().await? {
+            self.check_series(series.len() + metrics.len())?;
+            series.extend(metrics.into_iter().map(|metric| pb::SeriesInfo {
+                device: device.clone(),
+                metric,
+            }));
+        }
+        series.sort_unstable_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+        self.check_size(pb::ListMetricsResponse { series })
+    }
+
+    /// One page of points.
+    pub(crate) async fn range(
+        &self,
+        tenant: &str,
+        target: &TargetSpec,
+        query: &RangeQuery,
+    ) -> Result<pb::QueryRangeResponse, QueryError> {
+        let devices = self.resolve(tenant, target).await?;
+        range::run(
+            self.store.as_ref(),
+            tenant,
+            &devices,
+            query,
+            self.config.max_response_bytes,
+        )
+        .await
+    }
+
+    /// Windowed aggregates.
+    pub(crate) async fn aggregate(
+        &self,
+        tenant: &str,
+        target: &TargetSpec,
+        query: &AggregateQuery,
+    ) -> Result<pb::AggregateResponse, QueryError> {
+        let devices = self.resolve(tenant, target).await?;
+        let budget = Budget {
+            max_buckets: self.config.max_buckets,
+            max_scanned_points: self.config.max_scanned_points,
+            scan_chunk: SCAN_CHUNK,
+        };
+        let response = aggregate::run(self.store.as_ref(), tenant, &devices, query, budget).await?;
+        self.check_size(response)
+    }
+
+    /// The newest value of each requested metric (all when `metrics` is empty)
+    /// of each device, in (device, metric) order.
+    pub(crate) async fn latest(
+        &self,
+        tenant: &str,
+        target: &TargetSpec,
+        metrics: &[String],
+    ) -> Result<pb::LatestResponse, QueryError> {
+        let devices = self.resolve(tenant, target).await?;
+        let mut per_device = std::pin::pin!(
+            futures::stream::iter(devices)
+                .map(|device| async move {
+                    let latest = self.store.latest(tenant, &device.id, metrics).await?;
+                    Ok::<_, QueryError>((device.id, latest))
+                })
+                .buffered(self.config.store_concurrency.max(1))
+        );
+        let mut values = Vec::new();
+        while let Some((device, latest)) = per_device.try_next().await? {
+            self.check_series(values.len() + latest.len())?;
+            values.extend(latest.into_iter().map(|l| pb::LatestValue {
+                device: device.clone(),
+                metric: l.metric,
+                ts_ns: l.ts_ns,
+                value: Some(value_to_pb(&l.value)),
+            }));
+        }
+        values.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+        self.check_size(pb::LatestResponse { values })
+    }
+
+    fn check_series(&self, n: usize) -> Result<(), QueryError> {
+        if n > self.config.max_series {
+            return Err(QueryError::ResourceExhausted {
+                subject: "series",
+                message: format!(
+                    "the target has more than {} series; name metrics or narrow the target",
+                    self.config.max_series
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_size<M: prost::Message>(&self, response: M) -> Result<M, QueryError> {
+        let size = response.encoded_len();
+        if size > self.config.max_response_bytes {
+            return Err(QueryError::ResourceExhausted {
+                subject: "response_bytes",
+                message: format!(
+                    "the response would be {size} bytes, more than the limit of {}; narrow the query",
+                    self.config.max_response_bytes
+                ),
+            });
+        }
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::Value;
+    use tributary_core::selector::Selector;
+
+    use super::*;
+    use crate::testkit::{MemCatalog, MemStore};
+
+    fn engine(config: QueryConfig) -> Engine {
+        let store = MemStore::default();
+        let catalog = MemCatalog::default();
+        for (id, fleet, kind) in [
+            ("t2", "West", "truck"),
+            ("t1", "West", "truck"),
+            ("v1", "West", "van"),
+            ("e1", "East", "truck"),
+        ] {
+            catalog.put("acme", id, &[("fleet", fleet), ("type", kind)]);
+            store.put(
+                "acme",
+                id,
+                "lat",
+                &[(1, Value::F64(50.0)), (2, Value::F64(50.5))],
+            );
+            store.put("acme", id, "lon", &[(2, Value::F64(8.0))]);
+            store.put("acme", id, "fw", &[(3, Value::Str("1.2".into()))]);
+        }
+        catalog.put("other", "t1", &[("fleet", "West"), ("type", "truck")]);
+        store.put("other", "t1", "lat", &[(9, Value::F64(-1.0))]);
+        Engine::new(Arc::new(store), Arc::new(catalog), config)
+    }
+
+    fn selector(s: &str) -> TargetSpec {
+        TargetSpec::Selector(Selector::parse(s).unwrap())
+    }
+
+    #[tokio::test]
+    async fn latest_by_selector_returns_each_truck_of_the_fleet() {
+        let e = engine(QueryConfig::default());
+        let metrics = vec!["lat".to_string(), "lon".to_string()];
+        let resp = e
+            .latest("acme", &selector("fleet=West,type=truck"), &metrics)
+            .await
+            .unwrap();
+        let got: Vec<_> = resp
+            .values
+            .iter()
+            .map(|v| (v.device.as_str(), v.metric.as_str(), v.ts_ns))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("t1", "lat", 2),
+                ("t1", "lon", 2),
+                ("t2", "lat", 2),
+                ("t2", "lon", 2)
+            ]
+        );
+        assert_eq!(resp.values[0].value, Some(value_to_pb(&Value::F64(50.5))));
+    }
+
+    #[tokio::test]
+    async fn list_metrics_is_sorted_and_limited() {
+        let e = engine(QueryConfig::default());
+        let resp = e
+            .list_metrics("acme", &selector("type=truck"))
+            .await
+            .unwrap();
+        let got: Vec<_> = resp
+            .series
+            .iter()
+            .map(|s| format!("{}/{}", s.device, s.metric))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "e1/fw", "e1/lat", "e1/lon", "t1/fw", "t1/lat", "t1/lon", "t2/fw", "t2/lat",
+                "t2/lon"
+            ]
+        );
+
+        let e = engine(QueryConfig {
+            max_series: 8,
+            ..QueryConfig::default()
+        });
+        let err = e
+            .list_metrics("acme", &selector("type=truck"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QueryError::ResourceExhausted {
+                    subject: "series",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_responses_are_refused() {
+        let e = engine(QueryConfig {
+            max_response_bytes: 64,
+            ..QueryConfig::default()
+        });
+        let err = e.latest("acme", &selector(""), &[]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QueryError::ResourceExhausted {
+                    subject: "response_bytes",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_devices_are_not_found() {
+        let e = engine(QueryConfig::default());
+        let err = e
+            .latest("acme", &TargetSpec::Device("nope".into()), &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::NotFound { .. }), "{err:?}");
+    }
+}
