@@ -7,6 +7,9 @@
 //!
 //! This file only parses flags, sets up logging and dispatches.
 
+// A binary exports nothing, so `pub` inside it only marks module APIs.
+#![allow(unreachable_pub)]
+
 use clap::Parser;
 
 mod cli;

@@ -160,15 +160,14 @@ impl Platform {
 
         // Storage engines.
         let log = EmbeddedLog::open(
-            &dir.join("log/telemetry"),
-            EmbeddedLogConfig { topic: "tributary.telemetry.v1".into(), partitions: args.log_partitions, ..Default::default() },
+            dir.join("log/telemetry"),
+            EmbeddedLogConfig::new("tributary.telemetry.v1", args.log_partitions),
         )
+        .await
         .context("opening the telemetry log")?;
-        let dlq = EmbeddedLog::open(
-            &dir.join("log/dlq"),
-            EmbeddedLogConfig { topic: "tributary.dlq.v1".into(), partitions: 1, ..Default::default() },
-        )
-        .context("opening the dead-letter log")?;
+        let dlq = EmbeddedLog::open(dir.join("log/dlq"), EmbeddedLogConfig::new("tributary.dlq.v1", 1))
+            .await
+            .context("opening the dead-letter log")?;
         let store: Arc<dyn Store> = EmbeddedStore::open(
             &dir.join("store"),
             EmbeddedStoreConfig { retention: args.retention()?, ..Default::default() },
@@ -239,7 +238,16 @@ impl Platform {
         let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
         let query_svc = QueryGrpc::new(store.clone(), directory.clone(), live.clone(), keys.clone(), QueryConfig::default())
             .server();
-        let grpc_stop = stopped(stop.clone());
+        // Live streams never end on their own: end them on shutdown so the
+        // gRPC server's graceful stop does not wait for them forever.
+        let grpc_stop = {
+            let stop = stopped(stop.clone());
+            let live = live.clone();
+            async move {
+                stop.await;
+                live.close();
+            }
+        };
         tasks.push((
             "grpc",
             tokio::spawn(async move {
@@ -248,7 +256,10 @@ impl Platform {
                     .add_service(reflection)
                     .add_service(registry_svc)
                     .add_service(query_svc)
-                    .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), grpc_stop)
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                        grpc_stop,
+                    )
                     .await
                     .context("gRPC server")
             }),
@@ -304,8 +315,8 @@ impl Platform {
             }
         }
         self.store.flush().await.context("final store flush")?;
-        self.log.close();
-        self.dlq.close();
+        self.log.close().await.context("closing the telemetry log")?;
+        self.dlq.close().await.context("closing the dead-letter log")?;
         tracing::info!("standalone stopped cleanly");
         match first_error {
             Some(e) => Err(e),

@@ -1,7 +1,7 @@
 //! A real `tributary standalone` process on ephemeral ports in a temp dir,
 //! and clients for it.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
