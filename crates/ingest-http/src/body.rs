@@ -35,8 +35,10 @@ pub(crate) async fn read(
             )));
         }
     };
-    // Reserve what we will hold: the declared size, or the limit when unknown.
-    let permit = ingestor.reserve(declared.unwrap_or(max).min(max))?;
+    // Reserve what we will hold: the declared size, or, when the length is
+    // unknown, 64 KiB at a time as the body arrives.
+    const STEP: usize = 64 * 1024;
+    let mut permit = ingestor.reserve(declared.unwrap_or(STEP).min(max))?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(max));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -47,6 +49,9 @@ pub(crate) async fn read(
             ingestor.metrics().rejected("too_large");
             return Err(IngestError::TooLarge(format!("body exceeds the limit of {max} bytes")));
         }
+        if buf.len() + chunk.len() > permit.bytes() {
+            ingestor.reserve_more(&mut permit, (buf.len() + chunk.len()).next_multiple_of(STEP).min(max))?;
+        }
         buf.extend_from_slice(&chunk);
     }
     let raw = buf.freeze();
@@ -54,6 +59,7 @@ pub(crate) async fn read(
         return Ok((raw, permit));
     }
     let decoded = tokio::task::block_in_place(|| gunzip(&raw, max))?;
+    ingestor.reserve_more(&mut permit, raw.len() + decoded.len())?;
     Ok((decoded, permit))
 }
 

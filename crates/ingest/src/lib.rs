@@ -128,7 +128,16 @@ struct Inner {
 
 /// Holds a share of the in-flight byte budget until dropped.
 #[derive(Debug)]
-pub struct InflightPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct InflightPermit {
+    permit: OwnedSemaphorePermit,
+}
+
+impl InflightPermit {
+    /// Bytes this permit holds.
+    pub fn bytes(&self) -> usize {
+        self.permit.num_permits() * 1024
+    }
+}
 
 impl Ingestor {
     pub fn new(log: Arc<dyn Log>, auth: Arc<dyn Authenticator>, config: IngestConfig, metrics: IngestMetrics) -> Self {
@@ -149,14 +158,25 @@ impl Ingestor {
     /// Reserves `bytes` of the in-flight budget, or fails with
     /// [`IngestError::Overloaded`] at once when the budget is spent.
     pub fn reserve(&self, bytes: usize) -> Result<InflightPermit, IngestError> {
-        let kib = (bytes.div_ceil(1024)).clamp(1, Semaphore::MAX_PERMITS) as u32;
-        match self.inner.inflight_kib.clone().try_acquire_many_owned(kib) {
-            Ok(p) => Ok(InflightPermit(p)),
-            Err(_) => {
-                self.inner.metrics.rejected("overloaded");
-                Err(IngestError::Overloaded { retry_after_secs: 1 })
-            }
+        Ok(InflightPermit { permit: self.acquire(bytes)? })
+    }
+
+    /// Grows a reservation to at least `total_bytes` (bodies of unknown
+    /// length are reserved as they arrive).
+    pub fn reserve_more(&self, permit: &mut InflightPermit, total_bytes: usize) -> Result<(), IngestError> {
+        let held = permit.bytes();
+        if total_bytes > held {
+            permit.permit.merge(self.acquire(total_bytes - held)?);
         }
+        Ok(())
+    }
+
+    fn acquire(&self, bytes: usize) -> Result<OwnedSemaphorePermit, IngestError> {
+        let kib = (bytes.div_ceil(1024)).clamp(1, Semaphore::MAX_PERMITS) as u32;
+        self.inner.inflight_kib.clone().try_acquire_many_owned(kib).map_err(|_| {
+            self.inner.metrics.rejected("overloaded");
+            IngestError::Overloaded { retry_after_secs: 1 }
+        })
     }
 
     /// Resolves a bearer token.
