@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Line-protocol ingest benchmark through a fresh standalone:
+#   8 clients, batches of 5,000 field values of new data, acknowledged only
+#   once durable in the log. Prints the generator's summary and whether the
+#   processor kept up (points stored vs acknowledged).
+# Usage: bash scripts/bench-ingest.sh [seconds] [clients]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TO_RUN=${1:-30}
+CLIENTS=${2:-8}
+cargo build --release -q -p tributary --bin tributary --example lp_ingest_bench
+BIN=target/release/tributary
+DIR=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+$BIN standalone --data-dir "$DIR" --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
+  --metrics-addr 127.0.0.1:0 --log-format json >"$DIR/out" 2>"$DIR/err" &
+PID=$!
+for _ in $(seq 1 100); do grep -q "ready:" "$DIR/out" && break; sleep 0.05; done
+READY=$(grep "ready:" "$DIR/out")
+field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$READY"; }
+HTTP=$(field http); GRPC=$(field grpc); METRICS=$(field metrics)
+INGEST=$($BIN --endpoint "http://$GRPC" --token "$(cat "$DIR/admin.token")" tokens issue --ingest -o json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["token"])')
+target/release/examples/lp_ingest_bench --url "http://$HTTP/write" --token "$INGEST" \
+  --clients "$CLIENTS" --seconds "$SECONDS_TO_RUN"
+metric() { curl -s "http://$METRICS/metrics" | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {printf "%d", s}'; }
+echo "at end of load: acked=$(metric tributary_ingest_points_acked_total) stored=$(metric tributary_processor_points_stored_total)"
+for _ in $(seq 1 600); do
+  [ "$(metric tributary_processor_points_stored_total)" -ge "$(metric tributary_ingest_points_acked_total)" ] && break
+  sleep 0.1
+done
+echo "caught up:     acked=$(metric tributary_ingest_points_acked_total) stored=$(metric tributary_processor_points_stored_total)"
+echo "server RSS: $(( $(awk '/VmRSS/ {print $2}' /proc/$PID/status) / 1024 )) MiB"
