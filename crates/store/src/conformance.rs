@@ -1,1 +1,775 @@
-//! (being written)
+//! The conformance suite every [`Store`] implementation passes.
+//!
+//! Each check writes under its own tenant, named with a random suffix, so the
+//! suite can run again and again against one shared ScyllaDB keyspace, and
+//! concurrently with other suites. Timestamps are relative to the wall clock
+//! (the last four days), so that stores with native expiry keep them: the
+//! store under test must keep at least seven days (`retention` of `None` or
+//! at least 7 days).
+//!
+//! The checks panic with a message naming what failed, like `assert!`; call
+//! them from a test:
+//!
+//! ```no_run
+//! # async fn example(store: &dyn tributary_store::Store) {
+//! // `None`: the store keeps points forever.
+//! tributary_store::conformance::run_all(store, None).await;
+//! # }
+//! ```
+//!
+//! A write that fails with [`StoreError::Backpressure`] is retried for up to
+//! [`BACKPRESSURE_DEADLINE`], as any caller would.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, now_ns};
+use tributary_core::{Point, Sample, SeriesKey, Value};
+
+use crate::{DevicePoints, Order, Store, StoreError};
+
+/// How long a write is retried while the store answers `Backpressure`.
+pub const BACKPRESSURE_DEADLINE: Duration = Duration::from_secs(30);
+
+const HOUR: i64 = 3600 * NS_PER_SEC;
+const ALL: usize = 1_000_000;
+
+/// Runs every check. `retention` is the retention the store was built with;
+/// the retention check runs only when it is set.
+pub async fn run_all(store: &dyn Store, retention: Option<Duration>) {
+    values_round_trip(store).await;
+    range_is_half_open(store).await;
+    order_and_limit(store).await;
+    scans_cross_days(store).await;
+    overwrite_keeps_the_last_value(store).await;
+    replay_duplicates_nothing(store).await;
+    latest_per_metric(store).await;
+    latest_never_regresses(store).await;
+    metrics_are_listed_sorted(store).await;
+    tenants_and_devices_are_isolated(store).await;
+    data_is_visible_after_flush(store).await;
+    if let Some(retention) = retention {
+        retention_hides_expired_points(store, retention).await;
+    }
+}
+
+/// Doubles, ints, bools and strings come back exactly, edge values included.
+pub async fn values_round_trip(store: &dyn Store) {
+    let tenant = unique_tenant("values");
+    let t0 = base_ts();
+    let series: Vec<(&str, Vec<Value>)> = vec![
+        (
+            "double",
+            [
+                0.0,
+                -0.0,
+                1.5,
+                -2.25e-300,
+                f64::MAX,
+                -f64::MAX,
+                f64::MIN_POSITIVE,
+                21.1,
+                1e15,
+            ]
+            .into_iter()
+            .map(Value::F64)
+            .collect(),
+        ),
+        (
+            "int",
+            [i64::MIN, -1, 0, 1, i64::MAX, 42]
+                .into_iter()
+                .map(Value::I64)
+                .collect(),
+        ),
+        (
+            "bool",
+            [true, false, false, true]
+                .into_iter()
+                .map(Value::Bool)
+                .collect(),
+        ),
+        (
+            "string",
+            [
+                "",
+                "ok",
+                "ok",
+                "ünïcødé 🌊",
+                "quote\"comma,eq=",
+                &"x".repeat(4096),
+            ]
+            .into_iter()
+            .map(|s| Value::Str(s.to_owned()))
+            .collect(),
+        ),
+    ];
+    let points = series
+        .iter()
+        .flat_map(|(metric, values)| {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| point(metric, t0 + i as i64 * NS_PER_SEC, v.clone()))
+        })
+        .collect();
+    write(store, vec![dp(&tenant, "dev-1", points)]).await;
+    flush(store).await;
+    for (metric, values) in &series {
+        let got = scan(
+            store,
+            &key(&tenant, "dev-1", metric),
+            t0,
+            t0 + HOUR,
+            Order::Asc,
+            ALL,
+        )
+        .await;
+        let want: Vec<Sample> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                ts_ns: t0 + i as i64 * NS_PER_SEC,
+                value: v.clone(),
+            })
+            .collect();
+        assert_same(&got, &want, &format!("values_round_trip: metric {metric}"));
+    }
+}
+
+/// `scan` returns `from <= ts < to`.
+pub async fn range_is_half_open(store: &dyn Store) {
+    let tenant = unique_tenant("range");
+    let t0 = base_ts();
+    let points = (0..10)
+        .map(|i| point("m", t0 + i * NS_PER_SEC, Value::I64(i)))
+        .collect();
+    write(store, vec![dp(&tenant, "d", points)]).await;
+    flush(store).await;
+    let k = key(&tenant, "d", "m");
+    let s = NS_PER_SEC;
+    let cases: [(i64, i64, Vec<i64>); 6] = [
+        (t0 + 2 * s, t0 + 5 * s, vec![2, 3, 4]),
+        (t0 + 2 * s + 1, t0 + 5 * s + 1, vec![3, 4, 5]),
+        (t0 + 5 * s, t0 + 5 * s, vec![]),
+        (t0 + 6 * s, t0 + 5 * s, vec![]),
+        (t0 + 9 * s, t0 + 100 * s, vec![9]),
+        (t0 - 100 * s, t0 + s, vec![0]),
+    ];
+    for (from, to, want) in cases {
+        let got = scan(store, &k, from, to, Order::Asc, ALL).await;
+        let want: Vec<i64> = want.into_iter().map(|i| t0 + i * s).collect();
+        assert_eq!(
+            timestamps(&got),
+            want,
+            "range_is_half_open: scan [{}, {}) relative to t0",
+            from - t0,
+            to - t0
+        );
+    }
+    let unknown = scan(
+        store,
+        &key(&tenant, "d", "nope"),
+        t0,
+        t0 + HOUR,
+        Order::Asc,
+        ALL,
+    )
+    .await;
+    assert!(
+        unknown.is_empty(),
+        "range_is_half_open: an unknown metric has no points"
+    );
+}
+
+/// Ascending and descending order, and `limit` taken from the end read first.
+pub async fn order_and_limit(store: &dyn Store) {
+    let tenant = unique_tenant("order");
+    let t0 = base_ts();
+    let points = (0..100)
+        .map(|i| point("m", t0 + i * NS_PER_SEC, Value::I64(i)))
+        .collect();
+    write(store, vec![dp(&tenant, "d", points)]).await;
+    flush(store).await;
+    let k = key(&tenant, "d", "m");
+    let end = t0 + HOUR;
+    let ints = |samples: &[Sample]| -> Vec<i64> {
+        samples
+            .iter()
+            .map(|s| if let Value::I64(v) = s.value { v } else { -1 })
+            .collect()
+    };
+    assert_eq!(
+        ints(&scan(store, &k, t0, end, Order::Asc, 10).await),
+        (0..10).collect::<Vec<_>>(),
+        "order_and_limit: asc, limit 10"
+    );
+    assert_eq!(
+        ints(&scan(store, &k, t0, end, Order::Desc, 10).await),
+        (90..100).rev().collect::<Vec<_>>(),
+        "order_and_limit: desc, limit 10"
+    );
+    assert_eq!(
+        ints(&scan(store, &k, t0, end, Order::Desc, ALL).await),
+        (0..100).rev().collect::<Vec<_>>(),
+        "order_and_limit: desc, no limit"
+    );
+    assert_eq!(
+        ints(
+            &scan(
+                store,
+                &k,
+                t0 + 20 * NS_PER_SEC,
+                t0 + 30 * NS_PER_SEC,
+                Order::Desc,
+                3
+            )
+            .await
+        ),
+        vec![29, 28, 27],
+        "order_and_limit: desc, limit 3 within a sub-range"
+    );
+    assert_eq!(
+        ints(&scan(store, &k, t0, end, Order::Asc, 100).await).len(),
+        100,
+        "order_and_limit: limit = count"
+    );
+    assert!(
+        scan(store, &k, t0, end, Order::Asc, 0).await.is_empty(),
+        "order_and_limit: limit 0 returns nothing"
+    );
+}
+
+/// Points spanning several UTC days come back whole, in both orders.
+pub async fn scans_cross_days(store: &dyn Store) {
+    let tenant = unique_tenant("days");
+    let start = day_start(now_ns()) - 4 * NS_PER_DAY + 3 * HOUR;
+    // Every 6 hours for 78 hours: five different days.
+    let ts: Vec<i64> = (0..14).map(|i| start + i * 6 * HOUR).collect();
+    let points = ts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| point("m", *t, Value::F64(i as f64)))
+        .collect();
+    write(store, vec![dp(&tenant, "d", points)]).await;
+    flush(store).await;
+    let k = key(&tenant, "d", "m");
+    let (from, to) = (start - NS_PER_DAY, start + 5 * NS_PER_DAY);
+    assert_eq!(
+        timestamps(&scan(store, &k, from, to, Order::Asc, ALL).await),
+        ts,
+        "scans_cross_days: asc"
+    );
+    let rev: Vec<i64> = ts.iter().rev().copied().collect();
+    assert_eq!(
+        timestamps(&scan(store, &k, from, to, Order::Desc, ALL).await),
+        rev,
+        "scans_cross_days: desc"
+    );
+    assert_eq!(
+        timestamps(&scan(store, &k, from, to, Order::Asc, 5).await),
+        ts[..5],
+        "scans_cross_days: asc, limit 5"
+    );
+    assert_eq!(
+        timestamps(&scan(store, &k, from, to, Order::Desc, 5).await),
+        rev[..5],
+        "scans_cross_days: desc, limit 5"
+    );
+    // From the middle of one day to the middle of another.
+    let (a, b) = (ts[3] + 1, ts[9] + 1);
+    assert_eq!(
+        timestamps(&scan(store, &k, a, b, Order::Asc, ALL).await),
+        ts[4..10],
+        "scans_cross_days: sub-range"
+    );
+    assert_eq!(
+        timestamps(&scan(store, &k, a, b, Order::Desc, ALL).await),
+        ts[4..10].iter().rev().copied().collect::<Vec<_>>(),
+        "scans_cross_days: sub-range, desc"
+    );
+}
+
+/// Writing a timestamp again replaces its value, even with another type.
+pub async fn overwrite_keeps_the_last_value(store: &dyn Store) {
+    let tenant = unique_tenant("overwrite");
+    let t0 = base_ts();
+    let k = key(&tenant, "d", "m");
+    write(
+        store,
+        vec![dp(
+            &tenant,
+            "d",
+            vec![
+                point("m", t0, Value::F64(1.0)),
+                point("m", t0 + 1, Value::F64(1.5)),
+            ],
+        )],
+    )
+    .await;
+    flush(store).await;
+    write(
+        store,
+        vec![dp(&tenant, "d", vec![point("m", t0, Value::F64(2.0))])],
+    )
+    .await;
+    // Twice in one batch, and again with another type: the last one wins.
+    write(
+        store,
+        vec![dp(
+            &tenant,
+            "d",
+            vec![
+                point("m", t0 + 1, Value::F64(5.0)),
+                point("m", t0 + 1, Value::F64(6.0)),
+                point("m", t0 + 1, Value::I64(7)),
+            ],
+        )],
+    )
+    .await;
+    flush(store).await;
+    let got = scan(store, &k, t0, t0 + HOUR, Order::Asc, ALL).await;
+    let want = vec![
+        Sample {
+            ts_ns: t0,
+            value: Value::F64(2.0),
+        },
+        Sample {
+            ts_ns: t0 + 1,
+            value: Value::I64(7),
+        },
+    ];
+    assert_same(&got, &want, "overwrite_keeps_the_last_value");
+}
+
+/// Writing the same batch again (a log replay) stores nothing twice.
+pub async fn replay_duplicates_nothing(store: &dyn Store) {
+    let tenant = unique_tenant("replay");
+    let t0 = base_ts();
+    let batch: Vec<DevicePoints> = (0..3)
+        .map(|d| {
+            let points = (0..50)
+                .flat_map(|i| {
+                    let t = t0 + i * 10 * NS_PER_SEC;
+                    [
+                        point("temp", t, Value::F64(f64::from(i as i32) / 2.0)),
+                        point("count", t, Value::I64(i)),
+                    ]
+                })
+                .collect();
+            dp(&tenant, &format!("d{d}"), points)
+        })
+        .collect();
+    write(store, batch.clone()).await;
+    flush(store).await;
+    write(store, batch.clone()).await;
+    write(store, batch).await;
+    flush(store).await;
+    for d in 0..3 {
+        for metric in ["temp", "count"] {
+            let got = scan(
+                store,
+                &key(&tenant, &format!("d{d}"), metric),
+                t0,
+                t0 + HOUR,
+                Order::Asc,
+                ALL,
+            )
+            .await;
+            assert_eq!(got.len(), 50, "replay_duplicates_nothing: d{d}/{metric}");
+            let unique: std::collections::BTreeSet<i64> = got.iter().map(|s| s.ts_ns).collect();
+            assert_eq!(
+                unique.len(),
+                50,
+                "replay_duplicates_nothing: d{d}/{metric} has duplicate timestamps"
+            );
+        }
+    }
+}
+
+/// `latest` returns the newest point of each metric, sorted by metric.
+pub async fn latest_per_metric(store: &dyn Store) {
+    let tenant = unique_tenant("latest");
+    let t0 = base_ts();
+    let points = vec![
+        point("c", t0, Value::Bool(true)),
+        point("a", t0, Value::F64(1.0)),
+        point("a", t0 + 5, Value::F64(5.0)),
+        point("a", t0 + 3, Value::F64(3.0)),
+        point("b", t0 + 1, Value::Str("on".into())),
+        point("c", t0 + 9, Value::Bool(false)),
+    ];
+    write(store, vec![dp(&tenant, "d", points)]).await;
+    flush(store).await;
+    let all = must(store.latest(&tenant, "d", &[]).await, "latest");
+    let got: Vec<(String, i64, Value)> = all
+        .into_iter()
+        .map(|l| (l.metric, l.ts_ns - t0, l.value))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_owned(), 5, Value::F64(5.0)),
+            ("b".to_owned(), 1, Value::Str("on".into())),
+            ("c".to_owned(), 9, Value::Bool(false)),
+        ],
+        "latest_per_metric: every metric"
+    );
+    let some = must(
+        store
+            .latest(&tenant, "d", &["c".into(), "a".into(), "missing".into()])
+            .await,
+        "latest",
+    );
+    let names: Vec<&str> = some.iter().map(|l| l.metric.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "c"],
+        "latest_per_metric: chosen metrics, sorted, unknown ones absent"
+    );
+    let none = must(store.latest(&tenant, "no-such-device", &[]).await, "latest");
+    assert!(
+        none.is_empty(),
+        "latest_per_metric: an unknown device has no latest values"
+    );
+}
+
+/// An older point arriving later does not replace the latest value; a
+/// rewrite of the latest timestamp does.
+pub async fn latest_never_regresses(store: &dyn Store) {
+    let tenant = unique_tenant("regress");
+    let t0 = base_ts();
+    let latest_of = async |store: &dyn Store| -> Vec<(i64, Value)> {
+        let got = must(
+            store.latest(&tenant, "d", &["m".to_owned()]).await,
+            "latest",
+        );
+        got.into_iter().map(|l| (l.ts_ns - t0, l.value)).collect()
+    };
+    write(
+        store,
+        vec![dp(&tenant, "d", vec![point("m", t0 + 100, Value::I64(1))])],
+    )
+    .await;
+    flush(store).await;
+    write(
+        store,
+        vec![dp(&tenant, "d", vec![point("m", t0 + 50, Value::I64(0))])],
+    )
+    .await;
+    flush(store).await;
+    assert_eq!(
+        latest_of(store).await,
+        [(100, Value::I64(1))],
+        "latest_never_regresses: an older point arrived"
+    );
+    write(
+        store,
+        vec![dp(&tenant, "d", vec![point("m", t0 + 100, Value::I64(2))])],
+    )
+    .await;
+    assert_eq!(
+        latest_of(store).await,
+        [(100, Value::I64(2))],
+        "latest_never_regresses: the latest ts was rewritten"
+    );
+    write(
+        store,
+        vec![dp(&tenant, "d", vec![point("m", t0 + 200, Value::I64(3))])],
+    )
+    .await;
+    flush(store).await;
+    assert_eq!(
+        latest_of(store).await,
+        [(200, Value::I64(3))],
+        "latest_never_regresses: a newer point arrived"
+    );
+}
+
+/// `list_metrics` returns every metric of a device once, sorted.
+pub async fn metrics_are_listed_sorted(store: &dyn Store) {
+    let tenant = unique_tenant("list");
+    let t0 = base_ts();
+    let names = ["zeta", "alpha", "Mid", "beta.x", "a/b", "alpha_2"];
+    let points = names
+        .iter()
+        .enumerate()
+        .map(|(i, m)| point(m, t0 + i as i64, Value::I64(1)))
+        .collect();
+    write(store, vec![dp(&tenant, "d", points)]).await;
+    write(
+        store,
+        vec![dp(
+            &tenant,
+            "d",
+            vec![point("zeta", t0 + 99, Value::I64(2))],
+        )],
+    )
+    .await;
+    flush(store).await;
+    let mut want: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    assert_eq!(
+        must(store.list_metrics(&tenant, "d").await, "list_metrics"),
+        want,
+        "metrics_are_listed_sorted"
+    );
+    assert!(
+        must(store.list_metrics(&tenant, "other").await, "list_metrics").is_empty(),
+        "metrics_are_listed_sorted: an unknown device has no metrics"
+    );
+}
+
+/// Tenants and devices never see each other's points.
+pub async fn tenants_and_devices_are_isolated(store: &dyn Store) {
+    let (a, b) = (unique_tenant("iso-a"), unique_tenant("iso-b"));
+    let t0 = base_ts();
+    write(
+        store,
+        vec![
+            dp(
+                &a,
+                "d1",
+                vec![
+                    point("m", t0, Value::I64(1)),
+                    point("only-a", t0, Value::I64(9)),
+                ],
+            ),
+            dp(
+                &b,
+                "d1",
+                vec![
+                    point("m", t0, Value::I64(2)),
+                    point("m", t0 + 1, Value::I64(22)),
+                ],
+            ),
+            dp(&a, "d2", vec![point("m", t0, Value::I64(3))]),
+        ],
+    )
+    .await;
+    flush(store).await;
+    let values =
+        |samples: Vec<Sample>| -> Vec<Value> { samples.into_iter().map(|s| s.value).collect() };
+    for (tenant, device, want) in [
+        (&a, "d1", vec![Value::I64(1)]),
+        (&b, "d1", vec![Value::I64(2), Value::I64(22)]),
+        (&a, "d2", vec![Value::I64(3)]),
+    ] {
+        let got = values(
+            scan(
+                store,
+                &key(tenant, device, "m"),
+                t0,
+                t0 + HOUR,
+                Order::Asc,
+                ALL,
+            )
+            .await,
+        );
+        assert_eq!(
+            got, want,
+            "tenants_and_devices_are_isolated: {tenant}/{device}"
+        );
+    }
+    assert!(
+        scan(
+            store,
+            &key(&b, "d1", "only-a"),
+            t0,
+            t0 + HOUR,
+            Order::Asc,
+            ALL
+        )
+        .await
+        .is_empty(),
+        "tenants_and_devices_are_isolated: a metric of tenant A is not visible in tenant B"
+    );
+    assert_eq!(
+        must(store.list_metrics(&a, "d1").await, "list_metrics"),
+        ["m", "only-a"]
+    );
+    assert_eq!(
+        must(store.list_metrics(&b, "d1").await, "list_metrics"),
+        ["m"]
+    );
+    let latest_b = must(store.latest(&b, "d1", &[]).await, "latest");
+    assert_eq!(
+        latest_b.len(),
+        1,
+        "tenants_and_devices_are_isolated: latest of tenant B"
+    );
+    assert_eq!(latest_b[0].value, Value::I64(22));
+}
+
+/// Whatever was written before a flush is readable after it, across
+/// several flushes.
+pub async fn data_is_visible_after_flush(store: &dyn Store) {
+    let tenant = unique_tenant("visible");
+    let t0 = base_ts();
+    let k = key(&tenant, "d", "m");
+    for round in 0..5i64 {
+        let points = (0..20)
+            .map(|i| point("m", t0 + (round * 20 + i) * NS_PER_SEC, Value::I64(round)))
+            .collect();
+        write(store, vec![dp(&tenant, "d", points)]).await;
+        flush(store).await;
+        let got = scan(store, &k, t0, t0 + HOUR, Order::Asc, ALL).await;
+        assert_eq!(
+            got.len() as i64,
+            (round + 1) * 20,
+            "data_is_visible_after_flush: after flush {round}"
+        );
+    }
+}
+
+/// Points older than `now - retention` are not returned. The store must
+/// have been built with this `retention` (at least one second).
+pub async fn retention_hides_expired_points(store: &dyn Store, retention: Duration) {
+    let retention_ns = i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX);
+    assert!(
+        retention_ns >= NS_PER_SEC,
+        "retention_hides_expired_points needs a retention of at least 1 s"
+    );
+    let tenant = unique_tenant("retention");
+    let margin = (retention_ns / 4).min(HOUR);
+    let now = now_ns();
+    let cutoff = now.saturating_sub(retention_ns);
+    let expired = [
+        cutoff.saturating_sub(2 * margin),
+        cutoff.saturating_sub(margin),
+    ];
+    let kept = [cutoff.saturating_add(margin), now - margin];
+    let points = expired
+        .iter()
+        .chain(&kept)
+        .map(|t| point("m", *t, Value::I64(*t)))
+        .collect();
+    write(store, vec![dp(&tenant, "d", points)]).await;
+    flush(store).await;
+    let removed = store.apply_retention(now_ns()).await;
+    must(removed, "apply_retention");
+    let from = cutoff.saturating_sub(retention_ns).saturating_sub(HOUR);
+    let got = scan(
+        store,
+        &key(&tenant, "d", "m"),
+        from,
+        now + HOUR,
+        Order::Asc,
+        ALL,
+    )
+    .await;
+    // A point within `margin` of the cutoff may expire while the check runs.
+    assert_eq!(
+        timestamps(&got),
+        kept,
+        "retention_hides_expired_points: points older than now - retention"
+    );
+    let latest = must(store.latest(&tenant, "d", &[]).await, "latest");
+    assert_eq!(
+        latest.first().map(|l| l.ts_ns),
+        Some(kept[1]),
+        "retention_hides_expired_points: latest"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A tenant name no other run uses: `conf-<check>-<12 hex digits>`.
+fn unique_tenant(check: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // RandomState is seeded per process from the OS; mix in time and a counter.
+    let h = RandomState::new().hash_one((now_ns(), n, std::process::id()));
+    format!("conf-{check}-{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// A round timestamp two days ago: inside any retention of at least 7 days.
+fn base_ts() -> i64 {
+    day_start(now_ns()) - 2 * NS_PER_DAY + 7 * HOUR
+}
+
+fn day_start(ts: i64) -> i64 {
+    ts.div_euclid(NS_PER_DAY) * NS_PER_DAY
+}
+
+fn point(metric: &str, ts_ns: i64, value: Value) -> Point {
+    Point {
+        metric: metric.to_owned(),
+        ts_ns,
+        value,
+    }
+}
+
+fn dp(tenant: &str, device: &str, points: Vec<Point>) -> DevicePoints {
+    DevicePoints {
+        tenant: tenant.to_owned(),
+        device: device.to_owned(),
+        points,
+    }
+}
+
+fn key(tenant: &str, device: &str, metric: &str) -> SeriesKey {
+    SeriesKey::new(tenant, device, metric)
+}
+
+fn timestamps(samples: &[Sample]) -> Vec<i64> {
+    samples.iter().map(|s| s.ts_ns).collect()
+}
+
+fn must<T>(r: Result<T, StoreError>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what} failed: {e}"))
+}
+
+/// Writes, retrying while the store pushes back.
+async fn write(store: &dyn Store, batch: Vec<DevicePoints>) {
+    let deadline = Instant::now() + BACKPRESSURE_DEADLINE;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match store.write(&batch).await {
+            Ok(()) => return,
+            Err(StoreError::Backpressure) if Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+}
+
+async fn flush(store: &dyn Store) {
+    must(store.flush().await, "flush");
+}
+
+async fn scan(
+    store: &dyn Store,
+    k: &SeriesKey,
+    from: i64,
+    to: i64,
+    order: Order,
+    limit: usize,
+) -> Vec<Sample> {
+    must(store.scan(k, from, to, order, limit).await, "scan")
+}
+
+/// Equality that tells `-0.0` from `0.0`.
+fn assert_same(got: &[Sample], want: &[Sample], what: &str) {
+    let bits = |s: &[Sample]| -> Vec<(i64, Option<u64>, Value)> {
+        s.iter()
+            .map(|p| {
+                (
+                    p.ts_ns,
+                    if let Value::F64(x) = p.value {
+                        Some(x.to_bits())
+                    } else {
+                        None
+                    },
+                    p.value.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(bits(got), bits(want), "{what}");
+}

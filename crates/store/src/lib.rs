@@ -24,36 +24,49 @@ pub mod embedded;
 /// Points of one device to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DevicePoints {
+    /// The tenant the device belongs to.
     pub tenant: String,
+    /// The device id, unique within its tenant.
     pub device: String,
+    /// Points of any metrics of the device, in any order.
     pub points: Vec<Point>,
 }
 
 /// Scan direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
+    /// Oldest first.
     #[default]
     Asc,
+    /// Newest first.
     Desc,
 }
 
 /// The newest point of a series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Latest {
+    /// The metric name.
     pub metric: String,
+    /// Timestamp of the newest point, ns since the Unix epoch.
     pub ts_ns: i64,
+    /// Its value.
     pub value: Value,
 }
 
 /// Errors of any store implementation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The request can never succeed as it is (empty or oversized names,
+    /// a batch larger than the store can hold, a series limit reached).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The store cannot take more right now; retry later.
     #[error("store is overloaded, retry later")]
     Backpressure,
+    /// A file system error.
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The storage engine failed or found corrupt data.
     #[error("store backend: {0}")]
     Backend(String),
 }
@@ -85,7 +98,12 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// The latest value of each requested metric of a device (every metric
     /// when `metrics` is empty), sorted by metric. Metrics without data are absent.
-    async fn latest(&self, tenant: &str, device: &str, metrics: &[String]) -> Result<Vec<Latest>, StoreError>;
+    async fn latest(
+        &self,
+        tenant: &str,
+        device: &str,
+        metrics: &[String],
+    ) -> Result<Vec<Latest>, StoreError>;
 
     /// Deletes points older than `now_ns - retention`. Stores with native
     /// expiry (Scylla TTLs) may do nothing here, but must not return expired
