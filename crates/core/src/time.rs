@@ -50,7 +50,7 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// The start of the day (UTC) that holds `ts_ns`: the store's time bucket.
 pub fn day_bucket(ts_ns: i64) -> i64 {
-    ts_ns.div_euclid(NS_PER_DAY) * NS_PER_DAY
+    ts_ns.div_euclid(NS_PER_DAY).saturating_mul(NS_PER_DAY)
 }
 
 #[cfg(test)]
@@ -79,5 +79,6 @@ mod tests {
     fn buckets() {
         assert_eq!(day_bucket(NS_PER_DAY + 5), NS_PER_DAY);
         assert_eq!(day_bucket(-1), -NS_PER_DAY);
+        assert_eq!(day_bucket(i64::MIN), i64::MIN, "saturates instead of overflowing");
     }
 }
