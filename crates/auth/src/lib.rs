@@ -149,7 +149,11 @@ impl JwtKeys {
 
     /// Signs claims.
     pub fn issue(&self, claims: &OperatorClaims) -> Result<String, AuthError> {
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.encoding,
+        )?)
     }
 
     /// Verifies a token's signature and expiry.
@@ -178,11 +182,13 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Verifies the `authorization: Bearer <jwt>` metadata of a gRPC request.
 #[allow(clippy::result_large_err)]
-pub fn authorize<T>(keys: &JwtKeys, req: &tonic::Request<T>) -> Result<OperatorClaims, tonic::Status> {
-    let header = req
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| tonic::Status::unauthenticated("missing authorization metadata (Bearer token)"))?;
+pub fn authorize<T>(
+    keys: &JwtKeys,
+    req: &tonic::Request<T>,
+) -> Result<OperatorClaims, tonic::Status> {
+    let header = req.metadata().get("authorization").ok_or_else(|| {
+        tonic::Status::unauthenticated("missing authorization metadata (Bearer token)")
+    })?;
     let value = header
         .to_str()
         .map_err(|_| tonic::Status::unauthenticated("authorization metadata is not ASCII"))?;
@@ -274,7 +280,10 @@ mod tests {
         let op = claims(Role::Operator, 60);
         assert_eq!(op.tenant_for("").unwrap(), "acme");
         assert_eq!(op.tenant_for("acme").unwrap(), "acme");
-        assert_eq!(op.tenant_for("other").unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            op.tenant_for("other").unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
         let admin = claims(Role::Admin, 60);
         assert_eq!(admin.tenant_for("other").unwrap(), "other");
         assert!(op.require(Role::Admin).is_err());
@@ -289,7 +298,11 @@ mod tests {
         assert!(a.secret.starts_with("tbd_"));
         assert!(a.secret.len() >= 4 + 43);
         assert_eq!(hash_token(&a.secret), a.hash);
-        assert!(generate_token(TokenKind::TenantIngest).secret.starts_with("tbi_"));
+        assert!(
+            generate_token(TokenKind::TenantIngest)
+                .secret
+                .starts_with("tbi_")
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub enum Principal {
     /// A device access token: writes for exactly this device.
     Device { tenant: String, device: String },
     /// A tenant ingest token: writes for any device of the tenant.
-    TenantIngest { tenant: String, credential_id: String },
+    TenantIngest {
+        tenant: String,
+        credential_id: String,
+    },
 }
 
 impl Principal {
@@ -41,7 +44,10 @@ pub struct TenantPolicy {
 
 impl Default for TenantPolicy {
     fn default() -> Self {
-        Self { auto_provision: true, device_tag: "device".into() }
+        Self {
+            auto_provision: true,
+            device_tag: "device".into(),
+        }
     }
 }
 
@@ -97,10 +103,18 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
 #[async_trait]
 pub trait DeviceCatalog: Send + Sync + std::fmt::Debug + 'static {
     /// One device, if it exists.
-    async fn device(&self, tenant: &str, device: &str) -> Result<Option<DeviceInfo>, DirectoryError>;
+    async fn device(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<DeviceInfo>, DirectoryError>;
 
     /// Every device of the tenant that the selector matches, sorted by id.
-    async fn select(&self, tenant: &str, selector: &Selector) -> Result<Vec<DeviceInfo>, DirectoryError>;
+    async fn select(
+        &self,
+        tenant: &str,
+        selector: &Selector,
+    ) -> Result<Vec<DeviceInfo>, DirectoryError>;
 }
 
 /// Where frontends report device presence.

@@ -77,7 +77,11 @@ impl Envelope {
         let kind = match pb::RecordKind::try_from(msg.kind) {
             Ok(pb::RecordKind::Telemetry) => Kind::Telemetry,
             Ok(pb::RecordKind::Event) => Kind::Event,
-            Err(_) => return Err(ValidationError::new("kind", format!("unknown kind {}", msg.kind)).into()),
+            Err(_) => {
+                return Err(
+                    ValidationError::new("kind", format!("unknown kind {}", msg.kind)).into(),
+                );
+            }
         };
         let mut points = Vec::with_capacity(msg.points.len());
         for p in msg.points {
@@ -85,8 +89,10 @@ impl Envelope {
             model::validate_point(&p, limits)?;
             points.push(p);
         }
-        let (traceparent, tracestate) =
-            msg.trace.map(|t| (t.traceparent, t.tracestate)).unwrap_or_default();
+        let (traceparent, tracestate) = msg
+            .trace
+            .map(|t| (t.traceparent, t.tracestate))
+            .unwrap_or_default();
         Ok(Envelope {
             tenant: msg.tenant,
             device: msg.device,
@@ -134,13 +140,21 @@ pub fn value_from_pb(v: Option<pb::Value>) -> Option<Value> {
 }
 
 pub fn point_to_pb(p: &Point) -> pb::Point {
-    pb::Point { metric: p.metric.clone(), ts_ns: p.ts_ns, value: Some(value_to_pb(&p.value)) }
+    pb::Point {
+        metric: p.metric.clone(),
+        ts_ns: p.ts_ns,
+        value: Some(value_to_pb(&p.value)),
+    }
 }
 
 pub fn point_from_pb(p: pb::Point) -> Result<Point, ValidationError> {
     let value = value_from_pb(p.value)
         .ok_or_else(|| ValidationError::new(p.metric.clone(), "point has no value"))?;
-    Ok(Point { metric: p.metric, ts_ns: p.ts_ns, value })
+    Ok(Point {
+        metric: p.metric,
+        ts_ns: p.ts_ns,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -157,10 +171,26 @@ mod tests {
             content_type: "application/json".into(),
             kind: Kind::Telemetry,
             points: vec![
-                Point { metric: "temp".into(), ts_ns: 1, value: Value::F64(21.5) },
-                Point { metric: "n".into(), ts_ns: 2, value: Value::I64(-3) },
-                Point { metric: "door".into(), ts_ns: 3, value: Value::Bool(true) },
-                Point { metric: "fw".into(), ts_ns: 4, value: Value::Str("1.2".into()) },
+                Point {
+                    metric: "temp".into(),
+                    ts_ns: 1,
+                    value: Value::F64(21.5),
+                },
+                Point {
+                    metric: "n".into(),
+                    ts_ns: 2,
+                    value: Value::I64(-3),
+                },
+                Point {
+                    metric: "door".into(),
+                    ts_ns: 3,
+                    value: Value::Bool(true),
+                },
+                Point {
+                    metric: "fw".into(),
+                    ts_ns: 4,
+                    value: Value::Str("1.2".into()),
+                },
             ],
         }
     }
@@ -175,7 +205,10 @@ mod tests {
     #[test]
     fn rejects_garbage_and_bad_versions() {
         let l = Limits::default();
-        assert!(matches!(Envelope::decode(b"\xff\xff\xff", &l), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(
+            Envelope::decode(b"\xff\xff\xff", &l),
+            Err(DecodeError::Protobuf(_))
+        ));
         let mut msg = pb::TelemetryEnvelope::decode(sample().encode().as_slice()).unwrap();
         msg.schema_version = 9;
         assert!(matches!(
@@ -184,6 +217,9 @@ mod tests {
         ));
         msg.schema_version = 1;
         msg.points.clear();
-        assert!(matches!(Envelope::decode(&msg.encode_to_vec(), &l), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            Envelope::decode(&msg.encode_to_vec(), &l),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 }

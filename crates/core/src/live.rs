@@ -26,7 +26,9 @@ pub struct LiveHub {
 impl LiveHub {
     /// `capacity` batches are kept for slow subscribers.
     pub fn new(capacity: usize) -> Self {
-        Self { tx: Arc::new(RwLock::new(Some(broadcast::channel(capacity.max(1)).0))) }
+        Self {
+            tx: Arc::new(RwLock::new(Some(broadcast::channel(capacity.max(1)).0))),
+        }
     }
 
     /// Publishes a batch. Cheap when nobody listens; a no-op once closed.
@@ -58,7 +60,10 @@ impl LiveHub {
     /// Ends the feed for every subscriber, so live streams finish and a
     /// server can shut down gracefully.
     pub fn close(&self) {
-        self.tx.write().unwrap_or_else(PoisonError::into_inner).take();
+        self.tx
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }
 
@@ -73,7 +78,11 @@ mod tests {
     use super::*;
 
     fn batch() -> LiveBatch {
-        LiveBatch { tenant: "t".into(), device: "d".into(), points: vec![] }
+        LiveBatch {
+            tenant: "t".into(),
+            device: "d".into(),
+            points: vec![],
+        }
     }
 
     #[tokio::test]
@@ -84,10 +93,20 @@ mod tests {
         assert!(hub.has_subscribers());
         hub.clone().publish(batch());
         hub.close();
-        assert_eq!(rx.recv().await.unwrap().device, "d", "sent batches are still delivered");
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
+        assert_eq!(
+            rx.recv().await.unwrap().device,
+            "d",
+            "sent batches are still delivered"
+        );
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
         let mut late = hub.subscribe();
-        assert!(matches!(late.recv().await, Err(broadcast::error::RecvError::Closed)));
+        assert!(matches!(
+            late.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
         hub.publish(batch());
     }
 }

@@ -72,8 +72,16 @@ pub struct SeriesKey {
 }
 
 impl SeriesKey {
-    pub fn new(tenant: impl Into<String>, device: impl Into<String>, metric: impl Into<String>) -> Self {
-        Self { tenant: tenant.into(), device: device.into(), metric: metric.into() }
+    pub fn new(
+        tenant: impl Into<String>,
+        device: impl Into<String>,
+        metric: impl Into<String>,
+    ) -> Self {
+        Self {
+            tenant: tenant.into(),
+            device: device.into(),
+            metric: metric.into(),
+        }
     }
 }
 
@@ -88,7 +96,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -97,9 +108,15 @@ fn check_ident(what: &str, s: &str, max: usize, extra: &[u8]) -> Result<(), Vali
         return Err(ValidationError::new(what, "must not be empty"));
     }
     if s.len() > max {
-        return Err(ValidationError::new(what, format!("longer than {max} bytes")));
+        return Err(ValidationError::new(
+            what,
+            format!("longer than {max} bytes"),
+        ));
     }
-    if let Some(c) = s.bytes().find(|b| !(b.is_ascii_alphanumeric() || extra.contains(b))) {
+    if let Some(c) = s
+        .bytes()
+        .find(|b| !(b.is_ascii_alphanumeric() || extra.contains(b)))
+    {
         return Err(ValidationError::new(
             what,
             format!("invalid character {:?} in {s:?}", c as char),
@@ -115,7 +132,10 @@ pub fn validate_tenant(name: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new("tenant", "must be lower case"));
     }
     if name.starts_with('-') {
-        return Err(ValidationError::new("tenant", "must start with a letter or digit"));
+        return Err(ValidationError::new(
+            "tenant",
+            "must start with a letter or digit",
+        ));
     }
     Ok(())
 }
@@ -136,9 +156,15 @@ pub fn validate_metric(name: &str, limits: &Limits) -> Result<(), ValidationErro
 pub fn validate_label(key: &str, value: &str) -> Result<(), ValidationError> {
     check_ident("label key", key, 63, b"_.-/")?;
     if value.len() > 256 {
-        return Err(ValidationError::new(format!("label {key}"), "value longer than 256 bytes"));
+        return Err(ValidationError::new(
+            format!("label {key}"),
+            "value longer than 256 bytes",
+        ));
     }
-    if value.chars().any(|c| c == ',' || c == '=' || c.is_control()) {
+    if value
+        .chars()
+        .any(|c| c == ',' || c == '=' || c.is_control())
+    {
         return Err(ValidationError::new(
             format!("label {key}"),
             "value must not contain ',', '=' or control characters",
@@ -156,9 +182,10 @@ pub fn validate_point(p: &Point, limits: &Limits) -> Result<(), ValidationError>
             p.metric.clone(),
             format!("string value longer than {} bytes", limits.max_string_len),
         )),
-        Value::F64(v) if !v.is_finite() => {
-            Err(ValidationError::new(p.metric.clone(), "value is not a finite number"))
-        }
+        Value::F64(v) if !v.is_finite() => Err(ValidationError::new(
+            p.metric.clone(),
+            "value is not a finite number",
+        )),
         _ => Ok(()),
     }
 }
@@ -184,8 +211,15 @@ mod tests {
 
     #[test]
     fn point_limits() {
-        let l = Limits { max_string_len: 3, ..Limits::default() };
-        let p = |v| Point { metric: "m".into(), ts_ns: 0, value: v };
+        let l = Limits {
+            max_string_len: 3,
+            ..Limits::default()
+        };
+        let p = |v| Point {
+            metric: "m".into(),
+            ts_ns: 0,
+            value: v,
+        };
         assert!(validate_point(&p(Value::Str("abc".into())), &l).is_ok());
         assert!(validate_point(&p(Value::Str("abcd".into())), &l).is_err());
         assert!(validate_point(&p(Value::F64(f64::NAN)), &l).is_err());

@@ -38,7 +38,10 @@ impl Selector {
             requirements.push(req);
         }
         if requirements.len() > 32 {
-            return Err(ValidationError::new("selector", "more than 32 requirements"));
+            return Err(ValidationError::new(
+                "selector",
+                "more than 32 requirements",
+            ));
         }
         Ok(Self { requirements })
     }
@@ -60,8 +63,16 @@ impl Selector {
 
 fn key(k: &str) -> Result<String, ValidationError> {
     let k = k.trim();
-    if k.is_empty() || k.len() > 63 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b)) {
-        return Err(ValidationError::new("selector", format!("invalid label key {k:?}")));
+    if k.is_empty()
+        || k.len() > 63
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+    {
+        return Err(ValidationError::new(
+            "selector",
+            format!("invalid label key {k:?}"),
+        ));
     }
     Ok(k.to_string())
 }
@@ -88,17 +99,32 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parse_and_match() {
         let s = Selector::parse("fleet=West, model!=H-1,region,!retired").unwrap();
         assert_eq!(s.requirements.len(), 4);
-        assert!(s.matches(&labels(&[("fleet", "West"), ("model", "H-2"), ("region", "eu")])));
+        assert!(s.matches(&labels(&[
+            ("fleet", "West"),
+            ("model", "H-2"),
+            ("region", "eu")
+        ])));
         assert!(!s.matches(&labels(&[("fleet", "East"), ("region", "eu")])));
-        assert!(!s.matches(&labels(&[("fleet", "West"), ("model", "H-1"), ("region", "eu")])));
-        assert!(!s.matches(&labels(&[("fleet", "West"), ("region", "eu"), ("retired", "")])));
+        assert!(!s.matches(&labels(&[
+            ("fleet", "West"),
+            ("model", "H-1"),
+            ("region", "eu")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("fleet", "West"),
+            ("region", "eu"),
+            ("retired", "")
+        ])));
         assert_eq!(s.to_string(), "fleet=West,model!=H-1,region,!retired");
         assert!(Selector::parse("").unwrap().matches(&labels(&[])));
         assert!(Selector::parse("=x").is_err());

@@ -11,7 +11,10 @@ pub const NS_PER_DAY: i64 = 86_400 * NS_PER_SEC;
 
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// Parses an RFC 3339 timestamp (`2024-05-01T12:00:00.5+02:00`) to ns since the epoch.
@@ -70,7 +73,10 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Some(NS_PER_SEC));
-        assert_eq!(parse_rfc3339("1970-01-01T02:00:01.5+02:00"), Some(NS_PER_SEC + 500 * NS_PER_MS));
+        assert_eq!(
+            parse_rfc3339("1970-01-01T02:00:01.5+02:00"),
+            Some(NS_PER_SEC + 500 * NS_PER_MS)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(format_rfc3339(NS_PER_SEC), "1970-01-01T00:00:01Z");
     }
@@ -79,6 +85,10 @@ mod tests {
     fn buckets() {
         assert_eq!(day_bucket(NS_PER_DAY + 5), NS_PER_DAY);
         assert_eq!(day_bucket(-1), -NS_PER_DAY);
-        assert_eq!(day_bucket(i64::MIN), i64::MIN, "saturates instead of overflowing");
+        assert_eq!(
+            day_bucket(i64::MIN),
+            i64::MIN,
+            "saturates instead of overflowing"
+        );
     }
 }

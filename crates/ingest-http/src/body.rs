@@ -22,17 +22,24 @@ pub(crate) async fn read(
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(len) = declared.filter(|len| *len > max) {
         ingestor.metrics().rejected("too_large");
-        return Err(IngestError::TooLarge(format!("body of {len} bytes exceeds the limit of {max} bytes")));
+        return Err(IngestError::TooLarge(format!(
+            "body of {len} bytes exceeds the limit of {max} bytes"
+        )));
     }
-    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("identity") => false,
         Some(v) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => true,
         Some(other) => {
-            return Err(IngestError::Invalid(tributary_core::formats::ParseError::new(
-                "Content-Encoding",
-                format!("unsupported encoding {other:?}; use gzip or none"),
-            )));
+            return Err(IngestError::Invalid(
+                tributary_core::formats::ParseError::new(
+                    "Content-Encoding",
+                    format!("unsupported encoding {other:?}; use gzip or none"),
+                ),
+            ));
         }
     };
     // Reserve what we will hold: the declared size, or, when the length is
@@ -43,14 +50,22 @@ pub(crate) async fn read(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            IngestError::Invalid(tributary_core::formats::ParseError::new("body", format!("could not read: {e}")))
+            IngestError::Invalid(tributary_core::formats::ParseError::new(
+                "body",
+                format!("could not read: {e}"),
+            ))
         })?;
         if buf.len() + chunk.len() > max {
             ingestor.metrics().rejected("too_large");
-            return Err(IngestError::TooLarge(format!("body exceeds the limit of {max} bytes")));
+            return Err(IngestError::TooLarge(format!(
+                "body exceeds the limit of {max} bytes"
+            )));
         }
         if buf.len() + chunk.len() > permit.bytes() {
-            ingestor.reserve_more(&mut permit, (buf.len() + chunk.len()).next_multiple_of(STEP).min(max))?;
+            ingestor.reserve_more(
+                &mut permit,
+                (buf.len() + chunk.len()).next_multiple_of(STEP).min(max),
+            )?;
         }
         buf.extend_from_slice(&chunk);
     }
@@ -68,10 +83,15 @@ fn gunzip(raw: &[u8], max: usize) -> Result<Bytes, IngestError> {
     let mut out = Vec::with_capacity((raw.len() * 4).min(max));
     let mut dec = flate2::read::MultiGzDecoder::new(raw).take(max as u64 + 1);
     dec.read_to_end(&mut out).map_err(|e| {
-        IngestError::Invalid(tributary_core::formats::ParseError::new("body", format!("invalid gzip: {e}")))
+        IngestError::Invalid(tributary_core::formats::ParseError::new(
+            "body",
+            format!("invalid gzip: {e}"),
+        ))
     })?;
     if out.len() > max {
-        return Err(IngestError::TooLarge(format!("decompressed body exceeds the limit of {max} bytes")));
+        return Err(IngestError::TooLarge(format!(
+            "decompressed body exceeds the limit of {max} bytes"
+        )));
     }
     Ok(Bytes::from(out))
 }

@@ -47,7 +47,9 @@ pub async fn serve(
     ingestor: Ingestor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ingestor)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(ingestor))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// InfluxDB clients probe `/ping` before writing.
@@ -105,22 +107,34 @@ fn request_context(headers: &HeaderMap, content_type: &str) -> RequestContext {
             .unwrap_or_default()
             .to_string()
     };
-    RequestContext { content_type: content_type.to_string(), traceparent: get("traceparent"), tracestate: get("tracestate") }
+    RequestContext {
+        content_type: content_type.to_string(),
+        traceparent: get("traceparent"),
+        tracestate: get("tracestate"),
+    }
 }
 
 /// The bearer credential: `Authorization: Bearer|Token <t>`, Basic auth's
 /// password (InfluxDB 1.x clients), or the `p` query parameter (InfluxDB 1.x).
 fn credential(headers: &HeaderMap, query_password: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         for scheme in ["Bearer ", "bearer ", "Token ", "token "] {
             if let Some(t) = v.strip_prefix(scheme) {
                 return Some(t.trim().to_string());
             }
         }
-        if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
+        if let Some(b) = v
+            .strip_prefix("Basic ")
+            .or_else(|| v.strip_prefix("basic "))
+        {
             use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()?;
             let text = String::from_utf8(decoded).ok()?;
             return text.split_once(':').map(|(_, p)| p.to_string());
         }
@@ -129,8 +143,13 @@ fn credential(headers: &HeaderMap, query_password: Option<&str>) -> Option<Strin
     query_password.map(str::to_string)
 }
 
-async fn authenticate(ingestor: &Ingestor, headers: &HeaderMap, query_password: Option<&str>) -> Result<Principal, Response> {
-    let token = credential(headers, query_password).ok_or_else(|| error_response(IngestError::Unauthenticated))?;
+async fn authenticate(
+    ingestor: &Ingestor,
+    headers: &HeaderMap,
+    query_password: Option<&str>,
+) -> Result<Principal, Response> {
+    let token = credential(headers, query_password)
+        .ok_or_else(|| error_response(IngestError::Unauthenticated))?;
     ingestor.authenticate(&token).await.map_err(error_response)
 }
 
@@ -153,13 +172,20 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
         "application/senml+json" => true,
         "" | "application/json" => false,
         other => {
-            return Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type")
-                .detail(format!("{other:?}; use application/json or application/senml+json"))
-                .into_response();
+            return Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported content type",
+            )
+            .detail(format!(
+                "{other:?}; use application/json or application/senml+json"
+            ))
+            .into_response();
         }
     };
     let limits = ingestor.limits().clone();
-    let (bytes, _permit) = match body::read(&ingestor, &headers, body, limits.max_body_bytes).await {
+    let (bytes, _permit) = match body::read(&ingestor, &headers, body, limits.max_body_bytes).await
+    {
         Ok(b) => b,
         Err(e) => return error_response(e),
     };
@@ -176,7 +202,14 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
             return error_response(e.into());
         }
     };
-    let ctx = request_context(&headers, if senml { "application/senml+json" } else { "application/json" });
+    let ctx = request_context(
+        &headers,
+        if senml {
+            "application/senml+json"
+        } else {
+            "application/json"
+        },
+    );
     match ingestor.ingest_device(&principal, points, &ctx).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error_response(e),
@@ -209,11 +242,21 @@ struct V2Params {
     device_tag: Option<String>,
 }
 
-async fn write_v1(State(ingestor): State<Ingestor>, Query(q): Query<V1Params>, headers: HeaderMap, body: Body) -> Response {
+async fn write_v1(
+    State(ingestor): State<Ingestor>,
+    Query(q): Query<V1Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     write_lines(ingestor, headers, body, q.precision, q.device_tag, q.p).await
 }
 
-async fn write_v2(State(ingestor): State<Ingestor>, Query(q): Query<V2Params>, headers: HeaderMap, body: Body) -> Response {
+async fn write_v2(
+    State(ingestor): State<Ingestor>,
+    Query(q): Query<V2Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     write_lines(ingestor, headers, body, q.precision, q.device_tag, None).await
 }
 
@@ -247,12 +290,15 @@ async fn write_lines(
         },
     };
     let limits = ingestor.limits().clone();
-    let (bytes, _permit) = match body::read(&ingestor, &headers, body, limits.max_body_bytes).await {
+    let (bytes, _permit) = match body::read(&ingestor, &headers, body, limits.max_body_bytes).await
+    {
         Ok(b) => b,
         Err(e) => return error_response(e),
     };
     let now = tributary_core::time::now_ns();
-    let parse = tokio::task::block_in_place(|| formats::lineproto::parse(&bytes, precision, &device_tag, now, &limits));
+    let parse = tokio::task::block_in_place(|| {
+        formats::lineproto::parse(&bytes, precision, &device_tag, now, &limits)
+    });
     let batches = match parse {
         Ok(b) => b,
         Err(e) => {

@@ -25,16 +25,36 @@ struct FixedAuth;
 impl Authenticator for FixedAuth {
     async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
         match token {
-            "dev" => Ok(Principal::Device { tenant: "acme".into(), device: "d1".into() }),
-            "ingest" => Ok(Principal::TenantIngest { tenant: "acme".into(), credential_id: "c1".into() }),
+            "dev" => Ok(Principal::Device {
+                tenant: "acme".into(),
+                device: "d1".into(),
+            }),
+            "ingest" => Ok(Principal::TenantIngest {
+                tenant: "acme".into(),
+                credential_id: "c1".into(),
+            }),
             _ => Err(DirectoryError::Unauthenticated),
         }
     }
     async fn tenant_policy(&self, _tenant: &str) -> Result<TenantPolicy, DirectoryError> {
-        Ok(TenantPolicy { auto_provision: true, device_tag: "host".into() })
+        Ok(TenantPolicy {
+            auto_provision: true,
+            device_tag: "host".into(),
+        })
     }
-    async fn ensure_device(&self, _t: &str, device: &str, _l: &BTreeMap<String, String>) -> Result<(), DirectoryError> {
-        if device == "blocked" { Err(DirectoryError::Forbidden("device blocked is disabled".into())) } else { Ok(()) }
+    async fn ensure_device(
+        &self,
+        _t: &str,
+        device: &str,
+        _l: &BTreeMap<String, String>,
+    ) -> Result<(), DirectoryError> {
+        if device == "blocked" {
+            Err(DirectoryError::Forbidden(
+                "device blocked is disabled".into(),
+            ))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -46,21 +66,35 @@ struct Rig {
 
 async fn rig(limits: Limits, max_inflight_bytes: usize) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::new("t", 2)).await.unwrap();
+    let log = EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::new("t", 2))
+        .await
+        .unwrap();
     let ingestor = Ingestor::new(
         log.clone(),
         Arc::new(FixedAuth),
-        IngestConfig { limits, max_inflight_bytes },
+        IngestConfig {
+            limits,
+            max_inflight_bytes,
+        },
         IngestMetrics::default(),
     );
-    Rig { _dir: dir, log, app: tributary_ingest_http::router(ingestor) }
+    Rig {
+        _dir: dir,
+        log,
+        app: tributary_ingest_http::router(ingestor),
+    }
 }
 
-async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     (status, headers, json)
 }
@@ -74,9 +108,17 @@ fn post(uri: &str, auth: Option<&str>, content_type: &str, body: impl Into<Body>
 }
 
 async fn all_envelopes(log: &EmbeddedLog) -> Vec<Envelope> {
-    let mut c = log.consumer(ConsumerOptions { group: None, start: StartFrom::Earliest }).await.unwrap();
+    let mut c = log
+        .consumer(ConsumerOptions {
+            group: None,
+            start: StartFrom::Earliest,
+        })
+        .await
+        .unwrap();
     let recs = c.poll(1000, Duration::from_millis(200)).await.unwrap();
-    recs.iter().map(|r| Envelope::decode(&r.value, &Limits::default()).unwrap()).collect()
+    recs.iter()
+        .map(|r| Envelope::decode(&r.value, &Limits::default()).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,14 +126,22 @@ async fn json_is_durable_before_204() {
     let r = rig(Limits::default(), 1 << 20).await;
     let (status, _, _) = send(
         &r.app,
-        post("/v1/telemetry", Some("Bearer dev"), "application/json", r#"{"ts": 1000, "values": {"t": 1.5}}"#),
+        post(
+            "/v1/telemetry",
+            Some("Bearer dev"),
+            "application/json",
+            r#"{"ts": 1000, "values": {"t": 1.5}}"#,
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // By the time 204 came back, the record is in the log.
     let envs = all_envelopes(&r.log).await;
     assert_eq!(envs.len(), 1);
-    assert_eq!((envs[0].tenant.as_str(), envs[0].device.as_str()), ("acme", "d1"));
+    assert_eq!(
+        (envs[0].tenant.as_str(), envs[0].device.as_str()),
+        ("acme", "d1")
+    );
     assert_eq!(envs[0].points[0].ts_ns, 1_000_000_000);
     assert_eq!(envs[0].content_type, "application/json");
 }
@@ -100,24 +150,77 @@ async fn json_is_durable_before_204() {
 async fn credentials_are_checked() {
     let r = rig(Limits::default(), 1 << 20).await;
     let body = r#"{"values": {"t": 1}}"#;
-    let (s, _, p) = send(&r.app, post("/v1/telemetry", None, "application/json", body)).await;
+    let (s, _, p) = send(
+        &r.app,
+        post("/v1/telemetry", None, "application/json", body),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(p["status"], 401);
-    let (s, _, _) = send(&r.app, post("/v1/telemetry", Some("Bearer nope"), "application/json", body)).await;
+    let (s, _, _) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer nope"),
+            "application/json",
+            body,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // A tenant ingest token can't post device JSON, and a device token can't
     // write line protocol.
-    let (s, _, _) = send(&r.app, post("/v1/telemetry", Some("Bearer ingest"), "application/json", body)).await;
+    let (s, _, _) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer ingest"),
+            "application/json",
+            body,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _, _) = send(&r.app, post("/write", Some("Token dev"), "text/plain", "m,host=a v=1")).await;
+    let (s, _, _) = send(
+        &r.app,
+        post("/write", Some("Token dev"), "text/plain", "m,host=a v=1"),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // InfluxDB 1.x credentials: Basic auth password, or the `p` parameter.
-    let (s, _, _) = send(&r.app, post("/write", Some("Basic dTppbmdlc3Q="), "text/plain", "m,host=a v=1")).await;
+    let (s, _, _) = send(
+        &r.app,
+        post(
+            "/write",
+            Some("Basic dTppbmdlc3Q="),
+            "text/plain",
+            "m,host=a v=1",
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "Basic u:ingest");
-    let (s, _, _) = send(&r.app, post("/write?db=x&u=u&p=ingest", None, "text/plain", "m,host=a v=2")).await;
+    let (s, _, _) = send(
+        &r.app,
+        post(
+            "/write?db=x&u=u&p=ingest",
+            None,
+            "text/plain",
+            "m,host=a v=2",
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // A disabled device named by a line is refused.
-    let (s, _, p) = send(&r.app, post("/write", Some("Token ingest"), "text/plain", "m,host=blocked v=1")).await;
+    let (s, _, p) = send(
+        &r.app,
+        post(
+            "/write",
+            Some("Token ingest"),
+            "text/plain",
+            "m,host=blocked v=1",
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(p["detail"].as_str().unwrap().contains("blocked"));
 }
@@ -126,7 +229,16 @@ async fn credentials_are_checked() {
 async fn line_protocol_uses_the_tenant_device_tag_and_precision() {
     let r = rig(Limits::default(), 1 << 20).await;
     let body = "cpu,host=h1,rack=r7 user=1.5,idle=98i 1700000000\ncpu,host=h2 user=2 1700000001\n";
-    let (s, _, _) = send(&r.app, post("/api/v2/write?org=o&bucket=b&precision=s", Some("Token ingest"), "text/plain", body)).await;
+    let (s, _, _) = send(
+        &r.app,
+        post(
+            "/api/v2/write?org=o&bucket=b&precision=s",
+            Some("Token ingest"),
+            "text/plain",
+            body,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let envs = all_envelopes(&r.log).await;
     let mut devices: Vec<_> = envs.iter().map(|e| e.device.clone()).collect();
@@ -134,13 +246,35 @@ async fn line_protocol_uses_the_tenant_device_tag_and_precision() {
     assert_eq!(devices, ["h1", "h2"]);
     let h1 = envs.iter().find(|e| e.device == "h1").unwrap();
     assert_eq!(h1.points.len(), 2);
-    assert!(h1.points.iter().all(|p| p.ts_ns == 1_700_000_000_000_000_000));
+    assert!(
+        h1.points
+            .iter()
+            .all(|p| p.ts_ns == 1_700_000_000_000_000_000)
+    );
     assert!(h1.points.iter().any(|p| p.metric == "cpu.user"));
     // A request parameter overrides the tag.
-    let (s, _, p) = send(&r.app, post("/write?device_tag=rack", Some("Token ingest"), "text/plain", "cpu,host=h1 v=1")).await;
+    let (s, _, p) = send(
+        &r.app,
+        post(
+            "/write?device_tag=rack",
+            Some("Token ingest"),
+            "text/plain",
+            "cpu,host=h1 v=1",
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(p["detail"].as_str().unwrap().contains("rack"), "{p}");
-    let (s, _, p) = send(&r.app, post("/write?precision=fortnight", Some("Token ingest"), "text/plain", "cpu,host=h1 v=1")).await;
+    let (s, _, p) = send(
+        &r.app,
+        post(
+            "/write?precision=fortnight",
+            Some("Token ingest"),
+            "text/plain",
+            "cpu,host=h1 v=1",
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(p["location"], "precision");
 }
@@ -148,18 +282,39 @@ async fn line_protocol_uses_the_tenant_device_tag_and_precision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_get_problem_documents_naming_the_place() {
     let r = rig(Limits::default(), 1 << 20).await;
-    let (s, h, p) =
-        send(&r.app, post("/write", Some("Token ingest"), "text/plain", "m,host=a v=1\nm,host=a v=oops\n")).await;
+    let (s, h, p) = send(
+        &r.app,
+        post(
+            "/write",
+            Some("Token ingest"),
+            "text/plain",
+            "m,host=a v=1\nm,host=a v=oops\n",
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(h["content-type"], "application/problem+json");
     assert!(p["location"].as_str().unwrap().starts_with("line 2"), "{p}");
     assert!(p["type"].as_str().unwrap().ends_with("/invalid-body"));
 
-    let (s, _, p) = send(&r.app, post("/v1/telemetry", Some("Bearer dev"), "application/json", r#"{"values": {"t": null}}"#)).await;
+    let (s, _, p) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer dev"),
+            "application/json",
+            r#"{"values": {"t": null}}"#,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(p["detail"].as_str().unwrap().contains("values.t"), "{p}");
 
-    let (s, _, _) = send(&r.app, post("/v1/telemetry", Some("Bearer dev"), "text/csv", "a,b")).await;
+    let (s, _, _) = send(
+        &r.app,
+        post("/v1/telemetry", Some("Bearer dev"), "text/csv", "a,b"),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Nothing of a refused request reached the log.
     assert!(all_envelopes(&r.log).await.is_empty());
@@ -167,14 +322,31 @@ async fn bad_bodies_get_problem_documents_naming_the_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_limits_and_gzip() {
-    let limits = Limits { max_body_bytes: 1024, max_points_per_request: 3, ..Limits::default() };
+    let limits = Limits {
+        max_body_bytes: 1024,
+        max_points_per_request: 3,
+        ..Limits::default()
+    };
     let r = rig(limits, 1 << 20).await;
     let big = format!(r#"{{"values": {{"s": "{}"}}}}"#, "x".repeat(2000));
-    let (s, _, _) = send(&r.app, post("/v1/telemetry", Some("Bearer dev"), "application/json", big)).await;
+    let (s, _, _) = send(
+        &r.app,
+        post("/v1/telemetry", Some("Bearer dev"), "application/json", big),
+    )
+    .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
 
     let many = r#"{"values": {"a": 1, "b": 2, "c": 3, "d": 4}}"#;
-    let (s, _, _) = send(&r.app, post("/v1/telemetry", Some("Bearer dev"), "application/json", many)).await;
+    let (s, _, _) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer dev"),
+            "application/json",
+            many,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "more points than allowed");
 
     // gzip works, and a small body that inflates past the limit is refused.
@@ -183,18 +355,36 @@ async fn size_limits_and_gzip() {
         e.write_all(data).unwrap();
         e.finish().unwrap()
     };
-    let mut req = post("/v1/telemetry", Some("Bearer dev"), "application/json", gz(br#"{"values": {"a": 1}}"#));
-    req.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+    let mut req = post(
+        "/v1/telemetry",
+        Some("Bearer dev"),
+        "application/json",
+        gz(br#"{"values": {"a": 1}}"#),
+    );
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
     assert_eq!(send(&r.app, req).await.0, StatusCode::NO_CONTENT);
 
     let bomb = gz(&vec![b' '; 512 * 1024]);
     assert!(bomb.len() < 1024);
-    let mut req = post("/v1/telemetry", Some("Bearer dev"), "application/json", bomb);
-    req.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+    let mut req = post(
+        "/v1/telemetry",
+        Some("Bearer dev"),
+        "application/json",
+        bomb,
+    );
+    req.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
     assert_eq!(send(&r.app, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
 
-    let mut req = post("/v1/telemetry", Some("Bearer dev"), "application/json", "{}");
-    req.headers_mut().insert("content-encoding", "br".parse().unwrap());
+    let mut req = post(
+        "/v1/telemetry",
+        Some("Bearer dev"),
+        "application/json",
+        "{}",
+    );
+    req.headers_mut()
+        .insert("content-encoding", "br".parse().unwrap());
     assert_eq!(send(&r.app, req).await.0, StatusCode::BAD_REQUEST);
 }
 
@@ -203,7 +393,16 @@ async fn spent_inflight_budget_means_503_with_retry_after() {
     // A budget of 1 KiB: a declared 4 KiB body cannot be admitted.
     let r = rig(Limits::default(), 1024).await;
     let body = format!(r#"{{"values": {{"s": "{}"}}}}"#, "x".repeat(4000));
-    let (s, h, p) = send(&r.app, post("/v1/telemetry", Some("Bearer dev"), "application/json", body)).await;
+    let (s, h, p) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer dev"),
+            "application/json",
+            body,
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h["retry-after"], "1");
     assert_eq!(p["status"], 503);

@@ -58,7 +58,11 @@ pub enum IngestError {
 
 impl From<ParseError> for IngestError {
     fn from(e: ParseError) -> Self {
-        if e.too_large { IngestError::TooLarge(e.to_string()) } else { IngestError::Invalid(e) }
+        if e.too_large {
+            IngestError::TooLarge(e.to_string())
+        } else {
+            IngestError::Invalid(e)
+        }
     }
 }
 
@@ -77,10 +81,12 @@ impl From<DirectoryError> for IngestError {
 impl From<LogError> for IngestError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::Backpressure => IngestError::Overloaded { retry_after_secs: 1 },
-            LogError::RecordTooLarge { size, limit } => {
-                IngestError::TooLarge(format!("record of {size} bytes exceeds the log's limit of {limit}"))
-            }
+            LogError::Backpressure => IngestError::Overloaded {
+                retry_after_secs: 1,
+            },
+            LogError::RecordTooLarge { size, limit } => IngestError::TooLarge(format!(
+                "record of {size} bytes exceeds the log's limit of {limit}"
+            )),
             other => IngestError::Unavailable(other.to_string()),
         }
     }
@@ -107,7 +113,10 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { limits: Limits::default(), max_inflight_bytes: 512 * 1024 * 1024 }
+        Self {
+            limits: Limits::default(),
+            max_inflight_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -140,10 +149,21 @@ impl InflightPermit {
 }
 
 impl Ingestor {
-    pub fn new(log: Arc<dyn Log>, auth: Arc<dyn Authenticator>, config: IngestConfig, metrics: IngestMetrics) -> Self {
+    pub fn new(
+        log: Arc<dyn Log>,
+        auth: Arc<dyn Authenticator>,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+    ) -> Self {
         let kib = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            inner: Arc::new(Inner { log, auth, config, inflight_kib: Arc::new(Semaphore::new(kib)), metrics }),
+            inner: Arc::new(Inner {
+                log,
+                auth,
+                config,
+                inflight_kib: Arc::new(Semaphore::new(kib)),
+                metrics,
+            }),
         }
     }
 
@@ -158,12 +178,18 @@ impl Ingestor {
     /// Reserves `bytes` of the in-flight budget, or fails with
     /// [`IngestError::Overloaded`] at once when the budget is spent.
     pub fn reserve(&self, bytes: usize) -> Result<InflightPermit, IngestError> {
-        Ok(InflightPermit { permit: self.acquire(bytes)? })
+        Ok(InflightPermit {
+            permit: self.acquire(bytes)?,
+        })
     }
 
     /// Grows a reservation to at least `total_bytes` (bodies of unknown
     /// length are reserved as they arrive).
-    pub fn reserve_more(&self, permit: &mut InflightPermit, total_bytes: usize) -> Result<(), IngestError> {
+    pub fn reserve_more(
+        &self,
+        permit: &mut InflightPermit,
+        total_bytes: usize,
+    ) -> Result<(), IngestError> {
         let held = permit.bytes();
         if total_bytes > held {
             permit.permit.merge(self.acquire(total_bytes - held)?);
@@ -173,10 +199,16 @@ impl Ingestor {
 
     fn acquire(&self, bytes: usize) -> Result<OwnedSemaphorePermit, IngestError> {
         let kib = (bytes.div_ceil(1024)).clamp(1, Semaphore::MAX_PERMITS) as u32;
-        self.inner.inflight_kib.clone().try_acquire_many_owned(kib).map_err(|_| {
-            self.inner.metrics.rejected("overloaded");
-            IngestError::Overloaded { retry_after_secs: 1 }
-        })
+        self.inner
+            .inflight_kib
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| {
+                self.inner.metrics.rejected("overloaded");
+                IngestError::Overloaded {
+                    retry_after_secs: 1,
+                }
+            })
     }
 
     /// Resolves a bearer token.
@@ -186,7 +218,13 @@ impl Ingestor {
             return Err(IngestError::Unauthenticated);
         }
         self.inner.auth.authenticate(token).await.map_err(|e| {
-            self.inner.metrics.rejected(if e == DirectoryError::Unauthenticated { "unauthenticated" } else { "forbidden" });
+            self.inner
+                .metrics
+                .rejected(if e == DirectoryError::Unauthenticated {
+                    "unauthenticated"
+                } else {
+                    "forbidden"
+                });
             e.into()
         })
     }
@@ -203,7 +241,16 @@ impl Ingestor {
                 "this endpoint takes a device access token; tenant ingest tokens write line protocol".into(),
             ));
         };
-        self.append(tenant, vec![DeviceBatch { device: device.clone(), labels: BTreeMap::new(), points }], ctx).await
+        self.append(
+            tenant,
+            vec![DeviceBatch {
+                device: device.clone(),
+                labels: BTreeMap::new(),
+                points,
+            }],
+            ctx,
+        )
+        .await
     }
 
     /// Appends line-protocol batches for devices of a tenant, written with a
@@ -217,13 +264,19 @@ impl Ingestor {
     ) -> Result<(), IngestError> {
         let Principal::TenantIngest { tenant, .. } = principal else {
             return Err(IngestError::Forbidden(
-                "line protocol endpoints take a tenant ingest token (tbi_…), not a device token".into(),
+                "line protocol endpoints take a tenant ingest token (tbi_…), not a device token"
+                    .into(),
             ));
         };
         for b in &batches {
             validate_device_id(&b.device, self.limits())
                 .map_err(|e| IngestError::Invalid(ParseError::new("device", e.to_string())))?;
-            if let Err(e) = self.inner.auth.ensure_device(tenant, &b.device, &b.labels).await {
+            if let Err(e) = self
+                .inner
+                .auth
+                .ensure_device(tenant, &b.device, &b.labels)
+                .await
+            {
                 self.inner.metrics.rejected("device");
                 return Err(e.into());
             }
@@ -236,7 +289,12 @@ impl Ingestor {
         Ok(self.inner.auth.tenant_policy(tenant).await?.device_tag)
     }
 
-    async fn append(&self, tenant: &str, batches: Vec<DeviceBatch>, ctx: &RequestContext) -> Result<(), IngestError> {
+    async fn append(
+        &self,
+        tenant: &str,
+        batches: Vec<DeviceBatch>,
+        ctx: &RequestContext,
+    ) -> Result<(), IngestError> {
         let received_at_ns = tributary_core::time::now_ns();
         let mut records = Vec::with_capacity(batches.len());
         let mut points = 0usize;
@@ -265,14 +323,23 @@ impl Ingestor {
         self.inner.metrics.received(tenant, points);
         let started = Instant::now();
         let result = self.inner.log.append_batch(records).await;
-        self.inner.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(_) => {
                 self.inner.metrics.acked(tenant, points);
                 Ok(())
             }
             Err(e) => {
-                self.inner.metrics.rejected(if matches!(e, LogError::Backpressure) { "overloaded" } else { "log" });
+                self.inner
+                    .metrics
+                    .rejected(if matches!(e, LogError::Backpressure) {
+                        "overloaded"
+                    } else {
+                        "log"
+                    });
                 tracing::warn!(tenant, error = %e, "log append failed; the client will retry");
                 Err(e.into())
             }
@@ -281,14 +348,26 @@ impl Ingestor {
 
     fn headers(&self, tenant: &str, ctx: &RequestContext) -> Vec<(String, Bytes)> {
         let mut h = vec![
-            (headers::CONTENT_TYPE.to_string(), Bytes::from(ctx.content_type.clone())),
+            (
+                headers::CONTENT_TYPE.to_string(),
+                Bytes::from(ctx.content_type.clone()),
+            ),
             (headers::TENANT.to_string(), Bytes::from(tenant.to_string())),
-            (headers::SCHEMA_VERSION.to_string(), Bytes::from(envelope::SCHEMA_VERSION.to_string())),
+            (
+                headers::SCHEMA_VERSION.to_string(),
+                Bytes::from(envelope::SCHEMA_VERSION.to_string()),
+            ),
         ];
         if !ctx.traceparent.is_empty() {
-            h.push((headers::TRACEPARENT.to_string(), Bytes::from(ctx.traceparent.clone())));
+            h.push((
+                headers::TRACEPARENT.to_string(),
+                Bytes::from(ctx.traceparent.clone()),
+            ));
             if !ctx.tracestate.is_empty() {
-                h.push((headers::TRACESTATE.to_string(), Bytes::from(ctx.tracestate.clone())));
+                h.push((
+                    headers::TRACESTATE.to_string(),
+                    Bytes::from(ctx.tracestate.clone()),
+                ));
             }
         }
         h

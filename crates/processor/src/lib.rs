@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tributary_core::Limits;
 use tributary_core::envelope::Envelope;
 use tributary_core::live::{LiveBatch, LiveHub};
-use tributary_core::Limits;
 use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
 use tributary_store::{DevicePoints, Store, StoreError};
 
@@ -94,14 +94,24 @@ impl Processor {
         metrics: ProcessorMetrics,
         config: ProcessorConfig,
     ) -> Self {
-        Self { log, dlq, store, live, metrics, config }
+        Self {
+            log,
+            dlq,
+            store,
+            live,
+            metrics,
+            config,
+        }
     }
 
     /// Runs until `shutdown` resolves, then flushes, commits and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
         let mut consumer = self
             .log
-            .consumer(ConsumerOptions { group: Some(self.config.group.clone()), start: StartFrom::Earliest })
+            .consumer(ConsumerOptions {
+                group: Some(self.config.group.clone()),
+                start: StartFrom::Earliest,
+            })
             .await?;
         tracing::info!(group = %self.config.group, topic = self.log.topic(), "processor started");
         tokio::pin!(shutdown);
@@ -124,12 +134,14 @@ impl Processor {
             let due = last_flush.elapsed() >= self.config.flush_interval
                 || unflushed_points >= self.config.max_unflushed_points;
             if !pending.is_empty() && due {
-                self.flush_and_commit(consumer.as_mut(), &mut pending).await?;
+                self.flush_and_commit(consumer.as_mut(), &mut pending)
+                    .await?;
                 unflushed_points = 0;
                 last_flush = Instant::now();
             }
         }
-        self.flush_and_commit(consumer.as_mut(), &mut pending).await?;
+        self.flush_and_commit(consumer.as_mut(), &mut pending)
+            .await?;
         tracing::info!(group = %self.config.group, "processor stopped after final commit");
         Ok(())
     }
@@ -142,7 +154,11 @@ impl Processor {
             match Envelope::decode(&r.value, &self.config.limits) {
                 Ok(env) => {
                     self.metrics.record_decoded(&env.tenant, env.points.len());
-                    batch.push(DevicePoints { tenant: env.tenant, device: env.device, points: env.points });
+                    batch.push(DevicePoints {
+                        tenant: env.tenant,
+                        device: env.device,
+                        points: env.points,
+                    });
                 }
                 Err(e) => self.dead_letter(r, &e.to_string()).await?,
             }
@@ -157,7 +173,11 @@ impl Processor {
         }
         if self.live.has_subscribers() {
             for b in batch {
-                self.live.publish(LiveBatch { tenant: b.tenant, device: b.device, points: b.points });
+                self.live.publish(LiveBatch {
+                    tenant: b.tenant,
+                    device: b.device,
+                    points: b.points,
+                });
             }
         }
         Ok(points)
@@ -171,7 +191,9 @@ impl Processor {
         loop {
             match self.store.write(batch).await {
                 Ok(()) => {
-                    self.metrics.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .store_write_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     return Ok(());
                 }
                 Err(StoreError::Invalid(reason)) => {
@@ -190,26 +212,42 @@ impl Processor {
     }
 
     async fn dead_letter(&self, r: &LogRecord, reason: &str) -> Result<(), ProcessorError> {
-        tracing::warn!(partition = r.partition, offset = r.offset, reason, "dead-lettering poison record");
+        tracing::warn!(
+            partition = r.partition,
+            offset = r.offset,
+            reason,
+            "dead-lettering poison record"
+        );
         let mut headers = r.headers.clone();
         headers.push((dlq_headers::REASON.into(), Bytes::from(reason.to_string())));
         headers.push((
             dlq_headers::SOURCE.into(),
             Bytes::from(format!("{}/{}/{}", self.log.topic(), r.partition, r.offset)),
         ));
-        let record = Record { key: r.key.clone(), value: r.value.clone(), headers, timestamp_ms: r.timestamp_ms };
+        let record = Record {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers,
+            timestamp_ms: r.timestamp_ms,
+        };
         self.dlq.append(record).await?;
         self.metrics.dead_lettered.inc();
         Ok(())
     }
 
-    async fn flush_and_commit(&self, consumer: &mut dyn Consumer, pending: &mut Pending) -> Result<(), ProcessorError> {
+    async fn flush_and_commit(
+        &self,
+        consumer: &mut dyn Consumer,
+        pending: &mut Pending,
+    ) -> Result<(), ProcessorError> {
         if pending.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         self.store.flush().await?;
-        self.metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .store_flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         let offsets: Vec<(u32, u64)> = pending.iter().map(|(p, o)| (*p, *o)).collect();
         consumer.commit(&offsets).await?;
         for (p, o) in &offsets {

@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,30 +51,64 @@ impl ProcessorMetrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("tributary_processor");
         r.register("records", "Log records consumed", m.records.clone());
-        r.register("points_decoded", "Points decoded from valid records, by tenant", m.points_decoded.clone());
+        r.register(
+            "points_decoded",
+            "Points decoded from valid records, by tenant",
+            m.points_decoded.clone(),
+        );
         r.register(
             "points_stored",
             "Points written to the store, by tenant (compare with tributary_ingest_points_received_total)",
             m.points_stored.clone(),
         );
-        r.register("dead_lettered_records", "Poison records sent to the dead-letter log", m.dead_lettered.clone());
-        r.register("store_write_retries", "Store writes retried after a transient failure", m.store_retries.clone());
-        r.register("store_write_seconds", "Store write latency per poll batch", m.store_write_seconds.clone());
-        r.register("store_flush_seconds", "Store flush (durability) latency", m.store_flush_seconds.clone());
-        r.register("consumer_lag_records", "Records not yet committed, per partition", m.lag.clone());
+        r.register(
+            "dead_lettered_records",
+            "Poison records sent to the dead-letter log",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "store_write_retries",
+            "Store writes retried after a transient failure",
+            m.store_retries.clone(),
+        );
+        r.register(
+            "store_write_seconds",
+            "Store write latency per poll batch",
+            m.store_write_seconds.clone(),
+        );
+        r.register(
+            "store_flush_seconds",
+            "Store flush (durability) latency",
+            m.store_flush_seconds.clone(),
+        );
+        r.register(
+            "consumer_lag_records",
+            "Records not yet committed, per partition",
+            m.lag.clone(),
+        );
         m
     }
 
     pub(crate) fn record_decoded(&self, tenant: &str, points: usize) {
         self.records.inc();
-        self.points_decoded.get_or_create(&TenantLabel { tenant: tenant.to_string() }).inc_by(points as u64);
+        self.points_decoded
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_string(),
+            })
+            .inc_by(points as u64);
     }
 
     pub(crate) fn points_stored(&self, tenant: &str, points: usize) {
-        self.points_stored.get_or_create(&TenantLabel { tenant: tenant.to_string() }).inc_by(points as u64);
+        self.points_stored
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_string(),
+            })
+            .inc_by(points as u64);
     }
 
     pub(crate) fn set_lag(&self, partition: u32, lag: u64) {
-        self.lag.get_or_create(&PartitionLabel { partition }).set(lag as i64);
+        self.lag
+            .get_or_create(&PartitionLabel { partition })
+            .set(lag as i64);
     }
 }

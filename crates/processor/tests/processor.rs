@@ -37,7 +37,11 @@ fn record(device: &str, points: Vec<Point>) -> Record {
 }
 
 fn point(ts_ns: i64, v: f64) -> Point {
-    Point { metric: "temp".into(), ts_ns, value: Value::F64(v) }
+    Point {
+        metric: "temp".into(),
+        ts_ns,
+        value: Value::F64(v),
+    }
 }
 
 struct Rig {
@@ -49,10 +53,20 @@ struct Rig {
 impl Rig {
     async fn open(dir: &std::path::Path) -> Rig {
         Rig {
-            log: EmbeddedLog::open(dir.join("log"), EmbeddedLogConfig::new("telemetry", 2)).await.unwrap(),
-            dlq: EmbeddedLog::open(dir.join("dlq"), EmbeddedLogConfig::new("dlq", 1)).await.unwrap(),
-            store: EmbeddedStore::open(&dir.join("store"), EmbeddedStoreConfig { retention: None, ..Default::default() })
+            log: EmbeddedLog::open(dir.join("log"), EmbeddedLogConfig::new("telemetry", 2))
+                .await
                 .unwrap(),
+            dlq: EmbeddedLog::open(dir.join("dlq"), EmbeddedLogConfig::new("dlq", 1))
+                .await
+                .unwrap(),
+            store: EmbeddedStore::open(
+                &dir.join("store"),
+                EmbeddedStoreConfig {
+                    retention: None,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
         }
     }
 
@@ -63,7 +77,10 @@ impl Rig {
             self.store.clone(),
             live,
             ProcessorMetrics::default(),
-            ProcessorConfig { flush_interval: Duration::from_millis(50), ..Default::default() },
+            ProcessorConfig {
+                flush_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
         );
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -81,13 +98,23 @@ async fn wait_for_points(store: &EmbeddedStore, device: &str, n: usize) -> Vec<(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = store
-            .scan(&SeriesKey::new("acme", device, "temp"), i64::MIN, i64::MAX, Order::Asc, 10_000)
+            .scan(
+                &SeriesKey::new("acme", device, "temp"),
+                i64::MIN,
+                i64::MAX,
+                Order::Asc,
+                10_000,
+            )
             .await
             .unwrap();
         if got.len() >= n {
             return got.into_iter().map(|s| (s.ts_ns, s.value)).collect();
         }
-        assert!(Instant::now() < deadline, "only {} of {n} points stored", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} points stored",
+            got.len()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -100,7 +127,10 @@ async fn stores_points_dead_letters_poison_and_keeps_going() {
     let mut live_rx = live.subscribe();
     let (stop, task) = rig.start(live);
 
-    rig.log.append(record("d1", vec![point(1, 1.0), point(2, 2.0)])).await.unwrap();
+    rig.log
+        .append(record("d1", vec![point(1, 1.0), point(2, 2.0)]))
+        .await
+        .unwrap();
     rig.log
         .append(Record {
             key: Bytes::from_static(b"acme/d1"),
@@ -110,24 +140,55 @@ async fn stores_points_dead_letters_poison_and_keeps_going() {
         })
         .await
         .unwrap();
-    rig.log.append(record("d1", vec![point(3, 3.0)])).await.unwrap();
+    rig.log
+        .append(record("d1", vec![point(3, 3.0)]))
+        .await
+        .unwrap();
 
     // The record after the poison one is stored too.
     let got = wait_for_points(&rig.store, "d1", 3).await;
-    assert_eq!(got, vec![(1, Value::F64(1.0)), (2, Value::F64(2.0)), (3, Value::F64(3.0))]);
+    assert_eq!(
+        got,
+        vec![
+            (1, Value::F64(1.0)),
+            (2, Value::F64(2.0)),
+            (3, Value::F64(3.0))
+        ]
+    );
 
     // The poison record is in the DLQ with its reason and source.
-    let mut dlq = rig.dlq.consumer(ConsumerOptions { group: None, start: StartFrom::Earliest }).await.unwrap();
+    let mut dlq = rig
+        .dlq
+        .consumer(ConsumerOptions {
+            group: None,
+            start: StartFrom::Earliest,
+        })
+        .await
+        .unwrap();
     let recs = dlq.poll(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(recs.len(), 1);
-    let header = |name: &str| recs[0].headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    assert!(String::from_utf8_lossy(&header(dlq_headers::REASON).unwrap()).contains("not a TelemetryEnvelope"));
-    assert!(String::from_utf8_lossy(&header(dlq_headers::SOURCE).unwrap()).starts_with("telemetry/"));
+    let header = |name: &str| {
+        recs[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        String::from_utf8_lossy(&header(dlq_headers::REASON).unwrap())
+            .contains("not a TelemetryEnvelope")
+    );
+    assert!(
+        String::from_utf8_lossy(&header(dlq_headers::SOURCE).unwrap()).starts_with("telemetry/")
+    );
     assert_eq!(header("content-type").as_deref(), Some(&b"x"[..]));
 
     // Live subscribers saw the stored points.
     let batch = live_rx.recv().await.unwrap();
-    assert_eq!((batch.tenant.as_str(), batch.device.as_str()), ("acme", "d1"));
+    assert_eq!(
+        (batch.tenant.as_str(), batch.device.as_str()),
+        ("acme", "d1")
+    );
 
     stop.send(()).unwrap();
     task.await.unwrap();
@@ -140,7 +201,10 @@ async fn commits_after_flush_and_resumes_without_duplicates() {
         let rig = Rig::open(dir.path()).await;
         let (stop, task) = rig.start(LiveHub::default());
         for i in 0..50 {
-            rig.log.append(record("d2", vec![point(i, i as f64)])).await.unwrap();
+            rig.log
+                .append(record("d2", vec![point(i, i as f64)]))
+                .await
+                .unwrap();
         }
         wait_for_points(&rig.store, "d2", 50).await;
         stop.send(()).unwrap();
@@ -149,7 +213,12 @@ async fn commits_after_flush_and_resumes_without_duplicates() {
         let mut committed = 0;
         for p in 0..rig.log.partitions() {
             let w = rig.log.watermarks(p).await.unwrap();
-            let c = rig.log.committed("tributary-processor", p).await.unwrap().unwrap_or(0);
+            let c = rig
+                .log
+                .committed("tributary-processor", p)
+                .await
+                .unwrap()
+                .unwrap_or(0);
             assert_eq!(c, w.high, "partition {p} fully committed");
             committed += c;
         }
@@ -161,10 +230,17 @@ async fn commits_after_flush_and_resumes_without_duplicates() {
     // stored, old data is there exactly once.
     let rig = Rig::open(dir.path()).await;
     let (stop, task) = rig.start(LiveHub::default());
-    rig.log.append(record("d2", vec![point(50, 50.0), point(10, 10.5)])).await.unwrap();
+    rig.log
+        .append(record("d2", vec![point(50, 50.0), point(10, 10.5)]))
+        .await
+        .unwrap();
     let got = wait_for_points(&rig.store, "d2", 51).await;
     assert_eq!(got.len(), 51, "one point per timestamp");
-    assert_eq!(got[10], (10, Value::F64(10.5)), "the rewrite of ts 10 overwrote it");
+    assert_eq!(
+        got[10],
+        (10, Value::F64(10.5)),
+        "the rewrite of ts 10 overwrote it"
+    );
     assert_eq!(got[50], (50, Value::F64(50.0)));
     stop.send(()).unwrap();
     task.await.unwrap();

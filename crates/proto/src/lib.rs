@@ -4,7 +4,12 @@
 //! This crate holds generated code only. Conversions to the domain model live
 //! in `tributary-core`; service implementations live in their own crates.
 
-#![allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
 
 /// Package `tributary.v1`.
 pub mod v1 {

@@ -11,6 +11,8 @@
 //! Each client owns 100 devices (`host-<client>-<n>`) with 10 fields each and
 //! advances its timestamps on every batch, so no body is ever replayed.
 
+#![allow(clippy::print_stdout)]
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +52,16 @@ fn args() -> Args {
 }
 
 const FIELDS: [&str; 10] = [
-    "usage_user", "usage_system", "usage_idle", "usage_nice", "usage_iowait", "usage_irq", "usage_softirq",
-    "usage_steal", "usage_guest", "usage_guest_nice",
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
 ];
 
 fn batch(client: usize, seq: u64, lines: usize, base_ns: i64, body: &mut String) {
@@ -59,8 +69,13 @@ fn batch(client: usize, seq: u64, lines: usize, base_ns: i64, body: &mut String)
     for l in 0..lines {
         let device = l % 100;
         // Each batch advances time by one second per line group of 100 devices.
-        let ts = base_ns + (seq as i64 * (lines as i64 / 100 + 1) + (l / 100) as i64) * 1_000_000_000;
-        let _ = write!(body, "cpu,device=host-{client}-{device},region=eu-west,rack=r{} ", device % 10);
+        let ts =
+            base_ns + (seq as i64 * (lines as i64 / 100 + 1) + (l / 100) as i64) * 1_000_000_000;
+        let _ = write!(
+            body,
+            "cpu,device=host-{client}-{device},region=eu-west,rack=r{} ",
+            device % 10
+        );
         for (f, name) in FIELDS.iter().enumerate() {
             let v = ((seq as usize * 31 + l * 7 + f * 13) % 10_000) as f64 / 100.0;
             let _ = write!(body, "{}{name}={v}", if f == 0 { "" } else { "," });
@@ -72,7 +87,10 @@ fn batch(client: usize, seq: u64, lines: usize, base_ns: i64, body: &mut String)
 #[tokio::main]
 async fn main() {
     let a = args();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(a.clients).build().expect("client");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.clients)
+        .build()
+        .expect("client");
     let values = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
@@ -80,8 +98,13 @@ async fn main() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..a.clients {
-        let (http, url, token, values, errors) =
-            (http.clone(), a.url.clone(), a.token.clone(), values.clone(), errors.clone());
+        let (http, url, token, values, errors) = (
+            http.clone(),
+            a.url.clone(),
+            a.token.clone(),
+            values.clone(),
+            errors.clone(),
+        );
         let lines = a.lines_per_batch;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -106,7 +129,10 @@ async fn main() {
                         errors.fetch_add(1, Ordering::Relaxed);
                         let status = r.status();
                         let text = r.text().await.unwrap_or_default();
-                        eprintln!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+                        eprintln!(
+                            "HTTP {status}: {}",
+                            text.chars().take(200).collect::<String>()
+                        );
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) => {
@@ -125,7 +151,11 @@ async fn main() {
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let v = values.load(Ordering::Relaxed);
     println!(
         "clients={} batch_values={} duration={secs:.1}s acked_values={v} values_per_sec={:.0} requests={} errors={} \

@@ -9,6 +9,8 @@
 
 // A binary exports nothing, so `pub` inside it only marks module APIs.
 #![allow(unreachable_pub)]
+// Printing to stdout is the point of a CLI (tables, the ready line, tokens).
+#![allow(clippy::print_stdout)]
 
 use clap::Parser;
 
@@ -39,7 +41,10 @@ fn main() -> std::process::ExitCode {
     match args.command {
         Command::Standalone(a) => {
             init_tracing(a.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("tributary: cannot start the runtime: {e}");
@@ -56,7 +61,10 @@ fn main() -> std::process::ExitCode {
             }
         }
         Command::Cli(c) => {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("tributary: cannot start the runtime: {e}");
@@ -93,7 +101,9 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Json => true,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {

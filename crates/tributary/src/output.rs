@@ -22,7 +22,10 @@ pub struct Rows {
 
 impl Rows {
     pub fn new(columns: Vec<&'static str>) -> Self {
-        Self { columns, ..Default::default() }
+        Self {
+            columns,
+            ..Default::default()
+        }
     }
 
     pub fn push(&mut self, row: Vec<String>, json: Json) {
@@ -35,7 +38,14 @@ impl Rows {
             Format::Json => serde_json::to_string_pretty(&self.json).unwrap_or_default() + "\n",
             Format::Csv => {
                 let mut out = String::new();
-                out.push_str(&self.columns.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+                out.push_str(
+                    &self
+                        .columns
+                        .iter()
+                        .map(|c| csv_field(c))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
                 out.push('\n');
                 for r in &self.rows {
                     out.push_str(&r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
@@ -91,7 +101,10 @@ mod tests {
     #[test]
     fn formats() {
         let mut r = Rows::new(vec!["id", "labels"]);
-        r.push(vec!["d1".into(), "a=1,b=2".into()], serde_json::json!({"id": "d1"}));
+        r.push(
+            vec!["d1".into(), "a=1,b=2".into()],
+            serde_json::json!({"id": "d1"}),
+        );
         assert_eq!(r.render(Format::Table), "id  labels\nd1  a=1,b=2\n");
         assert_eq!(r.render(Format::Csv), "id,labels\nd1,\"a=1,b=2\"\n");
         assert!(r.render(Format::Json).contains("\"id\": \"d1\""));

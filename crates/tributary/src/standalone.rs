@@ -85,8 +85,12 @@ impl StandaloneArgs {
         if self.retention.trim() == "0" {
             return Ok(None);
         }
-        let ns = tributary_core::time::parse_duration(&self.retention)
-            .with_context(|| format!("--retention {:?}: expected a duration such as 30d or 12h", self.retention))?;
+        let ns = tributary_core::time::parse_duration(&self.retention).with_context(|| {
+            format!(
+                "--retention {:?}: expected a duration such as 30d or 12h",
+                self.retention
+            )
+        })?;
         Ok(Some(Duration::from_nanos(ns as u64)))
     }
 }
@@ -133,10 +137,8 @@ async fn wait_for_signal() {
 }
 
 /// A resolved future when `stop` turns true.
-fn stopped(mut stop: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The running services of one standalone process.
@@ -154,7 +156,8 @@ struct Platform {
 impl Platform {
     async fn start(args: &StandaloneArgs, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
         let dir = &args.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
         let limits = args.limits();
         let mut metrics = MetricsRegistry::default();
 
@@ -165,20 +168,32 @@ impl Platform {
         )
         .await
         .context("opening the telemetry log")?;
-        let dlq = EmbeddedLog::open(dir.join("log/dlq"), EmbeddedLogConfig::new("tributary.dlq.v1", 1))
-            .await
-            .context("opening the dead-letter log")?;
+        let dlq = EmbeddedLog::open(
+            dir.join("log/dlq"),
+            EmbeddedLogConfig::new("tributary.dlq.v1", 1),
+        )
+        .await
+        .context("opening the dead-letter log")?;
         let store: Arc<dyn Store> = EmbeddedStore::open(
             &dir.join("store"),
-            EmbeddedStoreConfig { retention: args.retention()?, ..Default::default() },
+            EmbeddedStoreConfig {
+                retention: args.retention()?,
+                ..Default::default()
+            },
         )
         .context("opening the store")?;
-        let registry_store = EmbeddedRegistryStore::open(&dir.join("registry.redb")).context("opening the registry")?;
+        let registry_store = EmbeddedRegistryStore::open(&dir.join("registry.redb"))
+            .context("opening the registry")?;
 
         // Registry and credentials.
-        let keys = JwtKeys::load_or_create(&dir.join("jwt.secret")).context("loading the JWT signing key")?;
+        let keys = JwtKeys::load_or_create(&dir.join("jwt.secret"))
+            .context("loading the JWT signing key")?;
         let registry = Arc::new(Registry::new(registry_store, Default::default()));
-        if let Some(token) = registry.bootstrap(&keys, dir).await.context("bootstrapping the registry")? {
+        if let Some(token) = registry
+            .bootstrap(&keys, dir)
+            .await
+            .context("bootstrapping the registry")?
+        {
             println!(
                 "\nAdmin token (shown once; also saved to {}):\n\n{token}\n",
                 dir.join("admin.token").display()
@@ -194,7 +209,10 @@ impl Platform {
             store.clone(),
             live.clone(),
             ProcessorMetrics::register(&mut metrics),
-            ProcessorConfig { limits: limits.clone(), ..Default::default() },
+            ProcessorConfig {
+                limits: limits.clone(),
+                ..Default::default()
+            },
         );
         let processor = {
             let stop = stopped(stop.clone());
@@ -205,21 +223,29 @@ impl Platform {
         let ingestor = Ingestor::new(
             log.clone() as Arc<dyn Log>,
             directory.clone(),
-            IngestConfig { limits, ..Default::default() },
+            IngestConfig {
+                limits,
+                ..Default::default()
+            },
             IngestMetrics::register(&mut metrics),
         );
         let http = bind(args.http_addr, "HTTP ingest").await?;
         let grpc = bind(args.grpc_addr, "gRPC").await?;
         let metrics_listener = bind(args.metrics_addr, "metrics").await?;
-        let (http_addr, grpc_addr, metrics_addr) =
-            (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?);
+        let (http_addr, grpc_addr, metrics_addr) = (
+            http.local_addr()?,
+            grpc.local_addr()?,
+            metrics_listener.local_addr()?,
+        );
 
         let mut tasks = Vec::new();
         let http_stop = stopped(stop.clone());
         tasks.push((
             "http",
             tokio::spawn(async move {
-                tributary_ingest_http::serve(http, ingestor, http_stop).await.context("HTTP ingest server")
+                tributary_ingest_http::serve(http, ingestor, http_stop)
+                    .await
+                    .context("HTTP ingest server")
             }),
         ));
 
@@ -236,8 +262,14 @@ impl Platform {
             .build_v1()
             .context("building gRPC reflection")?;
         let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
-        let query_svc = QueryGrpc::new(store.clone(), directory.clone(), live.clone(), keys.clone(), QueryConfig::default())
-            .server();
+        let query_svc = QueryGrpc::new(
+            store.clone(),
+            directory.clone(),
+            live.clone(),
+            keys.clone(),
+            QueryConfig::default(),
+        )
+        .server();
         // Live streams never end on their own: end them on shutdown so the
         // gRPC server's graceful stop does not wait for them forever.
         let grpc_stop = {
@@ -285,7 +317,16 @@ impl Platform {
         tokio::spawn(async move { retention_loop(retention_store, retention_stop).await });
 
         ready.store(true, Ordering::Release);
-        Ok(Self { http_addr, grpc_addr, metrics_addr, tasks, processor, store, log, dlq })
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            metrics_addr,
+            tasks,
+            processor,
+            store,
+            log,
+            dlq,
+        })
     }
 
     /// Waits for the services to stop (after the signal), then flushes.
@@ -315,8 +356,14 @@ impl Platform {
             }
         }
         self.store.flush().await.context("final store flush")?;
-        self.log.close().await.context("closing the telemetry log")?;
-        self.dlq.close().await.context("closing the dead-letter log")?;
+        self.log
+            .close()
+            .await
+            .context("closing the telemetry log")?;
+        self.dlq
+            .close()
+            .await
+            .context("closing the dead-letter log")?;
         tracing::info!("standalone stopped cleanly");
         match first_error {
             Some(e) => Err(e),
@@ -326,7 +373,9 @@ impl Platform {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
 async fn retention_loop(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
@@ -356,7 +405,10 @@ fn ops_router(metrics: Arc<MetricsRegistry>, ready: Arc<AtomicBool>) -> axum::Ro
                     match prometheus_client::encoding::text::encode(&mut body, &metrics) {
                         Ok(()) => (
                             StatusCode::OK,
-                            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
                             body,
                         )
                             .into_response(),
@@ -380,4 +432,3 @@ fn ops_router(metrics: Arc<MetricsRegistry>, ready: Arc<AtomicBool>) -> axum::Ro
             }),
         )
 }
-

@@ -38,18 +38,26 @@ async fn assert_all_present(s: &Standalone, device: &str, acked: &[(i64, f64)]) 
     let mut q = s.query(&s.admin_token).await;
     let from = acked.iter().map(|a| a.0).min().unwrap_or(0);
     let to = acked.iter().map(|a| a.0).max().unwrap_or(0) + 1;
-    let stored = eventually(Duration::from_secs(20), "every acknowledged point readable", || {
-        let mut q = q.clone();
-        async move {
-            let pts = range_all(&mut q, device, &["v"], from, to).await;
-            (pts.len() >= acked.len()).then_some(pts)
-        }
-    })
+    let stored = eventually(
+        Duration::from_secs(20),
+        "every acknowledged point readable",
+        || {
+            let mut q = q.clone();
+            async move {
+                let pts = range_all(&mut q, device, &["v"], from, to).await;
+                (pts.len() >= acked.len()).then_some(pts)
+            }
+        },
+    )
     .await;
     let map: std::collections::HashMap<i64, Option<pb::Value>> =
         stored.into_iter().map(|(_, ts, v)| (ts, v)).collect();
     for (ts, v) in acked {
-        assert_eq!(map.get(ts), Some(&f64v(*v)), "acknowledged point ts={ts} missing or changed");
+        assert_eq!(
+            map.get(ts),
+            Some(&f64v(*v)),
+            "acknowledged point ts={ts} missing or changed"
+        );
     }
     let _ = &mut q;
 }
@@ -66,7 +74,13 @@ async fn restart_keeps_every_acknowledged_point() {
         let ts = base + i * 1_000_000_000;
         let v = i as f64 * 0.5;
         let body = serde_json::json!({"ts": ts / 1_000_000, "values": {"v": v}});
-        let r = http.post(s.url("/v1/telemetry")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let r = http
+            .post(s.url("/v1/telemetry"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 204);
         acked.push((ts - ts % 1_000_000, v));
     }
@@ -89,7 +103,8 @@ async fn kill_9_loses_nothing_acknowledged() {
     }
     let http = reqwest::Client::new();
     let base = base_ns();
-    let acked: Arc<Mutex<Vec<Vec<(i64, f64)>>>> = Arc::new(Mutex::new(vec![Vec::new(); devices]));
+    type Acked = Vec<Vec<(i64, f64)>>;
+    let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(vec![Vec::new(); devices]));
     let url = s.url("/v1/telemetry");
 
     // Concurrent writers, each recording what got a 204.
@@ -102,7 +117,9 @@ async fn kill_9_loses_nothing_acknowledged() {
                 let v = (d as f64) * 1000.0 + i as f64;
                 let body = serde_json::json!({"ts": ts_ms, "values": {"v": v}});
                 match http.post(&url).bearer_auth(&token).json(&body).send().await {
-                    Ok(r) if r.status() == 204 => acked.lock().unwrap()[d].push((ts_ms * 1_000_000, v)),
+                    Ok(r) if r.status() == 204 => {
+                        acked.lock().unwrap()[d].push((ts_ms * 1_000_000, v))
+                    }
                     _ => return,
                 }
             }

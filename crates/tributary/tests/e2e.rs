@@ -25,7 +25,10 @@ async fn create_device(s: &Standalone, id: &str, labels: &[(&str, &str)]) -> Str
         .create_device(pb::CreateDeviceRequest {
             tenant: "acme".into(),
             id: id.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             metadata: Default::default(),
             issue_token: true,
         })
@@ -47,7 +50,10 @@ async fn platform_end_to_end() {
     reg.create_tenant(pb::CreateTenantRequest {
         name: "acme".into(),
         display_name: "Acme Corp".into(),
-        settings: Some(pb::TenantSettings { auto_provision: true, device_tag: "device".into() }),
+        settings: Some(pb::TenantSettings {
+            auto_provision: true,
+            device_tag: "device".into(),
+        }),
     })
     .await
     .expect("CreateTenant");
@@ -68,14 +74,19 @@ async fn platform_end_to_end() {
     // An operator token scoped to acme would be issued by an identity
     // provider; the admin acts in acme by naming it.
     let mut q = s.query(&s.admin_token).await;
-    let acme = |t: Option<pb::Target>| t.map(|mut t| {
-        t.tenant = "acme".into();
-        t
-    });
+    let acme = |t: Option<pb::Target>| {
+        t.map(|mut t| {
+            t.tenant = "acme".into();
+            t
+        })
+    };
 
     // Subscribe before posting, to see the points arrive live.
     let mut live = q
-        .subscribe(pb::SubscribeRequest { target: acme(selector_target("fleet=West")), metrics: vec![] })
+        .subscribe(pb::SubscribeRequest {
+            target: acme(selector_target("fleet=West")),
+            metrics: vec![],
+        })
         .await
         .expect("Subscribe")
         .into_inner();
@@ -85,7 +96,13 @@ async fn platform_end_to_end() {
         {"ts": base / MS, "values": {"load": 1.5, "door": true, "count": 3, "fw": "1.2"}},
         {"ts": (base + 60_000 * MS) / MS, "values": {"load": 2.5}}
     ]);
-    let r = http.post(s.url("/v1/telemetry")).bearer_auth(&t1).json(&body).send().await.unwrap();
+    let r = http
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth(&t1)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
 
     // SenML with base name, base time and base value resolved.
@@ -141,7 +158,11 @@ async fn platform_end_to_end() {
             let pts: Vec<_> = resp
                 .series
                 .into_iter()
-                .flat_map(|s| s.points.into_iter().map(move |p| (s.metric.clone(), p.ts_ns, p.value)))
+                .flat_map(|s| {
+                    s.points
+                        .into_iter()
+                        .map(move |p| (s.metric.clone(), p.ts_ns, p.value))
+                })
                 .collect();
             (pts.len() == 6).then_some(pts)
         }
@@ -179,13 +200,20 @@ async fn platform_end_to_end() {
             from_ns: base,
             to_ns: base + HOUR_NS,
             window: "1h".into(),
-            functions: vec![pb::AggregateFunction::Avg as i32, pb::AggregateFunction::Count as i32],
+            functions: vec![
+                pb::AggregateFunction::Avg as i32,
+                pb::AggregateFunction::Count as i32,
+            ],
             group_by_label: "fleet".into(),
         })
         .await
         .expect("Aggregate")
         .into_inner();
-    let west = agg.series.iter().find(|s| s.group == "West").expect("West group");
+    let west = agg
+        .series
+        .iter()
+        .find(|s| s.group == "West")
+        .expect("West group");
     assert_eq!(west.devices, 2, "truck-1 and the auto-provisioned truck-3");
     assert_eq!(west.buckets.len(), 1);
     assert_eq!(west.buckets[0].start_ns, base);
@@ -200,7 +228,10 @@ async fn platform_end_to_end() {
             from_ns: base,
             to_ns: base + HOUR_NS,
             window: "1m".into(),
-            functions: vec![pb::AggregateFunction::Max as i32, pb::AggregateFunction::Sum as i32],
+            functions: vec![
+                pb::AggregateFunction::Max as i32,
+                pb::AggregateFunction::Sum as i32,
+            ],
             group_by_label: String::new(),
         })
         .await
@@ -208,19 +239,37 @@ async fn platform_end_to_end() {
         .into_inner();
     assert_eq!(agg.series.len(), 1);
     let b = &agg.series[0].buckets;
-    assert_eq!(b.iter().map(|b| (b.start_ns, b.count, b.max, b.sum)).collect::<Vec<_>>(), vec![
-        (base, 1, Some(1.5), Some(1.5)),
-        (base + 60_000 * MS, 1, Some(2.5), Some(2.5)),
-    ]);
+    assert_eq!(
+        b.iter()
+            .map(|b| (b.start_ns, b.count, b.max, b.sum))
+            .collect::<Vec<_>>(),
+        vec![
+            (base, 1, Some(1.5), Some(1.5)),
+            (base + 60_000 * MS, 1, Some(2.5), Some(2.5)),
+        ]
+    );
 
     // Latest of every truck in fleet West, in one call.
     let latest = q
-        .latest(pb::LatestRequest { target: acme(selector_target("fleet=West")), metrics: vec!["truck.load".into()] })
+        .latest(pb::LatestRequest {
+            target: acme(selector_target("fleet=West")),
+            metrics: vec!["truck.load".into()],
+        })
         .await
         .expect("Latest")
         .into_inner();
-    let got: Vec<_> = latest.values.iter().map(|v| (v.device.as_str(), v.ts_ns, v.value.clone())).collect();
-    assert_eq!(got, vec![("truck-1", base + 120_000 * MS, f64v(4.5)), ("truck-3", base + 120_000 * MS, f64v(3.5))]);
+    let got: Vec<_> = latest
+        .values
+        .iter()
+        .map(|v| (v.device.as_str(), v.ts_ns, v.value.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("truck-1", base + 120_000 * MS, f64v(4.5)),
+            ("truck-3", base + 120_000 * MS, f64v(3.5))
+        ]
+    );
 
     // The live stream saw truck-1's JSON points.
     let first = tokio::time::timeout(Duration::from_secs(5), live.next())
@@ -228,7 +277,10 @@ async fn platform_end_to_end() {
         .expect("a live batch within 5 s")
         .expect("stream open")
         .expect("no error");
-    assert!(first.device == "truck-1" || first.device == "truck-3", "{first:?}");
+    assert!(
+        first.device == "truck-1" || first.device == "truck-3",
+        "{first:?}"
+    );
     assert!(!first.points.is_empty());
 
     // A bad body gets a 400 problem naming the line.
@@ -242,16 +294,28 @@ async fn platform_end_to_end() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = r.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains("line 2"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("line 2"),
+        "{problem}"
+    );
 
     // Wrong token: 401.
-    let r = http.post(s.url("/v1/telemetry")).bearer_auth("tbd_nope").json(&body).send().await.unwrap();
+    let r = http
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth("tbd_nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     // A disabled device is refused within one second.
-    reg.disable_device(pb::DeviceRef { tenant: "acme".into(), device: "truck-1".into() })
-        .await
-        .expect("DisableDevice");
+    reg.disable_device(pb::DeviceRef {
+        tenant: "acme".into(),
+        device: "truck-1".into(),
+    })
+    .await
+    .expect("DisableDevice");
     let disabled_at = Instant::now();
     let status = eventually(Duration::from_secs(1), "disabled device refused", || {
         let http = http.clone();
@@ -259,7 +323,13 @@ async fn platform_end_to_end() {
         let t1 = t1.clone();
         async move {
             let body = serde_json::json!({"values": {"load": 9.0}});
-            let r = http.post(url).bearer_auth(&t1).json(&body).send().await.ok()?;
+            let r = http
+                .post(url)
+                .bearer_auth(&t1)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
             (r.status() != 204).then_some(r.status())
         }
     })
@@ -301,7 +371,11 @@ async fn range_all_in(
             let pts: Vec<_> = resp
                 .series
                 .into_iter()
-                .flat_map(|s| s.points.into_iter().map(move |p| (s.metric.clone(), p.ts_ns, p.value)))
+                .flat_map(|s| {
+                    s.points
+                        .into_iter()
+                        .map(move |p| (s.metric.clone(), p.ts_ns, p.value))
+                })
                 .collect();
             (!pts.is_empty()).then_some(pts)
         }

@@ -20,7 +20,12 @@ mod registry;
 #[derive(Debug, clap::Args)]
 pub struct Connection {
     /// gRPC endpoint of the platform.
-    #[arg(long, global = true, env = "TRIBUTARY_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "TRIBUTARY_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     endpoint: String,
     /// Operator JWT. Without it (and without TRIBUTARY_TOKEN), the CLI reads
     /// ./data/admin.token, the token a local standalone wrote on first start.
@@ -95,8 +100,9 @@ fn resolve_token(conn: &Connection) -> anyhow::Result<String> {
 
 pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
     let token = resolve_token(&conn)?;
-    let header: MetadataValue<_> =
-        format!("Bearer {token}").parse().context("the token contains characters not allowed in a header")?;
+    let header: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .context("the token contains characters not allowed in a header")?;
     let channel = Channel::from_shared(conn.endpoint.clone())
         .with_context(|| format!("invalid endpoint {:?}", conn.endpoint))?
         .connect()
@@ -140,7 +146,9 @@ fn describe_status(s: &tonic::Status) -> String {
 pub fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<HashMap<String, String>> {
     let mut out = HashMap::new();
     for p in pairs {
-        let Some((k, v)) = p.split_once('=') else { bail!("{what} {p:?}: expected key=value") };
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("{what} {p:?}: expected key=value")
+        };
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(out)

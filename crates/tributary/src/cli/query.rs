@@ -14,7 +14,12 @@ use crate::output::Rows;
 #[derive(Debug, clap::Args)]
 pub struct TargetArgs {
     /// One device.
-    #[arg(long, short = 'd', conflicts_with = "select", required_unless_present = "select")]
+    #[arg(
+        long,
+        short = 'd',
+        conflicts_with = "select",
+        required_unless_present = "select"
+    )]
     device: Option<String>,
     /// A label selector over devices, e.g. `fleet=West,model=H-2`.
     #[arg(long, short = 's')]
@@ -31,7 +36,10 @@ impl TargetArgs {
             (None, Some(s)) => Some(pb::target::Devices::Selector(s.clone())),
             (None, None) => None,
         };
-        pb::Target { tenant: tenant.to_string(), devices }
+        pb::Target {
+            tenant: tenant.to_string(),
+            devices,
+        }
     }
 }
 
@@ -47,7 +55,8 @@ pub struct RangeArgs {
 impl RangeArgs {
     fn resolve(&self) -> anyhow::Result<(i64, i64)> {
         let now = now_ns();
-        let from = parse_time(&self.from, now).with_context(|| format!("--from {:?}", self.from))?;
+        let from =
+            parse_time(&self.from, now).with_context(|| format!("--from {:?}", self.from))?;
         let to = parse_time(&self.to, now).with_context(|| format!("--to {:?}", self.to))?;
         if from >= to {
             bail!("--from must be before --to");
@@ -99,7 +108,11 @@ pub enum QueryCmd {
         #[arg(long, default_value = "")]
         window: String,
         /// Functions: min,max,avg,sum,count,first,last.
-        #[arg(long = "fn", value_delimiter = ',', default_value = "avg,min,max,count")]
+        #[arg(
+            long = "fn",
+            value_delimiter = ',',
+            default_value = "avg,min,max,count"
+        )]
         functions: Vec<String>,
         /// Group devices by this label.
         #[arg(long, default_value = "")]
@@ -152,16 +165,26 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
         QueryCmd::Metrics { target } => {
             let resp = ctx
                 .query
-                .list_metrics(pb::ListMetricsRequest { target: Some(target.target(&ctx.tenant)) })
+                .list_metrics(pb::ListMetricsRequest {
+                    target: Some(target.target(&ctx.tenant)),
+                })
                 .await?
                 .into_inner();
             let mut rows = Rows::new(vec!["device", "metric"]);
             for s in resp.series {
-                rows.push(vec![s.device.clone(), s.metric.clone()], json!({"device": s.device, "metric": s.metric}));
+                rows.push(
+                    vec![s.device.clone(), s.metric.clone()],
+                    json!({"device": s.device, "metric": s.metric}),
+                );
             }
             ctx.print(&rows);
         }
-        QueryCmd::Range { target, range, limit, desc } => {
+        QueryCmd::Range {
+            target,
+            range,
+            limit,
+            desc,
+        } => {
             let (from_ns, to_ns) = range.resolve()?;
             let mut rows = Rows::new(vec!["device", "metric", "time", "value"]);
             let mut page_token = String::new();
@@ -175,7 +198,11 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                         from_ns,
                         to_ns,
                         limit: remaining.min(10_000),
-                        order: if desc { pb::Order::Desc as i32 } else { pb::Order::Asc as i32 },
+                        order: if desc {
+                            pb::Order::Desc as i32
+                        } else {
+                            pb::Order::Asc as i32
+                        },
                         page_token: page_token.clone(),
                     })
                     .await?
@@ -184,7 +211,12 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                     for p in s.points {
                         remaining = remaining.saturating_sub(1);
                         rows.push(
-                            vec![s.device.clone(), s.metric.clone(), format_rfc3339(p.ts_ns), value_text(p.value.clone())],
+                            vec![
+                                s.device.clone(),
+                                s.metric.clone(),
+                                format_rfc3339(p.ts_ns),
+                                value_text(p.value.clone()),
+                            ],
                             json!({"device": s.device, "metric": s.metric, "ts_ns": p.ts_ns,
                                    "time": format_rfc3339(p.ts_ns), "value": value_json(p.value)}),
                         );
@@ -197,9 +229,18 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
             }
             ctx.print(&rows);
         }
-        QueryCmd::Agg { target, range, window, functions, group_by } => {
+        QueryCmd::Agg {
+            target,
+            range,
+            window,
+            functions,
+            group_by,
+        } => {
             let (from_ns, to_ns) = range.resolve()?;
-            let fns = functions.iter().map(|f| function(f)).collect::<anyhow::Result<Vec<_>>>()?;
+            let fns = functions
+                .iter()
+                .map(|f| function(f))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let resp = ctx
                 .query
                 .aggregate(pb::AggregateRequest {
@@ -213,13 +254,31 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            let mut rows =
-                Rows::new(vec!["group", "metric", "window_start", "count", "min", "max", "avg", "sum", "first", "last"]);
+            let mut rows = Rows::new(vec![
+                "group",
+                "metric",
+                "window_start",
+                "count",
+                "min",
+                "max",
+                "avg",
+                "sum",
+                "first",
+                "last",
+            ]);
             let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
             for s in resp.series {
                 for b in s.buckets {
-                    let first = b.first.clone().map(|p| value_text(p.value)).unwrap_or_default();
-                    let last = b.last.clone().map(|p| value_text(p.value)).unwrap_or_default();
+                    let first = b
+                        .first
+                        .clone()
+                        .map(|p| value_text(p.value))
+                        .unwrap_or_default();
+                    let last = b
+                        .last
+                        .clone()
+                        .map(|p| value_text(p.value))
+                        .unwrap_or_default();
                     rows.push(
                         vec![
                             s.group.clone(),
@@ -246,13 +305,21 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
         QueryCmd::Latest { target } => {
             let resp = ctx
                 .query
-                .latest(pb::LatestRequest { target: Some(target.target(&ctx.tenant)), metrics: target.metrics.clone() })
+                .latest(pb::LatestRequest {
+                    target: Some(target.target(&ctx.tenant)),
+                    metrics: target.metrics.clone(),
+                })
                 .await?
                 .into_inner();
             let mut rows = Rows::new(vec!["device", "metric", "time", "value"]);
             for v in resp.values {
                 rows.push(
-                    vec![v.device.clone(), v.metric.clone(), format_rfc3339(v.ts_ns), value_text(v.value.clone())],
+                    vec![
+                        v.device.clone(),
+                        v.metric.clone(),
+                        format_rfc3339(v.ts_ns),
+                        value_text(v.value.clone()),
+                    ],
                     json!({"device": v.device, "metric": v.metric, "ts_ns": v.ts_ns,
                            "time": format_rfc3339(v.ts_ns), "value": value_json(v.value)}),
                 );
@@ -268,7 +335,10 @@ pub async fn tail(ctx: &mut Ctx, args: TailArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stream = ctx
         .query
-        .subscribe(pb::SubscribeRequest { target: Some(args.target.target(&ctx.tenant)), metrics: args.target.metrics })
+        .subscribe(pb::SubscribeRequest {
+            target: Some(args.target.target(&ctx.tenant)),
+            metrics: args.target.metrics,
+        })
         .await?
         .into_inner();
     let json_out = ctx.output == crate::output::Format::Json;
@@ -276,13 +346,22 @@ pub async fn tail(ctx: &mut Ctx, args: TailArgs) -> anyhow::Result<()> {
         let msg = msg?;
         let mut out = std::io::stdout().lock();
         if msg.dropped > 0 {
-            eprintln!("warning: {} live batches dropped (reading too slowly)", msg.dropped);
+            eprintln!(
+                "warning: {} live batches dropped (reading too slowly)",
+                msg.dropped
+            );
         }
         for p in msg.points {
             let line = if json_out {
                 json!({"device": msg.device, "metric": p.metric, "ts_ns": p.ts_ns, "value": value_json(p.value)}).to_string()
             } else {
-                format!("{}  {}  {}  {}", format_rfc3339(p.ts_ns), msg.device, p.metric, value_text(p.value))
+                format!(
+                    "{}  {}  {}  {}",
+                    format_rfc3339(p.ts_ns),
+                    msg.device,
+                    p.metric,
+                    value_text(p.value)
+                )
             };
             writeln!(out, "{line}")?;
         }

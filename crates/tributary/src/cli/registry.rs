@@ -100,20 +100,32 @@ pub enum TokensCmd {
 
 pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
     match cmd {
-        TenantsCmd::Create { name, display_name, no_auto_provision, device_tag } => {
+        TenantsCmd::Create {
+            name,
+            display_name,
+            no_auto_provision,
+            device_tag,
+        } => {
             let t = ctx
                 .registry
                 .create_tenant(pb::CreateTenantRequest {
                     name,
                     display_name,
-                    settings: Some(pb::TenantSettings { auto_provision: !no_auto_provision, device_tag }),
+                    settings: Some(pb::TenantSettings {
+                        auto_provision: !no_auto_provision,
+                        device_tag,
+                    }),
                 })
                 .await?
                 .into_inner();
             ctx.print(&tenant_rows(&[t]));
         }
         TenantsCmd::List => {
-            let list = ctx.registry.list_tenants(pb::ListTenantsRequest {}).await?.into_inner();
+            let list = ctx
+                .registry
+                .list_tenants(pb::ListTenantsRequest {})
+                .await?
+                .into_inner();
             ctx.print(&tenant_rows(&list.tenants));
         }
     }
@@ -121,7 +133,13 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
 }
 
 fn tenant_rows(tenants: &[pb::Tenant]) -> Rows {
-    let mut rows = Rows::new(vec!["name", "display_name", "auto_provision", "device_tag", "created"]);
+    let mut rows = Rows::new(vec![
+        "name",
+        "display_name",
+        "auto_provision",
+        "device_tag",
+        "created",
+    ]);
     for t in tenants {
         let s = t.settings.clone().unwrap_or_default();
         rows.push(
@@ -146,16 +164,31 @@ fn pairs_text(m: &std::collections::HashMap<String, String>) -> String {
 }
 
 fn device_rows(devices: &[pb::Device]) -> Rows {
-    let mut rows = Rows::new(vec!["tenant", "id", "labels", "state", "online", "last_seen"]);
+    let mut rows = Rows::new(vec![
+        "tenant",
+        "id",
+        "labels",
+        "state",
+        "online",
+        "last_seen",
+    ]);
     for d in devices {
         let p = d.presence.clone().unwrap_or_default();
-        let last_seen = if p.last_seen_ns > 0 { format_rfc3339(p.last_seen_ns) } else { "never".into() };
+        let last_seen = if p.last_seen_ns > 0 {
+            format_rfc3339(p.last_seen_ns)
+        } else {
+            "never".into()
+        };
         rows.push(
             vec![
                 d.tenant.clone(),
                 d.id.clone(),
                 pairs_text(&d.labels),
-                if d.disabled { "disabled".into() } else { "enabled".into() },
+                if d.disabled {
+                    "disabled".into()
+                } else {
+                    "enabled".into()
+                },
                 p.online.to_string(),
                 last_seen.clone(),
             ],
@@ -186,12 +219,20 @@ fn kind_name(kind: i32) -> &'static str {
 }
 
 fn device_ref(ctx: &Ctx, id: String) -> pb::DeviceRef {
-    pb::DeviceRef { tenant: ctx.tenant.clone(), device: id }
+    pb::DeviceRef {
+        tenant: ctx.tenant.clone(),
+        device: id,
+    }
 }
 
 pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
     match cmd {
-        DevicesCmd::Create { id, labels, metadata, no_token } => {
+        DevicesCmd::Create {
+            id,
+            labels,
+            metadata,
+            no_token,
+        } => {
             let resp = ctx
                 .registry
                 .create_device(pb::CreateDeviceRequest {
@@ -234,12 +275,21 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
         DevicesCmd::Get { id } => {
             let d = ctx
                 .registry
-                .get_device(pb::GetDeviceRequest { tenant: ctx.tenant.clone(), device: id })
+                .get_device(pb::GetDeviceRequest {
+                    tenant: ctx.tenant.clone(),
+                    device: id,
+                })
                 .await?
                 .into_inner();
             ctx.print(&device_rows(&[d]));
         }
-        DevicesCmd::Update { id, labels, remove_labels, metadata, remove_metadata } => {
+        DevicesCmd::Update {
+            id,
+            labels,
+            remove_labels,
+            metadata,
+            remove_metadata,
+        } => {
             let d = ctx
                 .registry
                 .update_device(pb::UpdateDeviceRequest {
@@ -255,15 +305,25 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
             ctx.print(&device_rows(&[d]));
         }
         DevicesCmd::Disable { id } => {
-            let d = ctx.registry.disable_device(device_ref(ctx, id)).await?.into_inner();
+            let d = ctx
+                .registry
+                .disable_device(device_ref(ctx, id))
+                .await?
+                .into_inner();
             ctx.print(&device_rows(&[d]));
         }
         DevicesCmd::Enable { id } => {
-            let d = ctx.registry.enable_device(device_ref(ctx, id)).await?.into_inner();
+            let d = ctx
+                .registry
+                .enable_device(device_ref(ctx, id))
+                .await?
+                .into_inner();
             ctx.print(&device_rows(&[d]));
         }
         DevicesCmd::Delete { id } => {
-            ctx.registry.delete_device(device_ref(ctx, id.clone())).await?;
+            ctx.registry
+                .delete_device(device_ref(ctx, id.clone()))
+                .await?;
             eprintln!("deleted device {id}");
         }
     }
@@ -272,16 +332,26 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
 
 pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
     match cmd {
-        TokensCmd::Issue { device, ingest, name, ttl } => {
+        TokensCmd::Issue {
+            device,
+            ingest,
+            name,
+            ttl,
+        } => {
             let ttl_seconds = match ttl {
                 None => 0,
                 Some(t) => {
-                    let ns = tributary_core::time::parse_duration(&t)
-                        .ok_or_else(|| anyhow::anyhow!("--ttl {t:?}: expected a duration such as 30d"))?;
+                    let ns = tributary_core::time::parse_duration(&t).ok_or_else(|| {
+                        anyhow::anyhow!("--ttl {t:?}: expected a duration such as 30d")
+                    })?;
                     (ns / 1_000_000_000) as u64
                 }
             };
-            let kind = if ingest { pb::CredentialKind::TenantIngestToken } else { pb::CredentialKind::DeviceToken };
+            let kind = if ingest {
+                pb::CredentialKind::TenantIngestToken
+            } else {
+                pb::CredentialKind::DeviceToken
+            };
             let resp = ctx
                 .registry
                 .issue_token(pb::IssueTokenRequest {
@@ -298,12 +368,27 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
         TokensCmd::List { device } => {
             let resp = ctx
                 .registry
-                .list_tokens(pb::ListTokensRequest { tenant: ctx.tenant.clone(), device })
+                .list_tokens(pb::ListTokensRequest {
+                    tenant: ctx.tenant.clone(),
+                    device,
+                })
                 .await?
                 .into_inner();
-            let mut rows = Rows::new(vec!["credential_id", "kind", "device", "name", "created", "expires", "revoked"]);
+            let mut rows = Rows::new(vec![
+                "credential_id",
+                "kind",
+                "device",
+                "name",
+                "created",
+                "expires",
+                "revoked",
+            ]);
             for c in resp.credentials {
-                let expires = if c.expires_at_ns > 0 { format_rfc3339(c.expires_at_ns) } else { "never".into() };
+                let expires = if c.expires_at_ns > 0 {
+                    format_rfc3339(c.expires_at_ns)
+                } else {
+                    "never".into()
+                };
                 rows.push(
                     vec![
                         c.id.clone(),
@@ -322,7 +407,10 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
         }
         TokensCmd::Revoke { id } => {
             ctx.registry
-                .revoke_token(pb::RevokeTokenRequest { tenant: ctx.tenant.clone(), credential_id: id.clone() })
+                .revoke_token(pb::RevokeTokenRequest {
+                    tenant: ctx.tenant.clone(),
+                    credential_id: id.clone(),
+                })
                 .await?;
             eprintln!("revoked credential {id}");
         }

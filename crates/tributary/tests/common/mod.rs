@@ -32,7 +32,14 @@ impl Standalone {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args(["standalone", "--data-dir"])
             .arg(dir)
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .env("TRIBUTARY_LOG", "warn")
             .env("TRIBUTARY_LOG_FORMAT", "text")
             .stdout(Stdio::piped())
@@ -63,7 +70,10 @@ impl Standalone {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {name}= in {ready:?}"))
         };
-        let admin_token = std::fs::read_to_string(dir.join("admin.token")).expect("admin.token").trim().to_string();
+        let admin_token = std::fs::read_to_string(dir.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string();
         Standalone {
             http: field("http"),
             grpc: field("grpc"),
@@ -77,13 +87,19 @@ impl Standalone {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "standalone did not exit within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "standalone did not exit within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -99,14 +115,24 @@ impl Standalone {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.expect("gRPC connect")
+        Channel::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .expect("gRPC connect")
     }
 
-    pub async fn registry(&self, token: &str) -> RegistryServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn registry(
+        &self,
+        token: &str,
+    ) -> RegistryServiceClient<InterceptedService<Channel, Bearer>> {
         RegistryServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
 
-    pub async fn query(&self, token: &str) -> QueryServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn query(
+        &self,
+        token: &str,
+    ) -> QueryServiceClient<InterceptedService<Channel, Bearer>> {
         QueryServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
 }
@@ -135,11 +161,17 @@ impl Interceptor for Bearer {
 }
 
 pub fn device_target(device: &str) -> Option<pb::Target> {
-    Some(pb::Target { tenant: String::new(), devices: Some(pb::target::Devices::Device(device.into())) })
+    Some(pb::Target {
+        tenant: String::new(),
+        devices: Some(pb::target::Devices::Device(device.into())),
+    })
 }
 
 pub fn selector_target(selector: &str) -> Option<pb::Target> {
-    Some(pb::Target { tenant: String::new(), devices: Some(pb::target::Devices::Selector(selector.into())) })
+    Some(pb::Target {
+        tenant: String::new(),
+        devices: Some(pb::target::Devices::Selector(selector.into())),
+    })
 }
 
 /// Waits until `check` returns Some, or panics after `timeout`.
@@ -153,7 +185,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -195,14 +230,22 @@ pub async fn range_all(
 }
 
 pub fn f64v(v: f64) -> Option<pb::Value> {
-    Some(pb::Value { kind: Some(pb::value::Kind::DoubleValue(v)) })
+    Some(pb::Value {
+        kind: Some(pb::value::Kind::DoubleValue(v)),
+    })
 }
 pub fn i64v(v: i64) -> Option<pb::Value> {
-    Some(pb::Value { kind: Some(pb::value::Kind::IntValue(v)) })
+    Some(pb::Value {
+        kind: Some(pb::value::Kind::IntValue(v)),
+    })
 }
 pub fn boolv(v: bool) -> Option<pb::Value> {
-    Some(pb::Value { kind: Some(pb::value::Kind::BoolValue(v)) })
+    Some(pb::Value {
+        kind: Some(pb::value::Kind::BoolValue(v)),
+    })
 }
 pub fn strv(v: &str) -> Option<pb::Value> {
-    Some(pb::Value { kind: Some(pb::value::Kind::StringValue(v.into())) })
+    Some(pb::Value {
+        kind: Some(pb::value::Kind::StringValue(v.into())),
+    })
 }
