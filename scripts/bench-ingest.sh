@@ -11,7 +11,7 @@ CLIENTS=${2:-8}
 cargo build --release -q -p tributary --bin tributary --example lp_ingest_bench
 BIN=target/release/tributary
 DIR=$(mktemp -d)
-trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
 $BIN standalone --data-dir "$DIR" --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
   --metrics-addr 127.0.0.1:0 --log-format json >"$DIR/out" 2>"$DIR/err" &
 PID=$!

@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# MQTT interop tests run the real mosquitto_pub/mosquitto_sub (Debian).
+command -v mosquitto_pub >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto-clients; }
+
 cargo test --workspace --locked
