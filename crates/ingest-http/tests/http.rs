@@ -407,3 +407,47 @@ async fn spent_inflight_budget_means_503_with_retry_after() {
     assert_eq!(h["retry-after"], "1");
     assert_eq!(p["status"], 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_outside_retention_are_refused_not_acknowledged() {
+    let day = 86_400_000_000_000i64;
+    let r = rig(
+        Limits {
+            max_point_age_ns: 30 * day,
+            ..Limits::default()
+        },
+        1 << 20,
+    )
+    .await;
+    let old = r#"{"ts": "2001-01-01T00:00:00Z", "values": {"t": 1}}"#;
+    let (s, _, p) = send(
+        &r.app,
+        post("/v1/telemetry", Some("Bearer dev"), "application/json", old),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(p["location"], "d1/t");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("older than the retention"),
+        "{p}"
+    );
+    let future = format!(
+        r#"{{"ts": {}, "values": {{"t": 1}}}}"#,
+        (tributary_core::time::now_ns() + 30 * day) / 1_000_000
+    );
+    let (s, _, p) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer dev"),
+            "application/json",
+            future,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
+    assert!(all_envelopes(&r.log).await.is_empty());
+}

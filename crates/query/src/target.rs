@@ -24,6 +24,8 @@ const LOOSE_LIMITS: Limits = Limits {
     max_device_id_len: 1024,
     max_devices_per_request: 0,
     max_labels: 0,
+    max_point_age_ns: 0,
+    max_future_ns: 0,
 };
 
 /// Longest selector accepted, in bytes.

@@ -21,6 +21,7 @@ use tributary_auth::JwtKeys;
 use tributary_core::Limits;
 use tributary_core::live::LiveHub;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
 use tributary_log::Log;
 use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
@@ -41,6 +42,9 @@ pub struct StandaloneArgs {
     /// HTTP ingest listen address.
     #[arg(long, env = "TRIBUTARY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// MQTT listen address (MQTT 3.1.1 and 5.0 for devices).
+    #[arg(long, env = "TRIBUTARY_MQTT_ADDR", default_value = "0.0.0.0:1883")]
+    pub mqtt_addr: SocketAddr,
     /// gRPC listen address (registry, query, health, reflection).
     #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -71,14 +75,17 @@ pub struct StandaloneArgs {
 }
 
 impl StandaloneArgs {
-    fn limits(&self) -> Limits {
-        Limits {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let retention = self.retention()?;
+        Ok(Limits {
             max_body_bytes: self.max_body_bytes,
             max_points_per_request: self.max_points_per_request,
             max_metric_len: self.max_metric_len,
             max_string_len: self.max_string_len,
+            // Refuse what the store would drop, rather than acknowledge it.
+            max_point_age_ns: retention.map_or(0, |r| r.as_nanos().min(i64::MAX as u128) as i64),
             ..Limits::default()
-        }
+        })
     }
 
     fn retention(&self) -> anyhow::Result<Option<Duration>> {
@@ -105,10 +112,11 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     });
     let platform = Platform::start(&args, stop_rx).await?;
     println!(
-        "tributary standalone ready: http={} grpc={} metrics={} data-dir={}",
+        "tributary standalone ready: http={} grpc={} metrics={} mqtt={} data-dir={}",
         platform.http_addr,
         platform.grpc_addr,
         platform.metrics_addr,
+        platform.mqtt_addr,
         args.data_dir.display()
     );
     platform.wait().await
@@ -146,6 +154,7 @@ struct Platform {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     processor: tokio::task::JoinHandle<anyhow::Result<()>>,
     store: Arc<dyn Store>,
@@ -158,7 +167,7 @@ impl Platform {
         let dir = &args.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
-        let limits = args.limits();
+        let limits = args.limits()?;
         let mut metrics = MetricsRegistry::default();
 
         // Storage engines.
@@ -229,7 +238,19 @@ impl Platform {
             },
             IngestMetrics::register(&mut metrics),
         );
+        let mqtt = MqttServer::new(
+            ingestor.clone(),
+            directory.clone(),
+            MqttConfig {
+                frontend_id: "standalone".into(),
+                ..Default::default()
+            },
+            MqttMetrics::register(&mut metrics),
+        )
+        .context("configuring the MQTT server")?;
         let http = bind(args.http_addr, "HTTP ingest").await?;
+        let mqtt_listener = bind(args.mqtt_addr, "MQTT").await?;
+        let mqtt_addr = mqtt_listener.local_addr()?;
         let grpc = bind(args.grpc_addr, "gRPC").await?;
         let metrics_listener = bind(args.metrics_addr, "metrics").await?;
         let (http_addr, grpc_addr, metrics_addr) = (
@@ -246,6 +267,16 @@ impl Platform {
                 tributary_ingest_http::serve(http, ingestor, http_stop)
                     .await
                     .context("HTTP ingest server")
+            }),
+        ));
+
+        let mqtt_stop = stopped(stop.clone());
+        tasks.push((
+            "mqtt",
+            tokio::spawn(async move {
+                mqtt.serve(mqtt_listener, mqtt_stop)
+                    .await
+                    .context("MQTT server")
             }),
         ));
 
@@ -321,6 +352,7 @@ impl Platform {
             http_addr,
             grpc_addr,
             metrics_addr,
+            mqtt_addr,
             tasks,
             processor,
             store,

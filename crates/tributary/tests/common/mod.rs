@@ -39,6 +39,8 @@ impl Standalone {
                 "127.0.0.1:0",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--mqtt-addr",
+                "127.0.0.1:0",
             ])
             .env("TRIBUTARY_LOG", "warn")
             .env("TRIBUTARY_LOG_FORMAT", "text")
