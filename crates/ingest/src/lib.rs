@@ -296,6 +296,18 @@ impl Ingestor {
         ctx: &RequestContext,
     ) -> Result<(), IngestError> {
         let received_at_ns = tributary_core::time::now_ns();
+        let limits = self.limits();
+        for b in &batches {
+            for p in &b.points {
+                if let Err(message) = limits.check_timestamp(p.ts_ns, received_at_ns) {
+                    self.inner.metrics.rejected("timestamp");
+                    return Err(IngestError::Invalid(ParseError::new(
+                        format!("{}/{}", b.device, p.metric),
+                        message,
+                    )));
+                }
+            }
+        }
         let mut records = Vec::with_capacity(batches.len());
         let mut points = 0usize;
         for b in batches.into_iter().filter(|b| !b.points.is_empty()) {
