@@ -1,0 +1,166 @@
+//! The frontend's settings: one serde struct, every limit in one place.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::MqttError;
+
+/// Settings of the MQTT frontend. Every size, count and rate has a limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// This frontend's name in presence reports (`PresenceSink::report`).
+    pub frontend_id: String,
+    /// Most concurrent connections. A CONNECT beyond it is refused with
+    /// 0x97 Quota exceeded (3.1.1: 3 Server unavailable).
+    pub max_connections: usize,
+    /// Sockets that may wait for their CONNECT (or their authentication) at
+    /// once, beyond which new sockets are closed at once. Bounds the cost of
+    /// connection storms.
+    pub max_pending_connects: usize,
+    /// Seconds a new socket has to send its CONNECT before it is closed.
+    pub connect_timeout_secs: u64,
+    /// The largest packet accepted from a client, in bytes (sent to 5.0
+    /// clients as Maximum Packet Size). Larger packets get DISCONNECT 0x95.
+    pub max_packet_size: u32,
+    /// How many QoS 1 and 2 publications (and QoS 0 telemetry appends) of one
+    /// connection may be in flight, i.e. read but not yet durable. Sent to
+    /// 5.0 clients as Receive Maximum; at the limit the connection stops
+    /// reading its socket.
+    pub receive_maximum: u16,
+    /// Most unacknowledged QoS 1 and 2 deliveries to one client, also capped
+    /// by the client's own Receive Maximum.
+    pub max_outbound_inflight: u16,
+    /// The highest topic alias a 5.0 client may use (0 turns aliases off).
+    pub topic_alias_maximum: u16,
+    /// Highest keep alive accepted, in seconds; a larger or zero keep alive
+    /// of a 5.0 client is replaced (Server Keep Alive). 0 accepts any.
+    pub max_keep_alive_secs: u16,
+    /// Longest session expiry interval granted, in seconds.
+    pub max_session_expiry_secs: u32,
+    /// Session expiry of a 3.1.1 client connecting with Clean Session 0
+    /// (3.1.1 has no expiry of its own), in seconds.
+    pub v311_session_expiry_secs: u32,
+    /// Most messages queued for one session (while it is offline, or faster
+    /// than it acknowledges). Further messages for it are dropped and counted.
+    pub max_queued_messages: usize,
+    /// Most subscriptions one session may hold.
+    pub max_subscriptions_per_session: usize,
+    /// Most persistent sessions kept (connected or not).
+    pub max_sessions: usize,
+    /// Most retained messages per tenant.
+    pub max_retained_per_tenant: usize,
+    /// Largest retained payload, in bytes.
+    pub max_retained_payload: usize,
+    /// Sustained PUBLISH rate allowed per device, in messages per second
+    /// (0 disables the limit). Past it: DISCONNECT 0x96 (5.0), or a close.
+    pub publish_rate_per_device: f64,
+    /// Burst above the sustained rate, in messages.
+    pub publish_burst_per_device: u32,
+    /// Bytes of encoded packets a connection may buffer for a slow client
+    /// before it stops taking new deliveries and stops reading.
+    pub max_write_buffer: usize,
+    /// Seconds a write to a client may stall before the connection is closed.
+    pub write_timeout_secs: u64,
+    /// Seconds a closing connection waits for its in-flight appends, and a
+    /// taking-over connection waits for the old one to let go.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            frontend_id: "mqtt".to_owned(),
+            max_connections: 20_000,
+            max_pending_connects: 2_048,
+            connect_timeout_secs: 10,
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 64,
+            max_outbound_inflight: 64,
+            topic_alias_maximum: 32,
+            max_keep_alive_secs: 0,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            v311_session_expiry_secs: 24 * 3600,
+            max_queued_messages: 1_000,
+            max_subscriptions_per_session: 100,
+            max_sessions: 100_000,
+            max_retained_per_tenant: 10_000,
+            max_retained_payload: 64 * 1024,
+            publish_rate_per_device: 0.0,
+            publish_burst_per_device: 100,
+            max_write_buffer: 256 * 1024,
+            write_timeout_secs: 30,
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), MqttError> {
+        let bad = |m: &str| Err(MqttError::Config(m.to_owned()));
+        if self.frontend_id.is_empty() {
+            return bad("frontend_id must not be empty");
+        }
+        if self.max_connections == 0 || self.max_pending_connects == 0 {
+            return bad("max_connections and max_pending_connects must be at least 1");
+        }
+        if self.max_packet_size < 64 {
+            return bad("max_packet_size must be at least 64 bytes");
+        }
+        if self.receive_maximum == 0 || self.max_outbound_inflight == 0 {
+            return bad("receive_maximum and max_outbound_inflight must be at least 1");
+        }
+        if self.connect_timeout_secs == 0 {
+            return bad("connect_timeout_secs must be at least 1");
+        }
+        if !(self.publish_rate_per_device >= 0.0 && self.publish_rate_per_device.is_finite()) {
+            return bad("publish_rate_per_device must be a finite number >= 0");
+        }
+        if self.publish_rate_per_device > 0.0 && self.publish_burst_per_device == 0 {
+            return bad("publish_burst_per_device must be at least 1 when a rate is set");
+        }
+        if self.max_write_buffer < 4096 {
+            return bad("max_write_buffer must be at least 4096 bytes");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs.max(1))
+    }
+
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nonsense_is_refused() {
+        assert!(MqttConfig::default().validate().is_ok());
+        let c = MqttConfig {
+            receive_maximum: 0,
+            ..MqttConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = MqttConfig {
+            publish_rate_per_device: f64::NAN,
+            ..MqttConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = MqttConfig {
+            max_packet_size: 10,
+            ..MqttConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

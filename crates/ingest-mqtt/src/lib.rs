@@ -1,0 +1,369 @@
+//! The MQTT frontend: an MQTT 3.1.1 and 5.0 server for devices whose
+//! telemetry acknowledgements wait for the durable log append.
+//!
+//! What it does:
+//!
+//! - serves MQTT 3.1.1 and 5.0 clients over any byte stream
+//!   ([`MqttServer::serve`] for a TCP listener, [`MqttServer::spawn_connection`]
+//!   for streams another listener accepted: TLS and WebSocket wrap their
+//!   stream and hand it over);
+//! - authenticates devices: the CONNECT user name is the device id, the
+//!   password the device access token ([`tributary_ingest::Ingestor::authenticate`]);
+//!   the client id must be the device id, or the device id followed by `/`
+//!   and any suffix (`d1/dashboard`), so a device can never take over another
+//!   device's session; an empty client id gets `{device}/auto-{n}`;
+//! - ingests telemetry and events published to the device topics (see
+//!   [Topics](#topics)): a QoS 1 PUBACK or QoS 2 PUBREC is sent only
+//!   once [`tributary_ingest::Ingestor::ingest_device`] returned, i.e. once
+//!   the points are durable in the log. Appends of one connection run
+//!   concurrently (up to the receive maximum) and share the log's group
+//!   commits; acknowledgements go out in PUBLISH order;
+//! - routes every other topic as plain pub/sub within the tenant: QoS 0, 1
+//!   and 2 both ways, retained messages, wills (with the 5.0 will delay),
+//!   shared subscriptions (`$share/{group}/{filter}`, round-robin, preferring
+//!   connected members), subscription options (no local, retain as
+//!   published, retain handling), subscription identifiers, topic aliases
+//!   from clients, maximum packet size both ways, and user properties,
+//!   content type, response topic and correlation data passed through;
+//! - keeps persistent sessions (clean start 0 with a session expiry, or
+//!   3.1.1 clean session 0): subscriptions, queued QoS 1 and 2 messages and
+//!   unacknowledged deliveries survive a reconnect, in memory;
+//! - reports presence ([`PresenceSink`]) when a device's first connection
+//!   opens and its last one closes;
+//! - offers an in-process API to publish to a device and await its answer
+//!   ([`MqttServer::publish`], [`MqttServer::send_command`]), the basis for
+//!   cloud-to-device commands.
+//!
+//! What it must not do: acknowledge telemetry before it is durable, let one
+//! tenant see another's topics, or grow any queue without bound.
+//!
+//! # Topics
+//!
+//! | topic | who | what happens |
+//! |---|---|---|
+//! | `devices/{id}/telemetry` | device `{id}` | JSON, SenML or protobuf `TelemetryEnvelope`, by the 5.0 content type or by sniffing; appended to the log |
+//! | `devices/{id}/telemetry/{metric}` | device `{id}` | a bare number, bool or string, one point of `{metric}` |
+//! | `devices/{id}/events/{name}` | device `{id}` | one point of metric `event.{name}` (the payload as value; empty: `true`) |
+//! | `devices/{id}/commands/{name}` | to device `{id}` | commands ([`MqttServer::send_command`]); the device answers on `.../response` |
+//! | anything else under `devices/{id}/` | device `{id}` | plain pub/sub within the tenant |
+//!
+//! Ingested messages are also delivered to matching subscribers, once durable.
+//!
+//! # Reason codes
+//!
+//! | situation | MQTT 5.0 | MQTT 3.1.1 |
+//! |---|---|---|
+//! | bad token, or token of another device | CONNACK 0x86 | CONNACK 4 |
+//! | disabled device, `app:` user name, will topic not allowed | CONNACK 0x87 | CONNACK 5 |
+//! | client id not bound to the device | CONNACK 0x85 | CONNACK 2 |
+//! | connection or session limit | CONNACK 0x97 | CONNACK 3 |
+//! | registry unavailable | CONNACK 0x88 | CONNACK 3 |
+//! | publish or subscribe outside the ACL | PUBACK/PUBREC 0x87, SUBACK 0x87 | disconnect, SUBACK 0x80 |
+//! | payload not parseable | PUBACK/PUBREC 0x99 | disconnect |
+//! | payload over a size or count limit | PUBACK/PUBREC 0x97 | disconnect |
+//! | log or registry overloaded or down | DISCONNECT 0x89, no PUBACK: the client re-sends | disconnect |
+//! | publish rate over the device's limit | DISCONNECT 0x96 | disconnect |
+//! | malformed packet | DISCONNECT with the codec's code (0x81, 0x82, ...) | disconnect |
+//! | keep alive ×1.5 without a packet | DISCONNECT 0x8D | disconnect |
+//! | same client id connects again | DISCONNECT 0x8E to the old one | disconnect |
+//! | server shutdown | DISCONNECT 0x8B after in-flight appends are acknowledged | disconnect |
+//!
+//! MQTT 5.0 allows 0x96 only in DISCONNECT (table 3-4 leaves it out of
+//! PUBACK), and a PUBACK with an error code is a final answer that clients do
+//! not retry, so transient failures close the connection unacknowledged
+//! instead, and the client re-sends the message on reconnect.
+//!
+//! # Concurrency and state
+//!
+//! Each connection is one task that owns its socket halves, a bounded write buffer, its in-flight appends
+//! and its session's in-flight deliveries. Shared state (sessions,
+//! subscription trees, retained messages, presence counts) lives in one
+//! router behind a `std::sync::Mutex` that is never held across an `.await`:
+//! every router operation is a short in-memory update, so a lock is cheaper
+//! than an actor's channel hop, and bounded per-session mailboxes (not the
+//! lock) decouple fast publishers from slow subscribers.
+//!
+//! # What survives a restart
+//!
+//! Telemetry that was acknowledged: it is in the log. Nothing else:
+//! sessions, subscriptions, queued messages and retained messages are held
+//! in memory and are lost when the process stops. Clients with persistent
+//! sessions see `session present = 0` after a restart and must subscribe
+//! again.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tributary_core::directory::PresenceSink;
+use tributary_core::model::validate_device_id;
+use tributary_ingest::Ingestor;
+use tributary_mqtt_codec::QoS;
+use tributary_mqtt_codec::topic::validate_topic_name;
+
+mod acl;
+mod config;
+mod connection;
+mod error;
+mod metrics;
+mod rate;
+mod router;
+mod session;
+mod telemetry;
+mod trie;
+
+pub use acl::Identity;
+pub use config::MqttConfig;
+pub use error::{MqttError, PublishError};
+pub use metrics::MqttMetrics;
+pub use session::Message;
+
+use router::Router;
+
+/// State shared by the server and its connections.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<MqttConfig>,
+    pub(crate) ingestor: Ingestor,
+    pub(crate) presence: Arc<dyn PresenceSink>,
+    pub(crate) metrics: MqttMetrics,
+    router: Mutex<Router>,
+    /// Turns true once the server shuts down.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Connections past CONNACK.
+    pub(crate) connections: AtomicUsize,
+    /// Counter for assigned client ids and command correlation data.
+    pub(crate) client_ids: AtomicU64,
+    /// Sockets between accept and CONNACK.
+    pending_connects: Arc<Semaphore>,
+    /// Connection tasks alive, and a wake-up when that drops to zero.
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+/// Resolves once the flag turns true (or its sender is gone). A function of
+/// its own so that no `watch::Ref` lives in a caller's future.
+pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Shared {
+    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
+        self.router.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a connection task while it lives.
+struct ActiveTask(Arc<Shared>);
+
+impl Drop for ActiveTask {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The MQTT server. Cheap to clone: clones share one broker.
+#[derive(Debug, Clone)]
+pub struct MqttServer {
+    shared: Arc<Shared>,
+}
+
+impl MqttServer {
+    /// A server ingesting through `ingestor`, reporting device presence to
+    /// `presence`. Fails when the configuration is invalid.
+    pub fn new(
+        ingestor: Ingestor,
+        presence: Arc<dyn PresenceSink>,
+        config: MqttConfig,
+        metrics: MqttMetrics,
+    ) -> Result<Self, MqttError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let shared = Shared {
+            router: Mutex::new(Router::new(config.clone(), metrics.clone())),
+            pending_connects: Arc::new(Semaphore::new(config.max_pending_connects)),
+            config,
+            ingestor,
+            presence,
+            metrics,
+            shutdown: watch::channel(false).0,
+            connections: AtomicUsize::new(0),
+            client_ids: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &MqttMetrics {
+        &self.shared.metrics
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &MqttConfig {
+        &self.shared.config
+    }
+
+    /// Accepts connections on `listener` until `shutdown` resolves (or
+    /// [`MqttServer::shutdown`] is called), then tells every client the
+    /// server is going away (after acknowledging its in-flight appends) and
+    /// returns once every connection has closed, or after the drain timeout.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), MqttError> {
+        tokio::pin!(shutdown);
+        let mut stopped = self.shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = until_true(&mut stopped) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        // Small packets (acks) must not wait for Nagle.
+                        let _ = stream.set_nodelay(true);
+                        self.spawn_connection(stream);
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting an MQTT connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        self.shutdown();
+        let grace = self.shared.config.drain_timeout() + Duration::from_secs(5);
+        if tokio::time::timeout(grace, self.drained()).await.is_err() {
+            tracing::warn!("MQTT connections still open after the drain timeout");
+        }
+        Ok(())
+    }
+
+    /// Serves one accepted stream (TCP, TLS, WebSocket, in-memory) in its
+    /// own task. When too many sockets are waiting for their CONNACK already,
+    /// the stream is closed at once.
+    pub fn spawn_connection<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(permit) = self.shared.pending_connects.clone().try_acquire_owned() else {
+            self.shared.metrics.connect_refused("pending_connects");
+            return;
+        };
+        if *self.shared.shutdown.borrow() {
+            return;
+        }
+        self.shared.active.fetch_add(1, Ordering::AcqRel);
+        let guard = ActiveTask(self.shared.clone());
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            connection::run(shared, stream, permit).await;
+        });
+    }
+
+    /// Starts the shutdown: listeners stop accepting and every connection
+    /// drains and closes with 0x8B Server shutting down.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Resolves once no connection task is left.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.shared.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Publishes `message` within `tenant`, as the platform (not a client):
+    /// it reaches every matching subscription, and is retained if its flag
+    /// says so. Returns how many sessions it reached.
+    pub fn publish(&self, tenant: &str, message: Message) -> Result<usize, PublishError> {
+        validate_topic_name(&message.topic)
+            .map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
+        if *self.shared.shutdown.borrow() {
+            return Err(PublishError::ShuttingDown);
+        }
+        Ok(self.shared.router().route(tenant, message, None))
+    }
+
+    /// Sends a command to a device and waits for its answer.
+    ///
+    /// The command is published at QoS 1 on `devices/{device}/commands/{name}`
+    /// with the response topic `devices/{device}/commands/{name}/response` and
+    /// unique correlation data, and expires after `timeout` (a persistent
+    /// session of an offline device keeps it queued until then). The answer is
+    /// the first message on the response topic carrying the same correlation
+    /// data, or, from a 3.1.1 device that cannot echo it, any message there.
+    pub async fn send_command(
+        &self,
+        tenant: &str,
+        device: &str,
+        name: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, PublishError> {
+        validate_device_id(device, self.shared.ingestor.limits())
+            .map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
+        if name.is_empty() || name.contains(['/', '+', '#']) {
+            return Err(PublishError::InvalidTopic(format!(
+                "invalid command name {name:?}"
+            )));
+        }
+        let topic = format!("devices/{device}/commands/{name}");
+        let response_topic = format!("{topic}/response");
+        validate_topic_name(&topic).map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
+        let n = self.shared.client_ids.fetch_add(1, Ordering::Relaxed);
+        let correlation = Bytes::from(format!("cmd-{n}"));
+        let mut message = Message::new(topic.clone(), payload);
+        message.qos = QoS::AtLeastOnce;
+        message.response_topic = Some(response_topic.clone());
+        message.correlation_data = Some(correlation.clone());
+        message.expires_at = Some(Instant::now() + timeout);
+        let rx = {
+            let mut router = self.shared.router();
+            let rx = router
+                .add_waiter(tenant, &response_topic, correlation.clone())
+                .ok_or(PublishError::TooManyPending)?;
+            if router.route(tenant, message, None) == 0 {
+                router.remove_waiter(tenant, &response_topic, &correlation);
+                return Err(PublishError::NoSubscribers(topic));
+            }
+            rx
+        };
+        let mut stop = self.shared.shutdown.subscribe();
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, rx) => match r {
+                Ok(Ok(answer)) => Ok((*answer).clone()),
+                Ok(Err(_)) => Err(PublishError::ShuttingDown),
+                Err(_) => Err(PublishError::Timeout(timeout)),
+            },
+            _ = until_true(&mut stop) => Err(PublishError::ShuttingDown),
+        };
+        if outcome.is_err() {
+            self.shared
+                .router()
+                .remove_waiter(tenant, &response_topic, &correlation);
+        }
+        outcome
+    }
+}

@@ -1,0 +1,716 @@
+//! The router: every session, subscription and retained message of every
+//! tenant, and the deliveries from publishers to sessions.
+//!
+//! One [`Router`] lives behind a `std::sync::Mutex` in the server. Every
+//! method is synchronous and short (a tree walk, map updates, pushes into
+//! bounded mailboxes), and the lock is never held across an `.await`, so a
+//! plain mutex costs less than an actor's channel round trip on the publish
+//! path and keeps the tables in one place. Lock order: router, then a
+//! session's mailbox; never the other way round.
+//!
+//! Tenants are isolated by construction: subscriptions, retained messages
+//! and sessions are keyed by tenant first, so nothing a client sends can
+//! name another tenant's topics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+use tributary_mqtt_codec::topic::{matches, parse_shared};
+
+use crate::config::MqttConfig;
+use crate::metrics::MqttMetrics;
+use crate::rate::TokenBucket;
+use crate::session::{Delivery, Message, Owned, Refused, Session, SessionId};
+use crate::trie::{SubOptions, Subscriber, Trie};
+
+/// Why an attached connection is told to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// Another connection took the session over.
+    TakenOver,
+}
+
+/// A connection's hold on a session.
+#[derive(Debug)]
+struct Attachment {
+    kick: Option<oneshot::Sender<Kick>>,
+    released: watch::Receiver<()>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Arc<Session>,
+    tenant: String,
+    client_id: String,
+    /// Full filter (with any `$share/{group}/` prefix) to its options.
+    subscriptions: HashMap<String, SubOptions>,
+    generation: u64,
+    attachment: Option<Attachment>,
+    parked: Option<Owned>,
+}
+
+#[derive(Debug, Default)]
+struct Tenant {
+    trie: Trie,
+    retained: HashMap<String, Arc<Message>>,
+}
+
+#[derive(Debug)]
+struct DeviceEntry {
+    connections: usize,
+    bucket: Option<Arc<Mutex<TokenBucket>>>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    correlation: Bytes,
+    tx: oneshot::Sender<Arc<Message>>,
+}
+
+/// The outcome of [`Router::attach`].
+#[derive(Debug)]
+pub(crate) enum Attach {
+    /// Another connection holds the session; it has been told to go. Wait
+    /// for the receiver to close, then attach again.
+    Busy(watch::Receiver<()>),
+    /// The session is this connection's.
+    Attached(Attached),
+    /// The session table is full.
+    TooManySessions,
+}
+
+/// A session, attached.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub(crate) session: Arc<Session>,
+    pub(crate) generation: u64,
+    /// Whether an existing session was resumed.
+    pub(crate) present: bool,
+    pub(crate) owned: Owned,
+    /// Fires when another connection takes the session over.
+    pub(crate) kick: oneshot::Receiver<Kick>,
+    /// Dropped when the connection has let the session go.
+    pub(crate) released: watch::Sender<()>,
+}
+
+/// The outcome of [`Router::detach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detached {
+    /// The session ended with the connection.
+    Removed,
+    /// The session is kept; expire it after its expiry interval.
+    Parked,
+    /// Another connection holds the session now (a forced takeover).
+    Stale,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscribeError {
+    /// The session holds its maximum number of subscriptions.
+    TooMany,
+    /// The session is gone (taken over with a clean start).
+    NoSession,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Router {
+    config: Arc<MqttConfig>,
+    metrics: MqttMetrics,
+    next_id: SessionId,
+    keys: HashMap<(String, String), SessionId>,
+    sessions: HashMap<SessionId, Entry>,
+    tenants: HashMap<String, Tenant>,
+    devices: HashMap<(String, String), DeviceEntry>,
+    waiters: HashMap<(String, String), Vec<Waiter>>,
+    waiter_count: usize,
+}
+
+/// Most in-process requests waiting for a response at once.
+pub(crate) const MAX_WAITERS: usize = 65_536;
+
+impl Router {
+    pub(crate) fn new(config: Arc<MqttConfig>, metrics: MqttMetrics) -> Self {
+        Self {
+            config,
+            metrics,
+            next_id: 1,
+            keys: HashMap::new(),
+            sessions: HashMap::new(),
+            tenants: HashMap::new(),
+            devices: HashMap::new(),
+            waiters: HashMap::new(),
+            waiter_count: 0,
+        }
+    }
+
+    /// Attaches a connection to the session `(tenant, client_id)`, creating
+    /// it (or replacing it, on a clean start) as needed. When another
+    /// connection holds the session, it is kicked and [`Attach::Busy`]
+    /// returned, unless `force` (the other connection did not let go in
+    /// time), which detaches it here.
+    pub(crate) fn attach(
+        &mut self,
+        tenant: &str,
+        client_id: &str,
+        clean_start: bool,
+        force: bool,
+    ) -> Attach {
+        let key = (tenant.to_owned(), client_id.to_owned());
+        if let Some(&id) = self.keys.get(&key)
+            && let Some(entry) = self.sessions.get_mut(&id)
+        {
+            if let Some(att) = entry.attachment.as_mut() {
+                if !force {
+                    if let Some(kick) = att.kick.take() {
+                        let _ = kick.send(Kick::TakenOver);
+                    }
+                    return Attach::Busy(att.released.clone());
+                }
+                entry.attachment = None;
+                entry.session.set_online(false);
+            }
+            if !clean_start {
+                entry.generation += 1;
+                let (kick_tx, kick) = oneshot::channel();
+                let (released, released_rx) = watch::channel(());
+                entry.attachment = Some(Attachment {
+                    kick: Some(kick_tx),
+                    released: released_rx,
+                });
+                entry.session.set_online(true);
+                return Attach::Attached(Attached {
+                    session: entry.session.clone(),
+                    generation: entry.generation,
+                    present: true,
+                    owned: entry.parked.take().unwrap_or_default(),
+                    kick,
+                    released,
+                });
+            }
+            self.remove_session(id);
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            return Attach::TooManySessions;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let session = Arc::new(Session::new(id));
+        session.set_online(true);
+        let (kick_tx, kick) = oneshot::channel();
+        let (released, released_rx) = watch::channel(());
+        self.sessions.insert(
+            id,
+            Entry {
+                session: session.clone(),
+                tenant: tenant.to_owned(),
+                client_id: client_id.to_owned(),
+                subscriptions: HashMap::new(),
+                generation: 1,
+                attachment: Some(Attachment {
+                    kick: Some(kick_tx),
+                    released: released_rx,
+                }),
+                parked: None,
+            },
+        );
+        self.keys.insert(key, id);
+        self.metrics.set_sessions(self.sessions.len());
+        Attach::Attached(Attached {
+            session,
+            generation: 1,
+            present: false,
+            owned: Owned::default(),
+            kick,
+            released,
+        })
+    }
+
+    /// Lets a session go: ends it when `expiry_secs` is 0, parks the
+    /// connection-owned state otherwise.
+    pub(crate) fn detach(
+        &mut self,
+        id: SessionId,
+        generation: u64,
+        owned: Owned,
+        expiry_secs: u32,
+    ) -> Detached {
+        let Some(entry) = self
+            .sessions
+            .get_mut(&id)
+            .filter(|e| e.generation == generation)
+        else {
+            return Detached::Stale;
+        };
+        entry.attachment = None;
+        entry.session.set_online(false);
+        if expiry_secs == 0 {
+            self.remove_session(id);
+            return Detached::Removed;
+        }
+        entry.parked = Some(owned);
+        Detached::Parked
+    }
+
+    /// Ends a parked session whose expiry interval has passed, unless a
+    /// connection resumed it since.
+    pub(crate) fn expire(&mut self, id: SessionId, generation: u64) {
+        let expired = self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.generation == generation && e.attachment.is_none());
+        if expired {
+            self.remove_session(id);
+        }
+    }
+
+    /// Whether a connection resumed the session after the detach of
+    /// `generation` (a pending will is then not published).
+    pub(crate) fn resumed_since(&self, id: SessionId, generation: u64) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|e| e.generation != generation)
+    }
+
+    fn remove_session(&mut self, id: SessionId) {
+        let Some(entry) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.keys
+            .remove(&(entry.tenant.clone(), entry.client_id.clone()));
+        if let Some(tenant) = self.tenants.get_mut(&entry.tenant) {
+            for filter in entry.subscriptions.keys() {
+                let (group, inner) = split_filter(filter);
+                tenant.trie.remove(inner, group, id);
+            }
+        }
+        entry.session.clear();
+        self.metrics.set_sessions(self.sessions.len());
+    }
+
+    /// Adds or replaces a subscription of a session. Returns whether it
+    /// existed before.
+    pub(crate) fn subscribe(
+        &mut self,
+        id: SessionId,
+        filter: &str,
+        options: SubOptions,
+    ) -> Result<bool, SubscribeError> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SubscribeError::NoSession)?;
+        if !entry.subscriptions.contains_key(filter)
+            && entry.subscriptions.len() >= self.config.max_subscriptions_per_session
+        {
+            return Err(SubscribeError::TooMany);
+        }
+        entry.subscriptions.insert(filter.to_owned(), options);
+        let (group, inner) = split_filter(filter);
+        let tenant = self.tenants.entry(entry.tenant.clone()).or_default();
+        Ok(tenant.trie.insert(
+            inner,
+            group,
+            Subscriber {
+                session: id,
+                options,
+            },
+        ))
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub(crate) fn unsubscribe(&mut self, id: SessionId, filter: &str) -> bool {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        if entry.subscriptions.remove(filter).is_none() {
+            return false;
+        }
+        let (group, inner) = split_filter(filter);
+        if let Some(tenant) = self.tenants.get_mut(&entry.tenant) {
+            tenant.trie.remove(inner, group, id);
+        }
+        true
+    }
+
+    /// The unexpired retained messages of `tenant` that `filter` matches.
+    /// Shared subscriptions get none (MQTT 5.0 §4.8.2).
+    pub(crate) fn retained_for(&self, tenant: &str, filter: &str) -> Vec<Arc<Message>> {
+        if filter.starts_with(tributary_mqtt_codec::topic::SHARED_PREFIX) {
+            return Vec::new();
+        }
+        let Some(t) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        t.retained
+            .values()
+            .filter(|m| !m.expired(now) && matches(filter, &m.topic))
+            .cloned()
+            .collect()
+    }
+
+    /// Routes a message published in `tenant` (by session `from`, if a
+    /// session published it) to every matching subscription and waiting
+    /// request, and updates the retained store. Returns how many sessions
+    /// or requests it reached.
+    pub(crate) fn route(
+        &mut self,
+        tenant: &str,
+        message: Message,
+        from: Option<SessionId>,
+    ) -> usize {
+        let message = Arc::new(message);
+        if message.retain {
+            self.retain(tenant, &message);
+        }
+        let mut reached = self.answer_waiter(tenant, &message);
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return reached;
+        };
+        let found = t.trie.matches(&message.topic);
+        if found.plain.is_empty() && found.shared.is_empty() {
+            return reached;
+        }
+        // One delivery per session, at the highest QoS of its matching
+        // subscriptions, with all their identifiers (MQTT 5.0 §4.5).
+        let mut targets: Vec<(SessionId, Delivery)> = Vec::with_capacity(found.plain.len());
+        for s in &found.plain {
+            if s.options.no_local && Some(s.session) == from {
+                continue;
+            }
+            let qos = message.qos.min(s.options.qos);
+            let retain = message.retain && s.options.retain_as_published;
+            match targets.iter_mut().find(|(id, _)| *id == s.session) {
+                Some((_, d)) => {
+                    d.qos = d.qos.max(qos);
+                    d.retain |= retain;
+                    d.subscription_ids.extend(s.options.id);
+                }
+                None => targets.push((
+                    s.session,
+                    Delivery {
+                        message: message.clone(),
+                        qos,
+                        retain,
+                        subscription_ids: s.options.id.into_iter().collect(),
+                    },
+                )),
+            }
+        }
+        for (members, start) in &found.shared {
+            let n = members.len();
+            let pick = (0..n)
+                .map(|i| &members[(start + i) % n])
+                .find(|m| {
+                    self.sessions
+                        .get(&m.session)
+                        .is_some_and(|e| e.session.is_online())
+                })
+                .or_else(|| members.get(start % n.max(1)));
+            if let Some(m) = pick {
+                targets.push((
+                    m.session,
+                    Delivery {
+                        message: message.clone(),
+                        qos: message.qos.min(m.options.qos),
+                        retain: message.retain && m.options.retain_as_published,
+                        subscription_ids: m.options.id.into_iter().collect(),
+                    },
+                ));
+            }
+        }
+        for (id, delivery) in targets {
+            let Some(entry) = self.sessions.get(&id) else {
+                continue;
+            };
+            match entry
+                .session
+                .enqueue(delivery, self.config.max_queued_messages)
+            {
+                Ok(()) => reached += 1,
+                Err(Refused::Offline) => self.metrics.dropped("offline_qos0"),
+                Err(Refused::QueueFull) => self.metrics.dropped("queue_full"),
+            }
+        }
+        reached
+    }
+
+    fn retain(&mut self, tenant: &str, message: &Arc<Message>) {
+        let t = self.tenants.entry(tenant.to_owned()).or_default();
+        if message.payload.is_empty() {
+            if t.retained.remove(&message.topic).is_some() {
+                self.metrics.retained_delta(-1);
+            }
+            return;
+        }
+        if message.payload.len() > self.config.max_retained_payload {
+            self.metrics.dropped("retained_too_large");
+            return;
+        }
+        let is_new = !t.retained.contains_key(&message.topic);
+        if is_new && t.retained.len() >= self.config.max_retained_per_tenant {
+            self.metrics.dropped("retained_limit");
+            return;
+        }
+        let mut stored = (**message).clone();
+        stored.retain = true;
+        t.retained.insert(message.topic.clone(), Arc::new(stored));
+        if is_new {
+            self.metrics.retained_delta(1);
+        }
+    }
+
+    /// Hands a message to the in-process request waiting on its topic: the
+    /// one with the same correlation data, or the oldest when the message
+    /// has none.
+    fn answer_waiter(&mut self, tenant: &str, message: &Arc<Message>) -> usize {
+        if self.waiters.is_empty() {
+            return 0;
+        }
+        let key = (tenant.to_owned(), message.topic.clone());
+        let Some(list) = self.waiters.get_mut(&key) else {
+            return 0;
+        };
+        let index = match &message.correlation_data {
+            Some(c) => list.iter().position(|w| w.correlation == *c),
+            None => (!list.is_empty()).then_some(0),
+        };
+        let Some(index) = index else { return 0 };
+        let waiter = list.remove(index);
+        if list.is_empty() {
+            self.waiters.remove(&key);
+        }
+        self.waiter_count -= 1;
+        usize::from(waiter.tx.send(message.clone()).is_ok())
+    }
+
+    /// Registers an in-process request waiting for a message on `topic`
+    /// with `correlation` data. `None` when too many are waiting.
+    pub(crate) fn add_waiter(
+        &mut self,
+        tenant: &str,
+        topic: &str,
+        correlation: Bytes,
+    ) -> Option<oneshot::Receiver<Arc<Message>>> {
+        if self.waiter_count >= MAX_WAITERS {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .entry((tenant.to_owned(), topic.to_owned()))
+            .or_default()
+            .push(Waiter { correlation, tx });
+        self.waiter_count += 1;
+        Some(rx)
+    }
+
+    /// Forgets a waiting request (it timed out or was answered).
+    pub(crate) fn remove_waiter(&mut self, tenant: &str, topic: &str, correlation: &Bytes) {
+        let key = (tenant.to_owned(), topic.to_owned());
+        let Some(list) = self.waiters.get_mut(&key) else {
+            return;
+        };
+        let before = list.len();
+        list.retain(|w| w.correlation != *correlation);
+        self.waiter_count -= before - list.len();
+        if list.is_empty() {
+            self.waiters.remove(&key);
+        }
+    }
+
+    /// Counts a connection of a device. Returns whether it is the device's
+    /// first (it just came online) and its publish rate bucket.
+    pub(crate) fn device_connected(
+        &mut self,
+        tenant: &str,
+        device: &str,
+    ) -> (bool, Option<Arc<Mutex<TokenBucket>>>) {
+        let rate = self.config.publish_rate_per_device;
+        let burst = self.config.publish_burst_per_device;
+        let entry = self
+            .devices
+            .entry((tenant.to_owned(), device.to_owned()))
+            .or_insert_with(|| DeviceEntry {
+                connections: 0,
+                bucket: (rate > 0.0)
+                    .then(|| Arc::new(Mutex::new(TokenBucket::new(rate, burst, Instant::now())))),
+            });
+        entry.connections += 1;
+        (entry.connections == 1, entry.bucket.clone())
+    }
+
+    /// Counts a connection of a device gone. Returns whether it was the
+    /// device's last (it just went offline). The device's rate bucket is
+    /// kept until it has refilled, so reconnecting does not reset the limit.
+    pub(crate) fn device_disconnected(&mut self, tenant: &str, device: &str) -> bool {
+        let key = (tenant.to_owned(), device.to_owned());
+        let Some(entry) = self.devices.get_mut(&key) else {
+            return false;
+        };
+        entry.connections = entry.connections.saturating_sub(1);
+        let last = entry.connections == 0;
+        if last {
+            let now = Instant::now();
+            let spent = |e: &DeviceEntry| {
+                e.bucket.as_ref().is_some_and(|b| {
+                    !b.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_full(now)
+                })
+            };
+            if !spent(entry) {
+                self.devices.remove(&key);
+            }
+            // Forget offline devices whose buckets have refilled, so the
+            // table stays about as large as the connections.
+            if self.devices.len() > 2 * self.config.max_connections {
+                self.devices.retain(|_, e| e.connections > 0 || spent(e));
+            }
+        }
+        last
+    }
+}
+
+/// Splits `$share/{group}/{filter}` into its group and filter; a plain
+/// filter has no group.
+fn split_filter(filter: &str) -> (Option<&str>, &str) {
+    match parse_shared(filter) {
+        Ok(Some(shared)) => (Some(shared.group), shared.filter),
+        _ => (None, filter),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_mqtt_codec::QoS;
+
+    use super::*;
+
+    fn router() -> Router {
+        Router::new(
+            Arc::new(MqttConfig {
+                max_queued_messages: 10,
+                ..MqttConfig::default()
+            }),
+            MqttMetrics::default(),
+        )
+    }
+
+    fn attach(r: &mut Router, tenant: &str, client: &str, clean: bool) -> Attached {
+        match r.attach(tenant, client, clean, false) {
+            Attach::Attached(a) => a,
+            other => panic!("expected attached, got {other:?}"),
+        }
+    }
+
+    fn opts(qos: QoS) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+
+    fn publish(qos: QoS, topic: &str, retain: bool) -> Message {
+        let mut m = Message::new(topic, "x");
+        m.qos = qos;
+        m.retain = retain;
+        m
+    }
+
+    #[test]
+    fn tenants_do_not_see_each_other() {
+        let mut r = router();
+        let a = attach(&mut r, "acme", "d1", true);
+        let b = attach(&mut r, "other", "d1", true);
+        r.subscribe(a.session.id, "devices/d1/#", opts(QoS::AtLeastOnce))
+            .unwrap();
+        r.subscribe(b.session.id, "devices/d1/#", opts(QoS::AtLeastOnce))
+            .unwrap();
+        assert_eq!(
+            r.route(
+                "acme",
+                publish(QoS::AtLeastOnce, "devices/d1/x", true),
+                None
+            ),
+            1
+        );
+        assert!(a.session.has_queued());
+        assert!(!b.session.has_queued(), "the other tenant got nothing");
+        assert_eq!(r.retained_for("acme", "devices/d1/#").len(), 1);
+        assert!(r.retained_for("other", "devices/d1/#").is_empty());
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
+        let mut r = router();
+        let a = attach(&mut r, "t", "c", true);
+        r.subscribe(a.session.id, "x/#", opts(QoS::AtMostOnce))
+            .unwrap();
+        r.subscribe(a.session.id, "x/+", opts(QoS::ExactlyOnce))
+            .unwrap();
+        r.route("t", publish(QoS::ExactlyOnce, "x/y", false), None);
+        let (got, _) = a.session.take(10, 10, usize::MAX, Instant::now());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].qos, QoS::ExactlyOnce);
+    }
+
+    #[test]
+    fn takeover_kicks_then_resumes_or_cleans() {
+        let mut r = router();
+        let first = attach(&mut r, "t", "c", false);
+        r.subscribe(first.session.id, "a", opts(QoS::AtLeastOnce))
+            .unwrap();
+        let Attach::Busy(_) = r.attach("t", "c", false, false) else {
+            panic!("expected busy")
+        };
+        let mut kick = first.kick;
+        assert_eq!(kick.try_recv(), Ok(Kick::TakenOver));
+        assert_eq!(
+            r.detach(first.session.id, first.generation, Owned::default(), 60),
+            Detached::Parked
+        );
+        // Offline persistent session: QoS 1 is queued, QoS 0 is not.
+        assert_eq!(r.route("t", publish(QoS::AtLeastOnce, "a", false), None), 1);
+        assert_eq!(r.route("t", publish(QoS::AtMostOnce, "a", false), None), 0);
+        let second = attach(&mut r, "t", "c", false);
+        assert!(second.present);
+        assert_eq!(
+            second
+                .session
+                .take(10, 10, usize::MAX, Instant::now())
+                .0
+                .len(),
+            1
+        );
+        assert!(r.resumed_since(first.session.id, first.generation));
+        // A clean start drops the old session and its subscription.
+        assert_eq!(
+            r.detach(second.session.id, second.generation, Owned::default(), 60),
+            Detached::Parked
+        );
+        let third = attach(&mut r, "t", "c", true);
+        assert!(!third.present);
+        assert_eq!(r.route("t", publish(QoS::AtLeastOnce, "a", false), None), 0);
+    }
+
+    #[test]
+    fn waiters_get_their_response_by_correlation() {
+        let mut r = router();
+        let mut rx1 = r.add_waiter("t", "resp", Bytes::from_static(b"1")).unwrap();
+        let mut rx2 = r.add_waiter("t", "resp", Bytes::from_static(b"2")).unwrap();
+        let mut m = publish(QoS::AtLeastOnce, "resp", false);
+        m.correlation_data = Some(Bytes::from_static(b"2"));
+        assert_eq!(r.route("t", m, None), 1);
+        assert!(rx2.try_recv().is_ok());
+        assert!(rx1.try_recv().is_err());
+        r.remove_waiter("t", "resp", &Bytes::from_static(b"1"));
+        assert_eq!(r.waiter_count, 0);
+    }
+}
