@@ -150,6 +150,8 @@ impl Processor {
     /// number of points written.
     async fn process(&self, records: &[LogRecord]) -> Result<usize, ProcessorError> {
         let mut batch = Vec::with_capacity(records.len());
+        // The log record each entry of `batch` came from, for dead-lettering.
+        let mut sources = Vec::with_capacity(records.len());
         for r in records {
             match Envelope::decode(&r.value, &self.config.limits) {
                 Ok(env) => {
@@ -159,15 +161,33 @@ impl Processor {
                         device: env.device,
                         points: env.points,
                     });
+                    sources.push(r);
                 }
                 Err(e) => self.dead_letter(r, &e.to_string()).await?,
             }
         }
-        let points: usize = batch.iter().map(|b| b.points.len()).sum();
         if batch.is_empty() {
             return Ok(0);
         }
-        self.write_with_retry(&batch).await?;
+        if let Err(reason) = self.write_with_retry(&batch).await? {
+            // The store refused something in the batch (for example its
+            // series limit). Find which records, dead-letter them with the
+            // store's reason, and keep the stream moving. Writes are
+            // idempotent, so rewriting the accepted ones costs nothing.
+            tracing::warn!(%reason, "store refused part of a batch; writing it record by record");
+            let mut accepted = Vec::with_capacity(batch.len());
+            for (b, r) in batch.into_iter().zip(sources) {
+                match self.write_with_retry(std::slice::from_ref(&b)).await? {
+                    Ok(()) => accepted.push(b),
+                    Err(reason) => {
+                        self.dead_letter(r, &format!("store refused: {reason}"))
+                            .await?
+                    }
+                }
+            }
+            batch = accepted;
+        }
+        let points: usize = batch.iter().map(|b| b.points.len()).sum();
         for b in &batch {
             self.metrics.points_stored(&b.tenant, b.points.len());
         }
@@ -184,8 +204,13 @@ impl Processor {
     }
 
     /// Writes a batch, retrying transient store failures with backoff. A
-    /// batch is never skipped: losing it would lose acknowledged data.
-    async fn write_with_retry(&self, batch: &[DevicePoints]) -> Result<(), ProcessorError> {
+    /// batch is never skipped: losing it would lose acknowledged data. The
+    /// inner `Err` is the store refusing the batch as invalid, which no retry
+    /// can fix.
+    async fn write_with_retry(
+        &self,
+        batch: &[DevicePoints],
+    ) -> Result<Result<(), String>, ProcessorError> {
         let mut delay = Duration::from_millis(50);
         let started = Instant::now();
         loop {
@@ -194,13 +219,9 @@ impl Processor {
                     self.metrics
                         .store_write_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    return Ok(());
+                    return Ok(Ok(()));
                 }
-                Err(StoreError::Invalid(reason)) => {
-                    // The envelope passed validation, so the store and the
-                    // validator disagree: a bug. Stop rather than lose data.
-                    return Err(StoreError::Invalid(reason).into());
-                }
+                Err(StoreError::Invalid(reason)) => return Ok(Err(reason)),
                 Err(e) => {
                     self.metrics.store_retries.inc();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");

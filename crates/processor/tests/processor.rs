@@ -245,3 +245,67 @@ async fn commits_after_flush_and_resumes_without_duplicates() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_store_refuses_are_dead_lettered_and_the_rest_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig {
+        log: EmbeddedLog::open(
+            dir.path().join("log"),
+            EmbeddedLogConfig::new("telemetry", 1),
+        )
+        .await
+        .unwrap(),
+        dlq: EmbeddedLog::open(dir.path().join("dlq"), EmbeddedLogConfig::new("dlq", 1))
+            .await
+            .unwrap(),
+        // Room for two series only.
+        store: EmbeddedStore::open(
+            &dir.path().join("store"),
+            EmbeddedStoreConfig {
+                retention: None,
+                max_series: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    };
+    // All three records arrive in one poll: the batch write fails as a whole.
+    let records = vec![
+        record("a", vec![point(1, 1.0)]),
+        record("b", vec![point(1, 2.0)]),
+        record("c", vec![point(1, 3.0)]),
+    ];
+    rig.log.append_batch(records).await.unwrap();
+    let (stop, task) = rig.start(LiveHub::default());
+    assert_eq!(
+        wait_for_points(&rig.store, "a", 1).await,
+        vec![(1, Value::F64(1.0))]
+    );
+    assert_eq!(
+        wait_for_points(&rig.store, "b", 1).await,
+        vec![(1, Value::F64(2.0))]
+    );
+    let mut dlq = rig
+        .dlq
+        .consumer(ConsumerOptions {
+            group: None,
+            start: StartFrom::Earliest,
+        })
+        .await
+        .unwrap();
+    let recs = dlq.poll(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(recs.len(), 1, "only the third series was refused");
+    assert_eq!(&recs[0].key[..], b"acme/c");
+    let reason = recs[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == dlq_headers::REASON)
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reason.1).contains("series limit"),
+        "{reason:?}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
