@@ -25,8 +25,10 @@ use tributary_core::formats::{self, lineproto::Precision};
 use tributary_ingest::{IngestError, Ingestor, RequestContext};
 
 mod body;
+mod listener;
 mod problem;
 
+pub use listener::LimitedListener;
 pub use problem::Problem;
 
 /// The frontend's router. Serve it with [`serve`] or any axum server.
@@ -40,16 +42,24 @@ pub fn router(ingestor: Ingestor) -> Router {
         .with_state(ingestor)
 }
 
+/// Connections the HTTP frontend holds open at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Serves the router on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish (their appends complete and get their answer).
+/// At most `max_connections` connections are open at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    max_connections: usize,
     ingestor: Ingestor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ingestor))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        LimitedListener::new(listener, max_connections),
+        router(ingestor),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// InfluxDB clients probe `/ping` before writing.
@@ -111,6 +121,7 @@ fn request_context(headers: &HeaderMap, content_type: &str) -> RequestContext {
         content_type: content_type.to_string(),
         traceparent: get("traceparent"),
         tracestate: get("tracestate"),
+        ..RequestContext::default()
     }
 }
 

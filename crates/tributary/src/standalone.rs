@@ -69,6 +69,9 @@ pub struct StandaloneArgs {
     /// Longest string value in bytes.
     #[arg(long, env = "TRIBUTARY_MAX_STRING_LEN", default_value_t = Limits::default().max_string_len)]
     pub max_string_len: usize,
+    /// Most HTTP connections open at once; past it, new ones wait in the backlog.
+    #[arg(long, env = "TRIBUTARY_MAX_HTTP_CONNECTIONS", default_value_t = tributary_ingest_http::DEFAULT_MAX_CONNECTIONS)]
+    pub max_http_connections: usize,
     /// Log format on stderr.
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -260,11 +263,12 @@ impl Platform {
         );
 
         let mut tasks = Vec::new();
+        let max_http_connections = args.max_http_connections;
         let http_stop = stopped(stop.clone());
         tasks.push((
             "http",
             tokio::spawn(async move {
-                tributary_ingest_http::serve(http, ingestor, http_stop)
+                tributary_ingest_http::serve(http, max_http_connections, ingestor, http_stop)
                     .await
                     .context("HTTP ingest server")
             }),
