@@ -41,6 +41,20 @@ pub struct RegistryGrpc {
 }
 
 impl RegistryGrpc {
+    /// DisableDevice and EnableDevice.
+    async fn set_disabled(
+        &self,
+        request: Request<pb::DeviceRef>,
+        disabled: bool,
+    ) -> Result<Response<pb::Device>, Status> {
+        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let device = self
+            .registry
+            .set_disabled(&tenant, &request.get_ref().device, disabled)
+            .await?;
+        Ok(Response::new(device_to_proto(device)))
+    }
+
     /// Serves `registry`, verifying operator tokens with `keys`.
     pub fn new(registry: Arc<Registry>, keys: JwtKeys) -> Self {
         Self { registry, keys }
@@ -211,24 +225,14 @@ impl RegistryService for RegistryGrpc {
         &self,
         request: Request<pb::DeviceRef>,
     ) -> Result<Response<pb::Device>, Status> {
-        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
-        let device = self
-            .registry
-            .set_disabled(&tenant, &request.get_ref().device, true)
-            .await?;
-        Ok(Response::new(device_to_proto(device)))
+        self.set_disabled(request, true).await
     }
 
     async fn enable_device(
         &self,
         request: Request<pb::DeviceRef>,
     ) -> Result<Response<pb::Device>, Status> {
-        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
-        let device = self
-            .registry
-            .set_disabled(&tenant, &request.get_ref().device, false)
-            .await?;
-        Ok(Response::new(device_to_proto(device)))
+        self.set_disabled(request, false).await
     }
 
     async fn delete_device(
