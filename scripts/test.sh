@@ -7,5 +7,21 @@ cd "$(dirname "$0")/.."
 
 # MQTT interop tests run the real mosquitto_pub/mosquitto_sub (Debian).
 command -v mosquitto_pub >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto-clients; }
+# The paho interop test runs Eclipse Paho for Python (PyPI), MQTT 3.1.1 and 5.0.
+python3 -c 'import paho.mqtt' 2>/dev/null || pip install -q paho-mqtt
 
-cargo test --workspace --locked
+# The Kafka log's tests run a real Kafka-protocol broker, Tansu (crates.io).
+# Building it takes about 12 minutes once; an installed tansu is reused.
+command -v tansu >/dev/null || cargo install --locked tansu --version 0.6.0 --features dynostore
+
+# The ScyllaDB conformance suites need a node (TRIBUTARY_TEST_SCYLLA=host:port,
+# see docs/scylla.md). Without one they are skipped by name, and said so.
+scylla_skip=()
+if [[ -z "${TRIBUTARY_TEST_SCYLLA:-}" ]]; then
+  echo "SKIPPED: ScyllaDB conformance suites (set TRIBUTARY_TEST_SCYLLA=host:port to run them)"
+  scylla_skip=(--skip scylla_conformance_)
+fi
+
+cargo test --workspace --locked -- "${scylla_skip[@]}"
+[[ -n "${TRIBUTARY_TEST_SCYLLA:-}" ]] ||
+  echo "SKIPPED: ScyllaDB conformance suites (set TRIBUTARY_TEST_SCYLLA=host:port to run them)"

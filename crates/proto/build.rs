@@ -5,8 +5,13 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["telemetry.proto", "registry.proto", "query.proto"]
-        .map(|f| root.join("tributary/v1").join(f));
+    let files = [
+        "telemetry.proto",
+        "registry.proto",
+        "query.proto",
+        "command.proto",
+    ]
+    .map(|f| root.join("tributary/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

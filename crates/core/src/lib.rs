@@ -5,11 +5,13 @@
 //! formats devices send ([`formats`]), the conversion to and from the wire
 //! envelope ([`envelope`]), label selectors ([`selector`]), and the small
 //! traits a frontend or query service depends on instead of a concrete
-//! registry ([`directory`]).
+//! registry ([`directory`]) or on the frontend that reaches a device
+//! ([`commands`]).
 //!
 //! What must not live here: I/O, storage engines, network servers. This crate
 //! is pure so that every other crate, and fuzzers, can use it cheaply.
 
+pub mod commands;
 pub mod directory;
 pub mod envelope;
 pub mod formats;

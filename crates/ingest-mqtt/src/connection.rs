@@ -30,7 +30,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tributary_core::directory::Principal;
-use tributary_ingest::{IngestError, RequestContext};
+use tributary_ingest::{IngestError, Kind, RequestContext};
 use tributary_mqtt_codec::topic::parse_shared;
 use tributary_mqtt_codec::{
     ConnAck, Connect, DecodeError, Disconnect, Packet, PacketType, PayloadFormat, ProtocolVersion,
@@ -936,6 +936,10 @@ where
             content_type: parsed.content_type.to_owned(),
             traceparent: user("traceparent"),
             tracestate: user("tracestate"),
+            kind: match topic {
+                DeviceTopic::Event { .. } => Kind::Event,
+                DeviceTopic::Telemetry { .. } | DeviceTopic::Metric { .. } => Kind::Telemetry,
+            },
         };
         let ingestor = self.shared.ingestor.clone();
         let principal = self.principal.clone();

@@ -21,6 +21,10 @@ pub enum PublishError {
     /// offline and has no persistent session that would queue the message.
     #[error("no subscriber for {0}: the device is offline")]
     NoSubscribers(String),
+    /// The device is connected, but none of its sessions subscribes to the
+    /// topic.
+    #[error("no subscriber for {0}: the device is connected but not subscribed")]
+    NotSubscribed(String),
     /// The request got no response in time.
     #[error("no response within {0:?}")]
     Timeout(std::time::Duration),

@@ -31,8 +31,12 @@
 //! - reports presence ([`PresenceSink`]) when a device's first connection
 //!   opens and its last one closes;
 //! - offers an in-process API to publish to a device and await its answer
-//!   ([`MqttServer::publish`], [`MqttServer::send_command`]), the basis for
-//!   cloud-to-device commands.
+//!   ([`MqttServer::publish`], [`MqttServer::send_command`]), and
+//!   implements [`CommandSink`] for operator commands: a command to an
+//!   offline device with a persistent session is queued there until its
+//!   TTL (the module `commands` has the outcome table).
+//!
+//! [`CommandSink`]: tributary_core::commands::CommandSink
 //!
 //! What it must not do: acknowledge telemetry before it is durable, let one
 //! tenant see another's topics, or grow any queue without bound.
@@ -43,7 +47,7 @@
 //! |---|---|---|
 //! | `devices/{id}/telemetry` | device `{id}` | JSON, SenML or protobuf `TelemetryEnvelope`, by the 5.0 content type or by sniffing; appended to the log |
 //! | `devices/{id}/telemetry/{metric}` | device `{id}` | a bare number, bool or string, one point of `{metric}` |
-//! | `devices/{id}/events/{name}` | device `{id}` | one point of metric `event.{name}` (the payload as value; empty: `true`) |
+//! | `devices/{id}/events/{name}` | device `{id}` | one point of metric `event.{name}` (the payload as value; empty: `true`), appended as a record of kind `Event` |
 //! | `devices/{id}/commands/{name}` | to device `{id}` | commands ([`MqttServer::send_command`]); the device answers on `.../response` |
 //! | anything else under `devices/{id}/` | device `{id}` | plain pub/sub within the tenant |
 //!
@@ -107,6 +111,7 @@ use tributary_mqtt_codec::QoS;
 use tributary_mqtt_codec::topic::validate_topic_name;
 
 mod acl;
+mod commands;
 mod config;
 mod connection;
 mod error;
@@ -314,6 +319,12 @@ impl MqttServer {
     /// session of an offline device keeps it queued until then). The answer is
     /// the first message on the response topic carrying the same correlation
     /// data, or, from a 3.1.1 device that cannot echo it, any message there.
+    ///
+    /// The [`CommandSink`] implementation is the richer form of this call:
+    /// a content type, a queueing TTL longer than the wait, and an outcome
+    /// that tells an offline device from one that queued the command.
+    ///
+    /// [`CommandSink`]: tributary_core::commands::CommandSink
     pub async fn send_command(
         &self,
         tenant: &str,
@@ -322,6 +333,44 @@ impl MqttServer {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Message, PublishError> {
+        let request = CommandRequest {
+            tenant,
+            device,
+            name,
+            payload,
+            content_type: None,
+            timeout,
+            ttl: timeout,
+        };
+        match self.dispatch_command(request).await? {
+            Dispatched::Replied { reply, .. } => Ok(reply),
+            Dispatched::Unanswered | Dispatched::Queued => Err(PublishError::Timeout(timeout)),
+        }
+    }
+
+    /// Publishes a command and waits for its reply: the body of
+    /// [`MqttServer::send_command`] and of the [`CommandSink`]
+    /// implementation.
+    ///
+    /// The waiter is registered and the command routed under one router
+    /// lock, so a reply can never arrive before its waiter. The command
+    /// expires (MQTT message expiry) after the longer of `ttl` and
+    /// `timeout`.
+    ///
+    /// [`CommandSink`]: tributary_core::commands::CommandSink
+    pub(crate) async fn dispatch_command(
+        &self,
+        request: CommandRequest<'_>,
+    ) -> Result<Dispatched, PublishError> {
+        let CommandRequest {
+            tenant,
+            device,
+            name,
+            payload,
+            content_type,
+            timeout,
+            ttl,
+        } = request;
         validate_device_id(device, self.shared.ingestor.limits())
             .map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
         if name.is_empty() || name.contains(['/', '+', '#']) {
@@ -329,41 +378,102 @@ impl MqttServer {
                 "invalid command name {name:?}"
             )));
         }
+        if *self.shared.shutdown.borrow() {
+            return Err(PublishError::ShuttingDown);
+        }
         let topic = format!("devices/{device}/commands/{name}");
         let response_topic = format!("{topic}/response");
         validate_topic_name(&topic).map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
         let n = self.shared.client_ids.fetch_add(1, Ordering::Relaxed);
         let correlation = Bytes::from(format!("cmd-{n}"));
+        let started = Instant::now();
         let mut message = Message::new(topic.clone(), payload);
         message.qos = QoS::AtLeastOnce;
+        message.content_type = content_type;
         message.response_topic = Some(response_topic.clone());
         message.correlation_data = Some(correlation.clone());
-        message.expires_at = Some(Instant::now() + timeout);
-        let rx = {
+        message.expires_at = Some(started + ttl.max(timeout));
+        let (rx, reach) = {
             let mut router = self.shared.router();
             let rx = router
                 .add_waiter(tenant, &response_topic, correlation.clone())
                 .ok_or(PublishError::TooManyPending)?;
-            if router.route(tenant, message, None) == 0 {
+            let reach = router.route_reach(tenant, message, None);
+            if reach.online + reach.queued == 0 {
                 router.remove_waiter(tenant, &response_topic, &correlation);
-                return Err(PublishError::NoSubscribers(topic));
+                return Err(if router.device_online(tenant, device) {
+                    PublishError::NotSubscribed(topic)
+                } else {
+                    PublishError::NoSubscribers(topic)
+                });
             }
-            rx
+            (rx, reach)
         };
         let mut stop = self.shared.shutdown.subscribe();
-        let outcome = tokio::select! {
+        let answer = tokio::select! {
             r = tokio::time::timeout(timeout, rx) => match r {
-                Ok(Ok(answer)) => Ok((*answer).clone()),
+                Ok(Ok(answer)) => Ok(Some(answer)),
                 Ok(Err(_)) => Err(PublishError::ShuttingDown),
-                Err(_) => Err(PublishError::Timeout(timeout)),
+                Err(_) => Ok(None),
             },
             _ = until_true(&mut stop) => Err(PublishError::ShuttingDown),
         };
-        if outcome.is_err() {
-            self.shared
-                .router()
-                .remove_waiter(tenant, &response_topic, &correlation);
+        match answer {
+            Ok(Some(reply)) => Ok(Dispatched::Replied {
+                reply: (*reply).clone(),
+                latency: started.elapsed(),
+            }),
+            Ok(None) => {
+                let mut router = self.shared.router();
+                router.remove_waiter(tenant, &response_topic, &correlation);
+                // A device that came back within the timeout got the queued
+                // command on resume: it was delivered, and not answered.
+                Ok(
+                    if reach.online > 0 || router.device_online(tenant, device) {
+                        Dispatched::Unanswered
+                    } else {
+                        Dispatched::Queued
+                    },
+                )
+            }
+            Err(e) => {
+                self.shared
+                    .router()
+                    .remove_waiter(tenant, &response_topic, &correlation);
+                Err(e)
+            }
         }
-        outcome
     }
+}
+
+/// A command for [`MqttServer::dispatch_command`].
+#[derive(Debug)]
+pub(crate) struct CommandRequest<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) device: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) payload: Bytes,
+    /// The MQTT 5 content type to send, if any.
+    pub(crate) content_type: Option<String>,
+    /// How long to wait for the reply.
+    pub(crate) timeout: Duration,
+    /// How long an offline persistent session keeps the command queued.
+    pub(crate) ttl: Duration,
+}
+
+/// What became of a dispatched command.
+#[derive(Debug)]
+pub(crate) enum Dispatched {
+    /// The device answered.
+    Replied {
+        /// The answer.
+        reply: Message,
+        /// From dispatch to answer.
+        latency: Duration,
+    },
+    /// A connected session got the command; no answer came in time.
+    Unanswered,
+    /// Only offline persistent sessions queued the command, the device
+    /// is still offline, and no answer came in time.
+    Queued,
 }

@@ -116,6 +116,25 @@ pub(crate) enum SubscribeError {
     NoSession,
 }
 
+/// Where a routed message went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reach {
+    /// Sessions with a connection attached that queued it for sending.
+    pub(crate) online: usize,
+    /// Sessions without a connection (persistent, offline) that queued it
+    /// until their client reconnects or the message expires.
+    pub(crate) queued: usize,
+    /// In-process requests it answered.
+    pub(crate) answered: usize,
+}
+
+impl Reach {
+    /// Sessions and requests reached, in all.
+    pub(crate) fn total(self) -> usize {
+        self.online + self.queued + self.answered
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Router {
@@ -364,17 +383,31 @@ impl Router {
         message: Message,
         from: Option<SessionId>,
     ) -> usize {
+        self.route_reach(tenant, message, from).total()
+    }
+
+    /// [`Router::route`], telling connected sessions, offline sessions and
+    /// answered requests apart.
+    pub(crate) fn route_reach(
+        &mut self,
+        tenant: &str,
+        message: Message,
+        from: Option<SessionId>,
+    ) -> Reach {
         let message = Arc::new(message);
         if message.retain {
             self.retain(tenant, &message);
         }
-        let mut reached = self.answer_waiter(tenant, &message);
+        let mut reach = Reach {
+            answered: self.answer_waiter(tenant, &message),
+            ..Reach::default()
+        };
         let Some(t) = self.tenants.get_mut(tenant) else {
-            return reached;
+            return reach;
         };
         let found = t.trie.matches(&message.topic);
         if found.plain.is_empty() && found.shared.is_empty() {
-            return reached;
+            return reach;
         }
         // One delivery per session, at the highest QoS of its matching
         // subscriptions, with all their identifiers (MQTT 5.0 §4.5).
@@ -428,16 +461,20 @@ impl Router {
             let Some(entry) = self.sessions.get(&id) else {
                 continue;
             };
+            // Attach and detach change `online` under the router lock, which
+            // is held here: the answer cannot change before the enqueue.
+            let online = entry.session.is_online();
             match entry
                 .session
                 .enqueue(delivery, self.config.max_queued_messages)
             {
-                Ok(()) => reached += 1,
+                Ok(()) if online => reach.online += 1,
+                Ok(()) => reach.queued += 1,
                 Err(Refused::Offline) => self.metrics.dropped("offline_qos0"),
                 Err(Refused::QueueFull) => self.metrics.dropped("queue_full"),
             }
         }
-        reached
+        reach
     }
 
     fn retain(&mut self, tenant: &str, message: &Arc<Message>) {
@@ -521,6 +558,13 @@ impl Router {
         if list.is_empty() {
             self.waiters.remove(&key);
         }
+    }
+
+    /// Whether the device has a connection (past CONNACK) right now.
+    pub(crate) fn device_online(&self, tenant: &str, device: &str) -> bool {
+        self.devices
+            .get(&(tenant.to_owned(), device.to_owned()))
+            .is_some_and(|e| e.connections > 0)
     }
 
     /// Counts a connection of a device. Returns whether it is the device's
@@ -677,7 +721,14 @@ mod tests {
             Detached::Parked
         );
         // Offline persistent session: QoS 1 is queued, QoS 0 is not.
-        assert_eq!(r.route("t", publish(QoS::AtLeastOnce, "a", false), None), 1);
+        assert_eq!(
+            r.route_reach("t", publish(QoS::AtLeastOnce, "a", false), None),
+            Reach {
+                online: 0,
+                queued: 1,
+                answered: 0
+            }
+        );
         assert_eq!(r.route("t", publish(QoS::AtMostOnce, "a", false), None), 0);
         let second = attach(&mut r, "t", "c", false);
         assert!(second.present);

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `devices/{id}/telemetry` | Tributary JSON, SenML JSON, or a protobuf `TelemetryEnvelope` | its points |
 //! | `devices/{id}/telemetry/{metric}` | a bare number, `true`/`false`, a JSON string, or UTF-8 text | one point of `{metric}` |
-//! | `devices/{id}/events/{name}` | like a metric topic; other UTF-8 text (a JSON object) as a string; empty means `true` | one point of metric `event.{name}` |
+//! | `devices/{id}/events/{name}` | like a metric topic; other UTF-8 text (a JSON object) as a string; empty means `true` | one point of metric `event.{name}`, recorded with kind `Event` |
 //!
 //! The format of a `telemetry` payload is the MQTT 5 content type when there
 //! is one (`application/json`, `application/senml+json`,

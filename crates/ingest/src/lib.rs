@@ -17,7 +17,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tributary_core::directory::{Authenticator, DirectoryError, Principal};
-use tributary_core::envelope::{self, Envelope, Kind};
+pub use tributary_core::envelope::Kind;
+use tributary_core::envelope::{self, Envelope};
 use tributary_core::formats::{DeviceBatch, ParseError};
 use tributary_core::model::validate_device_id;
 use tributary_core::{Limits, Point};
@@ -93,13 +94,28 @@ impl From<LogError> for IngestError {
 }
 
 /// Where a request came from, for the envelope.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     /// Content type of the original payload.
     pub content_type: String,
     /// W3C `traceparent`, if the client sent one.
     pub traceparent: String,
+    /// W3C `tracestate`, if the client sent one.
     pub tracestate: String,
+    /// What the points are: telemetry samples (the default) or device
+    /// events. Recorded as the envelope's `kind`.
+    pub kind: Kind,
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        Self {
+            content_type: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            kind: Kind::Telemetry,
+        }
+    }
 }
 
 /// Frontend settings shared by every protocol.
@@ -319,7 +335,7 @@ impl Ingestor {
                 traceparent: ctx.traceparent.clone(),
                 tracestate: ctx.tracestate.clone(),
                 content_type: ctx.content_type.clone(),
-                kind: Kind::Telemetry,
+                kind: ctx.kind,
                 points: b.points,
             };
             records.push(Record {

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tributary_auth::JwtKeys;
+use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
 use tributary_core::Limits;
 use tributary_core::live::LiveHub;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
@@ -232,6 +233,7 @@ impl Platform {
         };
 
         // Frontends and APIs.
+        let command_limits = limits.clone();
         let ingestor = Ingestor::new(
             log.clone() as Arc<dyn Log>,
             directory.clone(),
@@ -274,6 +276,8 @@ impl Platform {
             }),
         ));
 
+        // Commands reach devices through the in-process MQTT server.
+        let command_sink = Arc::new(mqtt.clone());
         let mqtt_stop = stopped(stop.clone());
         tasks.push((
             "mqtt",
@@ -291,6 +295,9 @@ impl Platform {
         health_reporter
             .set_serving::<tributary_proto::v1::query_service_server::QueryServiceServer<QueryGrpc>>()
             .await;
+        health_reporter
+            .set_serving::<tributary_proto::v1::command_service_server::CommandServiceServer<CommandGrpc>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -305,6 +312,12 @@ impl Platform {
             QueryConfig::default(),
         )
         .server();
+        let command_svc = CommandGrpc::new(command_sink, directory.clone(), keys.clone())
+            .with_config(CommandConfig::default())
+            .context("configuring the command service")?
+            .with_limits(command_limits)
+            .with_metrics(CommandMetrics::register(&mut metrics))
+            .server();
         // Live streams never end on their own: end them on shutdown so the
         // gRPC server's graceful stop does not wait for them forever.
         let grpc_stop = {
@@ -323,6 +336,7 @@ impl Platform {
                     .add_service(reflection)
                     .add_service(registry_svc)
                     .add_service(query_svc)
+                    .add_service(command_svc)
                     .serve_with_incoming_shutdown(
                         tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                         grpc_stop,

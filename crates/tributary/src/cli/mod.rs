@@ -8,11 +8,13 @@ use anyhow::{Context, bail};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
+use tributary_proto::v1::command_service_client::CommandServiceClient;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
 
 use crate::output::Format;
 
+mod commands;
 mod query;
 mod registry;
 
@@ -56,6 +58,9 @@ pub enum CliCommand {
     Query(query::QueryCmd),
     /// Follow live points as they are stored.
     Tail(query::TailArgs),
+    /// Send commands to devices and print their replies.
+    #[command(subcommand)]
+    Commands(commands::CommandsCmd),
 }
 
 /// Adds the operator token to every call.
@@ -76,6 +81,7 @@ type Intercepted = tonic::service::interceptor::InterceptedService<Channel, Bear
 pub struct Ctx {
     pub registry: RegistryServiceClient<Intercepted>,
     pub query: QueryServiceClient<Intercepted>,
+    pub commands: CommandServiceClient<Intercepted>,
     /// The tenant to act in; empty = the token's own.
     pub tenant: String,
     pub output: Format,
@@ -111,7 +117,8 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
     let bearer = Bearer(header);
     let mut ctx = Ctx {
         registry: RegistryServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-        query: QueryServiceClient::with_interceptor(channel, bearer),
+        query: QueryServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        commands: CommandServiceClient::with_interceptor(channel, bearer),
         tenant: conn.tenant.unwrap_or_default(),
         output: conn.output,
     };
@@ -121,6 +128,7 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Tokens(c) => registry::tokens(&mut ctx, c).await,
         CliCommand::Query(c) => query::query(&mut ctx, c).await,
         CliCommand::Tail(a) => query::tail(&mut ctx, a).await,
+        CliCommand::Commands(c) => commands::commands(&mut ctx, c).await,
     };
     result.map_err(|e| match e.downcast::<tonic::Status>() {
         Ok(status) => anyhow::anyhow!(describe_status(&status)),

@@ -23,6 +23,8 @@ pub struct Standalone {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
+    /// The MQTT listener (3.1.1 and 5.0).
+    pub mqtt: SocketAddr,
     pub admin_token: String,
 }
 
@@ -80,6 +82,7 @@ impl Standalone {
             http: field("http"),
             grpc: field("grpc"),
             metrics: field("metrics"),
+            mqtt: field("mqtt"),
             child,
             dir: dir.to_path_buf(),
             admin_token,
