@@ -25,6 +25,7 @@ pub struct ProcessorMetrics {
     points_stored: Family<TenantLabel, Counter>,
     pub(crate) dead_lettered: Counter,
     pub(crate) store_retries: Counter,
+    pub(crate) commit_failures: Counter,
     pub(crate) store_write_seconds: Histogram,
     pub(crate) store_flush_seconds: Histogram,
     lag: Family<PartitionLabel, Gauge>,
@@ -38,6 +39,7 @@ impl Default for ProcessorMetrics {
             points_stored: Family::default(),
             dead_lettered: Counter::default(),
             store_retries: Counter::default(),
+            commit_failures: Counter::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             lag: Family::default(),
@@ -70,6 +72,11 @@ impl ProcessorMetrics {
             "store_write_retries",
             "Store writes retried after a transient failure",
             m.store_retries.clone(),
+        );
+        r.register(
+            "offset_commit_failures",
+            "Offset commits that failed and were retried at the next flush",
+            m.commit_failures.clone(),
         );
         r.register(
             "store_write_seconds",
