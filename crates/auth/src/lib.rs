@@ -208,6 +208,8 @@ pub enum TokenKind {
     Device,
     /// `tbi_…`: tenant ingest.
     TenantIngest,
+    /// `tba_…`: a tenant application (MQTT user name `app:<name>`).
+    Application,
 }
 
 /// A freshly generated token: the secret to show once and the hash to store.
@@ -224,6 +226,7 @@ pub fn generate_token(kind: TokenKind) -> GeneratedToken {
     let prefix = match kind {
         TokenKind::Device => "tbd_",
         TokenKind::TenantIngest => "tbi_",
+        TokenKind::Application => "tba_",
     };
     let secret = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw));
     let hash = hash_token(&secret);

@@ -33,6 +33,30 @@ impl Principal {
     }
 }
 
+/// What a tenant application may do over MQTT: topic filters within its
+/// tenant (`#` for everything but `$`-topics).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppGrants {
+    /// Filters of the topics the application may publish to.
+    pub publish: Vec<String>,
+    /// Filters the application's subscriptions must stay within.
+    pub subscribe: Vec<String>,
+}
+
+/// A tenant application (backend, integration, dashboard) whose credential
+/// resolved: MQTT user name `app:<name>`, password the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    /// The application's tenant.
+    pub tenant: String,
+    /// The application's name, unique in meaning within the tenant.
+    pub name: String,
+    /// The credential that authenticated it, for revocation.
+    pub credential_id: String,
+    /// What it may publish and subscribe to.
+    pub grants: AppGrants,
+}
+
 /// Per-tenant ingest policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPolicy {
@@ -84,6 +108,34 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
     /// fail within one second of the change.
     async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError>;
 
+    /// Resolves a TLS client certificate, by the lower-case hex SHA-256 of
+    /// its DER encoding, to the device it was registered for. A separate
+    /// path from [`Authenticator::authenticate`]: a certificate credential is
+    /// never accepted as a token, nor a token as a certificate. Disabled
+    /// devices and revoked registrations fail within one second of the
+    /// change, as for tokens. The default knows no certificates.
+    async fn authenticate_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Principal, DirectoryError> {
+        let _ = fingerprint;
+        Err(DirectoryError::Unauthenticated)
+    }
+
+    /// Resolves a tenant application's token, issued for the application
+    /// `name`. A separate path from [`Authenticator::authenticate`]: an
+    /// application token is never accepted as a device or ingest token, nor
+    /// the reverse. Revocations take effect within one second. The default
+    /// knows no applications.
+    async fn authenticate_application(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<Application, DirectoryError> {
+        let _ = (name, token);
+        Err(DirectoryError::Unauthenticated)
+    }
+
     /// The tenant's ingest policy.
     async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError>;
 
@@ -134,6 +186,19 @@ pub trait PresenceSink: Send + Sync + std::fmt::Debug + 'static {
 impl<T: Authenticator + ?Sized> Authenticator for Arc<T> {
     async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
         (**self).authenticate(token).await
+    }
+    async fn authenticate_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Principal, DirectoryError> {
+        (**self).authenticate_certificate(fingerprint).await
+    }
+    async fn authenticate_application(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<Application, DirectoryError> {
+        (**self).authenticate_application(name, token).await
     }
     async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {
         (**self).tenant_policy(tenant).await

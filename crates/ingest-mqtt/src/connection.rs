@@ -44,6 +44,7 @@ use crate::rate::TokenBucket;
 use crate::router::{Attach, Detached, Kick, SubscribeError};
 use crate::session::{Delivery, Message, Outbound, Owned, Session, Stage};
 use crate::telemetry::{self, DeviceTopic};
+use crate::tls::Peer;
 use crate::trie::SubOptions;
 
 /// Longest client identifier accepted, in bytes.
@@ -102,6 +103,7 @@ pub(crate) async fn run<S>(
     shared: Arc<Shared>,
     stream: S,
     permit: tokio::sync::OwnedSemaphorePermit,
+    peer: Peer,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -137,7 +139,7 @@ pub(crate) async fn run<S>(
     };
     shared.metrics.received(PacketType::Connect);
     let version = connect.protocol;
-    let accepted = match accept(&shared, &connect).await {
+    let accepted = match accept(&shared, &connect, &peer).await {
         Ok(a) => a,
         Err((code, label, message)) => {
             shared.metrics.connect_refused(label);
@@ -203,8 +205,8 @@ pub(crate) async fn run<S>(
         if props.session_expiry_interval.unwrap_or(0) != expiry_secs {
             p.session_expiry_interval = Some(expiry_secs);
         }
-        if accepted.assigned {
-            p.assigned_client_identifier = Some(accepted.client_id.clone());
+        if let Some(assigned) = &accepted.assigned {
+            p.assigned_client_identifier = Some(assigned.clone());
         }
         if cfg.max_keep_alive_secs > 0 && (keep_alive == 0 || keep_alive > cfg.max_keep_alive_secs)
         {
@@ -378,20 +380,83 @@ async fn refuse<W: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.shutdown()).await;
 }
 
+/// A refused CONNECT: reason code, metric label, message.
+type Refusal = (ReasonCode, &'static str, &'static str);
+
+/// The device whose registered certificate the client presented in the TLS
+/// handshake, if any. An unregistered certificate is no credential: the
+/// CONNECT's token decides.
+async fn certificate_principal(shared: &Shared, peer: &Peer) -> Result<Option<Principal>, Refusal> {
+    let Some(fingerprint) = peer.certificate.as_deref() else {
+        return Ok(None);
+    };
+    match shared.ingestor.authenticate_certificate(fingerprint).await {
+        Ok(principal) => Ok(Some(principal)),
+        Err(IngestError::Unauthenticated | IngestError::Invalid(_) | IngestError::TooLarge(_)) => {
+            Ok(None)
+        }
+        Err(e) => Err(auth_refusal(&e)),
+    }
+}
+
+/// The device (or tenant credential) of the CONNECT's token; the user name
+/// is required.
+async fn token_principal(shared: &Shared, c: &Connect) -> Result<Principal, Refusal> {
+    if c.username.is_none() {
+        return Err((
+            ReasonCode::BadUserNameOrPassword,
+            "no_credentials",
+            "user name (device id) required",
+        ));
+    }
+    let token = c
+        .password
+        .as_deref()
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or_default();
+    shared
+        .ingestor
+        .authenticate(token)
+        .await
+        .map_err(|e| auth_refusal(&e))
+}
+
+/// How a failed authentication refuses the CONNECT.
+fn auth_refusal(error: &IngestError) -> Refusal {
+    match error {
+        IngestError::Forbidden(_) | IngestError::UnknownDevice(_) => (
+            ReasonCode::NotAuthorized,
+            "forbidden",
+            "the device may not connect",
+        ),
+        IngestError::Overloaded { .. } | IngestError::Unavailable(_) => (
+            ReasonCode::ServerUnavailable,
+            "auth_unavailable",
+            "authentication is unavailable, retry later",
+        ),
+        IngestError::Unauthenticated | IngestError::Invalid(_) | IngestError::TooLarge(_) => (
+            ReasonCode::BadUserNameOrPassword,
+            "bad_credentials",
+            "invalid device id or token",
+        ),
+    }
+}
+
 /// A CONNECT that passed authentication.
 struct Accepted {
     identity: Identity,
-    principal: Principal,
+    /// The device principal telemetry is ingested as; `None` for
+    /// applications, whose publishes are plain pub/sub.
+    principal: Option<Principal>,
+    /// The session key: the client id, or for applications
+    /// `$app/{name}/{client id}`, which no device client id can equal.
     client_id: String,
-    /// The server chose the client id (the client sent an empty one).
-    assigned: bool,
+    /// The client id the server chose, when the client sent an empty one.
+    assigned: Option<String>,
 }
 
 /// Checks a CONNECT: credentials, client id, will, limits.
-async fn accept(
-    shared: &Shared,
-    c: &Connect,
-) -> Result<Accepted, (ReasonCode, &'static str, &'static str)> {
+async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, Refusal> {
     if c.properties.authentication_method.is_some() {
         return Err((
             ReasonCode::BadAuthenticationMethod,
@@ -410,53 +475,17 @@ async fn accept(
             "too many connections",
         ));
     }
-    let Some(username) = c.username.as_deref() else {
-        return Err((
-            ReasonCode::BadUserNameOrPassword,
-            "no_credentials",
-            "user name (device id) required",
-        ));
-    };
-    if username.starts_with("app:") {
-        // The seam for tenant applications: the registry does not issue
-        // application credentials yet.
-        return Err((
-            ReasonCode::NotAuthorized,
-            "app_unsupported",
-            "application credentials are not supported yet",
-        ));
+    if let Some(name) = c.username.as_deref().and_then(|u| u.strip_prefix("app:")) {
+        return accept_application(shared, c, name).await;
     }
-    let token = c
-        .password
-        .as_deref()
-        .and_then(|p| std::str::from_utf8(p).ok())
-        .unwrap_or_default();
-    let principal = match shared.ingestor.authenticate(token).await {
-        Ok(p) => p,
-        Err(IngestError::Unauthenticated | IngestError::Invalid(_) | IngestError::TooLarge(_)) => {
-            return Err((
-                ReasonCode::BadUserNameOrPassword,
-                "bad_credentials",
-                "invalid device id or token",
-            ));
-        }
-        Err(IngestError::Forbidden(_) | IngestError::UnknownDevice(_)) => {
-            return Err((
-                ReasonCode::NotAuthorized,
-                "forbidden",
-                "the device may not connect",
-            ));
-        }
-        Err(IngestError::Overloaded { .. } | IngestError::Unavailable(_)) => {
-            return Err((
-                ReasonCode::ServerUnavailable,
-                "auth_unavailable",
-                "authentication is unavailable, retry later",
-            ));
-        }
+    let principal = match certificate_principal(shared, peer).await? {
+        Some(principal) => principal,
+        None => token_principal(shared, c).await?,
     };
     let (tenant, device) = match &principal {
-        Principal::Device { tenant, device } if device == username => {
+        Principal::Device { tenant, device }
+            if c.username.as_deref().is_none_or(|u| u == device) =>
+        {
             (tenant.clone(), device.clone())
         }
         Principal::Device { .. } => {
@@ -485,7 +514,8 @@ async fn accept(
         let n = shared
             .client_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (format!("{device}/auto-{n}"), true)
+        let assigned = format!("{device}/auto-{n}");
+        (assigned.clone(), Some(assigned))
     } else {
         let bound = c.client_id == device
             || c.client_id
@@ -498,7 +528,7 @@ async fn accept(
                 "the client id must be the device id, or the device id followed by '/' and a suffix",
             ));
         }
-        (c.client_id.clone(), false)
+        (c.client_id.clone(), None)
     };
     let identity = Identity::Device { tenant, device };
     if let Some(will) = &c.will
@@ -512,8 +542,72 @@ async fn accept(
     }
     Ok(Accepted {
         identity,
-        principal,
+        principal: Some(principal),
         client_id,
+        assigned,
+    })
+}
+
+/// Checks the CONNECT of a tenant application (user name `app:<name>`):
+/// its token, any client id, a will within its publish grants.
+async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<Accepted, Refusal> {
+    let token = c
+        .password
+        .as_deref()
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or_default();
+    let application = shared
+        .ingestor
+        .authenticate_application(name, token)
+        .await
+        .map_err(|e| match auth_refusal(&e) {
+            (ReasonCode::BadUserNameOrPassword, label, _) => (
+                ReasonCode::BadUserNameOrPassword,
+                label,
+                "invalid application name or token",
+            ),
+            other => other,
+        })?;
+    let (client_id, assigned) = if c.client_id.is_empty() {
+        if c.protocol == ProtocolVersion::V311 && !c.clean_start {
+            return Err((
+                ReasonCode::ClientIdentifierNotValid,
+                "client_id",
+                "an empty client id needs a clean session",
+            ));
+        }
+        let n = shared
+            .client_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let assigned = format!("auto-{n}");
+        (assigned.clone(), Some(assigned))
+    } else if c.client_id.len() > MAX_CLIENT_ID_LEN {
+        return Err((
+            ReasonCode::ClientIdentifierNotValid,
+            "client_id",
+            "the client id is too long",
+        ));
+    } else {
+        (c.client_id.clone(), None)
+    };
+    let identity = Identity::Application {
+        tenant: application.tenant,
+        name: application.name,
+        grants: application.grants,
+    };
+    if let Some(will) = &c.will
+        && !identity.may_publish(&will.topic)
+    {
+        return Err((
+            ReasonCode::NotAuthorized,
+            "will_not_authorized",
+            "the will topic is outside the application's grants",
+        ));
+    }
+    Ok(Accepted {
+        identity,
+        principal: None,
+        client_id: format!("$app/{name}/{client_id}"),
         assigned,
     })
 }
@@ -551,7 +645,8 @@ struct Connection<S> {
     wbuf: BytesMut,
     tenant: String,
     identity: Identity,
-    principal: Principal,
+    /// The device principal for telemetry; `None` for applications.
+    principal: Option<Principal>,
     session: Arc<Session>,
     generation: u64,
     owned: Owned,
@@ -880,7 +975,13 @@ where
             return self.refuse_publish(&p, ReasonCode::PayloadFormatInvalid, "invalid", why);
         }
         let message = message_from(&p);
-        let Some(topic) = DeviceTopic::parse(&p.topic) else {
+        // Device topics are telemetry only for devices (the ACL keeps each
+        // in its own); for applications every topic is plain pub/sub.
+        let device_topic = self
+            .principal
+            .as_ref()
+            .and_then(|principal| Some((DeviceTopic::parse(&p.topic)?, principal.clone())));
+        let Some((topic, principal)) = device_topic else {
             // Plain pub/sub within the tenant.
             let reached = self
                 .shared
@@ -942,7 +1043,6 @@ where
             },
         };
         let ingestor = self.shared.ingestor.clone();
-        let principal = self.principal.clone();
         let (packet_id, qos) = (p.packet_id, p.qos);
         if let Some(id) = packet_id {
             self.inflight_ids.insert(id);

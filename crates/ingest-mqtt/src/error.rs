@@ -6,6 +6,9 @@ pub enum MqttError {
     /// A setting is out of range or inconsistent.
     #[error("invalid MQTT configuration: {0}")]
     Config(String),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("MQTT TLS: {0}")]
+    Tls(String),
     /// Accepting connections failed.
     #[error("MQTT listener: {0}")]
     Io(#[from] std::io::Error),

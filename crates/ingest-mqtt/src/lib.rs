@@ -3,15 +3,26 @@
 //!
 //! What it does:
 //!
-//! - serves MQTT 3.1.1 and 5.0 clients over any byte stream
-//!   ([`MqttServer::serve`] for a TCP listener, [`MqttServer::spawn_connection`]
-//!   for streams another listener accepted: TLS and WebSocket wrap their
-//!   stream and hand it over);
+//! - serves MQTT 3.1.1 and 5.0 clients over any byte stream:
+//!   [`MqttServer::serve`] for TCP, [`MqttServer::serve_tls`] for TLS
+//!   (rustls, [`MqttTls`], optionally asking for client certificates),
+//!   [`MqttServer::serve_ws`] for WebSocket (upgrade at [`WS_PATH`],
+//!   subprotocol `mqtt`), [`MqttServer::serve_wss`] for WebSocket over TLS, and [`MqttServer::spawn_connection`] for streams
+//!   accepted elsewhere. TLS handshakes and WebSocket upgrades run in the
+//!   connection's own task under a timeout, so a bad one affects no one else;
 //! - authenticates devices: the CONNECT user name is the device id, the
-//!   password the device access token ([`tributary_ingest::Ingestor::authenticate`]);
+//!   password the device access token ([`tributary_ingest::Ingestor::authenticate`]),
+//!   or, over TLS, a client certificate registered for the device
+//!   ([`tributary_ingest::Ingestor::authenticate_certificate`]; the user
+//!   name is then the device id or absent, no password needed);
 //!   the client id must be the device id, or the device id followed by `/`
 //!   and any suffix (`d1/dashboard`), so a device can never take over another
 //!   device's session; an empty client id gets `{device}/auto-{n}`;
+//! - authenticates tenant applications: user name `app:<name>`, password an
+//!   application token ([`tributary_ingest::Ingestor::authenticate_application`]),
+//!   any client id (their sessions are keyed apart from devices'); they
+//!   publish and subscribe within their grants (see [`Identity`]), and their
+//!   publishes are plain pub/sub, never telemetry;
 //! - ingests telemetry and events published to the device topics (see
 //!   [Topics](#topics)): a QoS 1 PUBACK or QoS 2 PUBREC is sent only
 //!   once [`tributary_ingest::Ingestor::ingest_device`] returned, i.e. once
@@ -57,8 +68,8 @@
 //!
 //! | situation | MQTT 5.0 | MQTT 3.1.1 |
 //! |---|---|---|
-//! | bad token, or token of another device | CONNACK 0x86 | CONNACK 4 |
-//! | disabled device, `app:` user name, will topic not allowed | CONNACK 0x87 | CONNACK 5 |
+//! | bad token, token of another device or application | CONNACK 0x86 | CONNACK 4 |
+//! | disabled device, will topic not allowed | CONNACK 0x87 | CONNACK 5 |
 //! | client id not bound to the device | CONNACK 0x85 | CONNACK 2 |
 //! | connection or session limit | CONNACK 0x97 | CONNACK 3 |
 //! | registry unavailable | CONNACK 0x88 | CONNACK 3 |
@@ -120,15 +131,20 @@ mod rate;
 mod router;
 mod session;
 mod telemetry;
+mod tls;
 mod trie;
+mod ws;
 
 pub use acl::Identity;
 pub use config::MqttConfig;
 pub use error::{MqttError, PublishError};
 pub use metrics::MqttMetrics;
 pub use session::Message;
+pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, MqttTls, fingerprint};
+pub use ws::WS_PATH;
 
 use router::Router;
+use tls::Peer;
 
 /// State shared by the server and its connections.
 #[derive(Debug)]
@@ -228,17 +244,96 @@ impl MqttServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MqttError> {
+        self.accept_loop(listener, shutdown, |stream| self.spawn_connection(stream))
+            .await
+    }
+
+    /// Like [`MqttServer::serve`], over TLS: each accepted socket runs its
+    /// handshake in its own task, bounded by the handshake timeout and by
+    /// `max_pending_connects` like a CONNECT, so a failed or slow handshake
+    /// affects no other client. With client authentication configured, a
+    /// client certificate registered for a device authenticates it.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: MqttTls,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), MqttError> {
+        self.accept_loop(listener, shutdown, |stream| self.spawn_tls(stream, &tls))
+            .await
+    }
+
+    /// Like [`MqttServer::serve`], for MQTT over WebSocket: each accepted
+    /// socket must upgrade at [`WS_PATH`] with the `mqtt` subprotocol
+    /// within the connect timeout; the upgrade runs in the connection's own
+    /// task, bounded by `max_pending_connects` like a CONNECT.
+    pub async fn serve_ws(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), MqttError> {
+        self.accept_loop(listener, shutdown, |stream| {
+            self.spawn_ws(stream, Peer::default())
+        })
+        .await
+    }
+
+    /// Like [`MqttServer::serve_ws`], over TLS (`wss://`): the TLS
+    /// handshake, then the WebSocket upgrade, each under its timeout, in the
+    /// connection's own task. Client certificates authenticate as over
+    /// [`MqttServer::serve_tls`].
+    pub async fn serve_wss(
+        &self,
+        listener: TcpListener,
+        tls: MqttTls,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), MqttError> {
+        self.accept_loop(listener, shutdown, |stream| {
+            let tls = tls.clone();
+            self.spawn_task(move |shared, permit| async move {
+                let Some((stream, peer)) = tls_handshake(&shared, &tls, stream).await else {
+                    return;
+                };
+                let Some(ws) = ws_upgrade(&shared, stream).await else {
+                    return;
+                };
+                connection::run(shared, ws, permit, peer).await;
+            });
+        })
+        .await
+    }
+
+    /// Runs the WebSocket upgrade of `stream` in its own task, then serves
+    /// MQTT over it.
+    fn spawn_ws<S>(&self, stream: S, peer: Peer)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.spawn_task(move |shared, permit| async move {
+            if let Some(ws) = ws_upgrade(&shared, stream).await {
+                connection::run(shared, ws, permit, peer).await;
+            }
+        });
+    }
+
+    /// The accept loop shared by the listeners; `accepted` takes each socket.
+    async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+        accepted: impl Fn(tokio::net::TcpStream),
+    ) -> Result<(), MqttError> {
         tokio::pin!(shutdown);
         let mut stopped = self.shared.shutdown.subscribe();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = until_true(&mut stopped) => break,
-                accepted = listener.accept() => match accepted {
+                result = listener.accept() => match result {
                     Ok((stream, _peer)) => {
                         // Small packets (acks) must not wait for Nagle.
                         let _ = stream.set_nodelay(true);
-                        self.spawn_connection(stream);
+                        accepted(stream);
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -264,6 +359,29 @@ impl MqttServer {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.spawn_task(move |shared, permit| async move {
+            connection::run(shared, stream, permit, Peer::default()).await;
+        });
+    }
+
+    /// Runs the TLS handshake of `stream` in its own task, then serves it.
+    fn spawn_tls(&self, stream: tokio::net::TcpStream, tls: &MqttTls) {
+        let tls = tls.clone();
+        self.spawn_task(move |shared, permit| async move {
+            if let Some((stream, peer)) = tls_handshake(&shared, &tls, stream).await {
+                connection::run(shared, stream, permit, peer).await;
+            }
+        });
+    }
+
+    /// Takes a pending-connect slot and runs `task` in a counted task; when
+    /// no slot is free or the server is stopping, does nothing (the caller's
+    /// stream is dropped, i.e. closed).
+    fn spawn_task<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(Arc<Shared>, tokio::sync::OwnedSemaphorePermit) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let Ok(permit) = self.shared.pending_connects.clone().try_acquire_owned() else {
             self.shared.metrics.connect_refused("pending_connects");
             return;
@@ -276,7 +394,7 @@ impl MqttServer {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            connection::run(shared, stream, permit).await;
+            task(shared, permit).await;
         });
     }
 
@@ -442,6 +560,66 @@ impl MqttServer {
                     .remove_waiter(tenant, &response_topic, &correlation);
                 Err(e)
             }
+        }
+    }
+}
+
+/// The server side of a TLS handshake, under the handshake timeout; `None`
+/// (counted and logged) when it fails, times out or the server stops.
+async fn tls_handshake(
+    shared: &Shared,
+    tls: &MqttTls,
+    stream: tokio::net::TcpStream,
+) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Peer)> {
+    let mut stop = shared.shutdown.subscribe();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(tls.handshake_timeout(), tls.acceptor().accept(stream)) => r,
+        _ = until_true(&mut stop) => return None,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            let peer = Peer::from_tls(stream.get_ref().1.peer_certificates());
+            Some((stream, peer))
+        }
+        Ok(Err(error)) => {
+            shared.metrics.connect_refused("tls_handshake");
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            shared.metrics.connect_refused("tls_handshake_timeout");
+            None
+        }
+    }
+}
+
+/// The WebSocket upgrade at [`WS_PATH`], under the connect timeout; `None`
+/// (counted and logged) when it fails, times out or the server stops.
+async fn ws_upgrade<S>(shared: &Shared, stream: S) -> Option<ws::WsByteStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = ws::config(
+        shared.config.max_packet_size as usize,
+        shared.config.max_write_buffer,
+    );
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, ws::on_request, Some(config));
+    let mut stop = shared.shutdown.subscribe();
+    let upgraded = tokio::select! {
+        r = tokio::time::timeout(shared.config.connect_timeout(), upgrade) => r,
+        _ = until_true(&mut stop) => return None,
+    };
+    match upgraded {
+        Ok(Ok(ws)) => Some(ws::WsByteStream::new(ws)),
+        Ok(Err(error)) => {
+            shared.metrics.connect_refused("ws_handshake");
+            tracing::debug!(%error, "WebSocket upgrade failed");
+            None
+        }
+        Err(_) => {
+            shared.metrics.connect_refused("ws_handshake_timeout");
+            None
         }
     }
 }

@@ -162,7 +162,14 @@ async fn connack_reason_codes() {
             "tok-d1",
             ReasonCode::ClientIdentifierNotValid,
         ),
-        (V5, "d1", "app:dash", "tok-d1", ReasonCode::NotAuthorized),
+        // A device token is no application token.
+        (
+            V5,
+            "d1",
+            "app:dash",
+            "tok-d1",
+            ReasonCode::BadUserNameOrPassword,
+        ),
         (V5, "d1", "d1", "disabled", ReasonCode::NotAuthorized),
         (V311, "d1", "d1", "ingest", ReasonCode::NotAuthorized),
     ];

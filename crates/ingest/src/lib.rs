@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tributary_core::directory::{Authenticator, DirectoryError, Principal};
+use tributary_core::directory::{Application, Authenticator, DirectoryError, Principal};
 pub use tributary_core::envelope::Kind;
 use tributary_core::envelope::{self, Envelope};
 use tributary_core::formats::{DeviceBatch, ParseError};
@@ -243,6 +243,56 @@ impl Ingestor {
                 });
             e.into()
         })
+    }
+
+    /// Resolves a TLS client certificate by its SHA-256 fingerprint (lower-case
+    /// hex) to the device it is registered for. An unregistered certificate
+    /// is `Unauthenticated` and not counted as a rejection: the frontend
+    /// falls back to the client's token, which is counted if it fails.
+    pub async fn authenticate_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Principal, IngestError> {
+        if fingerprint.len() != 64 {
+            return Err(IngestError::Unauthenticated);
+        }
+        self.inner
+            .auth
+            .authenticate_certificate(fingerprint)
+            .await
+            .map_err(|e| {
+                if e != DirectoryError::Unauthenticated {
+                    self.inner.metrics.rejected("forbidden");
+                }
+                e.into()
+            })
+    }
+
+    /// Resolves a tenant application's token issued for the application
+    /// `name` (MQTT user name `app:<name>`).
+    pub async fn authenticate_application(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<Application, IngestError> {
+        if name.is_empty() || token.is_empty() || token.len() > 512 || name.len() > 512 {
+            self.inner.metrics.rejected("unauthenticated");
+            return Err(IngestError::Unauthenticated);
+        }
+        self.inner
+            .auth
+            .authenticate_application(name, token)
+            .await
+            .map_err(|e| {
+                self.inner
+                    .metrics
+                    .rejected(if e == DirectoryError::Unauthenticated {
+                        "unauthenticated"
+                    } else {
+                        "forbidden"
+                    });
+                e.into()
+            })
     }
 
     /// Appends points sent by an authenticated device. Returns once durable.

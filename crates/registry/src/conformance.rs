@@ -80,6 +80,7 @@ fn credential(tenant: &str, id: &str, device: Option<&str>) -> CredentialRecord 
         created_at_ns: 1_700_000_000_000_000_003,
         expires_at_ns: Some(1_800_000_000_000_000_000),
         revoked_at_ns: None,
+        grants: None,
     }
 }
 

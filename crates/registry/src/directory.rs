@@ -2,12 +2,16 @@
 //! over a [`Registry`], with caches so that steady-state ingest costs no
 //! registry read or write.
 //!
-//! Three caches, each bounded (`max_entries`) and each entry living at most
+//! Five caches, each bounded (`max_entries`) and each entry living at most
 //! `ttl`:
 //!
 //! * token hash → [`Authenticated`]: keyed by the SHA-256 of the token, never
 //!   by the secret. Unknown tokens are not cached, so random guesses cannot
 //!   fill it with junk.
+//! * certificate fingerprint → [`Authenticated`], apart from the token cache
+//!   so that the two lookups never answer for each other. Unknown
+//!   fingerprints are not cached either.
+//! * application token hash → [`AuthenticatedApplication`], likewise apart.
 //! * (tenant, device) → device state (exists, disabled, labels), including
 //!   "does not exist".
 //! * tenant → [`TenantPolicy`].
@@ -36,13 +40,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tributary_core::directory::{
-    Authenticator, DeviceCatalog, DeviceInfo, DirectoryError, PresenceSink, Principal, TenantPolicy,
+    Application, Authenticator, DeviceCatalog, DeviceInfo, DirectoryError, PresenceSink, Principal,
+    TenantPolicy,
 };
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
 
 use crate::RegistryError;
-use crate::service::{Authenticated, DeviceUpdate, NewDevice, Registry, RegistryEvent};
+use crate::service::{
+    Authenticated, AuthenticatedApplication, DeviceUpdate, NewDevice, Registry, RegistryEvent,
+};
 use crate::store::{DeviceRecord, TokenHash};
 
 /// Longest token worth hashing; generated ones are 47 bytes.
@@ -171,6 +178,8 @@ struct Shared {
     /// Bumped by every invalidation, before it evicts.
     epoch: AtomicU64,
     tokens: Mutex<TtlCache<TokenHash, Authenticated>>,
+    certificates: Mutex<TtlCache<TokenHash, Authenticated>>,
+    applications: Mutex<TtlCache<TokenHash, AuthenticatedApplication>>,
     devices: Mutex<TtlCache<DeviceKey, Option<DeviceState>>>,
     policies: Mutex<TtlCache<String, TenantPolicy>>,
 }
@@ -216,8 +225,14 @@ impl Shared {
                 credential_id,
             }) => {
                 // Revocations are rare; a sweep is simpler than a second index.
-                lock(&self.tokens).retain(|_, a| {
+                let keep = |_: &TokenHash, a: &Authenticated| {
                     !(a.credential_id == credential_id && a.principal.tenant() == tenant)
+                };
+                lock(&self.tokens).retain(keep);
+                lock(&self.certificates).retain(keep);
+                lock(&self.applications).retain(|_, a| {
+                    !(a.application.credential_id == credential_id
+                        && a.application.tenant == tenant)
                 });
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -233,6 +248,8 @@ impl Shared {
 
     fn clear(&self) {
         lock(&self.tokens).clear();
+        lock(&self.certificates).clear();
+        lock(&self.applications).clear();
         lock(&self.devices).clear();
         lock(&self.policies).clear();
     }
@@ -266,22 +283,78 @@ impl Shared {
         Ok(policy)
     }
 
+    /// A token hash, through the token cache.
     async fn resolve(&self, hash: TokenHash) -> Result<Authenticated, DirectoryError> {
-        let cached = lock(&self.tokens).get(&hash);
+        self.resolve_in(&self.tokens, hash, false).await
+    }
+
+    /// A certificate fingerprint, through the certificate cache.
+    async fn resolve_certificate(
+        &self,
+        fingerprint: TokenHash,
+    ) -> Result<Authenticated, DirectoryError> {
+        self.resolve_in(&self.certificates, fingerprint, true).await
+    }
+
+    async fn resolve_in(
+        &self,
+        cache: &Mutex<TtlCache<TokenHash, Authenticated>>,
+        hash: TokenHash,
+        certificate: bool,
+    ) -> Result<Authenticated, DirectoryError> {
+        let cached = lock(cache).get(&hash);
         let resolved = match cached {
             Some(a) => a,
             None => {
                 let epoch = self.epoch();
-                let a = self.registry.resolve_token_hash(&hash).await?;
-                self.fill(&self.tokens, epoch, hash, a.clone());
+                let a = if certificate {
+                    self.registry.resolve_certificate(&hash).await?
+                } else {
+                    self.registry.resolve_token_hash(&hash).await?
+                };
+                self.fill(cache, epoch, hash, a.clone());
                 a
             }
         };
         if resolved.expires_at_ns.is_some_and(|at| now_ns() >= at) {
-            lock(&self.tokens).remove(&hash);
+            lock(cache).remove(&hash);
             return Err(DirectoryError::Unauthenticated);
         }
         Ok(resolved)
+    }
+
+    /// An application token hash, through the application cache.
+    async fn resolve_application(
+        &self,
+        hash: TokenHash,
+    ) -> Result<AuthenticatedApplication, DirectoryError> {
+        let cached = lock(&self.applications).get(&hash);
+        let resolved = match cached {
+            Some(a) => a,
+            None => {
+                let epoch = self.epoch();
+                let a = self.registry.resolve_application(&hash).await?;
+                self.fill(&self.applications, epoch, hash, a.clone());
+                a
+            }
+        };
+        if resolved.expires_at_ns.is_some_and(|at| now_ns() >= at) {
+            lock(&self.applications).remove(&hash);
+            return Err(DirectoryError::Unauthenticated);
+        }
+        Ok(resolved)
+    }
+
+    /// Fails unless a device principal's device exists and is enabled.
+    async fn check_device(&self, principal: &Principal) -> Result<(), DirectoryError> {
+        if let Principal::Device { tenant, device } = principal {
+            match self.device_state(tenant, device).await? {
+                None => return Err(DirectoryError::Unauthenticated),
+                Some(state) if state.disabled => return Err(disabled(device)),
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +389,8 @@ impl LocalDirectory {
             registry,
             epoch: AtomicU64::new(0),
             tokens: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
+            certificates: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
+            applications: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
             devices: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
             policies: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
         });
@@ -341,10 +416,13 @@ impl LocalDirectory {
         &self.shared.registry
     }
 
-    /// Entries in the (token, device, tenant) caches, for metrics and tests.
+    /// Entries in the (token, certificate and application, device, tenant) caches, for
+    /// metrics and tests.
     pub fn cache_sizes(&self) -> (usize, usize, usize) {
         (
-            lock(&self.shared.tokens).len(),
+            lock(&self.shared.tokens).len()
+                + lock(&self.shared.certificates).len()
+                + lock(&self.shared.applications).len(),
             lock(&self.shared.devices).len(),
             lock(&self.shared.policies).len(),
         )
@@ -387,14 +465,37 @@ impl Authenticator for LocalDirectory {
             .shared
             .resolve(tributary_auth::hash_token(token))
             .await?;
-        if let Principal::Device { tenant, device } = &resolved.principal {
-            match self.shared.device_state(tenant, device).await? {
-                None => return Err(DirectoryError::Unauthenticated),
-                Some(state) if state.disabled => return Err(disabled(device)),
-                Some(_) => {}
-            }
-        }
+        self.shared.check_device(&resolved.principal).await?;
         Ok(resolved.principal)
+    }
+
+    async fn authenticate_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Principal, DirectoryError> {
+        let fingerprint = crate::service::parse_fingerprint(fingerprint)
+            .map_err(|_| DirectoryError::Unauthenticated)?;
+        let resolved = self.shared.resolve_certificate(fingerprint).await?;
+        self.shared.check_device(&resolved.principal).await?;
+        Ok(resolved.principal)
+    }
+
+    async fn authenticate_application(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<Application, DirectoryError> {
+        if token.is_empty() || token.len() > MAX_SECRET_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let resolved = self
+            .shared
+            .resolve_application(tributary_auth::hash_token(token))
+            .await?;
+        if resolved.application.name != name {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        Ok(resolved.application)
     }
 
     async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {

@@ -17,7 +17,7 @@ pub enum Entity {
     Tenant,
     /// A device of a tenant.
     Device,
-    /// A device token or tenant ingest token.
+    /// A device token, tenant ingest token or device certificate.
     Credential,
 }
 

@@ -25,7 +25,10 @@ use tributary_proto::v1 as pb;
 use tributary_proto::v1::registry_service_server::{RegistryService, RegistryServiceServer};
 
 use crate::RegistryError;
-use crate::service::{Device, DeviceUpdate, IssuedToken, NewDevice, NewTenant, NewToken, Registry};
+use crate::service::{
+    Device, DeviceUpdate, IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant,
+    NewToken, Registry, format_fingerprint,
+};
 use crate::store::{
     CredentialKind, CredentialRecord, PresenceRecord, TenantRecord, TenantSettings,
 };
@@ -252,9 +255,14 @@ impl RegistryService for RegistryGrpc {
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
         let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
         let req = request.into_inner();
+        let ttl = Some(req.ttl_seconds)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
         let kind = match pb::CredentialKind::try_from(req.kind) {
             Ok(pb::CredentialKind::DeviceToken) => CredentialKind::DeviceToken,
             Ok(pb::CredentialKind::TenantIngestToken) => CredentialKind::TenantIngestToken,
+            Ok(pb::CredentialKind::DeviceCertificate) => CredentialKind::DeviceCertificate,
+            Ok(pb::CredentialKind::Application) => CredentialKind::Application,
             Ok(pb::CredentialKind::Unspecified) | Err(_) => {
                 return Err(RegistryError::invalid(
                     "kind",
@@ -270,12 +278,52 @@ impl RegistryService for RegistryGrpc {
                 kind,
                 device: Some(req.device).filter(|d| !d.is_empty()),
                 name: req.name,
+                ttl,
+            })
+            .await?;
+        Ok(Response::new(issued_to_proto(issued)))
+    }
+
+    async fn issue_application_token(
+        &self,
+        request: Request<pb::IssueApplicationTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenResponse>, Status> {
+        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let req = request.into_inner();
+        let issued = self
+            .registry
+            .issue_application(NewApplication {
+                tenant,
+                name: req.name,
+                publish: req.publish,
+                subscribe: req.subscribe,
                 ttl: Some(req.ttl_seconds)
                     .filter(|s| *s > 0)
                     .map(Duration::from_secs),
             })
             .await?;
         Ok(Response::new(issued_to_proto(issued)))
+    }
+
+    async fn register_certificate(
+        &self,
+        request: Request<pb::RegisterCertificateRequest>,
+    ) -> Result<Response<pb::Credential>, Status> {
+        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let req = request.into_inner();
+        let credential = self
+            .registry
+            .register_certificate(NewCertificate {
+                tenant,
+                device: req.device,
+                fingerprint: req.fingerprint,
+                name: req.name,
+                ttl: Some(req.ttl_seconds)
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs),
+            })
+            .await?;
+        Ok(Response::new(credential_to_proto(credential)))
     }
 
     async fn list_tokens(
@@ -354,8 +402,22 @@ fn credential_to_proto(c: CredentialRecord) -> pb::Credential {
     let kind = match c.kind {
         CredentialKind::DeviceToken => pb::CredentialKind::DeviceToken,
         CredentialKind::TenantIngestToken => pb::CredentialKind::TenantIngestToken,
+        CredentialKind::DeviceCertificate => pb::CredentialKind::DeviceCertificate,
+        CredentialKind::Application => pb::CredentialKind::Application,
+    };
+    let (publish, subscribe) = c
+        .grants
+        .map(|g| (g.publish, g.subscribe))
+        .unwrap_or_default();
+    let fingerprint = if c.kind == CredentialKind::DeviceCertificate {
+        format_fingerprint(&c.token_hash)
+    } else {
+        String::new()
     };
     pb::Credential {
+        fingerprint,
+        publish,
+        subscribe,
         id: c.id,
         tenant: c.tenant,
         kind: kind.into(),

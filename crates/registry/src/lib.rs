@@ -66,11 +66,12 @@ pub use embedded::EmbeddedRegistryStore;
 pub use error::{Entity, RegistryError};
 pub use grpc::RegistryGrpc;
 pub use service::{
-    Authenticated, DEFAULT_TENANT, Device, DevicePage, DeviceUpdate, IssuedToken, NewDevice,
-    NewTenant, NewToken, Registry, RegistryConfig, RegistryEvent,
+    Authenticated, AuthenticatedApplication, DEFAULT_TENANT, Device, DevicePage, DeviceUpdate,
+    IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant, NewToken, Registry,
+    RegistryConfig, RegistryEvent, format_fingerprint, parse_fingerprint,
 };
 pub use store::{
-    CredentialKind, CredentialRecord, CredentialStore, DeviceRecord, DeviceStore, Expect,
-    PresenceRecord, PresenceStore, RegistryStore, TenantRecord, TenantSettings, TenantStore,
-    TokenHash,
+    ApplicationGrants, CredentialKind, CredentialRecord, CredentialStore, DeviceRecord,
+    DeviceStore, Expect, PresenceRecord, PresenceStore, RegistryStore, TenantRecord,
+    TenantSettings, TenantStore, TokenHash,
 };

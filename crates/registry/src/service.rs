@@ -20,14 +20,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tributary_auth::{JwtKeys, OperatorClaims, Role, TokenKind};
 use tributary_core::Limits;
-use tributary_core::directory::{DirectoryError, Principal, TenantPolicy};
+use tributary_core::directory::{Application, DirectoryError, Principal, TenantPolicy};
 use tributary_core::model::{ValidationError, validate_device_id, validate_label, validate_tenant};
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
 
 use crate::store::{
-    CredentialKind, CredentialRecord, DeviceRecord, Expect, PresenceRecord, RegistryStore,
-    TenantRecord, TenantSettings, TokenHash,
+    ApplicationGrants, CredentialKind, CredentialRecord, DeviceRecord, Expect, PresenceRecord,
+    RegistryStore, TenantRecord, TenantSettings, TokenHash,
 };
 use crate::{Entity, RegistryError};
 
@@ -182,6 +182,147 @@ pub struct NewToken {
     pub name: String,
     /// Lifetime; `None` never expires.
     pub ttl: Option<Duration>,
+}
+
+/// A TLS client certificate to register for a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCertificate {
+    /// The tenant, which must exist.
+    pub tenant: String,
+    /// The device the certificate authenticates; it must exist.
+    pub device: String,
+    /// The SHA-256 fingerprint of the DER certificate: 64 hex digits, with
+    /// or without `:` separators, any case (`openssl x509 -noout
+    /// -fingerprint -sha256` prints it so).
+    pub fingerprint: String,
+    /// A human-readable name, for listing.
+    pub name: String,
+    /// How long the registration lasts; `None` until revoked.
+    pub ttl: Option<Duration>,
+}
+
+/// A tenant application credential to issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApplication {
+    /// The tenant, which must exist.
+    pub tenant: String,
+    /// The application's name: its MQTT user name is `app:<name>`. 1 to 64
+    /// bytes of `[A-Za-z0-9_.-]`. Several tokens may share a name (rotation).
+    pub name: String,
+    /// MQTT topic filters it may publish to; empty means `#`.
+    pub publish: Vec<String>,
+    /// MQTT topic filters its subscriptions must stay within; empty means `#`.
+    pub subscribe: Vec<String>,
+    /// Lifetime; `None` never expires.
+    pub ttl: Option<Duration>,
+}
+
+/// An application credential that resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedApplication {
+    /// The application and its grants.
+    pub application: Application,
+    /// The credential's expiry, ns since the epoch.
+    pub expires_at_ns: Option<i64>,
+}
+
+/// Most topic filters per grant list of an application.
+const MAX_GRANT_FILTERS: usize = 32;
+/// Longest topic filter in a grant, in bytes.
+const MAX_GRANT_FILTER_BYTES: usize = 256;
+/// Longest application name, in bytes.
+const MAX_APP_NAME_BYTES: usize = 64;
+
+/// Checks an application name: 1 to 64 bytes of `[A-Za-z0-9_.-]`.
+fn validate_app_name(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_APP_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::invalid(
+            "name",
+            "an application name is 1 to 64 bytes of [A-Za-z0-9_.-]",
+        ))
+    }
+}
+
+/// Checks grant filters (MQTT topic filters, no shared subscriptions) and
+/// turns an empty list into `#`.
+fn grant_filters(field: &str, filters: Vec<String>) -> Result<Vec<String>, RegistryError> {
+    if filters.is_empty() {
+        return Ok(vec!["#".to_owned()]);
+    }
+    if filters.len() > MAX_GRANT_FILTERS {
+        return Err(RegistryError::invalid(
+            field,
+            format!("at most {MAX_GRANT_FILTERS} topic filters"),
+        ));
+    }
+    for filter in &filters {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let last = levels.len() - 1;
+        let wildcards_ok = levels.iter().enumerate().all(|(i, level)| match *level {
+            "#" => i == last,
+            "+" => true,
+            l => !l.contains(['#', '+']),
+        });
+        if filter.is_empty()
+            || filter.len() > MAX_GRANT_FILTER_BYTES
+            || filter.contains('\0')
+            || filter.chars().any(char::is_control)
+            || filter.starts_with("$share/")
+            || !wildcards_ok
+        {
+            return Err(RegistryError::invalid(
+                field,
+                format!("{filter:?} is not a valid MQTT topic filter"),
+            ));
+        }
+    }
+    Ok(filters)
+}
+
+/// Parses a SHA-256 certificate fingerprint: 64 hex digits, optionally
+/// separated by `:`, any case.
+pub fn parse_fingerprint(text: &str) -> Result<TokenHash, RegistryError> {
+    let bad = || {
+        RegistryError::invalid(
+            "fingerprint",
+            "expected a SHA-256 fingerprint: 64 hex digits, optionally separated by ':'",
+        )
+    };
+    if text.len() > 95 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    let mut digits = text.bytes().filter(|b| *b != b':');
+    for byte in &mut out {
+        let (Some(hi), Some(lo)) = (digits.next(), digits.next()) else {
+            return Err(bad());
+        };
+        let hex = |d: u8| {
+            char::from(d)
+                .to_digit(16)
+                .and_then(|v| u8::try_from(v).ok())
+        };
+        *byte = match (hex(hi), hex(lo)) {
+            (Some(h), Some(l)) => h << 4 | l,
+            _ => return Err(bad()),
+        };
+    }
+    if digits.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// The canonical text of a fingerprint: 64 lower-case hex digits.
+pub fn format_fingerprint(fingerprint: &TokenHash) -> String {
+    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A freshly issued token. The secret exists only here: it is stored as a
@@ -755,6 +896,18 @@ impl Registry {
                 self.tenant(&req.tenant).await?;
                 TokenKind::TenantIngest
             }
+            (CredentialKind::DeviceCertificate, _) => {
+                return Err(RegistryError::invalid(
+                    "kind",
+                    "certificates have no token: register them with RegisterCertificate",
+                ));
+            }
+            (CredentialKind::Application, _) => {
+                return Err(RegistryError::invalid(
+                    "kind",
+                    "application tokens carry grants: issue them with issue_application",
+                ));
+            }
         };
         // A random id or hash collision is astronomically unlikely; retrying
         // with fresh randomness is cheaper than reasoning about it.
@@ -770,6 +923,7 @@ impl Registry {
                 created_at_ns: now,
                 expires_at_ns,
                 revoked_at_ns: None,
+                grants: None,
             };
             match self.store.put_credential(&credential).await {
                 Ok(()) => {
@@ -783,6 +937,163 @@ impl Registry {
                     return Ok(IssuedToken {
                         credential,
                         secret: generated.secret,
+                    });
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Internal(
+            "could not allocate a unique credential id".into(),
+        ))
+    }
+
+    /// Issues a tenant application token: MQTT user name `app:<name>`, the
+    /// secret as password, any client id, publishing and subscribing within
+    /// its grants. Only the hash is stored; the secret is in the result, once.
+    pub async fn issue_application(
+        &self,
+        req: NewApplication,
+    ) -> Result<IssuedToken, RegistryError> {
+        validate_tenant(&req.tenant)?;
+        validate_app_name(&req.name)?;
+        let grants = ApplicationGrants {
+            publish: grant_filters("publish", req.publish)?,
+            subscribe: grant_filters("subscribe", req.subscribe)?,
+        };
+        let now = now_ns();
+        let expires_at_ns = match req.ttl {
+            None => None,
+            Some(ttl) if ttl.is_zero() => {
+                return Err(RegistryError::invalid("ttl_seconds", "must be positive"));
+            }
+            Some(ttl) => Some(
+                i64::try_from(ttl.as_nanos())
+                    .ok()
+                    .and_then(|ttl| now.checked_add(ttl))
+                    .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large"))?,
+            ),
+        };
+        self.tenant(&req.tenant).await?;
+        for _ in 0..3 {
+            let generated = tributary_auth::generate_token(TokenKind::Application);
+            let credential = CredentialRecord {
+                id: tributary_auth::random_id(),
+                tenant: req.tenant.clone(),
+                kind: CredentialKind::Application,
+                device: None,
+                name: req.name.clone(),
+                token_hash: generated.hash,
+                created_at_ns: now,
+                expires_at_ns,
+                revoked_at_ns: None,
+                grants: Some(grants.clone()),
+            };
+            match self.store.put_credential(&credential).await {
+                Ok(()) => {
+                    tracing::info!(
+                        tenant = %credential.tenant,
+                        credential = %credential.id,
+                        application = %credential.name,
+                        "application token issued"
+                    );
+                    return Ok(IssuedToken {
+                        credential,
+                        secret: generated.secret,
+                    });
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Internal(
+            "could not allocate a unique credential id".into(),
+        ))
+    }
+
+    /// Registers a TLS client certificate for an existing device, by its
+    /// SHA-256 fingerprint. It then authenticates the device over mutual TLS
+    /// without a password, until revoked ([`Registry::revoke_token`]) or
+    /// expired. It counts towards the device's credential limit, and one
+    /// certificate can be registered only once.
+    pub async fn register_certificate(
+        &self,
+        req: NewCertificate,
+    ) -> Result<CredentialRecord, RegistryError> {
+        validate_tenant(&req.tenant)?;
+        validate_device_id(&req.device, &self.config.limits)?;
+        check_text("name", &req.name, MAX_NAME_BYTES)?;
+        let fingerprint = parse_fingerprint(&req.fingerprint)?;
+        let now = now_ns();
+        let expires_at_ns = match req.ttl {
+            None => None,
+            Some(ttl) if ttl.is_zero() => {
+                return Err(RegistryError::invalid("ttl_seconds", "must be positive"));
+            }
+            Some(ttl) => Some(
+                i64::try_from(ttl.as_nanos())
+                    .ok()
+                    .and_then(|ttl| now.checked_add(ttl))
+                    .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large"))?,
+            ),
+        };
+        if self
+            .store
+            .get_device(&req.tenant, &req.device)
+            .await?
+            .is_none()
+        {
+            return Err(RegistryError::not_found(
+                Entity::Device,
+                req.device.as_str(),
+            ));
+        }
+        let active = self
+            .count_active_tokens(&req.tenant, &req.device, now)
+            .await?;
+        if active >= self.config.max_tokens_per_device {
+            return Err(RegistryError::LimitExceeded(format!(
+                "device {:?} has {active} active credentials; revoke one first",
+                req.device
+            )));
+        }
+        if self.store.credential_by_hash(&fingerprint).await?.is_some() {
+            return Err(RegistryError::AlreadyExists {
+                kind: Entity::Credential,
+                name: format!("certificate {}", format_fingerprint(&fingerprint)),
+            });
+        }
+        for _ in 0..3 {
+            let credential = CredentialRecord {
+                id: tributary_auth::random_id(),
+                tenant: req.tenant.clone(),
+                kind: CredentialKind::DeviceCertificate,
+                device: Some(req.device.clone()),
+                name: req.name.clone(),
+                token_hash: fingerprint,
+                created_at_ns: now,
+                expires_at_ns,
+                revoked_at_ns: None,
+                grants: None,
+            };
+            match self.store.put_credential(&credential).await {
+                Ok(()) => {
+                    tracing::info!(
+                        tenant = %credential.tenant,
+                        credential = %credential.id,
+                        device = %req.device,
+                        fingerprint = %format_fingerprint(&fingerprint),
+                        "certificate registered"
+                    );
+                    return Ok(credential);
+                }
+                // A concurrent registration of the same certificate won.
+                Err(RegistryError::Conflict(_))
+                    if self.store.credential_by_hash(&fingerprint).await?.is_some() =>
+                {
+                    return Err(RegistryError::AlreadyExists {
+                        kind: Entity::Credential,
+                        name: format!("certificate {}", format_fingerprint(&fingerprint)),
                     });
                 }
                 Err(RegistryError::Conflict(_)) => continue,
@@ -870,9 +1181,29 @@ impl Registry {
     /// Resolves a token hash to its principal. Checks the credential only
     /// (revoked, expired), not the state of a device token's device:
     /// [`Registry::authenticate`] and [`crate::LocalDirectory`] do that.
+    /// Certificate registrations never resolve here.
     pub async fn resolve_token_hash(
         &self,
         hash: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError> {
+        self.resolve_credential(hash, false).await
+    }
+
+    /// Resolves a certificate fingerprint to the device it is registered
+    /// for. Like [`Registry::resolve_token_hash`], checks the registration
+    /// only, not its device; tokens never resolve here.
+    pub async fn resolve_certificate(
+        &self,
+        fingerprint: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError> {
+        self.resolve_credential(fingerprint, true).await
+    }
+
+    /// The two lookups: `certificate` says which kinds may answer.
+    async fn resolve_credential(
+        &self,
+        hash: &TokenHash,
+        certificate: bool,
     ) -> Result<Authenticated, DirectoryError> {
         let credential = self
             .store
@@ -882,25 +1213,117 @@ impl Registry {
         if credential.is_revoked() || credential.is_expired(now_ns()) {
             return Err(DirectoryError::Unauthenticated);
         }
+        let is_certificate = credential.kind == CredentialKind::DeviceCertificate;
+        if is_certificate != certificate {
+            return Err(DirectoryError::Unauthenticated);
+        }
         let principal = match (credential.kind, credential.device) {
-            (CredentialKind::DeviceToken, Some(device)) => Principal::Device {
-                tenant: credential.tenant,
-                device,
-            },
-            (CredentialKind::DeviceToken, None) => {
-                tracing::error!(credential = %credential.id, "device token without a device");
+            (CredentialKind::DeviceToken | CredentialKind::DeviceCertificate, Some(device)) => {
+                Principal::Device {
+                    tenant: credential.tenant,
+                    device,
+                }
+            }
+            (CredentialKind::DeviceToken | CredentialKind::DeviceCertificate, None) => {
+                tracing::error!(credential = %credential.id, "device credential without a device");
                 return Err(DirectoryError::Unauthenticated);
             }
             (CredentialKind::TenantIngestToken, _) => Principal::TenantIngest {
                 tenant: credential.tenant,
                 credential_id: credential.id.clone(),
             },
+            // Applications have their own lookup.
+            (CredentialKind::Application, _) => return Err(DirectoryError::Unauthenticated),
         };
         Ok(Authenticated {
             principal,
             credential_id: credential.id,
             expires_at_ns: credential.expires_at_ns,
         })
+    }
+
+    /// Resolves an application token hash. Checks the credential only
+    /// (kind, revoked, expired), not the name it was presented with:
+    /// [`Registry::authenticate_application`] and [`crate::LocalDirectory`]
+    /// do that. No other kind of token resolves here.
+    pub async fn resolve_application(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<AuthenticatedApplication, DirectoryError> {
+        let credential = self
+            .store
+            .credential_by_hash(hash)
+            .await?
+            .ok_or(DirectoryError::Unauthenticated)?;
+        if credential.kind != CredentialKind::Application
+            || credential.is_revoked()
+            || credential.is_expired(now_ns())
+        {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let Some(grants) = credential.grants else {
+            tracing::error!(credential = %credential.id, "application credential without grants");
+            return Err(DirectoryError::Unauthenticated);
+        };
+        Ok(AuthenticatedApplication {
+            application: Application {
+                tenant: credential.tenant,
+                name: credential.name,
+                credential_id: credential.id,
+                grants: grants.into(),
+            },
+            expires_at_ns: credential.expires_at_ns,
+        })
+    }
+
+    /// Resolves an application's token presented as user name `app:<name>`:
+    /// unknown, revoked or expired tokens, tokens of other kinds and tokens
+    /// issued for another name are `Unauthenticated`. Uncached.
+    pub async fn authenticate_application(
+        &self,
+        name: &str,
+        secret: &str,
+    ) -> Result<Application, DirectoryError> {
+        if secret.is_empty() || secret.len() > MAX_SECRET_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let resolved = self
+            .resolve_application(&tributary_auth::hash_token(secret))
+            .await?;
+        if resolved.application.name != name {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        Ok(resolved.application)
+    }
+
+    /// Resolves a client certificate by its fingerprint (hex): unknown,
+    /// revoked or expired registrations and those of deleted devices are
+    /// `Unauthenticated`; disabled devices are `Forbidden`. Uncached.
+    pub async fn authenticate_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Principal, DirectoryError> {
+        let fingerprint =
+            parse_fingerprint(fingerprint).map_err(|_| DirectoryError::Unauthenticated)?;
+        let resolved = self.resolve_certificate(&fingerprint).await?;
+        self.check_device_enabled(&resolved.principal).await?;
+        Ok(resolved.principal)
+    }
+
+    /// Fails unless a device principal's device exists and is enabled.
+    async fn check_device_enabled(&self, principal: &Principal) -> Result<(), DirectoryError> {
+        if let Principal::Device { tenant, device } = principal {
+            match self.store.get_device(tenant, device).await? {
+                None => return Err(DirectoryError::Unauthenticated),
+                Some(d) if d.disabled => {
+                    return Err(DirectoryError::Forbidden(format!(
+                        "device {device:?} is disabled"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Resolves a bearer token: unknown, revoked or expired tokens and tokens
@@ -913,17 +1336,7 @@ impl Registry {
         let resolved = self
             .resolve_token_hash(&tributary_auth::hash_token(secret))
             .await?;
-        if let Principal::Device { tenant, device } = &resolved.principal {
-            match self.store.get_device(tenant, device).await? {
-                None => return Err(DirectoryError::Unauthenticated),
-                Some(d) if d.disabled => {
-                    return Err(DirectoryError::Forbidden(format!(
-                        "device {device:?} is disabled"
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
+        self.check_device_enabled(&resolved.principal).await?;
         Ok(resolved.principal)
     }
 

@@ -113,6 +113,36 @@ pub enum CredentialKind {
     DeviceToken,
     /// Line-protocol writes for any device of the tenant (`tbi_…` tokens).
     TenantIngestToken,
+    /// A TLS client certificate registered for one device. Its
+    /// `token_hash` holds the SHA-256 fingerprint of the DER certificate
+    /// (public, not a secret), and only the certificate lookup
+    /// ([`crate::Registry::resolve_certificate`]) accepts it: the token
+    /// lookup refuses this kind, so it can never serve as a password.
+    DeviceCertificate,
+    /// A tenant application (`tba_…` tokens): MQTT user name `app:<name>`
+    /// (the credential's `name`), publishing and subscribing within its
+    /// `grants`. Only the application lookup
+    /// ([`crate::Registry::resolve_application`]) accepts it.
+    Application,
+}
+
+/// The MQTT topic filters a tenant application may publish and subscribe
+/// to, within its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationGrants {
+    /// Filters of the topics it may publish to.
+    pub publish: Vec<String>,
+    /// Filters its subscriptions must stay within.
+    pub subscribe: Vec<String>,
+}
+
+impl From<ApplicationGrants> for tributary_core::directory::AppGrants {
+    fn from(g: ApplicationGrants) -> Self {
+        Self {
+            publish: g.publish,
+            subscribe: g.subscribe,
+        }
+    }
 }
 
 /// A credential: everything about a token except its secret. Keyed by
@@ -129,7 +159,8 @@ pub struct CredentialRecord {
     pub device: Option<String>,
     /// A human-readable name, for listing.
     pub name: String,
-    /// SHA-256 of the secret.
+    /// SHA-256 of the secret; for [`CredentialKind::DeviceCertificate`], the
+    /// certificate's SHA-256 fingerprint.
     pub token_hash: TokenHash,
     /// Issue time, ns since the epoch.
     pub created_at_ns: i64,
@@ -137,6 +168,11 @@ pub struct CredentialRecord {
     pub expires_at_ns: Option<i64>,
     /// When it was revoked, ns since the epoch; `None` while valid.
     pub revoked_at_ns: Option<i64>,
+    /// What an [`CredentialKind::Application`] may do; `None` for the
+    /// other kinds. An application credential without grants may do
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<ApplicationGrants>,
 }
 
 impl CredentialRecord {

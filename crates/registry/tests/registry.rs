@@ -506,6 +506,7 @@ async fn authentication_follows_revocation_expiry_and_device_state() {
         created_at_ns: 1,
         expires_at_ns: Some(now_ns() - 1),
         revoked_at_ns: None,
+        grants: None,
     };
     f.store.put_credential(&expired).await.expect("put");
     assert_eq!(

@@ -532,6 +532,13 @@ impl ScyllaRegistryStore {
     }
 
     async fn put_credential_inner(&self, c: &CredentialRecord) -> Result<(), RegistryError> {
+        if c.grants.is_some() {
+            // The credentials table has no grants column yet: refuse rather
+            // than store an application credential that would lose them.
+            return Err(RegistryError::Internal(
+                "application credentials (grants) are not supported on ScyllaDB yet".into(),
+            ));
+        }
         let s = &self.s;
         let (tenant, id) = (c.tenant.as_str(), c.id.as_str());
         let hash = c.token_hash.as_slice();
@@ -898,6 +905,8 @@ pub(crate) fn kind_name(kind: CredentialKind) -> &'static str {
     match kind {
         CredentialKind::DeviceToken => "device_token",
         CredentialKind::TenantIngestToken => "tenant_ingest_token",
+        CredentialKind::DeviceCertificate => "device_certificate",
+        CredentialKind::Application => "application",
     }
 }
 
@@ -905,6 +914,8 @@ pub(crate) fn kind_from_name(name: &str) -> Result<CredentialKind, ScyllaError> 
     match name {
         "device_token" => Ok(CredentialKind::DeviceToken),
         "tenant_ingest_token" => Ok(CredentialKind::TenantIngestToken),
+        "device_certificate" => Ok(CredentialKind::DeviceCertificate),
+        "application" => Ok(CredentialKind::Application),
         other => Err(ScyllaError::Decode(format!(
             "unknown credential kind {other:?}"
         ))),
@@ -998,6 +1009,8 @@ impl CredentialRow {
             revoked_at_ns: self.revoked_at_ns,
             tenant: self.tenant,
             id: self.id,
+            // Not stored here yet: `put_credential` refuses records with grants.
+            grants: None,
         })
     }
 }
@@ -1145,6 +1158,8 @@ mod tests {
         for kind in [
             CredentialKind::DeviceToken,
             CredentialKind::TenantIngestToken,
+            CredentialKind::DeviceCertificate,
+            CredentialKind::Application,
         ] {
             let json = serde_json::to_string(&kind).expect("serializes");
             assert_eq!(json, format!("\"{}\"", kind_name(kind)));

@@ -22,7 +22,7 @@ use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
 use tributary_core::Limits;
 use tributary_core::live::LiveHub;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
-use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
+use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer, MqttTls};
 use tributary_log::Log;
 use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
@@ -46,6 +46,30 @@ pub struct StandaloneArgs {
     /// MQTT listen address (MQTT 3.1.1 and 5.0 for devices).
     #[arg(long, env = "TRIBUTARY_MQTT_ADDR", default_value = "0.0.0.0:1883")]
     pub mqtt_addr: SocketAddr,
+    /// MQTT over TLS listen address; the listener starts only when
+    /// `--tls-cert` and `--tls-key` are given.
+    #[arg(long, env = "TRIBUTARY_MQTT_TLS_ADDR", default_value = "0.0.0.0:8883")]
+    pub mqtt_tls_addr: SocketAddr,
+    /// MQTT over WebSocket listen address (upgrade at `/mqtt`, subprotocol
+    /// `mqtt`), for browsers and gateways.
+    #[arg(long, env = "TRIBUTARY_MQTT_WS_ADDR", default_value = "0.0.0.0:8083")]
+    pub mqtt_ws_addr: SocketAddr,
+    /// MQTT over WebSocket over TLS (`wss://…/mqtt`) listen address; started
+    /// only with `--tls-cert` and `--tls-key`, with the same certificates.
+    #[arg(long, env = "TRIBUTARY_MQTT_WSS_ADDR", default_value = "0.0.0.0:8084")]
+    pub mqtt_wss_addr: SocketAddr,
+    /// Server certificate chain (PEM) of the MQTT TLS listeners.
+    #[arg(long, env = "TRIBUTARY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "TRIBUTARY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to. Turns on
+    /// client-certificate authentication on the TLS listener: a certificate
+    /// registered for a device authenticates it without a password. Clients
+    /// without a certificate still use their token.
+    #[arg(long, env = "TRIBUTARY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// gRPC listen address (registry, query, health, reflection).
     #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -115,12 +139,20 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let platform = Platform::start(&args, stop_rx).await?;
+    let optional = [
+        ("mqtts", platform.mqtts_addr),
+        ("mqtt-wss", platform.mqtt_wss_addr),
+    ]
+    .into_iter()
+    .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
+    .collect::<String>();
     println!(
-        "tributary standalone ready: http={} grpc={} metrics={} mqtt={} data-dir={}",
+        "tributary standalone ready: http={} grpc={} metrics={} mqtt={} mqtt-ws={}{optional} data-dir={}",
         platform.http_addr,
         platform.grpc_addr,
         platform.metrics_addr,
         platform.mqtt_addr,
+        platform.mqtt_ws_addr,
         args.data_dir.display()
     );
     platform.wait().await
@@ -159,6 +191,11 @@ struct Platform {
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     mqtt_addr: SocketAddr,
+    mqtt_ws_addr: SocketAddr,
+    /// The MQTT TLS listener, when configured.
+    mqtts_addr: Option<SocketAddr>,
+    /// The MQTT over WebSocket over TLS listener, when configured.
+    mqtt_wss_addr: Option<SocketAddr>,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     processor: tokio::task::JoinHandle<anyhow::Result<()>>,
     store: Arc<dyn Store>,
@@ -256,6 +293,22 @@ impl Platform {
         let http = bind(args.http_addr, "HTTP ingest").await?;
         let mqtt_listener = bind(args.mqtt_addr, "MQTT").await?;
         let mqtt_addr = mqtt_listener.local_addr()?;
+        let mqtt_tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = MqttTls::from_pem_files(cert, key, args.tls_client_ca.as_deref())
+                    .context("loading the MQTT TLS certificate")?;
+                let tls_listener = bind(args.mqtt_tls_addr, "MQTT TLS").await?;
+                let wss_listener = bind(args.mqtt_wss_addr, "MQTT over WebSocket over TLS").await?;
+                Some((tls_listener, wss_listener, tls))
+            }
+            _ => None,
+        };
+        let mqtt_ws_listener = bind(args.mqtt_ws_addr, "MQTT over WebSocket").await?;
+        let mqtt_ws_addr = mqtt_ws_listener.local_addr()?;
+        let (mqtts_addr, mqtt_wss_addr) = match &mqtt_tls {
+            Some((tls, wss, _)) => (Some(tls.local_addr()?), Some(wss.local_addr()?)),
+            None => (None, None),
+        };
         let grpc = bind(args.grpc_addr, "gRPC").await?;
         let metrics_listener = bind(args.metrics_addr, "metrics").await?;
         let (http_addr, grpc_addr, metrics_addr) = (
@@ -278,6 +331,40 @@ impl Platform {
 
         // Commands reach devices through the in-process MQTT server.
         let command_sink = Arc::new(mqtt.clone());
+        let ws_mqtt = mqtt.clone();
+        let ws_stop = stopped(stop.clone());
+        tasks.push((
+            "mqtt-ws",
+            tokio::spawn(async move {
+                ws_mqtt
+                    .serve_ws(mqtt_ws_listener, ws_stop)
+                    .await
+                    .context("MQTT over WebSocket server")
+            }),
+        ));
+        if let Some((tls_listener, wss_listener, tls)) = mqtt_tls {
+            let (tls_mqtt, tls_stop) = (mqtt.clone(), stopped(stop.clone()));
+            let wss_tls = tls.clone();
+            tasks.push((
+                "mqtt-tls",
+                tokio::spawn(async move {
+                    tls_mqtt
+                        .serve_tls(tls_listener, tls, tls_stop)
+                        .await
+                        .context("MQTT TLS server")
+                }),
+            ));
+            let (wss_mqtt, wss_stop) = (mqtt.clone(), stopped(stop.clone()));
+            tasks.push((
+                "mqtt-wss",
+                tokio::spawn(async move {
+                    wss_mqtt
+                        .serve_wss(wss_listener, wss_tls, wss_stop)
+                        .await
+                        .context("MQTT over WebSocket over TLS server")
+                }),
+            ));
+        }
         let mqtt_stop = stopped(stop.clone());
         tasks.push((
             "mqtt",
@@ -371,6 +458,9 @@ impl Platform {
             grpc_addr,
             metrics_addr,
             mqtt_addr,
+            mqtt_ws_addr,
+            mqtts_addr,
+            mqtt_wss_addr,
             tasks,
             processor,
             store,

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tributary_core::Limits;
 use tributary_core::directory::{
-    Authenticator, DirectoryError, PresenceSink, Principal, TenantPolicy,
+    AppGrants, Application, Authenticator, DirectoryError, PresenceSink, Principal, TenantPolicy,
 };
 use tributary_core::envelope::Envelope;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
@@ -27,7 +27,11 @@ use tributary_mqtt_codec::{ConnAck, Connect, Packet, ProtocolVersion, decode, en
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Device tokens: `tok-{device}` in tenant acme, `other-{device}` in tenant
-/// other; `ingest` is a tenant ingest token.
+/// other; `ingest` is a tenant ingest token. Application tokens:
+/// `app-all` (application `all`, grants `#`), `app-dash` (application
+/// `dash`: publish `devices/+/commands/#`, subscribe
+/// `devices/+/telemetry/#` and `alerts/#`), both in acme, and
+/// `app-other` (application `all` of tenant other, grants `#`).
 #[derive(Debug)]
 pub struct TestAuth;
 
@@ -54,6 +58,33 @@ impl Authenticator for TestAuth {
             "disabled" => Err(DirectoryError::Forbidden("device disabled".into())),
             _ => Err(DirectoryError::Unauthenticated),
         }
+    }
+    async fn authenticate_application(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<Application, DirectoryError> {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (tenant, app, publish, subscribe) = match token {
+            "app-all" => ("acme", "all", strings(&["#"]), strings(&["#"])),
+            "app-other" => ("other", "all", strings(&["#"]), strings(&["#"])),
+            "app-dash" => (
+                "acme",
+                "dash",
+                strings(&["devices/+/commands/#"]),
+                strings(&["devices/+/telemetry/#", "alerts/#"]),
+            ),
+            _ => return Err(DirectoryError::Unauthenticated),
+        };
+        if app != name {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        Ok(Application {
+            tenant: tenant.into(),
+            name: app.into(),
+            credential_id: format!("cred-{token}"),
+            grants: AppGrants { publish, subscribe },
+        })
     }
     async fn tenant_policy(&self, _tenant: &str) -> Result<TenantPolicy, DirectoryError> {
         Ok(TenantPolicy::default())
@@ -104,13 +135,18 @@ pub struct Rig {
 
 impl Rig {
     pub async fn start(config: MqttConfig) -> Rig {
+        Self::start_with_auth(config, Arc::new(TestAuth)).await
+    }
+
+    /// A rig whose server authenticates with `auth`.
+    pub async fn start_with_auth(config: MqttConfig, auth: Arc<dyn Authenticator>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let log = EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::new("t", 2))
             .await
             .unwrap();
         let ingestor = Ingestor::new(
             log.clone(),
-            Arc::new(TestAuth),
+            auth,
             IngestConfig::default(),
             IngestMetrics::default(),
         );

@@ -50,7 +50,8 @@ pub enum CliCommand {
     /// Manage devices.
     #[command(subcommand)]
     Devices(registry::DevicesCmd),
-    /// Issue, list and revoke device access tokens and tenant ingest tokens.
+    /// Issue, list and revoke device access tokens, tenant ingest tokens,
+    /// application tokens and (listed, revoked) device certificates.
     #[command(subcommand)]
     Tokens(registry::TokensCmd),
     /// Query time series.

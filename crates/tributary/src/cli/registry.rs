@@ -71,6 +71,29 @@ pub enum DevicesCmd {
     Enable { id: String },
     /// Delete the device and revoke its tokens (its stored data stays).
     Delete { id: String },
+    /// Client certificates that authenticate a device over MQTT with mutual TLS.
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CertCmd {
+    /// Register a client certificate for a device by its SHA-256 fingerprint
+    /// (`openssl x509 -noout -fingerprint -sha256 -in device.pem`). Listed and
+    /// revoked with `tokens list` and `tokens revoke`.
+    Add {
+        /// The device the certificate authenticates.
+        #[arg(long)]
+        device: String,
+        /// 64 hex digits, `:` separators allowed.
+        #[arg(long)]
+        fingerprint: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime such as `365d`; until revoked when absent.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -78,11 +101,27 @@ pub enum TokensCmd {
     /// Issue a token and print its secret (shown only once).
     Issue {
         /// A device access token for this device.
-        #[arg(long, conflicts_with = "ingest", required_unless_present = "ingest")]
+        #[arg(
+            long,
+            conflicts_with_all = ["ingest", "app"],
+            required_unless_present_any = ["ingest", "app"]
+        )]
         device: Option<String>,
         /// A tenant ingest token (line protocol for any device of the tenant).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "app")]
         ingest: bool,
+        /// A tenant application token: MQTT user name `app:<APP>`, any client
+        /// id, publish and subscribe within `--publish` and `--subscribe`.
+        #[arg(long)]
+        app: Option<String>,
+        /// MQTT topic filter the application may publish to (repeatable;
+        /// none means `#`).
+        #[arg(long, requires = "app")]
+        publish: Vec<String>,
+        /// MQTT topic filter the application may subscribe within
+        /// (repeatable; none means `#`).
+        #[arg(long, requires = "app")]
+        subscribe: Vec<String>,
         #[arg(long, default_value = "")]
         name: String,
         /// Lifetime such as `30d`; never expires when absent.
@@ -214,6 +253,8 @@ fn kind_name(kind: i32) -> &'static str {
     match pb::CredentialKind::try_from(kind) {
         Ok(pb::CredentialKind::DeviceToken) => "device",
         Ok(pb::CredentialKind::TenantIngestToken) => "ingest",
+        Ok(pb::CredentialKind::DeviceCertificate) => "certificate",
+        Ok(pb::CredentialKind::Application) => "application",
         _ => "unknown",
     }
 }
@@ -326,8 +367,42 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
                 .await?;
             eprintln!("deleted device {id}");
         }
+        DevicesCmd::Cert(CertCmd::Add {
+            device,
+            fingerprint,
+            name,
+            ttl,
+        }) => {
+            let c = ctx
+                .registry
+                .register_certificate(pb::RegisterCertificateRequest {
+                    tenant: ctx.tenant.clone(),
+                    device,
+                    fingerprint,
+                    name,
+                    ttl_seconds: ttl_seconds(ttl)?,
+                })
+                .await?
+                .into_inner();
+            let mut rows = Rows::new(vec!["credential_id", "device", "fingerprint"]);
+            rows.push(
+                vec![c.id.clone(), c.device.clone(), c.fingerprint.clone()],
+                json!({"credential_id": c.id, "device": c.device, "kind": kind_name(c.kind), "fingerprint": c.fingerprint}),
+            );
+            ctx.print(&rows);
+        }
     }
     Ok(())
+}
+
+/// Seconds of a `--ttl` such as `30d`; 0 when absent.
+fn ttl_seconds(ttl: Option<String>) -> anyhow::Result<u64> {
+    let Some(t) = ttl else {
+        return Ok(0);
+    };
+    let ns = tributary_core::time::parse_duration(&t)
+        .ok_or_else(|| anyhow::anyhow!("--ttl {t:?}: expected a duration such as 30d"))?;
+    Ok((ns / 1_000_000_000) as u64)
 }
 
 pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
@@ -335,18 +410,33 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
         TokensCmd::Issue {
             device,
             ingest,
+            app: Some(app),
+            publish,
+            subscribe,
+            name: _,
+            ttl,
+        } if !ingest && device.is_none() => {
+            let resp = ctx
+                .registry
+                .issue_application_token(pb::IssueApplicationTokenRequest {
+                    tenant: ctx.tenant.clone(),
+                    name: app,
+                    publish,
+                    subscribe,
+                    ttl_seconds: ttl_seconds(ttl)?,
+                })
+                .await?
+                .into_inner();
+            ctx.print(&token_rows(&resp));
+        }
+        TokensCmd::Issue {
+            device,
+            ingest,
             name,
             ttl,
+            ..
         } => {
-            let ttl_seconds = match ttl {
-                None => 0,
-                Some(t) => {
-                    let ns = tributary_core::time::parse_duration(&t).ok_or_else(|| {
-                        anyhow::anyhow!("--ttl {t:?}: expected a duration such as 30d")
-                    })?;
-                    (ns / 1_000_000_000) as u64
-                }
-            };
+            let ttl_seconds = ttl_seconds(ttl)?;
             let kind = if ingest {
                 pb::CredentialKind::TenantIngestToken
             } else {
@@ -399,7 +489,8 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
                         expires.clone(),
                         c.revoked.to_string(),
                     ],
-                    json!({"credential_id": c.id, "kind": kind_name(c.kind), "device": c.device, "name": c.name,
+                    json!({"credential_id": c.id, "kind": kind_name(c.kind), "device": c.device, "name": c.name, "fingerprint": c.fingerprint,
+                           "publish": c.publish, "subscribe": c.subscribe,
                            "created_at": format_rfc3339(c.created_at_ns), "expires": expires, "revoked": c.revoked}),
                 );
             }

@@ -25,12 +25,21 @@ pub struct Standalone {
     pub metrics: SocketAddr,
     /// The MQTT listener (3.1.1 and 5.0).
     pub mqtt: SocketAddr,
+    /// The MQTT over WebSocket listener (`/mqtt`).
+    pub mqtt_ws: SocketAddr,
+    /// The MQTT over TLS listener, when started with a certificate.
+    pub mqtts: Option<SocketAddr>,
     pub admin_token: String,
 }
 
 impl Standalone {
     /// Starts standalone on `dir` and waits for its ready line.
     pub fn start(dir: &Path) -> Standalone {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts standalone on `dir` with extra flags, and waits for its ready line.
+    pub fn start_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Standalone {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args(["standalone", "--data-dir"])
             .arg(dir)
@@ -43,7 +52,10 @@ impl Standalone {
                 "127.0.0.1:0",
                 "--mqtt-addr",
                 "127.0.0.1:0",
+                "--mqtt-ws-addr",
+                "127.0.0.1:0",
             ])
+            .args(extra)
             .env("TRIBUTARY_LOG", "warn")
             .env("TRIBUTARY_LOG_FORMAT", "text")
             .stdout(Stdio::piped())
@@ -67,12 +79,14 @@ impl Standalone {
             }
         };
         eprintln!("standalone ready in {:?}", started.elapsed());
-        let field = |name: &str| -> SocketAddr {
+        let optional = |name: &str| -> Option<SocketAddr> {
             ready
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))
                 .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name}= in {ready:?}"))
+        };
+        let field = |name: &str| -> SocketAddr {
+            optional(name).unwrap_or_else(|| panic!("no {name}= in {ready:?}"))
         };
         let admin_token = std::fs::read_to_string(dir.join("admin.token"))
             .expect("admin.token")
@@ -83,6 +97,8 @@ impl Standalone {
             grpc: field("grpc"),
             metrics: field("metrics"),
             mqtt: field("mqtt"),
+            mqtt_ws: field("mqtt-ws"),
+            mqtts: optional("mqtts"),
             child,
             dir: dir.to_path_buf(),
             admin_token,

@@ -1,0 +1,50 @@
+//! CI runs the smoke scenario, as shipped, against a freshly started
+//! standalone: `tributary-loadtest run loadtest/scenarios/smoke.toml`, with
+//! only the addresses and the token file pointed at the test's server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Standalone, describe, loadtest, read_report};
+
+#[test]
+fn smoke_scenario_passes_against_a_fresh_standalone() {
+    let server = Standalone::start();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("smoke.json");
+    let svg = dir.path().join("smoke.svg");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml");
+    let mut args = vec![
+        "run".to_string(),
+        scenario.to_string(),
+        "-q".into(),
+        "--json".into(),
+        json.display().to_string(),
+        "--plot".into(),
+        svg.display().to_string(),
+    ];
+    args.extend(server.target_flags());
+    let out = loadtest(&args, Duration::from_secs(120));
+    let ctx = describe(&out);
+    assert!(out.status.success(), "{ctx}");
+
+    let summary = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "smoke against tributary (MQTT 5 QoS 1)",
+        "acked 1,000",
+        "verify       PASS",
+    ] {
+        assert!(summary.contains(line), "summary lacks {line:?}: {ctx}");
+    }
+    let r = read_report(&json);
+    assert_eq!(r["counters"]["msgs_acked"], 1000, "{ctx}");
+    assert_eq!(r["connect"]["established"], 20, "{ctx}");
+    assert_eq!(r["verify"]["acked_not_stored"], 0, "{ctx}");
+    assert_eq!(r["verify"]["points_stored"], 3000, "{ctx}");
+    let e2e = r["e2e_latency_ms"]["count"].as_u64().unwrap_or(0);
+    assert!(e2e > 0, "end-to-end samples arrived: {ctx}");
+    assert!(!r["timeline"].as_array().unwrap().is_empty(), "{ctx}");
+    let plot = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(plot.contains("acknowledged throughput"), "{ctx}");
+}
