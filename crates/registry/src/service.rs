@@ -854,18 +854,7 @@ impl Registry {
         validate_tenant(&req.tenant)?;
         check_text("name", &req.name, MAX_NAME_BYTES)?;
         let now = now_ns();
-        let expires_at_ns = match req.ttl {
-            None => None,
-            Some(ttl) if ttl.is_zero() => {
-                return Err(RegistryError::invalid("ttl_seconds", "must be positive"));
-            }
-            Some(ttl) => Some(
-                i64::try_from(ttl.as_nanos())
-                    .ok()
-                    .and_then(|ttl| now.checked_add(ttl))
-                    .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large"))?,
-            ),
-        };
+        let expires_at_ns = expires_at(now, req.ttl)?;
         let token_kind = match (req.kind, &req.device) {
             (CredentialKind::DeviceToken, None) => {
                 return Err(RegistryError::invalid(
@@ -962,18 +951,7 @@ impl Registry {
             subscribe: grant_filters("subscribe", req.subscribe)?,
         };
         let now = now_ns();
-        let expires_at_ns = match req.ttl {
-            None => None,
-            Some(ttl) if ttl.is_zero() => {
-                return Err(RegistryError::invalid("ttl_seconds", "must be positive"));
-            }
-            Some(ttl) => Some(
-                i64::try_from(ttl.as_nanos())
-                    .ok()
-                    .and_then(|ttl| now.checked_add(ttl))
-                    .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large"))?,
-            ),
-        };
+        let expires_at_ns = expires_at(now, req.ttl)?;
         self.tenant(&req.tenant).await?;
         for _ in 0..3 {
             let generated = tributary_auth::generate_token(TokenKind::Application);
@@ -1025,18 +1003,7 @@ impl Registry {
         check_text("name", &req.name, MAX_NAME_BYTES)?;
         let fingerprint = parse_fingerprint(&req.fingerprint)?;
         let now = now_ns();
-        let expires_at_ns = match req.ttl {
-            None => None,
-            Some(ttl) if ttl.is_zero() => {
-                return Err(RegistryError::invalid("ttl_seconds", "must be positive"));
-            }
-            Some(ttl) => Some(
-                i64::try_from(ttl.as_nanos())
-                    .ok()
-                    .and_then(|ttl| now.checked_add(ttl))
-                    .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large"))?,
-            ),
-        };
+        let expires_at_ns = expires_at(now, req.ttl)?;
         if self
             .store
             .get_device(&req.tenant, &req.device)
@@ -1592,4 +1559,20 @@ fn retag(field: &str, e: ValidationError) -> RegistryError {
 /// Renames the field of a validation error (core says `device`, the request says `id`).
 fn rename_field(e: ValidationError, field: &str) -> RegistryError {
     RegistryError::Invalid(ValidationError::new(field, e.message))
+}
+
+/// When a credential with this lifetime, issued at `now`, expires: `None`
+/// for no lifetime, an error for a zero or overflowing one.
+fn expires_at(now: i64, ttl: Option<std::time::Duration>) -> Result<Option<i64>, RegistryError> {
+    match ttl {
+        None => Ok(None),
+        Some(ttl) if ttl.is_zero() => {
+            Err(RegistryError::invalid("ttl_seconds", "must be positive"))
+        }
+        Some(ttl) => i64::try_from(ttl.as_nanos())
+            .ok()
+            .and_then(|ttl| now.checked_add(ttl))
+            .map(Some)
+            .ok_or_else(|| RegistryError::invalid("ttl_seconds", "too large")),
+    }
 }
