@@ -106,6 +106,26 @@ impl EmbeddedRegistryStore {
             .await
             .map_err(|e| RegistryError::Internal(format!("registry storage task failed: {e}")))?
     }
+
+    /// Reads and decodes the record at `(tenant, key)` of a pair-keyed table.
+    async fn get_pair<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, (&'static str, &'static str), &'static [u8]>,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<T>, RegistryError> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(table).map_err(storage)?;
+            table
+                .get((tenant.as_str(), key.as_str()))
+                .map_err(storage)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
 }
 
 /// Maps a redb error: I/O problems are retryable, the rest are internal.
@@ -234,17 +254,7 @@ impl DeviceStore for EmbeddedRegistryStore {
         tenant: &str,
         id: &str,
     ) -> Result<Option<DeviceRecord>, RegistryError> {
-        let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(DEVICES).map_err(storage)?;
-            table
-                .get((tenant.as_str(), id.as_str()))
-                .map_err(storage)?
-                .map(|v| decode(v.value()))
-                .transpose()
-        })
-        .await
+        self.get_pair(DEVICES, tenant, id).await
     }
 
     async fn delete_device(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
@@ -359,17 +369,7 @@ impl CredentialStore for EmbeddedRegistryStore {
         tenant: &str,
         id: &str,
     ) -> Result<Option<CredentialRecord>, RegistryError> {
-        let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(CREDENTIALS).map_err(storage)?;
-            table
-                .get((tenant.as_str(), id.as_str()))
-                .map_err(storage)?
-                .map(|v| decode(v.value()))
-                .transpose()
-        })
-        .await
+        self.get_pair(CREDENTIALS, tenant, id).await
     }
 
     async fn credential_by_hash(
@@ -517,17 +517,7 @@ impl PresenceStore for EmbeddedRegistryStore {
         tenant: &str,
         device: &str,
     ) -> Result<Option<PresenceRecord>, RegistryError> {
-        let (tenant, device) = (tenant.to_owned(), device.to_owned());
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(PRESENCE).map_err(storage)?;
-            table
-                .get((tenant.as_str(), device.as_str()))
-                .map_err(storage)?
-                .map(|v| decode(v.value()))
-                .transpose()
-        })
-        .await
+        self.get_pair(PRESENCE, tenant, device).await
     }
 
     async fn get_presences(
