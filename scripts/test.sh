@@ -23,5 +23,9 @@ if [[ -z "${TRIBUTARY_TEST_SCYLLA:-}" ]]; then
 fi
 
 cargo test --workspace --locked -- "${scylla_skip[@]}"
+
+# docker-compose.yml, the Dockerfile and deploy/ against the Compose schema
+# and the binary's own flags (no Docker engine runs here).
+bash scripts/check-deploy.sh target/debug/tributary
 [[ -n "${TRIBUTARY_TEST_SCYLLA:-}" ]] ||
   echo "SKIPPED: ScyllaDB conformance suites (set TRIBUTARY_TEST_SCYLLA=host:port to run them)"

@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "registry.proto",
         "query.proto",
         "command.proto",
+        "command_routing.proto",
+        "events.proto",
+        "directory.proto",
     ]
     .map(|f| root.join("tributary/v1").join(f));
     for f in &files {

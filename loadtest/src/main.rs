@@ -93,6 +93,9 @@ struct ScenarioFlags {
     /// gRPC endpoint of the registry and query API.
     #[arg(long)]
     grpc_url: Option<String>,
+    /// gRPC endpoint of the registry when it runs apart (distributed mode).
+    #[arg(long)]
+    registry_url: Option<String>,
     /// File with the operator token (the server's admin.token).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
@@ -151,6 +154,7 @@ impl ScenarioFlags {
             http_url: self.http_url.clone(),
             write_path: self.write_path.clone(),
             grpc_url: self.grpc_url.clone(),
+            registry_url: self.registry_url.clone(),
             admin_token_file: self.admin_token_file.clone(),
             credentials_file: self.credentials.clone(),
             source_addrs: self.source_addrs.clone(),

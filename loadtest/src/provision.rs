@@ -49,6 +49,8 @@ pub type Query = QueryServiceClient<InterceptedService<Channel, Bearer>>;
 #[derive(Debug, Clone)]
 pub struct Grpc {
     channel: Channel,
+    /// The registry's channel, when it is a service of its own.
+    registry: Option<Channel>,
     bearer: Bearer,
 }
 
@@ -68,13 +70,25 @@ impl Grpc {
             .map_err(|e| err(format!("{e}")))?;
         Ok(Self {
             channel,
+            registry: None,
             bearer: Bearer::new(token)?,
         })
     }
 
+    /// Sends registry calls to `url` instead (a registry service of its own).
+    pub async fn with_registry(mut self, url: &str) -> Result<Self, Error> {
+        if !url.is_empty() {
+            self.registry = Some(Self::connect(url, "unused").await?.channel);
+        }
+        Ok(self)
+    }
+
     /// The registry service.
     pub fn registry(&self) -> Registry {
-        RegistryServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+        RegistryServiceClient::with_interceptor(
+            self.registry.as_ref().unwrap_or(&self.channel).clone(),
+            self.bearer.clone(),
+        )
     }
 
     /// The query service.

@@ -55,7 +55,12 @@ impl Operator<'_> {
     async fn get(&mut self) -> Result<&Grpc, Error> {
         if self.grpc.is_none() {
             let token = provision::admin_token(self.token, &self.sc.target.admin_token_file)?;
-            self.grpc = Some(Grpc::connect(&self.sc.target.grpc_url, &token).await?);
+            self.grpc = Some(
+                Grpc::connect(&self.sc.target.grpc_url, &token)
+                    .await?
+                    .with_registry(&self.sc.target.registry_url)
+                    .await?,
+            );
         }
         self.grpc
             .as_ref()

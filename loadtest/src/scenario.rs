@@ -115,6 +115,9 @@ pub struct TargetConfig {
     pub write_path: String,
     /// gRPC endpoint of the registry and the query service (Tributary only).
     pub grpc_url: String,
+    /// gRPC endpoint of the registry when it runs apart from the query
+    /// service (distributed mode); empty: `grpc_url`.
+    pub registry_url: String,
     /// File holding the operator token (Tributary's `admin.token`); the
     /// `--admin-token` flag or `TRIBUTARY_TOKEN` take precedence.
     pub admin_token_file: PathBuf,
@@ -134,6 +137,7 @@ impl Default for TargetConfig {
             http_url: "http://127.0.0.1:8080".into(),
             write_path: String::new(),
             grpc_url: "http://127.0.0.1:50051".into(),
+            registry_url: String::new(),
             admin_token_file: PathBuf::from("data/admin.token"),
             credentials_file: None,
             source_addrs: Vec::new(),
@@ -542,6 +546,8 @@ pub struct Overrides {
     pub write_path: Option<String>,
     /// `target.grpc_url`.
     pub grpc_url: Option<String>,
+    /// `target.registry_url`.
+    pub registry_url: Option<String>,
     /// `target.admin_token_file`.
     pub admin_token_file: Option<PathBuf>,
     /// `target.credentials_file`.
@@ -610,6 +616,7 @@ impl Scenario {
         set(&mut t.http_url, o.http_url.clone());
         set(&mut t.write_path, o.write_path.clone());
         set(&mut t.grpc_url, o.grpc_url.clone());
+        set(&mut t.registry_url, o.registry_url.clone());
         set(&mut t.admin_token_file, o.admin_token_file.clone());
         if o.credentials_file.is_some() {
             t.credentials_file = o.credentials_file.clone();

@@ -99,7 +99,14 @@ pub enum AuthError {
     KeyFile(#[from] std::io::Error),
     #[error("signing key must be at least 32 bytes")]
     WeakKey,
+    #[error("the system clock is before 1970")]
+    Clock,
 }
+
+/// How long a [`JwtKeys::service_token`] is valid: ten years, as the
+/// bootstrap admin token.
+pub const SERVICE_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The HS256 key that signs and verifies operator JWTs.
 #[derive(Clone)]
@@ -131,6 +138,14 @@ impl JwtKeys {
         })
     }
 
+    /// Loads the secret from `path`, which must exist (services other than
+    /// the registry read the secret the registry created, or a Kubernetes
+    /// Secret).
+    pub fn load(path: &Path) -> Result<Self, AuthError> {
+        let secret = std::fs::read(path)?;
+        Self::from_secret(trim_ascii(&secret))
+    }
+
     /// Loads the secret from `path`, creating a random one (mode 0600) if the
     /// file does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, AuthError> {
@@ -154,6 +169,29 @@ impl JwtKeys {
             claims,
             &self.encoding,
         )?)
+    }
+
+    /// A token for one Tributary service to call another's internal API
+    /// (the registry's `DirectoryService`): a platform admin (role admin,
+    /// no tenant), subject `svc:<service_name>`, valid for
+    /// [`SERVICE_TOKEN_LIFETIME`].
+    ///
+    /// Services share the JWT secret, so each mints its own at start-up and
+    /// keeps it in memory only; it is never written anywhere. The long life
+    /// spares a refresh path in every client: rotating the shared secret is
+    /// what revokes service tokens, as it does every operator token.
+    pub fn service_token(&self, service_name: &str) -> Result<String, AuthError> {
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| AuthError::Clock)?
+            .as_secs();
+        self.issue(&OperatorClaims {
+            sub: format!("svc:{service_name}"),
+            tenant: String::new(),
+            role: Role::Admin,
+            iat,
+            exp: iat.saturating_add(SERVICE_TOKEN_LIFETIME.as_secs()),
+        })
     }
 
     /// Verifies a token's signature and expiry.
@@ -276,6 +314,19 @@ mod tests {
         assert!(other.verify(&keys.issue(&c).unwrap()).is_err());
         assert!(keys.verify("not.a.jwt").is_err());
         assert!(JwtKeys::from_secret(b"short").is_err());
+    }
+
+    #[test]
+    fn service_tokens_are_platform_admins_named_after_the_service() {
+        let keys = JwtKeys::from_secret(&[7u8; 32]).unwrap();
+        let token = keys.service_token("ingest-mqtt").unwrap();
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(claims.sub, "svc:ingest-mqtt");
+        assert_eq!(claims.tenant, "");
+        assert_eq!(claims.role, Role::Admin);
+        assert!(claims.exp >= claims.iat + SERVICE_TOKEN_LIFETIME.as_secs());
+        let other = JwtKeys::from_secret(&[8u8; 32]).unwrap();
+        assert!(other.verify(&token).is_err(), "another secret refuses it");
     }
 
     #[test]

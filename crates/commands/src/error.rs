@@ -50,6 +50,9 @@ pub enum CommandServiceError {
     /// Command routing failed (shutting down, unreachable).
     #[error("command routing: {0}")]
     Unavailable(String),
+    /// The commands log failed (opening its consumer at start-up).
+    #[error("commands log: {0}")]
+    Log(#[from] tributary_log::LogError),
     /// A bug or an impossible state; details stay in the server log.
     #[error("internal: {0}")]
     Internal(String),
@@ -141,6 +144,10 @@ impl From<CommandServiceError> for Status {
             }
             CommandServiceError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "command routing unavailable");
+                unavailable("command routing is unavailable")
+            }
+            CommandServiceError::Log(e) => {
+                tracing::warn!(error = %e, "commands log unavailable");
                 unavailable("command routing is unavailable")
             }
             internal @ (CommandServiceError::Directory(_)

@@ -10,8 +10,9 @@
 //! against [`CommandConfig`] and the device against the [`DeviceCatalog`],
 //! and hands the command to a [`CommandSink`]. It never talks to devices
 //! itself: in standalone the sink is the in-process MQTT server; with
-//! several frontend replicas it is a router to the replica that holds the
-//! device's session.
+//! several frontend replicas it is a [`RoutedCommandSink`], which sends the
+//! command through the commands log to the [`CommandRelay`] of the
+//! frontend replica that holds the device's session (see [`routing`]).
 //!
 //! What this crate must not do: depend on a protocol crate, or wait for a
 //! reply longer than the request's timeout.
@@ -40,9 +41,11 @@
 mod config;
 mod error;
 mod metrics;
+pub mod routing;
 mod service;
 
 pub use config::CommandConfig;
 pub use error::CommandServiceError;
-pub use metrics::CommandMetrics;
+pub use metrics::{CommandMetrics, RoutingMetrics};
+pub use routing::{CommandRelay, RelayConfig, RoutedCommandSink, RouterConfig};
 pub use service::CommandGrpc;

@@ -55,3 +55,53 @@ impl CommandMetrics {
         self.reply_seconds.observe(seconds);
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Metrics of commands routed to other replicas through the commands log
+/// (`RoutedCommandSink`). Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct RoutingMetrics {
+    routed: Family<OutcomeLabel, Counter>,
+    seconds: Histogram,
+}
+
+impl Default for RoutingMetrics {
+    fn default() -> Self {
+        Self {
+            routed: Family::default(),
+            seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        }
+    }
+}
+
+impl RoutingMetrics {
+    /// Creates the metrics and registers them under
+    /// `tributary_commands_routed_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("tributary_commands");
+        r.register(
+            "routed",
+            "Commands routed through the commands log, by outcome: replied, timeout, offline, \
+             not_subscribed, queued, no_presence (answered offline without routing), \
+             not_accepted (no frontend took it: offline), invalid, overloaded, unavailable",
+            m.routed.clone(),
+        );
+        r.register(
+            "routed_seconds",
+            "From looking up a routed command's presence to its outcome",
+            m.seconds.clone(),
+        );
+        m
+    }
+
+    /// Counts a routed command by its outcome and records how long it took.
+    pub(crate) fn routed(&self, outcome: &'static str, took: std::time::Duration) {
+        self.routed.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.seconds.observe(took.as_secs_f64());
+    }
+}

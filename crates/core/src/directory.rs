@@ -83,6 +83,29 @@ pub struct DeviceInfo {
     pub disabled: bool,
 }
 
+/// Where a device was last seen: what command routing needs to find the
+/// frontend replica that holds (or last held) the device's session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceInfo {
+    /// Whether a connection of the device is open.
+    pub online: bool,
+    /// When a frontend last reported the device, ns since the epoch.
+    pub last_seen_ns: i64,
+    /// The frontend replica that reported it (its `frontend_id`).
+    pub frontend: String,
+}
+
+/// Looks up device presence, as reported through [`PresenceSink`].
+#[async_trait]
+pub trait PresenceLookup: Send + Sync + std::fmt::Debug + 'static {
+    /// The device's presence; `None` when no frontend ever reported it.
+    async fn presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<PresenceInfo>, DirectoryError>;
+}
+
 /// Why a directory call failed. Frontends map these to 401/403/404/503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {

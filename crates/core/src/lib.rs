@@ -6,7 +6,8 @@
 //! envelope ([`envelope`]), label selectors ([`selector`]), and the small
 //! traits a frontend or query service depends on instead of a concrete
 //! registry ([`directory`]) or on the frontend that reaches a device
-//! ([`commands`]).
+//! ([`commands`]), and the registry's change events with their wire
+//! encoding ([`events`]).
 //!
 //! What must not live here: I/O, storage engines, network servers. This crate
 //! is pure so that every other crate, and fuzzers, can use it cheaply.
@@ -14,6 +15,7 @@
 pub mod commands;
 pub mod directory;
 pub mod envelope;
+pub mod events;
 pub mod formats;
 pub mod limits;
 pub mod live;

@@ -225,6 +225,9 @@ pub(crate) async fn run<S>(
         .maximum_packet_size
         .map_or(usize::MAX, |m| m.get() as usize);
     let device = accepted.identity.device().map(str::to_owned);
+    shared
+        .router()
+        .bind_device(attached.session.id, device.as_deref());
     let bucket = match &device {
         Some(d) => {
             let (first, bucket) = shared.router().device_connected(&tenant, d);
@@ -715,7 +718,7 @@ where
                 ..
             } = self;
             enum Event {
-                Kicked,
+                Kicked(Kick),
                 Shutdown,
                 Done(Done),
                 Wrote(std::io::Result<usize>),
@@ -725,7 +728,7 @@ where
             }
             let event = tokio::select! {
                 biased;
-                _ = kick => Event::Kicked,
+                k = kick => Event::Kicked(k.unwrap_or(Kick::TakenOver)),
                 _ = crate::until_true(shutdown) => Event::Shutdown,
                 Some(done) = inflight.next(), if !inflight.is_empty() => Event::Done(done),
                 r = write_some(writer, wbuf), if !wbuf.is_empty() => Event::Wrote(r),
@@ -734,7 +737,12 @@ where
                 _ = tokio::time::sleep_until(wake_at), if deadline.is_some() => Event::Deadline,
             };
             match event {
-                Event::Kicked => return End::Server(ReasonCode::SessionTakenOver, "taken_over"),
+                Event::Kicked(Kick::TakenOver) => {
+                    return End::Server(ReasonCode::SessionTakenOver, "taken_over");
+                }
+                Event::Kicked(Kick::Revoked) => {
+                    return End::Server(ReasonCode::AdministrativeAction, "revoked");
+                }
                 Event::Shutdown => return End::Server(ReasonCode::ServerShuttingDown, "shutdown"),
                 Event::Done(done) => {
                     if let Err(end) = self.complete(done, true) {

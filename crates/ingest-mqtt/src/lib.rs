@@ -417,6 +417,25 @@ impl MqttServer {
         }
     }
 
+    /// Closes every connection of `device` with DISCONNECT 0x98
+    /// (administrative action; MQTT 3.1.1 clients see the connection close):
+    /// its device was disabled or deleted, or one of its credentials
+    /// revoked. A client that still holds a valid credential may reconnect;
+    /// its persistent session, if any, is kept until it expires. Returns how
+    /// many connections were told to close.
+    pub fn disconnect_device(&self, tenant: &str, device: &str) -> usize {
+        let kicked = self.shared.router().kick_device(tenant, device);
+        if kicked > 0 {
+            tracing::info!(
+                tenant,
+                device,
+                connections = kicked,
+                "closing revoked device's connections"
+            );
+        }
+        kicked
+    }
+
     /// Publishes `message` within `tenant`, as the platform (not a client):
     /// it reaches every matching subscription, and is retained if its flag
     /// says so. Returns how many sessions it reached.

@@ -31,6 +31,8 @@ use crate::trie::{SubOptions, Subscriber, Trie};
 pub(crate) enum Kick {
     /// Another connection took the session over.
     TakenOver,
+    /// The device was disabled or deleted, or a credential revoked.
+    Revoked,
 }
 
 /// A connection's hold on a session.
@@ -45,6 +47,9 @@ struct Entry {
     session: Arc<Session>,
     tenant: String,
     client_id: String,
+    /// The device the attached connection authenticated as (`None` for
+    /// applications); see [`Router::bind_device`].
+    device: Option<String>,
     /// Full filter (with any `$share/{group}/` prefix) to its options.
     subscriptions: HashMap<String, SubOptions>,
     generation: u64,
@@ -228,6 +233,7 @@ impl Router {
                 session: session.clone(),
                 tenant: tenant.to_owned(),
                 client_id: client_id.to_owned(),
+                device: None,
                 subscriptions: HashMap::new(),
                 generation: 1,
                 attachment: Some(Attachment {
@@ -247,6 +253,31 @@ impl Router {
             kick,
             released,
         })
+    }
+
+    /// Records that the connection attached to session `id` is device
+    /// `device`, so that [`Router::kick_device`] finds it.
+    pub(crate) fn bind_device(&mut self, id: SessionId, device: Option<&str>) {
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            entry.device = device.map(str::to_owned);
+        }
+    }
+
+    /// Tells every connection of `device` to go (its credentials were
+    /// revoked, or the device disabled or deleted). Returns how many were
+    /// told. Revocations are rare, so a scan of the sessions is fine.
+    pub(crate) fn kick_device(&mut self, tenant: &str, device: &str) -> usize {
+        let mut kicked = 0;
+        for entry in self.sessions.values_mut() {
+            if entry.tenant == tenant
+                && entry.device.as_deref() == Some(device)
+                && let Some(kick) = entry.attachment.as_mut().and_then(|a| a.kick.take())
+            {
+                let _ = kick.send(Kick::Revoked);
+                kicked += 1;
+            }
+        }
+        kicked
     }
 
     /// Lets a session go: ends it when `expiry_secs` is 0, parks the

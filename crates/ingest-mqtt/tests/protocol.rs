@@ -233,6 +233,36 @@ async fn malformed_packet_gets_disconnect_and_others_carry_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_device_closes_only_its_connections() {
+    let rig = Rig::default().await;
+    let mut revoked5 = Raw::device(rig.addr, V5, "d1").await;
+    let mut revoked311 = Raw::device(rig.addr, V311, "d2").await;
+    let mut bystander = Raw::device(rig.addr, V5, "d3").await;
+    let mut other_tenant = Raw::connect(rig.addr, connect_packet(V5, "d1", "d1", "other-d1"))
+        .await
+        .0;
+    assert_eq!(rig.server.disconnect_device("acme", "d1"), 1);
+    assert_eq!(rig.server.disconnect_device("acme", "d2"), 1);
+    assert_eq!(
+        revoked5.expect_close().await,
+        Some(ReasonCode::AdministrativeAction)
+    );
+    // 3.1.1 has no server DISCONNECT: the connection just closes.
+    assert_eq!(revoked311.expect_close().await, None);
+    assert_eq!(rig.server.disconnect_device("acme", "nobody"), 0);
+    // The same device id in another tenant, and other devices, stay.
+    for (raw, device) in [(&mut bystander, "d3"), (&mut other_tenant, "d1")] {
+        let topic = format!("devices/{device}/telemetry/t");
+        raw.send(publish(&topic, "1", QoS::AtLeastOnce, 1).into())
+            .await;
+        match raw.recv().await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::Success),
+            other => panic!("expected a PUBACK, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_disconnects_the_old_connection() {
     let rig = Rig::default().await;
     let mut old = Raw::device(rig.addr, V5, "d1").await;

@@ -118,6 +118,9 @@ impl Default for RequestContext {
     }
 }
 
+/// Default of [`IngestConfig::max_record_bytes`].
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 960 * 1024;
+
 /// Frontend settings shared by every protocol.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -125,6 +128,12 @@ pub struct IngestConfig {
     /// Payload bytes that may be in flight (read but not yet durable) at once,
     /// over all requests. Past it, requests are refused with "retry later".
     pub max_inflight_bytes: usize,
+    /// Largest envelope appended as one log record, in bytes. A device's
+    /// batch that encodes larger is split into several envelopes, each at
+    /// most this size, so a big request never exceeds the log's record
+    /// limit (Kafka's `max.message.bytes`). The default leaves room for the
+    /// key and headers under a 1,000,000-byte record.
+    pub max_record_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -132,6 +141,7 @@ impl Default for IngestConfig {
         Self {
             limits: Limits::default(),
             max_inflight_bytes: 512 * 1024 * 1024,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -388,12 +398,15 @@ impl Ingestor {
                 kind: ctx.kind,
                 points: b.points,
             };
-            records.push(Record {
-                key: Bytes::from(envelope::record_key(tenant, &env.device)),
-                value: Bytes::from(env.encode()),
-                headers: self.headers(tenant, ctx),
-                timestamp_ms: received_at_ns / 1_000_000,
-            });
+            let key = Bytes::from(envelope::record_key(tenant, &env.device));
+            for value in encode_split(env, self.inner.config.max_record_bytes) {
+                records.push(Record {
+                    key: key.clone(),
+                    value: Bytes::from(value),
+                    headers: self.headers(tenant, ctx),
+                    timestamp_ms: received_at_ns / 1_000_000,
+                });
+            }
         }
         if records.is_empty() {
             return Ok(());
@@ -449,5 +462,88 @@ impl Ingestor {
             }
         }
         h
+    }
+}
+
+/// Encodes `env`, split into envelopes of at most `max_bytes` each (in
+/// point order, so per-device order holds across the pieces). A single
+/// point larger than `max_bytes` cannot be split further and is returned
+/// as is: the request limits keep points far smaller than a record.
+fn encode_split(env: Envelope, max_bytes: usize) -> Vec<Vec<u8>> {
+    let encoded = env.encode();
+    if encoded.len() <= max_bytes || env.points.len() <= 1 {
+        return vec![encoded];
+    }
+    // Split in proportion to the overshoot, so one pass usually suffices.
+    let pieces = encoded.len().div_ceil(max_bytes.max(1)).max(2);
+    let per_piece = env.points.len().div_ceil(pieces);
+    let mut out = Vec::with_capacity(pieces);
+    let mut points = env.points;
+    let template = Envelope {
+        points: Vec::new(),
+        ..env
+    };
+    while !points.is_empty() {
+        let rest = points.split_off(per_piece.min(points.len()));
+        let piece = Envelope {
+            points,
+            ..template.clone()
+        };
+        out.extend(encode_split(piece, max_bytes));
+        points = rest;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use tributary_core::{Point, Value};
+
+    use super::*;
+
+    fn envelope(points: usize) -> Envelope {
+        Envelope {
+            tenant: "acme".into(),
+            device: "d1".into(),
+            received_at_ns: 1,
+            traceparent: String::new(),
+            tracestate: String::new(),
+            content_type: "application/json".into(),
+            kind: tributary_core::envelope::Kind::Telemetry,
+            points: (0..points)
+                .map(|i| Point {
+                    metric: format!("metric_{}", i % 7),
+                    ts_ns: 1_700_000_000_000_000_000 + i as i64,
+                    value: Value::F64(i as f64 * 0.5),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn large_batches_split_into_records_under_the_limit_in_order() {
+        let env = envelope(50_000);
+        let whole = env.encode().len();
+        let max = 64 * 1024;
+        assert!(
+            whole > 10 * max,
+            "the test needs a batch well over the limit"
+        );
+        let pieces = encode_split(env.clone(), max);
+        assert!(pieces.len() >= whole / max);
+        let mut points = Vec::new();
+        for p in &pieces {
+            assert!(p.len() <= max, "a piece of {} bytes exceeds {max}", p.len());
+            let d = Envelope::decode(p, &Limits::default()).unwrap();
+            assert_eq!((d.tenant.as_str(), d.device.as_str()), ("acme", "d1"));
+            points.extend(d.points);
+        }
+        assert_eq!(points, env.points, "every point, once, in order");
+    }
+
+    #[test]
+    fn small_batches_stay_one_record() {
+        let env = envelope(10);
+        assert_eq!(encode_split(env.clone(), 64 * 1024), vec![env.encode()]);
     }
 }

@@ -52,6 +52,8 @@ const MANAGED_OPTIONS: &[&str] = &[
     "max.poll.interval.ms",
     "queued.max.messages.kbytes",
     "partition.assignment.strategy",
+    "fetch.wait.max.ms",
+    "fetch.error.backoff.ms",
 ];
 
 /// Connection, topic and client settings of a [`KafkaLog`](crate::KafkaLog).
@@ -239,6 +241,12 @@ pub struct ConsumerSettings {
     /// Most bytes (keys, values, headers) one `poll` returns, but always at
     /// least one record.
     pub max_poll_bytes: usize,
+    /// Longest time a broker holds a fetch open waiting for data, in ms
+    /// (`fetch.wait.max.ms`). Apache Kafka answers as soon as data arrives,
+    /// so this only bounds idle round trips; a broker that does not wake
+    /// waiting fetches (Tansu) adds up to this much latency per hop, which
+    /// is why it is short by default.
+    pub fetch_wait_max_ms: u32,
     /// Partition assignment within a group.
     pub assignment_strategy: AssignmentStrategy,
 }
@@ -250,6 +258,7 @@ impl Default for ConsumerSettings {
             max_poll_interval_ms: 300_000,
             queued_max_kbytes: 16 * 1024,
             max_poll_bytes: 16 * 1024 * 1024,
+            fetch_wait_max_ms: 20,
             assignment_strategy: AssignmentStrategy::CooperativeSticky,
         }
     }
@@ -404,6 +413,12 @@ impl KafkaConfig {
             .set("auto.offset.reset", reset)
             .set("session.timeout.ms", s.session_timeout_ms.to_string())
             .set("max.poll.interval.ms", s.max_poll_interval_ms.to_string())
+            .set("fetch.wait.max.ms", s.fetch_wait_max_ms.to_string())
+            // After an empty or failed fetch librdkafka backs off this long
+            // (default 500 ms): the same bound as the wait keeps one hop's
+            // latency near the wait on a broker that answers empty fetches
+            // at once.
+            .set("fetch.error.backoff.ms", s.fetch_wait_max_ms.to_string())
             .set(
                 "queued.max.messages.kbytes",
                 s.queued_max_kbytes.to_string(),
@@ -473,6 +488,9 @@ impl ConsumerSettings {
                 "consumer.max_poll_interval_ms: must be at least session_timeout_ms and at most 86400000"
                     .into(),
             );
+        }
+        if !(1..=300_000).contains(&self.fetch_wait_max_ms) {
+            return invalid("consumer.fetch_wait_max_ms: must be 1 to 300000".into());
         }
         if !(1..=2_097_151).contains(&self.queued_max_kbytes) {
             return invalid("consumer.queued_max_kbytes: must be 1 to 2097151".into());

@@ -23,8 +23,10 @@ use tributary_core::live::{LiveBatch, LiveHub};
 use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
 use tributary_store::{DevicePoints, Store, StoreError};
 
+mod live_tail;
 mod metrics;
 
+pub use live_tail::live_tail;
 pub use metrics::ProcessorMetrics;
 
 /// Processor settings.

@@ -1,6 +1,15 @@
-//! [`LocalDirectory`]: the `tributary_core::directory` traits, in process,
-//! over a [`Registry`], with caches so that steady-state ingest costs no
-//! registry read or write.
+//! The cached directory: the `tributary_core::directory` traits over the
+//! registry, with caches so that steady-state ingest costs no registry read
+//! or write. Two front types share one caching layer:
+//!
+//! * [`LocalDirectory`], in process over a [`Registry`] (standalone mode),
+//!   invalidated by [`Registry::events`];
+//! * [`crate::RemoteDirectory`], over the registry's `DirectoryService`
+//!   gRPC (distributed mode), invalidated by the events it is given, in
+//!   practice those [`crate::events::tail_events`] reads from the log.
+//!
+//! Both read what they miss from a private `DirectorySource` (the registry,
+//! or the gRPC client), and cache it identically.
 //!
 //! Five caches, each bounded (`max_entries`) and each entry living at most
 //! `ttl`:
@@ -16,13 +25,18 @@
 //!   "does not exist".
 //! * tenant → [`TenantPolicy`].
 //!
-//! **Invalidation.** A background task subscribes to [`Registry::events`] and
-//! evicts what each event affects as soon as it arrives; if it lagged behind
-//! the bounded channel it clears everything. The TTL is a safety net for
-//! changes that bypass the registry (a store edited by hand). A fill that
-//! raced with an invalidation is not cached: every fill notes the
-//! invalidation epoch before reading and stores its result only if no
-//! invalidation happened meanwhile, so a stale read can never outlive the
+//! Device selection and presence are not cached: they are read from the
+//! source on every call.
+//!
+//! **Invalidation.** A background task reads the event channel and evicts
+//! what each event affects as soon as it arrives; if it lagged behind the
+//! bounded channel, or is told [`RegistryEvent::Resync`], it clears
+//! everything. If the channel closes, everything is cleared and nothing is
+//! cached any more (every call reads the source). The TTL is a safety net for
+//! changes that bypass the registry (a store edited by hand) or whose event
+//! was lost. A fill that raced with an invalidation is not cached: every fill
+//! notes the invalidation epoch before reading and stores its result only if
+//! no invalidation happened meanwhile, so a stale read can never outlive the
 //! event that made it stale.
 //!
 //! A device token is valid only while its device exists and is enabled; that
@@ -30,8 +44,9 @@
 //! takes effect as fast as evicting one device entry.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,20 +55,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tributary_core::directory::{
-    Application, Authenticator, DeviceCatalog, DeviceInfo, DirectoryError, PresenceSink, Principal,
-    TenantPolicy,
+    Application, DeviceInfo, DirectoryError, PresenceInfo, Principal, TenantPolicy,
 };
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
 
-use crate::RegistryError;
 use crate::service::{
     Authenticated, AuthenticatedApplication, DeviceUpdate, NewDevice, Registry, RegistryEvent,
 };
-use crate::store::{DeviceRecord, TokenHash};
+use crate::store::{PresenceRecord, TokenHash};
+use crate::{Entity, RegistryError};
 
 /// Longest token worth hashing; generated ones are 47 bytes.
-const MAX_SECRET_BYTES: usize = 512;
+pub(crate) const MAX_SECRET_BYTES: usize = 512;
 
 /// Cache sizes and lifetimes of a [`LocalDirectory`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,8 +112,8 @@ struct DeviceState {
     labels: BTreeMap<String, String>,
 }
 
-impl From<DeviceRecord> for DeviceState {
-    fn from(d: DeviceRecord) -> Self {
+impl From<DeviceInfo> for DeviceState {
+    fn from(d: DeviceInfo) -> Self {
         Self {
             disabled: d.disabled,
             labels: d.labels,
@@ -171,12 +185,89 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
 
 type DeviceKey = (String, String);
 
+/// Where a cached directory reads what it has not cached. Uncached: every
+/// call reads the registry, in process or over gRPC.
+#[async_trait]
+pub(crate) trait DirectorySource: Send + Sync + fmt::Debug + 'static {
+    /// A device or tenant ingest token, given with its hash. May refuse the
+    /// token of a disabled device; need not (the cache checks the device).
+    async fn resolve_token(
+        &self,
+        token: &str,
+        hash: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError>;
+
+    /// A certificate fingerprint, parsed. Like `resolve_token` for the device.
+    async fn resolve_certificate(
+        &self,
+        fingerprint: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError>;
+
+    /// An application token presented for `name`, with its hash. May refuse
+    /// a token issued for another name; need not (the cache checks it).
+    async fn resolve_application(
+        &self,
+        name: &str,
+        token: &str,
+        hash: &TokenHash,
+    ) -> Result<AuthenticatedApplication, DirectoryError>;
+
+    /// The tenant's ingest policy.
+    async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError>;
+
+    /// One device, if it exists.
+    async fn device(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<DeviceInfo>, DirectoryError>;
+
+    /// The write path of `ensure_device`, once the cache has found that the
+    /// device needs creating (`exists` false, and the tenant auto-provisions)
+    /// or new labels merged (`exists` true).
+    async fn provision(
+        &self,
+        tenant: &str,
+        device: &str,
+        labels: &BTreeMap<String, String>,
+        exists: bool,
+    ) -> Result<(), DirectoryError>;
+
+    /// Every device of the tenant the selector matches, sorted by id.
+    async fn select(
+        &self,
+        tenant: &str,
+        selector: &Selector,
+    ) -> Result<Vec<DeviceInfo>, DirectoryError>;
+
+    /// Records a presence report.
+    async fn report(
+        &self,
+        tenant: &str,
+        device: &str,
+        online: bool,
+        at_ns: i64,
+        frontend: &str,
+    ) -> Result<(), DirectoryError>;
+
+    /// A device's presence: `None` for an unknown device or one no frontend
+    /// ever reported.
+    async fn presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<PresenceInfo>, DirectoryError>;
+}
+
 /// What the caller and the invalidation task share.
 #[derive(Debug)]
-struct Shared {
-    registry: Arc<Registry>,
+struct Shared<S> {
+    source: S,
     /// Bumped by every invalidation, before it evicts.
     epoch: AtomicU64,
+    /// The event channel closed: no invalidation can come any more, so
+    /// nothing is cached.
+    closed: AtomicBool,
     tokens: Mutex<TtlCache<TokenHash, Authenticated>>,
     certificates: Mutex<TtlCache<TokenHash, Authenticated>>,
     applications: Mutex<TtlCache<TokenHash, AuthenticatedApplication>>,
@@ -190,7 +281,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Shared {
+impl<S: DirectorySource> Shared<S> {
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
@@ -204,7 +295,7 @@ impl Shared {
         value: V,
     ) {
         let mut cache = lock(cache);
-        if self.epoch() == epoch {
+        if self.epoch() == epoch && !self.closed.load(Ordering::SeqCst) {
             cache.insert(key, value);
         }
     }
@@ -215,7 +306,7 @@ impl Shared {
         match item {
             Ok(RegistryEvent::TenantChanged { tenant }) => lock(&self.policies).remove(&tenant),
             Ok(
-                RegistryEvent::DeviceChanged { tenant, device }
+                RegistryEvent::DeviceChanged { tenant, device, .. }
                 | RegistryEvent::DeviceDeleted { tenant, device },
             ) => {
                 lock(&self.devices).remove(&(tenant, device));
@@ -223,6 +314,7 @@ impl Shared {
             Ok(RegistryEvent::CredentialRevoked {
                 tenant,
                 credential_id,
+                ..
             }) => {
                 // Revocations are rare; a sweep is simpler than a second index.
                 let keep = |_: &TokenHash, a: &Authenticated| {
@@ -235,6 +327,10 @@ impl Shared {
                         && a.application.tenant == tenant)
                 });
             }
+            Ok(RegistryEvent::Resync) => {
+                tracing::info!("registry events may have been lost; clearing the directory cache");
+                self.clear();
+            }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
@@ -242,7 +338,10 @@ impl Shared {
                 );
                 self.clear();
             }
-            Err(broadcast::error::RecvError::Closed) => self.clear(),
+            Err(broadcast::error::RecvError::Closed) => {
+                self.closed.store(true, Ordering::SeqCst);
+                self.clear();
+            }
         }
     }
 
@@ -265,8 +364,8 @@ impl Shared {
         }
         let epoch = self.epoch();
         let state = self
-            .registry
-            .find_device(tenant, device)
+            .source
+            .device(tenant, device)
             .await?
             .map(DeviceState::from);
         self.fill(&self.devices, epoch, key, state.clone());
@@ -278,14 +377,25 @@ impl Shared {
             return Ok(policy);
         }
         let epoch = self.epoch();
-        let policy = self.registry.tenant_policy(tenant).await?;
+        let policy = self.source.tenant_policy(tenant).await?;
         self.fill(&self.policies, epoch, tenant.to_owned(), policy.clone());
         Ok(policy)
     }
 
-    /// A token hash, through the token cache.
-    async fn resolve(&self, hash: TokenHash) -> Result<Authenticated, DirectoryError> {
-        self.resolve_in(&self.tokens, hash, false).await
+    /// A token, through the token cache.
+    async fn resolve(&self, token: &str) -> Result<Authenticated, DirectoryError> {
+        let hash = tributary_auth::hash_token(token);
+        let cached = lock(&self.tokens).get(&hash);
+        let resolved = match cached {
+            Some(a) => a,
+            None => {
+                let epoch = self.epoch();
+                let a = self.source.resolve_token(token, &hash).await?;
+                self.fill(&self.tokens, epoch, hash, a.clone());
+                a
+            }
+        };
+        self.unexpired(&self.tokens, &hash, resolved, |a| a.expires_at_ns)
     }
 
     /// A certificate fingerprint, through the certificate cache.
@@ -293,53 +403,51 @@ impl Shared {
         &self,
         fingerprint: TokenHash,
     ) -> Result<Authenticated, DirectoryError> {
-        self.resolve_in(&self.certificates, fingerprint, true).await
-    }
-
-    async fn resolve_in(
-        &self,
-        cache: &Mutex<TtlCache<TokenHash, Authenticated>>,
-        hash: TokenHash,
-        certificate: bool,
-    ) -> Result<Authenticated, DirectoryError> {
-        let cached = lock(cache).get(&hash);
+        let cached = lock(&self.certificates).get(&fingerprint);
         let resolved = match cached {
             Some(a) => a,
             None => {
                 let epoch = self.epoch();
-                let a = if certificate {
-                    self.registry.resolve_certificate(&hash).await?
-                } else {
-                    self.registry.resolve_token_hash(&hash).await?
-                };
-                self.fill(cache, epoch, hash, a.clone());
+                let a = self.source.resolve_certificate(&fingerprint).await?;
+                self.fill(&self.certificates, epoch, fingerprint, a.clone());
                 a
             }
         };
-        if resolved.expires_at_ns.is_some_and(|at| now_ns() >= at) {
-            lock(cache).remove(&hash);
-            return Err(DirectoryError::Unauthenticated);
-        }
-        Ok(resolved)
+        self.unexpired(&self.certificates, &fingerprint, resolved, |a| {
+            a.expires_at_ns
+        })
     }
 
-    /// An application token hash, through the application cache.
+    /// An application token, through the application cache.
     async fn resolve_application(
         &self,
-        hash: TokenHash,
+        name: &str,
+        token: &str,
     ) -> Result<AuthenticatedApplication, DirectoryError> {
+        let hash = tributary_auth::hash_token(token);
         let cached = lock(&self.applications).get(&hash);
         let resolved = match cached {
             Some(a) => a,
             None => {
                 let epoch = self.epoch();
-                let a = self.registry.resolve_application(&hash).await?;
+                let a = self.source.resolve_application(name, token, &hash).await?;
                 self.fill(&self.applications, epoch, hash, a.clone());
                 a
             }
         };
-        if resolved.expires_at_ns.is_some_and(|at| now_ns() >= at) {
-            lock(&self.applications).remove(&hash);
+        self.unexpired(&self.applications, &hash, resolved, |a| a.expires_at_ns)
+    }
+
+    /// Refuses (and evicts) a credential past its expiry.
+    fn unexpired<V: Clone>(
+        &self,
+        cache: &Mutex<TtlCache<TokenHash, V>>,
+        key: &TokenHash,
+        resolved: V,
+        expires_at_ns: impl Fn(&V) -> Option<i64>,
+    ) -> Result<V, DirectoryError> {
+        if expires_at_ns(&resolved).is_some_and(|at| now_ns() >= at) {
+            lock(cache).remove(key);
             return Err(DirectoryError::Unauthenticated);
         }
         Ok(resolved)
@@ -368,26 +476,31 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The registry as ingest frontends and the query service see it, in
-/// process, cached. See the [module docs](self).
+/// The caching layer both directories are made of: the caches over a
+/// source, and the task that invalidates them.
 #[derive(Debug)]
-pub struct LocalDirectory {
-    shared: Arc<Shared>,
+pub(crate) struct CachedDirectory<S> {
+    shared: Arc<Shared<S>>,
     _invalidator: AbortOnDrop,
 }
 
-impl LocalDirectory {
-    /// A directory over `registry`, with its invalidation task.
+impl<S: DirectorySource> CachedDirectory<S> {
+    /// Caches over `source`, invalidated by `events`. The receiver must have
+    /// subscribed before anything is read from the source, so that no
+    /// change is missed.
     ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime (it spawns a task).
-    pub fn new(registry: Arc<Registry>, config: DirectoryConfig) -> Self {
-        // Subscribe before anything is cached, so no change is missed.
-        let mut events = registry.events();
+    pub(crate) fn new(
+        source: S,
+        mut events: broadcast::Receiver<RegistryEvent>,
+        config: &DirectoryConfig,
+    ) -> Self {
         let shared = Arc::new(Shared {
-            registry,
+            source,
             epoch: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             tokens: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
             certificates: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
             applications: Mutex::new(TtlCache::new(config.max_entries, config.ttl)),
@@ -411,65 +524,32 @@ impl LocalDirectory {
         }
     }
 
-    /// The registry underneath.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.shared.registry
+    /// What the caches read from.
+    pub(crate) fn source(&self) -> &S {
+        &self.shared.source
     }
 
-    /// Entries in the (token, certificate and application, device, tenant) caches, for
-    /// metrics and tests.
-    pub fn cache_sizes(&self) -> (usize, usize, usize) {
+    /// Entries in the (token, certificate and application, device, tenant)
+    /// caches.
+    pub(crate) fn cache_sizes(&self) -> (usize, usize, usize) {
+        let s = &self.shared;
         (
-            lock(&self.shared.tokens).len()
-                + lock(&self.shared.certificates).len()
-                + lock(&self.shared.applications).len(),
-            lock(&self.shared.devices).len(),
-            lock(&self.shared.policies).len(),
+            lock(&s.tokens).len() + lock(&s.certificates).len() + lock(&s.applications).len(),
+            lock(&s.devices).len(),
+            lock(&s.policies).len(),
         )
     }
 
-    /// Merges `labels` into an existing device and checks it is enabled.
-    async fn merge_labels(
-        &self,
-        tenant: &str,
-        device: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<(), DirectoryError> {
-        let update = DeviceUpdate {
-            set_labels: labels.clone(),
-            ..DeviceUpdate::default()
-        };
-        let updated = self
-            .shared
-            .registry
-            .update_device(tenant, device, update)
-            .await?;
-        if updated.record.disabled {
-            return Err(disabled(device));
-        }
-        Ok(())
-    }
-}
-
-fn disabled(device: &str) -> DirectoryError {
-    DirectoryError::Forbidden(format!("device {device:?} is disabled"))
-}
-
-#[async_trait]
-impl Authenticator for LocalDirectory {
-    async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
         if token.is_empty() || token.len() > MAX_SECRET_BYTES {
             return Err(DirectoryError::Unauthenticated);
         }
-        let resolved = self
-            .shared
-            .resolve(tributary_auth::hash_token(token))
-            .await?;
+        let resolved = self.shared.resolve(token).await?;
         self.shared.check_device(&resolved.principal).await?;
         Ok(resolved.principal)
     }
 
-    async fn authenticate_certificate(
+    pub(crate) async fn authenticate_certificate(
         &self,
         fingerprint: &str,
     ) -> Result<Principal, DirectoryError> {
@@ -480,7 +560,7 @@ impl Authenticator for LocalDirectory {
         Ok(resolved.principal)
     }
 
-    async fn authenticate_application(
+    pub(crate) async fn authenticate_application(
         &self,
         name: &str,
         token: &str,
@@ -488,21 +568,18 @@ impl Authenticator for LocalDirectory {
         if token.is_empty() || token.len() > MAX_SECRET_BYTES {
             return Err(DirectoryError::Unauthenticated);
         }
-        let resolved = self
-            .shared
-            .resolve_application(tributary_auth::hash_token(token))
-            .await?;
+        let resolved = self.shared.resolve_application(name, token).await?;
         if resolved.application.name != name {
             return Err(DirectoryError::Unauthenticated);
         }
         Ok(resolved.application)
     }
 
-    async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {
+    pub(crate) async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {
         self.shared.policy(tenant).await
     }
 
-    async fn ensure_device(
+    pub(crate) async fn ensure_device(
         &self,
         tenant: &str,
         device: &str,
@@ -510,39 +587,26 @@ impl Authenticator for LocalDirectory {
     ) -> Result<(), DirectoryError> {
         match self.shared.device_state(tenant, device).await? {
             Some(state) if state.disabled => Err(disabled(device)),
-            Some(state) if labels.iter().all(|(k, v)| state.labels.get(k) == Some(v)) => Ok(()),
-            Some(_) => self.merge_labels(tenant, device, labels).await,
+            Some(state) if has_labels(&state.labels, labels) => Ok(()),
+            Some(_) => {
+                self.shared
+                    .source
+                    .provision(tenant, device, labels, true)
+                    .await
+            }
             None => {
                 if !self.shared.policy(tenant).await?.auto_provision {
-                    return Err(DirectoryError::NotFound(format!(
-                        "device {device:?} does not exist and tenant {tenant:?} does not auto-provision devices"
-                    )));
+                    return Err(not_provisioned(tenant, device));
                 }
-                let new = NewDevice {
-                    tenant: tenant.to_owned(),
-                    id: device.to_owned(),
-                    labels: labels.clone(),
-                    ..NewDevice::default()
-                };
-                match self.shared.registry.create_device(new).await {
-                    Ok(_) => {
-                        tracing::info!(tenant, device, "device auto-provisioned");
-                        Ok(())
-                    }
-                    // Another writer created it first: merge into theirs.
-                    Err(RegistryError::AlreadyExists { .. }) => {
-                        self.merge_labels(tenant, device, labels).await
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                self.shared
+                    .source
+                    .provision(tenant, device, labels, false)
+                    .await
             }
         }
     }
-}
 
-#[async_trait]
-impl DeviceCatalog for LocalDirectory {
-    async fn device(
+    pub(crate) async fn device(
         &self,
         tenant: &str,
         device: &str,
@@ -555,17 +619,312 @@ impl DeviceCatalog for LocalDirectory {
         }))
     }
 
-    /// Uncached: scans the tenant's devices in the registry.
+    pub(crate) async fn select(
+        &self,
+        tenant: &str,
+        selector: &Selector,
+    ) -> Result<Vec<DeviceInfo>, DirectoryError> {
+        self.shared.source.select(tenant, selector).await
+    }
+
+    pub(crate) async fn report(
+        &self,
+        tenant: &str,
+        device: &str,
+        online: bool,
+        at_ns: i64,
+        frontend: &str,
+    ) -> Result<(), DirectoryError> {
+        self.shared
+            .source
+            .report(tenant, device, online, at_ns, frontend)
+            .await
+    }
+
+    pub(crate) async fn presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<PresenceInfo>, DirectoryError> {
+        self.shared.source.presence(tenant, device).await
+    }
+}
+
+/// Implements the `tributary_core::directory` traits for a type whose
+/// `inner` field is a [`CachedDirectory`], by delegation.
+macro_rules! delegate_directory_traits {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl tributary_core::directory::Authenticator for $ty {
+            async fn authenticate(
+                &self,
+                token: &str,
+            ) -> Result<tributary_core::directory::Principal, DirectoryError> {
+                self.inner.authenticate(token).await
+            }
+
+            async fn authenticate_certificate(
+                &self,
+                fingerprint: &str,
+            ) -> Result<tributary_core::directory::Principal, DirectoryError> {
+                self.inner.authenticate_certificate(fingerprint).await
+            }
+
+            async fn authenticate_application(
+                &self,
+                name: &str,
+                token: &str,
+            ) -> Result<tributary_core::directory::Application, DirectoryError> {
+                self.inner.authenticate_application(name, token).await
+            }
+
+            async fn tenant_policy(
+                &self,
+                tenant: &str,
+            ) -> Result<tributary_core::directory::TenantPolicy, DirectoryError> {
+                self.inner.tenant_policy(tenant).await
+            }
+
+            async fn ensure_device(
+                &self,
+                tenant: &str,
+                device: &str,
+                labels: &std::collections::BTreeMap<String, String>,
+            ) -> Result<(), DirectoryError> {
+                self.inner.ensure_device(tenant, device, labels).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tributary_core::directory::DeviceCatalog for $ty {
+            async fn device(
+                &self,
+                tenant: &str,
+                device: &str,
+            ) -> Result<Option<tributary_core::directory::DeviceInfo>, DirectoryError> {
+                self.inner.device(tenant, device).await
+            }
+
+            /// Uncached: scans the tenant's devices in the registry.
+            async fn select(
+                &self,
+                tenant: &str,
+                selector: &tributary_core::selector::Selector,
+            ) -> Result<Vec<tributary_core::directory::DeviceInfo>, DirectoryError> {
+                self.inner.select(tenant, selector).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tributary_core::directory::PresenceSink for $ty {
+            async fn report(
+                &self,
+                tenant: &str,
+                device: &str,
+                online: bool,
+                at_ns: i64,
+                frontend: &str,
+            ) -> Result<(), DirectoryError> {
+                self.inner
+                    .report(tenant, device, online, at_ns, frontend)
+                    .await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tributary_core::directory::PresenceLookup for $ty {
+            /// Uncached: reads the registry.
+            async fn presence(
+                &self,
+                tenant: &str,
+                device: &str,
+            ) -> Result<Option<tributary_core::directory::PresenceInfo>, DirectoryError> {
+                self.inner.presence(tenant, device).await
+            }
+        }
+    };
+}
+pub(crate) use delegate_directory_traits;
+
+/// Whether a device's labels already hold every pair of `wanted`.
+fn has_labels(current: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| current.get(k) == Some(v))
+}
+
+fn disabled(device: &str) -> DirectoryError {
+    DirectoryError::Forbidden(format!("device {device:?} is disabled"))
+}
+
+fn not_provisioned(tenant: &str, device: &str) -> DirectoryError {
+    DirectoryError::NotFound(format!(
+        "device {device:?} does not exist and tenant {tenant:?} does not auto-provision devices"
+    ))
+}
+
+// ----- over the registry, in process -----
+
+/// Merges `labels` into an existing device and checks it is enabled.
+async fn merge_labels(
+    registry: &Registry,
+    tenant: &str,
+    device: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), DirectoryError> {
+    let update = DeviceUpdate {
+        set_labels: labels.clone(),
+        ..DeviceUpdate::default()
+    };
+    let updated = registry.update_device(tenant, device, update).await?;
+    if updated.record.disabled {
+        return Err(disabled(device));
+    }
+    Ok(())
+}
+
+/// Creates a device with `labels`; if another writer created it first,
+/// merges into theirs.
+async fn create_or_merge(
+    registry: &Registry,
+    tenant: &str,
+    device: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), DirectoryError> {
+    let new = NewDevice {
+        tenant: tenant.to_owned(),
+        id: device.to_owned(),
+        labels: labels.clone(),
+        ..NewDevice::default()
+    };
+    match registry.create_device(new).await {
+        Ok(_) => {
+            tracing::info!(tenant, device, "device auto-provisioned");
+            Ok(())
+        }
+        Err(RegistryError::AlreadyExists { .. }) => {
+            merge_labels(registry, tenant, device, labels).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `ensure_device` without a cache: what the directory gRPC service does
+/// for a remote directory's cache miss.
+pub(crate) async fn ensure_device_uncached(
+    registry: &Registry,
+    tenant: &str,
+    device: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), DirectoryError> {
+    match registry.find_device(tenant, device).await? {
+        Some(d) if d.disabled => Err(disabled(device)),
+        Some(d) if has_labels(&d.labels, labels) => Ok(()),
+        Some(_) => merge_labels(registry, tenant, device, labels).await,
+        None => {
+            if !registry.tenant_policy(tenant).await?.auto_provision {
+                return Err(not_provisioned(tenant, device));
+            }
+            create_or_merge(registry, tenant, device, labels).await
+        }
+    }
+}
+
+/// A device's presence record: `None` for an unknown device.
+pub(crate) async fn presence_record(
+    registry: &Registry,
+    tenant: &str,
+    device: &str,
+) -> Result<Option<PresenceRecord>, DirectoryError> {
+    match registry.presence(tenant, device).await {
+        Ok(p) => Ok(Some(p)),
+        Err(RegistryError::NotFound {
+            kind: Entity::Device,
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A presence record as [`PresenceInfo`]: `None` if never reported.
+pub(crate) fn presence_info(p: PresenceRecord) -> Option<PresenceInfo> {
+    (p.last_seen_ns != 0).then_some(PresenceInfo {
+        online: p.online,
+        last_seen_ns: p.last_seen_ns,
+        frontend: p.frontend,
+    })
+}
+
+/// The registry itself, as [`LocalDirectory`]'s source.
+#[derive(Debug)]
+pub(crate) struct LocalSource {
+    registry: Arc<Registry>,
+}
+
+#[async_trait]
+impl DirectorySource for LocalSource {
+    async fn resolve_token(
+        &self,
+        _token: &str,
+        hash: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError> {
+        self.registry.resolve_token_hash(hash).await
+    }
+
+    async fn resolve_certificate(
+        &self,
+        fingerprint: &TokenHash,
+    ) -> Result<Authenticated, DirectoryError> {
+        self.registry.resolve_certificate(fingerprint).await
+    }
+
+    async fn resolve_application(
+        &self,
+        _name: &str,
+        _token: &str,
+        hash: &TokenHash,
+    ) -> Result<AuthenticatedApplication, DirectoryError> {
+        self.registry.resolve_application(hash).await
+    }
+
+    async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {
+        Ok(self.registry.tenant_policy(tenant).await?)
+    }
+
+    async fn device(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<DeviceInfo>, DirectoryError> {
+        Ok(self
+            .registry
+            .find_device(tenant, device)
+            .await?
+            .map(|d| DeviceInfo {
+                id: d.id,
+                labels: d.labels,
+                disabled: d.disabled,
+            }))
+    }
+
+    async fn provision(
+        &self,
+        tenant: &str,
+        device: &str,
+        labels: &BTreeMap<String, String>,
+        exists: bool,
+    ) -> Result<(), DirectoryError> {
+        if exists {
+            merge_labels(&self.registry, tenant, device, labels).await
+        } else {
+            create_or_merge(&self.registry, tenant, device, labels).await
+        }
+    }
+
     async fn select(
         &self,
         tenant: &str,
         selector: &Selector,
     ) -> Result<Vec<DeviceInfo>, DirectoryError> {
-        let devices = self
-            .shared
-            .registry
-            .select_devices(tenant, selector)
-            .await?;
+        let devices = self.registry.select_devices(tenant, selector).await?;
         Ok(devices
             .into_iter()
             .map(|d| DeviceInfo {
@@ -575,10 +934,7 @@ impl DeviceCatalog for LocalDirectory {
             })
             .collect())
     }
-}
 
-#[async_trait]
-impl PresenceSink for LocalDirectory {
     async fn report(
         &self,
         tenant: &str,
@@ -587,13 +943,67 @@ impl PresenceSink for LocalDirectory {
         at_ns: i64,
         frontend: &str,
     ) -> Result<(), DirectoryError> {
-        self.shared
-            .registry
+        self.registry
             .report_presence(tenant, device, online, at_ns, frontend)
             .await?;
         Ok(())
     }
+
+    async fn presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<PresenceInfo>, DirectoryError> {
+        Ok(presence_record(&self.registry, tenant, device)
+            .await?
+            .and_then(presence_info))
+    }
 }
+
+/// The registry as ingest frontends and the query service see it, in
+/// process, cached. See the [module docs](self).
+#[derive(Debug)]
+pub struct LocalDirectory {
+    inner: CachedDirectory<LocalSource>,
+}
+
+impl LocalDirectory {
+    /// A directory over `registry`, with its invalidation task.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (it spawns a task).
+    pub fn new(registry: Arc<Registry>, config: DirectoryConfig) -> Self {
+        // Subscribe before anything is cached, so no change is missed.
+        let events = registry.events();
+        Self {
+            inner: CachedDirectory::new(LocalSource { registry }, events, &config),
+        }
+    }
+
+    /// The registry underneath.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.source().registry
+    }
+
+    /// Entries in the (token, certificate and application, device, tenant) caches, for
+    /// metrics and tests.
+    pub fn cache_sizes(&self) -> (usize, usize, usize) {
+        self.inner.cache_sizes()
+    }
+
+    /// A device's presence, uncached: `None` for an unknown device or one
+    /// no frontend ever reported.
+    pub async fn presence(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<PresenceInfo>, DirectoryError> {
+        self.inner.presence(tenant, device).await
+    }
+}
+
+delegate_directory_traits!(LocalDirectory);
 
 #[cfg(test)]
 mod tests {
@@ -601,6 +1011,7 @@ mod tests {
     use crate::EmbeddedRegistryStore;
     use crate::service::{NewTenant, RegistryConfig};
     use crate::store::TenantSettings;
+    use tributary_core::directory::{Authenticator, DeviceCatalog};
 
     #[test]
     fn ttl_cache_stays_bounded_and_expires() {
@@ -674,6 +1085,7 @@ mod tests {
             tx.send(RegistryEvent::DeviceChanged {
                 tenant: "other".into(),
                 device: device.into(),
+                disabled: false,
             })
             .expect("send");
         }
@@ -682,7 +1094,7 @@ mod tests {
             matches!(item, Err(broadcast::error::RecvError::Lagged(2))),
             "got {item:?}"
         );
-        directory.shared.handle(item);
+        directory.inner.shared.handle(item);
         assert_eq!(directory.cache_sizes(), (0, 0, 0));
     }
 }

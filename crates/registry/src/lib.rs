@@ -15,9 +15,18 @@
 //!   presence, and the [`RegistryEvent`]s that tell caches what changed.
 //! * [`grpc`]: [`RegistryGrpc`], the `tributary.v1.RegistryService` gRPC
 //!   server, with operator JWT authorization.
-//! * [`directory`]: [`LocalDirectory`], the cached in-process implementation
-//!   of the `tributary_core::directory` traits that ingest frontends and the
-//!   query service use in standalone mode.
+//! * [`directory`]: the cached implementation of the
+//!   `tributary_core::directory` traits that ingest frontends and the query
+//!   service use, one caching layer with two sources: [`LocalDirectory`], in
+//!   process over the [`Registry`] (standalone mode), and
+//!   [`remote`]'s [`RemoteDirectory`], over gRPC (distributed mode).
+//! * [`directory_grpc`]: [`DirectoryGrpc`], the internal
+//!   `tributary.v1.DirectoryService` a [`RemoteDirectory`] calls, for
+//!   service tokens (platform admins) only.
+//! * [`events`]: [`RegistryEvent`]s across processes:
+//!   [`events::publish_events`] forwards them to the log topic
+//!   `tributary.device-events.v1`, [`events::tail_events`] reads them back as
+//!   a remote directory's invalidation channel.
 //!
 //! What must not live here: ingest protocols, time-series storage, or
 //! anything that needs a frontend. Frontends depend on the
@@ -55,16 +64,21 @@
 
 pub mod conformance;
 pub mod directory;
+pub mod directory_grpc;
 pub mod embedded;
 mod error;
+pub mod events;
 pub mod grpc;
+pub mod remote;
 pub mod service;
 pub mod store;
 
 pub use directory::{DirectoryConfig, LocalDirectory};
+pub use directory_grpc::DirectoryGrpc;
 pub use embedded::EmbeddedRegistryStore;
 pub use error::{Entity, RegistryError};
 pub use grpc::RegistryGrpc;
+pub use remote::{RemoteConfig, RemoteDirectory};
 pub use service::{
     Authenticated, AuthenticatedApplication, DEFAULT_TENANT, Device, DevicePage, DeviceUpdate,
     IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant, NewToken, Registry,

@@ -21,6 +21,8 @@ use tokio::sync::broadcast;
 use tributary_auth::{JwtKeys, OperatorClaims, Role, TokenKind};
 use tributary_core::Limits;
 use tributary_core::directory::{Application, DirectoryError, Principal, TenantPolicy};
+/// Re-exported from `tributary_core::events`, where its wire encoding lives.
+pub use tributary_core::events::RegistryEvent;
 use tributary_core::model::{ValidationError, validate_device_id, validate_label, validate_tenant};
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
@@ -84,40 +86,6 @@ impl Default for RegistryConfig {
             event_capacity: 4096,
         }
     }
-}
-
-/// A change that can make a cached view of the registry stale.
-///
-/// Serializable so distributed mode can forward it through Kafka.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum RegistryEvent {
-    /// A tenant was created or its settings changed.
-    TenantChanged {
-        /// The tenant.
-        tenant: String,
-    },
-    /// A device was created, or its labels, metadata or disabled flag changed.
-    DeviceChanged {
-        /// The device's tenant.
-        tenant: String,
-        /// The device.
-        device: String,
-    },
-    /// A device was deleted.
-    DeviceDeleted {
-        /// The device's tenant.
-        tenant: String,
-        /// The device.
-        device: String,
-    },
-    /// A credential was revoked.
-    CredentialRevoked {
-        /// The credential's tenant.
-        tenant: String,
-        /// The credential.
-        credential_id: String,
-    },
 }
 
 /// A tenant to create.
@@ -522,6 +490,7 @@ impl Registry {
         self.publish(RegistryEvent::DeviceChanged {
             tenant: record.tenant.clone(),
             device: record.id.clone(),
+            disabled: record.disabled,
         });
         let token = if new.issue_token {
             Some(
@@ -792,6 +761,7 @@ impl Registry {
                     self.publish(RegistryEvent::DeviceChanged {
                         tenant: tenant.to_owned(),
                         device: id.to_owned(),
+                        disabled: record.disabled,
                     });
                     return Ok(record);
                 }
@@ -829,6 +799,7 @@ impl Registry {
                 self.publish(RegistryEvent::CredentialRevoked {
                     tenant: tenant.to_owned(),
                     credential_id: credential.id,
+                    device: credential.device,
                 });
             }
             if done {
@@ -1141,6 +1112,7 @@ impl Registry {
         self.publish(RegistryEvent::CredentialRevoked {
             tenant: tenant.to_owned(),
             credential_id: credential_id.to_owned(),
+            device: record.device.clone(),
         });
         Ok(record)
     }
@@ -1278,7 +1250,10 @@ impl Registry {
     }
 
     /// Fails unless a device principal's device exists and is enabled.
-    async fn check_device_enabled(&self, principal: &Principal) -> Result<(), DirectoryError> {
+    pub(crate) async fn check_device_enabled(
+        &self,
+        principal: &Principal,
+    ) -> Result<(), DirectoryError> {
         if let Principal::Device { tenant, device } = principal {
             match self.store.get_device(tenant, device).await? {
                 None => return Err(DirectoryError::Unauthenticated),
@@ -1345,14 +1320,13 @@ impl Registry {
         if stale || moved {
             return Ok(current);
         }
+        // The frontend is kept when the device goes offline: a persistent
+        // session stays in that replica's memory, and commands for the
+        // device are routed there (ARCHITECTURE.md, "Commands").
         let presence = PresenceRecord {
             online,
             last_seen_ns: at_ns,
-            frontend: if online {
-                frontend.to_owned()
-            } else {
-                String::new()
-            },
+            frontend: frontend.to_owned(),
         };
         self.store.set_presence(tenant, device, &presence).await?;
         Ok(presence)

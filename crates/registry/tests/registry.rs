@@ -588,7 +588,18 @@ async fn deleting_a_device_revokes_its_tokens() {
     let mut revoked: Vec<String> = seen
         .into_iter()
         .map(|e| match e {
-            RegistryEvent::CredentialRevoked { credential_id, .. } => credential_id,
+            RegistryEvent::CredentialRevoked {
+                credential_id,
+                device,
+                ..
+            } => {
+                assert_eq!(
+                    device.as_deref(),
+                    Some("pump-1"),
+                    "a device token's revocation names the device"
+                );
+                credential_id
+            }
             other => panic!("unexpected event {other:?}"),
         })
         .collect();
@@ -643,7 +654,8 @@ async fn updates_change_only_what_they_name_and_announce_changes() {
         drain(&mut events),
         [RegistryEvent::DeviceChanged {
             tenant: "acme".into(),
-            device: "d".into()
+            device: "d".into(),
+            disabled: false,
         }]
     );
 
@@ -659,14 +671,19 @@ async fn updates_change_only_what_they_name_and_announce_changes() {
         .await
         .expect("disable again");
     assert_eq!(
-        drain(&mut events).len(),
-        1,
-        "only the real change is announced"
+        drain(&mut events),
+        [RegistryEvent::DeviceChanged {
+            tenant: "acme".into(),
+            device: "d".into(),
+            disabled: true,
+        }],
+        "only the real change is announced, with the device's new state"
     );
 
     let event = RegistryEvent::CredentialRevoked {
         tenant: "acme".into(),
         credential_id: "c1".into(),
+        device: None,
     };
     let json = serde_json::to_string(&event).expect("serialize");
     assert_eq!(

@@ -2,6 +2,8 @@
 //!
 //! * `tributary standalone` runs every service in one process with embedded
 //!   storage;
+//! * `tributary registry|ingest|processor|query` run one service each, for
+//!   the distributed mode (Kafka, Scylla);
 //! * every other subcommand is the operator CLI, which talks gRPC to a
 //!   running platform.
 //!
@@ -14,9 +16,11 @@
 
 use clap::Parser;
 
+use clap::{CommandFactory, FromArgMatches};
+
 mod cli;
 mod output;
-mod standalone;
+mod serve;
 
 /// Tributary: an IoT ingestion platform.
 #[derive(Debug, Parser)]
@@ -24,6 +28,10 @@ mod standalone;
 struct Args {
     #[command(flatten)]
     conn: cli::Connection,
+    /// A TOML file of service settings, keyed by long flag name; flags and
+    /// environment variables override it.
+    #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,35 +39,43 @@ struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Run the whole platform in one process, with embedded storage.
-    Standalone(standalone::StandaloneArgs),
+    Standalone(serve::standalone::StandaloneArgs),
+    /// Run the registry service (tenants, devices, credentials, presence).
+    Registry(serve::registry::RegistryArgs),
+    /// Run an ingest frontend replica (HTTP and MQTT) appending to Kafka.
+    Ingest(serve::ingest::IngestArgs),
+    /// Run a processor replica (Kafka consumer group to the store).
+    Processor(serve::processor::ProcessorArgs),
+    /// Run a query replica (QueryService and CommandService).
+    Query(serve::query::QueryArgs),
     #[command(flatten)]
     Cli(cli::CliCommand),
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let command = Args::command();
+    let argv = match serve::config_file::expand_args(std::env::args_os().collect(), &command) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("tributary: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let args = match command
+        .try_get_matches_from(argv)
+        .and_then(|m| Args::from_arg_matches(&m))
+    {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     match args.command {
         Command::Standalone(a) => {
-            init_tracing(a.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("tributary: cannot start the runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(standalone::run(a)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "standalone failed");
-                    eprintln!("tributary: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            service("standalone", a.ops.log_format, serve::standalone::run(a))
         }
+        Command::Registry(a) => service("registry", a.ops.log_format, serve::registry::run(a)),
+        Command::Ingest(a) => service("ingest", a.ops.log_format, serve::ingest::run(a)),
+        Command::Processor(a) => service("processor", a.ops.log_format, serve::processor::run(a)),
+        Command::Query(a) => service("query", a.ops.log_format, serve::query::run(a)),
         Command::Cli(c) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -78,6 +94,33 @@ fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a service on a multi-threaded runtime until it stops.
+fn service(
+    name: &str,
+    log_format: LogFormat,
+    run: impl Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    init_tracing(log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tributary: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{name} failed");
+            eprintln!("tributary: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

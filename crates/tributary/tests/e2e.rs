@@ -440,7 +440,7 @@ async fn cli_health_reflection_and_metrics() {
         async move {
             let (ok, out, _) = cli(
                 s,
-                &["query", "latest", "--select", "site=north", "-o", "csv"],
+                &["series", "latest", "--select", "site=north", "-o", "csv"],
             );
             (ok && out.lines().count() == 2).then_some(out)
         }

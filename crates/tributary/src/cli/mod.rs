@@ -54,9 +54,9 @@ pub enum CliCommand {
     /// application tokens and (listed, revoked) device certificates.
     #[command(subcommand)]
     Tokens(registry::TokensCmd),
-    /// Query time series.
+    /// Query time series (ranges, aggregates, latest values, metric names).
     #[command(subcommand)]
-    Query(query::QueryCmd),
+    Series(query::QueryCmd),
     /// Follow live points as they are stored.
     Tail(query::TailArgs),
     /// Send commands to devices and print their replies.
@@ -127,7 +127,7 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Tenants(c) => registry::tenants(&mut ctx, c).await,
         CliCommand::Devices(c) => registry::devices(&mut ctx, c).await,
         CliCommand::Tokens(c) => registry::tokens(&mut ctx, c).await,
-        CliCommand::Query(c) => query::query(&mut ctx, c).await,
+        CliCommand::Series(c) => query::query(&mut ctx, c).await,
         CliCommand::Tail(a) => query::tail(&mut ctx, a).await,
         CliCommand::Commands(c) => commands::commands(&mut ctx, c).await,
     };

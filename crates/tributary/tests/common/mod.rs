@@ -17,6 +17,8 @@ use tributary_proto::v1 as pb;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
 
+pub mod cluster;
+
 pub struct Standalone {
     pub child: Child,
     pub dir: PathBuf,

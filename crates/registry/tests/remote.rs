@@ -1,0 +1,667 @@
+//! `RemoteDirectory` over a real `DirectoryGrpc` socket, invalidated by
+//! registry events that travel through a device-events log
+//! (`publish_events` → `EmbeddedLog` → `tail_events`): what a frontend of
+//! distributed mode relies on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic::{Code, Request};
+use tributary_auth::{JwtKeys, OperatorClaims, Role};
+use tributary_core::directory::{
+    Authenticator, DeviceCatalog, DirectoryError, PresenceInfo, PresenceSink, Principal,
+};
+use tributary_core::events::{DEVICE_EVENTS_TOPIC, RegistryEvent};
+use tributary_core::selector::Selector;
+use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use tributary_log::{Log, Record};
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::directory_service_client::DirectoryServiceClient;
+use tributary_registry::events::{publish_events, tail_events};
+use tributary_registry::{
+    CredentialKind, DirectoryConfig, DirectoryGrpc, EmbeddedRegistryStore, NewApplication,
+    NewCertificate, NewDevice, NewTenant, NewToken, Registry, RegistryConfig, RemoteConfig,
+    RemoteDirectory, TenantSettings,
+};
+
+/// How fast a change must reach the directory.
+const INVALIDATION_DEADLINE: Duration = Duration::from_secs(1);
+
+/// A registry process (store, `DirectoryGrpc`, event publisher) and what a
+/// frontend process holds (an event tail and a `RemoteDirectory`).
+struct Fixture {
+    _dir: TempDir,
+    keys: JwtKeys,
+    registry: Arc<Registry>,
+    log: Arc<EmbeddedLog>,
+    addr: SocketAddr,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    _stop_publisher: oneshot::Sender<()>,
+    directory: RemoteDirectory,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedRegistryStore::open(&dir.path().join("registry.redb")).expect("store");
+    let registry = Arc::new(Registry::new(store, RegistryConfig::default()));
+    for (name, auto_provision) in [("open", true), ("closed", false)] {
+        registry
+            .create_tenant(NewTenant {
+                name: name.into(),
+                display_name: String::new(),
+                settings: TenantSettings {
+                    auto_provision,
+                    device_tag: "host".into(),
+                },
+            })
+            .await
+            .expect("tenant");
+    }
+    let keys = JwtKeys::from_secret(&[42u8; 32]).expect("keys");
+
+    let log = EmbeddedLog::open(
+        dir.path().join("device-events"),
+        EmbeddedLogConfig::new(DEVICE_EVENTS_TOPIC, 2),
+    )
+    .await
+    .expect("log");
+    let (stop_publisher, stopped) = oneshot::channel::<()>();
+    tokio::spawn(publish_events(
+        Arc::clone(&registry),
+        log.clone() as Arc<dyn Log>,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = DirectoryGrpc::new(Arc::clone(&registry), keys.clone()).server();
+    let (stop_server, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.await;
+            })
+            .await
+            .expect("serve");
+    });
+
+    let events = tail_events(log.clone() as Arc<dyn Log>);
+    let token = keys.service_token("test-frontend").expect("service token");
+    let directory = remote(addr, token, events);
+    Fixture {
+        _dir: dir,
+        keys,
+        registry,
+        log,
+        addr,
+        stop_server: Some(stop_server),
+        server,
+        _stop_publisher: stop_publisher,
+        directory,
+    }
+}
+
+fn remote(
+    addr: SocketAddr,
+    token: String,
+    events: broadcast::Receiver<RegistryEvent>,
+) -> RemoteDirectory {
+    RemoteDirectory::connect_with(
+        &format!("http://{addr}"),
+        token,
+        events,
+        DirectoryConfig::default(),
+        RemoteConfig {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(2),
+            ..RemoteConfig::default()
+        },
+    )
+    .expect("connect")
+}
+
+fn operator_token(keys: &JwtKeys, tenant: &str, role: Role) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    keys.issue(&OperatorClaims {
+        sub: "someone".into(),
+        tenant: tenant.into(),
+        role,
+        iat: now,
+        exp: now + 600,
+    })
+    .expect("issue")
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn device_with_token(f: &Fixture, tenant: &str, id: &str) -> String {
+    let (_, token) = f
+        .registry
+        .create_device(NewDevice {
+            tenant: tenant.into(),
+            id: id.into(),
+            issue_token: true,
+            ..NewDevice::default()
+        })
+        .await
+        .expect("device");
+    token.expect("token").secret
+}
+
+/// Polls `check` until it holds or `deadline` passes; returns the time it took.
+async fn within<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_certificates_and_applications_authenticate_over_grpc() {
+    let f = fixture().await;
+    let secret = device_with_token(&f, "open", "pump-1").await;
+    assert_eq!(
+        f.directory.authenticate(&secret).await,
+        Ok(Principal::Device {
+            tenant: "open".into(),
+            device: "pump-1".into()
+        })
+    );
+    let ingest = f
+        .registry
+        .issue_token(NewToken {
+            tenant: "open".into(),
+            kind: CredentialKind::TenantIngestToken,
+            device: None,
+            name: "agent".into(),
+            ttl: None,
+        })
+        .await
+        .expect("ingest token");
+    assert_eq!(
+        f.directory.authenticate(&ingest.secret).await,
+        Ok(Principal::TenantIngest {
+            tenant: "open".into(),
+            credential_id: ingest.credential.id.clone()
+        })
+    );
+
+    for wrong in ["tbd_nope", "", "Bearer x", &"x".repeat(10_000)] {
+        assert_eq!(
+            f.directory.authenticate(wrong).await,
+            Err(DirectoryError::Unauthenticated),
+            "{wrong:.20}"
+        );
+    }
+
+    let fingerprint = "ab".repeat(32);
+    f.registry
+        .register_certificate(NewCertificate {
+            tenant: "open".into(),
+            device: "pump-1".into(),
+            fingerprint: fingerprint.clone(),
+            name: "cert".into(),
+            ttl: None,
+        })
+        .await
+        .expect("certificate");
+    assert_eq!(
+        f.directory.authenticate_certificate(&fingerprint).await,
+        Ok(Principal::Device {
+            tenant: "open".into(),
+            device: "pump-1".into()
+        })
+    );
+    assert_eq!(
+        f.directory.authenticate(&fingerprint).await,
+        Err(DirectoryError::Unauthenticated),
+        "a certificate is not a token"
+    );
+    assert_eq!(
+        f.directory.authenticate_certificate(&"cd".repeat(32)).await,
+        Err(DirectoryError::Unauthenticated)
+    );
+
+    let app = f
+        .registry
+        .issue_application(NewApplication {
+            tenant: "open".into(),
+            name: "dashboard".into(),
+            publish: vec!["devices/+/commands/#".into()],
+            subscribe: vec![],
+            ttl: None,
+        })
+        .await
+        .expect("application");
+    let application = f
+        .directory
+        .authenticate_application("dashboard", &app.secret)
+        .await
+        .expect("application authenticates");
+    assert_eq!(application.tenant, "open");
+    assert_eq!(application.credential_id, app.credential.id);
+    assert_eq!(application.grants.publish, ["devices/+/commands/#"]);
+    assert_eq!(application.grants.subscribe, ["#"]);
+    assert_eq!(
+        f.directory
+            .authenticate_application("other-name", &app.secret)
+            .await,
+        Err(DirectoryError::Unauthenticated),
+        "a token issued for another name"
+    );
+    assert_eq!(
+        f.directory.authenticate(&app.secret).await,
+        Err(DirectoryError::Unauthenticated),
+        "an application token is not a device token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_the_cache_through_the_device_events_log_within_a_second() {
+    let f = fixture().await;
+    let secret = device_with_token(&f, "open", "pump-1").await;
+    let principal = Principal::Device {
+        tenant: "open".into(),
+        device: "pump-1".into(),
+    };
+    // Warm the caches until both the credential and the device are cached
+    // (the tail's first resync may clear them once).
+    within(Duration::from_secs(5), "the caches warm up", || async {
+        assert_eq!(
+            f.directory.authenticate(&secret).await,
+            Ok(principal.clone())
+        );
+        let (credentials, devices, _) = f.directory.cache_sizes();
+        credentials == 1 && devices == 1
+    })
+    .await;
+
+    f.registry
+        .set_disabled("open", "pump-1", true)
+        .await
+        .expect("disable");
+    let took = within(
+        INVALIDATION_DEADLINE,
+        "authenticate refuses the disabled device",
+        || async {
+            matches!(
+                f.directory.authenticate(&secret).await,
+                Err(DirectoryError::Forbidden(_))
+            )
+        },
+    )
+    .await;
+    eprintln!("disabled device refused after {took:?}");
+    let refused = f
+        .directory
+        .ensure_device("open", "pump-1", &BTreeMap::new())
+        .await;
+    match refused {
+        Err(DirectoryError::Forbidden(message)) => {
+            assert!(message.contains("disabled"), "{message}");
+        }
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+
+    f.registry
+        .set_disabled("open", "pump-1", false)
+        .await
+        .expect("enable");
+    within(
+        INVALIDATION_DEADLINE,
+        "authenticate accepts the re-enabled device",
+        || async { f.directory.authenticate(&secret).await.is_ok() },
+    )
+    .await;
+
+    // A revocation, also through the log.
+    let second = f
+        .registry
+        .issue_token(NewToken {
+            tenant: "open".into(),
+            kind: CredentialKind::DeviceToken,
+            device: Some("pump-1".into()),
+            name: "second".into(),
+            ttl: None,
+        })
+        .await
+        .expect("second token");
+    assert!(f.directory.authenticate(&second.secret).await.is_ok());
+    f.registry
+        .revoke_token("open", &second.credential.id)
+        .await
+        .expect("revoke");
+    within(
+        INVALIDATION_DEADLINE,
+        "authenticate refuses the revoked token",
+        || async {
+            f.directory.authenticate(&second.secret).await == Err(DirectoryError::Unauthenticated)
+        },
+    )
+    .await;
+    assert!(
+        f.directory.authenticate(&secret).await.is_ok(),
+        "the device's other token still works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_lookup_and_selection_by_label() {
+    let f = fixture().await;
+    let policy = f.directory.tenant_policy("open").await.expect("policy");
+    assert!(policy.auto_provision);
+    assert_eq!(policy.device_tag, "host");
+    assert!(matches!(
+        f.directory.tenant_policy("missing").await,
+        Err(DirectoryError::NotFound(_))
+    ));
+
+    for (id, fleet) in [("a", "west"), ("b", "east"), ("c", "west")] {
+        f.directory
+            .ensure_device("open", id, &labels(&[("fleet", fleet)]))
+            .await
+            .expect("auto-provisioned");
+    }
+    f.directory
+        .ensure_device("open", "b", &labels(&[("rack", "r1")]))
+        .await
+        .expect("labels merged");
+    assert_eq!(
+        f.registry
+            .device("open", "b")
+            .await
+            .expect("device")
+            .record
+            .labels,
+        labels(&[("fleet", "east"), ("rack", "r1")])
+    );
+
+    let west = f
+        .directory
+        .select("open", &Selector::parse("fleet=west").expect("selector"))
+        .await
+        .expect("select");
+    let ids: Vec<&str> = west.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["a", "c"]);
+    assert_eq!(west[0].labels, labels(&[("fleet", "west")]));
+    let racked = f
+        .directory
+        .select(
+            "open",
+            &Selector::parse("rack,fleet!=west").expect("selector"),
+        )
+        .await
+        .expect("select");
+    assert_eq!(racked.len(), 1);
+    assert_eq!(racked[0].id, "b");
+
+    let info = f
+        .directory
+        .device("open", "a")
+        .await
+        .expect("lookup")
+        .expect("exists");
+    assert_eq!(info.labels, labels(&[("fleet", "west")]));
+    assert!(!info.disabled);
+    assert_eq!(
+        f.directory.device("open", "zzz").await.expect("lookup"),
+        None
+    );
+
+    let refused = f
+        .directory
+        .ensure_device("closed", "new-1", &BTreeMap::new())
+        .await;
+    assert!(
+        matches!(refused, Err(DirectoryError::NotFound(_))),
+        "{refused:?}"
+    );
+    let bad = f
+        .directory
+        .ensure_device("open", "bad/id", &BTreeMap::new())
+        .await;
+    assert!(matches!(bad, Err(DirectoryError::Invalid(_))), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_round_trips() {
+    let f = fixture().await;
+    device_with_token(&f, "open", "pump-1").await;
+    assert_eq!(
+        f.directory.presence("open", "pump-1").await,
+        Ok(None),
+        "never seen"
+    );
+    f.directory
+        .report("open", "pump-1", true, 1_000, "mqtt-0")
+        .await
+        .expect("report");
+    assert_eq!(
+        f.directory.presence("open", "pump-1").await,
+        Ok(Some(PresenceInfo {
+            online: true,
+            last_seen_ns: 1_000,
+            frontend: "mqtt-0".into()
+        }))
+    );
+    f.directory
+        .report("open", "pump-1", false, 2_000, "mqtt-0")
+        .await
+        .expect("report");
+    let offline = f
+        .directory
+        .presence("open", "pump-1")
+        .await
+        .expect("presence")
+        .expect("seen");
+    assert!(!offline.online && offline.last_seen_ns == 2_000);
+
+    assert_eq!(f.directory.presence("open", "nobody").await, Ok(None));
+    let unknown = f
+        .directory
+        .report("open", "nobody", true, 0, "mqtt-0")
+        .await;
+    assert!(
+        matches!(unknown, Err(DirectoryError::NotFound(_))),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_service_tokens_may_call_the_directory() {
+    let f = fixture().await;
+    let secret = device_with_token(&f, "open", "pump-1").await;
+    let mut client = DirectoryServiceClient::connect(format!("http://{}", f.addr))
+        .await
+        .expect("client");
+    let call = |token: Option<String>| {
+        let mut request = Request::new(pb::AuthenticateTokenRequest {
+            token: secret.clone(),
+        });
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+        }
+        request
+    };
+    let service = f.keys.service_token("test").expect("service token");
+    assert!(client.authenticate_token(call(Some(service))).await.is_ok());
+    for (token, expected) in [
+        (
+            Some(operator_token(&f.keys, "open", Role::Admin)),
+            Code::PermissionDenied,
+        ),
+        (
+            Some(operator_token(&f.keys, "", Role::Operator)),
+            Code::PermissionDenied,
+        ),
+        (
+            Some(operator_token(&f.keys, "open", Role::Viewer)),
+            Code::PermissionDenied,
+        ),
+        (
+            Some(
+                JwtKeys::from_secret(&[7u8; 32])
+                    .expect("keys")
+                    .service_token("impostor")
+                    .expect("token"),
+            ),
+            Code::Unauthenticated,
+        ),
+        (Some("garbage".into()), Code::Unauthenticated),
+        (None, Code::Unauthenticated),
+    ] {
+        let status = client
+            .authenticate_token(call(token.clone()))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), expected, "{token:?}: {status:?}");
+    }
+
+    // A directory holding a refused token reports the registry unavailable,
+    // never the device's credential as invalid.
+    let tenant_admin = remote(
+        f.addr,
+        operator_token(&f.keys, "open", Role::Admin),
+        tail_events(f.log.clone() as Arc<dyn Log>),
+    );
+    let answer = tenant_admin.authenticate(&secret).await;
+    assert!(
+        matches!(answer, Err(DirectoryError::Unavailable(_))),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_registry_is_unavailable_quickly() {
+    let mut f = fixture().await;
+    let secret = device_with_token(&f, "open", "pump-1").await;
+    assert!(f.directory.authenticate(&secret).await.is_ok());
+
+    f.stop_server
+        .take()
+        .expect("running")
+        .send(())
+        .expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), &mut f.server)
+        .await
+        .expect("the server stops")
+        .expect("server task");
+
+    // An uncached lookup needs the registry.
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        f.directory.authenticate("tbd_not-cached"),
+    )
+    .await
+    .expect("answers instead of hanging");
+    assert!(
+        matches!(answer, Err(DirectoryError::Unavailable(_))),
+        "{answer:?}"
+    );
+    eprintln!("unavailable after {:?}", started.elapsed());
+    let presence = f.directory.presence("open", "pump-1").await;
+    assert!(
+        matches!(presence, Err(DirectoryError::Unavailable(_))),
+        "{presence:?}"
+    );
+
+    // A registry that never was there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let nowhere = closed.local_addr().expect("addr");
+    drop(closed);
+    let lonely = remote(
+        nowhere,
+        f.keys.service_token("test").expect("token"),
+        broadcast::channel(1).1,
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(10), lonely.authenticate(&secret))
+        .await
+        .expect("answers instead of hanging");
+    assert!(
+        matches!(answer, Err(DirectoryError::Unavailable(_))),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_resyncs_on_open_and_skips_garbage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(dir.path(), EmbeddedLogConfig::new(DEVICE_EVENTS_TOPIC, 1))
+        .await
+        .expect("log");
+    let mut events = tail_events(log.clone() as Arc<dyn Log>);
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event")
+        .expect("open channel");
+    assert_eq!(
+        first,
+        RegistryEvent::Resync,
+        "announced once the tail reads"
+    );
+
+    let changed = RegistryEvent::DeviceChanged {
+        tenant: "open".into(),
+        device: "pump-1".into(),
+        disabled: true,
+    };
+    for value in [
+        Bytes::from_static(&[0xff, 0xff, 0xff]),
+        Bytes::from(changed.encode()),
+        // A well-formed event of a kind this version does not know.
+        Bytes::from_static(&[0x9a, 0x06, 0x00]),
+    ] {
+        log.append(Record {
+            key: Bytes::from_static(b"open/pump-1"),
+            value,
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        })
+        .await
+        .expect("append");
+    }
+    let mut received = Vec::new();
+    while received.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event")
+            .expect("open channel");
+        received.push(event);
+    }
+    assert_eq!(received, [changed, RegistryEvent::Resync]);
+}

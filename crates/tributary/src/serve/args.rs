@@ -1,0 +1,198 @@
+//! Flag groups shared by `standalone` and the service subcommands. Every
+//! flag can also be set by the environment variable named in its help, or by
+//! a config file (see [`crate::serve::config_file`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tributary_core::Limits;
+
+use crate::LogFormat;
+
+/// Validation limits and retention.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitsArgs {
+    /// How long points are kept, e.g. `90d`; `0` keeps them forever.
+    #[arg(long, env = "TRIBUTARY_RETENTION", default_value = "90d")]
+    pub retention: String,
+    /// Largest request body in bytes, after decompression.
+    #[arg(long, env = "TRIBUTARY_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Most points in one request.
+    #[arg(long, env = "TRIBUTARY_MAX_POINTS_PER_REQUEST", default_value_t = Limits::default().max_points_per_request)]
+    pub max_points_per_request: usize,
+    /// Longest metric name in bytes.
+    #[arg(long, env = "TRIBUTARY_MAX_METRIC_LEN", default_value_t = Limits::default().max_metric_len)]
+    pub max_metric_len: usize,
+    /// Longest string value in bytes.
+    #[arg(long, env = "TRIBUTARY_MAX_STRING_LEN", default_value_t = Limits::default().max_string_len)]
+    pub max_string_len: usize,
+}
+
+impl LimitsArgs {
+    /// The limits every service validates against.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let retention = self.retention()?;
+        Ok(Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_points_per_request: self.max_points_per_request,
+            max_metric_len: self.max_metric_len,
+            max_string_len: self.max_string_len,
+            // Refuse what the store would drop, rather than acknowledge it.
+            max_point_age_ns: retention.map_or(0, |r| r.as_nanos().min(i64::MAX as u128) as i64),
+            ..Limits::default()
+        })
+    }
+
+    /// `None` keeps points forever.
+    pub fn retention(&self) -> anyhow::Result<Option<Duration>> {
+        if self.retention.trim() == "0" {
+            return Ok(None);
+        }
+        let ns = tributary_core::time::parse_duration(&self.retention).with_context(|| {
+            format!(
+                "--retention {:?}: expected a duration such as 30d or 12h",
+                self.retention
+            )
+        })?;
+        Ok(Some(Duration::from_nanos(ns as u64)))
+    }
+}
+
+/// The HTTP ingest listener.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// HTTP ingest listen address.
+    #[arg(long, env = "TRIBUTARY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Most HTTP connections open at once; past it, new ones wait in the backlog.
+    #[arg(long, env = "TRIBUTARY_MAX_HTTP_CONNECTIONS", default_value_t = tributary_ingest_http::DEFAULT_MAX_CONNECTIONS)]
+    pub max_http_connections: usize,
+}
+
+/// The MQTT listeners.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MqttArgs {
+    /// MQTT listen address (MQTT 3.1.1 and 5.0 for devices).
+    #[arg(long, env = "TRIBUTARY_MQTT_ADDR", default_value = "0.0.0.0:1883")]
+    pub mqtt_addr: SocketAddr,
+    /// MQTT over TLS listen address; the listener starts only when
+    /// `--tls-cert` and `--tls-key` are given.
+    #[arg(long, env = "TRIBUTARY_MQTT_TLS_ADDR", default_value = "0.0.0.0:8883")]
+    pub mqtt_tls_addr: SocketAddr,
+    /// MQTT over WebSocket listen address (upgrade at `/mqtt`, subprotocol
+    /// `mqtt`), for browsers and gateways.
+    #[arg(long, env = "TRIBUTARY_MQTT_WS_ADDR", default_value = "0.0.0.0:8083")]
+    pub mqtt_ws_addr: SocketAddr,
+    /// MQTT over WebSocket over TLS (`wss://…/mqtt`) listen address; started
+    /// only with `--tls-cert` and `--tls-key`, with the same certificates.
+    #[arg(long, env = "TRIBUTARY_MQTT_WSS_ADDR", default_value = "0.0.0.0:8084")]
+    pub mqtt_wss_addr: SocketAddr,
+    /// Server certificate chain (PEM) of the MQTT TLS listeners.
+    #[arg(long, env = "TRIBUTARY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "TRIBUTARY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to. Turns on
+    /// client-certificate authentication on the TLS listener: a certificate
+    /// registered for a device authenticates it without a password. Clients
+    /// without a certificate still use their token.
+    #[arg(long, env = "TRIBUTARY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// The operations endpoint and logging.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpsArgs {
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TRIBUTARY_METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    pub metrics_addr: SocketAddr,
+    /// Log format on stderr.
+    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// The gRPC listener of a service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+}
+
+/// The operator JWT signing secret, shared by every service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JwtArgs {
+    /// File holding the HS256 secret that signs operator and service tokens.
+    /// Every service of one platform must read the same secret (a Kubernetes
+    /// Secret or a shared volume); the registry creates it when missing.
+    #[arg(
+        long,
+        env = "TRIBUTARY_JWT_SECRET_FILE",
+        default_value = "./data/jwt.secret"
+    )]
+    pub jwt_secret_file: PathBuf,
+}
+
+/// Where the registry service is, for services that are not it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryClientArgs {
+    /// gRPC endpoint of `tributary registry`.
+    #[arg(
+        long,
+        env = "TRIBUTARY_REGISTRY_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub registry_url: String,
+}
+
+/// The Kafka log.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// The log: `kafka://broker1:9092,broker2:9092`.
+    #[arg(
+        long = "log",
+        env = "TRIBUTARY_LOG_URL",
+        default_value = "kafka://127.0.0.1:9092"
+    )]
+    pub log_url: String,
+    /// Partitions of the telemetry topic when it is created; an existing
+    /// topic must have this many.
+    #[arg(long, env = "TRIBUTARY_KAFKA_PARTITIONS", default_value_t = 12)]
+    pub kafka_partitions: u32,
+    /// Replication factor of topics the services create (3 in production).
+    #[arg(long, env = "TRIBUTARY_KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_replication_factor: u16,
+    /// Producer batch compression: none, gzip, snappy or lz4.
+    #[arg(long, env = "TRIBUTARY_KAFKA_COMPRESSION", default_value = "lz4")]
+    pub kafka_compression: String,
+    /// Producer `linger.ms`: how long a batch waits to fill.
+    #[arg(long, env = "TRIBUTARY_KAFKA_LINGER_MS", default_value_t = 1)]
+    pub kafka_linger_ms: u32,
+    /// Most records per produced batch (`batch.num.messages`).
+    #[arg(
+        long,
+        env = "TRIBUTARY_KAFKA_BATCH_NUM_MESSAGES",
+        default_value_t = 10_000
+    )]
+    pub kafka_batch_num_messages: u32,
+    /// Largest record in bytes; ingest splits larger requests into several
+    /// records below it.
+    #[arg(
+        long,
+        env = "TRIBUTARY_KAFKA_MAX_RECORD_BYTES",
+        default_value_t = 1_000_000
+    )]
+    pub kafka_max_record_bytes: u32,
+    /// Extra librdkafka property, `key=value`; repeat for more (for example
+    /// `security.protocol=SASL_SSL`).
+    #[arg(
+        long = "kafka-option",
+        env = "TRIBUTARY_KAFKA_OPTIONS",
+        value_delimiter = ';'
+    )]
+    pub kafka_options: Vec<String>,
+}

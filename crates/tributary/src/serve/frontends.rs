@@ -1,0 +1,149 @@
+//! The device frontends' listeners, shared by `standalone` and `ingest`.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::sync::{broadcast, watch};
+use tributary_core::events::RegistryEvent;
+use tributary_ingest::Ingestor;
+use tributary_ingest_mqtt::{MqttServer, MqttTls};
+
+use super::args::{HttpArgs, MqttArgs};
+use super::ops::{Tasks, bind, stopped};
+
+/// Where the frontends listen.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontendAddrs {
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    pub mqtt_ws: SocketAddr,
+    /// MQTT over TLS, when a certificate is configured.
+    pub mqtts: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS, when a certificate is configured.
+    pub mqtt_wss: Option<SocketAddr>,
+}
+
+impl fmt::Display for FrontendAddrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "http={} mqtt={} mqtt-ws={}",
+            self.http, self.mqtt, self.mqtt_ws
+        )?;
+        if let Some(a) = self.mqtts {
+            write!(f, " mqtts={a}")?;
+        }
+        if let Some(a) = self.mqtt_wss {
+            write!(f, " mqtt-wss={a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the HTTP and MQTT listeners and serves them until `stop`.
+pub async fn start(
+    http_args: &HttpArgs,
+    mqtt_args: &MqttArgs,
+    ingestor: Ingestor,
+    mqtt: &MqttServer,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<FrontendAddrs> {
+    let http = bind(http_args.http_addr, "HTTP ingest").await?;
+    let mqtt_listener = bind(mqtt_args.mqtt_addr, "MQTT").await?;
+    let mqtt_ws_listener = bind(mqtt_args.mqtt_ws_addr, "MQTT over WebSocket").await?;
+    let mut addrs = FrontendAddrs {
+        http: http.local_addr()?,
+        mqtt: mqtt_listener.local_addr()?,
+        mqtt_ws: mqtt_ws_listener.local_addr()?,
+        mqtts: None,
+        mqtt_wss: None,
+    };
+    if let (Some(cert), Some(key)) = (&mqtt_args.tls_cert, &mqtt_args.tls_key) {
+        let tls = MqttTls::from_pem_files(cert, key, mqtt_args.tls_client_ca.as_deref())
+            .context("loading the MQTT TLS certificate")?;
+        let tls_listener = bind(mqtt_args.mqtt_tls_addr, "MQTT TLS").await?;
+        let wss_listener = bind(mqtt_args.mqtt_wss_addr, "MQTT over WebSocket over TLS").await?;
+        addrs.mqtts = Some(tls_listener.local_addr()?);
+        addrs.mqtt_wss = Some(wss_listener.local_addr()?);
+        let (tls_mqtt, tls_stop, wss_tls) = (mqtt.clone(), stopped(stop.clone()), tls.clone());
+        tasks.spawn("mqtt-tls", async move {
+            tls_mqtt
+                .serve_tls(tls_listener, tls, tls_stop)
+                .await
+                .context("MQTT TLS server")
+        });
+        let (wss_mqtt, wss_stop) = (mqtt.clone(), stopped(stop.clone()));
+        tasks.spawn("mqtt-wss", async move {
+            wss_mqtt
+                .serve_wss(wss_listener, wss_tls, wss_stop)
+                .await
+                .context("MQTT over WebSocket over TLS server")
+        });
+    }
+    let max_http_connections = http_args.max_http_connections;
+    let http_stop = stopped(stop.clone());
+    tasks.spawn("http", async move {
+        tributary_ingest_http::serve(http, max_http_connections, ingestor, http_stop)
+            .await
+            .context("HTTP ingest server")
+    });
+    let (ws_mqtt, ws_stop) = (mqtt.clone(), stopped(stop.clone()));
+    tasks.spawn("mqtt-ws", async move {
+        ws_mqtt
+            .serve_ws(mqtt_ws_listener, ws_stop)
+            .await
+            .context("MQTT over WebSocket server")
+    });
+    let (tcp_mqtt, mqtt_stop) = (mqtt.clone(), stopped(stop.clone()));
+    tasks.spawn("mqtt", async move {
+        tcp_mqtt
+            .serve(mqtt_listener, mqtt_stop)
+            .await
+            .context("MQTT server")
+    });
+    Ok(addrs)
+}
+
+/// Closes the MQTT connections of devices that were disabled or deleted, or
+/// whose credential was revoked, as the registry's events arrive.
+pub async fn close_revoked(
+    mut events: broadcast::Receiver<RegistryEvent>,
+    mqtt: MqttServer,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            () = &mut stop => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(RegistryEvent::DeviceChanged {
+                tenant,
+                device,
+                disabled: true,
+            })
+            | Ok(RegistryEvent::DeviceDeleted { tenant, device })
+            | Ok(RegistryEvent::CredentialRevoked {
+                tenant,
+                device: Some(device),
+                ..
+            }) => {
+                mqtt.disconnect_device(&tenant, &device);
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Caches were cleared by the directory; connections of a
+                // device revoked in the gap stay open until their next
+                // authentication. Say so.
+                tracing::warn!(
+                    missed = n,
+                    "revocation watcher lagged behind registry events"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

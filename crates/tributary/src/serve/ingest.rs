@@ -1,0 +1,142 @@
+//! `tributary ingest`: the device frontends (HTTP and MQTT) as a stateless
+//! replica. Appends go to Kafka, credentials are checked against the
+//! registry service (cached, evicted by device-events), and commands
+//! addressed to this replica arrive through the commands topic.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tributary_auth::JwtKeys;
+use tributary_commands::routing::CommandRelay;
+use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
+use tributary_log::Log;
+use tributary_registry::RemoteDirectory;
+
+use super::args::{
+    HttpArgs, JwtArgs, KafkaArgs, LimitsArgs, MqttArgs, OpsArgs, RegistryClientArgs,
+};
+use super::ops::{Ops, Tasks, shutdown_signal, stopped};
+
+/// Flags of `tributary ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// This replica's name: presence records it, and commands for devices
+    /// connected here are addressed to it. Must be unique among replicas
+    /// (the pod name); defaults to `$HOSTNAME`, else a random name.
+    #[arg(long, env = "TRIBUTARY_FRONTEND_ID")]
+    pub frontend_id: Option<String>,
+    /// Payload bytes read but not yet durable, over all requests; past it,
+    /// devices are told to retry.
+    #[arg(long, env = "TRIBUTARY_MAX_INFLIGHT_BYTES", default_value_t = IngestConfig::default().max_inflight_bytes)]
+    pub max_inflight_bytes: usize,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub registry: RegistryClientArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Runs an ingest replica until SIGTERM or SIGINT, then drains: listeners
+/// close, in-flight appends finish and are acknowledged, MQTT clients get
+/// DISCONNECT 0x8B.
+pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
+    let mut metrics = MetricsRegistry::default();
+    let mut tasks = Tasks::default();
+    let frontend_id = args.frontend_id.clone().unwrap_or_else(default_frontend_id);
+    let limits = args.limits.limits()?;
+    let keys = JwtKeys::load(&args.jwt.jwt_secret_file).with_context(|| {
+        format!(
+            "loading the JWT secret {} (the registry creates it; share it between services)",
+            args.jwt.jwt_secret_file.display()
+        )
+    })?;
+    let client_id = format!("tributary-ingest-{frontend_id}");
+    let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
+    let commands = args.kafka.commands(&client_id).await? as Arc<dyn Log>;
+    let device_events = args.kafka.device_events(&client_id).await? as Arc<dyn Log>;
+
+    let events = tributary_registry::events::tail_events(device_events);
+    let revocations = events.resubscribe();
+    let directory = Arc::new(
+        RemoteDirectory::connect(
+            &args.registry.registry_url,
+            keys.service_token("ingest")
+                .context("minting the service token")?,
+            events,
+            Default::default(),
+        )
+        .with_context(|| format!("registry at {}", args.registry.registry_url))?,
+    );
+
+    let ingestor = Ingestor::new(
+        telemetry,
+        directory.clone(),
+        IngestConfig {
+            limits,
+            max_inflight_bytes: args.max_inflight_bytes,
+            // Leave room for the key and headers under Kafka's record limit.
+            max_record_bytes: (args.kafka.kafka_max_record_bytes as usize)
+                .saturating_sub(16 * 1024),
+        },
+        IngestMetrics::register(&mut metrics),
+    );
+    let mqtt = MqttServer::new(
+        ingestor.clone(),
+        directory.clone(),
+        MqttConfig {
+            frontend_id: frontend_id.clone(),
+            ..Default::default()
+        },
+        MqttMetrics::register(&mut metrics),
+    )
+    .context("configuring the MQTT server")?;
+
+    let addrs =
+        super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks).await?;
+
+    // Revoked devices lose their open connections within the event's delay.
+    {
+        let mqtt = mqtt.clone();
+        let stop = stopped(stop.clone());
+        tasks.spawn("revocations", async move {
+            super::frontends::close_revoked(revocations, mqtt, stop).await;
+            Ok(())
+        });
+    }
+    // Commands addressed to this replica.
+    {
+        let relay = CommandRelay::new(commands, frontend_id.clone(), Arc::new(mqtt.clone()))
+            .with_limits(args.limits.limits()?);
+        let stop = stopped(stop.clone());
+        tasks.spawn("command-relay", async move {
+            relay.run(stop).await.context("command relay")
+        });
+    }
+
+    let ops_listener = super::ops::bind(args.ops.metrics_addr, "metrics").await?;
+    let metrics_addr = ops_listener.local_addr()?;
+    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    ops.set_ready(true);
+    println!("tributary ingest ready: frontend-id={frontend_id} {addrs} metrics={metrics_addr}");
+    tasks.join().await
+}
+
+/// `$HOSTNAME` (the pod name on Kubernetes), else a random name.
+fn default_frontend_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("ingest-{}", tributary_auth::random_id()))
+}

@@ -1,0 +1,133 @@
+//! `tributary processor`: a member of the processor consumer group. Reads
+//! telemetry from Kafka, writes the store, commits after each store flush.
+//! With `--with-query` it also serves the query and command APIs from the
+//! same process, which is how a deployment without Scylla queries the
+//! embedded store (it cannot be shared between processes).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tributary_core::live::LiveHub;
+use tributary_log::Log;
+use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
+
+use super::args::{JwtArgs, KafkaArgs, LimitsArgs, OpsArgs, RegistryClientArgs};
+use super::backends::StoreUrl;
+use super::ops::{Ops, Tasks, shutdown_signal, stopped};
+
+/// Flags of `tributary processor`.
+#[derive(Debug, clap::Args)]
+pub struct ProcessorArgs {
+    /// The store: `scylla://host:9042/keyspace`, or a directory for the
+    /// embedded store (then only this process may use it; see `--with-query`).
+    #[arg(long, env = "TRIBUTARY_STORE", default_value = "./data/store")]
+    pub store: String,
+    /// The consumer group; replicas with the same group split the partitions.
+    #[arg(
+        long,
+        env = "TRIBUTARY_PROCESSOR_GROUP",
+        default_value = "tributary-processor"
+    )]
+    pub group: String,
+    /// Also serve QueryService and CommandService on `--grpc-addr`, from this
+    /// process's store.
+    #[arg(long, env = "TRIBUTARY_WITH_QUERY")]
+    pub with_query: bool,
+    /// gRPC listen address of `--with-query`.
+    #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub registry: RegistryClientArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Runs a processor replica until SIGTERM or SIGINT; then it flushes,
+/// commits and leaves the group.
+pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
+    let mut metrics = MetricsRegistry::default();
+    let mut tasks = Tasks::default();
+    let limits = args.limits.limits()?;
+    let store_url = StoreUrl::parse(&args.store)?;
+    let store = store_url.open_store(args.limits.retention()?).await?;
+    let client_id = format!("tributary-processor-{}", tributary_auth::random_id());
+    let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
+    let dlq = args.kafka.dlq(&client_id).await? as Arc<dyn Log>;
+
+    let live = LiveHub::default();
+    let processor = Processor::new(
+        telemetry,
+        dlq,
+        store.clone(),
+        live.clone(),
+        ProcessorMetrics::register(&mut metrics),
+        ProcessorConfig {
+            group: args.group.clone(),
+            limits: limits.clone(),
+            ..Default::default()
+        },
+    );
+    let processor_stop = stopped(stop.clone());
+    let processor_store = store.clone();
+    tasks.spawn("processor", async move {
+        processor.run(processor_stop).await.context("processor")?;
+        processor_store.flush().await.context("final store flush")
+    });
+
+    let grpc_addr = if args.with_query {
+        let grpc = super::query::serve_apis(
+            super::query::ApiParts {
+                store: store.clone(),
+                live,
+                limits,
+                registry_url: args.registry.registry_url.clone(),
+                jwt: args.jwt.clone(),
+                kafka: args.kafka.clone(),
+                grpc_addr: args.grpc_addr,
+                client_id: client_id.clone(),
+            },
+            &mut metrics,
+            &stop,
+            &mut tasks,
+        )
+        .await?;
+        format!(" grpc={grpc}")
+    } else {
+        if matches!(store_url, StoreUrl::Embedded(_)) {
+            tracing::info!(
+                "the embedded store serves no queries without --with-query; use scylla:// to run query replicas apart"
+            );
+        }
+        String::new()
+    };
+    if args.with_query && matches!(store_url, StoreUrl::Scylla(_)) {
+        tracing::info!("--with-query over Scylla: query replicas could also run apart");
+    }
+
+    // Retention: the embedded store drops expired chunks hourly; Scylla
+    // expires points by TTL.
+    {
+        let store = store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { super::retention_loop(store, stop).await });
+    }
+
+    let ops_listener = super::ops::bind(args.ops.metrics_addr, "metrics").await?;
+    let metrics_addr = ops_listener.local_addr()?;
+    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    ops.set_ready(true);
+    println!(
+        "tributary processor ready: group={}{grpc_addr} metrics={metrics_addr}",
+        args.group
+    );
+    tasks.join().await
+}

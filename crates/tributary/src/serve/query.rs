@@ -1,0 +1,196 @@
+//! `tributary query`: QueryService and CommandService for operators, over
+//! a shared store (Scylla). Live streams come from the telemetry topic;
+//! commands go to the frontend replica holding the device, through the
+//! commands topic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tokio::sync::watch;
+use tributary_auth::JwtKeys;
+use tributary_commands::routing::RoutedCommandSink;
+use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics, RoutingMetrics};
+use tributary_core::Limits;
+use tributary_core::live::LiveHub;
+use tributary_log::Log;
+use tributary_query::{QueryConfig, QueryGrpc};
+use tributary_registry::RemoteDirectory;
+use tributary_store::Store;
+
+use super::args::{JwtArgs, KafkaArgs, LimitsArgs, OpsArgs, RegistryClientArgs};
+use super::backends::StoreUrl;
+use super::ops::{Ops, Tasks, bind, shutdown_signal, stopped};
+
+/// Flags of `tributary query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The store: `scylla://host:9042/keyspace`. (The embedded store belongs
+    /// to one process: query it with `tributary processor --with-query`.)
+    #[arg(long, env = "TRIBUTARY_STORE")]
+    pub store: String,
+    /// gRPC listen address (QueryService, CommandService, health, reflection).
+    #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub registry: RegistryClientArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Runs a query replica until SIGTERM or SIGINT.
+pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let store_url = StoreUrl::parse(&args.store)?;
+    if matches!(store_url, StoreUrl::Embedded(_)) {
+        bail!(
+            "--store {:?}: a query replica needs a shared store (scylla://…); \
+             the embedded store is queried through `tributary processor --with-query`",
+            args.store
+        );
+    }
+    let stop = shutdown_signal();
+    let mut metrics = MetricsRegistry::default();
+    let mut tasks = Tasks::default();
+    let limits = args.limits.limits()?;
+    let store = store_url.open_store(args.limits.retention()?).await?;
+    let client_id = format!("tributary-query-{}", tributary_auth::random_id());
+
+    // Live points straight from the log's tail.
+    let live = LiveHub::default();
+    {
+        let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
+        let (live, limits, stop) = (live.clone(), limits.clone(), stopped(stop.clone()));
+        tasks.spawn("live-tail", async move {
+            tributary_processor::live_tail(telemetry, live, limits, stop).await;
+            Ok(())
+        });
+    }
+    let grpc_addr = serve_apis(
+        ApiParts {
+            store,
+            live,
+            limits,
+            registry_url: args.registry.registry_url.clone(),
+            jwt: args.jwt.clone(),
+            kafka: args.kafka.clone(),
+            grpc_addr: args.grpc_addr,
+            client_id,
+        },
+        &mut metrics,
+        &stop,
+        &mut tasks,
+    )
+    .await?;
+
+    let ops_listener = bind(args.ops.metrics_addr, "metrics").await?;
+    let metrics_addr = ops_listener.local_addr()?;
+    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    ops.set_ready(true);
+    println!("tributary query ready: grpc={grpc_addr} metrics={metrics_addr}");
+    tasks.join().await
+}
+
+/// What the operator APIs are built from.
+pub struct ApiParts {
+    pub store: Arc<dyn Store>,
+    pub live: LiveHub,
+    pub limits: Limits,
+    pub registry_url: String,
+    pub jwt: JwtArgs,
+    pub kafka: KafkaArgs,
+    pub grpc_addr: SocketAddr,
+    pub client_id: String,
+}
+
+/// Serves QueryService and CommandService (plus health and reflection)
+/// until `stop`; returns the bound address.
+pub async fn serve_apis(
+    parts: ApiParts,
+    metrics: &mut MetricsRegistry,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<SocketAddr> {
+    let keys = JwtKeys::load(&parts.jwt.jwt_secret_file).with_context(|| {
+        format!(
+            "loading the JWT secret {} (the registry creates it; share it between services)",
+            parts.jwt.jwt_secret_file.display()
+        )
+    })?;
+    let device_events = parts.kafka.device_events(&parts.client_id).await? as Arc<dyn Log>;
+    let commands = parts.kafka.commands(&parts.client_id).await? as Arc<dyn Log>;
+    let directory = Arc::new(
+        RemoteDirectory::connect(
+            &parts.registry_url,
+            keys.service_token("query")
+                .context("minting the service token")?,
+            tributary_registry::events::tail_events(device_events),
+            Default::default(),
+        )
+        .with_context(|| format!("registry at {}", parts.registry_url))?,
+    );
+    let sink = Arc::new(
+        RoutedCommandSink::open(
+            commands,
+            directory.clone(),
+            parts.client_id.clone(),
+            Default::default(),
+        )
+        .await
+        .context("starting command routing")?
+        .with_metrics(RoutingMetrics::register(metrics)),
+    );
+
+    let grpc = bind(parts.grpc_addr, "gRPC").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<tributary_proto::v1::query_service_server::QueryServiceServer<QueryGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<tributary_proto::v1::command_service_server::CommandServiceServer<CommandGrpc>>()
+        .await;
+    let reflection = super::reflection()?;
+    let query_svc = QueryGrpc::new(
+        parts.store,
+        directory.clone(),
+        parts.live.clone(),
+        keys.clone(),
+        QueryConfig::default(),
+    )
+    .server();
+    let command_svc = CommandGrpc::new(sink, directory, keys)
+        .with_config(CommandConfig::default())
+        .context("configuring the command service")?
+        .with_limits(parts.limits)
+        .with_metrics(CommandMetrics::register(metrics))
+        .server();
+    let grpc_stop = {
+        let stop = stopped(stop.clone());
+        let live = parts.live;
+        async move {
+            stop.await;
+            live.close();
+        }
+    };
+    tasks.spawn("grpc", async move {
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(query_svc)
+            .add_service(command_svc)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                grpc_stop,
+            )
+            .await
+            .context("gRPC server")
+    });
+    Ok(grpc_addr)
+}

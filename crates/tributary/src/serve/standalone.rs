@@ -1,0 +1,288 @@
+//! `tributary standalone`: every service in one process, embedded storage.
+//!
+//! Wiring only: each service is a library with its own `run`/`serve`; this
+//! module opens the embedded log, store and registry under the data dir,
+//! binds the listeners, starts the services and, on SIGTERM or SIGINT, stops
+//! accepting, drains, flushes and returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tributary_auth::JwtKeys;
+use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
+use tributary_core::live::LiveHub;
+use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
+use tributary_log::Log;
+use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
+use tributary_query::{QueryConfig, QueryGrpc};
+use tributary_registry::{EmbeddedRegistryStore, LocalDirectory, Registry, RegistryGrpc};
+use tributary_store::Store;
+use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
+
+use super::args::{HttpArgs, LimitsArgs, MqttArgs, OpsArgs};
+use super::frontends::FrontendAddrs;
+use super::ops::{Ops, Tasks, bind, shutdown_signal, stopped};
+
+/// Flags of `tributary standalone`. Every flag can also be set by the
+/// environment variable named in its help.
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    /// Where the log, the store, the registry and the keys live.
+    #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// gRPC listen address (registry, query, commands, health, reflection).
+    #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Partitions of the embedded telemetry log (fixed when the log is created).
+    #[arg(long, env = "TRIBUTARY_LOG_PARTITIONS", default_value_t = 4)]
+    pub log_partitions: u32,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Runs standalone until SIGTERM or SIGINT.
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
+    let platform = Platform::start(&args, stop).await?;
+    let addrs = platform.frontends;
+    let optional = [("mqtts", addrs.mqtts), ("mqtt-wss", addrs.mqtt_wss)]
+        .into_iter()
+        .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
+        .collect::<String>();
+    println!(
+        "tributary standalone ready: http={} grpc={} metrics={} mqtt={} mqtt-ws={}{optional} data-dir={}",
+        addrs.http,
+        platform.grpc_addr,
+        platform.metrics_addr,
+        addrs.mqtt,
+        addrs.mqtt_ws,
+        args.data_dir.display()
+    );
+    platform.wait().await
+}
+
+/// The running services of one standalone process.
+struct Platform {
+    frontends: FrontendAddrs,
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    tasks: Tasks,
+    processor: tokio::task::JoinHandle<anyhow::Result<()>>,
+    store: Arc<dyn Store>,
+    log: Arc<EmbeddedLog>,
+    dlq: Arc<EmbeddedLog>,
+}
+
+impl Platform {
+    async fn start(
+        args: &StandaloneArgs,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let dir = &args.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        let limits = args.limits.limits()?;
+        let mut metrics = MetricsRegistry::default();
+
+        // Storage engines.
+        let log = EmbeddedLog::open(
+            dir.join("log/telemetry"),
+            EmbeddedLogConfig::new("tributary.telemetry.v1", args.log_partitions),
+        )
+        .await
+        .context("opening the telemetry log")?;
+        let dlq = EmbeddedLog::open(
+            dir.join("log/dlq"),
+            EmbeddedLogConfig::new("tributary.dlq.v1", 1),
+        )
+        .await
+        .context("opening the dead-letter log")?;
+        let store: Arc<dyn Store> = EmbeddedStore::open(
+            &dir.join("store"),
+            EmbeddedStoreConfig {
+                retention: args.limits.retention()?,
+                ..Default::default()
+            },
+        )
+        .context("opening the store")?;
+        let registry_store = EmbeddedRegistryStore::open(&super::backends::registry_file(dir))
+            .context("opening the registry")?;
+
+        // Registry and credentials.
+        let keys = JwtKeys::load_or_create(&dir.join("jwt.secret"))
+            .context("loading the JWT signing key")?;
+        let registry = Arc::new(Registry::new(registry_store, Default::default()));
+        if let Some(token) = registry
+            .bootstrap(&keys, dir)
+            .await
+            .context("bootstrapping the registry")?
+        {
+            println!(
+                "\nAdmin token (shown once; also saved to {}):\n\n{token}\n",
+                dir.join("admin.token").display()
+            );
+        }
+        let revocations = registry.events();
+        let directory = Arc::new(LocalDirectory::new(registry.clone(), Default::default()));
+
+        // Processor.
+        let live = LiveHub::default();
+        let processor = Processor::new(
+            log.clone() as Arc<dyn Log>,
+            dlq.clone() as Arc<dyn Log>,
+            store.clone(),
+            live.clone(),
+            ProcessorMetrics::register(&mut metrics),
+            ProcessorConfig {
+                limits: limits.clone(),
+                ..Default::default()
+            },
+        );
+        let processor = {
+            let stop = stopped(stop.clone());
+            tokio::spawn(async move { processor.run(stop).await.map_err(anyhow::Error::from) })
+        };
+
+        // Frontends.
+        let command_limits = limits.clone();
+        let ingestor = Ingestor::new(
+            log.clone() as Arc<dyn Log>,
+            directory.clone(),
+            IngestConfig {
+                limits,
+                ..Default::default()
+            },
+            IngestMetrics::register(&mut metrics),
+        );
+        let mqtt = MqttServer::new(
+            ingestor.clone(),
+            directory.clone(),
+            MqttConfig {
+                frontend_id: "standalone".into(),
+                ..Default::default()
+            },
+            MqttMetrics::register(&mut metrics),
+        )
+        .context("configuring the MQTT server")?;
+        let mut tasks = Tasks::default();
+        let frontends =
+            super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks)
+                .await?;
+        {
+            let (mqtt, stop) = (mqtt.clone(), stopped(stop.clone()));
+            tasks.spawn("revocations", async move {
+                super::frontends::close_revoked(revocations, mqtt, stop).await;
+                Ok(())
+            });
+        }
+
+        // Operator APIs. Commands reach devices through the in-process MQTT
+        // server.
+        let grpc = bind(args.grpc_addr, "gRPC").await?;
+        let grpc_addr = grpc.local_addr()?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<tributary_proto::v1::registry_service_server::RegistryServiceServer<RegistryGrpc>>()
+            .await;
+        health_reporter
+            .set_serving::<tributary_proto::v1::query_service_server::QueryServiceServer<QueryGrpc>>()
+            .await;
+        health_reporter
+            .set_serving::<tributary_proto::v1::command_service_server::CommandServiceServer<CommandGrpc>>()
+            .await;
+        let reflection = super::reflection()?;
+        let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
+        let query_svc = QueryGrpc::new(
+            store.clone(),
+            directory.clone(),
+            live.clone(),
+            keys.clone(),
+            QueryConfig::default(),
+        )
+        .server();
+        let command_svc = CommandGrpc::new(Arc::new(mqtt), directory.clone(), keys.clone())
+            .with_config(CommandConfig::default())
+            .context("configuring the command service")?
+            .with_limits(command_limits)
+            .with_metrics(CommandMetrics::register(&mut metrics))
+            .server();
+        // Live streams never end on their own: end them on shutdown so the
+        // gRPC server's graceful stop does not wait for them forever.
+        let grpc_stop = {
+            let stop = stopped(stop.clone());
+            let live = live.clone();
+            async move {
+                stop.await;
+                live.close();
+            }
+        };
+        tasks.spawn("grpc", async move {
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(registry_svc)
+                .add_service(query_svc)
+                .add_service(command_svc)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    grpc_stop,
+                )
+                .await
+                .context("gRPC server")
+        });
+
+        // Retention runs hourly, and once at start.
+        {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move { super::retention_loop(store, stop).await });
+        }
+
+        let ops_listener = bind(args.ops.metrics_addr, "metrics").await?;
+        let metrics_addr = ops_listener.local_addr()?;
+        let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+        ops.set_ready(true);
+        Ok(Self {
+            frontends,
+            grpc_addr,
+            metrics_addr,
+            tasks,
+            processor,
+            store,
+            log,
+            dlq,
+        })
+    }
+
+    /// Waits for the services to stop (after the signal), then flushes.
+    async fn wait(self) -> anyhow::Result<()> {
+        let services = self.tasks.join().await;
+        // Frontends are closed, so nothing new reaches the log; the processor
+        // commits what it has stored and returns.
+        let processor = match self.processor.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("processor task panicked: {e}")),
+        };
+        self.store.flush().await.context("final store flush")?;
+        self.log
+            .close()
+            .await
+            .context("closing the telemetry log")?;
+        self.dlq
+            .close()
+            .await
+            .context("closing the dead-letter log")?;
+        tracing::info!("standalone stopped cleanly");
+        services.and(processor)
+    }
+}

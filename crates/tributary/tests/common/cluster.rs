@@ -1,0 +1,222 @@
+//! The distributed mode as separate OS processes: a real Tansu broker (a
+//! Kafka-protocol broker) and `tributary registry|ingest|processor`
+//! processes on ephemeral loopback ports.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TANSU_INSTALL: &str = "cargo install --locked tansu --version 0.6.0 --features dynostore";
+
+/// A running Tansu broker with in-memory storage; killed on drop.
+pub struct Tansu {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Tansu {
+    /// Starts a broker on a free port. Panics with the install command when
+    /// `tansu` is missing: the distributed test is not optional.
+    pub fn start() -> Tansu {
+        let binary = find_tansu().unwrap_or_else(|| {
+            panic!("the distributed test needs the `tansu` broker; install it with `{TANSU_INSTALL}` (scripts/test.sh does)")
+        });
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let url = format!("tcp://{addr}");
+            let log =
+                File::create(std::env::temp_dir().join(format!("tansu-dist-{port}.log"))).unwrap();
+            let mut child = Command::new(&binary)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn tansu");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last = format!("tansu exited with {status}");
+                    break;
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Tansu { child, addr };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    last = "tansu did not listen within 20 s".into();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("{last}");
+    }
+
+    /// `--log` for the services.
+    pub fn log_url(&self) -> String {
+        format!("kafka://{}", self.addr)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_tansu() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file())
+}
+
+/// One `tributary <role>` process; killed on drop.
+pub struct Service {
+    pub role: &'static str,
+    pub child: Child,
+    /// The `key=value` fields of its ready line.
+    pub fields: HashMap<String, String>,
+    pub args: Vec<OsString>,
+}
+
+impl Service {
+    /// Starts `tributary <role> <args>` and waits for its ready line.
+    pub fn start(role: &'static str, args: Vec<OsString>) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .arg(role)
+            .args(&args)
+            .env("TRIBUTARY_LOG", "warn")
+            .env("TRIBUTARY_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tributary");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let prefix = format!("tributary {role} ready:");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with(&prefix) => break line,
+                Ok(_) => {}
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    panic!("tributary {role} printed no ready line within 60 s (exit: {status:?})");
+                }
+            }
+        };
+        // Keep draining stdout so the process never blocks on it.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let fields = ready[prefix.len()..]
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Service {
+            role,
+            child,
+            fields,
+            args,
+        }
+    }
+
+    pub fn addr(&self, field: &str) -> SocketAddr {
+        self.fields
+            .get(field)
+            .unwrap_or_else(|| panic!("{} ready line has no {field}=", self.role))
+            .parse()
+            .unwrap()
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within 30 s of SIGTERM",
+                self.role
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no drain, no flush, no commit.
+    pub fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Flags every service of one test cluster shares.
+pub fn common_args(tansu: &Tansu, dir: &Path) -> Vec<OsString> {
+    [
+        "--log".into(),
+        tansu.log_url().into(),
+        "--jwt-secret-file".into(),
+        dir.join("jwt.secret").into_os_string(),
+        "--metrics-addr".into(),
+        "127.0.0.1:0".into(),
+        // Tansu 0.6 mishandles multi-record batches (docs/kafka.md).
+        "--kafka-batch-num-messages".into(),
+        "1".into(),
+        "--kafka-partitions".into(),
+        "4".into(),
+    ]
+    .into_iter()
+    .collect()
+}
