@@ -75,6 +75,7 @@ async fn rig(limits: Limits, max_inflight_bytes: usize) -> Rig {
         IngestConfig {
             limits,
             max_inflight_bytes,
+            ..IngestConfig::default()
         },
         IngestMetrics::default(),
     );
