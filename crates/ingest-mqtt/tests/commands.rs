@@ -163,6 +163,12 @@ async fn an_offline_persistent_session_queues_the_command_until_its_ttl() {
         .send(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION).into())
         .await;
     assert_eq!(device.expect_close().await, None);
+    // The client sees the close before the server has parked the session:
+    // wait until the server has seen the device go.
+    common::wait_for("the device offline", || {
+        rig.presence.0.lock().unwrap().last().is_some_and(|r| !r.2)
+    })
+    .await;
 
     let ttl = Duration::from_secs(120);
     let outcome = send(
