@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use tributary_core::directory::{Application, Authenticator, DirectoryError, Principal};
 pub use tributary_core::envelope::Kind;
 use tributary_core::envelope::{self, Envelope};
@@ -365,11 +366,59 @@ impl Ingestor {
         Ok(self.inner.auth.tenant_policy(tenant).await?.device_tag)
     }
 
+    /// Appends batches of one tenant, inside the span `ingest.append`:
+    /// a child of the device's `traceparent` when it sent one, else a new
+    /// trace (subject to sampling). The records carry that span's own
+    /// context, so the processor's span is its child. Disabled, the span
+    /// costs nothing and the device's context is passed on as it came.
     async fn append(
         &self,
         tenant: &str,
         batches: Vec<DeviceBatch>,
         ctx: &RequestContext,
+    ) -> Result<(), IngestError> {
+        let span = tracing::debug_span!(
+            target: tributary_otel::TARGET,
+            "ingest.append",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            tenant,
+            devices = batches.len(),
+            points = tracing::field::Empty,
+            records = tracing::field::Empty,
+            log.append_ms = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let own = if span.is_disabled() {
+            None
+        } else {
+            if !ctx.traceparent.is_empty() {
+                tributary_otel::set_remote_parent(&span, &ctx.traceparent, &ctx.tracestate);
+            }
+            tributary_otel::span_traceparent(&span)
+        };
+        let trace = match &own {
+            Some((traceparent, tracestate)) => Trace {
+                traceparent,
+                tracestate,
+            },
+            None => Trace {
+                traceparent: &ctx.traceparent,
+                tracestate: &ctx.tracestate,
+            },
+        };
+        self.append_traced(tenant, batches, ctx, trace, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn append_traced(
+        &self,
+        tenant: &str,
+        batches: Vec<DeviceBatch>,
+        ctx: &RequestContext,
+        trace: Trace<'_>,
+        span: &tracing::Span,
     ) -> Result<(), IngestError> {
         let received_at_ns = tributary_core::time::now_ns();
         let limits = self.limits();
@@ -377,6 +426,8 @@ impl Ingestor {
             for p in &b.points {
                 if let Err(message) = limits.check_timestamp(p.ts_ns, received_at_ns) {
                     self.inner.metrics.rejected("timestamp");
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error", message.as_str());
                     return Err(IngestError::Invalid(ParseError::new(
                         format!("{}/{}", b.device, p.metric),
                         message,
@@ -392,8 +443,8 @@ impl Ingestor {
                 tenant: tenant.to_string(),
                 device: b.device,
                 received_at_ns,
-                traceparent: ctx.traceparent.clone(),
-                tracestate: ctx.tracestate.clone(),
+                traceparent: trace.traceparent.to_string(),
+                tracestate: trace.tracestate.to_string(),
                 content_type: ctx.content_type.clone(),
                 kind: ctx.kind,
                 points: b.points,
@@ -403,7 +454,7 @@ impl Ingestor {
                 records.push(Record {
                     key: key.clone(),
                     value: Bytes::from(value),
-                    headers: self.headers(tenant, ctx),
+                    headers: self.headers(tenant, &ctx.content_type, trace),
                     timestamp_ms: received_at_ns / 1_000_000,
                 });
             }
@@ -411,13 +462,17 @@ impl Ingestor {
         if records.is_empty() {
             return Ok(());
         }
+        span.record("points", points);
+        span.record("records", records.len());
         self.inner.metrics.received(tenant, points);
         let started = Instant::now();
         let result = self.inner.log.append_batch(records).await;
+        let elapsed = started.elapsed();
         self.inner
             .metrics
             .append_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        span.record("log.append_ms", elapsed.as_secs_f64() * 1e3);
         match result {
             Ok(_) => {
                 self.inner.metrics.acked(tenant, points);
@@ -431,17 +486,19 @@ impl Ingestor {
                     } else {
                         "log"
                     });
+                span.record("otel.status_code", "ERROR");
+                span.record("error", tracing::field::display(&e));
                 tracing::warn!(tenant, error = %e, "log append failed; the client will retry");
                 Err(e.into())
             }
         }
     }
 
-    fn headers(&self, tenant: &str, ctx: &RequestContext) -> Vec<(String, Bytes)> {
+    fn headers(&self, tenant: &str, content_type: &str, trace: Trace<'_>) -> Vec<(String, Bytes)> {
         let mut h = vec![
             (
                 headers::CONTENT_TYPE.to_string(),
-                Bytes::from(ctx.content_type.clone()),
+                Bytes::from(content_type.to_string()),
             ),
             (headers::TENANT.to_string(), Bytes::from(tenant.to_string())),
             (
@@ -449,20 +506,27 @@ impl Ingestor {
                 Bytes::from(envelope::SCHEMA_VERSION.to_string()),
             ),
         ];
-        if !ctx.traceparent.is_empty() {
+        if !trace.traceparent.is_empty() {
             h.push((
                 headers::TRACEPARENT.to_string(),
-                Bytes::from(ctx.traceparent.clone()),
+                Bytes::from(trace.traceparent.to_string()),
             ));
-            if !ctx.tracestate.is_empty() {
+            if !trace.tracestate.is_empty() {
                 h.push((
                     headers::TRACESTATE.to_string(),
-                    Bytes::from(ctx.tracestate.clone()),
+                    Bytes::from(trace.tracestate.to_string()),
                 ));
             }
         }
         h
     }
+}
+
+/// The W3C trace context written on an append's records (empty: none).
+#[derive(Debug, Clone, Copy)]
+struct Trace<'a> {
+    traceparent: &'a str,
+    tracestate: &'a str,
 }
 
 /// Encodes `env`, split into envelopes of at most `max_bytes` each (in

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::{Span, field};
 use tributary_core::Limits;
 use tributary_core::envelope::Envelope;
 use tributary_core::live::{LiveBatch, LiveHub};
@@ -87,6 +88,27 @@ pub struct Processor {
 /// Offsets consumed but not yet committed, per partition.
 type Pending = BTreeMap<u32, u64>;
 
+/// How often the consumer lag gauges are refreshed.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the lag reporter needs from the poll loop: the partitions this
+/// replica owns and the next offset it will process on each.
+#[derive(Debug, Default)]
+struct Progress {
+    assigned: Vec<u32>,
+    next: BTreeMap<u32, u64>,
+}
+
+/// Most `processor.store_write` spans kept open until their offsets are
+/// committed; past it a span ends after its store write.
+const MAX_OPEN_SPANS: usize = 4096;
+
+/// The `processor.store_write` spans of traced records written but not yet
+/// committed. Empty (and never allocated) unless records carry a sampled
+/// `traceparent` and trace export is on.
+#[derive(Debug, Default)]
+struct OpenSpans(Vec<Span>);
+
 impl Processor {
     pub fn new(
         log: Arc<dyn Log>,
@@ -117,7 +139,18 @@ impl Processor {
             .await?;
         tracing::info!(group = %self.config.group, topic = self.log.topic(), "processor started");
         tokio::pin!(shutdown);
+        // Lag is measured off the poll loop: watermark requests are broker
+        // round trips that must not delay the records behind them.
+        let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
+        let lag_reporter = tokio::spawn(report_lag(
+            self.log.clone(),
+            self.config.group.clone(),
+            progress.clone(),
+            self.metrics.clone(),
+        ));
+        let _stop_lag = AbortOnDrop(lag_reporter);
         let mut pending = Pending::new();
+        let mut open_spans = OpenSpans::default();
         let mut unflushed_points = 0usize;
         let mut last_flush = Instant::now();
         loop {
@@ -128,36 +161,57 @@ impl Processor {
                 r = poll => r?,
             };
             if !records.is_empty() {
-                unflushed_points += self.process(&records).await?;
+                unflushed_points += self.process(&records, &mut open_spans).await?;
                 for r in &records {
                     pending.insert(r.partition, r.offset + 1);
+                }
+            }
+            {
+                let mut p = progress
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                p.assigned = consumer.assignment();
+                for r in &records {
+                    p.next.insert(r.partition, r.offset + 1);
                 }
             }
             let due = last_flush.elapsed() >= self.config.flush_interval
                 || unflushed_points >= self.config.max_unflushed_points;
             if !pending.is_empty() && due {
-                self.flush_and_commit(consumer.as_mut(), &mut pending)
+                self.flush_and_commit(consumer.as_mut(), &mut pending, &mut open_spans)
                     .await?;
                 unflushed_points = 0;
                 last_flush = Instant::now();
             }
         }
-        self.flush_and_commit(consumer.as_mut(), &mut pending)
+        self.flush_and_commit(consumer.as_mut(), &mut pending, &mut open_spans)
             .await?;
         tracing::info!(group = %self.config.group, "processor stopped after final commit");
         Ok(())
     }
 
     /// Decodes, dead-letters and writes one poll's records. Returns the
-    /// number of points written.
-    async fn process(&self, records: &[LogRecord]) -> Result<usize, ProcessorError> {
+    /// number of points written. Records with a sampled `traceparent` get a
+    /// `processor.store_write` span each, left in `open_spans`.
+    async fn process(
+        &self,
+        records: &[LogRecord],
+        open_spans: &mut OpenSpans,
+    ) -> Result<usize, ProcessorError> {
         let mut batch = Vec::with_capacity(records.len());
         // The log record each entry of `batch` came from, for dead-lettering.
         let mut sources = Vec::with_capacity(records.len());
+        // (index in `batch`, span) of traced records.
+        let mut spans: Vec<(usize, Span)> = Vec::new();
         for r in records {
             match Envelope::decode(&r.value, &self.config.limits) {
                 Ok(env) => {
                     self.metrics.record_decoded(&env.tenant, env.points.len());
+                    if !env.traceparent.is_empty()
+                        && let Some(span) = store_write_span(r, &env)
+                    {
+                        spans.push((batch.len(), span));
+                    }
                     batch.push(DevicePoints {
                         tenant: env.tenant,
                         device: env.device,
@@ -171,23 +225,41 @@ impl Processor {
         if batch.is_empty() {
             return Ok(0);
         }
-        if let Err(reason) = self.write_with_retry(&batch).await? {
+        let started = (!spans.is_empty()).then(Instant::now);
+        let written = self.write_with_retry(&batch).await?;
+        if let Some(started) = started {
+            let write_ms = started.elapsed().as_secs_f64() * 1e3;
+            for (_, span) in &spans {
+                span.record("store.write_ms", write_ms);
+            }
+        }
+        if let Err(reason) = written {
             // The store refused something in the batch (for example its
             // series limit). Find which records, dead-letter them with the
             // store's reason, and keep the stream moving. Writes are
             // idempotent, so rewriting the accepted ones costs nothing.
             tracing::warn!(%reason, "store refused part of a batch; writing it record by record");
             let mut accepted = Vec::with_capacity(batch.len());
-            for (b, r) in batch.into_iter().zip(sources) {
+            for (i, (b, r)) in batch.into_iter().zip(sources).enumerate() {
                 match self.write_with_retry(std::slice::from_ref(&b)).await? {
                     Ok(()) => accepted.push(b),
                     Err(reason) => {
+                        if let Some((_, span)) = spans.iter().find(|(j, _)| *j == i) {
+                            span.record("otel.status_code", "ERROR");
+                            span.record("dead_letter.reason", reason.as_str());
+                        }
                         self.dead_letter(r, &format!("store refused: {reason}"))
                             .await?
                     }
                 }
             }
             batch = accepted;
+        }
+        for (_, span) in spans {
+            // Past the bound the span ends here, after its write.
+            if open_spans.0.len() < MAX_OPEN_SPANS {
+                open_spans.0.push(span);
+            }
         }
         let points: usize = batch.iter().map(|b| b.points.len()).sum();
         for b in &batch {
@@ -262,15 +334,20 @@ impl Processor {
         &self,
         consumer: &mut dyn Consumer,
         pending: &mut Pending,
+        open_spans: &mut OpenSpans,
     ) -> Result<(), ProcessorError> {
         if pending.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         self.store.flush().await?;
+        let flushed = started.elapsed();
         self.metrics
             .store_flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(flushed.as_secs_f64());
+        for span in &open_spans.0 {
+            span.record("store.flush_ms", flushed.as_secs_f64() * 1e3);
+        }
         let offsets: Vec<(u32, u64)> = pending.iter().map(|(p, o)| (*p, *o)).collect();
         if let Err(e) = consumer.commit(&offsets).await {
             // The points are durable in the store; only the bookkeeping
@@ -282,12 +359,89 @@ impl Processor {
             tracing::warn!(error = %e, "offset commit failed; retrying at the next flush");
             return Ok(());
         }
-        for (p, o) in &offsets {
-            if let Ok(w) = self.log.watermarks(*p).await {
-                self.metrics.set_lag(*p, w.high.saturating_sub(*o));
-            }
+        // The traced records are durable and committed: their spans end.
+        for span in open_spans.0.drain(..) {
+            span.record("committed", true);
         }
         pending.clear();
         Ok(())
+    }
+}
+
+/// The `processor.store_write` span of a record whose envelope carries a
+/// sampled `traceparent` (the ingest span's): its child, open from the
+/// store write until the record's offset is committed. `None`, at no cost
+/// beyond parsing the header, when the record is not sampled or trace
+/// export is off.
+fn store_write_span(r: &LogRecord, env: &Envelope) -> Option<Span> {
+    if !tributary_otel::is_sampled_traceparent(&env.traceparent) {
+        return None;
+    }
+    let span = tracing::debug_span!(
+        target: tributary_otel::TARGET,
+        "processor.store_write",
+        otel.kind = "consumer",
+        otel.status_code = field::Empty,
+        tenant = %env.tenant,
+        device = %env.device,
+        partition = r.partition,
+        offset = r.offset,
+        points = env.points.len(),
+        store.write_ms = field::Empty,
+        store.flush_ms = field::Empty,
+        committed = field::Empty,
+        dead_letter.reason = field::Empty,
+    );
+    if span.is_disabled() {
+        return None;
+    }
+    tributary_otel::set_remote_parent(&span, &env.traceparent, &env.tracestate);
+    Some(span)
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every [`LAG_INTERVAL`], sets the lag gauges of the partitions this
+/// replica owns: the high watermark minus the next offset to process (the
+/// group's committed offset for a partition not read yet). Partitions that
+/// moved to another replica stop being reported.
+async fn report_lag(
+    log: Arc<dyn Log>,
+    group: String,
+    progress: Arc<std::sync::Mutex<Progress>>,
+    metrics: ProcessorMetrics,
+) {
+    loop {
+        tokio::time::sleep(LAG_INTERVAL).await;
+        let (assigned, next) = {
+            let p = progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (p.assigned.clone(), p.next.clone())
+        };
+        let mut lags = Vec::with_capacity(assigned.len());
+        for partition in assigned {
+            let Ok(w) = log.watermarks(partition).await else {
+                continue;
+            };
+            let position = match next.get(&partition) {
+                Some(&o) => o,
+                None => match log.committed(&group, partition).await {
+                    Ok(Some(o)) => o,
+                    Ok(None) => w.low,
+                    Err(_) => continue,
+                },
+            };
+            lags.push((partition, w.high.saturating_sub(position)));
+        }
+        metrics.set_lags(&lags);
     }
 }

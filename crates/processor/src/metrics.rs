@@ -113,9 +113,16 @@ impl ProcessorMetrics {
             .inc_by(points as u64);
     }
 
-    pub(crate) fn set_lag(&self, partition: u32, lag: u64) {
-        self.lag
-            .get_or_create(&PartitionLabel { partition })
-            .set(lag as i64);
+    /// Replaces the lag gauges with `lags`, one per partition this replica
+    /// is assigned: a partition that moved to another replica in a
+    /// rebalance stops being reported here, so a sum over replicas (an
+    /// autoscaler's input) never counts a partition twice.
+    pub(crate) fn set_lags(&self, lags: &[(u32, u64)]) {
+        self.lag.clear();
+        for &(partition, lag) in lags {
+            self.lag
+                .get_or_create(&PartitionLabel { partition })
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        }
     }
 }

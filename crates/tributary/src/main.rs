@@ -69,13 +69,11 @@ fn main() -> std::process::ExitCode {
         Err(e) => e.exit(),
     };
     match args.command {
-        Command::Standalone(a) => {
-            service("standalone", a.ops.log_format, serve::standalone::run(a))
-        }
-        Command::Registry(a) => service("registry", a.ops.log_format, serve::registry::run(a)),
-        Command::Ingest(a) => service("ingest", a.ops.log_format, serve::ingest::run(a)),
-        Command::Processor(a) => service("processor", a.ops.log_format, serve::processor::run(a)),
-        Command::Query(a) => service("query", a.ops.log_format, serve::query::run(a)),
+        Command::Standalone(a) => service("standalone", a.ops.clone(), serve::standalone::run(a)),
+        Command::Registry(a) => service("registry", a.ops.clone(), serve::registry::run(a)),
+        Command::Ingest(a) => service("ingest", a.ops.clone(), serve::ingest::run(a)),
+        Command::Processor(a) => service("processor", a.ops.clone(), serve::processor::run(a)),
+        Command::Query(a) => service("query", a.ops.clone(), serve::query::run(a)),
         Command::Cli(c) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -98,13 +96,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Runs a service on a multi-threaded runtime until it stops.
+/// Runs a service on a multi-threaded runtime until it stops, with logging
+/// and (when `--otlp-endpoint` is set) trace export.
 fn service(
     name: &str,
-    log_format: LogFormat,
+    ops: serve::args::OpsArgs,
     run: impl Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
-    init_tracing(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,14 +113,29 @@ fn service(
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run) {
+    // The exporter's connection lives on the runtime: start it inside, and
+    // flush it (dropping the guard) before the runtime goes.
+    let guard = {
+        let _rt = rt.enter();
+        let filter = tributary_otel::env_filter("TRIBUTARY_LOG", "info");
+        match tributary_otel::init(ops.otel_config(name), ops.log_json(), filter) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("tributary: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    };
+    let code = match rt.block_on(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "{name} failed");
             eprintln!("tributary: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    drop(guard);
+    code
 }
 
 /// Log format: human-readable on a terminal, JSON in containers.
@@ -133,23 +146,4 @@ pub enum LogFormat {
     Auto,
     Text,
     Json,
-}
-
-fn init_tracing(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-        LogFormat::Text => false,
-        LogFormat::Json => true,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
 }

@@ -113,6 +113,43 @@ pub struct OpsArgs {
     /// Log format on stderr.
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector that traces are exported to, `http://host:4317`.
+    /// Unset (the default), tracing is off and costs nothing.
+    #[arg(long, env = "TRIBUTARY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled, 0 to 1. Requests arriving with a
+    /// `traceparent` follow its sampled flag instead.
+    #[arg(long, env = "TRIBUTARY_TRACE_SAMPLE_RATIO", default_value_t = 0.01, value_parser = parse_ratio)]
+    pub trace_sample_ratio: f64,
+}
+
+impl OpsArgs {
+    /// Trace export settings of the service `tributary-<role>`.
+    pub fn otel_config(&self, role: &str) -> tributary_otel::OtelConfig {
+        tributary_otel::OtelConfig {
+            endpoint: self.otlp_endpoint.clone(),
+            service_name: format!("tributary-{role}"),
+            sample_ratio: self.trace_sample_ratio,
+            ..tributary_otel::OtelConfig::default()
+        }
+    }
+
+    /// Whether log lines are JSON (`auto`: when stderr is not a terminal).
+    pub fn log_json(&self) -> bool {
+        use std::io::IsTerminal;
+        match self.log_format {
+            LogFormat::Auto => !std::io::stderr().is_terminal(),
+            LogFormat::Text => false,
+            LogFormat::Json => true,
+        }
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
 }
 
 /// The gRPC listener of a service.

@@ -181,6 +181,7 @@ pub async fn serve_apis(
     };
     tasks.spawn("grpc", async move {
         tonic::transport::Server::builder()
+            .layer(tributary_otel::grpc_trace_layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(query_svc)

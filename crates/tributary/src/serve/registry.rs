@@ -91,6 +91,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let grpc_stop = stopped(stop.clone());
     tasks.spawn("grpc", async move {
         tonic::transport::Server::builder()
+            .layer(tributary_otel::grpc_trace_layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(registry_svc)

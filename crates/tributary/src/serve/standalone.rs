@@ -229,6 +229,7 @@ impl Platform {
         };
         tasks.spawn("grpc", async move {
             tonic::transport::Server::builder()
+                .layer(tributary_otel::grpc_trace_layer())
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(registry_svc)
