@@ -26,10 +26,11 @@ cargo test --workspace --locked -- "${scylla_skip[@]}"
 
 # docker-compose.yml, the Dockerfile and deploy/ against the Compose schema
 # and the binary's own flags (no Docker engine runs here).
-bash scripts/check-deploy.sh target/debug/tributary
+bin="${CARGO_TARGET_DIR:-target}/debug/tributary"
+bash scripts/check-deploy.sh "$bin"
 # The Helm chart: rendered by Helm's own engine (PyPI helm-python-sdk), the
 # manifests validated against the Kubernetes schemas, probes, PDBs and HPA
 # bounds asserted, flags and env checked against the binary.
-bash scripts/check-helm.sh target/debug/tributary
+bash scripts/check-helm.sh "$bin"
 [[ -n "${TRIBUTARY_TEST_SCYLLA:-}" ]] ||
   echo "SKIPPED: ScyllaDB conformance suites (set TRIBUTARY_TEST_SCYLLA=host:port to run them)"
