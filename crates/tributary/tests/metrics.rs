@@ -16,9 +16,16 @@ use tributary_proto::v1 as pb;
 /// `name{labels}` and by bare `name`.
 fn scrape(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(v) = value.parse::<f64>() else { continue };
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
         *out.entry(series.to_owned()).or_default() += v;
         let name = series.split('{').next().unwrap_or(series).to_owned();
         if name != series {
@@ -63,7 +70,13 @@ async fn counters_add_up_after_a_known_load() {
     // 40 good requests of 3 points each.
     for i in 0..40i64 {
         let body = serde_json::json!({"ts": base_ms + i, "values": {"a": i, "b": 0.5, "c": true}});
-        let r = http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 204);
     }
     // 7 refused: 5 unparseable bodies, 2 with a bad token.
@@ -79,26 +92,55 @@ async fn counters_add_up_after_a_known_load() {
         assert_eq!(r.status(), 400);
     }
     for _ in 0..2 {
-        let r = http.post(&url).bearer_auth("tbd_wrong").json(&serde_json::json!({"values": {"a": 1}})).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .bearer_auth("tbd_wrong")
+            .json(&serde_json::json!({"values": {"a": 1}}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
 
-    let m = eventually(Duration::from_secs(20), "the processor stored what was acknowledged", || async {
-        let m = metrics(&s).await;
-        (m.get("tributary_processor_points_stored_total").copied().unwrap_or(0.0) >= 120.0).then_some(m)
-    })
+    let m = eventually(
+        Duration::from_secs(20),
+        "the processor stored what was acknowledged",
+        || async {
+            let m = metrics(&s).await;
+            (m.get("tributary_processor_points_stored_total")
+                .copied()
+                .unwrap_or(0.0)
+                >= 120.0)
+                .then_some(m)
+        },
+    )
     .await;
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
-    assert_eq!(get("tributary_ingest_points_received_total"), 120.0, "{m:#?}");
+    assert_eq!(
+        get("tributary_ingest_points_received_total"),
+        120.0,
+        "{m:#?}"
+    );
     assert_eq!(get("tributary_ingest_points_acked_total"), 120.0);
-    assert_eq!(get("tributary_processor_points_stored_total"), 120.0, "stored = acked");
+    assert_eq!(
+        get("tributary_processor_points_stored_total"),
+        120.0,
+        "stored = acked"
+    );
     assert_eq!(
         get("tributary_ingest_points_received_total{tenant=\"default\"}"),
         get("tributary_processor_points_stored_total{tenant=\"default\"}"),
         "per tenant, received and stored agree"
     );
-    assert_eq!(get("tributary_ingest_requests_rejected_total"), 7.0, "every refusal is counted: {m:#?}");
-    assert!(get("tributary_ingest_requests_rejected_total{reason=\"invalid\"}") >= 5.0, "{m:#?}");
+    assert_eq!(
+        get("tributary_ingest_requests_rejected_total"),
+        7.0,
+        "every refusal is counted: {m:#?}"
+    );
+    assert!(
+        get("tributary_ingest_requests_rejected_total{reason=\"invalid\"}") >= 5.0,
+        "{m:#?}"
+    );
     assert_eq!(get("tributary_processor_dead_lettered_records_total"), 0.0);
     assert!(s.stop().success());
 }
