@@ -1,6 +1,9 @@
 //! `LocalDirectory`: what an ingest frontend and the query service see,
 //! including how fast registry changes reach its caches.
 
+mod common;
+
+use common::{device_with_token, labels, within};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,50 +60,10 @@ async fn fixture() -> Fixture {
     fixture_with(DirectoryConfig::default()).await
 }
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-async fn device_with_token(f: &Fixture, tenant: &str, id: &str) -> String {
-    let (_, token) = f
-        .registry
-        .create_device(NewDevice {
-            tenant: tenant.into(),
-            id: id.into(),
-            issue_token: true,
-            ..NewDevice::default()
-        })
-        .await
-        .expect("device");
-    token.expect("token").secret
-}
-
-/// Polls `check` until it holds or `deadline` passes; returns the time it took.
-async fn within<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_device_is_refused_within_a_second() {
     let f = fixture().await;
-    let secret = device_with_token(&f, "open", "pump-1").await;
+    let secret = device_with_token(&f.registry, "open", "pump-1").await;
     let principal = Principal::Device {
         tenant: "open".into(),
         device: "pump-1".into(),
@@ -166,7 +129,7 @@ async fn a_revoked_token_is_refused_within_a_second() {
         })
         .await
         .expect("ingest token");
-    let other = device_with_token(&f, "open", "pump-2").await;
+    let other = device_with_token(&f.registry, "open", "pump-2").await;
     for _ in 0..3 {
         assert!(f.directory.authenticate(&ingest.secret).await.is_ok());
         assert!(f.directory.authenticate(&other).await.is_ok());
@@ -194,7 +157,7 @@ async fn a_revoked_token_is_refused_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_device_is_refused_within_a_second() {
     let f = fixture().await;
-    let secret = device_with_token(&f, "open", "pump-3").await;
+    let secret = device_with_token(&f.registry, "open", "pump-3").await;
     assert!(f.directory.authenticate(&secret).await.is_ok());
     assert!(
         f.directory
@@ -382,7 +345,7 @@ async fn entries_expire_after_the_ttl_even_without_events() {
         ..DirectoryConfig::default()
     })
     .await;
-    let secret = device_with_token(&f, "open", "pump-9").await;
+    let secret = device_with_token(&f.registry, "open", "pump-9").await;
     let warmed = Instant::now();
     assert!(f.directory.authenticate(&secret).await.is_ok());
 

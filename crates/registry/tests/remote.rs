@@ -3,6 +3,9 @@
 //! (`publish_events` → `EmbeddedLog` → `tail_events`): what a frontend of
 //! distributed mode relies on.
 
+mod common;
+
+use common::{device_with_token, labels, within};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +31,8 @@ use tributary_proto::v1::directory_service_client::DirectoryServiceClient;
 use tributary_registry::events::{publish_events, tail_events};
 use tributary_registry::{
     CredentialKind, DirectoryConfig, DirectoryGrpc, EmbeddedRegistryStore, NewApplication,
-    NewCertificate, NewDevice, NewTenant, NewToken, Registry, RegistryConfig, RemoteConfig,
-    RemoteDirectory, TenantSettings,
+    NewCertificate, NewTenant, NewToken, Registry, RegistryConfig, RemoteConfig, RemoteDirectory,
+    TenantSettings,
 };
 
 /// How fast a change must reach the directory.
@@ -147,50 +150,10 @@ fn operator_token(keys: &JwtKeys, tenant: &str, role: Role) -> String {
     .expect("issue")
 }
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-async fn device_with_token(f: &Fixture, tenant: &str, id: &str) -> String {
-    let (_, token) = f
-        .registry
-        .create_device(NewDevice {
-            tenant: tenant.into(),
-            id: id.into(),
-            issue_token: true,
-            ..NewDevice::default()
-        })
-        .await
-        .expect("device");
-    token.expect("token").secret
-}
-
-/// Polls `check` until it holds or `deadline` passes; returns the time it took.
-async fn within<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_certificates_and_applications_authenticate_over_grpc() {
     let f = fixture().await;
-    let secret = device_with_token(&f, "open", "pump-1").await;
+    let secret = device_with_token(&f.registry, "open", "pump-1").await;
     assert_eq!(
         f.directory.authenticate(&secret).await,
         Ok(Principal::Device {
@@ -290,7 +253,7 @@ async fn tokens_certificates_and_applications_authenticate_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_the_cache_through_the_device_events_log_within_a_second() {
     let f = fixture().await;
-    let secret = device_with_token(&f, "open", "pump-1").await;
+    let secret = device_with_token(&f.registry, "open", "pump-1").await;
     let principal = Principal::Device {
         tenant: "open".into(),
         device: "pump-1".into(),
@@ -457,7 +420,7 @@ async fn provisioning_lookup_and_selection_by_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_round_trips() {
     let f = fixture().await;
-    device_with_token(&f, "open", "pump-1").await;
+    device_with_token(&f.registry, "open", "pump-1").await;
     assert_eq!(
         f.directory.presence("open", "pump-1").await,
         Ok(None),
@@ -501,7 +464,7 @@ async fn presence_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_service_tokens_may_call_the_directory() {
     let f = fixture().await;
-    let secret = device_with_token(&f, "open", "pump-1").await;
+    let secret = device_with_token(&f.registry, "open", "pump-1").await;
     let mut client = DirectoryServiceClient::connect(format!("http://{}", f.addr))
         .await
         .expect("client");
@@ -568,7 +531,7 @@ async fn only_service_tokens_may_call_the_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_registry_is_unavailable_quickly() {
     let mut f = fixture().await;
-    let secret = device_with_token(&f, "open", "pump-1").await;
+    let secret = device_with_token(&f.registry, "open", "pump-1").await;
     assert!(f.directory.authenticate(&secret).await.is_ok());
 
     f.stop_server
