@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{device_with_token, labels, within};
+use common::{device_with_token, disable_and_wait_refused, labels, within};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,22 +80,7 @@ async fn a_disabled_device_is_refused_within_a_second() {
         .await
         .expect("enabled device");
 
-    f.registry
-        .set_disabled("open", "pump-1", true)
-        .await
-        .expect("disable");
-    let took = within(
-        INVALIDATION_DEADLINE,
-        "authenticate refuses the disabled device",
-        || async {
-            matches!(
-                f.directory.authenticate(&secret).await,
-                Err(DirectoryError::Forbidden(_))
-            )
-        },
-    )
-    .await;
-    eprintln!("disabled device refused after {took:?}");
+    disable_and_wait_refused(&f.registry, &f.directory, &secret, INVALIDATION_DEADLINE).await;
     assert!(matches!(
         f.directory
             .ensure_device("open", "pump-1", &BTreeMap::new())

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{device_with_token, labels, within};
+use common::{device_with_token, disable_and_wait_refused, labels, within};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -270,22 +270,7 @@ async fn changes_reach_the_cache_through_the_device_events_log_within_a_second()
     })
     .await;
 
-    f.registry
-        .set_disabled("open", "pump-1", true)
-        .await
-        .expect("disable");
-    let took = within(
-        INVALIDATION_DEADLINE,
-        "authenticate refuses the disabled device",
-        || async {
-            matches!(
-                f.directory.authenticate(&secret).await,
-                Err(DirectoryError::Forbidden(_))
-            )
-        },
-    )
-    .await;
-    eprintln!("disabled device refused after {took:?}");
+    disable_and_wait_refused(&f.registry, &f.directory, &secret, INVALIDATION_DEADLINE).await;
     let refused = f
         .directory
         .ensure_device("open", "pump-1", &BTreeMap::new())

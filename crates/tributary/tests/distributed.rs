@@ -15,11 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Service, Tansu, common_args};
+use common::cluster::{Cluster, Service, channel};
 use common::*;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -28,112 +27,6 @@ use tonic::transport::Channel;
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::command_service_client::CommandServiceClient;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
-use tributary_proto::v1::registry_service_client::RegistryServiceClient;
-
-fn os(s: impl Into<OsString>) -> OsString {
-    s.into()
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    tansu: Tansu,
-    registry: Service,
-    admin: String,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let tansu = Tansu::start();
-        let mut args = common_args(&tansu, dir.path());
-        args.extend([
-            os("--store"),
-            dir.path().join("registry").into_os_string(),
-            os("--data-dir"),
-            dir.path().into(),
-            os("--grpc-addr"),
-            os("127.0.0.1:0"),
-        ]);
-        let registry = Service::start("registry", args);
-        let admin = std::fs::read_to_string(dir.path().join("admin.token"))
-            .expect("the registry wrote admin.token")
-            .trim()
-            .to_owned();
-        Cluster {
-            dir,
-            tansu,
-            registry,
-            admin,
-        }
-    }
-
-    fn ingest(&self, id: &str) -> Service {
-        let mut args = common_args(&self.tansu, self.dir.path());
-        args.extend([
-            os("--frontend-id"),
-            os(id),
-            os("--registry-url"),
-            os(format!("http://{}", self.registry.addr("grpc"))),
-            os("--http-addr"),
-            os("127.0.0.1:0"),
-            os("--mqtt-addr"),
-            os("127.0.0.1:0"),
-            os("--mqtt-ws-addr"),
-            os("127.0.0.1:0"),
-        ]);
-        Service::start("ingest", args)
-    }
-
-    fn processor(&self) -> Service {
-        let mut args = common_args(&self.tansu, self.dir.path());
-        args.extend([
-            os("--with-query"),
-            os("--store"),
-            self.dir.path().join("store").into_os_string(),
-            os("--registry-url"),
-            os(format!("http://{}", self.registry.addr("grpc"))),
-            os("--grpc-addr"),
-            os("127.0.0.1:0"),
-        ]);
-        Service::start("processor", args)
-    }
-
-    async fn registry_client(
-        &self,
-    ) -> RegistryServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>
-    {
-        let ch = Channel::from_shared(format!("http://{}", self.registry.addr("grpc")))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        RegistryServiceClient::with_interceptor(ch, Bearer::new(&self.admin))
-    }
-
-    async fn device(&self, id: &str) -> String {
-        self.registry_client()
-            .await
-            .create_device(pb::CreateDeviceRequest {
-                id: id.into(),
-                issue_token: true,
-                ..Default::default()
-            })
-            .await
-            .expect("CreateDevice")
-            .into_inner()
-            .token
-            .expect("token")
-            .token
-    }
-}
-
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 /// Posts one point; true when acknowledged (204).
 async fn post(http: &reqwest::Client, ingest: &Service, token: &str, ts_ms: i64, v: f64) -> bool {

@@ -12,12 +12,11 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{Service, Tansu, common_args};
+use common::cluster::{Cluster, channel, os};
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -26,7 +25,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use tonic::transport::Channel;
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
@@ -133,10 +131,6 @@ impl Receiver {
     }
 }
 
-fn os(s: impl Into<OsString>) -> OsString {
-    s.into()
-}
-
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const DEVICE_SPAN: &str = "00f067aa0ba902b7";
 const OPERATOR_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -145,69 +139,15 @@ const OPERATOR_SPAN: &str = "b7ad6b7169203331";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_device_trace_continues_through_ingest_kafka_and_the_processor() {
     let (otlp, receiver) = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let tansu = Tansu::start();
-    let args = |extra: Vec<OsString>| {
-        let mut a = common_args(&tansu, dir.path());
-        a.extend([
-            os("--otlp-endpoint"),
-            os(format!("http://{otlp}")),
-            os("--trace-sample-ratio"),
-            os("1"),
-        ]);
-        a.extend(extra);
-        a
-    };
-    let registry = Service::start(
-        "registry",
-        args(vec![
-            os("--store"),
-            dir.path().join("registry").into_os_string(),
-            os("--data-dir"),
-            dir.path().into(),
-            os("--grpc-addr"),
-            os("127.0.0.1:0"),
-        ]),
-    );
-    let registry_url = format!("http://{}", registry.addr("grpc"));
-    let ingest = Service::start(
-        "ingest",
-        args(vec![
-            os("--frontend-id"),
-            os("ingest-a"),
-            os("--registry-url"),
-            os(&registry_url),
-            os("--http-addr"),
-            os("127.0.0.1:0"),
-            os("--mqtt-addr"),
-            os("127.0.0.1:0"),
-            os("--mqtt-ws-addr"),
-            os("127.0.0.1:0"),
-        ]),
-    );
-    let processor = Service::start(
-        "processor",
-        args(vec![
-            os("--with-query"),
-            os("--store"),
-            dir.path().join("store").into_os_string(),
-            os("--registry-url"),
-            os(&registry_url),
-            os("--grpc-addr"),
-            os("127.0.0.1:0"),
-        ]),
-    );
-    let admin = std::fs::read_to_string(dir.path().join("admin.token"))
-        .expect("the registry wrote admin.token")
-        .trim()
-        .to_owned();
-    let channel = |addr: SocketAddr| async move {
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    };
+    let cluster = Cluster::start_with(vec![
+        os("--otlp-endpoint"),
+        os(format!("http://{otlp}")),
+        os("--trace-sample-ratio"),
+        os("1"),
+    ]);
+    let (registry, admin) = (&cluster.registry, cluster.admin.clone());
+    let ingest = cluster.ingest("ingest-a");
+    let processor = cluster.processor();
 
     // An operator call that carries its own trace context.
     let mut registry_client = RegistryServiceClient::with_interceptor(

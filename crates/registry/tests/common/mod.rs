@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use tributary_core::directory::{Authenticator, DirectoryError};
 use tributary_registry::{NewDevice, Registry};
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -45,4 +46,30 @@ where
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Disables device `open/pump-1` and waits, at most `deadline`, until
+/// `directory` refuses its token `secret` as a disabled device's.
+pub async fn disable_and_wait_refused(
+    registry: &Registry,
+    directory: &dyn Authenticator,
+    secret: &str,
+    deadline: Duration,
+) {
+    registry
+        .set_disabled("open", "pump-1", true)
+        .await
+        .expect("disable");
+    let took = within(
+        deadline,
+        "authenticate refuses the disabled device",
+        || async {
+            matches!(
+                directory.authenticate(secret).await,
+                Err(DirectoryError::Forbidden(_))
+            )
+        },
+    )
+    .await;
+    eprintln!("disabled device refused after {took:?}");
 }

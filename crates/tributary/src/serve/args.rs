@@ -174,6 +174,19 @@ pub struct JwtArgs {
     pub jwt_secret_file: PathBuf,
 }
 
+impl JwtArgs {
+    /// Loads the secret the registry created (services other than the
+    /// registry never create it).
+    pub fn load(&self) -> anyhow::Result<tributary_auth::JwtKeys> {
+        tributary_auth::JwtKeys::load(&self.jwt_secret_file).with_context(|| {
+            format!(
+                "loading the JWT secret {} (the registry creates it; share it between services)",
+                self.jwt_secret_file.display()
+            )
+        })
+    }
+}
+
 /// Where the registry service is, for services that are not it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryClientArgs {

@@ -7,12 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry as MetricsRegistry;
-use tributary_auth::JwtKeys;
 use tributary_commands::routing::CommandRelay;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
 use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
 use tributary_log::Log;
-use tributary_registry::RemoteDirectory;
 
 use super::args::{
     HttpArgs, JwtArgs, KafkaArgs, LimitsArgs, MqttArgs, OpsArgs, RegistryClientArgs,
@@ -56,12 +54,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     let frontend_id = args.frontend_id.clone().unwrap_or_else(default_frontend_id);
     let limits = args.limits.limits()?;
-    let keys = JwtKeys::load(&args.jwt.jwt_secret_file).with_context(|| {
-        format!(
-            "loading the JWT secret {} (the registry creates it; share it between services)",
-            args.jwt.jwt_secret_file.display()
-        )
-    })?;
+    let keys = args.jwt.load()?;
     let client_id = format!("tributary-ingest-{frontend_id}");
     let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
     let commands = args.kafka.commands(&client_id).await? as Arc<dyn Log>;
@@ -69,22 +62,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     let events = tributary_registry::events::tail_events(device_events);
     let revocations = events.resubscribe();
-    let directory = Arc::new(
-        RemoteDirectory::connect(
-            &args.registry.registry_url,
-            keys.service_token("ingest")
-                .context("minting the service token")?,
-            events,
-            Default::default(),
-        )
-        .with_context(|| format!("registry at {}", args.registry.registry_url))?,
-    );
+    let directory = super::remote_directory(&args.registry.registry_url, &keys, "ingest", events)?;
 
     let ingestor = Ingestor::new(
         telemetry,
         directory.clone(),
         IngestConfig {
-            limits,
+            limits: limits.clone(),
             max_inflight_bytes: args.max_inflight_bytes,
             // Leave room for the key and headers under Kafka's record limit.
             max_record_bytes: (args.kafka.kafka_max_record_bytes as usize)
@@ -118,7 +102,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     // Commands addressed to this replica.
     {
         let relay = CommandRelay::new(commands, frontend_id.clone(), Arc::new(mqtt.clone()))
-            .with_limits(args.limits.limits()?);
+            .with_limits(limits);
         let stop = stopped(stop.clone());
         tasks.spawn("command-relay", async move {
             relay.run(stop).await.context("command relay")

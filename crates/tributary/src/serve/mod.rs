@@ -35,6 +35,27 @@ pub fn reflection() -> anyhow::Result<
         .context("building gRPC reflection")
 }
 
+/// The registry as a service that is not the registry sees it: cached,
+/// over gRPC, evicted by `events` (a tail of the device-events topic).
+pub fn remote_directory(
+    registry_url: &str,
+    keys: &tributary_auth::JwtKeys,
+    role: &str,
+    events: tokio::sync::broadcast::Receiver<tributary_core::events::RegistryEvent>,
+) -> anyhow::Result<Arc<tributary_registry::RemoteDirectory>> {
+    let token = keys
+        .service_token(role)
+        .context("minting the service token")?;
+    let directory = tributary_registry::RemoteDirectory::connect(
+        registry_url,
+        token,
+        events,
+        Default::default(),
+    )
+    .with_context(|| format!("registry at {registry_url}"))?;
+    Ok(Arc::new(directory))
+}
+
 /// Applies retention hourly, and once at start, until `stop`.
 pub async fn retention_loop(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
     loop {

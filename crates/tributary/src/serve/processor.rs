@@ -109,9 +109,6 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         }
         String::new()
     };
-    if args.with_query && matches!(store_url, StoreUrl::Scylla(_)) {
-        tracing::info!("--with-query over Scylla: query replicas could also run apart");
-    }
 
     // Retention: the embedded store drops expired chunks hourly; Scylla
     // expires points by TTL.

@@ -9,14 +9,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::sync::watch;
-use tributary_auth::JwtKeys;
 use tributary_commands::routing::RoutedCommandSink;
 use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics, RoutingMetrics};
 use tributary_core::Limits;
 use tributary_core::live::LiveHub;
 use tributary_log::Log;
 use tributary_query::{QueryConfig, QueryGrpc};
-use tributary_registry::RemoteDirectory;
 use tributary_store::Store;
 
 use super::args::{JwtArgs, KafkaArgs, LimitsArgs, OpsArgs, RegistryClientArgs};
@@ -117,24 +115,15 @@ pub async fn serve_apis(
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
 ) -> anyhow::Result<SocketAddr> {
-    let keys = JwtKeys::load(&parts.jwt.jwt_secret_file).with_context(|| {
-        format!(
-            "loading the JWT secret {} (the registry creates it; share it between services)",
-            parts.jwt.jwt_secret_file.display()
-        )
-    })?;
+    let keys = parts.jwt.load()?;
     let device_events = parts.kafka.device_events(&parts.client_id).await? as Arc<dyn Log>;
     let commands = parts.kafka.commands(&parts.client_id).await? as Arc<dyn Log>;
-    let directory = Arc::new(
-        RemoteDirectory::connect(
-            &parts.registry_url,
-            keys.service_token("query")
-                .context("minting the service token")?,
-            tributary_registry::events::tail_events(device_events),
-            Default::default(),
-        )
-        .with_context(|| format!("registry at {}", parts.registry_url))?,
-    );
+    let directory = super::remote_directory(
+        &parts.registry_url,
+        &keys,
+        "query",
+        tributary_registry::events::tail_events(device_events),
+    )?;
     let sink = Arc::new(
         RoutedCommandSink::open(
             commands,

@@ -11,6 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::registry_service_client::RegistryServiceClient;
+
+use super::Bearer;
+
 const TANSU_INSTALL: &str = "cargo install --locked tansu --version 0.6.0 --features dynostore";
 
 /// A running Tansu broker with in-memory storage; killed on drop.
@@ -219,4 +226,130 @@ pub fn common_args(tansu: &Tansu, dir: &Path) -> Vec<OsString> {
     ]
     .into_iter()
     .collect()
+}
+
+pub fn os(s: impl Into<OsString>) -> OsString {
+    s.into()
+}
+
+/// A registry on a fresh Tansu broker, and the other roles on demand.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub tansu: Tansu,
+    pub registry: Service,
+    pub admin: String,
+    /// Flags every service of this cluster gets.
+    extra: Vec<OsString>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::start_with(Vec::new())
+    }
+
+    /// A cluster whose every service also gets `extra`.
+    pub fn start_with(extra: Vec<OsString>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let tansu = Tansu::start();
+        let mut args = common_args(&tansu, dir.path());
+        args.extend(extra.iter().cloned());
+        args.extend([
+            os("--store"),
+            dir.path().join("registry").into_os_string(),
+            os("--data-dir"),
+            dir.path().into(),
+            os("--grpc-addr"),
+            os("127.0.0.1:0"),
+        ]);
+        let registry = Service::start("registry", args);
+        let admin = std::fs::read_to_string(dir.path().join("admin.token"))
+            .expect("the registry wrote admin.token")
+            .trim()
+            .to_owned();
+        Cluster {
+            dir,
+            tansu,
+            registry,
+            admin,
+            extra,
+        }
+    }
+
+    fn args(&self) -> Vec<OsString> {
+        let mut args = common_args(&self.tansu, self.dir.path());
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// `--registry-url` of the other roles.
+    pub fn registry_url(&self) -> String {
+        format!("http://{}", self.registry.addr("grpc"))
+    }
+
+    /// An ingest replica named `id`, on ephemeral ports.
+    pub fn ingest(&self, id: &str) -> Service {
+        let mut args = self.args();
+        args.extend([
+            os("--frontend-id"),
+            os(id),
+            os("--registry-url"),
+            os(self.registry_url()),
+            os("--http-addr"),
+            os("127.0.0.1:0"),
+            os("--mqtt-addr"),
+            os("127.0.0.1:0"),
+            os("--mqtt-ws-addr"),
+            os("127.0.0.1:0"),
+        ]);
+        Service::start("ingest", args)
+    }
+
+    /// `processor --with-query` on the cluster's embedded store.
+    pub fn processor(&self) -> Service {
+        let mut args = self.args();
+        args.extend([
+            os("--with-query"),
+            os("--store"),
+            self.dir.path().join("store").into_os_string(),
+            os("--registry-url"),
+            os(self.registry_url()),
+            os("--grpc-addr"),
+            os("127.0.0.1:0"),
+        ]);
+        Service::start("processor", args)
+    }
+
+    pub async fn registry_client(
+        &self,
+    ) -> RegistryServiceClient<InterceptedService<Channel, Bearer>> {
+        RegistryServiceClient::with_interceptor(
+            channel(self.registry.addr("grpc")).await,
+            Bearer::new(&self.admin),
+        )
+    }
+
+    /// Creates device `id` in the default tenant; returns its token.
+    pub async fn device(&self, id: &str) -> String {
+        self.registry_client()
+            .await
+            .create_device(pb::CreateDeviceRequest {
+                id: id.into(),
+                issue_token: true,
+                ..Default::default()
+            })
+            .await
+            .expect("CreateDevice")
+            .into_inner()
+            .token
+            .expect("token")
+            .token
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
