@@ -412,15 +412,17 @@ def check_collector(path: Path, report: list[str]) -> list[str]:
 def registered_metrics(crates: Path) -> set[str]:
     """Metric names the Rust code registers (prometheus-client), prefixed."""
     names = set()
+    # A `Collector` names its metrics when scraped, in `encode_descriptor`.
     token = re.compile(r'sub_registry_with_prefix\(\s*"([A-Za-z0-9_]+)"\s*\)'
-                       r'|\.register(?:_with_unit)?\(\s*"([A-Za-z0-9_]+)"')
+                       r'|\.register(?:_with_unit)?\(\s*"([A-Za-z0-9_]+)"'
+                       r'|\.encode_descriptor\(\s*"([A-Za-z0-9_]+)"')
     for rs in crates.glob("*/src/**/*.rs"):
         prefix = ""
         for m in token.finditer(rs.read_text(errors="replace")):
             if m.group(1):
                 prefix = m.group(1) + "_"
             else:
-                names.add(prefix + m.group(2))
+                names.add(prefix + (m.group(2) or m.group(3)))
     return names
 
 

@@ -66,7 +66,28 @@ pub struct MqttConfig {
     /// Seconds a closing connection waits for its in-flight appends, and a
     /// taking-over connection waits for the old one to let go.
     pub drain_timeout_secs: u64,
+    /// Every connection accepted by the MQTT and MQTT-over-TLS listeners
+    /// must start with a PROXY protocol header, v1 or v2 (HAProxy's
+    /// specification), sent by the TCP load balancer in front. The
+    /// WebSocket listeners never take one: they sit behind an HTTP Ingress
+    /// or Gateway route, which does not send it. The client's address is
+    /// taken from the header.
+    /// the client's address is taken from it. Read within the connect
+    /// timeout, before any TLS; a socket without a valid header is closed
+    /// (`connects_refused{reason="proxy_protocol"}`). Turn it on only behind
+    /// a load balancer that sends the header: anyone reaching the
+    /// listeners directly could otherwise claim any address.
+    pub proxy_protocol: bool,
+    /// Where clients should reconnect once this server is gone, e.g.
+    /// `mqtt.new-cluster.example.com:8883`: when set, the DISCONNECT sent to
+    /// MQTT 5 clients on shutdown is 0x9D Server moved with this Server
+    /// Reference instead of 0x8B Server shutting down. At most
+    /// [`MAX_SERVER_REFERENCE_LEN`] bytes, no control characters.
+    pub server_reference: Option<String>,
 }
+
+/// The longest [`MqttConfig::server_reference`], in bytes.
+pub const MAX_SERVER_REFERENCE_LEN: usize = 256;
 
 impl Default for MqttConfig {
     fn default() -> Self {
@@ -92,6 +113,8 @@ impl Default for MqttConfig {
             max_write_buffer: 256 * 1024,
             write_timeout_secs: 30,
             drain_timeout_secs: 10,
+            proxy_protocol: false,
+            server_reference: None,
         }
     }
 }
@@ -123,6 +146,16 @@ impl MqttConfig {
         }
         if self.max_write_buffer < 4096 {
             return bad("max_write_buffer must be at least 4096 bytes");
+        }
+        if let Some(reference) = &self.server_reference
+            && (reference.trim().is_empty()
+                || reference.len() > MAX_SERVER_REFERENCE_LEN
+                || reference.chars().any(char::is_control))
+        {
+            return Err(MqttError::Config(format!(
+                "server_reference must be 1 to {MAX_SERVER_REFERENCE_LEN} bytes without control characters, got {} bytes",
+                reference.len()
+            )));
         }
         Ok(())
     }
@@ -162,5 +195,29 @@ mod tests {
             ..MqttConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn server_reference_is_bounded() {
+        let with = |r: &str| MqttConfig {
+            server_reference: Some(r.to_owned()),
+            ..MqttConfig::default()
+        };
+        assert!(with("mqtt.example.com:8883").validate().is_ok());
+        assert!(
+            with(&"a".repeat(MAX_SERVER_REFERENCE_LEN))
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            String::new(),
+            " ".into(),
+            "a".repeat(MAX_SERVER_REFERENCE_LEN + 1),
+            "a\nb".into(),
+            "a\0b".into(),
+        ] {
+            let err = with(&bad).validate().expect_err(&bad);
+            assert!(err.to_string().contains("server_reference"), "{err}");
+        }
     }
 }

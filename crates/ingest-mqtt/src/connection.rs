@@ -743,7 +743,13 @@ where
                 Event::Kicked(Kick::Revoked) => {
                     return End::Server(ReasonCode::AdministrativeAction, "revoked");
                 }
-                Event::Shutdown => return End::Server(ReasonCode::ServerShuttingDown, "shutdown"),
+                Event::Shutdown => {
+                    let code = match self.shared.config.server_reference {
+                        Some(_) => ReasonCode::ServerMoved,
+                        None => ReasonCode::ServerShuttingDown,
+                    };
+                    return End::Server(code, "shutdown");
+                }
                 Event::Done(done) => {
                     if let Err(end) = self.complete(done, true) {
                         return end;
@@ -1346,7 +1352,12 @@ where
             && self.version == ProtocolVersion::V5
             && code.is_allowed_in(PacketType::Disconnect)
         {
-            self.send(Disconnect::new(code).into());
+            let mut disconnect = Disconnect::new(code);
+            if code == ReasonCode::ServerMoved {
+                disconnect.properties.server_reference =
+                    self.shared.config.server_reference.clone();
+            }
+            self.send(disconnect.into());
         }
         if socket_ok && !self.wbuf.is_empty() {
             let Self { writer, wbuf, .. } = &mut self;
@@ -1361,8 +1372,11 @@ where
         let publish_will = match end {
             End::Client { publish_will } => publish_will,
             End::Lost(_) => true,
-            // A server restart is not a device failure.
-            End::Server(code, _) => code != ReasonCode::ServerShuttingDown,
+            // A server restart (or move) is not a device failure.
+            End::Server(code, _) => !matches!(
+                code,
+                ReasonCode::ServerShuttingDown | ReasonCode::ServerMoved
+            ),
         };
         let shared = self.shared.clone();
         let owned = std::mem::take(&mut self.owned);

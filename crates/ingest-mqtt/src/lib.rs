@@ -10,6 +10,11 @@
 //!   subprotocol `mqtt`), [`MqttServer::serve_wss`] for WebSocket over TLS, and [`MqttServer::spawn_connection`] for streams
 //!   accepted elsewhere. TLS handshakes and WebSocket upgrades run in the
 //!   connection's own task under a timeout, so a bad one affects no one else;
+//! - behind a load balancer, reads the PROXY protocol header (v1 or v2) that
+//!   starts every connection of the MQTT and MQTT-over-TLS listeners when
+//!   [`MqttConfig::proxy_protocol`] is on (before the TLS ClientHello), so
+//!   that logs name the real client: each connection's log lines carry the
+//!   span `mqtt_connection{remote, transport}`;
 //! - authenticates devices: the CONNECT user name is the device id, the
 //!   password the device access token ([`tributary_ingest::Ingestor::authenticate`]),
 //!   or, over TLS, a client certificate registered for the device
@@ -81,7 +86,7 @@
 //! | malformed packet | DISCONNECT with the codec's code (0x81, 0x82, ...) | disconnect |
 //! | keep alive ×1.5 without a packet | DISCONNECT 0x8D | disconnect |
 //! | same client id connects again | DISCONNECT 0x8E to the old one | disconnect |
-//! | server shutdown | DISCONNECT 0x8B after in-flight appends are acknowledged | disconnect |
+//! | server shutdown | DISCONNECT 0x8B after in-flight appends are acknowledged; 0x9D Server moved with a Server Reference when [`MqttConfig::server_reference`] is set | disconnect |
 //!
 //! MQTT 5.0 allows 0x96 only in DISCONNECT (table 3-4 leaves it out of
 //! PUBACK), and a PUBACK with an error code is a final answer that clients do
@@ -107,14 +112,16 @@
 //! again.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument;
 use tributary_core::directory::PresenceSink;
 use tributary_core::model::validate_device_id;
 use tributary_ingest::Ingestor;
@@ -127,6 +134,7 @@ mod config;
 mod connection;
 mod error;
 mod metrics;
+mod proxy;
 mod rate;
 mod router;
 mod session;
@@ -136,13 +144,14 @@ mod trie;
 mod ws;
 
 pub use acl::Identity;
-pub use config::MqttConfig;
+pub use config::{MAX_SERVER_REFERENCE_LEN, MqttConfig};
 pub use error::{MqttError, PublishError};
 pub use metrics::MqttMetrics;
 pub use session::Message;
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, MqttTls, fingerprint};
 pub use ws::WS_PATH;
 
+use proxy::Prefixed;
 use router::Router;
 use tls::Peer;
 
@@ -244,8 +253,10 @@ impl MqttServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MqttError> {
-        self.accept_loop(listener, shutdown, |stream| self.spawn_connection(stream))
-            .await
+        self.accept_loop(listener, shutdown, |stream, addr| {
+            self.spawn_accepted(stream, addr, Transport::Tcp);
+        })
+        .await
     }
 
     /// Like [`MqttServer::serve`], over TLS: each accepted socket runs its
@@ -259,8 +270,10 @@ impl MqttServer {
         tls: MqttTls,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MqttError> {
-        self.accept_loop(listener, shutdown, |stream| self.spawn_tls(stream, &tls))
-            .await
+        self.accept_loop(listener, shutdown, |stream, addr| {
+            self.spawn_accepted(stream, addr, Transport::Tls(tls.clone()));
+        })
+        .await
     }
 
     /// Like [`MqttServer::serve`], for MQTT over WebSocket: each accepted
@@ -272,8 +285,8 @@ impl MqttServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MqttError> {
-        self.accept_loop(listener, shutdown, |stream| {
-            self.spawn_ws(stream, Peer::default())
+        self.accept_loop(listener, shutdown, |stream, addr| {
+            self.spawn_accepted(stream, addr, Transport::Ws);
         })
         .await
     }
@@ -288,31 +301,31 @@ impl MqttServer {
         tls: MqttTls,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), MqttError> {
-        self.accept_loop(listener, shutdown, |stream| {
-            let tls = tls.clone();
-            self.spawn_task(move |shared, permit| async move {
-                let Some((stream, peer)) = tls_handshake(&shared, &tls, stream).await else {
-                    return;
-                };
-                let Some(ws) = ws_upgrade(&shared, stream).await else {
-                    return;
-                };
-                connection::run(shared, ws, permit, peer).await;
-            });
+        self.accept_loop(listener, shutdown, |stream, addr| {
+            self.spawn_accepted(stream, addr, Transport::Wss(tls.clone()));
         })
         .await
     }
 
-    /// Runs the WebSocket upgrade of `stream` in its own task, then serves
-    /// MQTT over it.
-    fn spawn_ws<S>(&self, stream: S, peer: Peer)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// Serves a socket accepted by a listener in its own task: the PROXY
+    /// header when the configuration asks for one, the TLS handshake and
+    /// WebSocket upgrade the transport needs, then MQTT, all in a span
+    /// naming the client's address.
+    fn spawn_accepted(&self, stream: TcpStream, socket_peer: SocketAddr, transport: Transport) {
         self.spawn_task(move |shared, permit| async move {
-            if let Some(ws) = ws_upgrade(&shared, stream).await {
-                connection::run(shared, ws, permit, peer).await;
-            }
+            let proxied = shared.config.proxy_protocol && transport.takes_proxy_header();
+            let Some((stream, remote)) = proxy_header(&shared, stream, socket_peer, proxied).await
+            else {
+                return;
+            };
+            let span = tracing::info_span!(
+                "mqtt_connection",
+                %remote,
+                transport = transport.name()
+            );
+            serve_transport(shared, stream, permit, transport)
+                .instrument(span)
+                .await;
         });
     }
 
@@ -321,7 +334,7 @@ impl MqttServer {
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
-        accepted: impl Fn(tokio::net::TcpStream),
+        accepted: impl Fn(TcpStream, SocketAddr),
     ) -> Result<(), MqttError> {
         tokio::pin!(shutdown);
         let mut stopped = self.shared.shutdown.subscribe();
@@ -330,10 +343,10 @@ impl MqttServer {
                 _ = &mut shutdown => break,
                 _ = until_true(&mut stopped) => break,
                 result = listener.accept() => match result {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
                         // Small packets (acks) must not wait for Nagle.
                         let _ = stream.set_nodelay(true);
-                        accepted(stream);
+                        accepted(stream, peer);
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -364,16 +377,6 @@ impl MqttServer {
         });
     }
 
-    /// Runs the TLS handshake of `stream` in its own task, then serves it.
-    fn spawn_tls(&self, stream: tokio::net::TcpStream, tls: &MqttTls) {
-        let tls = tls.clone();
-        self.spawn_task(move |shared, permit| async move {
-            if let Some((stream, peer)) = tls_handshake(&shared, &tls, stream).await {
-                connection::run(shared, stream, permit, peer).await;
-            }
-        });
-    }
-
     /// Takes a pending-connect slot and runs `task` in a counted task; when
     /// no slot is free or the server is stopping, does nothing (the caller's
     /// stream is dropped, i.e. closed).
@@ -399,7 +402,8 @@ impl MqttServer {
     }
 
     /// Starts the shutdown: listeners stop accepting and every connection
-    /// drains and closes with 0x8B Server shutting down.
+    /// drains and closes with 0x8B Server shutting down, or 0x9D Server
+    /// moved with the configured [`MqttConfig::server_reference`].
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
     }
@@ -583,13 +587,117 @@ impl MqttServer {
     }
 }
 
+/// How a listener's sockets carry MQTT.
+#[derive(Debug, Clone)]
+enum Transport {
+    Tcp,
+    Tls(MqttTls),
+    Ws,
+    Wss(MqttTls),
+}
+
+impl Transport {
+    /// The listeners a TCP load balancer fronts (MQTT and MQTT over TLS)
+    /// take the PROXY header; the WebSocket listeners sit behind an HTTP
+    /// Ingress or Gateway, which does not send one.
+    fn takes_proxy_header(&self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls(_))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls(_) => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss(_) => "wss",
+        }
+    }
+}
+
+/// The TLS handshake and WebSocket upgrade `transport` needs, each under
+/// its timeout, then the MQTT connection.
+async fn serve_transport(
+    shared: Arc<Shared>,
+    stream: Prefixed<TcpStream>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    transport: Transport,
+) {
+    match transport {
+        Transport::Tcp => connection::run(shared, stream, permit, Peer::default()).await,
+        Transport::Tls(tls) => {
+            if let Some((stream, peer)) = tls_handshake(&shared, &tls, stream).await {
+                connection::run(shared, stream, permit, peer).await;
+            }
+        }
+        Transport::Ws => {
+            if let Some(ws) = ws_upgrade(&shared, stream).await {
+                connection::run(shared, ws, permit, Peer::default()).await;
+            }
+        }
+        Transport::Wss(tls) => {
+            let Some((stream, peer)) = tls_handshake(&shared, &tls, stream).await else {
+                return;
+            };
+            if let Some(ws) = ws_upgrade(&shared, stream).await {
+                connection::run(shared, ws, permit, peer).await;
+            }
+        }
+    }
+}
+
+/// The client's address and the stream to serve: when `proxied`, the address the PROXY header names
+/// (read under the connect timeout; the bytes read past it are replayed to
+/// TLS or MQTT), else the socket's peer. `None` (counted and logged as
+/// `proxy_protocol`, or `proxy_protocol_timeout`) when the header is
+/// missing, malformed or late, or the server stops. A socket that closes
+/// before its first byte (a load balancer's TCP health check) is not
+/// counted, like one that closes before its CONNECT.
+async fn proxy_header(
+    shared: &Shared,
+    mut stream: TcpStream,
+    socket_peer: SocketAddr,
+    proxied: bool,
+) -> Option<(Prefixed<TcpStream>, SocketAddr)> {
+    if !proxied {
+        return Some((Prefixed::new(stream, Bytes::new()), socket_peer));
+    }
+    let mut stop = shared.shutdown.subscribe();
+    let read = tokio::select! {
+        r = tokio::time::timeout(shared.config.connect_timeout(), proxy::read_header(&mut stream)) => r,
+        _ = until_true(&mut stop) => return None,
+    };
+    match read {
+        Ok(Ok(Some((header, rest)))) => {
+            let remote = header.source().unwrap_or(socket_peer);
+            if let proxy::ProxyHeader::Proxied { destination, .. } = header {
+                tracing::trace!(%remote, %destination, proxy = %socket_peer, "PROXY header");
+            }
+            Some((Prefixed::new(stream, rest), remote))
+        }
+        Ok(Ok(None)) => None,
+        Ok(Err(error)) => {
+            shared.metrics.connect_refused("proxy_protocol");
+            tracing::debug!(%error, peer = %socket_peer, "PROXY protocol header refused");
+            None
+        }
+        Err(_) => {
+            shared.metrics.connect_refused("proxy_protocol_timeout");
+            tracing::debug!(peer = %socket_peer, "no PROXY protocol header in time");
+            None
+        }
+    }
+}
+
 /// The server side of a TLS handshake, under the handshake timeout; `None`
 /// (counted and logged) when it fails, times out or the server stops.
-async fn tls_handshake(
+async fn tls_handshake<S>(
     shared: &Shared,
     tls: &MqttTls,
-    stream: tokio::net::TcpStream,
-) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Peer)> {
+    stream: S,
+) -> Option<(tokio_rustls::server::TlsStream<S>, Peer)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut stop = shared.shutdown.subscribe();
     let handshake = tokio::select! {
         r = tokio::time::timeout(tls.handshake_timeout(), tls.acceptor().accept(stream)) => r,

@@ -540,3 +540,38 @@ async fn websocket_over_tls_with_a_client_certificate() {
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proxy_protocol_the_header_comes_before_the_client_hello() {
+    let pki = Pki::new();
+    let rig = Rig::start(MqttConfig {
+        proxy_protocol: true,
+        ..MqttConfig::default()
+    })
+    .await;
+    let addr = listen_tls(&rig, pki.server_tls(false)).await;
+    let connector = pki.connector(false);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 40001 8883\r\n")
+        .await
+        .unwrap();
+    let mut stream = tokio::time::timeout(WAIT, connector.connect(name.clone(), tcp))
+        .await
+        .expect("handshake finishes")
+        .expect("handshake succeeds after the header");
+    let ack = tls_connect(
+        &mut stream,
+        connect_packet(ProtocolVersion::V5, "d1", "d1", "tok-d1"),
+    )
+    .await;
+    assert_eq!(ack.reason_code, ReasonCode::Success, "{ack:?}");
+    // A ClientHello where the header should be: closed, no handshake.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let refused = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .expect("closed in time");
+    assert!(refused.is_err());
+    let line = "tributary_mqtt_connects_refused_total{reason=\"proxy_protocol\"} 1";
+    common::wait_for(line, || rig.metrics_text().lines().any(|l| l == line)).await;
+}

@@ -228,3 +228,30 @@ async fn paho_over_websocket_v311_and_v5() {
     assert_eq!(envs.len(), 2, "one telemetry message per protocol version");
     assert!(envs.iter().all(|e| e.points[0].value == Value::I64(42)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_listener_takes_no_proxy_header_even_with_proxy_protocol_on() {
+    // WebSocket clients come through an HTTP Ingress, which sends no PROXY
+    // header: the upgrade must work as it is.
+    let rig = Rig::start(tributary_ingest_mqtt::MqttConfig {
+        proxy_protocol: true,
+        ..tributary_ingest_mqtt::MqttConfig::default()
+    })
+    .await;
+    let addr = listen_ws(&rig).await;
+    let mut request = format!("ws://{addr}/mqtt").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio::time::timeout(WAIT, client_async(request, tcp))
+        .await
+        .expect("upgrade finishes")
+        .expect("upgrade succeeds without a PROXY header");
+    let connect = bytes_of(connect_packet(ProtocolVersion::V5, "d1", "d1", "tok-d1").into());
+    ws.send(Message::Binary(connect)).await.unwrap();
+    match recv(&mut ws, &mut BytesMut::new()).await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.reason_code, ReasonCode::Success),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}

@@ -20,6 +20,9 @@
 //!   protocol is documented in [`consumer`].
 //! * **Topics** are created through the admin API ([`ensure_topics`]); the
 //!   four topics of a distributed Tributary are in [`topics`].
+//! * **Metrics**: [`ProducerQueueMetrics`] exports the producers' queue
+//!   depth (`tributary_log_producer_queue_messages{topic}`), read when
+//!   scraped.
 //!
 //! This crate must not decide anything about payloads: it moves opaque
 //! records with their keys, headers and timestamps. It does not retry
@@ -75,12 +78,14 @@ pub mod config;
 pub mod consumer;
 mod context;
 mod error;
+mod metrics;
 pub mod topics;
 
 pub use config::{
     AssignmentStrategy, Compression, ConsumerSettings, KafkaConfig, ProducerSettings,
 };
 pub use consumer::KafkaConsumer;
+pub use metrics::ProducerQueueMetrics;
 pub use topics::{KafkaAdmin, TopicSpec, TopicStatus, ensure_topics, tributary_topics};
 
 use crate::config::validate_group;
@@ -164,6 +169,16 @@ impl KafkaLog {
             .client()
             .fatal_error()
             .map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
+    /// Messages handed to the producer that the brokers have not
+    /// acknowledged yet: queued, in flight, or acknowledged with their
+    /// delivery report not yet handled (librdkafka's `rd_kafka_outq_len`,
+    /// which also counts the rare pending client callback). Cheap: no
+    /// broker round trip. Bounded by `queue_max_messages` plus what is in
+    /// flight.
+    pub fn producer_queue_messages(&self) -> u64 {
+        u64::try_from(self.producer.in_flight_count()).unwrap_or(0)
     }
 
     /// Refuses further appends, then waits (up to `message.timeout.ms`)

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::{Tansu, unique_topic};
 use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
 use tributary_log_kafka::{
-    KafkaAdmin, KafkaConsumer, KafkaLog, TopicSpec, TopicStatus, ensure_topics, topics,
-    tributary_topics,
+    KafkaAdmin, KafkaConsumer, KafkaLog, ProducerQueueMetrics, TopicSpec, TopicStatus,
+    ensure_topics, topics, tributary_topics,
 };
 
 /// How long a test waits for something it expects.
@@ -401,4 +401,77 @@ async fn records_kafka_cannot_hold_are_refused_before_sending() {
         log.append(record("k", "late")).await,
         Err(LogError::Closed)
     ));
+}
+
+/// The producer-queue gauge counts the records of an append until the
+/// brokers acknowledge them, reads 0 once they have, is exported by topic,
+/// and leaves the registry with its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_queue_gauge_counts_unacknowledged_records() {
+    let Some(broker) = Tansu::start_or_skip() else {
+        return;
+    };
+    let topic = unique_topic("queue-depth");
+    let mut config = broker.config(&topic, 1);
+    // Hold records in the queue: nothing is sent before 2 s or 10000 records.
+    config.producer.linger_ms = 2_000;
+    config.producer.batch_num_messages = 10_000;
+    let log = KafkaLog::connect(config).await.expect("connect");
+    let gauge = ProducerQueueMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    gauge.register(&mut registry);
+    gauge.watch(&log);
+    let encoded = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text
+    };
+    let depth = |gauge: &ProducerQueueMetrics| gauge.sample().get(&topic).copied();
+    assert_eq!(depth(&gauge), Some(0), "idle producer");
+
+    let append = {
+        let log = log.clone();
+        let batch: Vec<Record> = (0..5).map(|i| record("k", format!("{i}"))).collect();
+        tokio::spawn(async move { log.append_batch(batch).await })
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while depth(&gauge).unwrap_or(0) < 5 {
+        assert!(
+            !append.is_finished(),
+            "the append was acknowledged before the gauge showed its 5 records"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the gauge never showed 5 records"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    append.await.expect("join").expect("append");
+    // The last delivery report is being handled as the append returns.
+    while depth(&gauge) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the gauge still shows {:?} after the append was acknowledged",
+            depth(&gauge)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let text = encoded(&registry);
+    assert!(
+        text.contains("# TYPE tributary_log_producer_queue_messages gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tributary_log_producer_queue_messages{{topic=\"{topic}\"}} 0\n"
+        )),
+        "{text}"
+    );
+
+    drop(log);
+    assert!(gauge.sample().is_empty());
+    assert!(
+        !encoded(&registry).contains("tributary_log_producer_queue_messages"),
+        "a dropped log leaves the gauge"
+    );
 }

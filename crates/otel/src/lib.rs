@@ -15,6 +15,9 @@
 //!   with `default-features = false`.
 //! * [`grpc_trace_layer`] (feature `export`) is a tower layer for
 //!   `tonic::transport::Server::builder().layer(..)`: one span per call.
+//! * [`GrpcMetrics`] (feature `export`) is the Prometheus side of the same
+//!   calls: its [`GrpcMetrics::layer`] records
+//!   `tributary_grpc_server_handling_seconds{service,method,code}`.
 //!
 //! The platform's trace spans use the target [`TARGET`] at DEBUG level, so
 //! the log filter never turns them on by accident (only `TRIBUTARY_LOG=debug`
@@ -31,6 +34,8 @@ mod propagation;
 mod export;
 #[cfg(feature = "export")]
 mod grpc;
+#[cfg(feature = "export")]
+mod grpc_metrics;
 
 pub use propagation::{
     current_traceparent, is_sampled_traceparent, parent_from_traceparent, set_remote_parent,
@@ -41,6 +46,10 @@ pub use propagation::{
 pub use export::{OtelConfig, OtelError, OtelGuard, env_filter, init};
 #[cfg(feature = "export")]
 pub use grpc::{GrpcTrace, GrpcTraceFuture, GrpcTraceLayer, grpc_trace_layer};
+#[cfg(feature = "export")]
+pub use grpc_metrics::{
+    GrpcMetrics, GrpcMetricsFuture, GrpcMetricsLayer, GrpcMetricsService, MAX_SEGMENT_LEN,
+};
 
 /// The `tracing` target of every span meant for export (`ingest.append`,
 /// `processor.store_write`, gRPC calls). Create them at DEBUG level:

@@ -2,7 +2,7 @@
 //! ingest path acknowledged was received, every refused request is counted
 //! under its reason, and the processor stored exactly what was
 //! acknowledged (per tenant: a gap between received and stored would be
-//! silent loss).
+//! silent loss). gRPC calls are timed by service, method and status code.
 
 mod common;
 
@@ -142,5 +142,60 @@ async fn counters_add_up_after_a_known_load() {
         "{m:#?}"
     );
     assert_eq!(get("tributary_processor_dead_lettered_records_total"), 0.0);
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("tributary_log_producer_queue_messages")),
+        "the embedded log has no producer queue: {m:#?}"
+    );
+
+    // Operator queries: 3 QueryRange and 2 Latest that succeed, 1 Latest
+    // with a bad token.
+    let from_ns = (base_ms - 1) * 1_000_000;
+    let to_ns = (base_ms + 100) * 1_000_000;
+    let mut q = s.query(&s.admin_token).await;
+    for _ in 0..3 {
+        let points = range_all(&mut q, "meter-1", &["a"], from_ns, to_ns).await;
+        assert_eq!(points.len(), 40);
+    }
+    for _ in 0..2 {
+        let latest = q
+            .latest(pb::LatestRequest {
+                target: device_target("meter-1"),
+                metrics: vec!["a".into()],
+            })
+            .await
+            .expect("Latest")
+            .into_inner();
+        assert_eq!(latest.values.len(), 1);
+    }
+    let refused = s
+        .query("not-a-token")
+        .await
+        .latest(pb::LatestRequest {
+            target: device_target("meter-1"),
+            metrics: vec![],
+        })
+        .await
+        .expect_err("a bad token is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let m = metrics(&s).await;
+    let calls = |service: &str, method: &str, code: &str| {
+        m.get(&format!(
+            "tributary_grpc_server_handling_seconds_count{{service=\"tributary.v1.{service}\",method=\"{method}\",code=\"{code}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    assert!(calls("QueryService", "QueryRange", "OK") >= 3.0, "{m:#?}");
+    assert!(calls("QueryService", "Latest", "OK") >= 2.0, "{m:#?}");
+    assert!(
+        calls("QueryService", "Latest", "UNAUTHENTICATED") >= 1.0,
+        "{m:#?}"
+    );
+    assert!(
+        calls("RegistryService", "CreateDevice", "OK") >= 1.0,
+        "{m:#?}"
+    );
     assert!(s.stop().success());
 }

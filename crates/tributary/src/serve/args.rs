@@ -102,6 +102,31 @@ pub struct MqttArgs {
     /// without a certificate still use their token.
     #[arg(long, env = "TRIBUTARY_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Every connection to the MQTT listeners (TCP, TLS, WebSocket) starts
+    /// with a PROXY protocol header (v1 or v2) from the load balancer, which
+    /// names the client's address for the logs. Connections without one are
+    /// refused: turn it on only when the load balancer sends it.
+    #[arg(long, env = "TRIBUTARY_MQTT_PROXY_PROTOCOL")]
+    pub mqtt_proxy_protocol: bool,
+    /// On shutdown, tell MQTT 5 clients the server moved here (DISCONNECT
+    /// 0x9D with this Server Reference, e.g. `mqtt.new.example.com:8883`)
+    /// instead of 0x8B Server shutting down: for moving a fleet to another
+    /// endpoint or cluster. At most 256 bytes.
+    #[arg(long, env = "TRIBUTARY_MQTT_SERVER_REFERENCE")]
+    pub mqtt_server_reference: Option<String>,
+}
+
+impl MqttArgs {
+    /// The MQTT server's settings: these flags over the defaults, for the
+    /// frontend named `frontend_id` in presence reports.
+    pub fn mqtt_config(&self, frontend_id: String) -> tributary_ingest_mqtt::MqttConfig {
+        tributary_ingest_mqtt::MqttConfig {
+            frontend_id,
+            proxy_protocol: self.mqtt_proxy_protocol,
+            server_reference: self.mqtt_server_reference.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// The operations endpoint and logging.
@@ -245,4 +270,42 @@ pub struct KafkaArgs {
         value_delimiter = ';'
     )]
     pub kafka_options: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Mqtt {
+        #[command(flatten)]
+        mqtt: super::MqttArgs,
+    }
+
+    fn config(args: &[&str]) -> tributary_ingest_mqtt::MqttConfig {
+        let argv = std::iter::once("tributary").chain(args.iter().copied());
+        Mqtt::try_parse_from(argv)
+            .unwrap()
+            .mqtt
+            .mqtt_config("ingest-0".into())
+    }
+
+    #[test]
+    fn mqtt_flags_reach_the_server_config() {
+        let off = config(&[]);
+        assert!(!off.proxy_protocol);
+        assert_eq!(off.server_reference, None);
+        let on = config(&[
+            "--mqtt-proxy-protocol",
+            "--mqtt-server-reference",
+            "mqtt.new.example.com:8883",
+        ]);
+        assert!(on.proxy_protocol);
+        assert_eq!(
+            on.server_reference.as_deref(),
+            Some("mqtt.new.example.com:8883")
+        );
+        assert_eq!(on.frontend_id, "ingest-0");
+        assert!(on.validate().is_ok());
+    }
 }

@@ -3,16 +3,30 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tributary_log_kafka::{KafkaConfig, KafkaLog, topics};
+use tributary_log_kafka::{KafkaConfig, KafkaLog, ProducerQueueMetrics, topics};
 use tributary_registry::{EmbeddedRegistryStore, RegistryStore};
 use tributary_store::Store;
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 
 use super::args::KafkaArgs;
+
+/// The producer queue depth of every Kafka log this process connected
+/// through [`KafkaArgs::connect`]; `/metrics` exports it
+/// ([`super::ops::Ops::serve`] registers it). Process-wide because a
+/// process's producers are: each role connects its topics in its own place
+/// (ingest, query APIs, processor, registry), and the gauge must be
+/// registered once. Empty, so absent from `/metrics`, on the embedded log.
+static PRODUCER_QUEUES: LazyLock<ProducerQueueMetrics> =
+    LazyLock::new(ProducerQueueMetrics::default);
+
+/// The process's producer-queue gauge (see [`PRODUCER_QUEUES`]).
+pub fn producer_queue_metrics() -> ProducerQueueMetrics {
+    PRODUCER_QUEUES.clone()
+}
 
 /// Partitions of the commands topic when a service creates it.
 pub const COMMANDS_PARTITIONS: u32 = 4;
@@ -89,7 +103,8 @@ impl KafkaArgs {
         Ok(config)
     }
 
-    /// Connects to one topic, creating it when missing.
+    /// Connects to one topic, creating it when missing. Its producer's
+    /// queue depth joins `/metrics` ([`producer_queue_metrics`]).
     pub async fn connect(
         &self,
         topic: &str,
@@ -97,9 +112,11 @@ impl KafkaArgs {
         client_id: &str,
     ) -> anyhow::Result<Arc<KafkaLog>> {
         let config = self.config(topic, partitions, client_id)?;
-        KafkaLog::connect(config)
+        let log = KafkaLog::connect(config)
             .await
-            .with_context(|| format!("connecting to Kafka topic {topic} at {}", self.log_url))
+            .with_context(|| format!("connecting to Kafka topic {topic} at {}", self.log_url))?;
+        PRODUCER_QUEUES.watch(&log);
+        Ok(log)
     }
 
     /// The telemetry topic.

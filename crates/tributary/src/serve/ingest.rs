@@ -9,7 +9,7 @@ use anyhow::Context;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tributary_commands::routing::CommandRelay;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
-use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
+use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
 
 use super::args::{
@@ -79,10 +79,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mqtt = MqttServer::new(
         ingestor.clone(),
         directory.clone(),
-        MqttConfig {
-            frontend_id: frontend_id.clone(),
-            ..Default::default()
-        },
+        args.mqtt.mqtt_config(frontend_id.clone()),
         MqttMetrics::register(&mut metrics),
     )
     .context("configuring the MQTT server")?;

@@ -99,13 +99,16 @@ pub struct Ops {
 
 impl Ops {
     /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop`.
-    /// Not ready until [`Ops::set_ready`].
+    /// Not ready until [`Ops::set_ready`]. `/metrics` also shows the
+    /// process-wide gauges: the queue depth of every Kafka producer the
+    /// process connected ([`super::backends::producer_queue_metrics`]).
     pub fn serve(
         listener: TcpListener,
-        metrics: MetricsRegistry,
+        mut metrics: MetricsRegistry,
         stop: watch::Receiver<bool>,
         tasks: &mut Tasks,
     ) -> Self {
+        super::backends::producer_queue_metrics().register(&mut metrics);
         let ready = Arc::new(AtomicBool::new(false));
         let router = ops_router(Arc::new(metrics), ready.clone());
         tasks.spawn("metrics", async move {

@@ -168,9 +168,11 @@ pub async fn serve_apis(
             live.close();
         }
     };
+    let grpc_metrics = tributary_otel::GrpcMetrics::register(metrics).layer();
     tasks.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .layer(tributary_otel::grpc_trace_layer())
+            .layer(grpc_metrics)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(query_svc)

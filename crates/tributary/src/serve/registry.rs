@@ -41,7 +41,7 @@ pub struct RegistryArgs {
 /// Runs the registry until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal();
-    let metrics = MetricsRegistry::default();
+    let mut metrics = MetricsRegistry::default();
     let mut tasks = Tasks::default();
     let ops_listener = bind(args.ops.metrics_addr, "metrics").await?;
     let metrics_addr = ops_listener.local_addr()?;
@@ -89,9 +89,11 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
     let directory_svc = DirectoryGrpc::new(registry.clone(), keys.clone()).server();
     let grpc_stop = stopped(stop.clone());
+    let grpc_metrics = tributary_otel::GrpcMetrics::register(&mut metrics).layer();
     tasks.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .layer(tributary_otel::grpc_trace_layer())
+            .layer(grpc_metrics)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(registry_svc)

@@ -15,7 +15,7 @@ use tributary_auth::JwtKeys;
 use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
 use tributary_core::live::LiveHub;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
-use tributary_ingest_mqtt::{MqttConfig, MqttMetrics, MqttServer};
+use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
 use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
@@ -168,10 +168,7 @@ impl Platform {
         let mqtt = MqttServer::new(
             ingestor.clone(),
             directory.clone(),
-            MqttConfig {
-                frontend_id: "standalone".into(),
-                ..Default::default()
-            },
+            args.mqtt.mqtt_config("standalone".into()),
             MqttMetrics::register(&mut metrics),
         )
         .context("configuring the MQTT server")?;
@@ -227,9 +224,11 @@ impl Platform {
                 live.close();
             }
         };
+        let grpc_metrics = tributary_otel::GrpcMetrics::register(&mut metrics).layer();
         tasks.spawn("grpc", async move {
             tonic::transport::Server::builder()
                 .layer(tributary_otel::grpc_trace_layer())
+                .layer(grpc_metrics)
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(registry_svc)
