@@ -52,7 +52,7 @@ mod segment;
 
 pub use consumer::EmbeddedConsumer;
 use offsets::OffsetStore;
-use partition::{AppendRequest, Partition};
+use partition::{AppendRequest, Partition, Writer};
 
 const META_FILE: &str = "meta.json";
 const META_TMP: &str = "meta.json.tmp";
@@ -86,9 +86,17 @@ pub struct EmbeddedLogConfig {
     /// [`LogError::RecordTooLarge`].
     pub max_record_bytes: usize,
     /// Append requests (one per partition per `append_batch` call) that may
-    /// wait for a partition's writer; beyond that, appends fail with
+    /// wait for one writer thread; beyond that, appends fail with
     /// [`LogError::Backpressure`]. 1 to [`MAX_PENDING_APPENDS`].
     pub max_pending_appends: usize,
+    /// Writer threads; partition `p` is written by thread `p % writer_threads`.
+    /// Each thread's round writes the requests waiting for each of its
+    /// partitions and fsyncs each of those once. 0 (the default) picks half
+    /// the CPUs, at least 1 and at most `partitions`: on a small machine one
+    /// thread committing every partition's group beats one thread per
+    /// partition competing for the cores. Not part of the stored layout, so
+    /// it may change between runs.
+    pub writer_threads: u32,
     /// Bytes one `poll` returns at most (at least one record is always
     /// returned, whatever its size).
     pub max_poll_bytes: usize,
@@ -103,6 +111,7 @@ impl Default for EmbeddedLogConfig {
             max_record_bytes: 32 * 1024 * 1024,
             max_pending_appends: 1024,
             max_poll_bytes: 16 * 1024 * 1024,
+            writer_threads: 0,
         }
     }
 }
@@ -161,7 +170,25 @@ impl EmbeddedLogConfig {
         if self.max_poll_bytes == 0 {
             return invalid("max_poll_bytes must be at least 1".to_owned());
         }
+        if self.writer_threads > MAX_PARTITIONS {
+            return invalid(format!(
+                "writer_threads {}: must be 0 (automatic) to {MAX_PARTITIONS}",
+                self.writer_threads
+            ));
+        }
         Ok(())
+    }
+
+    /// The writer threads the log runs: [`EmbeddedLogConfig::writer_threads`],
+    /// or when 0 half the CPUs; always 1 to `partitions`.
+    pub fn effective_writer_threads(&self) -> u32 {
+        let wanted = if self.writer_threads == 0 {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            u32::try_from(cpus / 2).unwrap_or(u32::MAX)
+        } else {
+            self.writer_threads
+        };
+        wanted.clamp(1, self.partitions.max(1))
     }
 }
 
@@ -222,7 +249,8 @@ impl Shared {
     }
 }
 
-/// The queue and thread of one partition's writer.
+/// The queue and thread of one writer, which serves the partitions `p`
+/// with `p % writer threads == its index`.
 #[derive(Debug)]
 struct WriterSlot {
     tx: RwLock<Option<mpsc::Sender<AppendRequest>>>,
@@ -285,21 +313,26 @@ impl EmbeddedLog {
 
         let (appended, _) = watch::channel(0u64);
         let appended = Arc::new(appended);
+        let threads = config.effective_writer_threads();
         let mut partitions = Vec::with_capacity(config.partitions as usize);
-        let mut writers = Vec::with_capacity(config.partitions as usize);
+        let mut owned: Vec<Vec<Writer>> = (0..threads).map(|_| Vec::new()).collect();
         for p in 0..config.partitions {
             let (partition, writer) =
                 Partition::open(dir, p, config.segment_bytes, Arc::clone(&appended))?;
+            partitions.push(partition);
+            owned[(p % threads) as usize].push(writer);
+        }
+        let mut writers = Vec::with_capacity(threads as usize);
+        for (t, group) in owned.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(config.max_pending_appends);
             let max_batch = config.max_pending_appends;
             let thread_lock = Arc::clone(&lock);
             let thread = std::thread::Builder::new()
-                .name(format!("log-writer-{p}"))
+                .name(format!("log-writer-{t}"))
                 .spawn(move || {
                     let _lock = thread_lock;
-                    writer.run(rx, max_batch);
+                    partition::run_writers(group, threads, rx, max_batch);
                 })?;
-            partitions.push(partition);
             writers.push(WriterSlot {
                 tx: RwLock::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
@@ -324,6 +357,7 @@ impl EmbeddedLog {
             dir = %dir.display(),
             topic = %shared.config.topic,
             partitions = shared.config.partitions,
+            writer_threads = threads,
             created = !exists,
             "embedded log opened"
         );
@@ -402,8 +436,8 @@ impl EmbeddedLog {
             .shared
             .partitions
             .iter()
-            .zip(&self.writers)
-            .map(|(p, w)| {
+            .map(|p| {
+                let w = &self.writers[p.id as usize % self.writers.len()];
                 let c = &p.counters;
                 let (segments, bytes_on_disk) = p.disk_usage();
                 let queued_appends = read_lock(&w.tx)
@@ -428,10 +462,10 @@ impl EmbeddedLog {
     }
 
     fn sender(&self, p: u32) -> Result<mpsc::Sender<AppendRequest>, LogError> {
-        let slot = self
-            .writers
-            .get(p as usize)
-            .ok_or(LogError::NoSuchPartition(p))?;
+        if p >= self.shared.config.partitions {
+            return Err(LogError::NoSuchPartition(p));
+        }
+        let slot = &self.writers[p as usize % self.writers.len()];
         read_lock(&slot.tx).clone().ok_or(LogError::Closed)
     }
 }
@@ -491,7 +525,11 @@ impl Log for EmbeddedLog {
         let mut pending = Vec::with_capacity(by_partition.len());
         for ((p, (records, indexes)), permit) in by_partition.into_iter().zip(permits) {
             let (reply, rx) = oneshot::channel();
-            permit.send(AppendRequest { records, reply });
+            permit.send(AppendRequest {
+                partition: p,
+                records,
+                reply,
+            });
             pending.push((p, indexes, rx));
         }
         let mut positions = vec![

@@ -13,10 +13,16 @@ use tributary_log::{Log, LogError};
 struct EmbeddedFactory {
     root: TempDir,
     next: AtomicU32,
+    /// [`EmbeddedLogConfig::writer_threads`] of every log (0: automatic).
+    writer_threads: u32,
 }
 
 impl EmbeddedFactory {
     fn new() -> Self {
+        Self::with_writer_threads(0)
+    }
+
+    fn with_writer_threads(writer_threads: u32) -> Self {
         // Under target/ rather than /tmp, which may be a tmpfs: fsync should be real.
         let root = tempfile::Builder::new()
             .prefix("log-conformance-")
@@ -25,6 +31,7 @@ impl EmbeddedFactory {
         Self {
             root,
             next: AtomicU32::new(0),
+            writer_threads,
         }
     }
 }
@@ -36,7 +43,10 @@ impl LogFactory for EmbeddedFactory {
         let topic = format!("conformance-{n}");
         let log = EmbeddedLog::open(
             self.root.path().join(&topic),
-            EmbeddedLogConfig::new(topic, partitions),
+            EmbeddedLogConfig {
+                writer_threads: self.writer_threads,
+                ..EmbeddedLogConfig::new(topic, partitions)
+            },
         )
         .await?;
         Ok(log)
@@ -82,6 +92,23 @@ checks!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_passes() {
     if let Err(failures) = conformance::run_all(&EmbeddedFactory::new()).await {
+        panic!("{failures}");
+    }
+}
+
+/// One writer thread committing every partition, and three threads sharing
+/// the partitions unevenly (thread `p % 3`), must both behave as the suite
+/// says, whatever the machine's automatic choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_passes_with_one_writer_thread() {
+    if let Err(failures) = conformance::run_all(&EmbeddedFactory::with_writer_threads(1)).await {
+        panic!("{failures}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_passes_with_three_writer_threads() {
+    if let Err(failures) = conformance::run_all(&EmbeddedFactory::with_writer_threads(3)).await {
         panic!("{failures}");
     }
 }

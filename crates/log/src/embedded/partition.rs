@@ -50,6 +50,8 @@ pub(crate) struct Counters {
 /// A request to the writer: append these records, in order, contiguously.
 #[derive(Debug)]
 pub(crate) struct AppendRequest {
+    /// The partition to append to, one of the writer thread's.
+    pub(crate) partition: u32,
     pub(crate) records: Vec<Record>,
     /// Answered with the offset of the first record once all are durable.
     pub(crate) reply: oneshot::Sender<Result<u64, LogError>>,
@@ -412,18 +414,37 @@ pub(crate) struct Writer {
     failed: Option<String>,
 }
 
-impl Writer {
-    /// Serves requests until every sender is dropped and the queue is empty.
-    /// Each round drains all waiting requests (up to `max_batch`), writes
-    /// them, fsyncs once and then answers them all.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>, max_batch: usize) {
-        let mut batch = Vec::with_capacity(max_batch);
-        while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
-            self.commit(&mut batch);
+/// The loop of one writer thread, which serves `writers`: the partitions
+/// `p` with `p % threads` equal to its index, in increasing order (so the
+/// writer of `p` is `writers[p / threads]`). Runs until every sender is
+/// dropped and the queue is empty. Each round drains all waiting requests
+/// (up to `max_batch`); for each partition with requests it writes them,
+/// fsyncs once and answers them all (a group commit per partition).
+pub(crate) fn run_writers(
+    mut writers: Vec<Writer>,
+    threads: u32,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut waiting: Vec<Vec<AppendRequest>> = writers.iter().map(|_| Vec::new()).collect();
+    while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
+        for req in batch.drain(..) {
+            let i = (req.partition / threads) as usize;
+            debug_assert_eq!(writers[i].partition.id, req.partition);
+            waiting[i].push(req);
         }
-        debug!(partition = self.partition.id, "writer stopped");
+        for (writer, requests) in writers.iter_mut().zip(&mut waiting) {
+            if !requests.is_empty() {
+                writer.commit(requests);
+            }
+        }
     }
+    let ids: Vec<u32> = writers.iter().map(|w| w.partition.id).collect();
+    debug!(partitions = ?ids, "writer stopped");
+}
 
+impl Writer {
     fn commit(&mut self, batch: &mut Vec<AppendRequest>) {
         if let Some(why) = &self.failed {
             let msg = format!(

@@ -41,6 +41,10 @@ pub struct StandaloneArgs {
     /// Partitions of the embedded telemetry log (fixed when the log is created).
     #[arg(long, env = "TRIBUTARY_LOG_PARTITIONS", default_value_t = 4)]
     pub log_partitions: u32,
+    /// Threads writing the embedded log, each group-committing its share of
+    /// the partitions (0: half the CPUs, at most the partitions).
+    #[arg(long, env = "TRIBUTARY_LOG_WRITER_THREADS", default_value_t = 0)]
+    pub log_writer_threads: u32,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -98,7 +102,10 @@ impl Platform {
         // Storage engines.
         let log = EmbeddedLog::open(
             dir.join("log/telemetry"),
-            EmbeddedLogConfig::new("tributary.telemetry.v1", args.log_partitions),
+            EmbeddedLogConfig {
+                writer_threads: args.log_writer_threads,
+                ..EmbeddedLogConfig::new("tributary.telemetry.v1", args.log_partitions)
+            },
         )
         .await
         .context("opening the telemetry log")?;
