@@ -3,9 +3,10 @@
 //!
 //! Client mistakes carry `google.rpc` details that name the request field
 //! (`BadRequest` field violations such as `name` or `timeout_ms`). Failures
-//! of the registry or of command routing are logged here and reach clients
-//! as a generic message with a retry hint: internal error text never leaves
-//! the server.
+//! of the registry or of command routing reach clients as a generic message
+//! with a retry hint: internal error text never leaves the server. It is
+//! logged by the `commands.failed` event (`CommandMetrics::failed`), with
+//! the call's count, not here.
 
 use std::time::Duration;
 
@@ -138,24 +139,15 @@ impl From<CommandServiceError> for Status {
                 format!("{message}; retry later"),
                 ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
             ),
-            CommandServiceError::Directory(DirectoryError::Unavailable(detail)) => {
-                tracing::warn!(error = %detail, "device catalog unavailable");
+            CommandServiceError::Directory(DirectoryError::Unavailable(_)) => {
                 unavailable("device registry is unavailable")
             }
-            CommandServiceError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "command routing unavailable");
+            CommandServiceError::Unavailable(_) | CommandServiceError::Log(_) => {
                 unavailable("command routing is unavailable")
             }
-            CommandServiceError::Log(e) => {
-                tracing::warn!(error = %e, "commands log unavailable");
-                unavailable("command routing is unavailable")
-            }
-            internal @ (CommandServiceError::Directory(_)
+            CommandServiceError::Directory(_)
             | CommandServiceError::Internal(_)
-            | CommandServiceError::Config { .. }) => {
-                tracing::error!(error = %internal, "command failed");
-                Status::internal("internal error")
-            }
+            | CommandServiceError::Config { .. } => Status::internal("internal error"),
         }
     }
 }

@@ -159,27 +159,8 @@ impl CommandGrpc {
         let started = Instant::now();
         let outcome = self.sink.send_command(command).await?;
         let waited = started.elapsed();
-        tracing::info!(
-            tenant,
-            device,
-            command = name,
-            outcome = label(&outcome),
-            waited_ms = waited.as_millis() as u64,
-            "command sent"
-        );
-        self.metrics.outcome(label(&outcome));
-        Ok(response(outcome, waited, &self.metrics))
-    }
-}
-
-/// The metric and log label of an outcome.
-fn label(outcome: &CommandOutcome) -> &'static str {
-    match outcome {
-        CommandOutcome::Replied(_) => "replied",
-        CommandOutcome::Timeout => "timeout",
-        CommandOutcome::Offline => "offline",
-        CommandOutcome::NotSubscribed => "not_subscribed",
-        CommandOutcome::Queued { .. } => "queued",
+        self.metrics.sent(&tenant, &device, &name, &outcome, waited);
+        Ok(response(outcome, waited))
     }
 }
 
@@ -187,11 +168,7 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn response(
-    outcome: CommandOutcome,
-    waited: Duration,
-    metrics: &CommandMetrics,
-) -> pb::SendCommandResponse {
+fn response(outcome: CommandOutcome, waited: Duration) -> pb::SendCommandResponse {
     use pb::CommandStatus as S;
     let mut resp = pb::SendCommandResponse {
         latency_us: micros(waited),
@@ -199,7 +176,6 @@ fn response(
     };
     let status = match outcome {
         CommandOutcome::Replied(reply) => {
-            metrics.replied(reply.latency.as_secs_f64());
             resp.reply_payload = reply.payload;
             resp.reply_content_type = reply.content_type;
             resp.latency_us = micros(reply.latency);
@@ -226,7 +202,7 @@ impl CommandService for CommandGrpc {
         match self.send(request).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => {
-                self.metrics.outcome("error");
+                self.metrics.failed(&e);
                 Err(e.into())
             }
         }

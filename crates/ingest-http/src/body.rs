@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tributary_ingest::{InflightPermit, IngestError, Ingestor};
+use tributary_ingest::{InflightPermit, IngestError, Ingestor, Rejection};
 
 /// Reads the whole body, refusing more than `max` bytes before or after
 /// decompression, and reserves its size in the ingest in-flight budget.
@@ -21,10 +21,11 @@ pub(crate) async fn read(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(len) = declared.filter(|len| *len > max) {
-        ingestor.metrics().rejected("too_large");
-        return Err(IngestError::TooLarge(format!(
+        let e = IngestError::TooLarge(format!(
             "body of {len} bytes exceeds the limit of {max} bytes"
-        )));
+        ));
+        ingestor.metrics().rejected(Rejection::TooLarge, &e);
+        return Err(e);
     }
     let gzip = match headers
         .get(header::CONTENT_ENCODING)
@@ -56,10 +57,9 @@ pub(crate) async fn read(
             ))
         })?;
         if buf.len() + chunk.len() > max {
-            ingestor.metrics().rejected("too_large");
-            return Err(IngestError::TooLarge(format!(
-                "body exceeds the limit of {max} bytes"
-            )));
+            let e = IngestError::TooLarge(format!("body exceeds the limit of {max} bytes"));
+            ingestor.metrics().rejected(Rejection::TooLarge, &e);
+            return Err(e);
         }
         if buf.len() + chunk.len() > permit.bytes() {
             ingestor.reserve_more(

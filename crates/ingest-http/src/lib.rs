@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tributary_core::directory::Principal;
 use tributary_core::formats::{self, lineproto::Precision};
-use tributary_ingest::{IngestError, Ingestor, RequestContext};
+use tributary_ingest::{IngestError, Ingestor, Rejection, RequestContext};
 
 mod body;
 mod listener;
@@ -209,7 +209,7 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
     let points = match parsed {
         Ok(p) => p,
         Err(e) => {
-            ingestor.metrics().rejected("invalid");
+            ingestor.metrics().rejected(Rejection::Invalid, &e);
             return error_response(e.into());
         }
     };
@@ -313,7 +313,7 @@ async fn write_lines(
     let batches = match parse {
         Ok(b) => b,
         Err(e) => {
-            ingestor.metrics().rejected("invalid");
+            ingestor.metrics().rejected(Rejection::Invalid, &e);
             return error_response(e.into());
         }
     };

@@ -40,6 +40,7 @@ use tributary_mqtt_codec::{
 
 use crate::Shared;
 use crate::acl::Identity;
+use crate::metrics::{ConnectRefusal, MessageDrop, PublishRejection};
 use crate::rate::TokenBucket;
 use crate::router::{Attach, Detached, Kick, SubscribeError};
 use crate::session::{Delivery, Message, Outbound, Owned, Session, Stage};
@@ -117,12 +118,16 @@ pub(crate) async fn run<S>(
     .await
     {
         Err(_) => {
-            shared.metrics.connect_refused("connect_timeout");
+            shared
+                .metrics
+                .connect_refused(ConnectRefusal::ConnectTimeout);
             return;
         }
         Ok(Err(None)) => return,
         Ok(Err(Some((error, version)))) => {
-            shared.metrics.connect_refused("malformed_connect");
+            shared
+                .metrics
+                .connect_refused(ConnectRefusal::MalformedConnect);
             tracing::debug!(%error, "malformed CONNECT");
             if let Some(version) = version {
                 refuse(
@@ -142,7 +147,7 @@ pub(crate) async fn run<S>(
     let accepted = match accept(&shared, &connect, &peer).await {
         Ok(a) => a,
         Err((code, label, message)) => {
-            shared.metrics.connect_refused(label);
+            shared.metrics.connect_refused_label(label);
             refuse(&mut writer, version, code, message).await;
             return;
         }
@@ -159,7 +164,9 @@ pub(crate) async fn run<S>(
         match outcome {
             Attach::Attached(a) => break a,
             Attach::TooManySessions => {
-                shared.metrics.connect_refused("too_many_sessions");
+                shared
+                    .metrics
+                    .connect_refused(ConnectRefusal::TooManySessions);
                 refuse(
                     &mut writer,
                     version,
@@ -812,7 +819,7 @@ where
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(tenant = %self.tenant, error = %e, "malformed packet");
-                    self.shared.metrics.rejected("malformed");
+                    self.shared.metrics.rejected(PublishRejection::Malformed);
                     return Err(End::Server(e.reason_code(), "malformed"));
                 }
             }
@@ -925,7 +932,7 @@ where
         label: &'static str,
         why: String,
     ) -> Result<(), End> {
-        self.shared.metrics.rejected(label);
+        self.shared.metrics.rejected_label(label);
         if self.version == ProtocolVersion::V311 {
             return Err(End::Server(code, label));
         }
@@ -974,7 +981,7 @@ where
                 .unwrap_or_else(PoisonError::into_inner)
                 .try_take(Instant::now());
             if !allowed {
-                self.shared.metrics.rejected("rate");
+                self.shared.metrics.rejected(PublishRejection::Rate);
                 return Err(End::Server(ReasonCode::MessageRateTooHigh, "rate"));
             }
         }
@@ -1035,7 +1042,7 @@ where
         let permit = match self.shared.ingestor.reserve(p.payload.len()) {
             Ok(permit) => permit,
             Err(_) => {
-                self.shared.metrics.rejected("overloaded");
+                self.shared.metrics.rejected(PublishRejection::Overloaded);
                 return Err(End::Server(ReasonCode::ServerBusy, "overloaded"));
             }
         };
@@ -1097,7 +1104,7 @@ where
             Outcome::Refused(code, why) => (code, Some(why)),
             Outcome::Failed(e) => {
                 let (code, label, transient) = ingest_reason(&e);
-                self.shared.metrics.rejected(label);
+                self.shared.metrics.rejected_label(label);
                 if transient || self.version == ProtocolVersion::V311 {
                     // A PUBACK is a final answer: a retryable failure is
                     // reported by closing without one, so that the client
@@ -1169,7 +1176,9 @@ where
             let mut router = self.shared.router();
             for sub in &s.subscriptions {
                 if !self.identity.may_subscribe(&sub.filter) {
-                    self.shared.metrics.rejected("subscribe_not_authorized");
+                    self.shared
+                        .metrics
+                        .rejected(PublishRejection::SubscribeNotAuthorized);
                     codes.push(ReasonCode::NotAuthorized);
                     continue;
                 }
@@ -1222,7 +1231,7 @@ where
                 .enqueue(delivery, self.shared.config.max_queued_messages)
                 .is_err()
             {
-                self.shared.metrics.dropped("queue_full");
+                self.shared.metrics.dropped(MessageDrop::QueueFull);
             }
         }
     }
@@ -1268,7 +1277,7 @@ where
                 .session
                 .take(DELIVERY_BATCH, room, budget, Instant::now());
             for _ in 0..expired {
-                self.shared.metrics.dropped("expired");
+                self.shared.metrics.dropped(MessageDrop::Expired);
             }
             if batch.is_empty() {
                 return;
@@ -1286,7 +1295,7 @@ where
             match self.owned.next_pid() {
                 Some(id) => Some(id),
                 None => {
-                    self.shared.metrics.dropped("no_packet_id");
+                    self.shared.metrics.dropped(MessageDrop::NoPacketId);
                     return;
                 }
             }
@@ -1298,7 +1307,7 @@ where
             .encoded_len(self.version)
             .is_ok_and(|n| n <= self.client_max_packet);
         if !fits {
-            self.shared.metrics.dropped("too_large_for_client");
+            self.shared.metrics.dropped(MessageDrop::TooLargeForClient);
             return;
         }
         if let Some(id) = packet_id {

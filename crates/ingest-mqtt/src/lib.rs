@@ -151,6 +151,7 @@ pub use session::Message;
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, MqttTls, fingerprint};
 pub use ws::WS_PATH;
 
+use metrics::ConnectRefusal;
 use proxy::Prefixed;
 use router::Router;
 use tls::Peer;
@@ -386,7 +387,9 @@ impl MqttServer {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Ok(permit) = self.shared.pending_connects.clone().try_acquire_owned() else {
-            self.shared.metrics.connect_refused("pending_connects");
+            self.shared
+                .metrics
+                .connect_refused(ConnectRefusal::PendingConnects);
             return;
         };
         if *self.shared.shutdown.borrow() {
@@ -676,12 +679,16 @@ async fn proxy_header(
         }
         Ok(Ok(None)) => None,
         Ok(Err(error)) => {
-            shared.metrics.connect_refused("proxy_protocol");
+            shared
+                .metrics
+                .connect_refused(ConnectRefusal::ProxyProtocol);
             tracing::debug!(%error, peer = %socket_peer, "PROXY protocol header refused");
             None
         }
         Err(_) => {
-            shared.metrics.connect_refused("proxy_protocol_timeout");
+            shared
+                .metrics
+                .connect_refused(ConnectRefusal::ProxyProtocolTimeout);
             tracing::debug!(peer = %socket_peer, "no PROXY protocol header in time");
             None
         }
@@ -709,12 +716,14 @@ where
             Some((stream, peer))
         }
         Ok(Err(error)) => {
-            shared.metrics.connect_refused("tls_handshake");
+            shared.metrics.connect_refused(ConnectRefusal::TlsHandshake);
             tracing::debug!(%error, "TLS handshake failed");
             None
         }
         Err(_) => {
-            shared.metrics.connect_refused("tls_handshake_timeout");
+            shared
+                .metrics
+                .connect_refused(ConnectRefusal::TlsHandshakeTimeout);
             None
         }
     }
@@ -740,12 +749,14 @@ where
     match upgraded {
         Ok(Ok(ws)) => Some(ws::WsByteStream::new(ws)),
         Ok(Err(error)) => {
-            shared.metrics.connect_refused("ws_handshake");
+            shared.metrics.connect_refused(ConnectRefusal::WsHandshake);
             tracing::debug!(%error, "WebSocket upgrade failed");
             None
         }
         Err(_) => {
-            shared.metrics.connect_refused("ws_handshake_timeout");
+            shared
+                .metrics
+                .connect_refused(ConnectRefusal::WsHandshakeTimeout);
             None
         }
     }

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tributary_mqtt_codec::topic::{matches, parse_shared};
 
 use crate::config::MqttConfig;
-use crate::metrics::MqttMetrics;
+use crate::metrics::{MessageDrop, MqttMetrics};
 use crate::rate::TokenBucket;
 use crate::session::{Delivery, Message, Owned, Refused, Session, SessionId};
 use crate::trie::{SubOptions, Subscriber, Trie};
@@ -501,8 +501,8 @@ impl Router {
             {
                 Ok(()) if online => reach.online += 1,
                 Ok(()) => reach.queued += 1,
-                Err(Refused::Offline) => self.metrics.dropped("offline_qos0"),
-                Err(Refused::QueueFull) => self.metrics.dropped("queue_full"),
+                Err(Refused::Offline) => self.metrics.dropped(MessageDrop::OfflineQos0),
+                Err(Refused::QueueFull) => self.metrics.dropped(MessageDrop::QueueFull),
             }
         }
         reach
@@ -517,12 +517,12 @@ impl Router {
             return;
         }
         if message.payload.len() > self.config.max_retained_payload {
-            self.metrics.dropped("retained_too_large");
+            self.metrics.dropped(MessageDrop::RetainedTooLarge);
             return;
         }
         let is_new = !t.retained.contains_key(&message.topic);
         if is_new && t.retained.len() >= self.config.max_retained_per_tenant {
-            self.metrics.dropped("retained_limit");
+            self.metrics.dropped(MessageDrop::RetainedLimit);
             return;
         }
         let mut stored = (**message).clone();

@@ -27,7 +27,7 @@ use tributary_log::{Log, LogError, Record};
 
 mod metrics;
 
-pub use metrics::IngestMetrics;
+pub use metrics::{IngestMetrics, Rejection};
 
 /// Kafka-style record header names the frontends set on every record.
 pub mod headers {
@@ -231,7 +231,9 @@ impl Ingestor {
             .clone()
             .try_acquire_many_owned(kib)
             .map_err(|_| {
-                self.inner.metrics.rejected("overloaded");
+                self.inner
+                    .metrics
+                    .rejected(Rejection::Overloaded, &"the in-flight byte budget is spent");
                 IngestError::Overloaded {
                     retry_after_secs: 1,
                 }
@@ -241,17 +243,13 @@ impl Ingestor {
     /// Resolves a bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, IngestError> {
         if token.is_empty() || token.len() > 512 {
-            self.inner.metrics.rejected("unauthenticated");
+            self.inner
+                .metrics
+                .rejected(Rejection::Unauthenticated, &"empty or oversized token");
             return Err(IngestError::Unauthenticated);
         }
         self.inner.auth.authenticate(token).await.map_err(|e| {
-            self.inner
-                .metrics
-                .rejected(if e == DirectoryError::Unauthenticated {
-                    "unauthenticated"
-                } else {
-                    "forbidden"
-                });
+            self.inner.metrics.rejected(auth_rejection(&e), &e);
             e.into()
         })
     }
@@ -273,7 +271,7 @@ impl Ingestor {
             .await
             .map_err(|e| {
                 if e != DirectoryError::Unauthenticated {
-                    self.inner.metrics.rejected("forbidden");
+                    self.inner.metrics.rejected(Rejection::Forbidden, &e);
                 }
                 e.into()
             })
@@ -287,7 +285,10 @@ impl Ingestor {
         token: &str,
     ) -> Result<Application, IngestError> {
         if name.is_empty() || token.is_empty() || token.len() > 512 || name.len() > 512 {
-            self.inner.metrics.rejected("unauthenticated");
+            self.inner.metrics.rejected(
+                Rejection::Unauthenticated,
+                &"empty or oversized application name or token",
+            );
             return Err(IngestError::Unauthenticated);
         }
         self.inner
@@ -295,13 +296,7 @@ impl Ingestor {
             .authenticate_application(name, token)
             .await
             .map_err(|e| {
-                self.inner
-                    .metrics
-                    .rejected(if e == DirectoryError::Unauthenticated {
-                        "unauthenticated"
-                    } else {
-                        "forbidden"
-                    });
+                self.inner.metrics.rejected(auth_rejection(&e), &e);
                 e.into()
             })
     }
@@ -354,7 +349,9 @@ impl Ingestor {
                 .ensure_device(tenant, &b.device, &b.labels)
                 .await
             {
-                self.inner.metrics.rejected("device");
+                self.inner
+                    .metrics
+                    .rejected(Rejection::Device, &format_args!("device {}: {e}", b.device));
                 return Err(e.into());
             }
         }
@@ -425,7 +422,10 @@ impl Ingestor {
         for b in &batches {
             for p in &b.points {
                 if let Err(message) = limits.check_timestamp(p.ts_ns, received_at_ns) {
-                    self.inner.metrics.rejected("timestamp");
+                    self.inner.metrics.rejected(
+                        Rejection::Timestamp,
+                        &format_args!("{}/{}: {message}", b.device, p.metric),
+                    );
                     span.record("otel.status_code", "ERROR");
                     span.record("error", message.as_str());
                     return Err(IngestError::Invalid(ParseError::new(
@@ -470,25 +470,22 @@ impl Ingestor {
         let elapsed = started.elapsed();
         self.inner
             .metrics
-            .append_seconds
-            .observe(elapsed.as_secs_f64());
+            .appended(tenant, points, elapsed, result.is_ok());
         span.record("log.append_ms", elapsed.as_secs_f64() * 1e3);
         match result {
-            Ok(_) => {
-                self.inner.metrics.acked(tenant, points);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) => {
-                self.inner
-                    .metrics
-                    .rejected(if matches!(e, LogError::Backpressure) {
-                        "overloaded"
-                    } else {
-                        "log"
-                    });
+                let why = if matches!(e, LogError::Backpressure) {
+                    Rejection::Overloaded
+                } else {
+                    Rejection::Log
+                };
+                self.inner.metrics.rejected(
+                    why,
+                    &format_args!("tenant {tenant}: log append failed, the client will retry: {e}"),
+                );
                 span.record("otel.status_code", "ERROR");
                 span.record("error", tracing::field::display(&e));
-                tracing::warn!(tenant, error = %e, "log append failed; the client will retry");
                 Err(e.into())
             }
         }
@@ -519,6 +516,17 @@ impl Ingestor {
             }
         }
         h
+    }
+}
+
+/// How a failed authentication is counted: an unknown credential is
+/// `unauthenticated`; anything else (refused, or the directory failed)
+/// `forbidden`.
+fn auth_rejection(e: &DirectoryError) -> Rejection {
+    if *e == DirectoryError::Unauthenticated {
+        Rejection::Unauthenticated
+    } else {
+        Rejection::Forbidden
     }
 }
 

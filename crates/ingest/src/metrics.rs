@@ -1,10 +1,102 @@
-//! Ingest metrics, shared by every frontend.
+//! Ingest metrics and events, shared by every frontend.
+//!
+//! An *event* is something the ingest path reports: a rejected request,
+//! points received, points acknowledged. Each is one method of
+//! [`IngestMetrics`] that does everything the event implies (the counter,
+//! and the log line at the level it deserves), so a log line and its
+//! metric cannot drift apart. The counters are private: nothing counts
+//! without going through its event. docs/observability.md ("Events")
+//! lists them; a test checks that it names every reason.
+
+use std::fmt::Display;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tracing::Level;
+
+/// `tracing::event!` at a level chosen at run time (the macro itself needs
+/// a constant).
+macro_rules! event_at {
+    ($level:expr, $($arg:tt)+) => {
+        match $level {
+            Level::ERROR => tracing::error!($($arg)+),
+            Level::WARN => tracing::warn!($($arg)+),
+            Level::INFO => tracing::info!($($arg)+),
+            Level::DEBUG => tracing::debug!($($arg)+),
+            _ => tracing::trace!($($arg)+),
+        }
+    };
+}
+
+/// Why a request or message was refused: the `reason` label of
+/// `tributary_ingest_requests_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The in-flight byte budget is spent, or the log pushed back.
+    Overloaded,
+    /// No credential, or one nobody issued.
+    Unauthenticated,
+    /// A credential that may not do this (or that could not be checked).
+    Forbidden,
+    /// A line-protocol device that may not be written (unknown and not
+    /// auto-provisioned, disabled).
+    Device,
+    /// A point's timestamp outside the accepted window.
+    Timestamp,
+    /// The log append failed: a server-side failure; the client retries.
+    Log,
+    /// A payload that does not parse (counted by the frontend).
+    Invalid,
+    /// A payload over a size limit (counted by the frontend).
+    TooLarge,
+}
+
+impl Rejection {
+    /// Every reason, in the order of the docs.
+    pub const ALL: &[Rejection] = &[
+        Rejection::Overloaded,
+        Rejection::Unauthenticated,
+        Rejection::Forbidden,
+        Rejection::Device,
+        Rejection::Timestamp,
+        Rejection::Log,
+        Rejection::Invalid,
+        Rejection::TooLarge,
+    ];
+
+    /// The Prometheus label value (dashboards and alerts select on it).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Rejection::Overloaded => "overloaded",
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::Forbidden => "forbidden",
+            Rejection::Device => "device",
+            Rejection::Timestamp => "timestamp",
+            Rejection::Log => "log",
+            Rejection::Invalid => "invalid",
+            Rejection::TooLarge => "too_large",
+        }
+    }
+
+    /// The level of the event's log line: WARN for the server's own
+    /// trouble, DEBUG for a client's mistake (one per bad request: the
+    /// counter is the signal, the line is for debugging a device).
+    pub const fn level(self) -> Level {
+        match self {
+            Rejection::Overloaded | Rejection::Log => Level::WARN,
+            Rejection::Unauthenticated
+            | Rejection::Forbidden
+            | Rejection::Device
+            | Rejection::Timestamp
+            | Rejection::Invalid
+            | Rejection::TooLarge => Level::DEBUG,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabel {
@@ -16,13 +108,14 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
-/// Counters of the ingest path. Cheap to clone (shared).
+/// Counters of the ingest path, and the events that move them. Cheap to
+/// clone (shared).
 #[derive(Clone, Debug)]
 pub struct IngestMetrics {
     points_received: Family<TenantLabel, Counter>,
     points_acked: Family<TenantLabel, Counter>,
     rejected: Family<ReasonLabel, Counter>,
-    pub(crate) append_seconds: Histogram,
+    append_seconds: Histogram,
 }
 
 impl Default for IngestMetrics {
@@ -64,6 +157,26 @@ impl IngestMetrics {
         m
     }
 
+    /// Event `ingest.rejected`: a request or message was refused. Counts it
+    /// under `why` and logs it at `why`'s level with `detail` (what was
+    /// wrong; it may name the device, never a credential).
+    pub fn rejected(&self, why: Rejection, detail: &dyn Display) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: why.label(),
+            })
+            .inc();
+        event_at!(
+            why.level(),
+            event = "ingest.rejected",
+            reason = why.label(),
+            %detail,
+            "request rejected"
+        );
+    }
+
+    /// `n` valid points of `tenant` are handed to the log (no log line:
+    /// one per request).
     pub(crate) fn received(&self, tenant: &str, n: usize) {
         self.points_received
             .get_or_create(&TenantLabel {
@@ -72,16 +185,158 @@ impl IngestMetrics {
             .inc_by(n as u64);
     }
 
-    pub(crate) fn acked(&self, tenant: &str, n: usize) {
-        self.points_acked
-            .get_or_create(&TenantLabel {
-                tenant: tenant.to_string(),
-            })
-            .inc_by(n as u64);
+    /// A log append of `n` points of `tenant` ended after `took`: durable
+    /// (the points are acknowledged) or not (the caller reports the
+    /// rejection).
+    pub(crate) fn appended(&self, tenant: &str, n: usize, took: Duration, durable: bool) {
+        self.append_seconds.observe(took.as_secs_f64());
+        if durable {
+            self.points_acked
+                .get_or_create(&TenantLabel {
+                    tenant: tenant.to_string(),
+                })
+                .inc_by(n as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written by the subscriber under test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
     }
 
-    /// Counts a refused request; `reason` is a short fixed label value.
-    pub fn rejected(&self, reason: &'static str) {
-        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with a subscriber at `level` writing to the returned buffer.
+    fn logged(level: Level, f: impl FnOnce()) -> String {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        logs.text()
+    }
+
+    fn encoded(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_rejection_is_one_log_line_and_one_count() {
+        let mut registry = Registry::default();
+        let m = IngestMetrics::register(&mut registry);
+        let logs = logged(Level::INFO, || {
+            m.rejected(Rejection::Log, &"log backend: broker down");
+        });
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 1, "{logs}");
+        for part in [
+            "WARN",
+            "request rejected",
+            "event=\"ingest.rejected\"",
+            "reason=\"log\"",
+            "detail=log backend: broker down",
+        ] {
+            assert!(lines[0].contains(part), "{part} in {logs}");
+        }
+        assert!(
+            encoded(&registry)
+                .contains("tributary_ingest_requests_rejected_total{reason=\"log\"} 1\n"),
+            "{}",
+            encoded(&registry)
+        );
+    }
+
+    #[test]
+    fn client_mistakes_are_counted_but_logged_at_debug_only() {
+        let mut registry = Registry::default();
+        let m = IngestMetrics::register(&mut registry);
+        let at_info = logged(Level::INFO, || {
+            m.rejected(Rejection::Timestamp, &"d1/temp: in the future");
+        });
+        assert_eq!(at_info, "", "nothing at INFO");
+        let at_debug = logged(Level::DEBUG, || {
+            m.rejected(Rejection::Timestamp, &"d1/temp: in the future");
+        });
+        assert!(
+            at_debug.contains("DEBUG") && at_debug.contains("reason=\"timestamp\""),
+            "{at_debug}"
+        );
+        assert!(
+            encoded(&registry)
+                .contains("tributary_ingest_requests_rejected_total{reason=\"timestamp\"} 2\n")
+        );
+    }
+
+    #[test]
+    fn every_reason_is_its_own_series_under_its_label() {
+        let mut registry = Registry::default();
+        let m = IngestMetrics::register(&mut registry);
+        let labels: HashSet<&str> = Rejection::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Rejection::ALL.len(), "labels are distinct");
+        for (i, why) in Rejection::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                m.rejected(*why, &"x");
+            }
+        }
+        let text = encoded(&registry);
+        for (i, why) in Rejection::ALL.iter().enumerate() {
+            let line = format!(
+                "tributary_ingest_requests_rejected_total{{reason=\"{}\"}} {}\n",
+                why.label(),
+                i + 1
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("tributary_ingest_requests_rejected_total{"))
+            .count();
+        assert_eq!(series, Rejection::ALL.len(), "{text}");
+    }
+
+    #[test]
+    fn the_docs_name_every_reason() {
+        let docs = include_str!("../../../docs/observability.md");
+        let events = docs
+            .split("\n## Events\n")
+            .nth(1)
+            .expect("docs/observability.md has an Events section");
+        let events = events.split("\n## ").next().unwrap_or(events);
+        assert!(events.contains("`ingest.rejected`"));
+        assert!(events.contains("`tributary_ingest_requests_rejected_total`"));
+        for why in Rejection::ALL {
+            assert!(
+                events.contains(&format!("`{}`", why.label())),
+                "the Events section of docs/observability.md names reason `{}`",
+                why.label()
+            );
+        }
     }
 }

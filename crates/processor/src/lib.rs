@@ -238,7 +238,7 @@ impl Processor {
             // series limit). Find which records, dead-letter them with the
             // store's reason, and keep the stream moving. Writes are
             // idempotent, so rewriting the accepted ones costs nothing.
-            tracing::warn!(%reason, "store refused part of a batch; writing it record by record");
+            self.metrics.store_refused_batch(&reason);
             let mut accepted = Vec::with_capacity(batch.len());
             for (i, (b, r)) in batch.into_iter().zip(sources).enumerate() {
                 match self.write_with_retry(std::slice::from_ref(&b)).await? {
@@ -290,15 +290,12 @@ impl Processor {
         loop {
             match self.store.write(batch).await {
                 Ok(()) => {
-                    self.metrics
-                        .store_write_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.store_written(started.elapsed());
                     return Ok(Ok(()));
                 }
                 Err(StoreError::Invalid(reason)) => return Ok(Err(reason)),
                 Err(e) => {
-                    self.metrics.store_retries.inc();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+                    self.metrics.store_write_retried(&e, delay);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -306,13 +303,9 @@ impl Processor {
         }
     }
 
+    /// Appends a poison record to the dead-letter log; the event is
+    /// reported once it is there.
     async fn dead_letter(&self, r: &LogRecord, reason: &str) -> Result<(), ProcessorError> {
-        tracing::warn!(
-            partition = r.partition,
-            offset = r.offset,
-            reason,
-            "dead-lettering poison record"
-        );
         let mut headers = r.headers.clone();
         headers.push((dlq_headers::REASON.into(), Bytes::from(reason.to_string())));
         headers.push((
@@ -326,7 +319,7 @@ impl Processor {
             timestamp_ms: r.timestamp_ms,
         };
         self.dlq.append(record).await?;
-        self.metrics.dead_lettered.inc();
+        self.metrics.dead_lettered(r.partition, r.offset, reason);
         Ok(())
     }
 
@@ -342,9 +335,7 @@ impl Processor {
         let started = Instant::now();
         self.store.flush().await?;
         let flushed = started.elapsed();
-        self.metrics
-            .store_flush_seconds
-            .observe(flushed.as_secs_f64());
+        self.metrics.store_flushed(flushed);
         for span in &open_spans.0 {
             span.record("store.flush_ms", flushed.as_secs_f64() * 1e3);
         }
@@ -355,8 +346,7 @@ impl Processor {
             // and commit them with the next flush. If the process dies first,
             // the records are replayed, and idempotent writes make that
             // harmless.
-            self.metrics.commit_failures.inc();
-            tracing::warn!(error = %e, "offset commit failed; retrying at the next flush");
+            self.metrics.offset_commit_failed(&e);
             return Ok(());
         }
         // The traced records are durable and committed: their spans end.

@@ -17,6 +17,8 @@ use tributary_core::envelope::Envelope;
 use tributary_core::live::{LiveBatch, LiveHub};
 use tributary_log::{ConsumerOptions, Log, StartFrom};
 
+use crate::metrics::live_tail_events;
+
 /// Most records taken per poll.
 const MAX_POLL_RECORDS: usize = 1024;
 
@@ -39,7 +41,7 @@ pub async fn live_tail(
         let mut consumer = match opened {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "live tail cannot open a consumer; retrying");
+                live_tail_events::open_failed(&e, backoff);
                 tokio::select! {
                     () = &mut stop => return,
                     () = tokio::time::sleep(backoff) => {}
@@ -56,7 +58,7 @@ pub async fn live_tail(
             let records = match polled {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "live tail poll failed; reopening");
+                    live_tail_events::poll_failed(&e);
                     break;
                 }
             };
@@ -71,9 +73,7 @@ pub async fn live_tail(
                         device: env.device,
                         points: env.points,
                     }),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "live tail skipped an undecodable record")
-                    }
+                    Err(e) => live_tail_events::skipped(&e),
                 }
             }
         }

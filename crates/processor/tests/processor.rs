@@ -71,12 +71,20 @@ impl Rig {
     }
 
     fn start(&self, live: LiveHub) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        self.start_with(live, ProcessorMetrics::default())
+    }
+
+    fn start_with(
+        &self,
+        live: LiveHub,
+        metrics: ProcessorMetrics,
+    ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let p = Processor::new(
             self.log.clone(),
             self.dlq.clone(),
             self.store.clone(),
             live,
-            ProcessorMetrics::default(),
+            metrics,
             ProcessorConfig {
                 flush_interval: Duration::from_millis(50),
                 ..Default::default()
@@ -308,4 +316,72 @@ async fn records_the_store_refuses_are_dead_lettered_and_the_rest_stored() {
     );
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+/// Log lines written by the subscriber under test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the processor's tasks run where the test's subscriber is set.
+#[tokio::test(flavor = "current_thread")]
+async fn a_poison_record_is_one_dead_lettered_event_one_line_and_one_count() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::open(dir.path()).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (stop, task) = rig.start_with(
+        LiveHub::default(),
+        ProcessorMetrics::register(&mut registry),
+    );
+    rig.log
+        .append(Record {
+            key: Bytes::from_static(b"acme/d1"),
+            value: Bytes::from_static(b"\x08\xff\xff not an envelope"),
+            headers: vec![],
+            timestamp_ms: 0,
+        })
+        .await
+        .unwrap();
+    rig.log
+        .append(record("d1", vec![point(1, 1.0)]))
+        .await
+        .unwrap();
+    wait_for_points(&rig.store, "d1", 1).await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let poison: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not an envelope") || l.contains("not a TelemetryEnvelope"))
+        .collect();
+    assert_eq!(poison.len(), 1, "one line for the poison record: {text}");
+    assert!(
+        poison[0].contains("WARN") && poison[0].contains("event=\"processor.dead_lettered\""),
+        "{text}"
+    );
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).unwrap();
+    assert!(
+        metrics.contains("tributary_processor_dead_lettered_records_total 1\n"),
+        "{metrics}"
+    );
 }

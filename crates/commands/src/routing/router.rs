@@ -16,7 +16,7 @@ use tributary_proto::v1::command_route_record::Body;
 use super::wire::{self, Route};
 use super::{MIN_BACKOFF, POLL_RECORDS, POLL_WAIT, RouterConfig, check_id, next_backoff};
 use crate::error::CommandServiceError;
-use crate::metrics::RoutingMetrics;
+use crate::metrics::{RoutedOutcome, RoutingMetrics};
 
 /// What the tail consumer hands a waiting command.
 #[derive(Debug)]
@@ -330,19 +330,19 @@ impl CommandSink for RoutedCommandSink {
     async fn send_command(&self, command: Command) -> Result<CommandOutcome, CommandError> {
         let started = Instant::now();
         let (result, ending) = self.route(command).await;
-        let label = match (&result, ending) {
-            (_, Ending::NoPresence) => "no_presence",
-            (_, Ending::NotAccepted) => "not_accepted",
-            (Ok(CommandOutcome::Replied(_)), _) => "replied",
-            (Ok(CommandOutcome::Timeout), _) => "timeout",
-            (Ok(CommandOutcome::Offline), _) => "offline",
-            (Ok(CommandOutcome::NotSubscribed), _) => "not_subscribed",
-            (Ok(CommandOutcome::Queued { .. }), _) => "queued",
-            (Err(CommandError::Invalid(_)), _) => "invalid",
-            (Err(CommandError::Overloaded), _) => "overloaded",
-            (Err(CommandError::Unavailable(_)), _) => "unavailable",
+        let outcome = match (&result, ending) {
+            (_, Ending::NoPresence) => RoutedOutcome::NoPresence,
+            (_, Ending::NotAccepted) => RoutedOutcome::NotAccepted,
+            (Ok(CommandOutcome::Replied(_)), _) => RoutedOutcome::Replied,
+            (Ok(CommandOutcome::Timeout), _) => RoutedOutcome::Timeout,
+            (Ok(CommandOutcome::Offline), _) => RoutedOutcome::Offline,
+            (Ok(CommandOutcome::NotSubscribed), _) => RoutedOutcome::NotSubscribed,
+            (Ok(CommandOutcome::Queued { .. }), _) => RoutedOutcome::Queued,
+            (Err(CommandError::Invalid(_)), _) => RoutedOutcome::Invalid,
+            (Err(CommandError::Overloaded), _) => RoutedOutcome::Overloaded,
+            (Err(CommandError::Unavailable(_)), _) => RoutedOutcome::Unavailable,
         };
-        self.metrics.routed(label, started.elapsed());
+        self.metrics.routed(outcome, started.elapsed());
         result
     }
 }
