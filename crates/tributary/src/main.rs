@@ -22,12 +22,6 @@ mod cli;
 mod output;
 mod serve;
 
-/// mimalloc instead of glibc malloc: the ingest paths allocate per message
-/// (packets, envelopes, records), and glibc's allocator took 10-12 % of the
-/// CPU of the MQTT QoS 1 benchmark (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Tributary: an IoT ingestion platform.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about, propagate_version = true)]
