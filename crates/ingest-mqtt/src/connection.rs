@@ -40,7 +40,7 @@ use tributary_mqtt_codec::{
 
 use crate::Shared;
 use crate::acl::Identity;
-use crate::metrics::{ConnectRefusal, MessageDrop, PublishRejection};
+use crate::metrics::{ConnectRefusal, DisconnectReason, MessageDrop, PublishRejection};
 use crate::rate::TokenBucket;
 use crate::router::{Attach, Detached, Kick, SubscribeError};
 use crate::session::{Delivery, Message, Outbound, Owned, Session, Stage};
@@ -63,17 +63,17 @@ enum End {
     /// The client sent DISCONNECT.
     Client { publish_will: bool },
     /// The socket closed or failed without a DISCONNECT.
-    Lost(&'static str),
+    Lost(DisconnectReason),
     /// The server ends the connection: a DISCONNECT with this reason code
     /// is sent to a 5.0 client; a 3.1.1 client's socket is just closed.
-    Server(ReasonCode, &'static str),
+    Server(ReasonCode, DisconnectReason),
 }
 
 impl End {
-    fn label(self) -> &'static str {
+    fn reason(self) -> DisconnectReason {
         match self {
-            End::Client { .. } => "client",
-            End::Lost(label) | End::Server(_, label) => label,
+            End::Client { .. } => DisconnectReason::Client,
+            End::Lost(why) | End::Server(_, why) => why,
         }
     }
 }
@@ -146,8 +146,8 @@ pub(crate) async fn run<S>(
     let version = connect.protocol;
     let accepted = match accept(&shared, &connect, &peer).await {
         Ok(a) => a,
-        Err((code, label, message)) => {
-            shared.metrics.connect_refused_label(label);
+        Err((code, why, message)) => {
+            shared.metrics.connect_refused(why);
             refuse(&mut writer, version, code, message).await;
             return;
         }
@@ -258,6 +258,7 @@ pub(crate) async fn run<S>(
         rbuf,
         wbuf: BytesMut::new(),
         tenant,
+        client_id: accepted.client_id,
         identity: accepted.identity,
         principal: accepted.principal,
         session: attached.session,
@@ -390,8 +391,8 @@ async fn refuse<W: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.shutdown()).await;
 }
 
-/// A refused CONNECT: reason code, metric label, message.
-type Refusal = (ReasonCode, &'static str, &'static str);
+/// A refused CONNECT: reason code, event reason, message.
+type Refusal = (ReasonCode, ConnectRefusal, &'static str);
 
 /// The device whose registered certificate the client presented in the TLS
 /// handshake, if any. An unregistered certificate is no credential: the
@@ -415,7 +416,7 @@ async fn token_principal(shared: &Shared, c: &Connect) -> Result<Principal, Refu
     if c.username.is_none() {
         return Err((
             ReasonCode::BadUserNameOrPassword,
-            "no_credentials",
+            ConnectRefusal::NoCredentials,
             "user name (device id) required",
         ));
     }
@@ -436,17 +437,17 @@ fn auth_refusal(error: &IngestError) -> Refusal {
     match error {
         IngestError::Forbidden(_) | IngestError::UnknownDevice(_) => (
             ReasonCode::NotAuthorized,
-            "forbidden",
+            ConnectRefusal::Forbidden,
             "the device may not connect",
         ),
         IngestError::Overloaded { .. } | IngestError::Unavailable(_) => (
             ReasonCode::ServerUnavailable,
-            "auth_unavailable",
+            ConnectRefusal::AuthUnavailable,
             "authentication is unavailable, retry later",
         ),
         IngestError::Unauthenticated | IngestError::Invalid(_) | IngestError::TooLarge(_) => (
             ReasonCode::BadUserNameOrPassword,
-            "bad_credentials",
+            ConnectRefusal::BadCredentials,
             "invalid device id or token",
         ),
     }
@@ -470,7 +471,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
     if c.properties.authentication_method.is_some() {
         return Err((
             ReasonCode::BadAuthenticationMethod,
-            "bad_auth_method",
+            ConnectRefusal::BadAuthMethod,
             "enhanced authentication is not supported",
         ));
     }
@@ -481,7 +482,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
     {
         return Err((
             ReasonCode::QuotaExceeded,
-            "max_connections",
+            ConnectRefusal::MaxConnections,
             "too many connections",
         ));
     }
@@ -501,14 +502,14 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
         Principal::Device { .. } => {
             return Err((
                 ReasonCode::BadUserNameOrPassword,
-                "bad_credentials",
+                ConnectRefusal::BadCredentials,
                 "invalid device id or token",
             ));
         }
         Principal::TenantIngest { .. } => {
             return Err((
                 ReasonCode::NotAuthorized,
-                "forbidden",
+                ConnectRefusal::Forbidden,
                 "tenant ingest tokens cannot connect over MQTT",
             ));
         }
@@ -517,7 +518,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
         if c.protocol == ProtocolVersion::V311 && !c.clean_start {
             return Err((
                 ReasonCode::ClientIdentifierNotValid,
-                "client_id",
+                ConnectRefusal::ClientId,
                 "an empty client id needs a clean session",
             ));
         }
@@ -534,7 +535,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
         if !bound || c.client_id.len() > MAX_CLIENT_ID_LEN {
             return Err((
                 ReasonCode::ClientIdentifierNotValid,
-                "client_id",
+                ConnectRefusal::ClientId,
                 "the client id must be the device id, or the device id followed by '/' and a suffix",
             ));
         }
@@ -546,7 +547,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
     {
         return Err((
             ReasonCode::NotAuthorized,
-            "will_not_authorized",
+            ConnectRefusal::WillNotAuthorized,
             "the will topic is outside the device's topics",
         ));
     }
@@ -571,9 +572,9 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
         .authenticate_application(name, token)
         .await
         .map_err(|e| match auth_refusal(&e) {
-            (ReasonCode::BadUserNameOrPassword, label, _) => (
+            (ReasonCode::BadUserNameOrPassword, why, _) => (
                 ReasonCode::BadUserNameOrPassword,
-                label,
+                why,
                 "invalid application name or token",
             ),
             other => other,
@@ -582,7 +583,7 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
         if c.protocol == ProtocolVersion::V311 && !c.clean_start {
             return Err((
                 ReasonCode::ClientIdentifierNotValid,
-                "client_id",
+                ConnectRefusal::ClientId,
                 "an empty client id needs a clean session",
             ));
         }
@@ -594,7 +595,7 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
     } else if c.client_id.len() > MAX_CLIENT_ID_LEN {
         return Err((
             ReasonCode::ClientIdentifierNotValid,
-            "client_id",
+            ConnectRefusal::ClientId,
             "the client id is too long",
         ));
     } else {
@@ -610,7 +611,7 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
     {
         return Err((
             ReasonCode::NotAuthorized,
-            "will_not_authorized",
+            ConnectRefusal::WillNotAuthorized,
             "the will topic is outside the application's grants",
         ));
     }
@@ -654,6 +655,8 @@ struct Connection<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     tenant: String,
+    /// The session key (as the "connected" log line names it).
+    client_id: String,
     identity: Identity,
     /// The device principal for telemetry; `None` for applications.
     principal: Option<Principal>,
@@ -745,24 +748,29 @@ where
             };
             match event {
                 Event::Kicked(Kick::TakenOver) => {
-                    return End::Server(ReasonCode::SessionTakenOver, "taken_over");
+                    return End::Server(ReasonCode::SessionTakenOver, DisconnectReason::TakenOver);
                 }
                 Event::Kicked(Kick::Revoked) => {
-                    return End::Server(ReasonCode::AdministrativeAction, "revoked");
+                    return End::Server(
+                        ReasonCode::AdministrativeAction,
+                        DisconnectReason::Revoked,
+                    );
                 }
                 Event::Shutdown => {
                     let code = match self.shared.config.server_reference {
                         Some(_) => ReasonCode::ServerMoved,
                         None => ReasonCode::ServerShuttingDown,
                     };
-                    return End::Server(code, "shutdown");
+                    return End::Server(code, DisconnectReason::Shutdown);
                 }
                 Event::Done(done) => {
                     if let Err(end) = self.complete(done, true) {
                         return end;
                     }
                 }
-                Event::Wrote(Ok(0)) | Event::Wrote(Err(_)) => return End::Lost("write_failed"),
+                Event::Wrote(Ok(0)) | Event::Wrote(Err(_)) => {
+                    return End::Lost(DisconnectReason::WriteFailed);
+                }
                 Event::Wrote(Ok(n)) => {
                     self.wbuf.advance(n);
                     self.stalled_since = None;
@@ -770,8 +778,8 @@ where
                         self.wbuf = BytesMut::new();
                     }
                 }
-                Event::Read(Ok(0)) => return End::Lost("closed"),
-                Event::Read(Err(_)) => return End::Lost("read_failed"),
+                Event::Read(Ok(0)) => return End::Lost(DisconnectReason::Closed),
+                Event::Read(Err(_)) => return End::Lost(DisconnectReason::ReadFailed),
                 Event::Read(Ok(_)) => self.last_read = Instant::now(),
                 Event::Notified => {}
                 Event::Deadline => {
@@ -791,7 +799,7 @@ where
         let keep_alive = self.keep_alive.map(|ka| {
             (
                 self.last_read + ka,
-                End::Server(ReasonCode::KeepAliveTimeout, "keep_alive"),
+                End::Server(ReasonCode::KeepAliveTimeout, DisconnectReason::KeepAlive),
             )
         });
         let stall = if self.wbuf.is_empty() {
@@ -801,7 +809,7 @@ where
             let since = *self.stalled_since.get_or_insert_with(Instant::now);
             Some((
                 since + self.shared.config.write_timeout(),
-                End::Lost("write_stalled"),
+                End::Lost(DisconnectReason::WriteStalled),
             ))
         };
         match (keep_alive, stall) {
@@ -820,7 +828,7 @@ where
                 Err(e) => {
                     tracing::debug!(tenant = %self.tenant, error = %e, "malformed packet");
                     self.shared.metrics.rejected(PublishRejection::Malformed);
-                    return Err(End::Server(e.reason_code(), "malformed"));
+                    return Err(End::Server(e.reason_code(), DisconnectReason::Malformed));
                 }
             }
         }
@@ -905,7 +913,10 @@ where
                     // Setting an expiry on DISCONNECT when CONNECT had none is
                     // a protocol error (MQTT 5.0 §3.14.2.2.2).
                     if self.expiry_secs == 0 && expiry != 0 {
-                        return Err(End::Server(ReasonCode::ProtocolError, "protocol_error"));
+                        return Err(End::Server(
+                            ReasonCode::ProtocolError,
+                            DisconnectReason::ProtocolError,
+                        ));
                     }
                     self.expiry_secs = expiry.min(self.shared.config.max_session_expiry_secs);
                 }
@@ -913,12 +924,18 @@ where
                     publish_will: d.reason_code == ReasonCode::DisconnectWithWillMessage,
                 })
             }
-            Packet::Auth(_) => Err(End::Server(ReasonCode::ProtocolError, "protocol_error")),
+            Packet::Auth(_) => Err(End::Server(
+                ReasonCode::ProtocolError,
+                DisconnectReason::ProtocolError,
+            )),
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp => Err(End::Server(ReasonCode::ProtocolError, "protocol_error")),
+            | Packet::PingResp => Err(End::Server(
+                ReasonCode::ProtocolError,
+                DisconnectReason::ProtocolError,
+            )),
         }
     }
 
@@ -929,12 +946,12 @@ where
         &mut self,
         p: &Publish,
         code: ReasonCode,
-        label: &'static str,
+        rejection: PublishRejection,
         why: String,
     ) -> Result<(), End> {
-        self.shared.metrics.rejected_label(label);
+        self.shared.metrics.rejected(rejection);
         if self.version == ProtocolVersion::V311 {
-            return Err(End::Server(code, label));
+            return Err(End::Server(code, rejection.into()));
         }
         if let Some(id) = p.packet_id {
             self.inflight_ids.insert(id);
@@ -952,12 +969,20 @@ where
         // Topic aliases (5.0): set on first use, then stand for the topic.
         if let Some(alias) = p.properties.topic_alias {
             if alias.get() > self.shared.config.topic_alias_maximum {
-                return Err(End::Server(ReasonCode::TopicAliasInvalid, "topic_alias"));
+                return Err(End::Server(
+                    ReasonCode::TopicAliasInvalid,
+                    DisconnectReason::TopicAlias,
+                ));
             }
             if p.topic.is_empty() {
                 match self.aliases.get(&alias.get()) {
                     Some(topic) => p.topic = topic.clone(),
-                    None => return Err(End::Server(ReasonCode::ProtocolError, "topic_alias")),
+                    None => {
+                        return Err(End::Server(
+                            ReasonCode::ProtocolError,
+                            DisconnectReason::TopicAlias,
+                        ));
+                    }
                 }
             } else {
                 self.aliases.insert(alias.get(), p.topic.clone());
@@ -982,18 +1007,31 @@ where
                 .try_take(Instant::now());
             if !allowed {
                 self.shared.metrics.rejected(PublishRejection::Rate);
-                return Err(End::Server(ReasonCode::MessageRateTooHigh, "rate"));
+                return Err(End::Server(
+                    ReasonCode::MessageRateTooHigh,
+                    DisconnectReason::Rate,
+                ));
             }
         }
         if !self.identity.may_publish(&p.topic) {
             let why = format!("not authorized to publish to {}", p.topic);
-            return self.refuse_publish(&p, ReasonCode::NotAuthorized, "not_authorized", why);
+            return self.refuse_publish(
+                &p,
+                ReasonCode::NotAuthorized,
+                PublishRejection::NotAuthorized,
+                why,
+            );
         }
         if p.properties.payload_format_indicator == Some(PayloadFormat::Utf8)
             && std::str::from_utf8(&p.payload).is_err()
         {
             let why = "the payload format indicator says UTF-8, the payload is not".to_owned();
-            return self.refuse_publish(&p, ReasonCode::PayloadFormatInvalid, "invalid", why);
+            return self.refuse_publish(
+                &p,
+                ReasonCode::PayloadFormatInvalid,
+                PublishRejection::Invalid,
+                why,
+            );
         }
         let message = message_from(&p);
         // Device topics are telemetry only for devices (the ACL keeps each
@@ -1031,19 +1069,22 @@ where
         let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(e) => {
-                let (code, label) = if e.too_large {
-                    (ReasonCode::QuotaExceeded, "too_large")
+                let (code, rejection) = if e.too_large {
+                    (ReasonCode::QuotaExceeded, PublishRejection::TooLarge)
                 } else {
-                    (ReasonCode::PayloadFormatInvalid, "invalid")
+                    (ReasonCode::PayloadFormatInvalid, PublishRejection::Invalid)
                 };
-                return self.refuse_publish(&p, code, label, e.to_string());
+                return self.refuse_publish(&p, code, rejection, e.to_string());
             }
         };
         let permit = match self.shared.ingestor.reserve(p.payload.len()) {
             Ok(permit) => permit,
             Err(_) => {
                 self.shared.metrics.rejected(PublishRejection::Overloaded);
-                return Err(End::Server(ReasonCode::ServerBusy, "overloaded"));
+                return Err(End::Server(
+                    ReasonCode::ServerBusy,
+                    DisconnectReason::Overloaded,
+                ));
             }
         };
         let user = |name: &str| {
@@ -1103,8 +1144,8 @@ where
             Outcome::Routed { .. } => (ReasonCode::Success, None),
             Outcome::Refused(code, why) => (code, Some(why)),
             Outcome::Failed(e) => {
-                let (code, label, transient) = ingest_reason(&e);
-                self.shared.metrics.rejected_label(label);
+                let (code, rejection, transient) = ingest_reason(&e);
+                self.shared.metrics.rejected(rejection);
                 if transient || self.version == ProtocolVersion::V311 {
                     // A PUBACK is a final answer: a retryable failure is
                     // reported by closing without one, so that the client
@@ -1117,7 +1158,7 @@ where
                             } else {
                                 code
                             },
-                            label,
+                            rejection.into(),
                         ))
                     } else {
                         Ok(())
@@ -1428,28 +1469,33 @@ where
         }
         // Only now may a taking-over connection attach.
         drop(released);
-        if let Some(device) = device {
-            let last = shared.router().device_disconnected(&self.tenant, &device);
+        if let Some(device) = &device {
+            let last = shared.router().device_disconnected(&self.tenant, device);
             if last {
-                report_presence(&shared, &self.tenant, &device, false).await;
+                report_presence(&shared, &self.tenant, device, false).await;
             }
         }
-        shared.metrics.connection_closed(end.label());
-        tracing::debug!(tenant = %self.tenant, reason = end.label(), "disconnected");
+        shared.metrics.connection_closed(
+            end.reason(),
+            &self.tenant,
+            &self.client_id,
+            device.as_deref(),
+        );
     }
 }
 
-/// Maps an append failure to a reason code, a metric label, and whether it
-/// is transient (worth a retry).
-fn ingest_reason(e: &IngestError) -> (ReasonCode, &'static str, bool) {
+/// Maps an append failure to a reason code, the rejection it is, and
+/// whether it is transient (worth a retry).
+fn ingest_reason(e: &IngestError) -> (ReasonCode, PublishRejection, bool) {
+    use PublishRejection as R;
     match e {
         IngestError::Unauthenticated
         | IngestError::Forbidden(_)
-        | IngestError::UnknownDevice(_) => (ReasonCode::NotAuthorized, "not_authorized", false),
-        IngestError::Invalid(_) => (ReasonCode::PayloadFormatInvalid, "invalid", false),
-        IngestError::TooLarge(_) => (ReasonCode::QuotaExceeded, "too_large", false),
-        IngestError::Overloaded { .. } => (ReasonCode::ServerBusy, "overloaded", true),
-        IngestError::Unavailable(_) => (ReasonCode::ServerBusy, "unavailable", true),
+        | IngestError::UnknownDevice(_) => (ReasonCode::NotAuthorized, R::NotAuthorized, false),
+        IngestError::Invalid(_) => (ReasonCode::PayloadFormatInvalid, R::Invalid, false),
+        IngestError::TooLarge(_) => (ReasonCode::QuotaExceeded, R::TooLarge, false),
+        IngestError::Overloaded { .. } => (ReasonCode::ServerBusy, R::Overloaded, true),
+        IngestError::Unavailable(_) => (ReasonCode::ServerBusy, R::Unavailable, true),
     }
 }
 

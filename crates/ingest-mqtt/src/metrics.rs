@@ -1,13 +1,15 @@
 //! The frontend's Prometheus metrics, registered under `tributary_mqtt_*`,
 //! and its events.
 //!
-//! A refused CONNECT, a rejected PUBLISH and a dropped message are
-//! *events*: one method each ([`MqttMetrics::connect_refused`],
-//! [`MqttMetrics::rejected`], [`MqttMetrics::dropped`]) counts it under a
-//! reason of a closed enum ([`ConnectRefusal`], [`PublishRejection`],
-//! [`MessageDrop`]) and logs it at the reason's level, so the log line and
-//! the metric cannot drift apart. docs/observability.md ("Events") lists
-//! them; a test checks that it names every reason.
+//! A refused CONNECT, a rejected PUBLISH, a dropped message and the end of
+//! a connection are *events*: one method each
+//! ([`MqttMetrics::connect_refused`], [`MqttMetrics::rejected`],
+//! [`MqttMetrics::dropped`], [`MqttMetrics::connection_closed`]) counts it
+//! under a reason of a closed enum ([`ConnectRefusal`],
+//! [`PublishRejection`], [`MessageDrop`], [`DisconnectReason`]) and logs it
+//! at the reason's level, so the log line and the metric cannot drift
+//! apart. docs/observability.md ("Events") lists them; a test checks that
+//! it names every reason.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,18 +21,28 @@ use tributary_mqtt_codec::PacketType;
 
 /// A closed set of reasons: the `reason` label of one counter.
 pub(crate) trait Reason: Copy + std::fmt::Debug + 'static {
-    /// Every reason.
+    /// Every reason (the tests check each is its own series and named by
+    /// the docs).
+    #[cfg(test)]
     const ALL: &'static [Self];
     /// The Prometheus label value (dashboards and alerts select on it).
     fn label(self) -> &'static str;
     /// The level of the event's log line.
     fn level(self) -> Level;
-    /// The reason whose label is `label`, for the call sites that still
-    /// carry a reason as its label (connection.rs `Refusal`,
-    /// `refuse_publish`, `ingest_reason`).
-    fn from_label(label: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|r| r.label() == label)
-    }
+}
+
+/// A `tracing` event at a level chosen at run time (the macros take a
+/// constant one).
+macro_rules! event_at {
+    ($level:expr, $($args:tt)+) => {
+        match $level {
+            Level::ERROR => tracing::error!($($args)+),
+            Level::WARN => tracing::warn!($($args)+),
+            Level::INFO => tracing::info!($($args)+),
+            Level::DEBUG => tracing::debug!($($args)+),
+            _ => tracing::trace!($($args)+),
+        }
+    };
 }
 
 /// Declares a reason enum: variant, label, level.
@@ -43,6 +55,7 @@ macro_rules! reasons {
         }
 
         impl Reason for $name {
+            #[cfg(test)]
             const ALL: &'static [Self] = &[$($name::$variant),+];
 
             fn label(self) -> &'static str {
@@ -122,6 +135,70 @@ reasons! {
     }
 }
 
+reasons! {
+    /// Why a connection (one that got its CONNACK) ended: the `reason` of
+    /// `tributary_mqtt_disconnects_total`. DEBUG when the client ended it
+    /// or its network failed, and when the server shuts down (one line per
+    /// connection; the shutdown is logged once already); INFO when the
+    /// server ended it because of the client (a protocol violation, a
+    /// refused PUBLISH of a 3.1.1 client, the rate limit, a silent or
+    /// stalled client, a takeover, a revocation); WARN when the server
+    /// ended it because of its own trouble (`overloaded`, `unavailable`).
+    DisconnectReason {
+        /// The client sent DISCONNECT.
+        Client = "client", DEBUG;
+        /// The socket closed without a DISCONNECT.
+        Closed = "closed", DEBUG;
+        ReadFailed = "read_failed", DEBUG;
+        WriteFailed = "write_failed", DEBUG;
+        /// A write made no progress for the write timeout.
+        WriteStalled = "write_stalled", INFO;
+        /// Nothing read for 1.5 times the keep alive.
+        KeepAlive = "keep_alive", INFO;
+        /// The server shuts down (or moves the client elsewhere).
+        Shutdown = "shutdown", DEBUG;
+        /// Another connection took the session over (same client id).
+        TakenOver = "taken_over", INFO;
+        /// The device was disabled or deleted, or a credential revoked.
+        Revoked = "revoked", INFO;
+        Malformed = "malformed", INFO;
+        ProtocolError = "protocol_error", INFO;
+        TopicAlias = "topic_alias", INFO;
+        /// Over the device's publish rate.
+        Rate = "rate", INFO;
+        /// A refused PUBLISH of a 3.1.1 client, which has no other way to
+        /// hear it (also for an append refused as not authorized).
+        NotAuthorized = "not_authorized", INFO;
+        Invalid = "invalid", INFO;
+        TooLarge = "too_large", INFO;
+        /// The in-flight budget is spent or the log pushed back: no PUBACK,
+        /// the client re-sends.
+        Overloaded = "overloaded", WARN;
+        /// The append failed: no PUBACK, the client re-sends.
+        Unavailable = "unavailable", WARN;
+    }
+}
+
+impl From<PublishRejection> for DisconnectReason {
+    /// The reason a connection is closed for a refused PUBLISH (a 3.1.1
+    /// client, or a failure the client must retry): the rejection's own
+    /// label. A refused SUBSCRIBE filter never closes a connection; it maps
+    /// to `not_authorized` only to keep the match total.
+    fn from(why: PublishRejection) -> Self {
+        match why {
+            PublishRejection::Malformed => Self::Malformed,
+            PublishRejection::Rate => Self::Rate,
+            PublishRejection::NotAuthorized | PublishRejection::SubscribeNotAuthorized => {
+                Self::NotAuthorized
+            }
+            PublishRejection::Invalid => Self::Invalid,
+            PublishRejection::TooLarge => Self::TooLarge,
+            PublishRejection::Overloaded => Self::Overloaded,
+            PublishRejection::Unavailable => Self::Unavailable,
+        }
+    }
+}
+
 /// One event of a reason counter: its name and its log message.
 #[derive(Clone, Copy, Debug)]
 struct Event {
@@ -141,38 +218,25 @@ const MESSAGE_DROPPED: Event = Event {
     name: "mqtt.message_dropped",
     message: "message dropped",
 };
+const DISCONNECTED: Event = Event {
+    name: "mqtt.disconnected",
+    message: "disconnected",
+};
 
-/// Counts `why` in `family` and logs `event` at `why`'s level.
-fn emit<R: Reason>(family: &Family<ReasonLabel, Counter>, event: Event, why: R) {
+/// Counts `why` in `family` (under its label).
+fn count<R: Reason>(family: &Family<ReasonLabel, Counter>, why: R) {
     family
         .get_or_create(&ReasonLabel {
             reason: why.label(),
         })
         .inc();
-    let (Event { name, message }, reason) = (event, why.label());
-    match why.level() {
-        Level::ERROR => tracing::error!(event = name, reason, "{message}"),
-        Level::WARN => tracing::warn!(event = name, reason, "{message}"),
-        Level::INFO => tracing::info!(event = name, reason, "{message}"),
-        Level::DEBUG => tracing::debug!(event = name, reason, "{message}"),
-        _ => tracing::trace!(event = name, reason, "{message}"),
-    }
 }
 
-/// [`emit`] for a reason still carried as its label: an unlisted label
-/// is counted as it is (no count is lost) and reported as the bug it is.
-fn emit_label<R: Reason>(family: &Family<ReasonLabel, Counter>, event: Event, label: &'static str) {
-    match R::from_label(label) {
-        Some(why) => emit(family, event, why),
-        None => {
-            family.get_or_create(&ReasonLabel { reason: label }).inc();
-            tracing::error!(
-                event = event.name,
-                reason = label,
-                "bug: a reason label missing from its enum in metrics.rs"
-            );
-        }
-    }
+/// Counts `why` in `family` and logs `event` at `why`'s level.
+fn emit<R: Reason>(family: &Family<ReasonLabel, Counter>, event: Event, why: R) {
+    count(family, why);
+    let (Event { name, message }, reason) = (event, why.label());
+    event_at!(why.level(), event = name, reason, "{message}");
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -275,21 +339,34 @@ impl MqttMetrics {
         self.connections_total.inc();
     }
 
-    pub(crate) fn connection_closed(&self, reason: &'static str) {
+    /// Event `mqtt.disconnected`: a connection counted by
+    /// [`connection_opened`](Self::connection_opened) ended. Called once per
+    /// connection; the line names the connection as its "connected" line
+    /// does (tenant, client id) and the device, when it is one.
+    pub(crate) fn connection_closed(
+        &self,
+        why: DisconnectReason,
+        tenant: &str,
+        client_id: &str,
+        device: Option<&str>,
+    ) {
         self.connections_current.dec();
-        self.disconnects
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+        count(&self.disconnects, why);
+        let (Event { name, message }, reason) = (DISCONNECTED, why.label());
+        event_at!(
+            why.level(),
+            event = name,
+            reason,
+            tenant,
+            client_id,
+            device,
+            "{message}"
+        );
     }
 
     /// Event `mqtt.connect_refused`.
     pub(crate) fn connect_refused(&self, why: ConnectRefusal) {
         emit(&self.connects_refused, CONNECT_REFUSED, why);
-    }
-
-    /// Event `mqtt.connect_refused`, for a reason carried as its label.
-    pub(crate) fn connect_refused_label(&self, label: &'static str) {
-        emit_label::<ConnectRefusal>(&self.connects_refused, CONNECT_REFUSED, label);
     }
 
     pub(crate) fn received(&self, packet: PacketType) {
@@ -315,11 +392,6 @@ impl MqttMetrics {
     /// Event `mqtt.publish_rejected`.
     pub(crate) fn rejected(&self, why: PublishRejection) {
         emit(&self.publishes_rejected, PUBLISH_REJECTED, why);
-    }
-
-    /// Event `mqtt.publish_rejected`, for a reason carried as its label.
-    pub(crate) fn rejected_label(&self, label: &'static str) {
-        emit_label::<PublishRejection>(&self.publishes_rejected, PUBLISH_REJECTED, label);
     }
 
     pub(crate) fn delivered(&self) {
@@ -431,39 +503,64 @@ mod tests {
     }
 
     #[test]
-    fn a_reason_carried_as_its_label_is_the_same_event_and_an_unlisted_one_is_a_loud_bug() {
+    fn a_disconnect_is_one_line_naming_the_connection_and_one_count() {
         let mut registry = Registry::default();
         let m = MqttMetrics::register(&mut registry);
-        let logs = logged(Level::DEBUG, || {
-            m.connect_refused_label("client_id");
-            m.rejected_label("not_authorized");
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_opened();
+        let logs = logged(Level::INFO, || {
+            m.connection_closed(DisconnectReason::Client, "acme", "d1", Some("d1"));
+            m.connection_closed(DisconnectReason::KeepAlive, "acme", "d2/x", Some("d2"));
+            m.connection_closed(DisconnectReason::Overloaded, "other", "$app/all/a", None);
         });
-        assert!(
-            logs.contains("event=\"mqtt.connect_refused\" reason=\"client_id\""),
-            "{logs}"
-        );
-        assert!(
-            logs.contains("event=\"mqtt.publish_rejected\" reason=\"not_authorized\""),
-            "{logs}"
-        );
-        let logs = logged(Level::INFO, || m.rejected_label("no_such_reason"));
-        assert!(
-            logs.contains("ERROR") && logs.contains("no_such_reason"),
-            "{logs}"
-        );
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 2, "a client's own close is DEBUG: {logs}");
+        for part in [
+            " INFO ",
+            "disconnected",
+            "event=\"mqtt.disconnected\"",
+            "reason=\"keep_alive\"",
+            "tenant=\"acme\"",
+            "client_id=\"d2/x\"",
+            "device=\"d2\"",
+        ] {
+            assert!(lines[0].contains(part), "{part} in {logs}");
+        }
+        for part in [
+            " WARN ",
+            "reason=\"overloaded\"",
+            "client_id=\"$app/all/a\"",
+        ] {
+            assert!(lines[1].contains(part), "{part} in {logs}");
+        }
+        assert!(!lines[1].contains("device="), "no device: {logs}");
         let text = encoded(&registry);
         for line in [
-            "tributary_mqtt_connects_refused_total{reason=\"client_id\"} 1\n",
-            "tributary_mqtt_publishes_rejected_total{reason=\"not_authorized\"} 1\n",
-            "tributary_mqtt_publishes_rejected_total{reason=\"no_such_reason\"} 1\n",
+            "tributary_mqtt_connections 0\n",
+            "tributary_mqtt_disconnects_total{reason=\"client\"} 1\n",
+            "tributary_mqtt_disconnects_total{reason=\"keep_alive\"} 1\n",
+            "tributary_mqtt_disconnects_total{reason=\"overloaded\"} 1\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
     }
 
+    #[test]
+    fn a_publish_refusal_closes_a_connection_under_the_same_label() {
+        for why in PublishRejection::ALL {
+            let end = DisconnectReason::from(*why);
+            if *why == PublishRejection::SubscribeNotAuthorized {
+                assert_eq!(end, DisconnectReason::NotAuthorized);
+            } else {
+                assert_eq!(end.label(), why.label(), "{why:?}");
+            }
+        }
+    }
+
     /// Counts every reason of `R` once through `count` and checks that each
     /// is its own series of `metric` under its label, and that the labels
-    /// are distinct and found again by `from_label`.
+    /// are distinct.
     fn each_reason_is_its_own_series<R: Reason>(metric: &str, count: impl Fn(&MqttMetrics, R)) {
         let labels: HashSet<&str> = R::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), R::ALL.len(), "{metric}: distinct labels");
@@ -471,10 +568,6 @@ mod tests {
         let m = MqttMetrics::register(&mut registry);
         for why in R::ALL {
             count(&m, *why);
-            assert_eq!(
-                R::from_label(why.label()).map(|r| r.label()),
-                Some(why.label())
-            );
         }
         let text = encoded(&registry);
         for label in &labels {
@@ -502,6 +595,13 @@ mod tests {
             "tributary_mqtt_messages_dropped_total",
             |m, why: MessageDrop| m.dropped(why),
         );
+        each_reason_is_its_own_series(
+            "tributary_mqtt_disconnects_total",
+            |m, why: DisconnectReason| {
+                m.connection_opened();
+                m.connection_closed(why, "acme", "d1", Some("d1"));
+            },
+        );
     }
 
     #[test]
@@ -512,19 +612,37 @@ mod tests {
             .nth(1)
             .expect("docs/observability.md has an Events section");
         let events = events.split("\n## ").next().unwrap_or(events);
-        for name in [CONNECT_REFUSED, PUBLISH_REJECTED, MESSAGE_DROPPED].map(|e| e.name) {
+        let all = [
+            CONNECT_REFUSED,
+            PUBLISH_REJECTED,
+            MESSAGE_DROPPED,
+            DISCONNECTED,
+        ];
+        for name in all.map(|e| e.name) {
             assert!(events.contains(&format!("`{name}`")), "{name}");
         }
-        let labels = ConnectRefusal::ALL
-            .iter()
-            .map(|r| r.label())
-            .chain(PublishRejection::ALL.iter().map(|r| r.label()))
-            .chain(MessageDrop::ALL.iter().map(|r| r.label()));
-        for label in labels {
-            assert!(
-                events.contains(&format!("`{label}`")),
-                "the Events section of docs/observability.md names reason `{label}`"
-            );
+        /// The row of the label table for `event`'s reasons.
+        fn row(events: &str, event: Event) -> &str {
+            let head = format!("| `{}` `reason` |", event.name);
+            events
+                .lines()
+                .find(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("a label row for {}", event.name))
         }
+        fn check<R: Reason>(events: &str, event: Event) {
+            let row = row(events, event);
+            for why in R::ALL {
+                let label = why.label();
+                assert!(
+                    row.contains(&format!("`{label}`")),
+                    "the Events section of docs/observability.md names reason `{label}` of {}",
+                    event.name
+                );
+            }
+        }
+        check::<ConnectRefusal>(events, CONNECT_REFUSED);
+        check::<PublishRejection>(events, PUBLISH_REJECTED);
+        check::<MessageDrop>(events, MESSAGE_DROPPED);
+        check::<DisconnectReason>(events, DISCONNECTED);
     }
 }
