@@ -100,12 +100,50 @@ struct Done {
 
 /// Serves one connection to its end. `permit` is the pending-connect slot,
 /// released once CONNACK is sent.
+///
+/// The CONNECT phase runs boxed: its state (the CONNECT packet, the
+/// authentication and session futures) is freed once CONNACK is sent
+/// instead of staying in every idle connection's task for its lifetime.
 pub(crate) async fn run<S>(
     shared: Arc<Shared>,
     stream: S,
     permit: tokio::sync::OwnedSemaphorePermit,
     peer: Peer,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(opened) = Box::pin(open(shared, stream, permit, peer)).await else {
+        return;
+    };
+    let Opened {
+        mut conn,
+        released,
+        device,
+        counted,
+    } = opened;
+    let end = conn.serve().await;
+    Box::pin(conn.finish(end, released, device)).await;
+    drop(counted);
+}
+
+/// An attached connection after its CONNACK, ready to serve.
+struct Opened<S> {
+    conn: Connection<S>,
+    released: watch::Sender<()>,
+    device: Option<String>,
+    counted: ConnectionCount,
+}
+
+/// Reads and answers the CONNECT: authentication, session attach (taking it
+/// over when needed), presence, CONNACK. `None` when the connection was
+/// refused or lost before its CONNACK.
+async fn open<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    peer: Peer,
+) -> Option<Opened<S>>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -121,9 +159,9 @@ pub(crate) async fn run<S>(
             shared
                 .metrics
                 .connect_refused(ConnectRefusal::ConnectTimeout);
-            return;
+            return None;
         }
-        Ok(Err(None)) => return,
+        Ok(Err(None)) => return None,
         Ok(Err(Some((error, version)))) => {
             shared
                 .metrics
@@ -138,7 +176,7 @@ pub(crate) async fn run<S>(
                 )
                 .await;
             }
-            return;
+            return None;
         }
         Ok(Ok(connect)) => connect,
     };
@@ -149,7 +187,7 @@ pub(crate) async fn run<S>(
         Err((code, why, message)) => {
             shared.metrics.connect_refused(why);
             refuse(&mut writer, version, code, message).await;
-            return;
+            return None;
         }
     };
 
@@ -174,7 +212,7 @@ pub(crate) async fn run<S>(
                     "too many sessions",
                 )
                 .await;
-                return;
+                return None;
             }
             Attach::Busy(mut released) => {
                 let let_go = tokio::time::timeout(shared.config.drain_timeout(), async {
@@ -246,7 +284,7 @@ pub(crate) async fn run<S>(
         None => None,
     };
     shared.metrics.connection_opened();
-    let _counted = ConnectionCount::new(&shared);
+    let counted = ConnectionCount::new(&shared);
     tracing::debug!(tenant = %tenant, client_id = %accepted.client_id, %version, present = attached.present, "connected");
 
     let mut conn = Connection {
@@ -281,8 +319,12 @@ pub(crate) async fn run<S>(
     conn.send(connack.into());
     drop(permit);
     conn.resend_in_flight();
-    let end = conn.serve().await;
-    conn.finish(end, attached.released, device).await;
+    Some(Opened {
+        conn,
+        released: attached.released,
+        device,
+        counted,
+    })
 }
 
 /// Decrements the open-connection count when dropped.

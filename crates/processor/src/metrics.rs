@@ -284,11 +284,32 @@ mod tests {
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
-            .with_max_level(level)
+            .with_max_level(Level::TRACE)
             .with_ansi(false)
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned()
+        // Captured at TRACE and filtered by `level` below: a scoped
+        // subscriber at a higher level could leave a callsite cached as
+        // "never" for the next test's. One capture at a time, interest
+        // recomputed with this subscriber in place.
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::callsite::rebuild_interest_cache();
+            f();
+        });
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        // fmt's lines read "<time> <LEVEL> <target>: ...".
+        text.lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|l| l.parse::<Level>().ok())
+                    .is_some_and(|l| l <= level)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect()
     }
 
     fn encoded(registry: &Registry) -> String {
