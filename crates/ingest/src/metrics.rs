@@ -203,64 +203,10 @@ impl IngestMetrics {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
 
     use super::*;
 
-    /// Log lines written by the subscriber under test.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Captured {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-        }
-    }
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Runs `f` with a subscriber at `level` writing to the returned buffer.
-    fn logged(level: Level, f: impl FnOnce()) -> String {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        // Captured at TRACE and filtered by `level` below: a scoped
-        // subscriber at a higher level could leave a callsite cached as
-        // "never" for the next test's. One capture at a time, interest
-        // recomputed with this subscriber in place.
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::callsite::rebuild_interest_cache();
-            f();
-        });
-        let text = logs.text();
-        // fmt's lines read "<time> <LEVEL> <target>: ...".
-        text.lines()
-            .filter(|line| {
-                line.split_whitespace()
-                    .nth(1)
-                    .and_then(|l| l.parse::<Level>().ok())
-                    .is_some_and(|l| l <= level)
-            })
-            .map(|line| format!("{line}\n"))
-            .collect()
-    }
+    use tributary_otel::testing::logged;
 
     fn encoded(registry: &Registry) -> String {
         let mut text = String::new();

@@ -36,6 +36,8 @@ mod export;
 mod grpc;
 #[cfg(feature = "export")]
 mod grpc_metrics;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use propagation::{
     current_traceparent, is_sampled_traceparent, parent_from_traceparent, set_remote_parent,
