@@ -428,13 +428,7 @@ mod tests {
 
     use super::*;
 
-    use tributary_otel::testing::logged;
-
-    fn encoded(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-        text
-    }
+    use tributary_otel::testing::{encoded, logged};
 
     #[test]
     fn an_event_is_one_log_line_at_its_level_and_one_count() {

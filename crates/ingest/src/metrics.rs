@@ -206,13 +206,7 @@ mod tests {
 
     use super::*;
 
-    use tributary_otel::testing::logged;
-
-    fn encoded(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-        text
-    }
+    use tributary_otel::testing::{encoded, logged};
 
     #[test]
     fn a_rejection_is_one_log_line_and_one_count() {

@@ -58,6 +58,14 @@ pub fn logged(level: Level, f: impl FnOnce()) -> String {
         .collect()
 }
 
+/// The Prometheus text exposition of `registry`, as a scrape returns it.
+pub fn encoded(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)
+        .expect("encoding into a String cannot fail");
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,13 +262,7 @@ mod tests {
         "processor.live_tail.skipped",
     ];
 
-    use tributary_otel::testing::logged;
-
-    fn encoded(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-        text
-    }
+    use tributary_otel::testing::{encoded, logged};
 
     /// Asserts one WARN line of `event` containing `parts`.
     fn one_warning(logs: &str, event: &str, parts: &[&str]) {
