@@ -19,6 +19,13 @@ pub struct MqttConfig {
     /// once, beyond which new sockets are closed at once. Bounds the cost of
     /// connection storms.
     pub max_pending_connects: usize,
+    /// Of the `max_pending_connects` slots, how many sockets of one source
+    /// (an IPv4 address, or an IPv6 /64; the PROXY header's address when
+    /// [`MqttConfig::proxy_protocol`] is on) may hold at once; more are
+    /// closed at once. 0 turns the per-source bound off: do that behind a
+    /// load balancer that does not send the PROXY header, where every
+    /// socket comes from the balancer's address.
+    pub max_pending_connects_per_source: usize,
     /// Seconds a new socket has to send its CONNECT before it is closed.
     pub connect_timeout_secs: u64,
     /// The largest packet accepted from a client, in bytes (sent to 5.0
@@ -32,6 +39,15 @@ pub struct MqttConfig {
     /// Most unacknowledged QoS 1 and 2 deliveries to one client, also capped
     /// by the client's own Receive Maximum.
     pub max_outbound_inflight: u16,
+    /// Most levels in a topic name or filter (`a/b/c` has three). A PUBLISH
+    /// or will beyond it is refused with 0x90 Topic Name invalid, a
+    /// subscription with 0x8F Topic Filter invalid (3.1.1: a close, or
+    /// SUBACK 0x80). At most [`MAX_TOPIC_LEVELS`].
+    pub max_topic_levels: usize,
+    /// Most distinct topic filters in one SUBSCRIBE; a filter repeated in
+    /// the packet counts once. Filters beyond it get 0x97 Quota exceeded
+    /// (3.1.1: 0x80).
+    pub max_filters_per_subscribe: usize,
     /// The highest topic alias a 5.0 client may use (0 turns aliases off).
     pub topic_alias_maximum: u16,
     /// Highest keep alive accepted, in seconds; a larger or zero keep alive
@@ -86,6 +102,9 @@ pub struct MqttConfig {
     pub server_reference: Option<String>,
 }
 
+/// The highest [`MqttConfig::max_topic_levels`] that may be set.
+pub const MAX_TOPIC_LEVELS: usize = 256;
+
 /// The longest [`MqttConfig::server_reference`], in bytes.
 pub const MAX_SERVER_REFERENCE_LEN: usize = 256;
 
@@ -95,10 +114,13 @@ impl Default for MqttConfig {
             frontend_id: "mqtt".to_owned(),
             max_connections: 20_000,
             max_pending_connects: 2_048,
+            max_pending_connects_per_source: 256,
             connect_timeout_secs: 10,
             max_packet_size: 1024 * 1024,
             receive_maximum: 64,
             max_outbound_inflight: 64,
+            max_topic_levels: 32,
+            max_filters_per_subscribe: 64,
             topic_alias_maximum: 32,
             max_keep_alive_secs: 0,
             max_session_expiry_secs: 7 * 24 * 3600,
@@ -134,6 +156,15 @@ impl MqttConfig {
         }
         if self.receive_maximum == 0 || self.max_outbound_inflight == 0 {
             return bad("receive_maximum and max_outbound_inflight must be at least 1");
+        }
+        if !(1..=MAX_TOPIC_LEVELS).contains(&self.max_topic_levels) {
+            return Err(MqttError::Config(format!(
+                "max_topic_levels must be 1 to {MAX_TOPIC_LEVELS}, got {}",
+                self.max_topic_levels
+            )));
+        }
+        if self.max_filters_per_subscribe == 0 {
+            return bad("max_filters_per_subscribe must be at least 1");
         }
         if self.connect_timeout_secs == 0 {
             return bad("connect_timeout_secs must be at least 1");

@@ -111,8 +111,9 @@
 //! sessions see `session present = 0` after a restart and must subscribe
 //! again.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -144,7 +145,7 @@ mod trie;
 mod ws;
 
 pub use acl::Identity;
-pub use config::{MAX_SERVER_REFERENCE_LEN, MqttConfig};
+pub use config::{MAX_SERVER_REFERENCE_LEN, MAX_TOPIC_LEVELS, MqttConfig};
 pub use error::{MqttError, PublishError};
 pub use metrics::MqttMetrics;
 pub use session::Message;
@@ -172,6 +173,8 @@ pub(crate) struct Shared {
     pub(crate) client_ids: AtomicU64,
     /// Sockets between accept and CONNACK.
     pending_connects: Arc<Semaphore>,
+    /// Sockets between accept and CONNACK, by source (see [`source_key`]).
+    pending_by_source: Mutex<HashMap<IpAddr, usize>>,
     /// Connection tasks alive, and a wake-up when that drops to zero.
     active: AtomicUsize,
     idle: Notify,
@@ -186,6 +189,84 @@ pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
 impl Shared {
     pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
         self.router.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A socket's hold, until its CONNACK, on one of the server's
+/// pending-connect slots and, once its address is known, on one of its
+/// source's (`max_pending_connects_per_source`): a source that opens
+/// sockets and never finishes CONNECT can take its share of the slots, not
+/// all of them.
+#[derive(Debug)]
+pub(crate) struct PendingSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    source: Option<SourceSlot>,
+}
+
+#[derive(Debug)]
+struct SourceSlot {
+    shared: Arc<Shared>,
+    key: IpAddr,
+}
+
+impl PendingSlot {
+    /// Also takes a slot of `remote`'s source; `None` when that source has
+    /// used its share (the socket is then closed).
+    fn from_source(mut self, shared: &Arc<Shared>, remote: SocketAddr) -> Option<Self> {
+        let limit = shared.config.max_pending_connects_per_source;
+        if limit == 0 {
+            return Some(self);
+        }
+        let key = source_key(remote.ip());
+        {
+            let mut by_source = shared
+                .pending_by_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let n = by_source.entry(key).or_insert(0);
+            if *n >= limit {
+                return None;
+            }
+            *n += 1;
+        }
+        self.source = Some(SourceSlot {
+            shared: shared.clone(),
+            key,
+        });
+        Some(self)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut by_source = self
+            .shared
+            .pending_by_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = by_source.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The source a pending-connect share belongs to: an IPv4 address, or an
+/// IPv6 /64 (one subscriber's usual allocation, so that an attacker cannot
+/// multiply its share by rotating addresses within it).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
     }
 }
 
@@ -220,6 +301,7 @@ impl MqttServer {
         let shared = Shared {
             router: Mutex::new(Router::new(config.clone(), metrics.clone())),
             pending_connects: Arc::new(Semaphore::new(config.max_pending_connects)),
+            pending_by_source: Mutex::new(HashMap::new()),
             config,
             ingestor,
             presence,
@@ -321,6 +403,12 @@ impl MqttServer {
             let Some((stream, remote)) = header.await else {
                 return;
             };
+            let Some(permit) = permit.from_source(&shared, remote) else {
+                shared
+                    .metrics
+                    .connect_refused(ConnectRefusal::PendingConnectsPerSource);
+                return;
+            };
             let span = tracing::info_span!(
                 "mqtt_connection",
                 %remote,
@@ -385,7 +473,7 @@ impl MqttServer {
     /// stream is dropped, i.e. closed).
     fn spawn_task<F, Fut>(&self, task: F)
     where
-        F: FnOnce(Arc<Shared>, tokio::sync::OwnedSemaphorePermit) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Shared>, PendingSlot) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Ok(permit) = self.shared.pending_connects.clone().try_acquire_owned() else {
@@ -400,9 +488,13 @@ impl MqttServer {
         self.shared.active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveTask(self.shared.clone());
         let shared = self.shared.clone();
+        let slot = PendingSlot {
+            _permit: permit,
+            source: None,
+        };
         tokio::spawn(async move {
             let _guard = guard;
-            task(shared, permit).await;
+            task(shared, slot).await;
         });
     }
 
@@ -629,7 +721,7 @@ impl Transport {
 async fn serve_transport(
     shared: Arc<Shared>,
     stream: Prefixed<TcpStream>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: PendingSlot,
     transport: Transport,
 ) {
     let served: futures::future::BoxFuture<'static, ()> = match transport {

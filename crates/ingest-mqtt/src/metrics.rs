@@ -90,10 +90,15 @@ reasons! {
         MaxConnections = "max_connections", WARN;
         ClientId = "client_id", DEBUG;
         WillNotAuthorized = "will_not_authorized", DEBUG;
+        /// The will topic is over `max_topic_levels`.
+        WillTopicInvalid = "will_topic_invalid", DEBUG;
         /// The tenant's session quota.
         TooManySessions = "too_many_sessions", DEBUG;
         /// Every pending-connect slot taken: the socket is closed at once.
         PendingConnects = "pending_connects", WARN;
+        /// One source address holds its share of pending-connect slots
+        /// (`max_pending_connects_per_source`): the socket is closed at once.
+        PendingConnectsPerSource = "pending_connects_per_source", DEBUG;
         ProxyProtocol = "proxy_protocol", DEBUG;
         ProxyProtocolTimeout = "proxy_protocol_timeout", DEBUG;
         TlsHandshake = "tls_handshake", DEBUG;
@@ -117,6 +122,12 @@ reasons! {
         Overloaded = "overloaded", DEBUG;
         Unavailable = "unavailable", DEBUG;
         SubscribeNotAuthorized = "subscribe_not_authorized", DEBUG;
+        /// A topic name over `max_topic_levels` (0x90).
+        TopicInvalid = "topic_invalid", DEBUG;
+        /// A SUBSCRIBE or UNSUBSCRIBE filter over `max_topic_levels` (0x8F).
+        FilterInvalid = "filter_invalid", DEBUG;
+        /// A SUBSCRIBE filter beyond `max_filters_per_subscribe` (0x97).
+        TooManyFilters = "too_many_filters", DEBUG;
     }
 }
 
@@ -164,6 +175,8 @@ reasons! {
         Malformed = "malformed", INFO;
         ProtocolError = "protocol_error", INFO;
         TopicAlias = "topic_alias", INFO;
+        /// A 3.1.1 client published to a topic over `max_topic_levels`.
+        TopicInvalid = "topic_invalid", INFO;
         /// Over the device's publish rate.
         Rate = "rate", INFO;
         /// A refused PUBLISH of a 3.1.1 client, which has no other way to
@@ -182,8 +195,8 @@ reasons! {
 impl From<PublishRejection> for DisconnectReason {
     /// The reason a connection is closed for a refused PUBLISH (a 3.1.1
     /// client, or a failure the client must retry): the rejection's own
-    /// label. A refused SUBSCRIBE filter never closes a connection; it maps
-    /// to `not_authorized` only to keep the match total.
+    /// label. A refused SUBSCRIBE filter never closes a connection; the
+    /// filter reasons map only to keep the match total.
     fn from(why: PublishRejection) -> Self {
         match why {
             PublishRejection::Malformed => Self::Malformed,
@@ -191,6 +204,9 @@ impl From<PublishRejection> for DisconnectReason {
             PublishRejection::NotAuthorized | PublishRejection::SubscribeNotAuthorized => {
                 Self::NotAuthorized
             }
+            PublishRejection::TopicInvalid
+            | PublishRejection::FilterInvalid
+            | PublishRejection::TooManyFilters => Self::TopicInvalid,
             PublishRejection::Invalid => Self::Invalid,
             PublishRejection::TooLarge => Self::TooLarge,
             PublishRejection::Overloaded => Self::Overloaded,
@@ -519,6 +535,12 @@ mod tests {
             let end = DisconnectReason::from(*why);
             if *why == PublishRejection::SubscribeNotAuthorized {
                 assert_eq!(end, DisconnectReason::NotAuthorized);
+            } else if matches!(
+                why,
+                PublishRejection::FilterInvalid | PublishRejection::TooManyFilters
+            ) {
+                // SUBSCRIBE refusals never close a connection.
+                assert_eq!(end, DisconnectReason::TopicInvalid);
             } else {
                 assert_eq!(end.label(), why.label(), "{why:?}");
             }

@@ -12,7 +12,8 @@
 //! and sessions are keyed by tenant first, so nothing a client sends can
 //! name another tenant's topics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -60,7 +61,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Tenant {
     trie: Trie,
-    retained: HashMap<String, Arc<Message>>,
+    /// By topic, in order: a filter's retained messages are a range scan
+    /// from its literal prefix, done a page at a time.
+    retained: BTreeMap<String, Arc<Message>>,
 }
 
 #[derive(Debug)]
@@ -152,6 +155,17 @@ pub(crate) struct Router {
     devices: HashMap<(String, String), DeviceEntry>,
     waiters: HashMap<(String, String), Vec<Waiter>>,
     waiter_count: usize,
+}
+
+/// Most retained messages one [`Router::retained_page`] examines.
+pub(crate) const RETAINED_SCAN: usize = 256;
+
+/// A page of retained messages for a subscription.
+#[derive(Debug, Default)]
+pub(crate) struct RetainedPage {
+    pub(crate) messages: Vec<Arc<Message>>,
+    /// The topic the next page starts after; `None` when there is no more.
+    pub(crate) next: Option<String>,
 }
 
 /// Most in-process requests waiting for a response at once.
@@ -387,21 +401,56 @@ impl Router {
         true
     }
 
-    /// The unexpired retained messages of `tenant` that `filter` matches.
-    /// Shared subscriptions get none (MQTT 5.0 §4.8.2).
-    pub(crate) fn retained_for(&self, tenant: &str, filter: &str) -> Vec<Arc<Message>> {
-        if filter.starts_with(tributary_mqtt_codec::topic::SHARED_PREFIX) {
-            return Vec::new();
-        }
+    /// A page of the unexpired retained messages of `tenant` that `filter`
+    /// (a plain filter, not `$share/...`) matches, in topic order, starting
+    /// after the topic `after`. It examines at most [`RETAINED_SCAN`]
+    /// retained messages and returns at most `max`, so the router lock is
+    /// held for a bounded time however many messages are retained; the
+    /// page's `next` is where the following page starts (`None`: done).
+    pub(crate) fn retained_page(
+        &self,
+        tenant: &str,
+        filter: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> RetainedPage {
+        let mut page = RetainedPage::default();
         let Some(t) = self.tenants.get(tenant) else {
-            return Vec::new();
+            return page;
         };
         let now = Instant::now();
-        t.retained
-            .values()
-            .filter(|m| !m.expired(now) && matches(filter, &m.topic))
-            .cloned()
-            .collect()
+        let prefix = literal_prefix(filter);
+        if prefix.len() == filter.len() {
+            // No wildcard: one lookup.
+            if after.is_none()
+                && let Some(m) = t.retained.get(filter)
+                && !m.expired(now)
+            {
+                page.messages.push(m.clone());
+            }
+            return page;
+        }
+        let start = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Included(prefix),
+        };
+        let mut scanned = 0;
+        let mut last: Option<&str> = None;
+        for (topic, m) in t.retained.range::<str, _>((start, Bound::Unbounded)) {
+            if !topic.starts_with(prefix) {
+                break;
+            }
+            if scanned == RETAINED_SCAN || page.messages.len() == max {
+                page.next = last.map(str::to_owned);
+                return page;
+            }
+            scanned += 1;
+            last = Some(topic);
+            if !m.expired(now) && matches(filter, topic) {
+                page.messages.push(m.clone());
+            }
+        }
+        page
     }
 
     /// Routes a message published in `tenant` (by session `from`, if a
@@ -651,6 +700,17 @@ impl Router {
     }
 }
 
+/// The part of a valid topic filter before its first wildcard level, which
+/// every topic it matches starts with (`a/b/#` gives `a/b`: `#` matches the
+/// parent level too). The whole filter when it has no wildcard.
+fn literal_prefix(filter: &str) -> &str {
+    match filter.find(['+', '#']) {
+        Some(i) if filter[i..].starts_with('#') => filter[..i].strip_suffix('/').unwrap_or(""),
+        Some(i) => &filter[..i],
+        None => filter,
+    }
+}
+
 /// Splits `$share/{group}/{filter}` into its group and filter; a plain
 /// filter has no group.
 fn split_filter(filter: &str) -> (Option<&str>, &str) {
@@ -718,8 +778,17 @@ mod tests {
         );
         assert!(a.session.has_queued());
         assert!(!b.session.has_queued(), "the other tenant got nothing");
-        assert_eq!(r.retained_for("acme", "devices/d1/#").len(), 1);
-        assert!(r.retained_for("other", "devices/d1/#").is_empty());
+        assert_eq!(
+            r.retained_page("acme", "devices/d1/#", None, 10)
+                .messages
+                .len(),
+            1
+        );
+        assert!(
+            r.retained_page("other", "devices/d1/#", None, 10)
+                .messages
+                .is_empty()
+        );
     }
 
     #[test]
@@ -794,5 +863,47 @@ mod tests {
         assert!(rx1.try_recv().is_err());
         r.remove_waiter("t", "resp", &Bytes::from_static(b"1"));
         assert_eq!(r.waiter_count, 0);
+    }
+
+    #[test]
+    fn retained_messages_come_in_bounded_pages_from_the_filter_prefix() {
+        let mut r = router();
+        for i in 0..1_000 {
+            r.route(
+                "acme",
+                publish(QoS::AtMostOnce, &format!("devices/d{i:04}/state"), true),
+                None,
+            );
+        }
+        r.route(
+            "acme",
+            publish(QoS::AtMostOnce, "devices/d0007", true),
+            None,
+        );
+        // A literal prefix is a range, not a scan of the tenant.
+        let page = r.retained_page("acme", "devices/d0007/#", None, 64);
+        let topics: Vec<&str> = page.messages.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["devices/d0007", "devices/d0007/state"]);
+        assert_eq!(page.next, None);
+        // A filter that matches everything is served a page at a time,
+        // each examining at most RETAINED_SCAN messages, and loses none.
+        let mut seen = 0;
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = r.retained_page("acme", "devices/+/state", after.as_deref(), 64);
+            assert!(page.messages.len() <= 64);
+            seen += page.messages.len();
+            pages += 1;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 1_000);
+        assert!(pages >= 1_001 / RETAINED_SCAN, "{pages} pages");
+        assert_eq!(literal_prefix("#"), "");
+        assert_eq!(literal_prefix("a/+/b"), "a/");
+        assert_eq!(literal_prefix("a/b"), "a/b");
     }
 }

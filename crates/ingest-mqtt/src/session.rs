@@ -187,6 +187,11 @@ impl Session {
         !self.mailbox().queue.is_empty()
     }
 
+    /// How many deliveries are waiting.
+    pub(crate) fn queued(&self) -> usize {
+        self.mailbox().queue.len()
+    }
+
     /// Whether a connection is attached.
     pub(crate) fn is_online(&self) -> bool {
         self.mailbox().online

@@ -5,7 +5,14 @@
 //! the `+` child and the `#` child at each level, so its cost depends on the
 //! topic's depth and the number of matching filters, not on the number of
 //! subscriptions.
+//!
+//! Nothing here recurses on a client's input: matching walks an explicit
+//! stack and removal a loop, so a topic's depth costs heap, not stack.
+//! Callers still bound the depth ([`crate::MqttConfig::max_topic_levels`]),
+//! which bounds the work of one match and the depth of the tree (and so of
+//! its recursive drop).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 
@@ -37,7 +44,8 @@ pub(crate) struct Subscriber {
 #[derive(Debug, Default)]
 struct Group {
     members: Vec<Subscriber>,
-    next: usize,
+    /// The round-robin cursor; a `Cell` so that matching reads the tree.
+    next: Cell<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -116,33 +124,14 @@ impl Trie {
     /// are pruned, so the tree never outgrows its subscriptions.
     pub(crate) fn remove(&mut self, filter: &str, group: Option<&str>, session: SessionId) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = remove_at(&mut self.root, &levels, group, session);
-        if removed {
-            self.count -= 1;
+        let mut node = &mut self.root;
+        for level in &levels {
+            match node.children.get_mut(*level) {
+                Some(child) => node = child,
+                None => return false,
+            }
         }
-        removed
-    }
-
-    /// Number of subscriptions held.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.count
-    }
-
-    /// The subscriptions matching `topic` (a valid topic name). Advances the
-    /// round-robin cursor of every matching shared group.
-    pub(crate) fn matches(&mut self, topic: &str) -> Matches {
-        let levels: Vec<&str> = topic.split('/').collect();
-        let dollar = topic.starts_with('$');
-        let mut out = Matches::default();
-        collect(&mut self.root, &levels, 0, dollar, &mut out);
-        out
-    }
-}
-
-fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, session: SessionId) -> bool {
-    let Some((first, rest)) = levels.split_first() else {
-        return match group {
+        let removed = match group {
             None => node.subscribers.remove(&session).is_some(),
             Some(group) => {
                 let Some(g) = node.groups.get_mut(group) else {
@@ -157,53 +146,98 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, session: Ses
                 removed
             }
         };
-    };
-    let Some(child) = node.children.get_mut(*first) else {
-        return false;
-    };
-    let removed = remove_at(child, rest, group, session);
-    if child.is_empty() {
-        node.children.remove(*first);
+        if !removed {
+            return false;
+        }
+        self.count -= 1;
+        if node.is_empty() {
+            self.prune(&levels);
+        }
+        true
     }
-    removed
+
+    /// Cuts the branch that ends in the (empty) node at `levels`, from the
+    /// deepest node on the path that has to stay: the root, or a node with
+    /// subscriptions or another child.
+    fn prune(&mut self, levels: &[&str]) {
+        let mut keep = 0;
+        let mut node = &self.root;
+        for (depth, level) in levels.iter().enumerate() {
+            if depth == 0
+                || !node.subscribers.is_empty()
+                || !node.groups.is_empty()
+                || node.children.len() > 1
+            {
+                keep = depth;
+            }
+            match node.children.get(*level) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        let mut node = &mut self.root;
+        for level in &levels[..keep] {
+            match node.children.get_mut(*level) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        node.children.remove(levels[keep]);
+    }
+
+    /// Number of subscriptions held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The subscriptions matching `topic` (a valid topic name). Advances the
+    /// round-robin cursor of every matching shared group.
+    pub(crate) fn matches(&self, topic: &str) -> Matches {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        let mut out = Matches::default();
+        // Each node is reached by one path only, so it is pushed at most once.
+        let mut stack: Vec<(&Node, usize)> = vec![(&self.root, 0)];
+        while let Some((node, depth)) = stack.pop() {
+            let Some(level) = levels.get(depth) else {
+                take(node, &mut out);
+                // `a/#` also matches `a`.
+                if let Some(hash) = node.children.get("#") {
+                    take(hash, &mut out);
+                }
+                continue;
+            };
+            if let Some(child) = node.children.get(*level) {
+                stack.push((child, depth + 1));
+            }
+            // Wildcards never match a first level starting with `$`.
+            if !(depth == 0 && dollar) {
+                if let Some(child) = node.children.get("+") {
+                    stack.push((child, depth + 1));
+                }
+                if let Some(hash) = node.children.get("#") {
+                    take(hash, &mut out);
+                }
+            }
+        }
+        out
+    }
 }
 
-fn take(node: &mut Node, out: &mut Matches) {
+fn take(node: &Node, out: &mut Matches) {
     out.plain.extend(
         node.subscribers
             .iter()
             .map(|(&session, &options)| Subscriber { session, options }),
     );
-    for group in node.groups.values_mut() {
+    for group in node.groups.values() {
         if group.members.is_empty() {
             continue;
         }
-        let start = group.next % group.members.len();
-        group.next = group.next.wrapping_add(1);
+        let start = group.next.get() % group.members.len();
+        group.next.set(group.next.get().wrapping_add(1));
         out.shared.push((group.members.clone(), start));
-    }
-}
-
-fn collect(node: &mut Node, levels: &[&str], depth: usize, dollar: bool, out: &mut Matches) {
-    let wildcards_allowed = !(depth == 0 && dollar);
-    let Some(level) = levels.get(depth) else {
-        take(node, out);
-        // `a/#` also matches `a`.
-        if let Some(hash) = node.children.get_mut("#") {
-            take(hash, out);
-        }
-        return;
-    };
-    if let Some(child) = node.children.get_mut(*level) {
-        collect(child, levels, depth + 1, dollar, out);
-    }
-    if wildcards_allowed {
-        if let Some(child) = node.children.get_mut("+") {
-            collect(child, levels, depth + 1, dollar, out);
-        }
-        if let Some(hash) = node.children.get_mut("#") {
-            take(hash, out);
-        }
     }
 }
 
@@ -223,7 +257,7 @@ mod tests {
         }
     }
 
-    fn plain(t: &mut Trie, topic: &str) -> Vec<SessionId> {
+    fn plain(t: &Trie, topic: &str) -> Vec<SessionId> {
         let mut v: Vec<_> = t.matches(topic).plain.iter().map(|s| s.session).collect();
         v.sort_unstable();
         v
@@ -237,10 +271,10 @@ mod tests {
         t.insert("a/#", None, sub(3));
         t.insert("#", None, sub(4));
         t.insert("+/+", None, sub(5));
-        assert_eq!(plain(&mut t, "a/b"), vec![1, 2, 3, 4, 5]);
-        assert_eq!(plain(&mut t, "a"), vec![3, 4]);
-        assert_eq!(plain(&mut t, "a/c/d"), vec![3, 4]);
-        assert_eq!(plain(&mut t, "$SYS/x"), Vec::<SessionId>::new());
+        assert_eq!(plain(&t, "a/b"), vec![1, 2, 3, 4, 5]);
+        assert_eq!(plain(&t, "a"), vec![3, 4]);
+        assert_eq!(plain(&t, "a/c/d"), vec![3, 4]);
+        assert_eq!(plain(&t, "$SYS/x"), Vec::<SessionId>::new());
         assert_eq!(t.len(), 5);
     }
 
@@ -265,5 +299,35 @@ mod tests {
         assert!(t.matches("jobs/x").plain.is_empty());
         assert!(t.remove("jobs/+", Some("g"), 1));
         assert_eq!(t.matches("jobs/x").shared[0].0.len(), 1);
+    }
+
+    #[test]
+    fn deep_topics_cost_heap_not_stack() {
+        // Far deeper than any limit allows: nothing here may recurse.
+        let deep = "a/".repeat(100_000) + "b";
+        let mut t = Trie::default();
+        t.insert("a/+/#", None, sub(1));
+        t.insert("#", None, sub(2));
+        assert_eq!(plain(&t, &deep), vec![1, 2]);
+        let filter = "+/".repeat(50) + "b";
+        t.insert(&filter, None, sub(3));
+        assert!(t.remove(&filter, None, 3));
+        assert!(!t.remove(&deep, None, 3));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn pruning_keeps_branches_still_in_use() {
+        let mut t = Trie::default();
+        t.insert("a/b/c/d", None, sub(1));
+        t.insert("a/b", None, sub(2));
+        t.insert("a/x/y", None, sub(3));
+        assert!(t.remove("a/b/c/d", None, 1));
+        assert_eq!(plain(&t, "a/b"), vec![2]);
+        assert_eq!(plain(&t, "a/x/y"), vec![3]);
+        assert!(t.root.children["a"].children["b"].children.is_empty());
+        assert!(t.remove("a/b", None, 2));
+        assert!(t.remove("a/x/y", None, 3));
+        assert!(t.root.is_empty());
     }
 }

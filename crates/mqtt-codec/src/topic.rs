@@ -131,6 +131,13 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError
     }))
 }
 
+/// The number of levels of a topic name or filter: one more than its `/`
+/// separators (`a/b` has two, `/` has two empty ones). Servers bound it, so
+/// that one topic cannot cost unbounded work in matching.
+pub fn level_count(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
+}
+
 /// Whether the topic filter `filter` matches the topic name `topic`.
 ///
 /// Both are assumed valid ([`validate_topic_filter`], [`validate_topic_name`]).
