@@ -25,11 +25,10 @@ use tributary_core::formats::{self, lineproto::Precision};
 use tributary_ingest::{IngestError, Ingestor, Rejection, RequestContext};
 
 mod body;
-mod listener;
 mod problem;
 
-pub use listener::LimitedListener;
 pub use problem::Problem;
+pub use tributary_http_server::HttpLimits;
 
 /// The frontend's router. Serve it with [`serve`] or any axum server.
 pub fn router(ingestor: Ingestor) -> Router {
@@ -42,24 +41,17 @@ pub fn router(ingestor: Ingestor) -> Router {
         .with_state(ingestor)
 }
 
-/// Connections the HTTP frontend holds open at once by default.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-/// Serves the router on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish (their appends complete and get their answer).
-/// At most `max_connections` connections are open at once.
+/// Serves the router on `listener` within `limits` (connections, header
+/// time, idle keep-alive, minimum body rate: see [`HttpLimits`]) until
+/// `shutdown` resolves, then lets in-flight requests finish (their appends
+/// complete and get their answer).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    max_connections: usize,
+    limits: HttpLimits,
     ingestor: Ingestor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        LimitedListener::new(listener, max_connections),
-        router(ingestor),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    tributary_http_server::serve(listener, router(ingestor), limits, shutdown).await
 }
 
 /// InfluxDB clients probe `/ping` before writing.
@@ -71,6 +63,20 @@ async fn not_found() -> Response {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "No such endpoint")
         .detail("Tributary ingests at POST /v1/telemetry, /write and /api/v2/write")
         .into_response()
+}
+
+/// Maps a body that could not be read to HTTP.
+fn body_error_response(e: body::BodyError) -> Response {
+    match e {
+        body::BodyError::Ingest(e) => error_response(e),
+        body::BodyError::TooSlow(m) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-too-slow",
+            "Request body too slow",
+        )
+        .detail(format!("{m}; nothing from this request was acknowledged"))
+        .into_response(),
+    }
 }
 
 /// Maps the shared ingest errors to HTTP, in one place.
@@ -198,7 +204,7 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
     let (bytes, _permit) = match body::read(&ingestor, &headers, body, limits.max_body_bytes).await
     {
         Ok(b) => b,
-        Err(e) => return error_response(e),
+        Err(e) => return body_error_response(e),
     };
     let now = tributary_core::time::now_ns();
     let parsed = if senml {
@@ -304,7 +310,7 @@ async fn write_lines(
     let (bytes, _permit) = match body::read(&ingestor, &headers, body, limits.max_body_bytes).await
     {
         Ok(b) => b,
-        Err(e) => return error_response(e),
+        Err(e) => return body_error_response(e),
     };
     let now = tributary_core::time::now_ns();
     let parse = tokio::task::block_in_place(|| {

@@ -452,39 +452,3 @@ async fn points_outside_retention_are_refused_not_acknowledged() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
     assert!(all_envelopes(&r.log).await.is_empty());
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_wait_instead_of_failing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let r = rig(Limits::default(), 1 << 20).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = r.app.clone();
-    tokio::spawn(async move {
-        axum::serve(
-            tributary_ingest_http::LimitedListener::new(listener, 1),
-            app,
-        )
-        .await
-        .unwrap();
-    });
-    let ping = b"GET /ping HTTP/1.1\r\nhost: x\r\n\r\n";
-    // The first connection takes the only slot and keeps it (keep-alive).
-    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-    first.write_all(ping).await.unwrap();
-    let mut buf = [0u8; 256];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 204"));
-    // The second is not served while the first is open...
-    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-    second.write_all(ping).await.unwrap();
-    let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
-    assert!(waited.is_err(), "second connection served beyond the limit");
-    // ...and is served as soon as the first closes.
-    drop(first);
-    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 204"));
-}

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tributary_core::Limits;
+use tributary_http_server::HttpLimits;
+use tributary_ingest_mqtt::MqttConfig;
 
 use crate::LogFormat;
 
@@ -68,8 +70,49 @@ pub struct HttpArgs {
     #[arg(long, env = "TRIBUTARY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// Most HTTP connections open at once; past it, new ones wait in the backlog.
-    #[arg(long, env = "TRIBUTARY_MAX_HTTP_CONNECTIONS", default_value_t = tributary_ingest_http::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "TRIBUTARY_MAX_HTTP_CONNECTIONS", default_value_t = HttpLimits::default().max_connections)]
     pub max_http_connections: usize,
+    /// Seconds a client has to send a request's line and headers, counted
+    /// from when the server waits for them; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "TRIBUTARY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = HttpLimits::default().header_read_timeout.as_secs_f64())]
+    pub http_header_timeout_secs: f64,
+    /// Average bytes per second a request body must arrive at, after
+    /// `--http-body-grace-secs`; slower bodies get 408. 0: no minimum.
+    #[arg(long, env = "TRIBUTARY_HTTP_MIN_BODY_RATE", default_value_t = HttpLimits::default().min_body_rate)]
+    pub http_min_body_rate: u64,
+    /// Seconds before the minimum body rate applies.
+    #[arg(long, env = "TRIBUTARY_HTTP_BODY_GRACE_SECS", default_value_t = HttpLimits::default().body_grace.as_secs_f64())]
+    pub http_body_grace_secs: f64,
+    /// Largest request line plus headers, in bytes (at least 8192).
+    #[arg(long, env = "TRIBUTARY_HTTP_MAX_HEADER_BYTES", default_value_t = HttpLimits::default().max_header_bytes)]
+    pub http_max_header_bytes: usize,
+}
+
+impl HttpArgs {
+    /// The HTTP ingest listener's limits.
+    pub fn limits(&self) -> anyhow::Result<HttpLimits> {
+        let limits = HttpLimits {
+            max_connections: self.max_http_connections,
+            header_read_timeout: seconds(
+                "--http-header-timeout-secs",
+                self.http_header_timeout_secs,
+            )?,
+            max_header_bytes: self.http_max_header_bytes,
+            min_body_rate: self.http_min_body_rate,
+            body_grace: seconds("--http-body-grace-secs", self.http_body_grace_secs)?,
+        };
+        limits.validate().map_err(anyhow::Error::msg)?;
+        Ok(limits)
+    }
+}
+
+/// A duration flag given in seconds: finite, not negative, at most a day.
+pub fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=86_400.0).contains(&secs) {
+        anyhow::bail!("{flag} must be from 0 to 86400 seconds, got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The MQTT listeners.
@@ -114,16 +157,39 @@ pub struct MqttArgs {
     /// endpoint or cluster. At most 256 bytes.
     #[arg(long, env = "TRIBUTARY_MQTT_SERVER_REFERENCE")]
     pub mqtt_server_reference: Option<String>,
+    /// Most levels in an MQTT topic name or filter; deeper ones are refused
+    /// (0x90 / 0x8F). At most 256.
+    #[arg(long, env = "TRIBUTARY_MQTT_MAX_TOPIC_LEVELS", default_value_t = MqttConfig::default().max_topic_levels)]
+    pub mqtt_max_topic_levels: usize,
+    /// Most distinct topic filters in one SUBSCRIBE; the rest get 0x97.
+    #[arg(long, env = "TRIBUTARY_MQTT_MAX_FILTERS_PER_SUBSCRIBE", default_value_t = MqttConfig::default().max_filters_per_subscribe)]
+    pub mqtt_max_filters_per_subscribe: usize,
+    /// Sockets that may wait for their CONNECT at once, in all.
+    #[arg(long, env = "TRIBUTARY_MQTT_MAX_PENDING_CONNECTS", default_value_t = MqttConfig::default().max_pending_connects)]
+    pub mqtt_max_pending_connects: usize,
+    /// Of those, how many one source address (IPv6: one /64) may hold; 0
+    /// turns the bound off (needed behind a load balancer that does not
+    /// send the PROXY header).
+    #[arg(long, env = "TRIBUTARY_MQTT_MAX_PENDING_CONNECTS_PER_SOURCE", default_value_t = MqttConfig::default().max_pending_connects_per_source)]
+    pub mqtt_max_pending_connects_per_source: usize,
+    /// Seconds a new socket has to send its CONNECT.
+    #[arg(long, env = "TRIBUTARY_MQTT_CONNECT_TIMEOUT_SECS", default_value_t = MqttConfig::default().connect_timeout_secs)]
+    pub mqtt_connect_timeout_secs: u64,
 }
 
 impl MqttArgs {
     /// The MQTT server's settings: these flags over the defaults, for the
     /// frontend named `frontend_id` in presence reports.
-    pub fn mqtt_config(&self, frontend_id: String) -> tributary_ingest_mqtt::MqttConfig {
-        tributary_ingest_mqtt::MqttConfig {
+    pub fn mqtt_config(&self, frontend_id: String) -> MqttConfig {
+        MqttConfig {
             frontend_id,
             proxy_protocol: self.mqtt_proxy_protocol,
             server_reference: self.mqtt_server_reference.clone(),
+            max_topic_levels: self.mqtt_max_topic_levels,
+            max_filters_per_subscribe: self.mqtt_max_filters_per_subscribe,
+            max_pending_connects: self.mqtt_max_pending_connects,
+            max_pending_connects_per_source: self.mqtt_max_pending_connects_per_source,
+            connect_timeout_secs: self.mqtt_connect_timeout_secs,
             ..Default::default()
         }
     }
@@ -135,6 +201,10 @@ pub struct OpsArgs {
     /// Listen address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TRIBUTARY_METRICS_ADDR", default_value = "0.0.0.0:9100")]
     pub metrics_addr: SocketAddr,
+    /// Most connections to the operations listener at once (scrapers and
+    /// probes need a few); more wait in the backlog.
+    #[arg(long, env = "TRIBUTARY_METRICS_MAX_CONNECTIONS", default_value_t = 64)]
+    pub metrics_max_connections: usize,
     /// Log format on stderr.
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -149,6 +219,20 @@ pub struct OpsArgs {
 }
 
 impl OpsArgs {
+    /// The operations listener's limits: few connections, short header
+    /// time, no request bodies worth waiting for.
+    pub fn limits(&self) -> anyhow::Result<HttpLimits> {
+        let limits = HttpLimits {
+            max_connections: self.metrics_max_connections,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            min_body_rate: 1024,
+            body_grace: Duration::from_secs(5),
+        };
+        limits.validate().map_err(anyhow::Error::msg)?;
+        Ok(limits)
+    }
+
     /// Trace export settings of the service `tributary-<role>`.
     pub fn otel_config(&self, role: &str) -> tributary_otel::OtelConfig {
         tributary_otel::OtelConfig {

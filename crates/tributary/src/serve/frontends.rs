@@ -82,10 +82,10 @@ pub async fn start(
                 .context("MQTT over WebSocket over TLS server")
         });
     }
-    let max_http_connections = http_args.max_http_connections;
+    let http_limits = http_args.limits()?;
     let http_stop = stopped(stop.clone());
     tasks.spawn("http", async move {
-        tributary_ingest_http::serve(http, max_http_connections, ingestor, http_stop)
+        tributary_ingest_http::serve(http, http_limits, ingestor, http_stop)
             .await
             .context("HTTP ingest server")
     });

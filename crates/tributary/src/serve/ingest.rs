@@ -108,7 +108,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     let ops_listener = super::ops::bind(args.ops.metrics_addr, "metrics").await?;
     let metrics_addr = ops_listener.local_addr()?;
-    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    let ops = Ops::serve(
+        ops_listener,
+        args.ops.limits()?,
+        metrics,
+        stop.clone(),
+        &mut tasks,
+    );
     ops.set_ready(true);
     println!("tributary ingest ready: frontend-id={frontend_id} {addrs} metrics={metrics_addr}");
     tasks.join().await

@@ -98,12 +98,14 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop`.
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, within
+    /// `limits`, until `stop`.
     /// Not ready until [`Ops::set_ready`]. `/metrics` also shows the
     /// process-wide gauges: the queue depth of every Kafka producer the
     /// process connected ([`super::backends::producer_queue_metrics`]).
     pub fn serve(
         listener: TcpListener,
+        limits: tributary_http_server::HttpLimits,
         mut metrics: MetricsRegistry,
         stop: watch::Receiver<bool>,
         tasks: &mut Tasks,
@@ -112,8 +114,7 @@ impl Ops {
         let ready = Arc::new(AtomicBool::new(false));
         let router = ops_router(Arc::new(metrics), ready.clone());
         tasks.spawn("metrics", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped(stop))
+            tributary_http_server::serve(listener, router, limits, stopped(stop))
                 .await
                 .context("metrics server")
         });

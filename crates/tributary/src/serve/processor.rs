@@ -120,7 +120,13 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
 
     let ops_listener = super::ops::bind(args.ops.metrics_addr, "metrics").await?;
     let metrics_addr = ops_listener.local_addr()?;
-    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    let ops = Ops::serve(
+        ops_listener,
+        args.ops.limits()?,
+        metrics,
+        stop.clone(),
+        &mut tasks,
+    );
     ops.set_ready(true);
     println!(
         "tributary processor ready: group={}{grpc_addr} metrics={metrics_addr}",

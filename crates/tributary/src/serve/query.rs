@@ -89,7 +89,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
 
     let ops_listener = bind(args.ops.metrics_addr, "metrics").await?;
     let metrics_addr = ops_listener.local_addr()?;
-    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    let ops = Ops::serve(
+        ops_listener,
+        args.ops.limits()?,
+        metrics,
+        stop.clone(),
+        &mut tasks,
+    );
     ops.set_ready(true);
     println!("tributary query ready: grpc={grpc_addr} metrics={metrics_addr}");
     tasks.join().await

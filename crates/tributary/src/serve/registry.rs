@@ -106,7 +106,13 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             .context("gRPC server")
     });
 
-    let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+    let ops = Ops::serve(
+        ops_listener,
+        args.ops.limits()?,
+        metrics,
+        stop.clone(),
+        &mut tasks,
+    );
     ops.set_ready(true);
     println!("tributary registry ready: grpc={grpc_addr} metrics={metrics_addr}");
     tasks.join().await

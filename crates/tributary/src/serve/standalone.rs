@@ -257,7 +257,13 @@ impl Platform {
 
         let ops_listener = bind(args.ops.metrics_addr, "metrics").await?;
         let metrics_addr = ops_listener.local_addr()?;
-        let ops = Ops::serve(ops_listener, metrics, stop.clone(), &mut tasks);
+        let ops = Ops::serve(
+            ops_listener,
+            args.ops.limits()?,
+            metrics,
+            stop.clone(),
+            &mut tasks,
+        );
         ops.set_ready(true);
         Ok(Self {
             frontends,
