@@ -212,7 +212,7 @@ struct SourceSlot {
 impl PendingSlot {
     /// Also takes a slot of `remote`'s source; `None` when that source has
     /// used its share (the socket is then closed).
-    fn from_source(mut self, shared: &Arc<Shared>, remote: SocketAddr) -> Option<Self> {
+    fn with_source(mut self, shared: &Arc<Shared>, remote: SocketAddr) -> Option<Self> {
         let limit = shared.config.max_pending_connects_per_source;
         if limit == 0 {
             return Some(self);
@@ -403,7 +403,7 @@ impl MqttServer {
             let Some((stream, remote)) = header.await else {
                 return;
             };
-            let Some(permit) = permit.from_source(&shared, remote) else {
+            let Some(permit) = permit.with_source(&shared, remote) else {
                 shared
                     .metrics
                     .connect_refused(ConnectRefusal::PendingConnectsPerSource);

@@ -434,9 +434,9 @@ impl Router {
             Some(after) => Bound::Excluded(after),
             None => Bound::Included(prefix),
         };
-        let mut scanned = 0;
         let mut last: Option<&str> = None;
-        for (topic, m) in t.retained.range::<str, _>((start, Bound::Unbounded)) {
+        let range = t.retained.range::<str, _>((start, Bound::Unbounded));
+        for (scanned, (topic, m)) in range.enumerate() {
             if !topic.starts_with(prefix) {
                 break;
             }
@@ -444,7 +444,6 @@ impl Router {
                 page.next = last.map(str::to_owned);
                 return page;
             }
-            scanned += 1;
             last = Some(topic);
             if !m.expired(now) && matches(filter, topic) {
                 page.messages.push(m.clone());

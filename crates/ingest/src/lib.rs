@@ -166,6 +166,14 @@ struct Inner {
 #[derive(Debug)]
 pub struct InflightPermit {
     permit: OwnedSemaphorePermit,
+    /// `tributary_ingest_inflight_bytes`, given back on drop.
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for InflightPermit {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes() as i64);
+    }
 }
 
 impl InflightPermit {
@@ -183,6 +191,7 @@ impl Ingestor {
         metrics: IngestMetrics,
     ) -> Self {
         let kib = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        metrics.inflight_limit_bytes.set((kib * 1024) as i64);
         Self {
             inner: Arc::new(Inner {
                 log,
@@ -207,6 +216,7 @@ impl Ingestor {
     pub fn reserve(&self, bytes: usize) -> Result<InflightPermit, IngestError> {
         Ok(InflightPermit {
             permit: self.acquire(bytes)?,
+            gauge: self.inner.metrics.inflight_bytes.clone(),
         })
     }
 
@@ -230,6 +240,12 @@ impl Ingestor {
             .inflight_kib
             .clone()
             .try_acquire_many_owned(kib)
+            .inspect(|_| {
+                self.inner
+                    .metrics
+                    .inflight_bytes
+                    .inc_by(i64::from(kib) * 1024);
+            })
             .map_err(|_| {
                 self.inner
                     .metrics

@@ -14,6 +14,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::Level;
@@ -116,6 +117,10 @@ pub struct IngestMetrics {
     points_acked: Family<TenantLabel, Counter>,
     rejected: Family<ReasonLabel, Counter>,
     append_seconds: Histogram,
+    /// Bytes of the in-flight budget held right now.
+    pub(crate) inflight_bytes: Gauge,
+    /// The in-flight budget.
+    pub(crate) inflight_limit_bytes: Gauge,
 }
 
 impl Default for IngestMetrics {
@@ -125,6 +130,8 @@ impl Default for IngestMetrics {
             points_acked: Family::default(),
             rejected: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            inflight_bytes: Gauge::default(),
+            inflight_limit_bytes: Gauge::default(),
         }
     }
 }
@@ -153,6 +160,16 @@ impl IngestMetrics {
             "log_append_seconds",
             "Durable log append latency",
             m.append_seconds.clone(),
+        );
+        r.register(
+            "inflight_bytes",
+            "Bytes read from clients and not yet durable (or refused), held against the in-flight budget",
+            m.inflight_bytes.clone(),
+        );
+        r.register(
+            "inflight_limit_bytes",
+            "The in-flight budget (--max-inflight-bytes)",
+            m.inflight_limit_bytes.clone(),
         );
         m
     }

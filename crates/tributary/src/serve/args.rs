@@ -205,6 +205,14 @@ pub struct OpsArgs {
     /// probes need a few); more wait in the backlog.
     #[arg(long, env = "TRIBUTARY_METRICS_MAX_CONNECTIONS", default_value_t = 64)]
     pub metrics_max_connections: usize,
+    /// Seconds a client of the operations listener has to send its request
+    /// headers; also its idle keep-alive.
+    #[arg(
+        long,
+        env = "TRIBUTARY_METRICS_HEADER_TIMEOUT_SECS",
+        default_value_t = 10.0
+    )]
+    pub metrics_header_timeout_secs: f64,
     /// Log format on stderr.
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -224,7 +232,10 @@ impl OpsArgs {
     pub fn limits(&self) -> anyhow::Result<HttpLimits> {
         let limits = HttpLimits {
             max_connections: self.metrics_max_connections,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: seconds(
+                "--metrics-header-timeout-secs",
+                self.metrics_header_timeout_secs,
+            )?,
             max_header_bytes: 16 * 1024,
             min_body_rate: 1024,
             body_grace: Duration::from_secs(5),

@@ -45,6 +45,10 @@ pub struct StandaloneArgs {
     /// the partitions (0: half the CPUs, at most the partitions).
     #[arg(long, env = "TRIBUTARY_LOG_WRITER_THREADS", default_value_t = 0)]
     pub log_writer_threads: u32,
+    /// Bytes of requests and messages read but not yet durable, across all
+    /// clients; past it new ones are refused (HTTP 503, MQTT 0x89).
+    #[arg(long, env = "TRIBUTARY_MAX_INFLIGHT_BYTES", default_value_t = IngestConfig::default().max_inflight_bytes)]
+    pub max_inflight_bytes: usize,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -168,6 +172,7 @@ impl Platform {
             directory.clone(),
             IngestConfig {
                 limits,
+                max_inflight_bytes: args.max_inflight_bytes,
                 ..Default::default()
             },
             IngestMetrics::register(&mut metrics),

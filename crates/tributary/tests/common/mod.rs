@@ -18,6 +18,7 @@ use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
 
 pub mod cluster;
+pub mod mqtt;
 
 pub struct Standalone {
     pub child: Child,
@@ -271,4 +272,37 @@ pub fn strv(v: &str) -> Option<pb::Value> {
     Some(pb::Value {
         kind: Some(pb::value::Kind::StringValue(v.into())),
     })
+}
+
+/// Creates tenant `name` (as the admin), unless it is `default`.
+pub async fn create_tenant(s: &Standalone, name: &str) {
+    if name == "default" {
+        return;
+    }
+    s.registry(&s.admin_token)
+        .await
+        .create_tenant(pb::CreateTenantRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateTenant");
+}
+
+/// Creates device `id` in `tenant` (as the admin) and returns its token.
+pub async fn create_device_in(s: &Standalone, tenant: &str, id: &str) -> String {
+    s.registry(&s.admin_token)
+        .await
+        .create_device(pb::CreateDeviceRequest {
+            tenant: tenant.into(),
+            id: id.into(),
+            issue_token: true,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDevice")
+        .into_inner()
+        .token
+        .expect("token")
+        .token
 }

@@ -1,0 +1,582 @@
+//! Hostile clients against a real `tributary standalone` over sockets: one
+//! test per attack. Each asserts that the attacker gets the documented
+//! refusal, that the process stays up, and that a device of another tenant
+//! keeps publishing (HTTP and MQTT) and its queries keep answering, each
+//! within [`BYSTANDER_LIMIT`] (their normal latency is milliseconds; the
+//! bound only has to tell "served" from "starved").
+//!
+//! docs/security.md lists the limits these tests hold the server to.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::mqtt::RawMqtt;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tributary_mqtt_codec::{
+    Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, Subscribe,
+    Subscription, Will,
+};
+use tributary_proto::v1 as pb;
+
+/// How long a bystander's publish or query may take during an attack.
+const BYSTANDER_LIMIT: Duration = Duration::from_secs(2);
+
+/// A device of another tenant that checks it is still served.
+struct Bystander {
+    token: String,
+    sent: f64,
+}
+
+impl Bystander {
+    async fn new(s: &Standalone) -> Bystander {
+        create_tenant(s, "bystander").await;
+        let token = create_device_in(s, "bystander", "meter-1").await;
+        Bystander { token, sent: 0.0 }
+    }
+
+    /// Publishes over HTTP and MQTT and queries the latest value, each
+    /// within the limit; panics otherwise.
+    async fn still_served(&mut self, s: &Standalone) {
+        assert!(
+            s.child.id() > 0 && std::fs::metadata(format!("/proc/{}", s.child.id())).is_ok(),
+            "the server process is gone"
+        );
+        self.sent += 1.0;
+        let value = self.sent;
+        // HTTP.
+        let started = Instant::now();
+        let status = tokio::time::timeout(
+            BYSTANDER_LIMIT,
+            reqwest::Client::new()
+                .post(s.url("/v1/telemetry"))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"values": {{"kwh": {value}}}}}"#))
+                .send(),
+        )
+        .await
+        .expect("the bystander's HTTP publish answered within the limit")
+        .expect("HTTP publish")
+        .status();
+        assert_eq!(status, 204, "bystander HTTP publish");
+        let http = started.elapsed();
+        // MQTT.
+        let started = Instant::now();
+        tokio::time::timeout(BYSTANDER_LIMIT, async {
+            let (mut m, ack) = RawMqtt::connect(
+                s.mqtt,
+                ProtocolVersion::V5,
+                "meter-1",
+                "meter-1",
+                &self.token,
+            )
+            .await;
+            assert_eq!(ack.reason_code, ReasonCode::Success, "bystander CONNACK");
+            let code = m
+                .publish_qos1("devices/meter-1/telemetry/volts", b"230", 1)
+                .await;
+            assert_eq!(code, Some(ReasonCode::Success), "bystander PUBACK");
+        })
+        .await
+        .expect("the bystander's MQTT connect and publish took longer than the limit");
+        let mqtt = started.elapsed();
+        // Query: answers within the limit, and sees the value soon.
+        let mut q = s.query(&s.admin_token).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let started = Instant::now();
+            let latest = tokio::time::timeout(
+                BYSTANDER_LIMIT,
+                q.latest(pb::LatestRequest {
+                    target: Some(pb::Target {
+                        tenant: "bystander".into(),
+                        devices: Some(pb::target::Devices::Device("meter-1".into())),
+                    }),
+                    metrics: vec!["kwh".into()],
+                }),
+            )
+            .await
+            .expect("the bystander's query answered within the limit")
+            .expect("Latest")
+            .into_inner();
+            let query = started.elapsed();
+            let seen = format!("{latest:?}").contains(&format!("DoubleValue({value:?})"))
+                || format!("{latest:?}").contains(&format!("IntValue({})", value as i64));
+            if seen {
+                eprintln!("bystander served: http {http:?}, mqtt {mqtt:?}, query {query:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bystander's point {value} was not queryable within 10 s: {latest:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The value of an unlabelled metric on the ops listener.
+async fn metric(s: &Standalone, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn start(dir: &std::path::Path, flags: &[&str]) -> Standalone {
+    let flags: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+    Standalone::start_with(dir, &flags)
+}
+
+/// An MQTT 5 device of the default tenant.
+async fn attacker(s: &Standalone, id: &str, version: ProtocolVersion) -> RawMqtt {
+    let token = create_device_in(s, "default", id).await;
+    let (m, ack) = RawMqtt::connect(s.mqtt, version, id, id, &token).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    m
+}
+
+fn subscribe(packet_id: u16, filters: impl IntoIterator<Item = String>) -> Packet {
+    Subscribe {
+        packet_id,
+        properties: Default::default(),
+        subscriptions: filters
+            .into_iter()
+            .map(|f| Subscription::new(f, QoS::AtLeastOnce))
+            .collect(),
+    }
+    .into()
+}
+
+async fn suback(m: &mut RawMqtt) -> Vec<ReasonCode> {
+    match m.recv(Duration::from_secs(10)).await {
+        Some(Packet::SubAck(ack)) => ack.reason_codes,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_of_30000_levels_is_refused_and_crashes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut bystander = Bystander::new(&s).await;
+    bystander.still_served(&s).await;
+    let deep = format!("devices/truck-1/{}", "/".repeat(30_000));
+
+    // MQTT 5: the SUBSCRIBE gets 0x8F, the PUBLISH 0x90, and the connection
+    // stays usable.
+    let mut m = attacker(&s, "truck-1", ProtocolVersion::V5).await;
+    m.send(&subscribe(1, [deep.clone()])).await;
+    assert_eq!(suback(&mut m).await, [ReasonCode::TopicFilterInvalid]);
+    assert_eq!(
+        m.publish_qos1(&deep, b"x", 2).await,
+        Some(ReasonCode::TopicNameInvalid)
+    );
+    assert_eq!(
+        m.publish_qos1("devices/truck-1/telemetry/speed", b"12", 3)
+            .await,
+        Some(ReasonCode::Success)
+    );
+    // 32 levels is the default limit: 32 pass, 33 do not.
+    let at_limit = format!("devices/truck-1/{}", vec!["a"; 30].join("/"));
+    let over = format!("{at_limit}/b");
+    m.send(&subscribe(4, [at_limit, over])).await;
+    assert_eq!(
+        suback(&mut m).await,
+        [ReasonCode::GrantedQoS1, ReasonCode::TopicFilterInvalid]
+    );
+
+    // MQTT 3.1.1: SUBACK 0x80; a deep PUBLISH closes the connection.
+    let mut old = attacker(&s, "truck-2", ProtocolVersion::V311).await;
+    old.send(&subscribe(1, [deep.replace("truck-1", "truck-2")]))
+        .await;
+    let codes = suback(&mut old).await;
+    assert!(codes.len() == 1 && codes[0].is_error(), "{codes:?}");
+    assert_eq!(
+        old.publish_qos1(&deep.replace("truck-1", "truck-2"), b"x", 2)
+            .await,
+        None,
+        "a 3.1.1 client is disconnected"
+    );
+
+    // A will on a deep topic: CONNACK 0x90.
+    let token = create_device_in(&s, "default", "truck-3").await;
+    let mut c = Connect::new(ProtocolVersion::V5, "truck-3");
+    c.username = Some("truck-3".into());
+    c.password = Some(token.into_bytes().into());
+    c.will = Some(Will {
+        topic: deep.replace("truck-1", "truck-3"),
+        payload: "gone".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (_, ack) = RawMqtt::connect_with(s.mqtt, c).await;
+    assert_eq!(ack.reason_code, ReasonCode::TopicNameInvalid);
+
+    bystander.still_served(&s).await;
+}
+
+/// The issue's reproduction, with Eclipse Paho as the attacker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_paho_reproduction_no_longer_overflows_the_stack() {
+    if std::process::Command::new("python3")
+        .args(["-c", "import paho.mqtt"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        if std::env::var("TRIBUTARY_SKIP_PAHO").as_deref() == Ok("1") {
+            eprintln!("SKIPPED: paho reproduction (paho-mqtt not installed)");
+            return;
+        }
+        panic!("python3 with paho-mqtt is needed: scripts/test.sh installs it");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut bystander = Bystander::new(&s).await;
+    let token = create_device_in(&s, "default", "truck-1").await;
+    let script = format!(
+        r#"
+import paho.mqtt.client as m
+c = m.Client(m.CallbackAPIVersion.VERSION2, "truck-1")
+c.username_pw_set("truck-1", "{token}")
+c.connect("127.0.0.1", {port})
+t = "devices/truck-1/" + "/" * 30000
+c.subscribe(t); c.loop(1)
+c.publish(t, "x"); c.loop(1)
+"#,
+        port = s.mqtt.port()
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("run python3");
+    eprintln!("paho: {}", String::from_utf8_lossy(&out.stderr));
+    bystander.still_served(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_of_ten_thousand_filters_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut bystander = Bystander::new(&s).await;
+    let mut m = attacker(&s, "d1", ProtocolVersion::V5).await;
+    // One filter 10,000 times, then 100 distinct ones: the repeat counts
+    // once toward the limit of 64 distinct filters per SUBSCRIBE.
+    let repeated = std::iter::repeat_n("devices/d1/a".to_owned(), 10_000);
+    let distinct = (0..100).map(|i| format!("devices/d1/f{i}"));
+    m.send(&subscribe(1, repeated.chain(distinct))).await;
+    let codes = suback(&mut m).await;
+    assert_eq!(codes.len(), 10_100, "one code per filter in the packet");
+    assert!(
+        codes[..10_000]
+            .iter()
+            .all(|c| *c == ReasonCode::GrantedQoS1)
+    );
+    assert!(
+        codes[10_000..10_063]
+            .iter()
+            .all(|c| *c == ReasonCode::GrantedQoS1)
+    );
+    assert!(
+        codes[10_063..]
+            .iter()
+            .all(|c| *c == ReasonCode::QuotaExceeded),
+        "{:?}",
+        &codes[10_060..]
+    );
+    bystander.still_served(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_of_one_subscribe_are_paced_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut bystander = Bystander::new(&s).await;
+    // 3,000 retained messages: three times what one session may queue.
+    let mut publisher = attacker(&s, "d1", ProtocolVersion::V5).await;
+    const N: usize = 3_000;
+    for i in 0..N {
+        let mut p = Publish::new(format!("devices/d1/state/{i:05}"), format!("{i}"));
+        p.retain = true;
+        publisher.send(&p.into()).await;
+    }
+    // Wait until the last one is retained: a QoS 1 publish after them is
+    // acknowledged only once they were all routed.
+    assert_eq!(
+        publisher.publish_qos1("devices/d1/fence", b"x", 1).await,
+        Some(ReasonCode::NoMatchingSubscribers)
+    );
+    // The same device subscribes from a second client id and must get every
+    // retained message, acknowledging as it goes.
+    let mut sub_token = String::new();
+    {
+        let mut r = s.registry(&s.admin_token).await;
+        let issued = r
+            .issue_token(pb::IssueTokenRequest {
+                kind: pb::CredentialKind::DeviceToken as i32,
+                device: "d1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("IssueToken")
+            .into_inner();
+        sub_token.push_str(&issued.token);
+    }
+    let (mut sub, ack) =
+        RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "d1/reader", "d1", &sub_token).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let mut req = Subscription::new("devices/d1/state/#", QoS::AtLeastOnce);
+    req.options.retain_handling = RetainHandling::SendAtSubscribe;
+    sub.send(
+        &Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            subscriptions: vec![req],
+        }
+        .into(),
+    )
+    .await;
+    let mut got = std::collections::BTreeSet::new();
+    let mut checked_bystander = false;
+    while got.len() < N {
+        match sub.recv(Duration::from_secs(10)).await {
+            Some(Packet::SubAck(_)) => {}
+            Some(Packet::Publish(p)) => {
+                assert!(p.retain);
+                got.insert(p.topic.clone());
+                if let Some(id) = p.packet_id {
+                    sub.send(&tributary_mqtt_codec::PubAck::new(id).into())
+                        .await;
+                }
+                if got.len() == N / 2 && !checked_bystander {
+                    checked_bystander = true;
+                    bystander.still_served(&s).await;
+                }
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("stalled after {} of {N} retained messages", got.len()),
+        }
+    }
+    assert_eq!(got.len(), N);
+    bystander.still_served(&s).await;
+}
+
+/// A socket from `source` (a loopback address) to `addr`.
+async fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    socket.connect(addr).await
+}
+
+/// Whether the server closed `stream` within `within`.
+async fn closed(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_from_one_address_take_only_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        &["--mqtt-max-pending-connects-per-source", "50"],
+    );
+    let mut bystander = Bystander::new(&s).await;
+    // 80 sockets from 127.0.0.3 that never send CONNECT.
+    let mut silent = Vec::new();
+    for _ in 0..80 {
+        silent.push(connect_from("127.0.0.3", s.mqtt).await.unwrap());
+    }
+    let checks = silent
+        .iter_mut()
+        .map(|stream| closed(stream, Duration::from_millis(500)));
+    let closed_at_once = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
+    assert_eq!(
+        closed_at_once, 30,
+        "beyond 50 per source, sockets are closed at once"
+    );
+    // Another address is served.
+    let token = create_device_in(&s, "default", "d1").await;
+    let stream = connect_from("127.0.0.4", s.mqtt).await.unwrap();
+    let mut c = Connect::new(ProtocolVersion::V5, "d1");
+    c.username = Some("d1".into());
+    c.password = Some(token.into_bytes().into());
+    let (_, ack) = RawMqtt::handshake(stream, c).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    bystander.still_served(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_http_headers_do_not_hold_the_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        &[
+            "--max-http-connections",
+            "20",
+            "--http-header-timeout-secs",
+            "1",
+        ],
+    );
+    let mut bystander = Bystander::new(&s).await;
+    // Every connection slot taken by a client that sends half a header.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(s.http).await.unwrap();
+        stream
+            .write_all(b"POST /v1/telemetry HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // They are cut off after the header timeout...
+    for stream in &mut slow {
+        assert!(
+            closed(stream, Duration::from_secs(5)).await,
+            "a half-sent header still holds its connection"
+        );
+    }
+    // ...and the bystander is served (before the fix it waited forever).
+    bystander.still_served(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_http_body_gets_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        &[
+            "--http-min-body-rate",
+            "1000",
+            "--http-body-grace-secs",
+            "1",
+        ],
+    );
+    let mut bystander = Bystander::new(&s).await;
+    let token = create_device_in(&s, "default", "d1").await;
+    let mut stream = TcpStream::connect(s.http).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/telemetry HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+                 content-type: application/json\r\ncontent-length: 100000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            tokio::select! {
+                r = stream.read(&mut buf) => {
+                    let n = r.unwrap_or(0);
+                    return String::from_utf8_lossy(&buf[..n]).into_owned();
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stream.write_all(b" ").await.is_err() {
+                        return String::new();
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the server gave up on the trickled body within 10 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    bystander.still_served(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_but_unsent_bodies_do_not_spend_the_inflight_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 4 MiB; 20 clients each declare 1 MiB and send nothing.
+    let s = start(dir.path(), &["--max-inflight-bytes", "4194304"]);
+    let mut bystander = Bystander::new(&s).await;
+    let token = create_device_in(&s, "default", "d1").await;
+    let mut hogs = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(s.http).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/telemetry HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+                     content-type: application/json\r\ncontent-length: 1000000\r\n\r\n{{"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        hogs.push(stream);
+    }
+    // Wait until the server is reading every one of their bodies: each
+    // holds the first 64 KiB step of the budget, not the 1 MB it declared.
+    let held = eventually(
+        Duration::from_secs(10),
+        "all 20 bodies being read",
+        || async {
+            let held = metric(&s, "tributary_ingest_inflight_bytes").await?;
+            (held >= 20.0 * 65_536.0).then_some(held)
+        },
+    )
+    .await;
+    assert!(held < 4_194_304.0, "{held} bytes held");
+    bystander.still_served(&s).await;
+    drop(hogs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_listener_is_bounded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        &[
+            "--metrics-max-connections",
+            "4",
+            "--metrics-header-timeout-secs",
+            "1",
+        ],
+    );
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(s.metrics).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // The probe waits for a slot, and gets one once the header timeout cut
+    // the silent clients off.
+    let started = Instant::now();
+    let health = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest::get(format!("http://{}/healthz", s.metrics)),
+    )
+    .await
+    .expect("/healthz answered within 10 s")
+    .expect("GET /healthz");
+    assert_eq!(health.status(), 200);
+    eprintln!("/healthz answered after {:?}", started.elapsed());
+    for stream in &mut slow {
+        assert!(closed(stream, Duration::from_secs(5)).await);
+    }
+}
