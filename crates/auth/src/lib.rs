@@ -130,6 +130,9 @@ impl JwtKeys {
         }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token that is not valid yet (`nbf` in the future) is refused,
+        // with the same clock leeway as `exp`.
+        validation.validate_nbf = true;
         validation.leeway = 30;
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
@@ -314,6 +317,34 @@ mod tests {
         assert!(other.verify(&keys.issue(&c).unwrap()).is_err());
         assert!(keys.verify("not.a.jwt").is_err());
         assert!(JwtKeys::from_secret(b"short").is_err());
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        #[derive(Serialize)]
+        struct WithNbf {
+            #[serde(flatten)]
+            claims: OperatorClaims,
+            nbf: u64,
+        }
+        let keys = JwtKeys::from_secret(&[7u8; 32]).unwrap();
+        let c = claims(Role::Admin, 7200);
+        let sign = |nbf: u64| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &WithNbf {
+                    claims: c.clone(),
+                    nbf,
+                },
+                &EncodingKey::from_secret(&[7u8; 32]),
+            )
+            .unwrap()
+        };
+        let err = keys
+            .verify(&sign(c.iat + 3600))
+            .expect_err("nbf in an hour");
+        assert!(err.to_string().contains("ImmatureSignature"), "{err}");
+        assert_eq!(keys.verify(&sign(c.iat - 10)).unwrap(), c);
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Connections past CONNACK.
     pub(crate) connections: AtomicUsize,
-    /// Counter for assigned client ids and command correlation data.
+    /// Counter for assigned client ids.
     pub(crate) client_ids: AtomicU64,
     /// Sockets between accept and CONNACK.
     pending_connects: Arc<Semaphore>,
@@ -553,10 +553,11 @@ impl MqttServer {
     ///
     /// The command is published at QoS 1 on `devices/{device}/commands/{name}`
     /// with the response topic `devices/{device}/commands/{name}/response` and
-    /// unique correlation data, and expires after `timeout` (a persistent
-    /// session of an offline device keeps it queued until then). The answer is
-    /// the first message on the response topic carrying the same correlation
-    /// data, or, from a 3.1.1 device that cannot echo it, any message there.
+    /// unguessable correlation data (128 random bits), and expires after
+    /// `timeout` (a persistent session of an offline device keeps it queued
+    /// until then). The answer is the first message on the response topic
+    /// that a session of `device` publishes with the same correlation data,
+    /// or, from a 3.1.1 device that cannot echo it, without any.
     ///
     /// The [`CommandSink`] implementation is the richer form of this call:
     /// a content type, a queueing TTL longer than the wait, and an outcome
@@ -622,8 +623,7 @@ impl MqttServer {
         let topic = format!("devices/{device}/commands/{name}");
         let response_topic = format!("{topic}/response");
         validate_topic_name(&topic).map_err(|e| PublishError::InvalidTopic(e.to_string()))?;
-        let n = self.shared.client_ids.fetch_add(1, Ordering::Relaxed);
-        let correlation = Bytes::from(format!("cmd-{n}"));
+        let correlation = Bytes::from(command_correlation());
         let started = Instant::now();
         let mut message = Message::new(topic.clone(), payload);
         message.qos = QoS::AtLeastOnce;
@@ -634,7 +634,7 @@ impl MqttServer {
         let (rx, reach) = {
             let mut router = self.shared.router();
             let rx = router
-                .add_waiter(tenant, &response_topic, correlation.clone())
+                .add_waiter(tenant, device, &response_topic, correlation.clone())
                 .ok_or(PublishError::TooManyPending)?;
             let reach = router.route_reach(tenant, message, None);
             if reach.online + reach.queued == 0 {
@@ -682,6 +682,16 @@ impl MqttServer {
             }
         }
     }
+}
+
+/// Correlation data for a command: 128 random bits, so that no one can
+/// guess another request's and answer it.
+fn command_correlation() -> String {
+    use rand::RngCore;
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cmd-{hex}")
 }
 
 /// How a listener's sockets carry MQTT.

@@ -75,6 +75,8 @@ struct DeviceEntry {
 #[derive(Debug)]
 struct Waiter {
     correlation: Bytes,
+    /// The only device whose sessions may answer.
+    device: String,
     tx: oneshot::Sender<Arc<Message>>,
 }
 
@@ -478,7 +480,7 @@ impl Router {
             self.retain(tenant, &message);
         }
         let mut reach = Reach {
-            answered: self.answer_waiter(tenant, &message),
+            answered: self.answer_waiter(tenant, &message, from),
             ..Reach::default()
         };
         let Some(t) = self.tenants.get_mut(tenant) else {
@@ -581,20 +583,35 @@ impl Router {
         }
     }
 
-    /// Hands a message to the in-process request waiting on its topic: the
-    /// one with the same correlation data, or the oldest when the message
-    /// has none.
-    fn answer_waiter(&mut self, tenant: &str, message: &Arc<Message>) -> usize {
+    /// Hands a message to the in-process request waiting on its topic, if a
+    /// session of the request's device published it (never another device,
+    /// an application or the platform): the request with the same
+    /// correlation data, or, when the message has none (a 3.1.1 device
+    /// cannot echo it), the device's oldest request on the topic.
+    fn answer_waiter(
+        &mut self,
+        tenant: &str,
+        message: &Arc<Message>,
+        from: Option<SessionId>,
+    ) -> usize {
         if self.waiters.is_empty() {
             return 0;
         }
+        let Some(publisher) = from
+            .and_then(|id| self.sessions.get(&id))
+            .and_then(|e| e.device.as_deref())
+        else {
+            return 0;
+        };
         let key = (tenant.to_owned(), message.topic.clone());
         let Some(list) = self.waiters.get_mut(&key) else {
             return 0;
         };
         let index = match &message.correlation_data {
-            Some(c) => list.iter().position(|w| w.correlation == *c),
-            None => (!list.is_empty()).then_some(0),
+            Some(c) => list
+                .iter()
+                .position(|w| w.correlation == *c && w.device == publisher),
+            None => list.iter().position(|w| w.device == publisher),
         };
         let Some(index) = index else { return 0 };
         let waiter = list.remove(index);
@@ -610,6 +627,7 @@ impl Router {
     pub(crate) fn add_waiter(
         &mut self,
         tenant: &str,
+        device: &str,
         topic: &str,
         correlation: Bytes,
     ) -> Option<oneshot::Receiver<Arc<Message>>> {
@@ -620,7 +638,11 @@ impl Router {
         self.waiters
             .entry((tenant.to_owned(), topic.to_owned()))
             .or_default()
-            .push(Waiter { correlation, tx });
+            .push(Waiter {
+                correlation,
+                device: device.to_owned(),
+                tx,
+            });
         self.waiter_count += 1;
         Some(rx)
     }
@@ -851,16 +873,38 @@ mod tests {
     }
 
     #[test]
-    fn waiters_get_their_response_by_correlation() {
+    fn waiters_get_their_response_from_their_device_by_correlation() {
         let mut r = router();
-        let mut rx1 = r.add_waiter("t", "resp", Bytes::from_static(b"1")).unwrap();
-        let mut rx2 = r.add_waiter("t", "resp", Bytes::from_static(b"2")).unwrap();
-        let mut m = publish(QoS::AtLeastOnce, "resp", false);
-        m.correlation_data = Some(Bytes::from_static(b"2"));
-        assert_eq!(r.route("t", m, None), 1);
+        let d1 = attach(&mut r, "t", "d1", true);
+        r.bind_device(d1.session.id, Some("d1"));
+        let d2 = attach(&mut r, "t", "d2", true);
+        r.bind_device(d2.session.id, Some("d2"));
+        let app = attach(&mut r, "t", "$app/dash/x", true);
+        let mut rx1 = r
+            .add_waiter("t", "d1", "resp", Bytes::from_static(b"1"))
+            .unwrap();
+        let mut rx2 = r
+            .add_waiter("t", "d1", "resp", Bytes::from_static(b"2"))
+            .unwrap();
+        let reply = |c: Option<&'static [u8]>| {
+            let mut m = publish(QoS::AtLeastOnce, "resp", false);
+            m.correlation_data = c.map(Bytes::from_static);
+            m
+        };
+        // Not from the device: another device, an application, the platform.
+        assert_eq!(r.route("t", reply(Some(b"2")), Some(d2.session.id)), 0);
+        assert_eq!(r.route("t", reply(Some(b"2")), Some(app.session.id)), 0);
+        assert_eq!(r.route("t", reply(Some(b"2")), None), 0);
+        // Wrong correlation data.
+        assert_eq!(r.route("t", reply(Some(b"9")), Some(d1.session.id)), 0);
+        assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err());
+        // The device, with the right correlation data.
+        assert_eq!(r.route("t", reply(Some(b"2")), Some(d1.session.id)), 1);
         assert!(rx2.try_recv().is_ok());
         assert!(rx1.try_recv().is_err());
-        r.remove_waiter("t", "resp", &Bytes::from_static(b"1"));
+        // A 3.1.1 device cannot echo correlation data: its oldest request.
+        assert_eq!(r.route("t", reply(None), Some(d1.session.id)), 1);
+        assert!(rx1.try_recv().is_ok());
         assert_eq!(r.waiter_count, 0);
     }
 

@@ -220,10 +220,9 @@ fn validate_app_name(name: &str) -> Result<(), RegistryError> {
 
 /// Checks grant filters (MQTT topic filters, no shared subscriptions) and
 /// turns an empty list into `#`.
+/// Checks an application's grant filters. No filters grant nothing: an
+/// application gets only what it was given by name.
 fn grant_filters(field: &str, filters: Vec<String>) -> Result<Vec<String>, RegistryError> {
-    if filters.is_empty() {
-        return Ok(vec!["#".to_owned()]);
-    }
     if filters.len() > MAX_GRANT_FILTERS {
         return Err(RegistryError::invalid(
             field,

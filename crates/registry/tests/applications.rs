@@ -64,8 +64,8 @@ async fn an_application_token_resolves_by_name_with_its_grants() {
         credential_id: issued.credential.id.clone(),
         grants: AppGrants {
             publish: vec!["devices/+/commands/#".into()],
-            // An empty list means everything in the tenant.
-            subscribe: vec!["#".into()],
+            // An empty list grants nothing, not everything.
+            subscribe: vec![],
         },
     };
     assert_eq!(

@@ -580,3 +580,23 @@ async fn the_ops_listener_is_bounded_too() {
         assert!(closed(stream, Duration::from_secs(5)).await);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_admin_token_is_not_printed_to_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // stdout is a pipe here, as in a container.
+    let s = start(dir.path(), &[]);
+    let printed = s.startup_output.join("\n");
+    assert!(
+        !printed.contains(&s.admin_token),
+        "the admin token was printed: {printed}"
+    );
+    assert!(printed.contains("admin.token"), "{printed}");
+    // The file holds it, readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "admin.token is mode {mode:o}");
+}

@@ -115,11 +115,12 @@ pub enum TokensCmd {
         #[arg(long)]
         app: Option<String>,
         /// MQTT topic filter the application may publish to (repeatable;
-        /// none means `#`).
+        /// none grants no publishing: name `#` for every topic).
         #[arg(long, requires = "app")]
         publish: Vec<String>,
         /// MQTT topic filter the application may subscribe within
-        /// (repeatable; none means `#`).
+        /// (repeatable; none grants no subscriptions: name `#` for every
+        /// topic).
         #[arg(long, requires = "app")]
         subscribe: Vec<String>,
         #[arg(long, default_value = "")]

@@ -58,6 +58,26 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
+/// Tells the operator where the bootstrap admin token is. It is printed
+/// only to a terminal: where stdout is a log (a container, a service
+/// manager), a credential printed there would be readable by everyone who
+/// reads the logs, so only its file (mode 0600) is named.
+#[allow(clippy::print_stdout)]
+pub fn announce_admin_token(token: &str, file: &std::path::Path) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "\nAdmin token (shown once; also saved to {}):\n\n{token}\n",
+            file.display()
+        );
+    } else {
+        println!(
+            "Admin token saved to {} (mode 0600); not printed, since stdout is not a terminal",
+            file.display()
+        );
+    }
+}
+
 /// Named service tasks of one process.
 #[derive(Debug, Default)]
 pub struct Tasks(Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>);

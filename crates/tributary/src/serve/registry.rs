@@ -61,10 +61,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .await
         .context("bootstrapping the registry")?
     {
-        println!(
-            "\nAdmin token (shown once; also saved to {}):\n\n{token}\n",
-            args.data_dir.join("admin.token").display()
-        );
+        super::ops::announce_admin_token(&token, &args.data_dir.join("admin.token"));
     }
 
     // Every change goes to device-events, where frontends and query replicas

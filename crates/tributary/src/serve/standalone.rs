@@ -139,10 +139,7 @@ impl Platform {
             .await
             .context("bootstrapping the registry")?
         {
-            println!(
-                "\nAdmin token (shown once; also saved to {}):\n\n{token}\n",
-                dir.join("admin.token").display()
-            );
+            super::ops::announce_admin_token(&token, &dir.join("admin.token"));
         }
         let revocations = registry.events();
         let directory = Arc::new(LocalDirectory::new(registry.clone(), Default::default()));

@@ -33,6 +33,8 @@ pub struct Standalone {
     /// The MQTT over TLS listener, when started with a certificate.
     pub mqtts: Option<SocketAddr>,
     pub admin_token: String,
+    /// What the process printed on stdout up to its ready line.
+    pub startup_output: Vec<String>,
 }
 
 impl Standalone {
@@ -73,6 +75,7 @@ impl Standalone {
             }
         });
         let started = Instant::now();
+        let mut startup_output = Vec::new();
         let ready = loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -80,6 +83,7 @@ impl Standalone {
             if line.starts_with("tributary standalone ready:") {
                 break line;
             }
+            startup_output.push(line);
         };
         eprintln!("standalone ready in {:?}", started.elapsed());
         let optional = |name: &str| -> Option<SocketAddr> {
@@ -105,6 +109,7 @@ impl Standalone {
             child,
             dir: dir.to_path_buf(),
             admin_token,
+            startup_output,
         }
     }
 
