@@ -537,6 +537,22 @@ impl MqttServer {
         kicked
     }
 
+    /// Closes the connections of tenant applications that authenticated
+    /// with the application credential `credential_id` (it was revoked).
+    /// Returns how many were told to go.
+    pub fn disconnect_credential(&self, tenant: &str, credential_id: &str) -> usize {
+        let kicked = self.shared.router().kick_credential(tenant, credential_id);
+        if kicked > 0 {
+            tracing::info!(
+                tenant,
+                credential = credential_id,
+                connections = kicked,
+                "closing revoked application credential's connections"
+            );
+        }
+        kicked
+    }
+
     /// Publishes `message` within `tenant`, as the platform (not a client):
     /// it reaches every matching subscription, and is retained if its flag
     /// says so. Returns how many sessions it reached.

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tributary_mqtt_codec::topic::{matches, parse_shared};
 
+use crate::acl::Identity;
 use crate::config::MqttConfig;
 use crate::metrics::{MessageDrop, MqttMetrics};
 use crate::rate::TokenBucket;
@@ -49,8 +50,11 @@ struct Entry {
     tenant: String,
     client_id: String,
     /// The device the attached connection authenticated as (`None` for
-    /// applications); see [`Router::bind_device`].
+    /// applications); see [`Router::bind`].
     device: Option<String>,
+    /// The application credential the attached connection authenticated
+    /// with (`None` for devices).
+    credential: Option<String>,
     /// Full filter (with any `$share/{group}/` prefix) to its options.
     subscriptions: HashMap<String, SubOptions>,
     generation: u64,
@@ -250,6 +254,7 @@ impl Router {
                 tenant: tenant.to_owned(),
                 client_id: client_id.to_owned(),
                 device: None,
+                credential: None,
                 subscriptions: HashMap::new(),
                 generation: 1,
                 attachment: Some(Attachment {
@@ -271,12 +276,32 @@ impl Router {
         })
     }
 
-    /// Records that the connection attached to session `id` is device
-    /// `device`, so that [`Router::kick_device`] finds it.
-    pub(crate) fn bind_device(&mut self, id: SessionId, device: Option<&str>) {
+    /// Records who the connection attached to session `id` is, so that
+    /// [`Router::kick_device`] and [`Router::kick_credential`] find it.
+    pub(crate) fn bind(&mut self, id: SessionId, identity: &Identity) {
         if let Some(entry) = self.sessions.get_mut(&id) {
-            entry.device = device.map(str::to_owned);
+            entry.device = identity.device().map(str::to_owned);
+            entry.credential = match identity {
+                Identity::Application { credential, .. } => Some(credential.clone()),
+                Identity::Device { .. } => None,
+            };
         }
+    }
+
+    /// Tells every connection that authenticated with the application
+    /// credential `credential` to go (it was revoked). Returns how many.
+    pub(crate) fn kick_credential(&mut self, tenant: &str, credential: &str) -> usize {
+        let mut kicked = 0;
+        for entry in self.sessions.values_mut() {
+            if entry.tenant == tenant
+                && entry.credential.as_deref() == Some(credential)
+                && let Some(kick) = entry.attachment.as_mut().and_then(|a| a.kick.take())
+            {
+                let _ = kick.send(Kick::Revoked);
+                kicked += 1;
+            }
+        }
+        kicked
     }
 
     /// Tells every connection of `device` to go (its credentials were
@@ -872,13 +897,20 @@ mod tests {
         assert_eq!(r.route("t", publish(QoS::AtLeastOnce, "a", false), None), 0);
     }
 
+    fn device_identity(device: &str) -> Identity {
+        Identity::Device {
+            tenant: "t".into(),
+            device: device.into(),
+        }
+    }
+
     #[test]
     fn waiters_get_their_response_from_their_device_by_correlation() {
         let mut r = router();
         let d1 = attach(&mut r, "t", "d1", true);
-        r.bind_device(d1.session.id, Some("d1"));
+        r.bind(d1.session.id, &device_identity("d1"));
         let d2 = attach(&mut r, "t", "d2", true);
-        r.bind_device(d2.session.id, Some("d2"));
+        r.bind(d2.session.id, &device_identity("d2"));
         let app = attach(&mut r, "t", "$app/dash/x", true);
         let mut rx1 = r
             .add_waiter("t", "d1", "resp", Bytes::from_static(b"1"))

@@ -600,3 +600,42 @@ async fn the_bootstrap_admin_token_is_not_printed_to_a_log() {
     );
     assert_eq!(mode & 0o077, 0, "admin.token is mode {mode:o}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_application_token_closes_its_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut r = s.registry(&s.admin_token).await;
+    let issued = r
+        .issue_application_token(pb::IssueApplicationTokenRequest {
+            name: "dash".into(),
+            subscribe: vec!["devices/#".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("IssueApplicationToken")
+        .into_inner();
+    let (mut app, ack) =
+        RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "ui", "app:dash", &issued.token).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    app.send(&subscribe(1, ["devices/#".to_owned()])).await;
+    assert_eq!(suback(&mut app).await, [ReasonCode::GrantedQoS1]);
+    let credential_id = issued.credential.expect("credential").id;
+    r.revoke_token(pb::RevokeTokenRequest {
+        tenant: String::new(),
+        credential_id,
+    })
+    .await
+    .expect("RevokeToken");
+    match app.recv(Duration::from_secs(2)).await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, ReasonCode::AdministrativeAction);
+        }
+        other => panic!("expected DISCONNECT 0x98 within 2 s, got {other:?}"),
+    }
+    assert!(app.closed_within(Duration::from_secs(2)).await);
+    // And the token no longer connects.
+    let (_, ack) =
+        RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "ui", "app:dash", &issued.token).await;
+    assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
+}

@@ -150,7 +150,7 @@ where
     let device = accepted.identity.device().map(str::to_owned);
     shared
         .router()
-        .bind_device(attached.session.id, device.as_deref());
+        .bind(attached.session.id, &accepted.identity);
     let bucket = match &device {
         Some(d) => {
             let (first, bucket) = shared.router().device_connected(&tenant, d);
@@ -538,6 +538,7 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
         tenant: application.tenant,
         name: application.name,
         grants: application.grants,
+        credential: application.credential_id,
     };
     if let Some(will) = &c.will
         && !identity.may_publish(&will.topic)

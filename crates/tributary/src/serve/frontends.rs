@@ -107,7 +107,8 @@ pub async fn start(
 }
 
 /// Closes the MQTT connections of devices that were disabled or deleted, or
-/// whose credential was revoked, as the registry's events arrive.
+/// whose credential was revoked, and of applications whose credential was
+/// revoked, as the registry's events arrive.
 pub async fn close_revoked(
     mut events: broadcast::Receiver<RegistryEvent>,
     mqtt: MqttServer,
@@ -132,6 +133,13 @@ pub async fn close_revoked(
                 ..
             }) => {
                 mqtt.disconnect_device(&tenant, &device);
+            }
+            Ok(RegistryEvent::CredentialRevoked {
+                tenant,
+                credential_id,
+                device: None,
+            }) => {
+                mqtt.disconnect_credential(&tenant, &credential_id);
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
