@@ -64,6 +64,8 @@ pub struct TenantPolicy {
     pub auto_provision: bool,
     /// The line-protocol tag that names the device ("device" by default).
     pub device_tag: String,
+    /// The tenant's quotas.
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Default for TenantPolicy {
@@ -71,6 +73,7 @@ impl Default for TenantPolicy {
         Self {
             auto_provision: true,
             device_tag: "device".into(),
+            quotas: crate::quota::Quotas::default(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub mod formats;
 pub mod limits;
 pub mod live;
 pub mod model;
+pub mod quota;
+pub mod rate;
 pub mod selector;
 pub mod time;
 

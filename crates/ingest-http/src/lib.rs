@@ -103,6 +103,15 @@ fn error_response(e: IngestError) -> Response {
             r.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
             r
         }
+        IngestError::Quota(q) => {
+            let retry = q.retry_after_secs.unwrap_or(60);
+            let mut r = Problem::new(StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", "Over a tenant quota")
+                .detail(format!("{q}; nothing from this request was acknowledged; retry in {retry} s"))
+                .quota(q.quota.name(), q.limit)
+                .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, retry.into());
+            r
+        }
         IngestError::Unavailable(m) => {
             tracing::warn!(error = %m, "ingest unavailable");
             let mut r = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
@@ -206,6 +215,10 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
         Ok(b) => b,
         Err(e) => return body_error_response(e),
     };
+    // The tenant's message and byte rates.
+    if let Err(e) = ingestor.admit(principal.tenant(), bytes.len()).await {
+        return error_response(e);
+    }
     let now = tributary_core::time::now_ns();
     let parsed = if senml {
         formats::senml::parse(&bytes, now, &limits)
@@ -312,6 +325,10 @@ async fn write_lines(
         Ok(b) => b,
         Err(e) => return body_error_response(e),
     };
+    // The tenant's message and byte rates.
+    if let Err(e) = ingestor.admit(principal.tenant(), bytes.len()).await {
+        return error_response(e);
+    }
     let now = tributary_core::time::now_ns();
     let parse = tokio::task::block_in_place(|| {
         formats::lineproto::parse(&bytes, precision, &device_tag, now, &limits)

@@ -17,6 +17,12 @@ pub struct Problem {
     /// Where in the request the problem is: `line 3`, `values.temp`, `record 2`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The quota a `429` is about, by name (`messages_per_sec`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    /// That quota's value in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 impl Problem {
@@ -27,11 +33,20 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             location: None,
+            quota: None,
+            limit: None,
         }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Names the quota a refusal is about, and its value.
+    pub fn quota(mut self, quota: &str, limit: u64) -> Self {
+        self.quota = Some(quota.to_owned());
+        self.limit = Some(limit);
         self
     }
 

@@ -136,7 +136,6 @@ mod connection;
 mod error;
 mod metrics;
 mod proxy;
-mod rate;
 mod router;
 mod session;
 mod telemetry;
@@ -171,6 +170,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Counter for assigned client ids.
     pub(crate) client_ids: AtomicU64,
+    /// Open connections of each tenant (the `connections` quota).
+    tenant_connections: Mutex<HashMap<String, usize>>,
     /// Sockets between accept and CONNACK.
     pending_connects: Arc<Semaphore>,
     /// Sockets between accept and CONNACK, by source (see [`source_key`]).
@@ -189,6 +190,12 @@ pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
 impl Shared {
     pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
         self.router.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn tenant_connections(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.tenant_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -299,7 +306,12 @@ impl MqttServer {
         config.validate()?;
         let config = Arc::new(config);
         let shared = Shared {
-            router: Mutex::new(Router::new(config.clone(), metrics.clone())),
+            router: Mutex::new(Router::new(
+                config.clone(),
+                metrics.clone(),
+                ingestor.quota_metrics().clone(),
+            )),
+            tenant_connections: Mutex::new(HashMap::new()),
             pending_connects: Arc::new(Semaphore::new(config.max_pending_connects)),
             pending_by_source: Mutex::new(HashMap::new()),
             config,

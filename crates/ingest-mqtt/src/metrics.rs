@@ -92,6 +92,9 @@ reasons! {
         WillNotAuthorized = "will_not_authorized", DEBUG;
         /// The will topic is over `max_topic_levels`.
         WillTopicInvalid = "will_topic_invalid", DEBUG;
+        /// Over one of the tenant's quotas: connections, sessions, sessions
+        /// of the device.
+        Quota = "quota", DEBUG;
         /// The tenant's session quota.
         TooManySessions = "too_many_sessions", DEBUG;
         /// Every pending-connect slot taken: the socket is closed at once.
@@ -124,6 +127,8 @@ reasons! {
         SubscribeNotAuthorized = "subscribe_not_authorized", DEBUG;
         /// A topic name over `max_topic_levels` (0x90).
         TopicInvalid = "topic_invalid", DEBUG;
+        /// Over one of the tenant's quotas (0x97).
+        Quota = "quota", DEBUG;
         /// A SUBSCRIBE or UNSUBSCRIBE filter over `max_topic_levels` (0x8F).
         FilterInvalid = "filter_invalid", DEBUG;
         /// A SUBSCRIBE filter beyond `max_filters_per_subscribe` (0x97).
@@ -177,6 +182,8 @@ reasons! {
         TopicAlias = "topic_alias", INFO;
         /// A 3.1.1 client published to a topic over `max_topic_levels`.
         TopicInvalid = "topic_invalid", INFO;
+        /// A 3.1.1 client over one of its tenant's quotas.
+        Quota = "quota", INFO;
         /// Over the device's publish rate.
         Rate = "rate", INFO;
         /// A refused PUBLISH of a 3.1.1 client, which has no other way to
@@ -208,6 +215,7 @@ impl From<PublishRejection> for DisconnectReason {
             | PublishRejection::FilterInvalid
             | PublishRejection::TooManyFilters => Self::TopicInvalid,
             PublishRejection::Invalid => Self::Invalid,
+            PublishRejection::Quota => Self::Quota,
             PublishRejection::TooLarge => Self::TooLarge,
             PublishRejection::Overloaded => Self::Overloaded,
             PublishRejection::Unavailable => Self::Unavailable,

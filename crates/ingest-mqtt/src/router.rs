@@ -21,12 +21,15 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tributary_mqtt_codec::topic::{matches, parse_shared};
 
+use tributary_core::quota::{Quota, QuotaExceeded, Quotas};
+use tributary_ingest::QuotaMetrics;
+
 use crate::acl::Identity;
 use crate::config::MqttConfig;
 use crate::metrics::{MessageDrop, MqttMetrics};
-use crate::rate::TokenBucket;
 use crate::session::{Delivery, Message, Owned, Refused, Session, SessionId};
 use crate::trie::{SubOptions, Subscriber, Trie};
+use tributary_core::rate::TokenBucket;
 
 /// Why an attached connection is told to go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,8 @@ struct Entry {
     /// The application credential the attached connection authenticated
     /// with (`None` for devices).
     credential: Option<String>,
+    /// The device whose session this is, counted in `device_sessions`.
+    owner: Option<String>,
     /// Full filter (with any `$share/{group}/` prefix) to its options.
     subscriptions: HashMap<String, SubOptions>,
     generation: u64,
@@ -64,6 +69,12 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Tenant {
+    /// The tenant's quotas, as its latest CONNECT read them.
+    quotas: Quotas,
+    /// Sessions, connected or parked.
+    sessions: usize,
+    /// Bytes of the retained messages ([`Message::retained_size`]).
+    retained_bytes: usize,
     trie: Trie,
     /// By topic, in order: a filter's retained messages are a range scan
     /// from its literal prefix, done a page at a time.
@@ -94,6 +105,9 @@ pub(crate) enum Attach {
     Attached(Attached),
     /// The session table is full.
     TooManySessions,
+    /// A new session would take the tenant over a quota: its sessions, or
+    /// the sessions of the device.
+    Quota(QuotaExceeded),
 }
 
 /// A session, attached.
@@ -161,6 +175,9 @@ pub(crate) struct Router {
     devices: HashMap<(String, String), DeviceEntry>,
     waiters: HashMap<(String, String), Vec<Waiter>>,
     waiter_count: usize,
+    /// Sessions of each device, by (tenant, device).
+    device_sessions: HashMap<(String, String), usize>,
+    quota_metrics: QuotaMetrics,
 }
 
 /// Most retained messages one [`Router::retained_page`] examines.
@@ -178,8 +195,14 @@ pub(crate) struct RetainedPage {
 pub(crate) const MAX_WAITERS: usize = 65_536;
 
 impl Router {
-    pub(crate) fn new(config: Arc<MqttConfig>, metrics: MqttMetrics) -> Self {
+    pub(crate) fn new(
+        config: Arc<MqttConfig>,
+        metrics: MqttMetrics,
+        quota_metrics: QuotaMetrics,
+    ) -> Self {
         Self {
+            device_sessions: HashMap::new(),
+            quota_metrics,
             config,
             metrics,
             next_id: 1,
@@ -197,13 +220,22 @@ impl Router {
     /// connection holds the session, it is kicked and [`Attach::Busy`]
     /// returned, unless `force` (the other connection did not let go in
     /// time), which detaches it here.
+    /// A new session is also checked against the tenant's `quotas` (its
+    /// sessions, and those of `device`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attach(
         &mut self,
         tenant: &str,
         client_id: &str,
+        device: Option<&str>,
+        quotas: &Quotas,
         clean_start: bool,
         force: bool,
     ) -> Attach {
+        let t = self.tenants.entry(tenant.to_owned()).or_default();
+        if t.quotas != *quotas {
+            t.quotas = quotas.clone();
+        }
         let key = (tenant.to_owned(), client_id.to_owned());
         if let Some(&id) = self.keys.get(&key)
             && let Some(entry) = self.sessions.get_mut(&id)
@@ -241,6 +273,38 @@ impl Router {
         if self.sessions.len() >= self.config.max_sessions {
             return Attach::TooManySessions;
         }
+        let over = |quota: Quota, used: usize| {
+            let limit = quotas.get(quota);
+            (used as u64 >= limit).then(|| QuotaExceeded {
+                tenant: tenant.to_owned(),
+                quota,
+                limit,
+                retry_after_secs: None,
+            })
+        };
+        let tenant_sessions = self.tenants.get(tenant).map_or(0, |t| t.sessions);
+        if let Some(e) = over(Quota::Sessions, tenant_sessions) {
+            return Attach::Quota(e);
+        }
+        let device_key = device.map(|d| (tenant.to_owned(), d.to_owned()));
+        if let Some(key) = &device_key {
+            let used = self.device_sessions.get(key).copied().unwrap_or(0);
+            if let Some(e) = over(Quota::SessionsPerDevice, used) {
+                return Attach::Quota(e);
+            }
+        }
+        if let Some(key) = device_key {
+            *self.device_sessions.entry(key).or_insert(0) += 1;
+        }
+        let t = self.tenants.entry(tenant.to_owned()).or_default();
+        t.sessions += 1;
+        let used = t.sessions;
+        self.quota_metrics.observe(
+            tenant,
+            Quota::Sessions,
+            quotas.get(Quota::Sessions),
+            used as u64,
+        );
         let id = self.next_id;
         self.next_id += 1;
         let session = Arc::new(Session::new(id));
@@ -255,6 +319,7 @@ impl Router {
                 client_id: client_id.to_owned(),
                 device: None,
                 credential: None,
+                owner: device.map(str::to_owned),
                 subscriptions: HashMap::new(),
                 generation: 1,
                 attachment: Some(Attachment {
@@ -274,6 +339,15 @@ impl Router {
             kick,
             released,
         })
+    }
+
+    /// Whether a connection is attached to the session `(tenant, client_id)`
+    /// (a CONNECT with that client id would take it over).
+    pub(crate) fn is_attached(&self, tenant: &str, client_id: &str) -> bool {
+        self.keys
+            .get(&(tenant.to_owned(), client_id.to_owned()))
+            .and_then(|id| self.sessions.get(id))
+            .is_some_and(|e| e.attachment.is_some())
     }
 
     /// Records who the connection attached to session `id` is, so that
@@ -373,11 +447,27 @@ impl Router {
         };
         self.keys
             .remove(&(entry.tenant.clone(), entry.client_id.clone()));
+        if let Some(device) = entry.owner.clone() {
+            let key = (entry.tenant.clone(), device);
+            if let Some(n) = self.device_sessions.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.device_sessions.remove(&key);
+                }
+            }
+        }
         if let Some(tenant) = self.tenants.get_mut(&entry.tenant) {
             for filter in entry.subscriptions.keys() {
                 let (group, inner) = split_filter(filter);
                 tenant.trie.remove(inner, group, id);
             }
+            tenant.sessions = tenant.sessions.saturating_sub(1);
+            self.quota_metrics.observe(
+                &entry.tenant,
+                Quota::Sessions,
+                tenant.quotas.get(Quota::Sessions),
+                tenant.sessions as u64,
+            );
         }
         entry.session.clear();
         self.metrics.set_sessions(self.sessions.len());
@@ -583,29 +673,86 @@ impl Router {
         reach
     }
 
+    /// Whether `message`, published with the retain flag, fits the tenant's
+    /// retained-message quotas (count and bytes: topic, properties and
+    /// payload), counting what it replaces. A publisher is refused when it
+    /// does not (0x97), rather than having its message silently not kept.
+    pub(crate) fn check_retain(
+        &self,
+        tenant: &str,
+        message: &Message,
+    ) -> Result<(), QuotaExceeded> {
+        if !message.retain || message.payload.is_empty() {
+            return Ok(());
+        }
+        let Some(t) = self.tenants.get(tenant) else {
+            return Ok(());
+        };
+        let replaced = t.retained.get(&message.topic);
+        let count = t.retained.len() + usize::from(replaced.is_none());
+        let bytes =
+            t.retained_bytes - replaced.map_or(0, |m| m.retained_size()) + message.retained_size();
+        for (quota, used) in [
+            (Quota::RetainedMessages, count),
+            (Quota::RetainedBytes, bytes),
+        ] {
+            let limit = t.quotas.get(quota);
+            if used as u64 > limit {
+                return Err(QuotaExceeded {
+                    tenant: tenant.to_owned(),
+                    quota,
+                    limit,
+                    retry_after_secs: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn retain(&mut self, tenant: &str, message: &Arc<Message>) {
         let t = self.tenants.entry(tenant.to_owned()).or_default();
         if message.payload.is_empty() {
-            if t.retained.remove(&message.topic).is_some() {
+            if let Some(old) = t.retained.remove(&message.topic) {
+                t.retained_bytes -= old.retained_size();
                 self.metrics.retained_delta(-1);
             }
-            return;
-        }
-        if message.payload.len() > self.config.max_retained_payload {
+        } else if message.payload.len() > self.config.max_retained_payload {
             self.metrics.dropped(MessageDrop::RetainedTooLarge);
             return;
+        } else {
+            let replaced = t.retained.get(&message.topic).map(|m| m.retained_size());
+            let is_new = replaced.is_none();
+            let count = t.retained.len() + usize::from(is_new);
+            let bytes = t.retained_bytes - replaced.unwrap_or(0) + message.retained_size();
+            if (is_new && t.retained.len() >= self.config.max_retained_per_tenant)
+                || count as u64 > t.quotas.get(Quota::RetainedMessages)
+                || bytes as u64 > t.quotas.get(Quota::RetainedBytes)
+            {
+                self.metrics.dropped(MessageDrop::RetainedLimit);
+                return;
+            }
+            let mut stored = (**message).clone();
+            stored.retain = true;
+            t.retained.insert(message.topic.clone(), Arc::new(stored));
+            t.retained_bytes = bytes;
+            if is_new {
+                self.metrics.retained_delta(1);
+            }
         }
-        let is_new = !t.retained.contains_key(&message.topic);
-        if is_new && t.retained.len() >= self.config.max_retained_per_tenant {
-            self.metrics.dropped(MessageDrop::RetainedLimit);
-            return;
-        }
-        let mut stored = (**message).clone();
-        stored.retain = true;
-        t.retained.insert(message.topic.clone(), Arc::new(stored));
-        if is_new {
-            self.metrics.retained_delta(1);
-        }
+        let (count, bytes) = (t.retained.len() as u64, t.retained_bytes as u64);
+        let quotas = &t.quotas;
+        self.quota_metrics.observe(
+            tenant,
+            Quota::RetainedMessages,
+            quotas.get(Quota::RetainedMessages),
+            count,
+        );
+        self.quota_metrics.observe(
+            tenant,
+            Quota::RetainedBytes,
+            quotas.get(Quota::RetainedBytes),
+            bytes,
+        );
     }
 
     /// Hands a message to the in-process request waiting on its topic, if a
@@ -707,8 +854,13 @@ impl Router {
             .entry((tenant.to_owned(), device.to_owned()))
             .or_insert_with(|| DeviceEntry {
                 connections: 0,
-                bucket: (rate > 0.0)
-                    .then(|| Arc::new(Mutex::new(TokenBucket::new(rate, burst, Instant::now())))),
+                bucket: (rate > 0.0).then(|| {
+                    Arc::new(Mutex::new(TokenBucket::new(
+                        rate,
+                        f64::from(burst),
+                        Instant::now(),
+                    )))
+                }),
             });
         entry.connections += 1;
         (entry.connections == 1, entry.bucket.clone())
@@ -779,11 +931,12 @@ mod tests {
                 ..MqttConfig::default()
             }),
             MqttMetrics::default(),
+            QuotaMetrics::default(),
         )
     }
 
     fn attach(r: &mut Router, tenant: &str, client: &str, clean: bool) -> Attached {
-        match r.attach(tenant, client, clean, false) {
+        match r.attach(tenant, client, None, &Quotas::default(), clean, false) {
             Attach::Attached(a) => a,
             other => panic!("expected attached, got {other:?}"),
         }
@@ -857,7 +1010,7 @@ mod tests {
         let first = attach(&mut r, "t", "c", false);
         r.subscribe(first.session.id, "a", opts(QoS::AtLeastOnce))
             .unwrap();
-        let Attach::Busy(_) = r.attach("t", "c", false, false) else {
+        let Attach::Busy(_) = r.attach("t", "c", None, &Quotas::default(), false, false) else {
             panic!("expected busy")
         };
         let mut kick = first.kick;
@@ -980,5 +1133,65 @@ mod tests {
         assert_eq!(literal_prefix("#"), "");
         assert_eq!(literal_prefix("a/+/b"), "a/");
         assert_eq!(literal_prefix("a/b"), "a/b");
+    }
+
+    #[test]
+    fn sessions_are_bounded_per_tenant_and_per_device() {
+        let mut r = router();
+        let q = Quotas::from_named([("sessions", 3), ("sessions_per_device", 2)]).unwrap();
+        let open = |r: &mut Router, tenant: &str, client: &str, device: &str| {
+            r.attach(tenant, client, Some(device), &q, true, false)
+        };
+        assert!(matches!(open(&mut r, "t", "d1", "d1"), Attach::Attached(_)));
+        assert!(matches!(
+            open(&mut r, "t", "d1/a", "d1"),
+            Attach::Attached(_)
+        ));
+        let Attach::Quota(e) = open(&mut r, "t", "d1/b", "d1") else {
+            panic!("a third session of d1")
+        };
+        assert_eq!((e.quota, e.limit), (Quota::SessionsPerDevice, 2));
+        assert!(matches!(open(&mut r, "t", "d2", "d2"), Attach::Attached(_)));
+        let Attach::Quota(e) = open(&mut r, "t", "d3", "d3") else {
+            panic!("a fourth session of the tenant")
+        };
+        assert_eq!((e.quota, e.limit), (Quota::Sessions, 3));
+        // Another tenant is not affected.
+        assert!(matches!(open(&mut r, "u", "d3", "d3"), Attach::Attached(_)));
+        // A session that ends gives its place back.
+        let id = r.keys[&("t".to_owned(), "d1/a".to_owned())];
+        r.remove_session(id);
+        assert!(matches!(
+            open(&mut r, "t", "d1/b", "d1"),
+            Attach::Attached(_)
+        ));
+    }
+
+    #[test]
+    fn retained_quotas_count_messages_and_bytes_of_every_part() {
+        let mut r = router();
+        let q = Quotas::from_named([("retained_messages", 2), ("retained_bytes", 100)]).unwrap();
+        let _ = r.attach("t", "c", None, &q, true, false);
+        let retained = |topic: &str, payload: &str| {
+            let mut m = Message::new(topic, payload.to_owned());
+            m.retain = true;
+            m
+        };
+        let a = retained("a", "1234567890");
+        assert!(r.check_retain("t", &a).is_ok());
+        r.route("t", a, None);
+        r.route("t", retained("b", "x"), None);
+        // A third topic is over the count; replacing one is not.
+        let e = r.check_retain("t", &retained("c", "x")).unwrap_err();
+        assert_eq!(e.quota, Quota::RetainedMessages);
+        assert!(r.check_retain("t", &retained("b", "y")).is_ok());
+        // Bytes count the topic and the properties, not the payload alone.
+        let mut big = retained("b", "y");
+        big.user_properties.push(("k".into(), "v".repeat(90)));
+        let e = r.check_retain("t", &big).unwrap_err();
+        assert_eq!(e.quota, Quota::RetainedBytes);
+        // Deleting a retained message frees its place.
+        r.route("t", retained("b", ""), None);
+        assert!(r.check_retain("t", &retained("c", "x")).is_ok());
     }
 }

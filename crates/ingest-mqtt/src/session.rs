@@ -70,6 +70,22 @@ impl Message {
         }
     }
 
+    /// What keeping the message costs, counted against a tenant's retained
+    /// bytes: topic, payload and properties.
+    pub(crate) fn retained_size(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.topic.len()
+            + self.payload.len()
+            + text(&self.content_type)
+            + text(&self.response_topic)
+            + self.correlation_data.as_ref().map_or(0, Bytes::len)
+            + self
+                .user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// Whether the message has expired at `now`.
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| t <= now)

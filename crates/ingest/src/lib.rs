@@ -26,8 +26,11 @@ use tributary_core::{Limits, Point};
 use tributary_log::{Log, LogError, Record};
 
 mod metrics;
+mod quota;
 
 pub use metrics::{IngestMetrics, Rejection};
+pub use quota::QuotaMetrics;
+pub use tributary_core::quota::{Quota, QuotaExceeded};
 
 /// Kafka-style record header names the frontends set on every record.
 pub mod headers {
@@ -56,6 +59,9 @@ pub enum IngestError {
     Overloaded { retry_after_secs: u32 },
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Over one of the tenant's quotas.
+    #[error("{0}")]
+    Quota(QuotaExceeded),
 }
 
 impl From<ParseError> for IngestError {
@@ -160,6 +166,8 @@ struct Inner {
     config: IngestConfig,
     inflight_kib: Arc<Semaphore>,
     metrics: IngestMetrics,
+    rates: quota::RateQuotas,
+    quota_metrics: QuotaMetrics,
 }
 
 /// Holds a share of the in-flight byte budget until dropped.
@@ -190,6 +198,17 @@ impl Ingestor {
         config: IngestConfig,
         metrics: IngestMetrics,
     ) -> Self {
+        Self::with_quota_metrics(log, auth, config, metrics, QuotaMetrics::default())
+    }
+
+    /// [`Ingestor::new`], reporting tenants' quota use to `quota_metrics`.
+    pub fn with_quota_metrics(
+        log: Arc<dyn Log>,
+        auth: Arc<dyn Authenticator>,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+        quota_metrics: QuotaMetrics,
+    ) -> Self {
         let kib = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         metrics.inflight_limit_bytes.set((kib * 1024) as i64);
         Self {
@@ -199,6 +218,8 @@ impl Ingestor {
                 config,
                 inflight_kib: Arc::new(Semaphore::new(kib)),
                 metrics,
+                rates: Default::default(),
+                quota_metrics,
             }),
         }
     }
@@ -209,6 +230,57 @@ impl Ingestor {
 
     pub fn metrics(&self) -> &IngestMetrics {
         &self.inner.metrics
+    }
+
+    /// Where tenants' quota use is reported, for every frontend of this
+    /// ingest path.
+    pub fn quota_metrics(&self) -> &QuotaMetrics {
+        &self.inner.quota_metrics
+    }
+
+    /// The tenant's quotas, as the directory has them cached.
+    pub async fn quotas(&self, tenant: &str) -> Result<tributary_core::quota::Quotas, IngestError> {
+        Ok(self.inner.auth.tenant_policy(tenant).await?.quotas)
+    }
+
+    /// Charges one message (or request) of `bytes` payload bytes to the
+    /// tenant's message and byte rates. Every frontend calls it before it
+    /// parses a message; over a rate it is [`IngestError::Quota`], with
+    /// the seconds after which a retry can pass.
+    pub async fn admit(&self, tenant: &str, bytes: usize) -> Result<(), IngestError> {
+        use quota::Admission;
+        let bytes = bytes as u64;
+        let rates = &self.inner.rates;
+        let metrics = &self.inner.quota_metrics;
+        let verdict = match rates.admit(tenant, bytes, None, false, metrics, Instant::now()) {
+            Admission::Decided(verdict) => verdict,
+            Admission::NeedQuotas => {
+                let fresh = match self.inner.auth.tenant_policy(tenant).await {
+                    Ok(policy) => Some(policy.quotas),
+                    Err(e) => {
+                        // Keep enforcing the values last read while the
+                        // registry cannot be asked.
+                        tracing::debug!(tenant, error = %e, "tenant quotas could not be read");
+                        None
+                    }
+                };
+                let had_fresh = fresh.is_some();
+                match rates.admit(tenant, bytes, fresh, true, metrics, Instant::now()) {
+                    Admission::Decided(verdict) => verdict,
+                    Admission::NeedQuotas if had_fresh => Ok(()),
+                    Admission::NeedQuotas => {
+                        return Err(IngestError::Unavailable(
+                            "the tenant's quotas could not be read".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        verdict.map_err(|e| {
+            metrics.exceeded(&e);
+            self.inner.metrics.rejected(Rejection::Quota, &e);
+            IngestError::Quota(e)
+        })
     }
 
     /// Reserves `bytes` of the in-flight budget, or fails with

@@ -54,6 +54,9 @@ pub enum Rejection {
     Invalid,
     /// A payload over a size limit (counted by the frontend).
     TooLarge,
+    /// Over one of the tenant's quotas (`tributary_tenant_quota_exceeded_total`
+    /// says which).
+    Quota,
 }
 
 impl Rejection {
@@ -67,6 +70,7 @@ impl Rejection {
         Rejection::Log,
         Rejection::Invalid,
         Rejection::TooLarge,
+        Rejection::Quota,
     ];
 
     /// The Prometheus label value (dashboards and alerts select on it).
@@ -80,6 +84,7 @@ impl Rejection {
             Rejection::Log => "log",
             Rejection::Invalid => "invalid",
             Rejection::TooLarge => "too_large",
+            Rejection::Quota => "quota",
         }
     }
 
@@ -94,7 +99,8 @@ impl Rejection {
             | Rejection::Device
             | Rejection::Timestamp
             | Rejection::Invalid
-            | Rejection::TooLarge => Level::DEBUG,
+            | Rejection::TooLarge
+            | Rejection::Quota => Level::DEBUG,
         }
     }
 }

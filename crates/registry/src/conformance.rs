@@ -40,6 +40,12 @@ fn tenant(name: &str) -> TenantRecord {
         settings: TenantSettings {
             auto_provision: false,
             device_tag: "host".into(),
+            // Quotas are stored with the tenant, and read back exactly.
+            quotas: tributary_core::quota::Quotas::from_named([
+                ("connections", 7),
+                ("bytes_per_sec", 1 << 40),
+            ])
+            .expect("valid quotas"),
         },
         revision: 1,
     }

@@ -182,6 +182,11 @@ fn policy_to_proto(p: TenantPolicy) -> pb::TenantSettings {
     pb::TenantSettings {
         auto_provision: p.auto_provision,
         device_tag: p.device_tag,
+        quotas: p
+            .quotas
+            .overrides()
+            .map(|(q, v)| (q.name().to_owned(), v))
+            .collect(),
     }
 }
 

@@ -113,6 +113,21 @@ impl From<RegistryError> for Status {
 
 #[tonic::async_trait]
 impl RegistryService for RegistryGrpc {
+    async fn set_tenant_quotas(
+        &self,
+        request: Request<pb::SetTenantQuotasRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        // Quotas protect other tenants: only a platform admin sets them.
+        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Admin)?;
+        let req = request.into_inner();
+        let set: Vec<(String, u64)> = req.set.into_iter().collect();
+        let record = self
+            .registry
+            .set_tenant_quotas(&tenant, &set, &req.clear)
+            .await?;
+        Ok(Response::new(tenant_to_proto(record)))
+    }
+
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,
@@ -121,10 +136,18 @@ impl RegistryService for RegistryGrpc {
         let req = request.into_inner();
         let settings = req
             .settings
-            .map(|s| TenantSettings {
-                auto_provision: s.auto_provision,
-                device_tag: s.device_tag,
+            .map(|s| -> Result<TenantSettings, Status> {
+                let quotas = tributary_core::quota::Quotas::from_named(
+                    s.quotas.iter().map(|(k, v)| (k.as_str(), *v)),
+                )
+                .map_err(|e| Status::invalid_argument(format!("settings.quotas: {e}")))?;
+                Ok(TenantSettings {
+                    auto_provision: s.auto_provision,
+                    device_tag: s.device_tag,
+                    quotas,
+                })
             })
+            .transpose()?
             .unwrap_or_default();
         let tenant = self
             .registry
@@ -372,6 +395,12 @@ fn tenant_to_proto(t: TenantRecord) -> pb::Tenant {
         settings: Some(pb::TenantSettings {
             auto_provision: t.settings.auto_provision,
             device_tag: t.settings.device_tag,
+            quotas: t
+                .settings
+                .quotas
+                .overrides()
+                .map(|(q, v)| (q.name().to_owned(), v))
+                .collect(),
         }),
     }
 }

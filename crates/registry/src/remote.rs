@@ -270,9 +270,25 @@ impl DirectorySource for RemoteSource {
         let settings = self
             .call("GetTenantPolicy", client.get_tenant_policy(request))
             .await?;
+        // A quota this replica does not know (a newer registry) is skipped,
+        // not fatal: the platform default stays in force for it.
+        let mut quotas = tributary_core::quota::Quotas::default();
+        for (name, value) in &settings.quotas {
+            match name.parse() {
+                Ok(quota) => {
+                    if let Err(e) = quotas.set(quota, *value) {
+                        tracing::warn!(tenant, error = %e, "ignoring an invalid quota from the registry");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, error = %e, "ignoring an unknown quota from the registry")
+                }
+            }
+        }
         Ok(TenantPolicy {
             auto_provision: settings.auto_provision,
             device_tag: settings.device_tag,
+            quotas,
         })
     }
 

@@ -24,6 +24,7 @@ use tributary_core::directory::{Application, DirectoryError, Principal, TenantPo
 /// Re-exported from `tributary_core::events`, where its wire encoding lives.
 pub use tributary_core::events::RegistryEvent;
 use tributary_core::model::{ValidationError, validate_device_id, validate_label, validate_tenant};
+use tributary_core::quota::{Quota, QuotaError};
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
 
@@ -411,6 +412,61 @@ impl Registry {
             tenant: record.name.clone(),
         });
         Ok(record)
+    }
+
+    /// Sets (`set`) and returns to the platform default (`clear`) quotas of
+    /// a tenant, by name; every name and value is checked before anything
+    /// changes. Frontends and query replicas see the change through the
+    /// tenant's cached policy, which the `TenantChanged` event refreshes.
+    pub async fn set_tenant_quotas(
+        &self,
+        name: &str,
+        set: &[(String, u64)],
+        clear: &[String],
+    ) -> Result<TenantRecord, RegistryError> {
+        validate_tenant(name)?;
+        let invalid = |e: QuotaError| RegistryError::invalid("quotas", e.to_string());
+        let set: Vec<(Quota, u64)> = set
+            .iter()
+            .map(|(q, v)| Ok((q.parse::<Quota>().map_err(invalid)?, *v)))
+            .collect::<Result<_, RegistryError>>()?;
+        let clear: Vec<Quota> = clear
+            .iter()
+            .map(|q| q.parse::<Quota>().map_err(invalid))
+            .collect::<Result<_, _>>()?;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let mut record = self.tenant(name).await?;
+            let revision = record.revision;
+            for quota in &clear {
+                record.settings.quotas.clear(*quota);
+            }
+            for (quota, value) in &set {
+                record
+                    .settings
+                    .quotas
+                    .set(*quota, *value)
+                    .map_err(invalid)?;
+            }
+            record.revision = revision + 1;
+            match self
+                .store
+                .put_tenant(&record, Expect::Revision(revision))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(tenant = %record.name, quotas = ?record.settings.quotas, "tenant quotas set");
+                    self.publish(RegistryEvent::TenantChanged {
+                        tenant: record.name.clone(),
+                    });
+                    return Ok(record);
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Conflict(format!(
+            "tenant {name:?} is changing too often; retry"
+        )))
     }
 
     /// One tenant.
@@ -1358,6 +1414,7 @@ impl Registry {
             settings: TenantSettings {
                 auto_provision: true,
                 device_tag: "device".into(),
+                quotas: Default::default(),
             },
         };
         match self.create_tenant(default).await {

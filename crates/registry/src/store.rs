@@ -22,6 +22,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tributary_core::quota::Quotas;
 
 use crate::RegistryError;
 
@@ -48,6 +49,10 @@ pub struct TenantSettings {
     pub auto_provision: bool,
     /// The line-protocol tag that names the device.
     pub device_tag: String,
+    /// The tenant's quotas (the values set for it; the rest are the
+    /// platform defaults). Absent in records written before quotas existed.
+    #[serde(default)]
+    pub quotas: Quotas,
 }
 
 impl Default for TenantSettings {
@@ -56,6 +61,7 @@ impl Default for TenantSettings {
         Self {
             auto_provision: policy.auto_provision,
             device_tag: policy.device_tag,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -65,6 +71,7 @@ impl From<TenantSettings> for tributary_core::directory::TenantPolicy {
         Self {
             auto_provision: s.auto_provision,
             device_tag: s.device_tag,
+            quotas: s.quotas,
         }
     }
 }

@@ -37,6 +37,7 @@ async fn fixture_with(config: DirectoryConfig) -> Fixture {
         let settings = TenantSettings {
             auto_provision,
             device_tag: "host".into(),
+            quotas: Default::default(),
         };
         registry
             .create_tenant(NewTenant {

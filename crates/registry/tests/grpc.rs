@@ -111,6 +111,7 @@ async fn admins_manage_tenants_and_others_may_not() {
     let settings = pb::TenantSettings {
         auto_provision: false,
         device_tag: String::new(),
+        quotas: [("connections".to_owned(), 10)].into(),
     };
     let created = s
         .client
@@ -128,6 +129,49 @@ async fn admins_manage_tenants_and_others_may_not() {
     assert_eq!(created.name, "globex");
     let created_settings = created.settings.expect("settings");
     assert!(!created_settings.auto_provision);
+    assert_eq!(created_settings.quotas.get("connections"), Some(&10));
+
+    // Quotas: an admin sets and clears them; a tenant's own operator may
+    // not raise them; unknown names are refused, naming the known ones.
+    let set = |set: &[(&str, u64)], clear: &[&str]| pb::SetTenantQuotasRequest {
+        tenant: "globex".into(),
+        set: set.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        clear: clear.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let updated = s
+        .client
+        .set_tenant_quotas(authed(
+            set(&[("messages_per_sec", 50)], &["connections"]),
+            &admin,
+        ))
+        .await
+        .expect("admin sets quotas")
+        .into_inner();
+    let quotas = updated.settings.expect("settings").quotas;
+    assert_eq!(quotas.get("messages_per_sec"), Some(&50));
+    assert_eq!(
+        quotas.get("connections"),
+        None,
+        "cleared: the default again"
+    );
+    let operator = token(&s.keys, "globex", Role::Operator);
+    let status = s
+        .client
+        .set_tenant_quotas(authed(set(&[("connections", 1_000_000)], &[]), &operator))
+        .await
+        .expect_err("an operator may not set its tenant's quotas");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let status = s
+        .client
+        .set_tenant_quotas(authed(set(&[("conections", 1)], &[]), &admin))
+        .await
+        .expect_err("unknown quota");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("connections"),
+        "{}",
+        status.message()
+    );
     assert_eq!(
         created_settings.device_tag, "device",
         "an empty device tag means `device`"

@@ -160,6 +160,7 @@ async fn invalid_input_names_the_field() {
         settings: TenantSettings {
             auto_provision: true,
             device_tag: "no spaces".into(),
+            quotas: Default::default(),
         },
         ..new_tenant("ok")
     };

@@ -64,6 +64,7 @@ async fn fixture() -> Fixture {
                 settings: TenantSettings {
                     auto_provision,
                     device_tag: "host".into(),
+                    quotas: Default::default(),
                 },
             })
             .await

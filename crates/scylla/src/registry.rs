@@ -45,6 +45,8 @@ use tributary_registry::{
     TokenHash,
 };
 
+use tributary_core::quota::{Quota, Quotas};
+
 use crate::session::Cql;
 use crate::{ScyllaConfig, ScyllaError};
 
@@ -106,13 +108,13 @@ macro_rules! statements {
 // applied would report "not applied".
 statements! {
     tenant_insert, false,
-        "INSERT INTO {ks}.tenants (name, display_name, created_at_ns, auto_provision, device_tag, revision) \
-         VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+        "INSERT INTO {ks}.tenants (name, display_name, created_at_ns, auto_provision, device_tag, quotas, revision) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     tenant_update, false,
         "UPDATE {ks}.tenants SET display_name = ?, created_at_ns = ?, auto_provision = ?, device_tag = ?, \
-         revision = ? WHERE name = ? IF revision = ?";
+         quotas = ?, revision = ? WHERE name = ? IF revision = ?";
     tenant_get, true,
-        "SELECT name, display_name, created_at_ns, auto_provision, device_tag, revision \
+        "SELECT name, display_name, created_at_ns, auto_provision, device_tag, quotas, revision \
          FROM {ks}.tenants WHERE name = ?";
     tenant_index, true,
         "INSERT INTO {ks}.tenant_names (shard, name, w) VALUES (?, ?, true)";
@@ -387,12 +389,14 @@ impl ScyllaRegistryStore {
     ) -> Result<(), RegistryError> {
         let revision = to_i64(t.revision, "tenant revision")?;
         let s = &self.s;
+        let quotas = quotas_to_row(&t.settings.quotas);
         let insert = (
             t.name.as_str(),
             t.display_name.as_str(),
             t.created_at_ns,
             t.settings.auto_provision,
             t.settings.device_tag.as_str(),
+            &quotas,
             revision,
         );
         let update = |expected: i64| {
@@ -401,6 +405,7 @@ impl ScyllaRegistryStore {
                 t.created_at_ns,
                 t.settings.auto_provision,
                 t.settings.device_tag.as_str(),
+                &quotas,
                 revision,
                 t.name.as_str(),
                 expected,
@@ -929,7 +934,33 @@ pub(crate) struct TenantRow {
     pub(crate) created_at_ns: Option<i64>,
     pub(crate) auto_provision: Option<bool>,
     pub(crate) device_tag: Option<String>,
+    /// Absent in rows written before quotas existed, and when none is set.
+    pub(crate) quotas: Option<BTreeMap<String, i64>>,
     pub(crate) revision: Option<i64>,
+}
+
+/// The quotas set for a tenant, as their column holds them.
+fn quotas_to_row(quotas: &Quotas) -> BTreeMap<String, i64> {
+    quotas
+        .overrides()
+        // Quota values are at most 2^50: they fit.
+        .map(|(q, v)| (q.name().to_owned(), i64::try_from(v).unwrap_or(i64::MAX)))
+        .collect()
+}
+
+fn quotas_from_row(row: Option<BTreeMap<String, i64>>) -> Result<Quotas, ScyllaError> {
+    let mut quotas = Quotas::default();
+    for (name, value) in row.unwrap_or_default() {
+        let quota: Quota = name
+            .parse()
+            .map_err(|e| ScyllaError::Decode(format!("tenant quotas: {e}")))?;
+        let value = u64::try_from(value)
+            .map_err(|_| ScyllaError::Decode(format!("tenant quota {name} is negative")))?;
+        quotas
+            .set(quota, value)
+            .map_err(|e| ScyllaError::Decode(format!("tenant quotas: {e}")))?;
+    }
+    Ok(quotas)
 }
 
 impl TenantRow {
@@ -940,6 +971,7 @@ impl TenantRow {
             settings: TenantSettings {
                 auto_provision: required(self.auto_provision, "tenant auto_provision")?,
                 device_tag: required(self.device_tag, "tenant device_tag")?,
+                quotas: quotas_from_row(self.quotas)?,
             },
             display_name: self.display_name.unwrap_or_default(),
             name: self.name,
@@ -1064,6 +1096,7 @@ mod tests {
             created_at_ns: Some(5),
             auto_provision: Some(true),
             device_tag: Some("host".into()),
+            quotas: Some([("connections".to_owned(), 7)].into()),
             revision: Some(3),
         }
         .into_record()
@@ -1076,7 +1109,8 @@ mod tests {
                 created_at_ns: 5,
                 settings: TenantSettings {
                     auto_provision: true,
-                    device_tag: "host".into()
+                    device_tag: "host".into(),
+                    quotas: Quotas::from_named([("connections", 7)]).unwrap(),
                 },
                 revision: 3,
             }
@@ -1137,6 +1171,7 @@ mod tests {
             created_at_ns: Some(5),
             auto_provision: Some(true),
             device_tag: Some("host".into()),
+            quotas: None,
             revision: Some(-1),
         };
         assert!(matches!(row.into_record(), Err(ScyllaError::Decode(_))));

@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -144,6 +144,13 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
                      frontend text, PRIMARY KEY ((tenant, device)))"
                 ),
             ],
+        },
+        Migration {
+            version: 3,
+            description: "registry: tenant quotas",
+            statements: vec![format!(
+                "ALTER TABLE {ks}.tenants ADD quotas map<text, bigint>"
+            )],
         },
     ]
 }

@@ -53,6 +53,7 @@ async fn platform_end_to_end() {
         settings: Some(pb::TenantSettings {
             auto_provision: true,
             device_tag: "device".into(),
+            quotas: Default::default(),
         }),
     })
     .await

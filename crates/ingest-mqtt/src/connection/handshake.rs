@@ -13,6 +13,7 @@ use futures::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tributary_core::directory::Principal;
+use tributary_core::quota::{Quota, QuotaExceeded, Quotas};
 use tributary_ingest::IngestError;
 use tributary_mqtt_codec::topic::level_count;
 use tributary_mqtt_codec::{
@@ -97,16 +98,46 @@ where
         }
     };
 
-    // Attach the session, taking it over from another connection if needed.
+    // The tenant's quotas (cached by the directory), and a connection
+    // within them. Taking a session over replaces a connection: never
+    // refused for the tenant's connection quota.
     let tenant = accepted.identity.tenant().to_owned();
+    let quotas = match shared.ingestor.quotas(&tenant).await {
+        Ok(quotas) => quotas,
+        Err(e) => {
+            let (code, why, message) = auth_refusal(&e);
+            shared.metrics.connect_refused(why);
+            refuse(&mut writer, version, code, message).await;
+            return None;
+        }
+    };
+    let takeover = shared.router().is_attached(&tenant, &accepted.client_id);
+    let counted = match ConnectionCount::reserve(&shared, &tenant, &quotas, takeover) {
+        Ok(counted) => counted,
+        Err(e) => {
+            refuse_for_quota(&shared, &mut writer, version, &e).await;
+            return None;
+        }
+    };
+
+    // Attach the session, taking it over from another connection if needed.
     let mut force = false;
+    let device = accepted.identity.device();
     let attached = loop {
-        let outcome =
-            shared
-                .router()
-                .attach(&tenant, &accepted.client_id, connect.clean_start, force);
+        let outcome = shared.router().attach(
+            &tenant,
+            &accepted.client_id,
+            device,
+            &quotas,
+            connect.clean_start,
+            force,
+        );
         match outcome {
             Attach::Attached(a) => break a,
+            Attach::Quota(e) => {
+                refuse_for_quota(&shared, &mut writer, version, &e).await;
+                return None;
+            }
             Attach::TooManySessions => {
                 shared
                     .metrics
@@ -162,7 +193,6 @@ where
         None => None,
     };
     shared.metrics.connection_opened();
-    let counted = ConnectionCount::new(&shared);
     tracing::debug!(tenant = %tenant, client_id = %accepted.client_id, %version, present = attached.present, "connected");
 
     let mut conn = Connection {
@@ -209,24 +239,91 @@ where
     })
 }
 
-/// Decrements the open-connection count when dropped.
-pub(super) struct ConnectionCount(Arc<Shared>);
+/// A connection counted in the server's open connections and in its
+/// tenant's (the `connections` quota); uncounted when dropped.
+pub(super) struct ConnectionCount {
+    shared: Arc<Shared>,
+    tenant: String,
+    limit: u64,
+}
 
 impl ConnectionCount {
-    fn new(shared: &Arc<Shared>) -> Self {
+    /// Counts a connection of `tenant`, unless the tenant already has its
+    /// quota of connections (a `takeover` replaces one, so it always fits).
+    fn reserve(
+        shared: &Arc<Shared>,
+        tenant: &str,
+        quotas: &Quotas,
+        takeover: bool,
+    ) -> Result<Self, QuotaExceeded> {
+        let limit = quotas.get(Quota::Connections);
+        let used = {
+            let mut counts = shared.tenant_connections();
+            let n = counts.entry(tenant.to_owned()).or_insert(0);
+            if !takeover && *n as u64 >= limit {
+                return Err(QuotaExceeded {
+                    tenant: tenant.to_owned(),
+                    quota: Quota::Connections,
+                    limit,
+                    retry_after_secs: None,
+                });
+            }
+            *n += 1;
+            *n
+        };
+        shared
+            .ingestor
+            .quota_metrics()
+            .observe(tenant, Quota::Connections, limit, used as u64);
         shared
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Self(shared.clone())
+        Ok(Self {
+            shared: shared.clone(),
+            tenant: tenant.to_owned(),
+            limit,
+        })
     }
 }
 
 impl Drop for ConnectionCount {
     fn drop(&mut self) {
-        self.0
+        self.shared
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let used = {
+            let mut counts = self.shared.tenant_connections();
+            let Some(n) = counts.get_mut(&self.tenant) else {
+                return;
+            };
+            *n -= 1;
+            let used = *n;
+            if used == 0 {
+                counts.remove(&self.tenant);
+            }
+            used
+        };
+        self.shared.ingestor.quota_metrics().observe(
+            &self.tenant,
+            Quota::Connections,
+            self.limit,
+            used as u64,
+        );
     }
+}
+
+/// Refuses a CONNECT for a tenant quota: CONNACK 0x97 (3.1.1: 3, server
+/// unavailable), naming the quota.
+async fn refuse_for_quota<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    writer: &mut W,
+    version: ProtocolVersion,
+    e: &QuotaExceeded,
+) {
+    shared.metrics.connect_refused(ConnectRefusal::Quota);
+    shared.ingestor.quota_metrics().exceeded(e);
+    let message = format!("the tenant is at its {} quota of {}", e.quota, e.limit);
+    refuse(writer, version, ReasonCode::QuotaExceeded, &message).await;
 }
 
 /// Reads until a whole CONNECT is in. `Err(None)`: the socket closed or
@@ -373,6 +470,11 @@ fn auth_refusal(error: &IngestError) -> Refusal {
             ReasonCode::BadUserNameOrPassword,
             ConnectRefusal::BadCredentials,
             "invalid device id or token",
+        ),
+        IngestError::Quota(_) => (
+            ReasonCode::QuotaExceeded,
+            ConnectRefusal::Quota,
+            "the tenant is over a quota",
         ),
     }
 }

@@ -134,6 +134,17 @@ where
             );
         }
         let message = message_from(&p);
+        // A retained message must fit the tenant's retained quotas.
+        let retain_check = self.shared.router().check_retain(&self.tenant, &message);
+        if let Err(e) = retain_check {
+            self.shared.ingestor.quota_metrics().exceeded(&e);
+            return self.refuse_publish(
+                &p,
+                ReasonCode::QuotaExceeded,
+                PublishRejection::Quota,
+                e.to_string(),
+            );
+        }
         // Device topics are telemetry only for devices (the ACL keeps each
         // in its own); for applications every topic is plain pub/sub.
         let device_topic = self
@@ -209,10 +220,17 @@ where
         if let Some(id) = packet_id {
             self.inflight_ids.insert(id);
         }
+        let bytes = p.payload.len();
         self.inflight.push_back(Box::pin(async move {
-            let result = ingestor
-                .ingest_device(&principal, parsed.points, &ctx)
-                .await;
+            // The tenant's message and byte rates, then the append.
+            let result = match ingestor.admit(principal.tenant(), bytes).await {
+                Ok(()) => {
+                    ingestor
+                        .ingest_device(&principal, parsed.points, &ctx)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             drop(permit);
             let outcome = match result {
                 Ok(()) => Outcome::Ingested(message),
@@ -460,6 +478,8 @@ fn ingest_reason(e: &IngestError) -> (ReasonCode, PublishRejection, bool) {
         IngestError::TooLarge(_) => (ReasonCode::QuotaExceeded, R::TooLarge, false),
         IngestError::Overloaded { .. } => (ReasonCode::ServerBusy, R::Overloaded, true),
         IngestError::Unavailable(_) => (ReasonCode::ServerBusy, R::Unavailable, true),
+        // A final answer: the reason string says when a retry can pass.
+        IngestError::Quota(_) => (ReasonCode::QuotaExceeded, R::Quota, false),
     }
 }
 

@@ -42,10 +42,10 @@ use tributary_mqtt_codec::{
 use crate::Shared;
 use crate::acl::Identity;
 use crate::metrics::{DisconnectReason, PublishRejection};
-use crate::rate::TokenBucket;
 use crate::router::{Detached, Kick};
 use crate::session::{Message, Owned, Session, Stage};
 use crate::tls::Peer;
+use tributary_core::rate::TokenBucket;
 
 use delivery::RetainedCursors;
 use handshake::{Opened, open, report_presence};

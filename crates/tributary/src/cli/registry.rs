@@ -1,6 +1,7 @@
 //! `tenants`, `devices` and `tokens` commands.
 
 use serde_json::json;
+use tributary_core::quota::Quota;
 use tributary_core::time::format_rfc3339;
 use tributary_proto::v1 as pb;
 
@@ -23,6 +24,20 @@ pub enum TenantsCmd {
     },
     /// List tenants.
     List,
+    /// Set a tenant's quotas (admins only): `name=value` pairs, e.g.
+    /// `connections=500 messages_per_sec=2000`. `tributary tenants quotas`
+    /// lists the names.
+    SetQuota {
+        tenant: String,
+        /// Quotas to set, `name=value` (whole numbers; rates per second).
+        #[arg(value_name = "NAME=VALUE")]
+        quotas: Vec<String>,
+        /// Quota to return to the platform default (repeatable).
+        #[arg(long)]
+        clear: Vec<String>,
+    },
+    /// Show a tenant's quotas in force, and which it has of its own.
+    Quotas { tenant: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -154,6 +169,7 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
                     settings: Some(pb::TenantSettings {
                         auto_provision: !no_auto_provision,
                         device_tag,
+                        quotas: Default::default(),
                     }),
                 })
                 .await?
@@ -168,8 +184,75 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
                 .into_inner();
             ctx.print(&tenant_rows(&list.tenants));
         }
+        TenantsCmd::SetQuota {
+            tenant,
+            quotas,
+            clear,
+        } => {
+            if quotas.is_empty() && clear.is_empty() {
+                anyhow::bail!("name at least one quota to set (name=value) or to --clear");
+            }
+            let mut set = std::collections::HashMap::new();
+            for pair in &quotas {
+                let (name, value) = pair.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("{pair:?}: expected name=value, e.g. connections=500")
+                })?;
+                let quota: Quota = name.parse()?;
+                let value: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{pair:?}: the value must be a whole number"))?;
+                set.insert(quota.name().to_owned(), value);
+            }
+            let t = ctx
+                .registry
+                .set_tenant_quotas(pb::SetTenantQuotasRequest { tenant, set, clear })
+                .await?
+                .into_inner();
+            ctx.print(&quota_rows(&t));
+        }
+        TenantsCmd::Quotas { tenant } => {
+            let list = ctx
+                .registry
+                .list_tenants(pb::ListTenantsRequest {})
+                .await?
+                .into_inner();
+            let t = list
+                .tenants
+                .into_iter()
+                .find(|t| t.name == tenant)
+                .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?}"))?;
+            ctx.print(&quota_rows(&t));
+        }
     }
     Ok(())
+}
+
+/// Every quota of a tenant: its value in force, and whether the tenant has
+/// it set or gets the platform default.
+fn quota_rows(t: &pb::Tenant) -> Rows {
+    let set = t
+        .settings
+        .as_ref()
+        .map(|s| s.quotas.clone())
+        .unwrap_or_default();
+    let mut rows = Rows::new(vec!["tenant", "quota", "value", "source"]);
+    for quota in Quota::ALL {
+        let (value, source) = match set.get(quota.name()) {
+            Some(v) => (*v, "tenant"),
+            None => (quota.default_value(), "default"),
+        };
+        rows.push(
+            vec![
+                t.name.clone(),
+                quota.name().to_owned(),
+                value.to_string(),
+                source.to_owned(),
+            ],
+            json!({"tenant": t.name, "quota": quota.name(), "value": value, "source": source}),
+        );
+    }
+    rows
 }
 
 fn tenant_rows(tenants: &[pb::Tenant]) -> Rows {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tributary_commands::routing::CommandRelay;
-use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor, QuotaMetrics};
 use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
 
@@ -64,7 +64,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let revocations = events.resubscribe();
     let directory = super::remote_directory(&args.registry.registry_url, &keys, "ingest", events)?;
 
-    let ingestor = Ingestor::new(
+    let ingestor = Ingestor::with_quota_metrics(
         telemetry,
         directory.clone(),
         IngestConfig {
@@ -75,6 +75,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 .saturating_sub(16 * 1024),
         },
         IngestMetrics::register(&mut metrics),
+        QuotaMetrics::register(&mut metrics),
     );
     let mqtt = MqttServer::new(
         ingestor.clone(),

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use tributary_auth::JwtKeys;
 use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
 use tributary_core::live::LiveHub;
-use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor, QuotaMetrics};
 use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
 use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
@@ -164,7 +164,7 @@ impl Platform {
 
         // Frontends.
         let command_limits = limits.clone();
-        let ingestor = Ingestor::new(
+        let ingestor = Ingestor::with_quota_metrics(
             log.clone() as Arc<dyn Log>,
             directory.clone(),
             IngestConfig {
@@ -173,6 +173,7 @@ impl Platform {
                 ..Default::default()
             },
             IngestMetrics::register(&mut metrics),
+            QuotaMetrics::register(&mut metrics),
         );
         let mqtt = MqttServer::new(
             ingestor.clone(),

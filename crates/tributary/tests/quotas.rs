@@ -1,0 +1,276 @@
+//! Per-tenant quotas on a real standalone, set the way an operator sets
+//! them (`tributary tenants set-quota`), with the refusal each protocol
+//! documents, while a second tenant is not affected.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mqtt::RawMqtt;
+use common::*;
+use tributary_mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, ReasonCode};
+
+/// Runs the CLI as the admin and returns its stdout, failing on error.
+async fn cli(s: &Standalone, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.args(args)
+        .args(["--endpoint", &format!("http://{}", s.grpc)])
+        .args(["--token", &s.admin_token, "-o", "json"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tributary {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+async fn post(s: &Standalone, token: &str, value: u32) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"values": {{"n": {value}}}}}"#))
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// The value of one series of a metric on the ops listener.
+async fn metric(s: &Standalone, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+async fn setup() -> (tempfile::TempDir, Standalone, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path());
+    create_tenant(&s, "noisy").await;
+    create_tenant(&s, "quiet").await;
+    let noisy = create_device_in(&s, "noisy", "n1").await;
+    let quiet = create_device_in(&s, "quiet", "q1").await;
+    (dir, s, noisy, quiet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_message_rate_gets_429_and_0x97_and_others_do_not() {
+    let (_dir, s, noisy, quiet) = setup().await;
+    let out = cli(
+        &s,
+        &[
+            "tenants",
+            "set-quota",
+            "noisy",
+            "messages_per_sec=2",
+            "messages-burst=5",
+        ],
+    )
+    .await;
+    assert!(
+        out.contains("\"messages_per_sec\"") && out.contains("\"tenant\""),
+        "{out}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli(&s, &["tenants", "quotas", "noisy"]).await).unwrap();
+    let row = |name: &str| {
+        shown
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["quota"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {shown}"))
+    };
+    assert_eq!(row("messages_burst")["value"], 5);
+    assert_eq!(row("messages_burst")["source"], "tenant");
+    assert_eq!(row("connections")["source"], "default");
+
+    // HTTP: past the burst, 429 with problem+json naming the quota and a
+    // Retry-After. Quota values reach the ingest path within a second.
+    let refused = eventually(
+        Duration::from_secs(5),
+        "a 429 for the noisy tenant",
+        || async {
+            let r = post(&s, &noisy, 1).await;
+            (r.status() == 429).then_some(r)
+        },
+    )
+    .await;
+    assert!(refused.headers().get("retry-after").is_some());
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["quota"], "messages_per_sec", "{problem}");
+    assert_eq!(problem["limit"], 2, "{problem}");
+    assert_eq!(problem["status"], 429);
+    // The other tenant is served.
+    for i in 0..20 {
+        assert_eq!(
+            post(&s, &quiet, i).await.status(),
+            204,
+            "quiet tenant, request {i}"
+        );
+    }
+
+    // MQTT 5: a PUBACK 0x97 once the rate is spent.
+    let (mut m, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let mut codes = Vec::new();
+    for id in 1..=10 {
+        codes.push(m.publish_qos1("devices/n1/telemetry/n", b"1", id).await);
+    }
+    assert!(
+        codes.contains(&Some(ReasonCode::QuotaExceeded)),
+        "{codes:?}"
+    );
+    // MQTT 3.1.1 cannot be told: the connection is closed.
+    let (mut old, ack) =
+        RawMqtt::connect(s.mqtt, ProtocolVersion::V311, "n1/old", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let mut closed = false;
+    for id in 1..=10 {
+        if old
+            .publish_qos1("devices/n1/telemetry/n", b"1", id)
+            .await
+            .is_none()
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a 3.1.1 client over its tenant's rate is disconnected"
+    );
+
+    // The metrics show the quota, and that it was hit.
+    let limit = metric(
+        &s,
+        r#"tributary_tenant_quota_limit{tenant="noisy",quota="messages_per_sec"}"#,
+    )
+    .await;
+    assert_eq!(limit, Some(2.0));
+    let hits = metric(
+        &s,
+        r#"tributary_tenant_quota_exceeded_total{tenant="noisy",quota="messages_per_sec"}"#,
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(hits >= 2.0, "{hits}");
+    assert_eq!(
+        metric(
+            &s,
+            r#"tributary_tenant_quota_exceeded_total{tenant="quiet",quota="messages_per_sec"}"#,
+        )
+        .await,
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_sessions_of_a_tenant_are_bounded() {
+    let (_dir, s, noisy, quiet) = setup().await;
+    cli(
+        &s,
+        &[
+            "tenants",
+            "set-quota",
+            "noisy",
+            "connections=2",
+            "sessions_per_device=2",
+        ],
+    )
+    .await;
+    let mut held = Vec::new();
+    for client in ["n1", "n1/b"] {
+        let (m, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, client, "n1", &noisy).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success, "{client}");
+        held.push(m);
+    }
+    // A third connection of the tenant: 0x97 (3.1.1: 3, server unavailable).
+    let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1/c", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::QuotaExceeded);
+    let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V311, "n1/d", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::ServerUnavailable);
+    // Taking over one of its own sessions is not a new connection.
+    let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1/b", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success, "a takeover");
+    // The other tenant connects as it likes.
+    for i in 0..4 {
+        let client = format!("q1/{i}");
+        let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, &client, "q1", &quiet).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+    }
+    // Sessions of one device: two at most, even with connections to spare.
+    cli(&s, &["tenants", "set-quota", "noisy", "connections=100"]).await;
+    drop(held);
+    // (The sessions of the connections just dropped end as the server
+    // sees the sockets close: retry until two new ones are in.)
+    let mut sessions = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let third = loop {
+        let client = format!("n1/s{}", sessions.len());
+        let (m, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, &client, "n1", &noisy).await;
+        match ack.reason_code {
+            ReasonCode::Success => sessions.push(m),
+            code if sessions.len() == 2 => break (code, sessions.len()),
+            code => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "session {} refused with {code:?}",
+                    sessions.len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert!(sessions.len() <= 2, "more than two sessions of one device");
+    };
+    assert_eq!(third.0, ReasonCode::QuotaExceeded);
+    assert!(third.1 <= 2, "{} sessions of one device", third.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_past_the_quota_are_refused_not_dropped() {
+    let (_dir, s, noisy, _quiet) = setup().await;
+    cli(
+        &s,
+        &["tenants", "set-quota", "noisy", "retained_messages=3"],
+    )
+    .await;
+    let (mut m, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let mut codes = Vec::new();
+    for i in 0..5u16 {
+        let mut p = Publish::new(format!("devices/n1/state/{i}"), "on");
+        p.retain = true;
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = Some(i + 1);
+        m.send(&p.into()).await;
+        match m.recv(Duration::from_secs(5)).await {
+            Some(Packet::PubAck(a)) => codes.push(a.reason_code),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    // 0x10: no subscribers, but retained; then 0x97 for the 4th and 5th.
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::NoMatchingSubscribers,
+            ReasonCode::NoMatchingSubscribers,
+            ReasonCode::NoMatchingSubscribers,
+            ReasonCode::QuotaExceeded,
+            ReasonCode::QuotaExceeded,
+        ]
+    );
+}
