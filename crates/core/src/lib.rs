@@ -23,6 +23,7 @@ pub mod model;
 pub mod quota;
 pub mod rate;
 pub mod selector;
+pub mod series;
 pub mod time;
 
 pub use limits::Limits;

@@ -22,6 +22,7 @@ pub use tributary_core::envelope::Kind;
 use tributary_core::envelope::{self, Envelope};
 use tributary_core::formats::{DeviceBatch, ParseError};
 use tributary_core::model::validate_device_id;
+use tributary_core::series::{SeriesGate, SeriesRefused};
 use tributary_core::{Limits, Point};
 use tributary_log::{Log, LogError, Record};
 
@@ -141,6 +142,11 @@ pub struct IngestConfig {
     /// limit (Kafka's `max.message.bytes`). The default leaves room for the
     /// key and headers under a 1,000,000-byte record.
     pub max_record_bytes: usize,
+    /// Admits new series before their points are appended, so that the
+    /// store never refuses a point that was acknowledged (the series limit
+    /// and the tenant's `series` quota). `None`: the store has no limit to
+    /// check ahead (ScyllaDB).
+    pub series_gate: Option<Arc<dyn SeriesGate>>,
 }
 
 impl Default for IngestConfig {
@@ -149,6 +155,7 @@ impl Default for IngestConfig {
             limits: Limits::default(),
             max_inflight_bytes: 512 * 1024 * 1024,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            series_gate: None,
         }
     }
 }
@@ -497,6 +504,45 @@ impl Ingestor {
             .await
     }
 
+    /// Admits the batches' new series at the store's gate (if it has one),
+    /// within the tenant's `series` quota: what the store would refuse is
+    /// refused here, before anything is acknowledged.
+    async fn admit_series(&self, tenant: &str, batches: &[DeviceBatch]) -> Result<(), IngestError> {
+        let Some(gate) = &self.inner.config.series_gate else {
+            return Ok(());
+        };
+        let quota = match self.inner.rates.cached(tenant, Quota::Series) {
+            Some(quota) => quota,
+            None => self.quotas(tenant).await?.get(Quota::Series),
+        };
+        for b in batches {
+            let mut metrics: Vec<&str> = b.points.iter().map(|p| p.metric.as_str()).collect();
+            metrics.sort_unstable();
+            metrics.dedup();
+            match gate.admit(tenant, &b.device, &metrics, quota).await {
+                Ok(()) => {}
+                Err(SeriesRefused::TenantQuota { limit }) => {
+                    let e = QuotaExceeded {
+                        tenant: tenant.to_owned(),
+                        quota: Quota::Series,
+                        limit,
+                        retry_after_secs: None,
+                    };
+                    self.inner.quota_metrics.exceeded(&e);
+                    self.inner.metrics.rejected(Rejection::Quota, &e);
+                    return Err(IngestError::Quota(e));
+                }
+                Err(e @ SeriesRefused::StoreFull { .. }) => {
+                    self.inner.metrics.rejected(Rejection::Quota, &e);
+                    return Err(IngestError::Forbidden(format!(
+                        "{e}: no new series can be stored for now; the operator must raise the limit"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn append_traced(
         &self,
         tenant: &str,
@@ -522,6 +568,10 @@ impl Ingestor {
                     )));
                 }
             }
+        }
+        if let Err(e) = self.admit_series(tenant, &batches).await {
+            span.record("otel.status_code", "ERROR");
+            return Err(e);
         }
         let mut records = Vec::with_capacity(batches.len());
         let mut points = 0usize;

@@ -157,6 +157,12 @@ pub(crate) enum Admission {
 }
 
 impl RateQuotas {
+    /// The value of `quota` for `tenant` as last read, if it was.
+    pub(crate) fn cached(&self, tenant: &str, quota: Quota) -> Option<u64> {
+        let tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        tenants.get(tenant).map(|rates| rates.quotas.get(quota))
+    }
+
     /// Charges one message of `bytes` to `tenant`, if its quota values are
     /// current (or `fresh` gives them).
     ///

@@ -78,6 +78,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tributary_core::series::{SeriesGate, SeriesRefused};
 
 use async_trait::async_trait;
 use redb::{
@@ -263,6 +264,8 @@ struct Inner {
     compaction: Mutex<()>,
     next_series_id: AtomicU64,
     series: AtomicU64,
+    /// Series of each tenant (the `series` quota). Locked after a shard.
+    tenant_series: Mutex<HashMap<String, u64>>,
     head_points: AtomicUsize,
     head_bytes: AtomicUsize,
     frozen_points: AtomicUsize,
@@ -500,6 +503,7 @@ impl EmbeddedStore {
             compaction: Mutex::new(()),
             next_series_id: AtomicU64::new(0),
             series: AtomicU64::new(0),
+            tenant_series: Mutex::new(HashMap::new()),
             head_points: AtomicUsize::new(0),
             head_bytes: AtomicUsize::new(0),
             frozen_points: AtomicUsize::new(0),
@@ -522,6 +526,11 @@ impl EmbeddedStore {
             inner,
             compactor: Some(compactor),
         }))
+    }
+
+    /// Series of `tenant` (the `series` quota counts them).
+    pub fn tenant_series(&self, tenant: &str) -> u64 {
+        self.inner.tenant_series(tenant)
     }
 
     /// Counters for metrics and tests.
@@ -584,6 +593,20 @@ impl Drop for EmbeddedStore {
         {
             tracing::error!("store compactor thread panicked");
         }
+    }
+}
+
+#[async_trait]
+impl SeriesGate for EmbeddedStore {
+    async fn admit(
+        &self,
+        tenant: &str,
+        device: &str,
+        metrics: &[&str],
+        tenant_quota: u64,
+    ) -> Result<(), SeriesRefused> {
+        self.inner
+            .admit_series(tenant, device, metrics, tenant_quota)
     }
 }
 
@@ -698,6 +721,73 @@ fn compactor_loop(inner: &Inner, wake: &Receiver<()>) {
 }
 
 impl Inner {
+    /// See [`SeriesGate::admit`]. Under the device's shard lock: the series
+    /// it creates are in the index before any write of their points can
+    /// look for them, and reach the catalog with the next flush.
+    fn admit_series(
+        &self,
+        tenant: &str,
+        device: &str,
+        metrics: &[&str],
+        quota: u64,
+    ) -> Result<(), SeriesRefused> {
+        let mut guard = lock(self.shard(tenant, device));
+        let shard = &mut *guard;
+        let new: Vec<&str> = metrics
+            .iter()
+            .copied()
+            .filter(|m| shard.slot_mut(tenant, device, m).is_none())
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let n = new.len() as u64;
+        {
+            let mut per_tenant = lock(&self.tenant_series);
+            let used = per_tenant.get(tenant).copied().unwrap_or(0);
+            if used + n > quota {
+                return Err(SeriesRefused::TenantQuota { limit: quota });
+            }
+            let max = self.config.max_series;
+            self.series
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    (c + n <= max).then_some(c + n)
+                })
+                .map_err(|_| SeriesRefused::StoreFull { limit: max })?;
+            *per_tenant.entry(tenant.to_owned()).or_insert(0) += n;
+        }
+        for metric in new {
+            let id = self.next_series_id.fetch_add(1, Ordering::Relaxed);
+            let metric_id = shard.metric_id(metric);
+            shard.new_series.push(NewSeries {
+                id,
+                tenant: tenant.to_owned(),
+                device: device.to_owned(),
+                metric: metric.to_owned(),
+            });
+            shard
+                .tenants
+                .entry(tenant.to_owned())
+                .or_default()
+                .entry(device.to_owned())
+                .or_default()
+                .metrics
+                .insert(
+                    metric_id,
+                    Slot {
+                        id,
+                        head: SeriesHead::new(),
+                    },
+                );
+        }
+        Ok(())
+    }
+
+    /// Series of `tenant`.
+    fn tenant_series(&self, tenant: &str) -> u64 {
+        lock(&self.tenant_series).get(tenant).copied().unwrap_or(0)
+    }
+
     fn shard(&self, tenant: &str, device: &str) -> &Mutex<Shard> {
         let mut h = DefaultHasher::new();
         tenant.hash(&mut h);
@@ -791,6 +881,9 @@ impl Inner {
                             break;
                         }
                     };
+                    *lock(&self.tenant_series)
+                        .entry(dp.tenant.clone())
+                        .or_insert(0) += 1;
                     new_series.push(NewSeries {
                         id,
                         tenant: dp.tenant.clone(),
@@ -1401,6 +1494,15 @@ impl Inner {
             let id = id.value();
             max_id = max_id.max(Some(id));
             count += 1;
+            {
+                let mut per_tenant = lock(&self.tenant_series);
+                match per_tenant.get_mut(tenant) {
+                    Some(n) => *n += 1,
+                    None => {
+                        per_tenant.insert(tenant.to_owned(), 1);
+                    }
+                }
+            }
             let mut shard = lock(self.shard(tenant, device));
             let metric = shard.metric_id(metric);
             shard

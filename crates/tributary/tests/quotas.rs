@@ -274,3 +274,106 @@ async fn retained_messages_past_the_quota_are_refused_not_dropped() {
         ]
     );
 }
+
+/// Points of one device's metric stored, as the query API returns them.
+async fn stored(s: &Standalone, tenant: &str, device: &str) -> usize {
+    let mut q = s.query(&s.admin_token).await;
+    let resp = q
+        .query_range(tributary_proto::v1::QueryRangeRequest {
+            target: Some(tributary_proto::v1::Target {
+                tenant: tenant.into(),
+                devices: Some(tributary_proto::v1::target::Devices::Device(device.into())),
+            }),
+            metrics: vec![],
+            from_ns: 0,
+            to_ns: i64::MAX,
+            limit: 10_000,
+            order: tributary_proto::v1::Order::Asc as i32,
+            page_token: String::new(),
+        })
+        .await
+        .expect("QueryRange")
+        .into_inner();
+    resp.series.iter().map(|s| s.points.len()).sum()
+}
+
+async fn post_metrics(s: &Standalone, token: &str, metrics: &[&str]) -> reqwest::Response {
+    let values: Vec<String> = metrics.iter().map(|m| format!(r#""{m}": 1"#)).collect();
+    reqwest::Client::new()
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"values": {{{}}}}}"#, values.join(", ")))
+        .send()
+        .await
+        .expect("POST")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_beyond_a_limit_are_refused_before_the_ack_never_dead_lettered_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // The store holds 6 series in all; the noisy tenant may have 3.
+    let s = Standalone::start_with(dir.path(), &["--max-series".as_ref(), "6".as_ref()]);
+    create_tenant(&s, "noisy").await;
+    create_tenant(&s, "quiet").await;
+    let noisy = create_device_in(&s, "noisy", "n1").await;
+    let quiet = create_device_in(&s, "quiet", "q1").await;
+    cli(&s, &["tenants", "set-quota", "noisy", "series=3"]).await;
+
+    let mut acked = 0;
+    let r = post_metrics(&s, &noisy, &["a", "b", "c"]).await;
+    assert_eq!(r.status(), 204);
+    acked += 3;
+    // A fourth series: 429 naming the quota, before anything is acked.
+    let r = eventually(Duration::from_secs(5), "the series quota", || async {
+        let r = post_metrics(&s, &noisy, &["a", "d"]).await;
+        (r.status() != 204).then_some(r)
+    })
+    .await;
+    assert_eq!(r.status(), 429);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["quota"], "series", "{problem}");
+    // Known series still take points.
+    assert_eq!(post_metrics(&s, &noisy, &["a", "b"]).await.status(), 204);
+    acked += 2;
+
+    // The store's own limit: 6 in all. The quiet tenant gets the last 3...
+    assert_eq!(
+        post_metrics(&s, &quiet, &["x", "y", "z"]).await.status(),
+        204
+    );
+    // ...and then nobody gets a new one: 403, before the ack.
+    let r = post_metrics(&s, &quiet, &["w"]).await;
+    assert_eq!(r.status(), 403);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("limit of 6 series"),
+        "{problem}"
+    );
+    // MQTT: a new series over the quota is a PUBACK 0x97, not a PUBACK
+    // followed by a dead letter.
+    let (mut m, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    assert_eq!(
+        m.publish_qos1("devices/n1/telemetry/e", b"1", 1).await,
+        Some(ReasonCode::QuotaExceeded)
+    );
+    assert_eq!(
+        m.publish_qos1("devices/n1/telemetry/a", b"1", 2).await,
+        Some(ReasonCode::Success)
+    );
+    acked += 1;
+
+    // Everything acknowledged is stored, and nothing was dead-lettered.
+    eventually(
+        Duration::from_secs(10),
+        "every acked point stored",
+        || async { (stored(&s, "noisy", "n1").await == acked).then_some(()) },
+    )
+    .await;
+    let dead = metric(&s, "tributary_processor_dead_lettered_records_total").await;
+    assert_eq!(dead, Some(0.0), "dead letters");
+}

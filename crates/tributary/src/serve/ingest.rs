@@ -73,6 +73,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             // Leave room for the key and headers under Kafka's record limit.
             max_record_bytes: (args.kafka.kafka_max_record_bytes as usize)
                 .saturating_sub(16 * 1024),
+            // ScyllaDB has no series limit to check ahead; a processor on
+            // the embedded store (`--with-query`) still enforces its own
+            // limit after the ack: docs/security.md.
+            series_gate: None,
         },
         IngestMetrics::register(&mut metrics),
         QuotaMetrics::register(&mut metrics),

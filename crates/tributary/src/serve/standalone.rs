@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use tributary_auth::JwtKeys;
 use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
 use tributary_core::live::LiveHub;
+use tributary_core::series::SeriesGate;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor, QuotaMetrics};
 use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
@@ -49,6 +50,11 @@ pub struct StandaloneArgs {
     /// clients; past it new ones are refused (HTTP 503, MQTT 0x89).
     #[arg(long, env = "TRIBUTARY_MAX_INFLIGHT_BYTES", default_value_t = IngestConfig::default().max_inflight_bytes)]
     pub max_inflight_bytes: usize,
+    /// Most time series (device × metric) the store holds, for every
+    /// tenant; a request that would create more is refused at ingest (and
+    /// each tenant has its own `series` quota within it).
+    #[arg(long, env = "TRIBUTARY_MAX_SERIES", default_value_t = EmbeddedStoreConfig::default().max_series)]
+    pub max_series: u64,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -119,14 +125,18 @@ impl Platform {
         )
         .await
         .context("opening the dead-letter log")?;
-        let store: Arc<dyn Store> = EmbeddedStore::open(
+        let embedded_store = EmbeddedStore::open(
             &dir.join("store"),
             EmbeddedStoreConfig {
                 retention: args.limits.retention()?,
+                max_series: args.max_series,
                 ..Default::default()
             },
         )
         .context("opening the store")?;
+        // The store's series limit is checked at ingest, before the ack.
+        let series_gate: Arc<dyn SeriesGate> = embedded_store.clone();
+        let store: Arc<dyn Store> = embedded_store;
         let registry_store = EmbeddedRegistryStore::open(&super::backends::registry_file(dir))
             .context("opening the registry")?;
 
@@ -170,6 +180,7 @@ impl Platform {
             IngestConfig {
                 limits,
                 max_inflight_bytes: args.max_inflight_bytes,
+                series_gate: Some(series_gate),
                 ..Default::default()
             },
             IngestMetrics::register(&mut metrics),
