@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "command_routing.proto",
         "events.proto",
         "directory.proto",
+        "dlq.proto",
     ]
     .map(|f| root.join("tributary/v1").join(f));
     for f in &files {

@@ -376,4 +376,11 @@ async fn series_beyond_a_limit_are_refused_before_the_ack_never_dead_lettered_af
     .await;
     let dead = metric(&s, "tributary_processor_dead_lettered_records_total").await;
     assert_eq!(dead, Some(0.0), "dead letters");
+    // As an operator would check: the dead-letter log is empty, for the
+    // tenant and for the whole platform.
+    let listed: serde_json::Value = serde_json::from_str(&cli(&s, &["dlq", "list"]).await).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    let all: serde_json::Value =
+        serde_json::from_str(&cli(&s, &["--tenant", "*", "dlq", "list"]).await).unwrap();
+    assert_eq!(all, serde_json::json!([]));
 }

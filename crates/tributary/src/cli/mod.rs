@@ -9,12 +9,14 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tributary_proto::v1::command_service_client::CommandServiceClient;
+use tributary_proto::v1::dead_letter_service_client::DeadLetterServiceClient;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
 
 use crate::output::Format;
 
 mod commands;
+mod dlq;
 mod query;
 mod registry;
 
@@ -62,6 +64,10 @@ pub enum CliCommand {
     /// Send commands to devices and print their replies.
     #[command(subcommand)]
     Commands(commands::CommandsCmd),
+    /// Inspect and replay dead letters: records the processor could not
+    /// store.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCmd),
 }
 
 /// Adds the operator token to every call.
@@ -83,6 +89,7 @@ pub struct Ctx {
     pub registry: RegistryServiceClient<Intercepted>,
     pub query: QueryServiceClient<Intercepted>,
     pub commands: CommandServiceClient<Intercepted>,
+    pub dlq: DeadLetterServiceClient<Intercepted>,
     /// The tenant to act in; empty = the token's own.
     pub tenant: String,
     pub output: Format,
@@ -119,7 +126,8 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
     let mut ctx = Ctx {
         registry: RegistryServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         query: QueryServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-        commands: CommandServiceClient::with_interceptor(channel, bearer),
+        commands: CommandServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        dlq: DeadLetterServiceClient::with_interceptor(channel, bearer),
         tenant: conn.tenant.unwrap_or_default(),
         output: conn.output,
     };
@@ -130,6 +138,7 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Series(c) => query::query(&mut ctx, c).await,
         CliCommand::Tail(a) => query::tail(&mut ctx, a).await,
         CliCommand::Commands(c) => commands::commands(&mut ctx, c).await,
+        CliCommand::Dlq(c) => dlq::dlq(&mut ctx, c).await,
     };
     result.map_err(|e| match e.downcast::<tonic::Status>() {
         Ok(status) => anyhow::anyhow!(describe_status(&status)),

@@ -13,6 +13,7 @@ use tributary_commands::routing::RoutedCommandSink;
 use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics, RoutingMetrics};
 use tributary_core::Limits;
 use tributary_core::live::LiveHub;
+use tributary_dlq::DeadLetterGrpc;
 use tributary_log::Log;
 use tributary_query::{QueryConfig, QueryGrpc};
 use tributary_store::Store;
@@ -113,7 +114,8 @@ pub struct ApiParts {
     pub client_id: String,
 }
 
-/// Serves QueryService and CommandService (plus health and reflection)
+/// Serves QueryService, CommandService and DeadLetterService (plus health
+/// and reflection)
 /// until `stop`; returns the bound address.
 pub async fn serve_apis(
     parts: ApiParts,
@@ -160,6 +162,12 @@ pub async fn serve_apis(
         QueryConfig::default(),
     )
     .server();
+    let dlq_svc = DeadLetterGrpc::new(
+        parts.kafka.dlq(&parts.client_id).await? as Arc<dyn Log>,
+        parts.kafka.telemetry(&parts.client_id).await? as Arc<dyn Log>,
+        keys.clone(),
+    )
+    .into_service();
     let command_svc = CommandGrpc::new(sink, directory, keys)
         .with_config(CommandConfig::default())
         .context("configuring the command service")?
@@ -183,6 +191,7 @@ pub async fn serve_apis(
             .add_service(reflection)
             .add_service(query_svc)
             .add_service(command_svc)
+            .add_service(dlq_svc)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 grpc_stop,

@@ -15,6 +15,7 @@ use tributary_auth::JwtKeys;
 use tributary_commands::{CommandConfig, CommandGrpc, CommandMetrics};
 use tributary_core::live::LiveHub;
 use tributary_core::series::SeriesGate;
+use tributary_dlq::DeadLetterGrpc;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor, QuotaMetrics};
 use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
@@ -229,6 +230,12 @@ impl Platform {
             QueryConfig::default(),
         )
         .server();
+        let dlq_svc = DeadLetterGrpc::new(
+            dlq.clone() as Arc<dyn Log>,
+            log.clone() as Arc<dyn Log>,
+            keys.clone(),
+        )
+        .into_service();
         let command_svc = CommandGrpc::new(Arc::new(mqtt), directory.clone(), keys.clone())
             .with_config(CommandConfig::default())
             .context("configuring the command service")?
@@ -255,6 +262,7 @@ impl Platform {
                 .add_service(registry_svc)
                 .add_service(query_svc)
                 .add_service(command_svc)
+                .add_service(dlq_svc)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                     grpc_stop,
