@@ -219,7 +219,7 @@ async fn a_dead_letter_is_shown_with_its_record_and_replayed_as_it_was() {
             Role::Operator,
             pb::GetDeadLetterRequest {
                 tenant: String::new(),
-                r#ref: Some(refs[0].clone()),
+                r#ref: Some(refs[0]),
             },
         ))
         .await
@@ -234,7 +234,7 @@ async fn a_dead_letter_is_shown_with_its_record_and_replayed_as_it_was() {
             Role::Operator,
             pb::GetDeadLetterRequest {
                 tenant: String::new(),
-                r#ref: Some(refs[0].clone()),
+                r#ref: Some(refs[0]),
             },
         ))
         .await
