@@ -45,6 +45,9 @@ pub enum CommandServiceError {
     /// Too many commands are waiting for replies.
     #[error("too many pending commands: {0}")]
     ResourceExhausted(String),
+    /// Over one of the tenant's quotas (`pending_commands`).
+    #[error("{0}")]
+    Quota(tributary_core::quota::QuotaExceeded),
     /// The device registry failed.
     #[error("device catalog: {0}")]
     Directory(DirectoryError),
@@ -132,6 +135,14 @@ impl From<CommandServiceError> for Status {
                     "DISABLED",
                     format!("device/{name}"),
                     "the device is disabled",
+                ),
+            ),
+            CommandServiceError::Quota(q) => Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("{q}; wait for a command to finish, or ask for a higher quota"),
+                ErrorDetails::with_quota_failure_violation(
+                    format!("tenant/{}", q.tenant),
+                    format!("{}: {}", q.quota, q.limit),
                 ),
             ),
             CommandServiceError::ResourceExhausted(message) => Status::with_error_details(

@@ -92,7 +92,9 @@ fn failure_level(error: &CommandServiceError) -> Level {
         | CommandServiceError::PermissionDenied(_)
         | CommandServiceError::InvalidArgument { .. }
         | CommandServiceError::DeviceNotFound(_)
-        | CommandServiceError::DeviceDisabled(_) => Level::DEBUG,
+        | CommandServiceError::DeviceDisabled(_)
+        // A tenant over its own quota: its problem, not the server's.
+        | CommandServiceError::Quota(_) => Level::DEBUG,
         CommandServiceError::ResourceExhausted(_)
         | CommandServiceError::Directory(DirectoryError::Unavailable(_))
         | CommandServiceError::Unavailable(_)

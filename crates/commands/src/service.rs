@@ -13,6 +13,7 @@ use tributary_core::commands::{
 };
 use tributary_core::directory::DeviceCatalog;
 use tributary_core::model::{validate_device_id, validate_tenant};
+use tributary_core::quota::{Quota, TenantCounter};
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::command_service_server::{CommandService, CommandServiceServer};
 
@@ -37,6 +38,8 @@ pub struct CommandGrpc {
     config: CommandConfig,
     limits: Limits,
     pending: Arc<Semaphore>,
+    /// Commands of each tenant waiting for a reply on this server.
+    tenant_pending: TenantCounter,
     metrics: CommandMetrics,
 }
 
@@ -48,6 +51,7 @@ impl CommandGrpc {
         let config = CommandConfig::default();
         Self {
             pending: Arc::new(Semaphore::new(config.max_pending)),
+            tenant_pending: TenantCounter::default(),
             sink,
             catalog,
             keys,
@@ -145,6 +149,16 @@ impl CommandGrpc {
         request: Request<pb::SendCommandRequest>,
     ) -> Result<pb::SendCommandResponse, CommandServiceError> {
         let command = self.command(&request).await?;
+        // The tenant's `pending_commands` quota, then the server's limit.
+        let quotas = self.catalog.tenant_quotas(&command.tenant).await?;
+        let _slot = self
+            .tenant_pending
+            .try_acquire(
+                &command.tenant,
+                Quota::PendingCommands,
+                quotas.get(Quota::PendingCommands),
+            )
+            .map_err(CommandServiceError::Quota)?;
         let _permit = Arc::clone(&self.pending).try_acquire_owned().map_err(|_| {
             CommandServiceError::ResourceExhausted(format!(
                 "this server already waits for {} replies",

@@ -193,6 +193,12 @@ pub trait DeviceCatalog: Send + Sync + std::fmt::Debug + 'static {
         tenant: &str,
         selector: &Selector,
     ) -> Result<Vec<DeviceInfo>, DirectoryError>;
+
+    /// The tenant's quotas (live streams, pending commands). The platform
+    /// defaults unless the catalog knows better.
+    async fn tenant_quotas(&self, _tenant: &str) -> Result<crate::quota::Quotas, DirectoryError> {
+        Ok(crate::quota::Quotas::default())
+    }
 }
 
 /// Where frontends report device presence.

@@ -213,6 +213,71 @@ pub struct QuotaExceeded {
     pub retry_after_secs: Option<u32>,
 }
 
+/// How many of something each tenant holds right now (streams, pending
+/// commands), against a quota. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct TenantCounter {
+    counts: std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+/// One unit a tenant holds; given back when dropped.
+#[derive(Debug)]
+pub struct TenantSlot {
+    counter: TenantCounter,
+    tenant: String,
+}
+
+impl TenantCounter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a unit for `tenant`, unless it already holds `limit` of
+    /// `quota`. Returns the slot and how many the tenant holds with it.
+    pub fn try_acquire(
+        &self,
+        tenant: &str,
+        quota: Quota,
+        limit: u64,
+    ) -> Result<(TenantSlot, u64), QuotaExceeded> {
+        let mut counts = self.lock();
+        let held = counts.get(tenant).copied().unwrap_or(0);
+        if held >= limit {
+            return Err(QuotaExceeded {
+                tenant: tenant.to_owned(),
+                quota,
+                limit,
+                retry_after_secs: None,
+            });
+        }
+        counts.insert(tenant.to_owned(), held + 1);
+        let slot = TenantSlot {
+            counter: self.clone(),
+            tenant: tenant.to_owned(),
+        };
+        Ok((slot, held + 1))
+    }
+
+    /// How many `tenant` holds.
+    pub fn held(&self, tenant: &str) -> u64 {
+        self.lock().get(tenant).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counter.lock();
+        if let Some(n) = counts.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +318,22 @@ mod tests {
             q.get(Quota::Connections),
             Quota::Connections.default_value()
         );
+    }
+
+    #[test]
+    fn a_counter_holds_each_tenant_to_its_limit() {
+        let c = TenantCounter::default();
+        let (a1, n) = c.try_acquire("a", Quota::LiveStreams, 2).unwrap();
+        assert_eq!(n, 1);
+        let (_a2, _) = c.try_acquire("a", Quota::LiveStreams, 2).unwrap();
+        let e = c.try_acquire("a", Quota::LiveStreams, 2).unwrap_err();
+        assert_eq!((e.quota, e.limit), (Quota::LiveStreams, 2));
+        assert!(
+            c.try_acquire("b", Quota::LiveStreams, 2).is_ok(),
+            "other tenants"
+        );
+        drop(a1);
+        assert_eq!(c.held("a"), 1);
+        assert!(c.try_acquire("a", Quota::LiveStreams, 2).is_ok());
     }
 }

@@ -8,6 +8,7 @@ use tributary_auth::{JwtKeys, Role, authorize};
 use tributary_core::directory::DeviceCatalog;
 use tributary_core::live::LiveHub;
 use tributary_core::model::validate_tenant;
+use tributary_core::quota::{Quota, TenantCounter};
 use tributary_core::time::now_ns;
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::query_service_server::{QueryService, QueryServiceServer};
@@ -36,6 +37,10 @@ pub struct QueryGrpc {
     live: LiveHub,
     keys: JwtKeys,
     subscriptions: Arc<Semaphore>,
+    /// The tenant's `live_streams` quota needs the catalog's quotas.
+    catalog: Arc<dyn DeviceCatalog>,
+    /// Live streams of each tenant on this server.
+    tenant_streams: TenantCounter,
 }
 
 impl QueryGrpc {
@@ -51,10 +56,12 @@ impl QueryGrpc {
     ) -> Self {
         let subscriptions = Arc::new(Semaphore::new(config.max_subscriptions.max(1)));
         Self {
-            engine: Engine::new(store, catalog, config),
+            engine: Engine::new(store, Arc::clone(&catalog), config),
             live,
             keys,
             subscriptions,
+            catalog,
+            tenant_streams: TenantCounter::default(),
         }
     }
 
@@ -152,6 +159,19 @@ impl QueryService for QueryGrpc {
         let req = request.get_ref();
         let (tenant, target) = self.scope(&request, req.target.as_ref())?;
         let metrics = parse_metrics(&req.metrics, self.config().max_metrics)?;
+        // The tenant's quota first, then the server's own limit.
+        let quotas = self
+            .catalog
+            .tenant_quotas(&tenant)
+            .await
+            .map_err(QueryError::Directory)?;
+        let (slot, _) = self
+            .tenant_streams
+            .try_acquire(&tenant, Quota::LiveStreams, quotas.get(Quota::LiveStreams))
+            .map_err(|e| QueryError::ResourceExhausted {
+                subject: "live_streams",
+                message: format!("{e}; close a stream or ask for a higher quota"),
+            })?;
         let permit = Arc::clone(&self.subscriptions)
             .try_acquire_owned()
             .map_err(|_| QueryError::ResourceExhausted {
@@ -173,7 +193,7 @@ impl QueryService for QueryGrpc {
         Ok(Response::new(subscription.spawn(
             feed,
             self.config().subscribe_buffer,
-            Some(permit),
+            Some((permit, slot)),
         )))
     }
 }

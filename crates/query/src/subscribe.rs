@@ -21,6 +21,7 @@ use tonic::Status;
 use tributary_core::directory::DeviceInfo;
 use tributary_core::envelope::point_to_pb;
 use tributary_core::live::LiveBatch;
+use tributary_core::quota::TenantSlot;
 use tributary_proto::v1 as pb;
 
 use crate::engine::Engine;
@@ -82,7 +83,7 @@ impl Subscription {
         self,
         feed: broadcast::Receiver<Arc<LiveBatch>>,
         buffer: usize,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<(OwnedSemaphorePermit, TenantSlot)>,
     ) -> SubscribeStream {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         tokio::spawn(async move {

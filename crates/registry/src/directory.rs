@@ -713,6 +713,14 @@ macro_rules! delegate_directory_traits {
             ) -> Result<Vec<tributary_core::directory::DeviceInfo>, DirectoryError> {
                 self.inner.select(tenant, selector).await
             }
+
+            /// From the cached tenant policy.
+            async fn tenant_quotas(
+                &self,
+                tenant: &str,
+            ) -> Result<tributary_core::quota::Quotas, DirectoryError> {
+                Ok(self.inner.tenant_policy(tenant).await?.quotas)
+            }
         }
 
         #[async_trait::async_trait]

@@ -384,3 +384,129 @@ async fn series_beyond_a_limit_are_refused_before_the_ack_never_dead_lettered_af
         serde_json::from_str(&cli(&s, &["--tenant", "*", "dlq", "list"]).await).unwrap();
     assert_eq!(all, serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_and_pending_commands_are_bounded_per_tenant() {
+    use tributary_proto::v1 as pb;
+    use tributary_proto::v1::command_service_client::CommandServiceClient;
+
+    let (_dir, s, noisy, _quiet) = setup().await;
+    cli(
+        &s,
+        &[
+            "tenants",
+            "set-quota",
+            "noisy",
+            "live_streams=2",
+            "pending_commands=1",
+        ],
+    )
+    .await;
+    let target = |tenant: &str| {
+        Some(pb::Target {
+            tenant: tenant.into(),
+            devices: Some(pb::target::Devices::Device(
+                if tenant == "noisy" { "n1" } else { "q1" }.into(),
+            )),
+        })
+    };
+    let subscribe = |tenant: &'static str| {
+        let s = &s;
+        async move {
+            s.query(&s.admin_token)
+                .await
+                .subscribe(pb::SubscribeRequest {
+                    target: target(tenant),
+                    metrics: vec![],
+                })
+                .await
+        }
+    };
+    // Quotas reach the query service's cache within a moment.
+    let mut streams = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        match subscribe("noisy").await {
+            Ok(stream) => streams.push(stream),
+            Err(status) => break status,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} streams and no refusal",
+            streams.len()
+        );
+    };
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("live_streams"),
+        "{}",
+        refused.message()
+    );
+    assert!(streams.len() <= 2);
+    // Another tenant's streams are not counted against it.
+    let other = subscribe("quiet")
+        .await
+        .expect("the quiet tenant subscribes");
+    drop(other);
+    // Closing a stream gives its place back.
+    streams.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(stream) = subscribe("noisy").await {
+            streams.push(stream);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed stream's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Pending commands: a device that never answers holds the only slot.
+    let (mut m, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    m.send(&Packet::Subscribe(tributary_mqtt_codec::Subscribe {
+        packet_id: 1,
+        properties: Default::default(),
+        subscriptions: vec![tributary_mqtt_codec::Subscription::new(
+            "devices/n1/commands/+",
+            QoS::AtLeastOnce,
+        )],
+    }))
+    .await;
+    assert!(matches!(
+        m.recv(Duration::from_secs(5)).await,
+        Some(Packet::SubAck(_))
+    ));
+    let command = |timeout_ms: u32| pb::SendCommandRequest {
+        tenant: "noisy".into(),
+        device: "n1".into(),
+        name: "reboot".into(),
+        payload: b"{}".to_vec(),
+        content_type: String::new(),
+        timeout_ms,
+        ttl_seconds: 0,
+    };
+    let channel = s.channel().await;
+    let client =
+        || CommandServiceClient::with_interceptor(channel.clone(), Bearer::new(&s.admin_token));
+    let mut first = client();
+    let waiting = tokio::spawn(async move { first.send_command(command(5_000)).await });
+    let refused = eventually(Duration::from_secs(5), "the pending_commands quota", || {
+        let mut c = client();
+        async move {
+            match c.send_command(command(100)).await {
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => Some(status),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.message().contains("pending_commands"),
+        "{}",
+        refused.message()
+    );
+    waiting.abort();
+}
