@@ -56,6 +56,9 @@ pub enum RegistryError {
     /// A quota was reached (too many tokens, too many results to list).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// Over one of the tenant's quotas (`devices`).
+    #[error("{0}")]
+    Quota(tributary_core::quota::QuotaExceeded),
     /// A conditional write found the record changed since it was read, or
     /// present when it should be absent. Store-level; the service turns it
     /// into [`RegistryError::AlreadyExists`] or retries.
@@ -100,6 +103,7 @@ impl From<RegistryError> for DirectoryError {
             e @ (RegistryError::AlreadyExists { .. } | RegistryError::LimitExceeded(_)) => {
                 DirectoryError::Invalid(e.to_string())
             }
+            RegistryError::Quota(q) => DirectoryError::Forbidden(q.to_string()),
             RegistryError::Conflict(_) => {
                 DirectoryError::Unavailable("registry is busy with concurrent changes".into())
             }

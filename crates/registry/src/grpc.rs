@@ -98,6 +98,14 @@ impl From<RegistryError> for Status {
             e @ RegistryError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
             e @ RegistryError::NotFound { .. } => Status::not_found(e.to_string()),
             RegistryError::LimitExceeded(m) => Status::resource_exhausted(m),
+            RegistryError::Quota(q) => Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("{q}; delete devices or ask for a higher quota"),
+                ErrorDetails::with_quota_failure_violation(
+                    format!("tenant/{}", q.tenant),
+                    format!("{}: {}", q.quota, q.limit),
+                ),
+            ),
             RegistryError::Conflict(_) => Status::aborted("concurrent modification; retry"),
             RegistryError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "registry storage unavailable");

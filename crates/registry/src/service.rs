@@ -10,7 +10,7 @@
 //! write if the revision is unchanged ([`Expect::Revision`]), retry otherwise.
 //! Nothing is lost when two frontends merge labels into the same device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use tributary_core::directory::{Application, DirectoryError, Principal, TenantPo
 /// Re-exported from `tributary_core::events`, where its wire encoding lives.
 pub use tributary_core::events::RegistryEvent;
 use tributary_core::model::{ValidationError, validate_device_id, validate_label, validate_tenant};
-use tributary_core::quota::{Quota, QuotaError};
+use tributary_core::quota::{Quota, QuotaError, QuotaExceeded};
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
 
@@ -348,6 +348,10 @@ pub struct Registry {
     store: Arc<dyn RegistryStore>,
     config: RegistryConfig,
     events: broadcast::Sender<RegistryEvent>,
+    /// Devices of each tenant, counted from the store on first use and kept
+    /// up to date by this registry's own creations and deletions (the
+    /// `devices` quota). Creations of one registry take the lock in turn.
+    device_counts: tokio::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Registry {
@@ -358,6 +362,24 @@ impl Registry {
             store,
             config,
             events,
+            device_counts: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Devices of `tenant` in the store, counted a page at a time.
+    async fn count_devices(&self, tenant: &str) -> Result<u64, RegistryError> {
+        let mut count = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list_devices(tenant, after.as_deref(), STORE_PAGE)
+                .await?;
+            count += page.len() as u64;
+            if page.len() < STORE_PAGE {
+                return Ok(count);
+            }
+            after = page.last().map(|d| d.id.clone());
         }
     }
 
@@ -522,7 +544,26 @@ impl Registry {
         validate_device_id(&new.id, &self.config.limits).map_err(|e| rename_field(e, "id"))?;
         self.check_labels("labels", &new.labels)?;
         self.check_metadata("metadata", &new.metadata)?;
-        self.tenant(&new.tenant).await?;
+        let tenant = self.tenant(&new.tenant).await?;
+        // The tenant's `devices` quota: counted and created under one lock.
+        let mut counts = self.device_counts.lock().await;
+        let held = match counts.get(&new.tenant) {
+            Some(&n) => n,
+            None => {
+                let n = self.count_devices(&new.tenant).await?;
+                counts.insert(new.tenant.clone(), n);
+                n
+            }
+        };
+        let limit = tenant.settings.quotas.get(Quota::Devices);
+        if held >= limit {
+            return Err(RegistryError::Quota(QuotaExceeded {
+                tenant: new.tenant.clone(),
+                quota: Quota::Devices,
+                limit,
+                retry_after_secs: None,
+            }));
+        }
         let now = now_ns();
         let record = DeviceRecord {
             tenant: new.tenant,
@@ -541,6 +582,8 @@ impl Registry {
             }
             Err(e) => return Err(e),
         }
+        counts.insert(record.tenant.clone(), held + 1);
+        drop(counts);
         tracing::info!(tenant = %record.tenant, device = %record.id, "device created");
         self.publish(RegistryEvent::DeviceChanged {
             tenant: record.tenant.clone(),
@@ -863,6 +906,9 @@ impl Registry {
         }
         if !self.store.delete_device(tenant, id).await? {
             return Err(RegistryError::not_found(Entity::Device, id));
+        }
+        if let Some(n) = self.device_counts.lock().await.get_mut(tenant) {
+            *n = n.saturating_sub(1);
         }
         tracing::info!(tenant, device = id, "device deleted");
         self.publish(RegistryEvent::DeviceDeleted {

@@ -510,3 +510,61 @@ async fn live_streams_and_pending_commands_are_bounded_per_tenant() {
     );
     waiting.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_past_the_quota_are_refused_over_grpc_and_auto_provisioning() {
+    use tonic_types::StatusExt;
+    use tributary_proto::v1 as pb;
+
+    let (_dir, s, _noisy, _quiet) = setup().await;
+    // n1 exists; two devices in all.
+    cli(&s, &["tenants", "set-quota", "noisy", "devices=2"]).await;
+    let mut r = s.registry(&s.admin_token).await;
+    let create = |id: &str| pb::CreateDeviceRequest {
+        tenant: "noisy".into(),
+        id: id.into(),
+        ..Default::default()
+    };
+    r.create_device(create("n2"))
+        .await
+        .expect("the second device");
+    let status = r
+        .create_device(create("n3"))
+        .await
+        .expect_err("a third device");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let details = status.get_error_details();
+    let violation = &details
+        .quota_failure()
+        .expect("QuotaFailure details")
+        .violations[0];
+    assert_eq!(violation.subject, "tenant/noisy");
+    assert_eq!(violation.description, "devices: 2");
+    // Line protocol would create it on first write: refused, not acked.
+    let ingest = r
+        .issue_token(pb::IssueTokenRequest {
+            tenant: "noisy".into(),
+            kind: pb::CredentialKind::TenantIngestToken as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("ingest token")
+        .into_inner()
+        .token;
+    let resp = reqwest::Client::new()
+        .post(s.url("/write"))
+        .header("authorization", format!("Token {ingest}"))
+        .body("cpu,device=n3 v=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "{:?}", resp.text().await);
+    // Deleting one makes room.
+    r.delete_device(pb::DeviceRef {
+        tenant: "noisy".into(),
+        device: "n2".into(),
+    })
+    .await
+    .expect("delete");
+    r.create_device(create("n3")).await.expect("room again");
+}
