@@ -503,6 +503,28 @@ impl Router {
         ))
     }
 
+    /// Removes every subscription of session `id` whose filter `keep`
+    /// refuses; returns how many went.
+    pub(crate) fn retain_subscriptions(
+        &mut self,
+        id: SessionId,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let Some(entry) = self.sessions.get(&id) else {
+            return 0;
+        };
+        let refused: Vec<String> = entry
+            .subscriptions
+            .keys()
+            .filter(|f| !keep(f))
+            .cloned()
+            .collect();
+        for filter in &refused {
+            self.unsubscribe(id, filter);
+        }
+        refused.len()
+    }
+
     /// Removes a subscription; returns whether it existed.
     pub(crate) fn unsubscribe(&mut self, id: SessionId, filter: &str) -> bool {
         let Some(entry) = self.sessions.get_mut(&id) else {

@@ -639,3 +639,56 @@ async fn revoking_an_application_token_closes_its_connections() {
         RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "ui", "app:dash", &issued.token).await;
     assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_keeps_only_what_the_new_credential_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut r = s.registry(&s.admin_token).await;
+    let issue = |subscribe: &str| pb::IssueApplicationTokenRequest {
+        name: "dash".into(),
+        subscribe: vec![subscribe.into()],
+        ..Default::default()
+    };
+    let wide = r
+        .issue_application_token(issue("devices/#"))
+        .await
+        .unwrap()
+        .into_inner();
+    let narrow = r
+        .issue_application_token(issue("devices/d1/#"))
+        .await
+        .unwrap()
+        .into_inner();
+    let persistent = |token: &str| {
+        let mut c = Connect::new(ProtocolVersion::V5, "ui");
+        c.username = Some("app:dash".into());
+        c.password = Some(token.as_bytes().to_vec().into());
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        c
+    };
+    // With the wide token: a subscription to every device.
+    let (mut app, ack) = RawMqtt::connect_with(s.mqtt, persistent(&wide.token)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    app.send(&subscribe(1, ["devices/+/state".to_owned()]))
+        .await;
+    assert_eq!(suback(&mut app).await, [ReasonCode::GrantedQoS1]);
+    app.send(&Packet::Disconnect(tributary_mqtt_codec::Disconnect::new(
+        ReasonCode::Success,
+    )))
+    .await;
+    assert!(app.closed_within(Duration::from_secs(5)).await);
+    // Resumed with the narrow token: the session is back, the subscription
+    // beyond its grants is not.
+    let (mut app, ack) = RawMqtt::connect_with(s.mqtt, persistent(&narrow.token)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    assert!(ack.session_present);
+    let mut d2 = attacker(&s, "d2", ProtocolVersion::V5).await;
+    assert_eq!(
+        d2.publish_qos1("devices/d2/state", b"on", 1).await,
+        Some(ReasonCode::NoMatchingSubscribers),
+        "the resumed subscription must not reach d2's topics any more"
+    );
+    assert!(app.recv(Duration::from_millis(300)).await.is_none());
+}

@@ -179,9 +179,20 @@ where
         attached.present,
     );
     let device = accepted.identity.device().map(str::to_owned);
-    shared
-        .router()
-        .bind(attached.session.id, &accepted.identity);
+    {
+        let mut router = shared.router();
+        router.bind(attached.session.id, &accepted.identity);
+        if attached.present {
+            // A resumed session keeps only the subscriptions the credential
+            // it resumes with still allows (an application's grants may
+            // have changed since, or it may be another token).
+            let dropped = router
+                .retain_subscriptions(attached.session.id, |f| accepted.identity.may_subscribe(f));
+            if dropped > 0 {
+                tracing::info!(tenant = %tenant, client_id = %accepted.client_id, dropped, "resumed session: subscriptions outside the credential's grants removed");
+            }
+        }
+    }
     let bucket = match &device {
         Some(d) => {
             let (first, bucket) = shared.router().device_connected(&tenant, d);
