@@ -32,12 +32,16 @@ struct Args {
     /// environment variables override it.
     #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
     config: Option<std::path::PathBuf>,
+    /// Print a service's settings in force (flags, environment, config
+    /// file, defaults) as a config file, and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run the whole platform in one process, with embedded storage.
     Standalone(serve::standalone::StandaloneArgs),
     /// Run the registry service (tenants, devices, credentials, presence).
@@ -61,13 +65,26 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let args = match command
-        .try_get_matches_from(argv)
-        .and_then(|m| Args::from_arg_matches(&m))
-    {
+    let matches = match command.clone().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    if args.print_config && !matches!(args.command, Command::Cli(_)) {
+        return match serve::print_config::render(&command, &matches, &args.command) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tributary: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     match args.command {
         Command::Standalone(a) => service("standalone", a.ops.clone(), serve::standalone::run(a)),
         Command::Registry(a) => service("registry", a.ops.clone(), serve::registry::run(a)),

@@ -177,7 +177,37 @@ pub struct MqttArgs {
     pub mqtt_connect_timeout_secs: u64,
 }
 
+/// The fields of [`MqttConfig`] set by a flag (the rest come from `[mqtt]`).
+pub const MQTT_FLAGGED: &[(&str, &str)] = &[
+    ("frontend_id", "frontend-id"),
+    ("proxy_protocol", "mqtt-proxy-protocol"),
+    ("server_reference", "mqtt-server-reference"),
+    ("max_topic_levels", "mqtt-max-topic-levels"),
+    (
+        "max_filters_per_subscribe",
+        "mqtt-max-filters-per-subscribe",
+    ),
+    ("max_pending_connects", "mqtt-max-pending-connects"),
+    (
+        "max_pending_connects_per_source",
+        "mqtt-max-pending-connects-per-source",
+    ),
+    ("connect_timeout_secs", "mqtt-connect-timeout-secs"),
+];
+
 impl MqttArgs {
+    /// The MQTT server's settings in force: [`MqttArgs::mqtt_config`] with
+    /// the `[mqtt]` section of the config file and `TRIBUTARY_MQTT__*`
+    /// variables over it, validated.
+    pub fn mqtt_settings(&self, frontend_id: String) -> anyhow::Result<MqttConfig> {
+        let config =
+            super::config_file::section("mqtt", self.mqtt_config(frontend_id), MQTT_FLAGGED)?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("MQTT settings: {e}"))?;
+        Ok(config)
+    }
+
     /// The MQTT server's settings: these flags over the defaults, for the
     /// frontend named `frontend_id` in presence reports.
     pub fn mqtt_config(&self, frontend_id: String) -> MqttConfig {

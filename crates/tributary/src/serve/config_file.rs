@@ -7,6 +7,15 @@
 //! every key that neither the command line nor the environment sets, so
 //! clap validates file values exactly like flags, and an unknown key is the
 //! same error as an unknown flag.
+//!
+//! Settings without a flag of their own live in sections named after the
+//! library that reads them: `[mqtt]` ([`tributary_ingest_mqtt::MqttConfig`]),
+//! `[query]` (`QueryConfig`), `[commands]` (`CommandConfig`), keyed by field
+//! name (`[mqtt]\nmax_queued_messages = 5000`). The same settings come from
+//! the environment as `TRIBUTARY_<SECTION>__<FIELD>` (e.g.
+//! `TRIBUTARY_MQTT__MAX_QUEUED_MESSAGES=5000`), which wins over the file. An
+//! unknown field is an error, and so is a field that has a flag (set the
+//! flag). `tributary <service> --print-config` prints what is in force.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -15,6 +24,50 @@ use anyhow::{Context, bail};
 
 /// Largest config file read, in bytes.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The sections a config file may have, for settings without a flag.
+pub const SECTIONS: &[&str] = &["mqtt", "query", "commands"];
+
+/// The sections of the config file, once read.
+static FILE_SECTIONS: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
+
+/// `base` with the settings of section `name` applied: the config file's,
+/// then `TRIBUTARY_<NAME>__<FIELD>` variables. `flagged` lists the fields
+/// that have a flag (`(field, flag)`): setting them here is an error that
+/// names the flag. Unknown fields are errors (the types deny them).
+pub fn section<T>(name: &str, base: T, flagged: &[(&str, &str)]) -> anyhow::Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut overrides = toml::Table::new();
+    if let Some(toml::Value::Table(t)) = FILE_SECTIONS.get().and_then(|s| s.get(name)) {
+        overrides.extend(t.clone());
+    }
+    let prefix = format!("TRIBUTARY_{}__", name.to_ascii_uppercase());
+    for (key, value) in std::env::vars() {
+        if let Some(field) = key.strip_prefix(&prefix) {
+            // A TOML value when it parses as one (numbers, booleans), else text.
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            overrides.insert(field.to_ascii_lowercase(), parsed);
+        }
+    }
+    if overrides.is_empty() {
+        return Ok(base);
+    }
+    let mut merged = toml::Table::try_from(&base).context("encoding the defaults")?;
+    for (field, value) in overrides {
+        if let Some((_, flag)) = flagged.iter().find(|(f, _)| *f == field) {
+            bail!(
+                "[{name}] {field}: this setting has a flag; set --{flag} (or `{flag} = …` at the top of the config file)"
+            );
+        }
+        merged.insert(field, value);
+    }
+    T::deserialize(merged).map_err(|e| anyhow::anyhow!("[{name}] settings: {e}"))
+}
 
 /// The process arguments with the config file's settings appended, when
 /// `--config` (or `TRIBUTARY_CONFIG`) names one.
@@ -38,7 +91,15 @@ pub fn expand_args(args: Vec<OsString>, command: &clap::Command) -> anyhow::Resu
         );
     };
     let mut out = args.clone();
+    let mut sections = toml::Table::new();
     for (key, value) in table {
+        if SECTIONS.contains(&key.as_str()) {
+            if !value.is_table() {
+                bail!("--config: {key:?} is a section: write it as [{key}]");
+            }
+            sections.insert(key, value);
+            continue;
+        }
         let flag = key.replace('_', "-");
         let Some(arg) = sub
             .get_arguments()
@@ -68,6 +129,7 @@ pub fn expand_args(args: Vec<OsString>, command: &clap::Command) -> anyhow::Resu
             }
         }
     }
+    let _ = FILE_SECTIONS.set(sections);
     Ok(out)
 }
 
@@ -96,7 +158,9 @@ fn values(key: &str, value: toml::Value) -> anyhow::Result<Vec<Setting>> {
         }
         toml::Value::Datetime(d) => vec![Setting::Value(d.to_string())],
         toml::Value::Table(_) => {
-            bail!("config key {key:?}: tables are not settings; use flat keys")
+            bail!(
+                "config key {key:?}: tables are not settings; use flat keys, or one of the sections {SECTIONS:?}"
+            )
         }
     })
 }

@@ -84,7 +84,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mqtt = MqttServer::new(
         ingestor.clone(),
         directory.clone(),
-        args.mqtt.mqtt_config(frontend_id.clone()),
+        args.mqtt.mqtt_settings(frontend_id.clone())?,
         MqttMetrics::register(&mut metrics),
     )
     .context("configuring the MQTT server")?;

@@ -16,6 +16,7 @@ pub mod config_file;
 pub mod frontends;
 pub mod ingest;
 pub mod ops;
+pub mod print_config;
 pub mod processor;
 pub mod query;
 pub mod registry;

@@ -159,7 +159,7 @@ pub async fn serve_apis(
         directory.clone(),
         parts.live.clone(),
         keys.clone(),
-        QueryConfig::default(),
+        super::config_file::section("query", QueryConfig::default(), &[])?,
     )
     .server();
     let dlq_svc = DeadLetterGrpc::new(
@@ -169,7 +169,11 @@ pub async fn serve_apis(
     )
     .into_service();
     let command_svc = CommandGrpc::new(sink, directory, keys)
-        .with_config(CommandConfig::default())
+        .with_config(super::config_file::section(
+            "commands",
+            CommandConfig::default(),
+            &[],
+        )?)
         .context("configuring the command service")?
         .with_limits(parts.limits)
         .with_metrics(CommandMetrics::register(metrics))

@@ -190,7 +190,7 @@ impl Platform {
         let mqtt = MqttServer::new(
             ingestor.clone(),
             directory.clone(),
-            args.mqtt.mqtt_config("standalone".into()),
+            args.mqtt.mqtt_settings("standalone".into())?,
             MqttMetrics::register(&mut metrics),
         )
         .context("configuring the MQTT server")?;
@@ -227,7 +227,7 @@ impl Platform {
             directory.clone(),
             live.clone(),
             keys.clone(),
-            QueryConfig::default(),
+            super::config_file::section("query", QueryConfig::default(), &[])?,
         )
         .server();
         let dlq_svc = DeadLetterGrpc::new(
@@ -237,7 +237,11 @@ impl Platform {
         )
         .into_service();
         let command_svc = CommandGrpc::new(Arc::new(mqtt), directory.clone(), keys.clone())
-            .with_config(CommandConfig::default())
+            .with_config(super::config_file::section(
+                "commands",
+                CommandConfig::default(),
+                &[],
+            )?)
             .context("configuring the command service")?
             .with_limits(command_limits)
             .with_metrics(CommandMetrics::register(&mut metrics))
