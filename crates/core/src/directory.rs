@@ -127,6 +127,16 @@ pub enum DirectoryError {
     Unavailable(String),
 }
 
+/// The credential behind an authentication: what a long-lived connection
+/// needs to check it again while it lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    /// The credential's id (revocation events name it); empty when unknown.
+    pub id: String,
+    /// When it expires, ns since the epoch; `None`: never.
+    pub expires_at_ns: Option<i64>,
+}
+
 /// What an ingest frontend asks of the registry.
 #[async_trait]
 pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
@@ -160,6 +170,58 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Application, DirectoryError> {
         let _ = (name, token);
         Err(DirectoryError::Unauthenticated)
+    }
+
+    /// [`Authenticator::authenticate`], with the credential behind the
+    /// principal. The default knows no credential details.
+    async fn authenticate_credential(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        Ok((self.authenticate(token).await?, Credential::default()))
+    }
+
+    /// [`Authenticator::authenticate_certificate`], with the registration
+    /// behind the principal. The default knows no credential details.
+    async fn authenticate_certificate_credential(
+        &self,
+        fingerprint: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        Ok((
+            self.authenticate_certificate(fingerprint).await?,
+            Credential::default(),
+        ))
+    }
+
+    /// [`Authenticator::authenticate_application`], with the credential's
+    /// expiry. The default knows none.
+    async fn authenticate_application_credential(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<(Application, Credential), DirectoryError> {
+        let app = self.authenticate_application(name, token).await?;
+        let credential = Credential {
+            id: app.credential_id.clone(),
+            expires_at_ns: None,
+        };
+        Ok((app, credential))
+    }
+
+    /// Whether a connection that authenticated with the credential
+    /// `credential_id` of `tenant` (for `device`, if a device's) may go on:
+    /// the credential is neither revoked nor expired, and the device exists
+    /// and is enabled. Asked of the registry itself, not a cache: frontends
+    /// ask it when they may have missed revocation events. The default
+    /// cannot tell, and says yes.
+    async fn credential_valid(
+        &self,
+        tenant: &str,
+        credential_id: &str,
+        device: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        let _ = (tenant, credential_id, device);
+        Ok(true)
     }
 
     /// The tenant's ingest policy.
@@ -231,6 +293,39 @@ impl<T: Authenticator + ?Sized> Authenticator for Arc<T> {
         token: &str,
     ) -> Result<Application, DirectoryError> {
         (**self).authenticate_application(name, token).await
+    }
+    async fn authenticate_credential(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        (**self).authenticate_credential(token).await
+    }
+    async fn authenticate_certificate_credential(
+        &self,
+        fingerprint: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        (**self)
+            .authenticate_certificate_credential(fingerprint)
+            .await
+    }
+    async fn authenticate_application_credential(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<(Application, Credential), DirectoryError> {
+        (**self)
+            .authenticate_application_credential(name, token)
+            .await
+    }
+    async fn credential_valid(
+        &self,
+        tenant: &str,
+        credential_id: &str,
+        device: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        (**self)
+            .credential_valid(tenant, credential_id, device)
+            .await
     }
     async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError> {
         (**self).tenant_policy(tenant).await

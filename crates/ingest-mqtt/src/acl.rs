@@ -37,9 +37,6 @@ pub enum Identity {
         name: String,
         /// What it may publish and subscribe to.
         grants: AppGrants,
-        /// The credential it authenticated with: revoking it closes the
-        /// connection.
-        credential: String,
     },
 }
 
@@ -139,7 +136,6 @@ mod tests {
                 publish: publish.iter().map(|s| (*s).to_owned()).collect(),
                 subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
             },
-            credential: "c1".into(),
         }
     }
 

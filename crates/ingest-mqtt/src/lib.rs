@@ -549,6 +549,38 @@ impl MqttServer {
         kicked
     }
 
+    /// Checks the credential of every connection again, with the registry
+    /// itself, and closes (DISCONNECT 0x98) those no longer valid: revoked
+    /// or expired credentials, deleted or disabled devices. For when
+    /// revocation events may have been missed (the event stream lagged or
+    /// resynchronised). Returns how many were closed. A credential the
+    /// registry cannot be asked about right now stays (and is logged).
+    pub async fn revalidate(&self) -> usize {
+        let connections = self.shared.router().attached_credentials();
+        let checked = connections.len();
+        let mut closed = 0;
+        for (id, tenant, device, credential) in connections {
+            match self
+                .shared
+                .ingestor
+                .credential_valid(&tenant, &credential, device.as_deref())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.shared.router().kick_session(id) {
+                        closed += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, error = %e, "a connection's credential could not be checked again")
+                }
+            }
+        }
+        tracing::info!(checked, closed, "connections' credentials checked again");
+        closed
+    }
+
     /// Closes the connections of tenant applications that authenticated
     /// with the application credential `credential_id` (it was revoked).
     /// Returns how many were told to go.

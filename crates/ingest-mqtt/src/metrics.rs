@@ -177,6 +177,8 @@ reasons! {
         TakenOver = "taken_over", INFO;
         /// The device was disabled or deleted, or a credential revoked.
         Revoked = "revoked", INFO;
+        /// The credential the client authenticated with expired.
+        CredentialExpired = "credential_expired", INFO;
         Malformed = "malformed", INFO;
         ProtocolError = "protocol_error", INFO;
         TopicAlias = "topic_alias", INFO;

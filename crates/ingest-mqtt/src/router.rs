@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tributary_mqtt_codec::topic::{matches, parse_shared};
 
+use tributary_core::directory::Credential;
 use tributary_core::quota::{Quota, QuotaExceeded, Quotas};
 use tributary_ingest::QuotaMetrics;
 
@@ -55,9 +56,8 @@ struct Entry {
     /// The device the attached connection authenticated as (`None` for
     /// applications); see [`Router::bind`].
     device: Option<String>,
-    /// The application credential the attached connection authenticated
-    /// with (`None` for devices).
-    credential: Option<String>,
+    /// The credential the attached connection authenticated with.
+    credential: Option<Credential>,
     /// The device whose session this is, counted in `device_sessions`.
     owner: Option<String>,
     /// Full filter (with any `$share/{group}/` prefix) to its options.
@@ -350,25 +350,52 @@ impl Router {
             .is_some_and(|e| e.attachment.is_some())
     }
 
-    /// Records who the connection attached to session `id` is, so that
-    /// [`Router::kick_device`] and [`Router::kick_credential`] find it.
-    pub(crate) fn bind(&mut self, id: SessionId, identity: &Identity) {
+    /// Records who the connection attached to session `id` is and with
+    /// which credential, so that [`Router::kick_device`],
+    /// [`Router::kick_credential`] and [`Router::attached_credentials`] find
+    /// it.
+    pub(crate) fn bind(&mut self, id: SessionId, identity: &Identity, credential: &Credential) {
         if let Some(entry) = self.sessions.get_mut(&id) {
             entry.device = identity.device().map(str::to_owned);
-            entry.credential = match identity {
-                Identity::Application { credential, .. } => Some(credential.clone()),
-                Identity::Device { .. } => None,
-            };
+            entry.credential = Some(credential.clone());
         }
     }
 
-    /// Tells every connection that authenticated with the application
-    /// credential `credential` to go (it was revoked). Returns how many.
+    /// The sessions with a connection attached: (session, tenant, device,
+    /// credential), to check every credential again.
+    pub(crate) fn attached_credentials(
+        &self,
+    ) -> Vec<(SessionId, String, Option<String>, Credential)> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| e.attachment.is_some())
+            .filter_map(|(id, e)| {
+                let credential = e.credential.clone()?;
+                Some((*id, e.tenant.clone(), e.device.clone(), credential))
+            })
+            .collect()
+    }
+
+    /// Tells the connection attached to session `id` to go (its credential
+    /// is no longer valid). Returns whether one was told.
+    pub(crate) fn kick_session(&mut self, id: SessionId) -> bool {
+        self.sessions
+            .get_mut(&id)
+            .and_then(|e| e.attachment.as_mut())
+            .and_then(|a| a.kick.take())
+            .is_some_and(|kick| kick.send(Kick::Revoked).is_ok())
+    }
+
+    /// Tells every connection that authenticated with the credential
+    /// `credential` to go (it was revoked). Returns how many.
     pub(crate) fn kick_credential(&mut self, tenant: &str, credential: &str) -> usize {
         let mut kicked = 0;
         for entry in self.sessions.values_mut() {
             if entry.tenant == tenant
-                && entry.credential.as_deref() == Some(credential)
+                && entry
+                    .credential
+                    .as_ref()
+                    .is_some_and(|c| c.id == credential)
                 && let Some(kick) = entry.attachment.as_mut().and_then(|a| a.kick.take())
             {
                 let _ = kick.send(Kick::Revoked);
@@ -1083,9 +1110,17 @@ mod tests {
     fn waiters_get_their_response_from_their_device_by_correlation() {
         let mut r = router();
         let d1 = attach(&mut r, "t", "d1", true);
-        r.bind(d1.session.id, &device_identity("d1"));
+        r.bind(
+            d1.session.id,
+            &device_identity("d1"),
+            &Credential::default(),
+        );
         let d2 = attach(&mut r, "t", "d2", true);
-        r.bind(d2.session.id, &device_identity("d2"));
+        r.bind(
+            d2.session.id,
+            &device_identity("d2"),
+            &Credential::default(),
+        );
         let app = attach(&mut r, "t", "$app/dash/x", true);
         let mut rx1 = r
             .add_waiter("t", "d1", "resp", Bytes::from_static(b"1"))

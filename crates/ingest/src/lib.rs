@@ -17,7 +17,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
-use tributary_core::directory::{Application, Authenticator, DirectoryError, Principal};
+use tributary_core::directory::{
+    Application, Authenticator, Credential, DirectoryError, Principal,
+};
 pub use tributary_core::envelope::Kind;
 use tributary_core::envelope::{self, Envelope};
 use tributary_core::formats::{DeviceBatch, ParseError};
@@ -337,16 +339,54 @@ impl Ingestor {
 
     /// Resolves a bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, IngestError> {
+        Ok(self.authenticate_credential(token).await?.0)
+    }
+
+    /// [`Ingestor::authenticate`], with the credential behind the principal,
+    /// for a connection that lives on (its id, its expiry).
+    pub async fn authenticate_credential(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Credential), IngestError> {
         if token.is_empty() || token.len() > 512 {
             self.inner
                 .metrics
                 .rejected(Rejection::Unauthenticated, &"empty or oversized token");
             return Err(IngestError::Unauthenticated);
         }
-        self.inner.auth.authenticate(token).await.map_err(|e| {
-            self.inner.metrics.rejected(auth_rejection(&e), &e);
-            e.into()
-        })
+        self.inner
+            .auth
+            .authenticate_credential(token)
+            .await
+            .map_err(|e| {
+                self.inner.metrics.rejected(auth_rejection(&e), &e);
+                e.into()
+            })
+    }
+
+    /// Whether a connection that authenticated with `credential` (of
+    /// `device`, for a device) may go on, asked of the registry itself; for
+    /// frontends that may have missed revocation events.
+    pub async fn credential_valid(
+        &self,
+        tenant: &str,
+        credential: &Credential,
+        device: Option<&str>,
+    ) -> Result<bool, IngestError> {
+        if credential
+            .expires_at_ns
+            .is_some_and(|at| tributary_core::time::now_ns() >= at)
+        {
+            return Ok(false);
+        }
+        if credential.id.is_empty() {
+            return Ok(true);
+        }
+        Ok(self
+            .inner
+            .auth
+            .credential_valid(tenant, &credential.id, device)
+            .await?)
     }
 
     /// Resolves a TLS client certificate by its SHA-256 fingerprint (lower-case
@@ -356,13 +396,13 @@ impl Ingestor {
     pub async fn authenticate_certificate(
         &self,
         fingerprint: &str,
-    ) -> Result<Principal, IngestError> {
+    ) -> Result<(Principal, Credential), IngestError> {
         if fingerprint.len() != 64 {
             return Err(IngestError::Unauthenticated);
         }
         self.inner
             .auth
-            .authenticate_certificate(fingerprint)
+            .authenticate_certificate_credential(fingerprint)
             .await
             .map_err(|e| {
                 if e != DirectoryError::Unauthenticated {
@@ -378,7 +418,7 @@ impl Ingestor {
         &self,
         name: &str,
         token: &str,
-    ) -> Result<Application, IngestError> {
+    ) -> Result<(Application, Credential), IngestError> {
         if name.is_empty() || token.is_empty() || token.len() > 512 || name.len() > 512 {
             self.inner.metrics.rejected(
                 Rejection::Unauthenticated,
@@ -388,7 +428,7 @@ impl Ingestor {
         }
         self.inner
             .auth
-            .authenticate_application(name, token)
+            .authenticate_application_credential(name, token)
             .await
             .map_err(|e| {
                 self.inner.metrics.rejected(auth_rejection(&e), &e);

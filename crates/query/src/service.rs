@@ -96,6 +96,16 @@ impl QueryGrpc {
     }
 }
 
+/// When a token whose `exp` is `exp_secs` (seconds since the epoch)
+/// expires, as an instant of this process's clock.
+fn token_expiry(exp_secs: u64) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = std::time::Duration::from_secs(exp_secs).saturating_sub(now);
+    tokio::time::Instant::now() + left
+}
+
 #[tonic::async_trait]
 impl QueryService for QueryGrpc {
     async fn list_metrics(
@@ -158,6 +168,10 @@ impl QueryService for QueryGrpc {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.get_ref();
         let (tenant, target) = self.scope(&request, req.target.as_ref())?;
+        // The stream ends when the token that opened it expires.
+        let expires = authorize(&self.keys, &request)
+            .map_err(QueryError::from_auth)?
+            .exp;
         let metrics = parse_metrics(&req.metrics, self.config().max_metrics)?;
         // The tenant's quota first, then the server's own limit.
         let quotas = self
@@ -189,6 +203,7 @@ impl QueryService for QueryGrpc {
             target,
             filter: Filter::new(tenant, &devices, metrics),
             refresh: self.config().subscribe_refresh(),
+            expires_at: token_expiry(expires),
         };
         Ok(Response::new(subscription.spawn(
             feed,

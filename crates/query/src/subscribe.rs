@@ -72,6 +72,9 @@ pub(crate) struct Subscription {
     pub(crate) filter: Filter,
     /// How often a selector is resolved again.
     pub(crate) refresh: Duration,
+    /// When the token that opened the stream expires: the stream ends then
+    /// with `UNAUTHENTICATED`.
+    pub(crate) expires_at: Instant,
 }
 
 impl Subscription {
@@ -113,6 +116,14 @@ impl Subscription {
             tokio::select! {
                 biased;
                 () = tx.closed() => break,
+                () = tokio::time::sleep_until(self.expires_at) => {
+                    let _ = tx
+                        .send(Err(Status::unauthenticated(
+                            "the token that opened this stream expired; subscribe again with a fresh one",
+                        )))
+                        .await;
+                    break;
+                }
                 () = tick(&mut refresh) => self.refresh_devices().await,
                 received = feed.recv() => match received {
                     Ok(batch) => {
@@ -211,6 +222,7 @@ mod tests {
             target,
             filter,
             refresh: REFRESH,
+            expires_at: Instant::now() + Duration::from_secs(3600),
         }
         .spawn(feed, buffer, None)
     }
@@ -317,6 +329,7 @@ mod tests {
             target,
             filter,
             refresh: REFRESH,
+            expires_at: Instant::now() + Duration::from_secs(3600),
         }
         .spawn(feed, 8, None);
         assert_eq!(hub.receiver_count(), 1);
@@ -330,5 +343,35 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_when_its_token_expires() {
+        let catalog = Arc::new(MemCatalog::default());
+        catalog.put("acme", "d1", &[]);
+        let engine = Engine::new(
+            Arc::new(MemStore::default()),
+            catalog,
+            QueryConfig::default(),
+        );
+        let (_hub, feed) = broadcast::channel::<Arc<LiveBatch>>(16);
+        let target = TargetSpec::Device("d1".into());
+        let devices = engine.resolve("acme", &target).await.unwrap();
+        let filter = Filter::new("acme".into(), &devices, Vec::new());
+        let mut stream = Subscription {
+            engine,
+            target,
+            filter,
+            refresh: REFRESH,
+            expires_at: Instant::now() + Duration::from_secs(30),
+        }
+        .spawn(feed, 8, None);
+        let status = stream
+            .next()
+            .await
+            .expect("an item")
+            .expect_err("an error when the token expires");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(stream.next().await.is_none(), "the stream ends");
     }
 }

@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tributary_core::directory::{
-    Application, DeviceInfo, DirectoryError, PresenceInfo, Principal, TenantPolicy,
+    Application, Credential, DeviceInfo, DirectoryError, PresenceInfo, Principal, TenantPolicy,
 };
 use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
@@ -257,6 +257,10 @@ pub(crate) trait DirectorySource: Send + Sync + fmt::Debug + 'static {
         tenant: &str,
         device: &str,
     ) -> Result<Option<PresenceInfo>, DirectoryError>;
+
+    /// Whether a credential is in force (not revoked, not expired), read
+    /// from the registry, not a cache.
+    async fn credential_active(&self, tenant: &str, id: &str) -> Result<bool, DirectoryError>;
 }
 
 /// What the caller and the invalidation task share.
@@ -579,6 +583,74 @@ impl<S: DirectorySource> CachedDirectory<S> {
         self.shared.policy(tenant).await
     }
 
+    pub(crate) async fn authenticate_credential(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        if token.is_empty() || token.len() > MAX_SECRET_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let resolved = self.shared.resolve(token).await?;
+        self.shared.check_device(&resolved.principal).await?;
+        Ok(split_authenticated(resolved))
+    }
+
+    pub(crate) async fn authenticate_certificate_credential(
+        &self,
+        fingerprint: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        let fingerprint = crate::service::parse_fingerprint(fingerprint)
+            .map_err(|_| DirectoryError::Unauthenticated)?;
+        let resolved = self.shared.resolve_certificate(fingerprint).await?;
+        self.shared.check_device(&resolved.principal).await?;
+        Ok(split_authenticated(resolved))
+    }
+
+    pub(crate) async fn authenticate_application_credential(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<(Application, Credential), DirectoryError> {
+        if token.is_empty() || token.len() > MAX_SECRET_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let resolved = self.shared.resolve_application(name, token).await?;
+        if resolved.application.name != name {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let credential = Credential {
+            id: resolved.application.credential_id.clone(),
+            expires_at_ns: resolved.expires_at_ns,
+        };
+        Ok((resolved.application, credential))
+    }
+
+    /// Asks the registry itself (no cache): the credential, and the device.
+    pub(crate) async fn credential_valid(
+        &self,
+        tenant: &str,
+        credential_id: &str,
+        device: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        if !self
+            .shared
+            .source
+            .credential_active(tenant, credential_id)
+            .await?
+        {
+            return Ok(false);
+        }
+        match device {
+            None => Ok(true),
+            Some(device) => Ok(self
+                .shared
+                .source
+                .device(tenant, device)
+                .await?
+                .is_some_and(|d| !d.disabled)),
+        }
+    }
+
     pub(crate) async fn ensure_device(
         &self,
         tenant: &str,
@@ -683,6 +755,61 @@ macro_rules! delegate_directory_traits {
                 tenant: &str,
             ) -> Result<tributary_core::directory::TenantPolicy, DirectoryError> {
                 self.inner.tenant_policy(tenant).await
+            }
+
+            async fn authenticate_credential(
+                &self,
+                token: &str,
+            ) -> Result<
+                (
+                    tributary_core::directory::Principal,
+                    tributary_core::directory::Credential,
+                ),
+                DirectoryError,
+            > {
+                self.inner.authenticate_credential(token).await
+            }
+
+            async fn authenticate_certificate_credential(
+                &self,
+                fingerprint: &str,
+            ) -> Result<
+                (
+                    tributary_core::directory::Principal,
+                    tributary_core::directory::Credential,
+                ),
+                DirectoryError,
+            > {
+                self.inner
+                    .authenticate_certificate_credential(fingerprint)
+                    .await
+            }
+
+            async fn authenticate_application_credential(
+                &self,
+                name: &str,
+                token: &str,
+            ) -> Result<
+                (
+                    tributary_core::directory::Application,
+                    tributary_core::directory::Credential,
+                ),
+                DirectoryError,
+            > {
+                self.inner
+                    .authenticate_application_credential(name, token)
+                    .await
+            }
+
+            async fn credential_valid(
+                &self,
+                tenant: &str,
+                credential_id: &str,
+                device: Option<&str>,
+            ) -> Result<bool, DirectoryError> {
+                self.inner
+                    .credential_valid(tenant, credential_id, device)
+                    .await
             }
 
             async fn ensure_device(
@@ -861,6 +988,17 @@ pub(crate) fn presence_info(p: PresenceRecord) -> Option<PresenceInfo> {
     })
 }
 
+/// A resolved credential as the principal and its credential details.
+fn split_authenticated(a: Authenticated) -> (Principal, Credential) {
+    (
+        a.principal,
+        Credential {
+            id: a.credential_id,
+            expires_at_ns: a.expires_at_ns,
+        },
+    )
+}
+
 /// The registry itself, as [`LocalDirectory`]'s source.
 #[derive(Debug)]
 pub(crate) struct LocalSource {
@@ -869,6 +1007,10 @@ pub(crate) struct LocalSource {
 
 #[async_trait]
 impl DirectorySource for LocalSource {
+    async fn credential_active(&self, tenant: &str, id: &str) -> Result<bool, DirectoryError> {
+        Ok(self.registry.credential_active(tenant, id).await?)
+    }
+
     async fn resolve_token(
         &self,
         _token: &str,

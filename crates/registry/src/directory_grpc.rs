@@ -336,6 +336,20 @@ impl DirectoryService for DirectoryGrpc {
         }))
     }
 
+    async fn check_credential(
+        &self,
+        request: Request<pb::CheckCredentialRequest>,
+    ) -> Result<Response<pb::CheckCredentialResponse>, Status> {
+        self.admit(&request)?;
+        let r = request.get_ref();
+        let active = self
+            .registry
+            .credential_active(&r.tenant, &r.credential_id)
+            .await
+            .map_err(DirectoryError::from);
+        reply(active.map(|active| pb::CheckCredentialResponse { active }))
+    }
+
     async fn get_presence(
         &self,
         request: Request<pb::DeviceRef>,

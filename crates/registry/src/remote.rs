@@ -210,6 +210,18 @@ fn device_from_proto(d: pb::DirectoryDevice) -> DeviceInfo {
 
 #[async_trait]
 impl DirectorySource for RemoteSource {
+    async fn credential_active(&self, tenant: &str, id: &str) -> Result<bool, DirectoryError> {
+        let mut client = self.client.clone();
+        let request = pb::CheckCredentialRequest {
+            tenant: tenant.to_owned(),
+            credential_id: id.to_owned(),
+        };
+        let answer = self
+            .call("CheckCredential", client.check_credential(request))
+            .await?;
+        Ok(answer.active)
+    }
+
     async fn resolve_token(
         &self,
         token: &str,

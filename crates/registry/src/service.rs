@@ -436,6 +436,18 @@ impl Registry {
         Ok(record)
     }
 
+    /// Whether the credential `id` of `tenant` is in force: it exists, is
+    /// not revoked and has not expired.
+    pub async fn credential_active(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
+        validate_tenant(tenant)?;
+        let now = now_ns();
+        Ok(self
+            .store
+            .get_credential(tenant, id)
+            .await?
+            .is_some_and(|c| !c.is_revoked() && c.expires_at_ns.is_none_or(|at| now < at)))
+    }
+
     /// Sets (`set`) and returns to the platform default (`clear`) quotas of
     /// a tenant, by name; every name and value is checked before anything
     /// changes. Frontends and query replicas see the change through the

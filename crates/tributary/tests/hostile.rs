@@ -692,3 +692,38 @@ async fn a_resumed_session_keeps_only_what_the_new_credential_allows() {
     );
     assert!(app.recv(Duration::from_millis(300)).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ends_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    create_device_in(&s, "default", "d1").await;
+    let issued = s
+        .registry(&s.admin_token)
+        .await
+        .issue_token(pb::IssueTokenRequest {
+            kind: pb::CredentialKind::DeviceToken as i32,
+            device: "d1".into(),
+            ttl_seconds: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("IssueToken")
+        .into_inner();
+    let (mut m, ack) =
+        RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "d1", "d1", &issued.token).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let started = Instant::now();
+    match m.recv(Duration::from_secs(10)).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected DISCONNECT 0x87 when the token expired, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // And it does not connect again.
+    let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "d1", "d1", &issued.token).await;
+    assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
+}

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use futures::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tributary_core::directory::Principal;
+use tributary_core::directory::{Credential, Principal};
 use tributary_core::quota::{Quota, QuotaExceeded, Quotas};
 use tributary_ingest::IngestError;
 use tributary_mqtt_codec::topic::level_count;
@@ -181,7 +181,11 @@ where
     let device = accepted.identity.device().map(str::to_owned);
     {
         let mut router = shared.router();
-        router.bind(attached.session.id, &accepted.identity);
+        router.bind(
+            attached.session.id,
+            &accepted.identity,
+            &accepted.credential,
+        );
         if attached.present {
             // A resumed session keeps only the subscriptions the credential
             // it resumes with still allows (an application's grants may
@@ -238,6 +242,10 @@ where
             .unwrap_or(true),
         stalled_since: None,
         retained: Default::default(),
+        credential_expires: accepted.credential.expires_at_ns.map(|at| {
+            let left = at.saturating_sub(tributary_core::time::now_ns()).max(0);
+            Instant::now() + Duration::from_nanos(left.unsigned_abs())
+        }),
     };
     conn.send(connack.into());
     drop(permit);
@@ -429,12 +437,15 @@ type Refusal = (ReasonCode, ConnectRefusal, &'static str);
 /// The device whose registered certificate the client presented in the TLS
 /// handshake, if any. An unregistered certificate is no credential: the
 /// CONNECT's token decides.
-async fn certificate_principal(shared: &Shared, peer: &Peer) -> Result<Option<Principal>, Refusal> {
+async fn certificate_principal(
+    shared: &Shared,
+    peer: &Peer,
+) -> Result<Option<(Principal, Credential)>, Refusal> {
     let Some(fingerprint) = peer.certificate.as_deref() else {
         return Ok(None);
     };
     match shared.ingestor.authenticate_certificate(fingerprint).await {
-        Ok(principal) => Ok(Some(principal)),
+        Ok(authenticated) => Ok(Some(authenticated)),
         Err(IngestError::Unauthenticated | IngestError::Invalid(_) | IngestError::TooLarge(_)) => {
             Ok(None)
         }
@@ -444,7 +455,7 @@ async fn certificate_principal(shared: &Shared, peer: &Peer) -> Result<Option<Pr
 
 /// The device (or tenant credential) of the CONNECT's token; the user name
 /// is required.
-async fn token_principal(shared: &Shared, c: &Connect) -> Result<Principal, Refusal> {
+async fn token_principal(shared: &Shared, c: &Connect) -> Result<(Principal, Credential), Refusal> {
     if c.username.is_none() {
         return Err((
             ReasonCode::BadUserNameOrPassword,
@@ -459,7 +470,7 @@ async fn token_principal(shared: &Shared, c: &Connect) -> Result<Principal, Refu
         .unwrap_or_default();
     shared
         .ingestor
-        .authenticate(token)
+        .authenticate_credential(token)
         .await
         .map_err(|e| auth_refusal(&e))
 }
@@ -501,6 +512,9 @@ struct Accepted {
     client_id: String,
     /// The client id the server chose, when the client sent an empty one.
     assigned: Option<String>,
+    /// The credential it authenticated with: checked again while the
+    /// connection lives (expiry, missed revocations).
+    credential: Credential,
 }
 
 /// Checks a CONNECT: credentials, client id, will, limits.
@@ -535,7 +549,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
     if let Some(name) = c.username.as_deref().and_then(|u| u.strip_prefix("app:")) {
         return accept_application(shared, c, name).await;
     }
-    let principal = match certificate_principal(shared, peer).await? {
+    let (principal, credential) = match certificate_principal(shared, peer).await? {
         Some(principal) => principal,
         None => token_principal(shared, c).await?,
     };
@@ -600,6 +614,7 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
     Ok(Accepted {
         identity,
         principal: Some(principal),
+        credential,
         client_id,
         assigned,
     })
@@ -613,7 +628,7 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
         .as_deref()
         .and_then(|p| std::str::from_utf8(p).ok())
         .unwrap_or_default();
-    let application = shared
+    let (application, credential) = shared
         .ingestor
         .authenticate_application(name, token)
         .await
@@ -651,7 +666,6 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
         tenant: application.tenant,
         name: application.name,
         grants: application.grants,
-        credential: application.credential_id,
     };
     if let Some(will) = &c.will
         && !identity.may_publish(&will.topic)
@@ -667,6 +681,7 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
         principal: None,
         client_id: format!("$app/{name}/{client_id}"),
         assigned,
+        credential,
     })
 }
 

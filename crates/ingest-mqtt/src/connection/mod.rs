@@ -164,6 +164,9 @@ struct Connection<S> {
     stalled_since: Option<Instant>,
     /// Retained messages still to send for recent subscriptions.
     retained: RetainedCursors,
+    /// When the credential the client authenticated with expires: the
+    /// connection ends then.
+    credential_expires: Option<Instant>,
 }
 
 impl<S> Connection<S>
@@ -306,10 +309,19 @@ where
                 End::Lost(DisconnectReason::WriteStalled),
             ))
         };
-        match (keep_alive, stall) {
-            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        }
+        let expiry = self.credential_expires.map(|at| {
+            (
+                at,
+                End::Server(
+                    ReasonCode::NotAuthorized,
+                    DisconnectReason::CredentialExpired,
+                ),
+            )
+        });
+        [keep_alive, stall, expiry]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 
     /// Decodes and handles buffered packets while there is room in flight.

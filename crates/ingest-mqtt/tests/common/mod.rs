@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tributary_core::Limits;
 use tributary_core::directory::{
-    AppGrants, Application, Authenticator, DirectoryError, PresenceSink, Principal, TenantPolicy,
+    AppGrants, Application, Authenticator, Credential, DirectoryError, PresenceSink, Principal,
+    TenantPolicy,
 };
 use tributary_core::envelope::Envelope;
 use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
@@ -85,6 +86,40 @@ impl Authenticator for TestAuth {
             credential_id: format!("cred-{token}"),
             grants: AppGrants { publish, subscribe },
         })
+    }
+    /// Credentials: `cred-{token}`. `exp-{device}` is device `device`'s
+    /// token that expires one second after it is presented.
+    async fn authenticate_credential(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Credential), DirectoryError> {
+        if let Some(device) = token.strip_prefix("exp-") {
+            let principal = Principal::Device {
+                tenant: "acme".into(),
+                device: device.into(),
+            };
+            let credential = Credential {
+                id: format!("cred-{token}"),
+                expires_at_ns: Some(tributary_core::time::now_ns() + 1_000_000_000),
+            };
+            return Ok((principal, credential));
+        }
+        let principal = self.authenticate(token).await?;
+        let credential = Credential {
+            id: format!("cred-{token}"),
+            expires_at_ns: None,
+        };
+        Ok((principal, credential))
+    }
+    /// The registry's view: device `gone`'s token was revoked (an event
+    /// the frontend missed); every other credential is valid.
+    async fn credential_valid(
+        &self,
+        _tenant: &str,
+        credential_id: &str,
+        _device: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        Ok(credential_id != "cred-tok-gone")
     }
     async fn tenant_policy(&self, _tenant: &str) -> Result<TenantPolicy, DirectoryError> {
         Ok(TenantPolicy::default())

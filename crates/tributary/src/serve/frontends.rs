@@ -141,15 +141,22 @@ pub async fn close_revoked(
             }) => {
                 mqtt.disconnect_credential(&tenant, &credential_id);
             }
+            Ok(RegistryEvent::Resync) => {
+                // Events may have been lost upstream: check every
+                // connection's credential with the registry.
+                let mqtt = mqtt.clone();
+                tokio::spawn(async move { mqtt.revalidate().await });
+            }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                // Caches were cleared by the directory; connections of a
-                // device revoked in the gap stay open until their next
-                // authentication. Say so.
+                // The directory cleared its caches; connections of devices
+                // revoked in the gap would stay open: check them all.
                 tracing::warn!(
                     missed = n,
-                    "revocation watcher lagged behind registry events"
+                    "revocation watcher lagged behind registry events; checking every connection's credential"
                 );
+                let mqtt = mqtt.clone();
+                tokio::spawn(async move { mqtt.revalidate().await });
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
