@@ -186,7 +186,15 @@ pub async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<Vec<i32
             "applying ScyllaDB schema migration"
         );
         for statement in &migration.statements {
-            session.query_unpaged(statement.as_str(), ()).await?;
+            match session.query_unpaged(statement.as_str(), ()).await {
+                Ok(_) => {}
+                // `ALTER TABLE … ADD` has no IF NOT EXISTS: a column added by
+                // a run that stopped before recording the migration is there.
+                Err(e) if is_add_column(statement) && is_duplicate_column(&e.to_string()) => {
+                    tracing::info!(keyspace = %ks, statement, "column already added");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let now_ms = tributary_core::time::now_ns() / 1_000_000;
         session
@@ -202,6 +210,18 @@ pub async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<Vec<i32
     }
     warn_on_ttl_drift(session, config).await;
     Ok(done)
+}
+
+/// Whether `statement` adds a column (`ALTER TABLE … ADD …`).
+fn is_add_column(statement: &str) -> bool {
+    statement.starts_with("ALTER TABLE ") && statement.contains(" ADD ")
+}
+
+/// Whether a server error says the column to add exists already (Scylla and
+/// Cassandra word it differently).
+fn is_duplicate_column(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("conflicts with an existing column") || e.contains("already exist")
 }
 
 /// The versions recorded in `schema_migrations`.
@@ -320,6 +340,15 @@ mod tests {
     }
 
     #[test]
+    fn a_column_added_before_is_recognised() {
+        assert!(is_duplicate_column(
+            "Invalid column name quotas because it conflicts with an existing column"
+        ));
+        assert!(is_duplicate_column("Cannot add already existing column \"quotas\""));
+        assert!(!is_duplicate_column("Keyspace iot does not exist"));
+    }
+
+    #[test]
     fn migrations_are_numbered_in_order_and_idempotent() {
         let all = migrations(&config());
         let versions: Vec<i32> = all.iter().map(|m| m.version).collect();
@@ -327,8 +356,10 @@ mod tests {
         for m in &all {
             assert!(!m.statements.is_empty(), "migration {} is empty", m.version);
             for s in &m.statements {
+                // Column additions are made idempotent by `migrate`.
                 assert!(
-                    s.starts_with("CREATE TABLE IF NOT EXISTS iot."),
+                    s.starts_with("CREATE TABLE IF NOT EXISTS iot.")
+                        || (is_add_column(s) && s.starts_with("ALTER TABLE iot.")),
                     "idempotent and qualified with the keyspace: {s}"
                 );
             }
