@@ -134,8 +134,13 @@ where
             );
         }
         let message = message_from(&p);
-        // A retained message must fit the tenant's retained quotas.
-        let retain_check = self.shared.router().check_retain(&self.tenant, &message);
+        // A retained message must fit the tenant's retained quotas (only
+        // then is the router locked for it).
+        let retain_check = if message.retain && !message.payload.is_empty() {
+            self.shared.router().check_retain(&self.tenant, &message)
+        } else {
+            Ok(())
+        };
         if let Err(e) = retain_check {
             self.shared.ingestor.quota_metrics().exceeded(&e);
             return self.refuse_publish(
