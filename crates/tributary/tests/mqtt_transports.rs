@@ -47,23 +47,6 @@ fn tools_available() -> bool {
     );
 }
 
-/// Runs the CLI against the platform and returns its stdout, failing on error.
-async fn cli(s: &Standalone, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.args(args)
-        .args(["--endpoint", &format!("http://{}", s.grpc)])
-        .args(["--token", &s.admin_token, "-o", "json"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tributary {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
 /// The first row of the CLI's JSON output.
 fn first_row(json: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON output");

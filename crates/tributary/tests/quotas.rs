@@ -10,23 +10,6 @@ use common::mqtt::RawMqtt;
 use common::*;
 use tributary_mqtt_codec::{Packet, ProtocolVersion, Publish, QoS, ReasonCode};
 
-/// Runs the CLI as the admin and returns its stdout, failing on error.
-async fn cli(s: &Standalone, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.args(args)
-        .args(["--endpoint", &format!("http://{}", s.grpc)])
-        .args(["--token", &s.admin_token, "-o", "json"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tributary {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
 async fn post(s: &Standalone, token: &str, value: u32) -> reqwest::Response {
     reqwest::Client::new()
         .post(s.url("/v1/telemetry"))

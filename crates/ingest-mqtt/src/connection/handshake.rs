@@ -574,32 +574,22 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
             ));
         }
     };
-    let (client_id, assigned) = if c.client_id.is_empty() {
-        if c.protocol == ProtocolVersion::V311 && !c.clean_start {
-            return Err((
-                ReasonCode::ClientIdentifierNotValid,
-                ConnectRefusal::ClientId,
-                "an empty client id needs a clean session",
-            ));
+    let (client_id, assigned) = match assigned_client_id(shared, c, &format!("{device}/"))? {
+        Some(assigned) => (assigned.clone(), Some(assigned)),
+        None => {
+            let bound = c.client_id == device
+                || c.client_id
+                    .strip_prefix(device.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
+            if !bound {
+                return Err((
+                    ReasonCode::ClientIdentifierNotValid,
+                    ConnectRefusal::ClientId,
+                    "the client id must be the device id, or the device id followed by '/' and a suffix",
+                ));
+            }
+            (c.client_id.clone(), None)
         }
-        let n = shared
-            .client_ids
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let assigned = format!("{device}/auto-{n}");
-        (assigned.clone(), Some(assigned))
-    } else {
-        let bound = c.client_id == device
-            || c.client_id
-                .strip_prefix(device.as_str())
-                .is_some_and(|rest| rest.starts_with('/'));
-        if !bound || c.client_id.len() > MAX_CLIENT_ID_LEN {
-            return Err((
-                ReasonCode::ClientIdentifierNotValid,
-                ConnectRefusal::ClientId,
-                "the client id must be the device id, or the device id followed by '/' and a suffix",
-            ));
-        }
-        (c.client_id.clone(), None)
     };
     let identity = Identity::Device { tenant, device };
     if let Some(will) = &c.will
@@ -618,6 +608,37 @@ async fn accept(shared: &Shared, c: &Connect, peer: &Peer) -> Result<Accepted, R
         client_id,
         assigned,
     })
+}
+
+/// The client id the server assigns (`{prefix}auto-{n}`) when the CONNECT
+/// has none, which only a clean session may ask for; `None` when the client
+/// named one, which is then checked for length.
+fn assigned_client_id(
+    shared: &Shared,
+    c: &Connect,
+    prefix: &str,
+) -> Result<Option<String>, Refusal> {
+    if !c.client_id.is_empty() {
+        if c.client_id.len() > MAX_CLIENT_ID_LEN {
+            return Err((
+                ReasonCode::ClientIdentifierNotValid,
+                ConnectRefusal::ClientId,
+                "the client id is too long",
+            ));
+        }
+        return Ok(None);
+    }
+    if c.protocol == ProtocolVersion::V311 && !c.clean_start {
+        return Err((
+            ReasonCode::ClientIdentifierNotValid,
+            ConnectRefusal::ClientId,
+            "an empty client id needs a clean session",
+        ));
+    }
+    let n = shared
+        .client_ids
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(Some(format!("{prefix}auto-{n}")))
 }
 
 /// Checks the CONNECT of a tenant application (user name `app:<name>`):
@@ -640,27 +661,9 @@ async fn accept_application(shared: &Shared, c: &Connect, name: &str) -> Result<
             ),
             other => other,
         })?;
-    let (client_id, assigned) = if c.client_id.is_empty() {
-        if c.protocol == ProtocolVersion::V311 && !c.clean_start {
-            return Err((
-                ReasonCode::ClientIdentifierNotValid,
-                ConnectRefusal::ClientId,
-                "an empty client id needs a clean session",
-            ));
-        }
-        let n = shared
-            .client_ids
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let assigned = format!("auto-{n}");
-        (assigned.clone(), Some(assigned))
-    } else if c.client_id.len() > MAX_CLIENT_ID_LEN {
-        return Err((
-            ReasonCode::ClientIdentifierNotValid,
-            ConnectRefusal::ClientId,
-            "the client id is too long",
-        ));
-    } else {
-        (c.client_id.clone(), None)
+    let (client_id, assigned) = match assigned_client_id(shared, c, "")? {
+        Some(assigned) => (assigned.clone(), Some(assigned)),
+        None => (c.client_id.clone(), None),
     };
     let identity = Identity::Application {
         tenant: application.tenant,

@@ -311,3 +311,21 @@ pub async fn create_device_in(s: &Standalone, tenant: &str, id: &str) -> String 
         .expect("token")
         .token
 }
+
+/// Runs the CLI as the admin against the platform, with JSON output, and
+/// returns its stdout; fails on error.
+pub async fn cli(s: &Standalone, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.args(args)
+        .args(["--endpoint", &format!("http://{}", s.grpc)])
+        .args(["--token", &s.admin_token, "-o", "json"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tributary {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
