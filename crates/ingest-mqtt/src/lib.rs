@@ -134,6 +134,8 @@ mod commands;
 mod config;
 mod connection;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod metrics;
 mod proxy;
 mod router;

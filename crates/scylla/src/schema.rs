@@ -344,7 +344,9 @@ mod tests {
         assert!(is_duplicate_column(
             "Invalid column name quotas because it conflicts with an existing column"
         ));
-        assert!(is_duplicate_column("Cannot add already existing column \"quotas\""));
+        assert!(is_duplicate_column(
+            "Cannot add already existing column \"quotas\""
+        ));
         assert!(!is_duplicate_column("Keyspace iot does not exist"));
     }
 

@@ -1,17 +1,11 @@
 //! Tributary JSON: any input gives points within the limits or a located error.
+//! The properties checked are in `../checks/json.rs`, which
+//! `tests/fuzz_regressions.rs` also runs on `../regressions/json/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary_core::Limits;
-use tributary_core::formats::json;
 
-fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
-        max_points_per_request: 64,
-        ..Limits::default()
-    };
-    match json::parse(data, 0, &limits) {
-        Ok(points) => assert!(points.len() <= 64),
-        Err(e) => assert!(!e.location.is_empty() && !e.message.is_empty()),
-    }
-});
+#[path = "../checks/json.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::check(data));
