@@ -23,7 +23,8 @@ fn print_config_reads_back_and_sections_set_what_flags_do_not() {
     let file = dir.path().join("t.toml");
     std::fs::write(
         &file,
-        "mqtt-max-topic-levels = 12\n[mqtt]\nmax_queued_messages = 5000\n[query]\nmax_devices = 500\n",
+        "mqtt-max-topic-levels = 12\n[mqtt]\nmax_queued_messages = 5000\n[query]\nmax_devices = 500\n\
+         [registry]\nmax_tokens_per_device = 5\n",
     )
     .unwrap();
     let file = file.to_str().unwrap();
@@ -37,6 +38,7 @@ fn print_config_reads_back_and_sections_set_what_flags_do_not() {
         "max_queued_messages = 5000",
         "max_devices = 500",
         "max_pending = 42",
+        "max_tokens_per_device = 5",
         "http-header-timeout-secs = 10",
     ] {
         assert!(printed.lines().any(|l| l == line), "{line:?} in\n{printed}");

@@ -10,7 +10,8 @@
 //!
 //! Settings without a flag of their own live in sections named after the
 //! library that reads them: `[mqtt]` ([`tributary_ingest_mqtt::MqttConfig`]),
-//! `[query]` (`QueryConfig`), `[commands]` (`CommandConfig`), keyed by field
+//! `[query]` (`QueryConfig`), `[commands]` (`CommandConfig`), `[registry]`
+//! (`RegistryConfig`, with `[registry.limits]`), keyed by field
 //! name (`[mqtt]\nmax_queued_messages = 5000`). The same settings come from
 //! the environment as `TRIBUTARY_<SECTION>__<FIELD>` (e.g.
 //! `TRIBUTARY_MQTT__MAX_QUEUED_MESSAGES=5000`), which wins over the file. An
@@ -26,7 +27,7 @@ use anyhow::{Context, bail};
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The sections a config file may have, for settings without a flag.
-pub const SECTIONS: &[&str] = &["mqtt", "query", "commands"];
+pub const SECTIONS: &[&str] = &["mqtt", "query", "commands", "registry"];
 
 /// The sections of the config file, once read.
 static FILE_SECTIONS: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();

@@ -95,12 +95,20 @@ pub fn render(
             &[],
         )?)?)
     };
+    let registry = || -> anyhow::Result<toml::Value> {
+        Ok(toml::Value::try_from(apply(
+            "registry",
+            tributary_registry::RegistryConfig::default(),
+            &[],
+        )?)?)
+    };
     match service {
         Command::Standalone(a) => {
             let mqtt = a.mqtt.mqtt_settings("standalone".into())?;
             section(&mut table, "mqtt", unflagged(mqtt)?);
             section(&mut table, "query", query()?);
             section(&mut table, "commands", commands()?);
+            section(&mut table, "registry", registry()?);
         }
         Command::Ingest(a) => {
             let id = a.frontend_id.clone().unwrap_or_else(|| "ingest".into());
@@ -111,7 +119,8 @@ pub fn render(
             section(&mut table, "query", query()?);
             section(&mut table, "commands", commands()?);
         }
-        Command::Registry(_) | Command::Cli(_) => {}
+        Command::Registry(_) => section(&mut table, "registry", registry()?),
+        Command::Cli(_) => {}
     }
     // Flags first, sections after: TOML wants the tables last.
     let mut text = String::from("# tributary settings in force (--print-config)\n");

@@ -10,7 +10,7 @@ use anyhow::Context;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tributary_auth::JwtKeys;
 use tributary_log::Log;
-use tributary_registry::{DirectoryGrpc, Registry, RegistryGrpc};
+use tributary_registry::{DirectoryGrpc, Registry, RegistryConfig, RegistryGrpc};
 
 use super::args::{JwtArgs, KafkaArgs, OpsArgs};
 use super::backends::StoreUrl;
@@ -55,7 +55,10 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         )
     })?;
     let store = StoreUrl::parse(&args.store)?.open_registry().await?;
-    let registry = Arc::new(Registry::new(store, Default::default()));
+    let registry = Arc::new(Registry::new(
+        store,
+        super::config_file::section("registry", RegistryConfig::default(), &[])?,
+    ));
     if let Some(token) = registry
         .bootstrap(&keys, &args.data_dir)
         .await

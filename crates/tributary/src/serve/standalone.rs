@@ -22,7 +22,9 @@ use tributary_log::Log;
 use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use tributary_processor::{Processor, ProcessorConfig, ProcessorMetrics};
 use tributary_query::{QueryConfig, QueryGrpc};
-use tributary_registry::{EmbeddedRegistryStore, LocalDirectory, Registry, RegistryGrpc};
+use tributary_registry::{
+    EmbeddedRegistryStore, LocalDirectory, Registry, RegistryConfig, RegistryGrpc,
+};
 use tributary_store::Store;
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 
@@ -144,7 +146,10 @@ impl Platform {
         // Registry and credentials.
         let keys = JwtKeys::load_or_create(&dir.join("jwt.secret"))
             .context("loading the JWT signing key")?;
-        let registry = Arc::new(Registry::new(registry_store, Default::default()));
+        let registry = Arc::new(Registry::new(
+            registry_store,
+            super::config_file::section("registry", RegistryConfig::default(), &[])?,
+        ));
         if let Some(token) = registry
             .bootstrap(&keys, dir)
             .await
