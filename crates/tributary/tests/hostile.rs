@@ -402,7 +402,7 @@ async fn silent_sockets_from_one_address_take_only_its_share() {
     }
     let checks = silent
         .iter_mut()
-        .map(|stream| closed(stream, Duration::from_millis(500)));
+        .map(|stream| closed(stream, Duration::from_secs(3)));
     let closed_at_once = futures::future::join_all(checks)
         .await
         .into_iter()

@@ -474,24 +474,29 @@ async fn live_streams_and_pending_commands_are_bounded_per_tenant() {
     let channel = s.channel().await;
     let client =
         || CommandServiceClient::with_interceptor(channel.clone(), Bearer::new(&s.admin_token));
-    let mut first = client();
-    let waiting = tokio::spawn(async move { first.send_command(command(5_000)).await });
-    let refused = eventually(Duration::from_secs(5), "the pending_commands quota", || {
-        let mut c = client();
-        async move {
-            match c.send_command(command(100)).await {
-                Err(status) if status.code() == tonic::Code::ResourceExhausted => Some(status),
-                _ => None,
-            }
+    // Two commands at once, neither answered: one holds the only slot for
+    // its whole timeout, the other is refused at once, whichever is first.
+    let (mut one, mut two) = (client(), client());
+    let mut a = tokio::spawn(async move { one.send_command(command(5_000)).await });
+    let mut b = tokio::spawn(async move { two.send_command(command(5_000)).await });
+    let (first_done, other) = tokio::time::timeout(Duration::from_secs(4), async {
+        tokio::select! {
+            r = &mut a => (r, b),
+            r = &mut b => (r, a),
         }
     })
-    .await;
+    .await
+    .expect("one of two commands is refused at once, not after its timeout");
+    let refused = first_done
+        .unwrap()
+        .expect_err("the first command to finish is the refused one");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     assert!(
         refused.message().contains("pending_commands"),
         "{}",
         refused.message()
     );
-    waiting.abort();
+    other.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
