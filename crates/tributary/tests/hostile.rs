@@ -719,7 +719,7 @@ async fn a_connection_ends_when_its_token_expires() {
         other => panic!("expected DISCONNECT 0x87 when the token expired, got {other:?}"),
     }
     assert!(
-        started.elapsed() <= Duration::from_secs(3),
+        started.elapsed() <= Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
