@@ -27,7 +27,7 @@ use tributary_proto::v1::registry_service_server::{RegistryService, RegistryServ
 use crate::RegistryError;
 use crate::service::{
     Device, DeviceUpdate, IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant,
-    NewToken, Registry, format_fingerprint,
+    NewToken, Registry, format_fingerprint, parse_fingerprint,
 };
 use crate::store::{
     CredentialKind, CredentialRecord, PresenceRecord, TenantRecord, TenantSettings,
@@ -342,12 +342,31 @@ impl RegistryService for RegistryGrpc {
     ) -> Result<Response<pb::Credential>, Status> {
         let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
         let req = request.into_inner();
+        if req.certificate_pem.is_empty() {
+            return Err(RegistryError::invalid(
+                "certificate_pem",
+                "required: register the certificate (PEM), not its fingerprint, so the registry \
+                 can check it is issued for this tenant",
+            )
+            .into());
+        }
+        if !req.fingerprint.is_empty() {
+            let given = parse_fingerprint(&req.fingerprint)?;
+            let parsed = crate::certificate::parse_certificate_pem(&req.certificate_pem)?;
+            if given != parsed.fingerprint {
+                return Err(RegistryError::invalid(
+                    "fingerprint",
+                    "does not match certificate_pem",
+                )
+                .into());
+            }
+        }
         let credential = self
             .registry
             .register_certificate(NewCertificate {
                 tenant,
                 device: req.device,
-                fingerprint: req.fingerprint,
+                certificate_pem: req.certificate_pem,
                 name: req.name,
                 ttl: Some(req.ttl_seconds)
                     .filter(|s| *s > 0)

@@ -160,10 +160,10 @@ pub struct NewCertificate {
     pub tenant: String,
     /// The device the certificate authenticates; it must exist.
     pub device: String,
-    /// The SHA-256 fingerprint of the DER certificate: 64 hex digits, with
-    /// or without `:` separators, any case (`openssl x509 -noout
-    /// -fingerprint -sha256` prints it so).
-    pub fingerprint: String,
+    /// The certificate, PEM (the first `CERTIFICATE` block counts). Its
+    /// subject's organization (`O=`) must be the tenant: see
+    /// [`crate::certificate`].
+    pub certificate_pem: String,
     /// A human-readable name, for listing.
     pub name: String,
     /// How long the registration lasts; `None` until revoked.
@@ -1073,11 +1073,15 @@ impl Registry {
         ))
     }
 
-    /// Registers a TLS client certificate for an existing device, by its
-    /// SHA-256 fingerprint. It then authenticates the device over mutual TLS
-    /// without a password, until revoked ([`Registry::revoke_token`]) or
-    /// expired. It counts towards the device's credential limit, and one
-    /// certificate can be registered only once.
+    /// Registers a TLS client certificate for an existing device. It then
+    /// authenticates the device over mutual TLS without a password, until
+    /// revoked ([`Registry::revoke_token`]), or expired (the earlier of the
+    /// ttl and the certificate's notAfter). It counts towards the device's
+    /// credential limit, and one certificate can be registered only once.
+    ///
+    /// Only a certificate issued for the tenant (subject `O=<tenant>`) is
+    /// accepted, so that no tenant can claim, or probe for, a certificate of
+    /// another tenant's device.
     pub async fn register_certificate(
         &self,
         req: NewCertificate,
@@ -1085,9 +1089,14 @@ impl Registry {
         validate_tenant(&req.tenant)?;
         validate_device_id(&req.device, &self.config.limits)?;
         check_text("name", &req.name, MAX_NAME_BYTES)?;
-        let fingerprint = parse_fingerprint(&req.fingerprint)?;
         let now = now_ns();
-        let expires_at_ns = expires_at(now, req.ttl)?;
+        let certificate = crate::certificate::parse_certificate_pem(&req.certificate_pem)?;
+        certificate.check_for(&req.tenant, now)?;
+        let fingerprint = certificate.fingerprint;
+        let expires_at_ns = Some(match expires_at(now, req.ttl)? {
+            Some(at) => at.min(certificate.not_after_ns),
+            None => certificate.not_after_ns,
+        });
         if self
             .store
             .get_device(&req.tenant, &req.device)

@@ -189,12 +189,22 @@ async fn tokens_certificates_and_applications_authenticate_over_grpc() {
         );
     }
 
-    let fingerprint = "ab".repeat(32);
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "open");
+    let cert = params
+        .self_signed(&rcgen::KeyPair::generate().expect("key"))
+        .expect("certificate");
+    let fingerprint = {
+        use sha2::Digest as _;
+        tributary_registry::format_fingerprint(&sha2::Sha256::digest(cert.der()).into())
+    };
     f.registry
         .register_certificate(NewCertificate {
             tenant: "open".into(),
             device: "pump-1".into(),
-            fingerprint: fingerprint.clone(),
+            certificate_pem: cert.pem(),
             name: "cert".into(),
             ttl: None,
         })

@@ -124,6 +124,13 @@ async fn mtls_device_and_websocket_application_end_to_end() {
     let client_key = KeyPair::generate().unwrap();
     let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    // Issued for the tenant: the registry registers it nowhere else.
+    client_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "default");
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "sensor-1");
     let client = client_params.signed_by(&client_key, &ca).unwrap();
     for (name, pem) in [
         ("ca.pem", ca.pem()),
@@ -134,14 +141,6 @@ async fn mtls_device_and_websocket_application_end_to_end() {
     ] {
         std::fs::write(pki.path().join(name), pem).unwrap();
     }
-    // The form `openssl x509 -fingerprint -sha256` prints: upper case, colons.
-    let fingerprint = tributary_ingest_mqtt::fingerprint(client.der())
-        .to_uppercase()
-        .as_bytes()
-        .chunks(2)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(":");
 
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca_file) = (
@@ -188,13 +187,40 @@ async fn mtls_device_and_websocket_application_end_to_end() {
                 "add",
                 "--device",
                 "sensor-1",
-                "--fingerprint",
-                &fingerprint,
+                "--certificate",
+                pki.path().join("client.pem").to_str().expect("utf-8 path"),
             ],
         )
         .await,
     );
     let credential_id = added["credential_id"].as_str().expect("an id").to_owned();
+
+    // Another tenant can neither claim the certificate (and with it the
+    // device's connections) nor register it by fingerprint alone.
+    create_tenant(&s, "globex").await;
+    create_device_in(&s, "globex", "sensor-1").await;
+    let mut registry = s.registry(&s.admin_token).await;
+    let claim = registry
+        .register_certificate(pb::RegisterCertificateRequest {
+            tenant: "globex".into(),
+            device: "sensor-1".into(),
+            certificate_pem: client.pem(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("globex claims the certificate of default's device");
+    assert_eq!(claim.code(), tonic::Code::InvalidArgument, "{claim:?}");
+    assert!(claim.message().contains("another tenant"), "{claim:?}");
+    let by_fingerprint = registry
+        .register_certificate(pb::RegisterCertificateRequest {
+            tenant: "globex".into(),
+            device: "sensor-1".into(),
+            fingerprint: tributary_ingest_mqtt::fingerprint(client.der()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a fingerprint alone registers");
+    assert_eq!(by_fingerprint.code(), tonic::Code::InvalidArgument);
 
     // The application, over WebSocket, watching every device's telemetry.
     let issued = first_row(

@@ -93,16 +93,16 @@ pub enum DevicesCmd {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CertCmd {
-    /// Register a client certificate for a device by its SHA-256 fingerprint
-    /// (`openssl x509 -noout -fingerprint -sha256 -in device.pem`). Listed and
-    /// revoked with `tokens list` and `tokens revoke`.
+    /// Register a client certificate for a device. Its subject organization
+    /// must be the tenant (`openssl req -subj "/O=acme/CN=truck-1" ...`).
+    /// Listed and revoked with `tokens list` and `tokens revoke`.
     Add {
         /// The device the certificate authenticates.
         #[arg(long)]
         device: String,
-        /// 64 hex digits, `:` separators allowed.
-        #[arg(long)]
-        fingerprint: String,
+        /// The certificate's PEM file (the first certificate in it counts).
+        #[arg(long, value_name = "PEM_FILE")]
+        certificate: std::path::PathBuf,
         #[arg(long, default_value = "")]
         name: String,
         /// Lifetime such as `365d`; until revoked when absent.
@@ -453,18 +453,20 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
         }
         DevicesCmd::Cert(CertCmd::Add {
             device,
-            fingerprint,
+            certificate,
             name,
             ttl,
         }) => {
+            let certificate_pem = read_certificate(&certificate)?;
             let c = ctx
                 .registry
                 .register_certificate(pb::RegisterCertificateRequest {
                     tenant: ctx.tenant.clone(),
                     device,
-                    fingerprint,
+                    certificate_pem,
                     name,
                     ttl_seconds: ttl_seconds(ttl)?,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -477,6 +479,22 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A certificate's PEM file, read with a size limit.
+fn read_certificate(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let limit = tributary_registry::certificate::MAX_CERTIFICATE_PEM_BYTES;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_string(&mut text))
+        .map_err(|e| anyhow::anyhow!("--certificate {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        text.len() <= limit,
+        "--certificate {}: larger than {limit} bytes; give the device certificate only",
+        path.display()
+    );
+    Ok(text)
 }
 
 /// Seconds of a `--ttl` such as `30d`; 0 when absent.
