@@ -556,3 +556,73 @@ async fn devices_past_the_quota_are_refused_over_grpc_and_auto_provisioning() {
     .expect("delete");
     r.create_device(create("n3")).await.expect("room again");
 }
+
+/// An application of `tenant` that may publish on `chat/#`, connected.
+async fn chat_app(s: &Standalone, tenant: &str) -> RawMqtt {
+    use tributary_proto::v1 as pb;
+    let issued = s
+        .registry(&s.admin_token)
+        .await
+        .issue_application_token(pb::IssueApplicationTokenRequest {
+            tenant: tenant.into(),
+            name: "chat".into(),
+            publish: vec!["chat/#".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("IssueApplicationToken")
+        .into_inner();
+    let (m, ack) =
+        RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "c", "app:chat", &issued.token).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_pub_sub_is_charged_to_the_message_rate_too() {
+    let (_dir, s, _, _) = setup().await;
+    cli(
+        &s,
+        &[
+            "tenants",
+            "set-quota",
+            "noisy",
+            "messages_per_sec=2",
+            "messages-burst=5",
+        ],
+    )
+    .await;
+    let mut noisy = chat_app(&s, "noisy").await;
+    let mut quiet = chat_app(&s, "quiet").await;
+    // Publishes that reach no subscriber, and are not telemetry, still cost.
+    // Quota values reach the frontends within a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut id = 0;
+    let refused = loop {
+        let mut codes = Vec::new();
+        for _ in 0..10 {
+            id += 1;
+            codes.push(noisy.publish_qos1("chat/room", b"hi", id).await);
+        }
+        if codes.contains(&Some(ReasonCode::QuotaExceeded)) {
+            break codes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 0x97 for plain pub/sub within 5 s: {codes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused.iter().take(5).all(|c| c.is_some()),
+        "refused with a PUBACK, not a close: {refused:?}"
+    );
+    // The other tenant's messages are not charged for it.
+    for id in 1..=20 {
+        assert_eq!(
+            quiet.publish_qos1("chat/room", b"hi", id).await,
+            Some(ReasonCode::NoMatchingSubscribers),
+            "quiet tenant, message {id}"
+        );
+    }
+}

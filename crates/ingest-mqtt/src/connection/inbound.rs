@@ -157,20 +157,25 @@ where
             .as_ref()
             .and_then(|principal| Some((DeviceTopic::parse(&p.topic)?, principal.clone())));
         let Some((topic, principal)) = device_topic else {
-            // Plain pub/sub within the tenant.
-            let reached = self
-                .shared
-                .router()
-                .route(&self.tenant, message, Some(self.session.id));
-            if let Some(id) = p.packet_id {
+            // Plain pub/sub within the tenant, charged to its message and
+            // byte rates like telemetry; routed in order once admitted.
+            let ingestor = self.shared.ingestor.clone();
+            let tenant = self.tenant.clone();
+            let (packet_id, qos, bytes) = (p.packet_id, p.qos, p.payload.len());
+            if let Some(id) = packet_id {
                 self.inflight_ids.insert(id);
-                let done = Done {
-                    packet_id: Some(id),
-                    qos: p.qos,
-                    outcome: Outcome::Routed { reached },
-                };
-                self.inflight.push_back(Box::pin(std::future::ready(done)));
             }
+            self.inflight.push_back(Box::pin(async move {
+                let outcome = match ingestor.admit(&tenant, bytes).await {
+                    Ok(()) => Outcome::Admitted(message),
+                    Err(e) => Outcome::Failed(e),
+                };
+                Done {
+                    packet_id,
+                    qos,
+                    outcome,
+                }
+            }));
             return Ok(());
         };
         let limits = self.shared.ingestor.limits();
@@ -263,8 +268,17 @@ where
                     .route(&self.tenant, message, Some(self.session.id));
                 (ReasonCode::Success, None)
             }
-            Outcome::Routed { reached: 0 } => (ReasonCode::NoMatchingSubscribers, None),
-            Outcome::Routed { .. } => (ReasonCode::Success, None),
+            Outcome::Admitted(message) => {
+                let reached =
+                    self.shared
+                        .router()
+                        .route(&self.tenant, message, Some(self.session.id));
+                if reached == 0 {
+                    (ReasonCode::NoMatchingSubscribers, None)
+                } else {
+                    (ReasonCode::Success, None)
+                }
+            }
             Outcome::Refused(code, why) => (code, Some(why)),
             Outcome::Failed(e) => {
                 let (code, rejection, transient) = ingest_reason(&e);

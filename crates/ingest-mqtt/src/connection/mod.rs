@@ -82,8 +82,9 @@ impl End {
 enum Outcome {
     /// Telemetry appended durably: route it, then acknowledge.
     Ingested(Message),
-    /// Routed at once; `reached` sessions or requests got it.
-    Routed { reached: usize },
+    /// Plain pub/sub within the tenant's message and byte rates: route it,
+    /// then acknowledge (0x10 when no subscriber got it).
+    Admitted(Message),
     /// Refused with this reason code (5.0 only).
     Refused(ReasonCode, String),
     /// The append failed.
