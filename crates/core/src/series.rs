@@ -24,6 +24,10 @@ pub enum SeriesRefused {
         /// The store's limit.
         limit: u64,
     },
+    /// The gate's backend could not be asked (a distributed store that is
+    /// down or overloaded): nothing is admitted, the client retries.
+    #[error("new series cannot be admitted now: {0}")]
+    Unavailable(String),
 }
 
 /// Admits new series ahead of their points (see the module docs).

@@ -572,6 +572,12 @@ impl Ingestor {
                     self.inner.metrics.rejected(Rejection::Quota, &e);
                     return Err(IngestError::Quota(e));
                 }
+                Err(SeriesRefused::Unavailable(why)) => {
+                    self.inner.metrics.rejected(Rejection::Overloaded, &why);
+                    return Err(IngestError::Unavailable(format!(
+                        "new series cannot be admitted now: {why}"
+                    )));
+                }
                 Err(e @ SeriesRefused::StoreFull { .. }) => {
                     self.inner.metrics.rejected(Rejection::Quota, &e);
                     return Err(IngestError::Forbidden(format!(

@@ -10,7 +10,9 @@
 //!   keyspace and tables and records the schema version.
 //! * [`ScyllaStore`] implements [`Store`]; [`ScyllaRegistryStore`]
 //!   implements the registry's four storage traits. Both pass the same
-//!   conformance suites as the embedded engines
+//!   conformance suites as the embedded engines. [`ScyllaSeriesGate`]
+//!   admits new series within the tenants' `series` quota, for the ingest
+//!   frontends; it passes the series-gate conformance suite
 //!   (`tests/scylla_conformance.rs`, run when `TRIBUTARY_TEST_SCYLLA` names
 //!   a node).
 //!
@@ -42,6 +44,7 @@ mod error;
 mod registry;
 mod retry;
 pub mod schema;
+mod series_gate;
 mod session;
 mod store;
 
@@ -53,5 +56,6 @@ pub use registry::ScyllaRegistryStore;
 pub use schema::{SCHEMA_VERSION, migrate};
 /// The driver's session, shared by the store and the registry store.
 pub use scylla::client::session::Session;
+pub use series_gate::ScyllaSeriesGate;
 pub use session::connect;
 pub use store::ScyllaStore;

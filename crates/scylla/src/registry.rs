@@ -810,7 +810,7 @@ pub(crate) struct Lwt {
 }
 
 impl Lwt {
-    fn from_result(result: QueryResult) -> Result<Self, ScyllaError> {
+    pub(crate) fn from_result(result: QueryResult) -> Result<Self, ScyllaError> {
         let rows = result.into_rows_result().map_err(ScyllaError::decode)?;
         let names: Vec<String> = rows
             .column_specs()

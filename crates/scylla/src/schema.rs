@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -150,6 +150,14 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
             description: "registry: tenant quotas",
             statements: vec![format!(
                 "ALTER TABLE {ks}.tenants ADD quotas map<text, bigint>"
+            )],
+        },
+        Migration {
+            version: 4,
+            description: "series counted per tenant (the series quota)",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.tenant_series (\
+                 tenant text PRIMARY KEY, series counter)"
             )],
         },
     ]

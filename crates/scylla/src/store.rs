@@ -883,14 +883,14 @@ fn days(result: QueryResult) -> Result<Vec<i32>, ScyllaError> {
 /// Skipping a cached `series_days` row is safe because the row's TTL runs to
 /// the expiry of the last point its day can hold: while a point of that day
 /// can still be written, the row is there.
-struct IndexCache {
+pub(crate) struct IndexCache {
     capacity: usize,
     seeds: (RandomState, RandomState),
     keys: Mutex<HashSet<u128>>,
 }
 
 impl IndexCache {
-    fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
             seeds: (RandomState::new(), RandomState::new()),
@@ -898,18 +898,18 @@ impl IndexCache {
         }
     }
 
-    fn key(&self, parts: &impl Hash) -> u128 {
+    pub(crate) fn key(&self, parts: &impl Hash) -> u128 {
         (u128::from(self.seeds.0.hash_one(parts)) << 64) | u128::from(self.seeds.1.hash_one(parts))
     }
 
-    fn contains(&self, key: u128) -> bool {
+    pub(crate) fn contains(&self, key: u128) -> bool {
         self.keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&key)
     }
 
-    fn insert(&self, key: u128) {
+    pub(crate) fn insert(&self, key: u128) {
         if self.capacity == 0 {
             return;
         }

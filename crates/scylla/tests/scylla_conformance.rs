@@ -116,6 +116,44 @@ async fn scylla_conformance_store_with_tiny_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_conformance_series_gate() {
+    in_keyspace(config("gate"), |config, session| async move {
+        let gate = tributary_scylla::ScyllaSeriesGate::new(Arc::clone(&session), &config)
+            .await
+            .expect("gate opens");
+        tributary_store::conformance::series_gate_run_all(gate.as_ref()).await;
+        // Without its memory of known series, every admission asks the
+        // cluster, and two gates (two frontends) count a series once.
+        let uncached = ScyllaConfig {
+            index_cache_entries: 0,
+            ..config
+        };
+        let (a, b) = (
+            tributary_scylla::ScyllaSeriesGate::new(Arc::clone(&session), &uncached)
+                .await
+                .expect("gate opens"),
+            tributary_scylla::ScyllaSeriesGate::new(session, &uncached)
+                .await
+                .expect("gate opens"),
+        );
+        tributary_store::conformance::series_gate_run_all(a.as_ref()).await;
+        use tributary_core::series::{SeriesGate as _, SeriesRefused};
+        assert_eq!(a.admit("shared", "d1", &["m"], 1).await, Ok(()));
+        assert_eq!(
+            b.admit("shared", "d1", &["m"], 1).await,
+            Ok(()),
+            "known to the cluster"
+        );
+        assert_eq!(
+            b.admit("shared", "d1", &["n"], 1).await,
+            Err(SeriesRefused::TenantQuota { limit: 1 }),
+            "counted once, by whichever gate created it"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_conformance_registry() {
     in_keyspace(config("registry"), |config, session| async move {
         let store = ScyllaRegistryStore::new(session, &config)

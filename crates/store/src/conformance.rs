@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, now_ns};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 
+use tributary_core::series::{SeriesGate, SeriesRefused};
+
 use crate::{DevicePoints, Order, Store, StoreError};
 
 /// How long a write is retried while the store answers `Backpressure`.
@@ -678,6 +680,74 @@ pub async fn retention_hides_expired_points(store: &dyn Store, retention: Durati
 // ---------------------------------------------------------------------------
 
 /// A tenant name no other run uses: `conf-<check>-<12 hex digits>`.
+/// Runs every check of a [`SeriesGate`]: the gate of a store with a series
+/// limit. `gate` must not have a store-wide limit below 100 series.
+pub async fn series_gate_run_all(gate: &dyn SeriesGate) {
+    series_gate_known_series_cost_nothing(gate).await;
+    series_gate_refuses_a_whole_batch_past_the_quota(gate).await;
+    series_gate_counts_tenants_apart(gate).await;
+}
+
+/// A series admitted once is admitted again, even at a quota it fills.
+pub async fn series_gate_known_series_cost_nothing(gate: &dyn SeriesGate) {
+    let tenant = unique_tenant("gate-known");
+    for round in 0..3 {
+        assert_eq!(
+            gate.admit(&tenant, "d1", &["a", "b"], 2).await,
+            Ok(()),
+            "round {round}: two series within a quota of 2"
+        );
+    }
+    assert_eq!(
+        gate.admit(&tenant, "d1", &["a"], 2).await,
+        Ok(()),
+        "a known series at a full quota"
+    );
+}
+
+/// New series past the quota are refused, none of the batch is created,
+/// and the same metric of another device is another series.
+pub async fn series_gate_refuses_a_whole_batch_past_the_quota(gate: &dyn SeriesGate) {
+    let tenant = unique_tenant("gate-quota");
+    assert_eq!(gate.admit(&tenant, "d1", &["a", "b"], 3).await, Ok(()));
+    assert_eq!(
+        gate.admit(&tenant, "d1", &["c", "d"], 3).await,
+        Err(SeriesRefused::TenantQuota { limit: 3 }),
+        "two new series, one place left"
+    );
+    assert_eq!(
+        gate.admit(&tenant, "d1", &["c"], 3).await,
+        Ok(()),
+        "the refused batch created nothing, so c fits"
+    );
+    assert_eq!(
+        gate.admit(&tenant, "d2", &["a"], 3).await,
+        Err(SeriesRefused::TenantQuota { limit: 3 }),
+        "d2/a is a series of its own"
+    );
+    assert_eq!(
+        gate.admit(&tenant, "d2", &["a"], 4).await,
+        Ok(()),
+        "a raised quota takes effect"
+    );
+}
+
+/// One tenant at its quota leaves another's untouched.
+pub async fn series_gate_counts_tenants_apart(gate: &dyn SeriesGate) {
+    let full = unique_tenant("gate-full");
+    let other = unique_tenant("gate-other");
+    assert_eq!(gate.admit(&full, "d1", &["a"], 1).await, Ok(()));
+    assert_eq!(
+        gate.admit(&full, "d1", &["b"], 1).await,
+        Err(SeriesRefused::TenantQuota { limit: 1 })
+    );
+    assert_eq!(
+        gate.admit(&other, "d1", &["a", "b"], 2).await,
+        Ok(()),
+        "another tenant's quota is its own"
+    );
+}
+
 fn unique_tenant(check: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -133,3 +133,10 @@ async fn a_short_retention_hides_expired_points() {
     let wrapped = CompactOnFlush(Arc::clone(&store));
     conformance::retention_hides_expired_points(&wrapped, retention).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_series_gate_passes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir, EmbeddedStoreConfig::default());
+    conformance::series_gate_run_all(store.as_ref()).await;
+}

@@ -196,6 +196,27 @@ impl StoreUrl {
         }
     }
 
+    /// Opens the series gate of a ScyllaDB store, for ingest replicas. The
+    /// embedded store's gate is the store itself, in its own process.
+    pub async fn open_series_gate(
+        &self,
+    ) -> anyhow::Result<Arc<dyn tributary_core::series::SeriesGate>> {
+        match self {
+            Self::Embedded(dir) => bail!(
+                "{}: the embedded store admits series in its own process only",
+                dir.display()
+            ),
+            Self::Scylla(url) => {
+                let config = tributary_scylla::ScyllaConfig::from_url(url)
+                    .with_context(|| format!("--store {}", redact(url)))?;
+                let gate = tributary_scylla::ScyllaSeriesGate::connect(&config)
+                    .await
+                    .with_context(|| format!("connecting to ScyllaDB at {}", redact(url)))?;
+                Ok(gate)
+            }
+        }
+    }
+
     /// Opens the registry's store (a redb file under the directory, or the
     /// registry tables of the Scylla keyspace).
     pub async fn open_registry(&self) -> anyhow::Result<Arc<dyn RegistryStore>> {

@@ -29,6 +29,12 @@ pub struct IngestArgs {
     /// devices are told to retry.
     #[arg(long, env = "TRIBUTARY_MAX_INFLIGHT_BYTES", default_value_t = IngestConfig::default().max_inflight_bytes)]
     pub max_inflight_bytes: usize,
+    /// The time-series store (`scylla://host:9042/keyspace`), for the
+    /// tenants' `series` quota: new series are admitted there before the
+    /// ack. Without it this replica does not enforce the quota, and says so
+    /// at start-up.
+    #[arg(long, env = "TRIBUTARY_STORE")]
+    pub store: Option<String>,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -64,6 +70,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let revocations = events.resubscribe();
     let directory = super::remote_directory(&args.registry.registry_url, &keys, "ingest", events)?;
 
+    let series_gate = series_gate(args.store.as_deref()).await?;
     let ingestor = Ingestor::with_quota_metrics(
         telemetry,
         directory.clone(),
@@ -73,10 +80,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             // Leave room for the key and headers under Kafka's record limit.
             max_record_bytes: (args.kafka.kafka_max_record_bytes as usize)
                 .saturating_sub(16 * 1024),
-            // ScyllaDB has no series limit to check ahead; a processor on
-            // the embedded store (`--with-query`) still enforces its own
-            // limit after the ack: docs/security.md.
-            series_gate: None,
+            series_gate,
         },
         IngestMetrics::register(&mut metrics),
         QuotaMetrics::register(&mut metrics),
@@ -123,6 +127,28 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     ops.set_ready(true);
     println!("tributary ingest ready: frontend-id={frontend_id} {addrs} metrics={metrics_addr}");
     tasks.join().await
+}
+
+/// The series gate of `--store`: ScyllaDB's, or none (with a warning).
+async fn series_gate(
+    store: Option<&str>,
+) -> anyhow::Result<Option<Arc<dyn tributary_core::series::SeriesGate>>> {
+    let Some(url) = store else {
+        tracing::warn!(
+            "no --store: this replica does not enforce the tenants' series quota \
+             (give it the processor's scylla:// store)"
+        );
+        return Ok(None);
+    };
+    let url = super::backends::StoreUrl::parse(url)?;
+    if let super::backends::StoreUrl::Embedded(dir) = &url {
+        anyhow::bail!(
+            "--store {}: an ingest replica cannot share the embedded store of another \
+             process; give it scylla://…, or run `tributary standalone`",
+            dir.display()
+        );
+    }
+    Ok(Some(url.open_series_gate().await?))
 }
 
 /// `$HOSTNAME` (the pod name on Kubernetes), else a random name.
