@@ -348,11 +348,18 @@ pub struct Registry {
     store: Arc<dyn RegistryStore>,
     config: RegistryConfig,
     events: broadcast::Sender<RegistryEvent>,
-    /// Devices of each tenant, counted from the store on first use and kept
-    /// up to date by this registry's own creations and deletions (the
-    /// `devices` quota). Creations of one registry take the lock in turn.
-    device_counts: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// Devices of each tenant (the `devices` quota): counted from the store
+    /// on first use and kept up to date by this registry's own creations and
+    /// deletions; counted again from the store while a tenant is within
+    /// [`RECOUNT_NEAR_QUOTA`] of its quota, so that the creations of other
+    /// registry replicas count too. Creations of one tenant take its lock in
+    /// turn; other tenants' do not wait for them.
+    device_counts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
 }
+
+/// How close to its `devices` quota a tenant's count is read from the store
+/// again before each creation, rather than trusted from memory.
+pub const RECOUNT_NEAR_QUOTA: u64 = 64;
 
 impl Registry {
     /// A registry over `store`.
@@ -362,8 +369,17 @@ impl Registry {
             store,
             config,
             events,
-            device_counts: tokio::sync::Mutex::new(HashMap::new()),
+            device_counts: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The lock over `tenant`'s device count.
+    fn device_count(&self, tenant: &str) -> Arc<tokio::sync::Mutex<Option<u64>>> {
+        let mut counts = self
+            .device_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.entry(tenant.to_owned()).or_default().clone()
     }
 
     /// Devices of `tenant` in the store, counted a page at a time.
@@ -557,17 +573,19 @@ impl Registry {
         self.check_labels("labels", &new.labels)?;
         self.check_metadata("metadata", &new.metadata)?;
         let tenant = self.tenant(&new.tenant).await?;
-        // The tenant's `devices` quota: counted and created under one lock.
-        let mut counts = self.device_counts.lock().await;
-        let held = match counts.get(&new.tenant) {
-            Some(&n) => n,
-            None => {
+        // The tenant's `devices` quota: counted and created under the
+        // tenant's lock.
+        let limit = tenant.settings.quotas.get(Quota::Devices);
+        let count = self.device_count(&new.tenant);
+        let mut count = count.lock().await;
+        let held = match *count {
+            Some(n) if n.saturating_add(RECOUNT_NEAR_QUOTA) < limit => n,
+            _ => {
                 let n = self.count_devices(&new.tenant).await?;
-                counts.insert(new.tenant.clone(), n);
+                *count = Some(n);
                 n
             }
         };
-        let limit = tenant.settings.quotas.get(Quota::Devices);
         if held >= limit {
             return Err(RegistryError::Quota(QuotaExceeded {
                 tenant: new.tenant.clone(),
@@ -594,8 +612,8 @@ impl Registry {
             }
             Err(e) => return Err(e),
         }
-        counts.insert(record.tenant.clone(), held + 1);
-        drop(counts);
+        *count = Some(held + 1);
+        drop(count);
         tracing::info!(tenant = %record.tenant, device = %record.id, "device created");
         self.publish(RegistryEvent::DeviceChanged {
             tenant: record.tenant.clone(),
@@ -919,9 +937,12 @@ impl Registry {
         if !self.store.delete_device(tenant, id).await? {
             return Err(RegistryError::not_found(Entity::Device, id));
         }
-        if let Some(n) = self.device_counts.lock().await.get_mut(tenant) {
+        let count = self.device_count(tenant);
+        let mut count = count.lock().await;
+        if let Some(n) = count.as_mut() {
             *n = n.saturating_sub(1);
         }
+        drop(count);
         tracing::info!(tenant, device = id, "device deleted");
         self.publish(RegistryEvent::DeviceDeleted {
             tenant: tenant.to_owned(),

@@ -862,3 +862,44 @@ async fn active_tokens_per_device_are_limited() {
     assert_eq!(listed.len(), 3, "revoked tokens stay listed");
     assert_eq!(listed.iter().filter(|c| c.is_revoked()).count(), 1);
 }
+
+#[tokio::test]
+async fn the_devices_quota_holds_across_registry_replicas() {
+    // Two registries over one store: two replicas of the registry service.
+    let f = fixture().await;
+    let other = Registry::new(f.store.clone(), RegistryConfig::default());
+    let mut settings = TenantSettings::default();
+    settings
+        .quotas
+        .set(tributary_core::quota::Quota::Devices, 3)
+        .expect("quota");
+    f.registry
+        .create_tenant(NewTenant {
+            settings,
+            ..new_tenant("small")
+        })
+        .await
+        .expect("tenant");
+    let device = |id: &str| NewDevice {
+        tenant: "small".into(),
+        ..new_device(id)
+    };
+    f.registry.create_device(device("d1")).await.expect("d1");
+    other.create_device(device("d2")).await.expect("d2");
+    f.registry.create_device(device("d3")).await.expect("d3");
+    // `other` counted 2 when it created d2; it must see d3 too.
+    let fourth = other.create_device(device("d4")).await;
+    assert!(
+        matches!(fourth, Err(RegistryError::Quota(_))),
+        "a fourth device past a quota of 3: {fourth:?}"
+    );
+    // A deletion on one replica makes room on the other.
+    f.registry
+        .delete_device("small", "d1")
+        .await
+        .expect("delete");
+    other
+        .create_device(device("d4"))
+        .await
+        .expect("d4 fits now");
+}
