@@ -22,6 +22,7 @@ pub mod live;
 pub mod model;
 pub mod quota;
 pub mod rate;
+pub mod rollup;
 pub mod selector;
 pub mod series;
 pub mod time;
