@@ -332,7 +332,10 @@ mod tests {
     use super::*;
 
     fn s(ts: i64, v: Value) -> Sample {
-        Sample { ts_ns: ts, value: v }
+        Sample {
+            ts_ns: ts,
+            value: v,
+        }
     }
 
     #[test]
@@ -404,7 +407,15 @@ mod tests {
     fn tiers_must_nest_and_divide_a_day() {
         assert_eq!(Tiers::parse("1m,1h,1d").unwrap(), Tiers::default());
         assert!(Tiers::parse("none").unwrap().is_empty());
-        for bad in ["1h,1m", "1m,90s", "7m", "2d", "500ms", "1m,1m", "1s,2s,4s,8s,16s,32s,64s"] {
+        for bad in [
+            "1h,1m",
+            "1m,90s",
+            "7m",
+            "2d",
+            "500ms",
+            "1m,1m",
+            "1s,2s,4s,8s,16s,32s,64s",
+        ] {
             assert!(Tiers::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(width_name(60 * NS_PER_SEC), "1m");

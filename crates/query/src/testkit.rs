@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use tributary_core::directory::{DeviceCatalog, DeviceInfo, DirectoryError};
+use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::selector::Selector;
 use tributary_core::{Sample, SeriesKey, Value};
 use tributary_store::{DevicePoints, Latest, Order, Store, StoreError};
@@ -14,7 +15,9 @@ use tributary_store::{DevicePoints, Latest, Order, Store, StoreError};
 #[derive(Debug, Default)]
 pub(crate) struct MemStore {
     series: Mutex<BTreeMap<SeriesKey, BTreeMap<i64, Value>>>,
+    rollups: Mutex<BTreeMap<RollupKey, Rollup>>,
     pub(crate) scans: AtomicUsize,
+    pub(crate) rollup_scans: AtomicUsize,
 }
 
 impl MemStore {
@@ -102,6 +105,44 @@ impl Store for MemStore {
                     value: v.clone(),
                 })
             })
+            .collect())
+    }
+
+    async fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Rollup>>, StoreError> {
+        let rollups = self.rollups.lock().unwrap();
+        Ok(keys.iter().map(|k| rollups.get(k).cloned()).collect())
+    }
+
+    async fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
+        let mut rollups = self.rollups.lock().unwrap();
+        for (k, r) in rows {
+            rollups.insert(k.clone(), r.clone());
+        }
+        Ok(())
+    }
+
+    async fn scan_rollups(
+        &self,
+        series: &SeriesKey,
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        self.rollup_scans.fetch_add(1, Ordering::Relaxed);
+        if from_ns >= to_ns {
+            return Ok(Vec::new());
+        }
+        let key = |start_ns| RollupKey {
+            series: series.clone(),
+            width_ns,
+            start_ns,
+        };
+        let rollups = self.rollups.lock().unwrap();
+        Ok(rollups
+            .range(key(from_ns)..key(to_ns))
+            .take(limit)
+            .map(|(k, r)| (k.start_ns, r.clone()))
             .collect())
     }
 

@@ -43,6 +43,7 @@ pub mod config;
 mod error;
 mod registry;
 mod retry;
+pub mod rollups;
 pub mod schema;
 mod series_gate;
 mod session;

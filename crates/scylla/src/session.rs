@@ -125,6 +125,14 @@ impl Cql {
         Ok(statement)
     }
 
+    /// Runs a schema statement (idempotent DDL such as `CREATE TABLE IF
+    /// NOT EXISTS`); the driver waits for schema agreement.
+    pub(crate) async fn ddl(&self, cql: String) -> Result<(), ScyllaError> {
+        let _slot = self.slot().await?;
+        self.session.query_unpaged(cql, ()).await?;
+        Ok(())
+    }
+
     /// Runs a statement whose result fits one response (writes, point
     /// reads, `LIMIT`ed reads).
     pub(crate) async fn execute(

@@ -29,6 +29,7 @@ use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::MaybeUnset;
+use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, now_ns};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 use tributary_store::embedded::{MAX_NAME_LEN, MAX_STRING_LEN};
@@ -76,6 +77,7 @@ pub struct ScyllaStore {
     /// Requests one `write` call runs at once (the in-flight bound).
     fanout: usize,
     indexed: IndexCache,
+    rollups: crate::rollups::RollupTables,
 }
 
 impl fmt::Debug for ScyllaStore {
@@ -222,7 +224,17 @@ impl ScyllaStore {
             max_batch_bytes: config.max_batch_bytes,
             fanout: config.max_in_flight,
             indexed: IndexCache::new(config.index_cache_entries),
+            rollups: crate::rollups::RollupTables::default(),
         }))
+    }
+
+    /// Creates the rollup tables of `tiers` (`rollups_1m`, …) when missing,
+    /// and prepares their statements. Rollups of other tiers are refused.
+    pub async fn prepare_rollup_tiers(
+        &self,
+        tiers: &tributary_core::rollup::Tiers,
+    ) -> Result<(), ScyllaError> {
+        self.rollups.prepare(&self.cql, &self.keyspace, tiers).await
     }
 
     /// The oldest timestamp still inside the retention at `now`.
@@ -443,6 +455,27 @@ enum Job<'a> {
 
 #[async_trait]
 impl Store for ScyllaStore {
+    async fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Rollup>>, StoreError> {
+        self.rollups.get(&self.cql, keys).await
+    }
+
+    async fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
+        self.rollups.write(&self.cql, rows).await
+    }
+
+    async fn scan_rollups(
+        &self,
+        series: &SeriesKey,
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        self.rollups
+            .scan(&self.cql, series, width_ns, from_ns, to_ns, limit)
+            .await
+    }
+
     async fn write(&self, batch: &[DevicePoints]) -> Result<(), StoreError> {
         validate(batch)?;
         let now = now_ns();

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use scylla::client::session::Session;
+use tributary_core::rollup::Tiers;
 use tributary_scylla::{
     Replication, SCHEMA_VERSION, ScyllaConfig, ScyllaError, ScyllaRegistryStore, ScyllaStore,
 };
@@ -82,6 +83,10 @@ async fn scylla_conformance_store() {
         let store = ScyllaStore::new(Arc::clone(&session), &config)
             .await
             .expect("store opens");
+        store
+            .prepare_rollup_tiers(&Tiers::default())
+            .await
+            .expect("rollup tables");
         tributary_store::conformance::run_all(store.as_ref(), Some(THIRTY_DAYS)).await;
 
         // The same keyspace, through a store that keeps points forever.
@@ -92,6 +97,10 @@ async fn scylla_conformance_store() {
         let store = ScyllaStore::new(session, &forever)
             .await
             .expect("store opens");
+        store
+            .prepare_rollup_tiers(&Tiers::default())
+            .await
+            .expect("rollup tables");
         tributary_store::conformance::run_all(store.as_ref(), None).await;
     })
     .await;
@@ -110,6 +119,10 @@ async fn scylla_conformance_store_with_tiny_batches() {
         let store = ScyllaStore::new(session, &config)
             .await
             .expect("store opens");
+        store
+            .prepare_rollup_tiers(&Tiers::default())
+            .await
+            .expect("rollup tables");
         tributary_store::conformance::run_all(store.as_ref(), Some(THIRTY_DAYS)).await;
     })
     .await;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, now_ns};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 
+use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::series::{SeriesGate, SeriesRefused};
 
 use crate::{DevicePoints, Order, Store, StoreError};
@@ -51,6 +52,7 @@ pub async fn run_all(store: &dyn Store, retention: Option<Duration>) {
     metrics_are_listed_sorted(store).await;
     tenants_and_devices_are_isolated(store).await;
     data_is_visible_after_flush(store).await;
+    rollups_round_trip(store).await;
     if let Some(retention) = retention {
         retention_hides_expired_points(store, retention).await;
     }
@@ -680,6 +682,130 @@ pub async fn retention_hides_expired_points(store: &dyn Store, retention: Durati
 // ---------------------------------------------------------------------------
 
 /// A tenant name no other run uses: `conf-<check>-<12 hex digits>`.
+/// Rollups of the default tiers (1m, 1h, 1d) are read back as written,
+/// replaced by a later write, and scanned by bucket start with a limit; one
+/// series' or tier's buckets never show in another's.
+pub async fn rollups_round_trip(store: &dyn Store) {
+    const MINUTE: i64 = 60 * NS_PER_SEC;
+    let tenant = unique_tenant("rollups");
+    let base = day_start(base_ts());
+    // The series exist: they have points.
+    write(
+        store,
+        vec![dp(
+            &tenant,
+            "d1",
+            vec![
+                point("t", base, Value::F64(1.0)),
+                point("u", base, Value::F64(1.0)),
+            ],
+        )],
+    )
+    .await;
+    let series = key(&tenant, "d1", "t");
+    let rollup_of = |values: &[f64], first_ts: i64| {
+        let samples: Vec<Sample> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                ts_ns: first_ts + i as i64 * NS_PER_SEC,
+                value: Value::F64(*v),
+            })
+            .collect();
+        Rollup::of(&samples)
+    };
+    let rk = |series: &SeriesKey, width_ns: i64, start_ns: i64| RollupKey {
+        series: series.clone(),
+        width_ns,
+        start_ns,
+    };
+    let mut rows = Vec::new();
+    for m in 0..5 {
+        let start = base + m * MINUTE;
+        rows.push((
+            rk(&series, MINUTE, start),
+            rollup_of(&[m as f64, 2.0], start),
+        ));
+    }
+    rows.push((rk(&series, 60 * MINUTE, base), rollup_of(&[9.0], base)));
+    let mut with_string = rollup_of(&[1.5], base);
+    with_string.add(&Sample {
+        ts_ns: base + 30 * NS_PER_SEC,
+        value: Value::Str("on".into()),
+    });
+    rows.push((rk(&series, NS_PER_DAY, base), with_string.clone()));
+    must(store.write_rollups(&rows).await, "write rollups");
+
+    let other = key(&tenant, "d1", "u");
+    let got = must(
+        store
+            .get_rollups(&[
+                rk(&series, MINUTE, base + 2 * MINUTE),
+                rk(&series, MINUTE, base + 7 * MINUTE),
+                rk(&other, MINUTE, base),
+                rk(&series, NS_PER_DAY, base),
+            ])
+            .await,
+        "get rollups",
+    );
+    assert_eq!(
+        got,
+        vec![
+            Some(rollup_of(&[2.0, 2.0], base + 2 * MINUTE)),
+            None,
+            None,
+            Some(with_string)
+        ],
+        "rollups: present, absent bucket, other series, day tier with a string"
+    );
+
+    // A later write replaces a bucket.
+    let replaced = rollup_of(&[7.0, 8.0, 9.0], base + MINUTE);
+    must(
+        store
+            .write_rollups(&[(rk(&series, MINUTE, base + MINUTE), replaced.clone())])
+            .await,
+        "rewrite a rollup",
+    );
+    let scanned = must(
+        store
+            .scan_rollups(&series, MINUTE, base + MINUTE, base + 4 * MINUTE, 100)
+            .await,
+        "scan rollups",
+    );
+    let starts: Vec<i64> = scanned.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        starts,
+        vec![base + MINUTE, base + 2 * MINUTE, base + 3 * MINUTE],
+        "rollup scan is [from, to) by bucket start, in order"
+    );
+    assert_eq!(scanned[0].1, replaced, "the rewritten bucket");
+    let limited = must(
+        store
+            .scan_rollups(&series, MINUTE, base, base + NS_PER_DAY, 2)
+            .await,
+        "scan rollups with a limit",
+    );
+    assert_eq!(limited.len(), 2, "limit");
+    let hours = must(
+        store
+            .scan_rollups(&series, 60 * MINUTE, base, base + NS_PER_DAY, 100)
+            .await,
+        "scan the hour tier",
+    );
+    assert_eq!(hours.len(), 1, "tiers are apart: {hours:?}");
+    assert!(
+        must(
+            store
+                .scan_rollups(&other, MINUTE, base, base + NS_PER_DAY, 100)
+                .await,
+            "scan another series"
+        )
+        .is_empty(),
+        "series are apart"
+    );
+}
+
 /// Runs every check of a [`SeriesGate`]: the gate of a store with a series
 /// limit. `gate` must not have a store-wide limit below 100 series.
 pub async fn series_gate_run_all(gate: &dyn SeriesGate) {

@@ -86,6 +86,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::time::{NS_PER_DAY, now_ns};
 use tributary_core::{Sample, SeriesKey, Value};
 
@@ -93,6 +94,7 @@ use crate::{DevicePoints, Latest, Order, Store, StoreError};
 
 mod codec;
 mod head;
+mod rollups;
 mod wal;
 
 use codec::{
@@ -490,6 +492,7 @@ impl EmbeddedStore {
             txn.open_table(LATEST).map_err(backend)?;
             txn.open_table(WAL).map_err(backend)?;
             txn.open_table(META).map_err(backend)?;
+            txn.open_table(rollups::ROLLUPS).map_err(backend)?;
             txn.commit().map_err(backend)?;
         }
         let (wake, wake_rx) = mpsc::sync_channel(1);
@@ -685,6 +688,35 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<Latest>, StoreError> {
         let (tenant, device, metrics) = (tenant.to_owned(), device.to_owned(), metrics.to_vec());
         self.blocking(move |inner| inner.latest(&tenant, &device, &metrics))
+            .await
+    }
+
+    async fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Rollup>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.blocking(move |inner| inner.get_rollups(&keys)).await
+    }
+
+    async fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = rows.to_vec();
+        self.blocking(move |inner| inner.write_rollups(&rows)).await
+    }
+
+    async fn scan_rollups(
+        &self,
+        series: &SeriesKey,
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        let series = series.clone();
+        self.blocking(move |inner| inner.scan_rollups(&series, width_ns, from_ns, to_ns, limit))
             .await
     }
 

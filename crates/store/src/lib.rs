@@ -16,6 +16,7 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
+use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 
 pub mod conformance;
@@ -104,6 +105,26 @@ pub trait Store: Send + Sync + Debug + 'static {
         device: &str,
         metrics: &[String],
     ) -> Result<Vec<Latest>, StoreError>;
+
+    /// The stored rollups of `keys`, in the same order; `None` for a bucket
+    /// never written (or expired).
+    async fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Rollup>>, StoreError>;
+
+    /// Writes rollups, each replacing what its bucket held. Durable when
+    /// this returns. The series must have points (rollups of a series the
+    /// store never saw are refused as `Invalid`).
+    async fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError>;
+
+    /// The rollups of one series in the tier of `width_ns` whose buckets
+    /// start in `from_ns <= start < to_ns`, oldest first, at most `limit`.
+    async fn scan_rollups(
+        &self,
+        series: &SeriesKey,
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError>;
 
     /// Deletes points older than `now_ns - retention`. Stores with native
     /// expiry (Scylla TTLs) may do nothing here, but must not return expired

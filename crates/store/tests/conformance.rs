@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::{Sample, SeriesKey};
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 use tributary_store::{DevicePoints, Latest, Order, Store, StoreError, conformance};
@@ -71,6 +72,24 @@ impl Store for CompactOnFlush {
         metrics: &[String],
     ) -> Result<Vec<Latest>, StoreError> {
         self.0.latest(tenant, device, metrics).await
+    }
+    async fn get_rollups(&self, keys: &[RollupKey]) -> Result<Vec<Option<Rollup>>, StoreError> {
+        self.0.get_rollups(keys).await
+    }
+    async fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
+        self.0.write_rollups(rows).await
+    }
+    async fn scan_rollups(
+        &self,
+        series: &SeriesKey,
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        self.0
+            .scan_rollups(series, width_ns, from_ns, to_ns, limit)
+            .await
     }
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError> {
         self.0.apply_retention(now_ns).await

@@ -1,0 +1,105 @@
+//! Rollups in the embedded store: table `rollups`, keyed `(series id, tier
+//! width, bucket start)`, so that the buckets of one series in one tier are
+//! one key range. Values are [`Rollup::encode`]d. Writes are small (the
+//! processor writes the buckets its last batches touched) and committed
+//! durably, in a transaction of their own.
+
+use redb::{Durability, ReadableDatabase, TableDefinition};
+use tributary_core::SeriesKey;
+use tributary_core::rollup::{Rollup, RollupKey};
+
+use super::{Inner, backend, lock};
+use crate::StoreError;
+
+pub(super) const ROLLUPS: TableDefinition<'static, (u64, i64, i64), &[u8]> =
+    TableDefinition::new("rollups");
+
+fn corrupt() -> StoreError {
+    StoreError::Backend("corrupt rollup row".into())
+}
+
+impl Inner {
+    /// The id of a series, if the store has it.
+    pub(super) fn series_id(&self, key: &SeriesKey) -> Option<u64> {
+        let mut shard = lock(self.shard(&key.tenant, &key.device));
+        shard
+            .slot_mut(&key.tenant, &key.device, &key.metric)
+            .map(|slot| slot.id)
+    }
+
+    pub(super) fn get_rollups(
+        &self,
+        keys: &[RollupKey],
+    ) -> Result<Vec<Option<Rollup>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(ROLLUPS).map_err(backend)?;
+        keys.iter()
+            .map(|k| {
+                let Some(id) = self.series_id(&k.series) else {
+                    return Ok(None);
+                };
+                match table.get((id, k.width_ns, k.start_ns)).map_err(backend)? {
+                    Some(v) => Rollup::decode(v.value()).map(Some).ok_or_else(corrupt),
+                    None => Ok(None),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids = rows
+            .iter()
+            .map(|(k, _)| {
+                self.series_id(&k.series).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "rollup of a series without points: {}/{}/{}",
+                        k.series.tenant, k.series.device, k.series.metric
+                    ))
+                })
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::Immediate).map_err(backend)?;
+        {
+            let mut table = txn.open_table(ROLLUPS).map_err(backend)?;
+            for ((k, rollup), id) in rows.iter().zip(ids) {
+                table
+                    .insert((id, k.width_ns, k.start_ns), rollup.encode().as_slice())
+                    .map_err(backend)?;
+            }
+        }
+        txn.commit().map_err(backend)
+    }
+
+    pub(super) fn scan_rollups(
+        &self,
+        series: &SeriesKey,
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        let Some(id) = self.series_id(series) else {
+            return Ok(Vec::new());
+        };
+        if from_ns >= to_ns || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(ROLLUPS).map_err(backend)?;
+        let mut out = Vec::new();
+        for row in table
+            .range((id, width_ns, from_ns)..(id, width_ns, to_ns))
+            .map_err(backend)?
+            .take(limit)
+        {
+            let (k, v) = row.map_err(backend)?;
+            let rollup = Rollup::decode(v.value()).ok_or_else(corrupt)?;
+            out.push((k.value().2, rollup));
+        }
+        Ok(out)
+    }
+}
