@@ -21,14 +21,17 @@ use tracing::{Span, field};
 use tributary_core::Limits;
 use tributary_core::envelope::Envelope;
 use tributary_core::live::{LiveBatch, LiveHub};
+use tributary_core::rollup::Tiers;
 use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
 use tributary_store::{DevicePoints, Store, StoreError};
 
 mod live_tail;
 mod metrics;
+pub mod rollups;
 
 pub use live_tail::live_tail;
 pub use metrics::ProcessorMetrics;
+pub use rollups::{RollupFlush, Rollups};
 
 /// Processor settings.
 #[derive(Debug, Clone)]
@@ -43,6 +46,13 @@ pub struct ProcessorConfig {
     pub max_unflushed_points: usize,
     /// Validation limits (a record breaking them is dead-lettered).
     pub limits: Limits,
+    /// The rollup tiers kept up to date (none: no rollups).
+    pub rollup_tiers: Tiers,
+    /// How long the store keeps raw points: older rollup buckets cannot be
+    /// recomputed.
+    pub raw_retention: Option<Duration>,
+    /// Series whose newest rollup buckets are remembered between flushes.
+    pub rollup_memory_series: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -53,6 +63,9 @@ impl Default for ProcessorConfig {
             flush_interval: Duration::from_millis(500),
             max_unflushed_points: 2_000_000,
             limits: Limits::default(),
+            rollup_tiers: Tiers::default(),
+            raw_retention: None,
+            rollup_memory_series: 1_000_000,
         }
     }
 }
@@ -151,6 +164,12 @@ impl Processor {
         let _stop_lag = AbortOnDrop(lag_reporter);
         let mut pending = Pending::new();
         let mut open_spans = OpenSpans::default();
+        let mut rollups = Rollups::new(
+            self.config.rollup_tiers.clone(),
+            self.config.raw_retention,
+            self.config.rollup_memory_series,
+        );
+        let mut assignment: Vec<u32> = Vec::new();
         let mut unflushed_points = 0usize;
         let mut last_flush = Instant::now();
         loop {
@@ -160,8 +179,17 @@ impl Processor {
                 () = &mut shutdown => break,
                 r = poll => r?,
             };
+            let assigned = consumer.assignment();
+            if assigned != assignment {
+                // Partitions moved: another processor may have written
+                // rollups of series this one remembers.
+                rollups.forget();
+                assignment = assigned;
+            }
             if !records.is_empty() {
-                unflushed_points += self.process(&records, &mut open_spans).await?;
+                unflushed_points += self
+                    .process(&records, &mut open_spans, &mut rollups)
+                    .await?;
                 for r in &records {
                     pending.insert(r.partition, r.offset + 1);
                 }
@@ -170,7 +198,7 @@ impl Processor {
                 let mut p = progress
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                p.assigned = consumer.assignment();
+                p.assigned = assignment.clone();
                 for r in &records {
                     p.next.insert(r.partition, r.offset + 1);
                 }
@@ -178,14 +206,24 @@ impl Processor {
             let due = last_flush.elapsed() >= self.config.flush_interval
                 || unflushed_points >= self.config.max_unflushed_points;
             if !pending.is_empty() && due {
-                self.flush_and_commit(consumer.as_mut(), &mut pending, &mut open_spans)
-                    .await?;
+                self.flush_and_commit(
+                    consumer.as_mut(),
+                    &mut pending,
+                    &mut open_spans,
+                    &mut rollups,
+                )
+                .await?;
                 unflushed_points = 0;
                 last_flush = Instant::now();
             }
         }
-        self.flush_and_commit(consumer.as_mut(), &mut pending, &mut open_spans)
-            .await?;
+        self.flush_and_commit(
+            consumer.as_mut(),
+            &mut pending,
+            &mut open_spans,
+            &mut rollups,
+        )
+        .await?;
         tracing::info!(group = %self.config.group, "processor stopped after final commit");
         Ok(())
     }
@@ -197,6 +235,7 @@ impl Processor {
         &self,
         records: &[LogRecord],
         open_spans: &mut OpenSpans,
+        rollups: &mut Rollups,
     ) -> Result<usize, ProcessorError> {
         let mut batch = Vec::with_capacity(records.len());
         // The log record each entry of `batch` came from, for dead-lettering.
@@ -261,6 +300,7 @@ impl Processor {
                 open_spans.0.push(span);
             }
         }
+        rollups.note(&batch);
         let points: usize = batch.iter().map(|b| b.points.len()).sum();
         for b in &batch {
             self.metrics.points_stored(&b.tenant, b.points.len());
@@ -303,6 +343,33 @@ impl Processor {
         }
     }
 
+    /// Brings the rollups up to date, retrying transient store failures
+    /// like writes: the offsets wait for it.
+    async fn flush_rollups(&self, rollups: &mut Rollups) -> Result<(), ProcessorError> {
+        if !rollups.enabled() {
+            return Ok(());
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let started = Instant::now();
+            match rollups
+                .flush(self.store.as_ref(), tributary_core::time::now_ns())
+                .await
+            {
+                Ok(done) => {
+                    self.metrics.rollups_flushed(&done, started.elapsed());
+                    return Ok(());
+                }
+                Err(e @ StoreError::Invalid(_)) => return Err(e.into()),
+                Err(e) => {
+                    self.metrics.store_write_retried(&e, delay);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Appends a poison record to the dead-letter log; the event is
     /// reported once it is there.
     async fn dead_letter(&self, r: &LogRecord, reason: &str) -> Result<(), ProcessorError> {
@@ -328,6 +395,7 @@ impl Processor {
         consumer: &mut dyn Consumer,
         pending: &mut Pending,
         open_spans: &mut OpenSpans,
+        rollups: &mut Rollups,
     ) -> Result<(), ProcessorError> {
         if pending.is_empty() {
             return Ok(());
@@ -336,6 +404,9 @@ impl Processor {
         self.store.flush().await?;
         let flushed = started.elapsed();
         self.metrics.store_flushed(flushed);
+        // The rollups of what was just flushed, before the offsets that
+        // would spare its replay are committed.
+        self.flush_rollups(rollups).await?;
         for span in &open_spans.0 {
             span.record("store.flush_ms", flushed.as_secs_f64() * 1e3);
         }

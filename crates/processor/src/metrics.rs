@@ -42,6 +42,10 @@ pub struct ProcessorMetrics {
     store_write_seconds: Histogram,
     store_flush_seconds: Histogram,
     lag: Family<PartitionLabel, Gauge>,
+    rollup_buckets_written: Counter,
+    rollup_buckets_recomputed: Counter,
+    rollup_points_unreconciled: Counter,
+    rollup_flush_seconds: Histogram,
 }
 
 impl Default for ProcessorMetrics {
@@ -56,6 +60,10 @@ impl Default for ProcessorMetrics {
             store_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             lag: Family::default(),
+            rollup_buckets_written: Counter::default(),
+            rollup_buckets_recomputed: Counter::default(),
+            rollup_points_unreconciled: Counter::default(),
+            rollup_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         }
     }
 }
@@ -102,6 +110,26 @@ impl ProcessorMetrics {
             m.store_flush_seconds.clone(),
         );
         r.register(
+            "rollup_buckets_written",
+            "Rollup buckets written, every tier",
+            m.rollup_buckets_written.clone(),
+        );
+        r.register(
+            "rollup_buckets_recomputed",
+            "Rollup buckets computed again from raw points or finer buckets (late, replayed or overwritten points)",
+            m.rollup_buckets_recomputed.clone(),
+        );
+        r.register(
+            "rollup_points_unreconciled",
+            "Late or replayed points left out of a rollup bucket older than the raw retention",
+            m.rollup_points_unreconciled.clone(),
+        );
+        r.register(
+            "rollup_flush_seconds",
+            "Time to bring the rollups of one flush up to date",
+            m.rollup_flush_seconds.clone(),
+        );
+        r.register(
             "consumer_lag_records",
             "Records not yet committed, per partition",
             m.lag.clone(),
@@ -138,6 +166,23 @@ impl ProcessorMetrics {
     /// A store flush made the writes durable in `took`.
     pub(crate) fn store_flushed(&self, took: Duration) {
         self.store_flush_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One flush's rollups are written (no log line, one per flush; but
+    /// event `processor.rollup_unreconciled` (WARN) when points were left
+    /// out of buckets older than the raw retention).
+    pub(crate) fn rollups_flushed(&self, done: &crate::RollupFlush, took: Duration) {
+        self.rollup_buckets_written.inc_by(done.written);
+        self.rollup_buckets_recomputed.inc_by(done.recomputed);
+        self.rollup_flush_seconds.observe(took.as_secs_f64());
+        if done.unreconciled > 0 {
+            self.rollup_points_unreconciled.inc_by(done.unreconciled);
+            tracing::warn!(
+                event = "processor.rollup_unreconciled",
+                points = done.unreconciled,
+                "late or replayed points older than the raw retention were left out of their rollups"
+            );
+        }
     }
 
     /// Event `processor.dead_lettered` (WARN): the poison record at
