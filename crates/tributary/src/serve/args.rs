@@ -31,6 +31,10 @@ pub struct LimitsArgs {
     /// Longest string value in bytes.
     #[arg(long, env = "TRIBUTARY_MAX_STRING_LEN", default_value_t = Limits::default().max_string_len)]
     pub max_string_len: usize,
+    /// Rollup tiers the processor keeps and queries read, finest first,
+    /// each a multiple of the one before and dividing a day (`none`: off).
+    #[arg(long, env = "TRIBUTARY_ROLLUP_TIERS", default_value = "1m,1h,1d")]
+    pub rollup_tiers: String,
 }
 
 impl LimitsArgs {
@@ -46,6 +50,12 @@ impl LimitsArgs {
             max_point_age_ns: retention.map_or(0, |r| r.as_nanos().min(i64::MAX as u128) as i64),
             ..Limits::default()
         })
+    }
+
+    /// The rollup tiers.
+    pub fn tiers(&self) -> anyhow::Result<tributary_core::rollup::Tiers> {
+        tributary_core::rollup::Tiers::parse(&self.rollup_tiers)
+            .map_err(|e| anyhow::anyhow!("--rollup-tiers {:?}: {e}", self.rollup_tiers))
     }
 
     /// `None` keeps points forever.

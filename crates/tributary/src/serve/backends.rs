@@ -172,7 +172,11 @@ impl StoreUrl {
     }
 
     /// Opens the time-series store.
-    pub async fn open_store(&self, retention: Option<Duration>) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn open_store(
+        &self,
+        retention: Option<Duration>,
+        tiers: &tributary_core::rollup::Tiers,
+    ) -> anyhow::Result<Arc<dyn Store>> {
         match self {
             Self::Embedded(dir) => {
                 let store = EmbeddedStore::open(
@@ -191,6 +195,10 @@ impl StoreUrl {
                 let store = tributary_scylla::ScyllaStore::connect(&config)
                     .await
                     .with_context(|| format!("connecting to ScyllaDB at {}", redact(url)))?;
+                store
+                    .prepare_rollup_tiers(tiers)
+                    .await
+                    .context("creating the rollup tables")?;
                 Ok(store)
             }
         }

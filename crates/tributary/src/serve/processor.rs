@@ -58,7 +58,9 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     let limits = args.limits.limits()?;
     let store_url = StoreUrl::parse(&args.store)?;
-    let store = store_url.open_store(args.limits.retention()?).await?;
+    let store = store_url
+        .open_store(args.limits.retention()?, &args.limits.tiers()?)
+        .await?;
     let client_id = format!("tributary-processor-{}", tributary_auth::random_id());
     let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
     let dlq = args.kafka.dlq(&client_id).await? as Arc<dyn Log>;
@@ -73,6 +75,8 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         ProcessorConfig {
             group: args.group.clone(),
             limits: limits.clone(),
+            rollup_tiers: args.limits.tiers()?,
+            raw_retention: args.limits.retention()?,
             ..Default::default()
         },
     );

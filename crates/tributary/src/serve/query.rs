@@ -58,7 +58,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let mut metrics = MetricsRegistry::default();
     let mut tasks = Tasks::default();
     let limits = args.limits.limits()?;
-    let store = store_url.open_store(args.limits.retention()?).await?;
+    let store = store_url
+        .open_store(args.limits.retention()?, &args.limits.tiers()?)
+        .await?;
     let client_id = format!("tributary-query-{}", tributary_auth::random_id());
 
     // Live points straight from the log's tail.

@@ -170,6 +170,8 @@ impl Platform {
             ProcessorMetrics::register(&mut metrics),
             ProcessorConfig {
                 limits: limits.clone(),
+                rollup_tiers: args.limits.tiers()?,
+                raw_retention: args.limits.retention()?,
                 ..Default::default()
             },
         );
