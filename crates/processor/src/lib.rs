@@ -170,6 +170,7 @@ impl Processor {
             self.config.rollup_memory_series,
         );
         let mut assignment: Vec<u32> = Vec::new();
+        self.mark_rollup_tiers().await?;
         let mut unflushed_points = 0usize;
         let mut last_flush = Instant::now();
         loop {
@@ -341,6 +342,23 @@ impl Processor {
                 }
             }
         }
+    }
+
+    /// Records, for each tier kept, from when its rollups are complete: the
+    /// next bucket boundary, unless an earlier run recorded a time already.
+    /// Queries read a tier only from there on.
+    async fn mark_rollup_tiers(&self) -> Result<(), ProcessorError> {
+        let now = tributary_core::time::now_ns();
+        for &width in self.config.rollup_tiers.widths() {
+            let next = tributary_core::rollup::bucket_start(now, width).saturating_add(width);
+            let since = self.store.mark_rollups_since(width, next).await?;
+            tracing::info!(
+                tier = %tributary_core::rollup::width_name(width),
+                since_ns = since,
+                "rollup tier kept"
+            );
+        }
+        Ok(())
     }
 
     /// Brings the rollups up to date, retrying transient store failures

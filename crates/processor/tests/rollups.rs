@@ -87,6 +87,12 @@ impl Store for Crashy {
             .scan_rollups(series, width_ns, from_ns, to_ns, limit)
             .await
     }
+    async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.rollups_since(width_ns).await
+    }
+    async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError> {
+        self.inner.mark_rollups_since(width_ns, since_ns).await
+    }
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError> {
         self.inner.apply_retention(now_ns).await
     }

@@ -7,16 +7,28 @@
 //! only counts samples inside the range. Without a window there is one bucket
 //! that starts at `from_ns`. Only windows with samples produce a bucket.
 //!
-//! Each series is read in chunks into its own buckets, which are then merged
-//! into its group: the device itself, or the value of `group_by_label`
-//! (devices without the label form the group `""`). Memory is bounded by the
-//! bucket limit, time by the limit on scanned samples.
+//! Each series is read into its own buckets, which are then merged into its
+//! group: the device itself, or the value of `group_by_label` (devices
+//! without the label form the group `""`). Memory is bounded by the bucket
+//! limit, time by the limit on scanned samples (raw points and rollup
+//! buckets alike).
+//!
+//! **The planner** ([`plan`]) reads rollups where it can. A tier whose width
+//! divides the window has buckets that each lie in one window, so the
+//! windows are exactly the merge of those buckets. It takes the coarsest
+//! such tier for the part of the range its buckets cover whole, and the
+//! finer tiers, then raw points, for the partial edges. Buckets that end
+//! less than `rollup_min_age` ago are read raw: the processor may not have
+//! rolled them up yet. Every window holds a [`Rollup`], filled sample by
+//! sample from raw points or merged from stored buckets, so both paths
+//! compute the same statistics the same way.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use tributary_core::directory::DeviceInfo;
 use tributary_core::model::validate_label;
+use tributary_core::rollup::{Rollup, width_name};
 use tributary_core::time::parse_duration;
 use tributary_core::{Sample, SeriesKey};
 use tributary_proto::v1 as pb;
@@ -37,6 +49,7 @@ impl Functions {
     const SUM: u8 = 1 << 3;
     const FIRST: u8 = 1 << 4;
     const LAST: u8 = 1 << 5;
+    const STDDEV: u8 = 1 << 6;
 
     /// Parses the request's `functions`. `COUNT` is always computed.
     pub(crate) fn parse(raw: &[i32]) -> Result<Self, QueryError> {
@@ -51,11 +64,12 @@ impl Functions {
                 Ok(F::Count) => 0,
                 Ok(F::First) => Self::FIRST,
                 Ok(F::Last) => Self::LAST,
+                Ok(F::Stddev) => Self::STDDEV,
                 Ok(F::Unspecified) | Err(_) => {
                     return Err(QueryError::invalid(
                         format!("functions[{i}]"),
                         format!(
-                            "unknown aggregate function {f}; use MIN, MAX, AVG, SUM, COUNT, FIRST or LAST"
+                            "unknown aggregate function {f}; use MIN, MAX, AVG, SUM, COUNT, FIRST, LAST or STDDEV"
                         ),
                     ));
                 }
@@ -66,11 +80,6 @@ impl Functions {
 
     fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
-    }
-
-    /// Whether buckets must keep their first and last samples.
-    fn keeps_samples(self) -> bool {
-        self.has(Self::FIRST | Self::LAST)
     }
 }
 
@@ -84,6 +93,8 @@ pub(crate) struct AggregateQuery {
     pub(crate) window: Option<i64>,
     pub(crate) functions: Functions,
     pub(crate) group_by: Option<String>,
+    /// `tier = "raw"`: no rollups.
+    pub(crate) raw_only: bool,
 }
 
 impl AggregateQuery {
@@ -118,12 +129,23 @@ impl AggregateQuery {
                 .map_err(|e| QueryError::invalid("group_by_label", e.message))?;
             Some(req.group_by_label.clone())
         };
+        let raw_only = match req.tier.trim() {
+            "" | "auto" => false,
+            "raw" => true,
+            other => {
+                return Err(QueryError::invalid(
+                    "tier",
+                    format!("{other:?}: leave it empty for the planner, or \"raw\""),
+                ));
+            }
+        };
         let query = Self {
             metrics,
             range,
             window,
             functions,
             group_by,
+            raw_only,
         };
         let windows = query.window_count();
         if windows > max_buckets as u128 {
@@ -172,81 +194,78 @@ pub(crate) struct Budget {
     pub(crate) scan_chunk: usize,
 }
 
-/// The statistics of one window.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Acc {
-    count: u64,
-    numeric: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    first: Option<Sample>,
-    last: Option<Sample>,
+/// Where rollups may be read from.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tiering {
+    /// The stored tiers, finest first: width, and from when its buckets
+    /// are complete (the store's `rollups_since`).
+    pub(crate) tiers: Vec<(i64, i64)>,
+    /// Buckets ending after this are read raw (not rolled up yet, maybe).
+    pub(crate) horizon_ns: i64,
 }
 
-impl Acc {
-    fn add(&mut self, sample: Sample, keep_samples: bool) {
-        self.count += 1;
-        if let Some(x) = sample.value.as_f64() {
-            if self.numeric == 0 {
-                (self.min, self.max) = (x, x);
-            } else {
-                self.min = self.min.min(x);
-                self.max = self.max.max(x);
-            }
-            self.sum += x;
-            self.numeric += 1;
-        }
-        if keep_samples {
-            if self.first.as_ref().is_none_or(|f| sample.ts_ns < f.ts_ns) {
-                self.first = Some(sample.clone());
-            }
-            if self.last.as_ref().is_none_or(|l| sample.ts_ns > l.ts_ns) {
-                self.last = Some(sample);
-            }
-        }
-    }
+/// One part of a series' range, and where it is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Raw points in `[from, to)`.
+    Raw(i64, i64),
+    /// Buckets of the tier of this width starting in `[from, to)`.
+    Tier(i64, i64, i64),
+}
 
-    /// Adds another window's statistics. On equal timestamps, the sample
-    /// already here stays first and last: devices merge in id order.
-    fn merge(&mut self, other: Acc) {
-        self.count += other.count;
-        if other.numeric > 0 {
-            if self.numeric == 0 {
-                (self.min, self.max) = (other.min, other.max);
-            } else {
-                self.min = self.min.min(other.min);
-                self.max = self.max.max(other.max);
-            }
-            self.sum += other.sum;
-            self.numeric += other.numeric;
-        }
-        if let Some(f) = other.first
-            && self.first.as_ref().is_none_or(|mine| f.ts_ns < mine.ts_ns)
-        {
-            self.first = Some(f);
-        }
-        if let Some(l) = other.last
-            && self.last.as_ref().is_none_or(|mine| l.ts_ns > mine.ts_ns)
-        {
-            self.last = Some(l);
-        }
-    }
+/// The pieces of `[from, to)`, in time order: the coarsest usable tier for
+/// the buckets it covers whole, finer tiers then raw points at the edges.
+/// `tiers` are the usable tiers, finest first, each with the time its
+/// buckets are complete from; rollup buckets end at or before `horizon`.
+pub(crate) fn plan(from: i64, to: i64, tiers: &[(i64, i64)], horizon: i64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    split(from, to, tiers, horizon, &mut out);
+    out
+}
 
-    fn to_pb(&self, start_ns: i64, f: Functions) -> pb::AggregateBucket {
-        let numeric = |bit: u8, v: f64| (f.has(bit) && self.numeric > 0).then_some(v);
-        let sample =
-            |bit: u8, s: &Option<Sample>| s.clone().filter(|_| f.has(bit)).map(sample_to_pb);
-        pb::AggregateBucket {
-            start_ns,
-            count: self.count,
-            min: numeric(Functions::MIN, self.min),
-            max: numeric(Functions::MAX, self.max),
-            avg: numeric(Functions::AVG, self.sum / self.numeric as f64),
-            sum: numeric(Functions::SUM, self.sum),
-            first: sample(Functions::FIRST, &self.first),
-            last: sample(Functions::LAST, &self.last),
+fn split(from: i64, to: i64, tiers: &[(i64, i64)], horizon: i64, out: &mut Vec<Piece>) {
+    if from >= to {
+        return;
+    }
+    let Some((&(width, since), finer)) = tiers.split_last() else {
+        out.push(Piece::Raw(from, to));
+        return;
+    };
+    let ceil = |t: i64| {
+        let r = t.rem_euclid(width);
+        if r == 0 {
+            Some(t)
+        } else {
+            t.checked_add(width - r)
         }
+    };
+    let floor = |t: i64| t - t.rem_euclid(width);
+    let (Some(a), b) = (ceil(from.max(since)), floor(to.min(horizon))) else {
+        split(from, to, finer, horizon, out);
+        return;
+    };
+    if a >= b {
+        split(from, to, finer, horizon, out);
+        return;
+    }
+    split(from, a, finer, horizon, out);
+    out.push(Piece::Tier(width, a, b));
+    split(b, to, finer, horizon, out);
+}
+
+fn to_pb(r: &Rollup, start_ns: i64, f: Functions) -> pb::AggregateBucket {
+    let numeric = |bit: u8, v: Option<f64>| v.filter(|_| f.has(bit) && r.numeric > 0);
+    let sample = |bit: u8, s: &Option<Sample>| s.clone().filter(|_| f.has(bit)).map(sample_to_pb);
+    pb::AggregateBucket {
+        start_ns,
+        count: r.count,
+        min: numeric(Functions::MIN, Some(r.min)),
+        max: numeric(Functions::MAX, Some(r.max)),
+        avg: numeric(Functions::AVG, r.avg()),
+        sum: numeric(Functions::SUM, Some(r.sum)),
+        first: sample(Functions::FIRST, &r.first),
+        last: sample(Functions::LAST, &r.last),
+        stddev: numeric(Functions::STDDEV, r.stddev()),
     }
 }
 
@@ -254,7 +273,7 @@ impl Acc {
 #[derive(Debug, Default)]
 struct GroupSeries {
     devices: u32,
-    buckets: BTreeMap<i64, Acc>,
+    buckets: BTreeMap<i64, Rollup>,
 }
 
 /// Aggregates `query` over `devices` of `tenant`.
@@ -264,7 +283,32 @@ pub(crate) async fn run(
     devices: &[DeviceInfo],
     query: &AggregateQuery,
     budget: Budget,
+    tiering: &Tiering,
 ) -> Result<pb::AggregateResponse, QueryError> {
+    let usable: Vec<(i64, i64)> = if query.raw_only {
+        Vec::new()
+    } else {
+        tiering
+            .tiers
+            .iter()
+            .copied()
+            .filter(|(w, _)| query.window.is_none_or(|window| window % w == 0))
+            .collect()
+    };
+    let pieces = plan(
+        query.range.from_ns,
+        query.range.to_ns,
+        &usable,
+        tiering.horizon_ns,
+    );
+    let tier = pieces
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Tier(width, ..) => Some(*width),
+            Piece::Raw(..) => None,
+        })
+        .max()
+        .map_or_else(|| "raw".to_owned(), width_name);
     let mut groups: BTreeMap<(String, String), GroupSeries> = BTreeMap::new();
     let mut buckets = 0usize;
     let mut scanned = 0u64;
@@ -282,7 +326,7 @@ pub(crate) async fn run(
         };
         for metric in metrics {
             let key = SeriesKey::new(tenant, device.id.as_str(), metric.as_str());
-            let series = scan_series(store, &key, query, budget, &mut scanned).await?;
+            let series = read_series(store, &key, query, &pieces, budget, &mut scanned).await?;
             if series.is_empty() {
                 continue;
             }
@@ -290,7 +334,7 @@ pub(crate) async fn run(
             into.devices = into.devices.saturating_add(1);
             for (start, acc) in series {
                 match into.buckets.entry(start) {
-                    Entry::Occupied(mut o) => o.get_mut().merge(acc),
+                    Entry::Occupied(mut o) => o.get_mut().merge(&acc),
                     Entry::Vacant(v) => {
                         buckets += 1;
                         if buckets > budget.max_buckets {
@@ -311,24 +355,109 @@ pub(crate) async fn run(
             buckets: s
                 .buckets
                 .iter()
-                .map(|(start, acc)| acc.to_pb(*start, query.functions))
+                .map(|(start, acc)| to_pb(acc, *start, query.functions))
                 .collect(),
         })
         .collect();
-    Ok(pb::AggregateResponse { series })
+    Ok(pb::AggregateResponse { series, tier })
 }
 
-/// Reads one series in chunks into its windows, in time order.
-async fn scan_series(
+/// Reads one series into its windows, in time order, piece by piece.
+async fn read_series(
     store: &dyn Store,
     key: &SeriesKey,
     query: &AggregateQuery,
+    pieces: &[Piece],
     budget: Budget,
     scanned: &mut u64,
-) -> Result<Vec<(i64, Acc)>, QueryError> {
-    let keep_samples = query.functions.keeps_samples();
-    let mut windows: Vec<(i64, Acc)> = Vec::new();
-    let TimeRange { mut from_ns, to_ns } = query.range;
+) -> Result<Vec<(i64, Rollup)>, QueryError> {
+    let mut windows = Windows {
+        query,
+        max: budget.max_buckets,
+        out: Vec::new(),
+    };
+    for piece in pieces {
+        match *piece {
+            Piece::Raw(from, to) => {
+                scan_raw(store, key, from, to, budget, scanned, &mut windows).await?
+            }
+            Piece::Tier(width, from, to) => {
+                // Read at most one over the budget, to notice going over it.
+                let allowed = budget
+                    .max_scanned_points
+                    .saturating_sub(*scanned)
+                    .saturating_add(1);
+                let most = u64::try_from((to - from) / width).unwrap_or(u64::MAX);
+                let want = usize::try_from(most.min(allowed)).unwrap_or(usize::MAX);
+                let got = store.scan_rollups(key, width, from, to, want).await?;
+                charge(scanned, got.len(), budget)?;
+                for (start, r) in &got {
+                    windows.merge(*start, r)?;
+                }
+            }
+        }
+    }
+    Ok(windows.out)
+}
+
+/// Counts what a read returned against the budget.
+fn charge(scanned: &mut u64, n: usize, budget: Budget) -> Result<(), QueryError> {
+    *scanned += n as u64;
+    if *scanned > budget.max_scanned_points {
+        return Err(QueryError::ResourceExhausted {
+            subject: "points_scanned",
+            message: format!(
+                "the aggregate would read more than {} stored points; use a shorter range, fewer metrics or a narrower target",
+                budget.max_scanned_points
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A series' windows being filled, in time order.
+struct Windows<'q> {
+    query: &'q AggregateQuery,
+    max: usize,
+    out: Vec<(i64, Rollup)>,
+}
+
+impl Windows<'_> {
+    fn slot(&mut self, ts: i64) -> Result<&mut Rollup, QueryError> {
+        let start = self.query.window_start(ts);
+        if self.out.last().is_none_or(|(s, _)| *s != start) {
+            if self.out.len() >= self.max {
+                return Err(too_many_buckets(self.max));
+            }
+            self.out.push((start, Rollup::default()));
+        }
+        Ok(&mut self.out.last_mut().expect("just pushed").1)
+    }
+
+    fn add(&mut self, sample: &Sample) -> Result<(), QueryError> {
+        self.slot(sample.ts_ns)?.add(sample);
+        Ok(())
+    }
+
+    fn merge(&mut self, bucket_start: i64, r: &Rollup) -> Result<(), QueryError> {
+        if r.count == 0 {
+            return Ok(());
+        }
+        self.slot(bucket_start)?.merge(r);
+        Ok(())
+    }
+}
+
+/// Reads raw points of `[from, to)` in chunks into the windows.
+async fn scan_raw(
+    store: &dyn Store,
+    key: &SeriesKey,
+    mut from_ns: i64,
+    to_ns: i64,
+    budget: Budget,
+    scanned: &mut u64,
+    windows: &mut Windows<'_>,
+) -> Result<(), QueryError> {
     let chunk = budget.scan_chunk.max(1);
     while from_ns < to_ns {
         // Ask for one more than the budget allows, to notice going over it.
@@ -338,40 +467,20 @@ async fn scan_series(
             .saturating_add(1);
         let want = usize::try_from(allowed).map_or(chunk, |a| a.min(chunk));
         let samples = store.scan(key, from_ns, to_ns, Order::Asc, want).await?;
-        *scanned += samples.len() as u64;
-        if *scanned > budget.max_scanned_points {
-            return Err(QueryError::ResourceExhausted {
-                subject: "points_scanned",
-                message: format!(
-                    "the aggregate would read more than {} stored points; use a shorter range, fewer metrics or a narrower target",
-                    budget.max_scanned_points
-                ),
-            });
-        }
+        charge(scanned, samples.len(), budget)?;
         let got = samples.len();
         let Some(last_ts) = samples.last().map(|s| s.ts_ns) else {
             break;
         };
-        for sample in samples {
-            let start = query.window_start(sample.ts_ns);
-            match windows.last_mut() {
-                Some((s, acc)) if *s == start => acc.add(sample, keep_samples),
-                _ => {
-                    if windows.len() >= budget.max_buckets {
-                        return Err(too_many_buckets(budget.max_buckets));
-                    }
-                    let mut acc = Acc::default();
-                    acc.add(sample, keep_samples);
-                    windows.push((start, acc));
-                }
-            }
+        for sample in &samples {
+            windows.add(sample)?;
         }
         match last_ts.checked_add(1) {
             Some(next) if got == want => from_ns = next,
             _ => break,
         }
     }
-    Ok(windows)
+    Ok(())
 }
 
 fn too_many_buckets(max: usize) -> QueryError {
@@ -505,9 +614,16 @@ mod tests {
         );
         let all = [F::Min, F::Max, F::Avg, F::Sum, F::Count, F::First, F::Last];
         let q = query(&request(10, 40, "10ns", &all));
-        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET)
-            .await
-            .unwrap();
+        let resp = run(
+            &store,
+            "acme",
+            &[device("d1", &[])],
+            &q,
+            BUDGET,
+            &Tiering::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.series.len(), 1);
         let s = &resp.series[0];
         assert_eq!(
@@ -564,9 +680,16 @@ mod tests {
         let store = MemStore::default();
         store.put("acme", "d1", "m", &floats(&[(1, 2.0), (2, 4.0)]));
         let q = query(&request(0, 10, "", &[F::Avg]));
-        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET)
-            .await
-            .unwrap();
+        let resp = run(
+            &store,
+            "acme",
+            &[device("d1", &[])],
+            &q,
+            BUDGET,
+            &Tiering::default(),
+        )
+        .await
+        .unwrap();
         let b = &resp.series[0].buckets[0];
         assert_eq!(
             b,
@@ -578,9 +701,16 @@ mod tests {
             }
         );
         let q = query(&request(0, 10, "", &[]));
-        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET)
-            .await
-            .unwrap();
+        let resp = run(
+            &store,
+            "acme",
+            &[device("d1", &[])],
+            &q,
+            BUDGET,
+            &Tiering::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             resp.series[0].buckets[0],
             pb::AggregateBucket {
@@ -611,9 +741,16 @@ mod tests {
             group_by_label: "fleet".into(),
             ..request(0, 20, "", &[F::Avg, F::Min, F::Max, F::First, F::Last])
         };
-        let resp = run(&store, "acme", &devices, &query(&req), BUDGET)
-            .await
-            .unwrap();
+        let resp = run(
+            &store,
+            "acme",
+            &devices,
+            &query(&req),
+            BUDGET,
+            &Tiering::default(),
+        )
+        .await
+        .unwrap();
         let got: Vec<_> = resp
             .series
             .iter()
@@ -645,9 +782,16 @@ mod tests {
             window: "10ns".into(),
             ..req
         };
-        let resp = run(&store, "acme", &devices, &query(&req), BUDGET)
-            .await
-            .unwrap();
+        let resp = run(
+            &store,
+            "acme",
+            &devices,
+            &query(&req),
+            BUDGET,
+            &Tiering::default(),
+        )
+        .await
+        .unwrap();
         let west: Vec<_> = resp.series[2]
             .buckets
             .iter()
@@ -667,9 +811,16 @@ mod tests {
                 scan_chunk: chunk,
                 ..BUDGET
             };
-            let resp = run(&store, "acme", &[device("d1", &[])], &q, budget)
-                .await
-                .unwrap();
+            let resp = run(
+                &store,
+                "acme",
+                &[device("d1", &[])],
+                &q,
+                budget,
+                &Tiering::default(),
+            )
+            .await
+            .unwrap();
             let got: Vec<_> = resp.series[0]
                 .buckets
                 .iter()
@@ -701,20 +852,30 @@ mod tests {
             ..BUDGET
         };
         assert_eq!(
-            field_of(run(&store, "acme", &devices, &q, budget).await.unwrap_err()),
+            field_of(
+                run(&store, "acme", &devices, &q, budget, &Tiering::default())
+                    .await
+                    .unwrap_err()
+            ),
             "window"
         );
         let budget = Budget {
             max_buckets: 6,
             ..BUDGET
         };
-        assert!(run(&store, "acme", &devices, &q, budget).await.is_ok());
+        assert!(
+            run(&store, "acme", &devices, &q, budget, &Tiering::default())
+                .await
+                .is_ok()
+        );
 
         let budget = Budget {
             max_scanned_points: 5,
             ..BUDGET
         };
-        let err = run(&store, "acme", &devices, &q, budget).await.unwrap_err();
+        let err = run(&store, "acme", &devices, &q, budget, &Tiering::default())
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -729,6 +890,196 @@ mod tests {
             max_scanned_points: 6,
             ..BUDGET
         };
-        assert!(run(&store, "acme", &devices, &q, budget).await.is_ok());
+        assert!(
+            run(&store, "acme", &devices, &q, budget, &Tiering::default())
+                .await
+                .is_ok()
+        );
+    }
+
+    const MIN: i64 = 60_000_000_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+
+    #[test]
+    fn the_plan_reads_the_coarsest_tier_and_finer_ones_at_the_edges() {
+        use Piece::{Raw, Tier};
+        let tiers = [(MIN, i64::MIN), (HOUR, i64::MIN), (DAY, i64::MIN)];
+        // 00:00:30 .. 2d 01:30:10: raw to the first minute, minutes to the
+        // first hour, hours to the first day, one day, hours, minutes, raw.
+        let (from, to) = (30_000_000_000, 2 * DAY + HOUR + 30 * MIN + 10_000_000_000);
+        assert_eq!(
+            plan(from, to, &tiers, i64::MAX),
+            vec![
+                Raw(from, MIN),
+                Tier(MIN, MIN, HOUR),
+                Tier(HOUR, HOUR, DAY),
+                Tier(DAY, DAY, 2 * DAY),
+                Tier(HOUR, 2 * DAY, 2 * DAY + HOUR),
+                Tier(MIN, 2 * DAY + HOUR, 2 * DAY + HOUR + 30 * MIN),
+                Raw(2 * DAY + HOUR + 30 * MIN, to),
+            ]
+        );
+        // Aligned ranges need no edges; no tier, or a range within one
+        // bucket, is all raw.
+        assert_eq!(
+            plan(0, 2 * DAY, &tiers, i64::MAX),
+            vec![Tier(DAY, 0, 2 * DAY)]
+        );
+        assert_eq!(plan(5, 50, &tiers, i64::MAX), vec![Raw(5, 50)]);
+        assert_eq!(plan(0, DAY, &[], i64::MAX), vec![Raw(0, DAY)]);
+        // Buckets that end after the horizon are read raw.
+        assert_eq!(
+            plan(0, DAY, &tiers, 2 * HOUR + 90_000_000_000),
+            vec![
+                Tier(HOUR, 0, 2 * HOUR),
+                Tier(MIN, 2 * HOUR, 2 * HOUR + MIN),
+                Raw(2 * HOUR + MIN, DAY)
+            ]
+        );
+        // A tier is read only from when its buckets are complete.
+        let late_days = [(MIN, i64::MIN), (HOUR, i64::MIN), (DAY, DAY + 5)];
+        assert_eq!(
+            plan(0, 3 * DAY, &late_days, i64::MAX),
+            vec![Tier(HOUR, 0, 2 * DAY), Tier(DAY, 2 * DAY, 3 * DAY)]
+        );
+        assert_eq!(
+            plan(0, HOUR, &[(MIN, 90_000_000_000)], i64::MAX),
+            vec![Raw(0, 2 * MIN), Tier(MIN, 2 * MIN, HOUR)]
+        );
+        // Extreme bounds do not overflow.
+        assert_eq!(
+            plan(i64::MAX - 5, i64::MAX, &tiers, i64::MAX),
+            vec![Raw(i64::MAX - 5, i64::MAX)]
+        );
+    }
+
+    /// Writes the exact rollups of every tier for what `store` holds.
+    async fn roll_up(store: &MemStore, series: &SeriesKey, tiers: &[i64]) {
+        let raw = store
+            .scan(series, i64::MIN, i64::MAX, Order::Asc, usize::MAX)
+            .await
+            .unwrap();
+        let mut rows = Vec::new();
+        for &w in tiers {
+            let mut buckets: BTreeMap<i64, Rollup> = BTreeMap::new();
+            for s in &raw {
+                buckets
+                    .entry(tributary_core::rollup::bucket_start(s.ts_ns, w))
+                    .or_default()
+                    .add(s);
+            }
+            rows.extend(buckets.into_iter().map(|(start, r)| {
+                (
+                    tributary_core::rollup::RollupKey {
+                        series: series.clone(),
+                        width_ns: w,
+                        start_ns: start,
+                    },
+                    r,
+                )
+            }));
+        }
+        store.write_rollups(&rows).await.unwrap();
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+            (a, b) => a == b,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+        /// Through the planner or over raw points, the same answer: exactly
+        /// for count, min, max, first and last; within 1e-9 for the rest.
+        #[test]
+        fn the_planner_answers_like_a_raw_scan(
+            points in proptest::collection::vec((0i64..3 * 86_400, -1000i64..1000, 0u8..4), 0..300),
+            from_s in 0i64..3 * 86_400,
+            len_s in 1i64..3 * 86_400,
+            window in proptest::sample::select(vec!["", "1m", "5m", "1h", "2h", "1d", "90s"]),
+            group in proptest::bool::ANY,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let store = MemStore::default();
+                let tiers = [MIN, HOUR, DAY];
+                for (i, d) in ["d1", "d2"].iter().enumerate() {
+                    let pts: Vec<(i64, Value)> = points
+                        .iter()
+                        .skip(i)
+                        .step_by(2)
+                        .map(|&(t, v, kind)| {
+                            let ts = t * 1_000_000_000 + 7;
+                            (ts, match kind {
+                                0 => Value::F64(v as f64 / 8.0),
+                                1 => Value::I64(v),
+                                2 => Value::Bool(v > 0),
+                                _ => Value::Str(format!("s{v}")),
+                            })
+                        })
+                        .collect();
+                    store.put("acme", d, "m", &pts);
+                    roll_up(&store, &SeriesKey::new("acme", *d, "m"), &tiers).await;
+                }
+                let all = [F::Min, F::Max, F::Avg, F::Sum, F::Count, F::First, F::Last, F::Stddev];
+                let from = from_s * 1_000_000_000 + 3;
+                let mut req = request(from, from + len_s * 1_000_000_000, window, &all);
+                if group {
+                    req.group_by_label = "fleet".into();
+                }
+                let devices = [device("d1", &[("fleet", "a")]), device("d2", &[("fleet", "a")])];
+                let tiering = Tiering { tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(), horizon_ns: i64::MAX };
+                let budget = Budget { max_buckets: 1_000_000, ..BUDGET };
+                let planned = run(&store, "acme", &devices, &AggregateQuery::from_pb(&req, 100, 1_000_000, 0).unwrap(), budget, &tiering).await.unwrap();
+                req.tier = "raw".into();
+                let raw = run(&store, "acme", &devices, &AggregateQuery::from_pb(&req, 100, 1_000_000, 0).unwrap(), budget, &tiering).await.unwrap();
+                proptest::prop_assert_eq!(&raw.tier, "raw");
+                proptest::prop_assert_eq!(planned.series.len(), raw.series.len());
+                for (p, r) in planned.series.iter().zip(&raw.series) {
+                    proptest::prop_assert_eq!((&p.group, &p.metric, p.devices), (&r.group, &r.metric, r.devices));
+                    proptest::prop_assert_eq!(p.buckets.len(), r.buckets.len());
+                    for (a, b) in p.buckets.iter().zip(&r.buckets) {
+                        proptest::prop_assert_eq!((a.start_ns, a.count, a.min, a.max), (b.start_ns, b.count, b.min, b.max));
+                        proptest::prop_assert_eq!(&a.first, &b.first);
+                        proptest::prop_assert_eq!(&a.last, &b.last);
+                        proptest::prop_assert!(close(a.sum, b.sum) && close(a.avg, b.avg) && close(a.stddev, b.stddev),
+                            "{:?} vs {:?} (tier {})", a, b, planned.tier);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_day_of_minutes_reads_rollups_not_points() {
+        let store = MemStore::default();
+        let pts: Vec<(i64, Value)> = (0..8640)
+            .map(|i| (i * 10_000_000_000, Value::F64(1.0)))
+            .collect();
+        store.put("acme", "d1", "m", &pts);
+        let tiers = [MIN, HOUR, DAY];
+        roll_up(&store, &SeriesKey::new("acme", "d1", "m"), &tiers).await;
+        let tiering = Tiering {
+            tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(),
+            horizon_ns: i64::MAX,
+        };
+        let q = query(&request(0, DAY, "1h", &[F::Count]));
+        let before = store.scans.load(std::sync::atomic::Ordering::Relaxed);
+        let resp = run(&store, "acme", &[device("d1", &[])], &q, BUDGET, &tiering)
+            .await
+            .unwrap();
+        assert_eq!(resp.tier, "1h");
+        assert_eq!(resp.series[0].buckets.len(), 24);
+        assert!(resp.series[0].buckets.iter().all(|b| b.count == 360));
+        assert_eq!(
+            store.scans.load(std::sync::atomic::Ordering::Relaxed),
+            before,
+            "no raw scan"
+        );
     }
 }

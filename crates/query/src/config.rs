@@ -36,6 +36,14 @@ pub struct QueryConfig {
     /// How often a selector `Subscribe` re-resolves its devices, in
     /// milliseconds, so that newly labelled devices appear.
     pub subscribe_refresh_ms: u64,
+    /// `Aggregate` reads rollup buckets only when they ended at least this
+    /// many seconds ago; newer ones are read raw (the processor rolls up a
+    /// bucket at its next flush, a fraction of a second after its points).
+    pub rollup_min_age_secs: u64,
+    /// The rollup tiers' widths in ns, finest first: those the processor
+    /// keeps (`--rollup-tiers`, not this section). Empty: raw scans only.
+    #[serde(skip)]
+    pub rollup_tiers: Vec<i64>,
 }
 
 impl Default for QueryConfig {
@@ -51,6 +59,8 @@ impl Default for QueryConfig {
             max_subscriptions: 1024,
             subscribe_buffer: 64,
             subscribe_refresh_ms: 5_000,
+            rollup_min_age_secs: 60,
+            rollup_tiers: tributary_core::rollup::Tiers::default().widths().to_vec(),
         }
     }
 }

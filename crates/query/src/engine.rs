@@ -2,7 +2,8 @@
 //! already authorized tenant: resolve the target, read the store, build the
 //! response, and hold every response to the configured limits.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use tributary_core::directory::{DeviceCatalog, DeviceInfo};
@@ -18,6 +19,11 @@ use crate::target::TargetSpec;
 
 /// Samples per store scan when aggregating.
 const SCAN_CHUNK: usize = 8192;
+/// How long the store's rollup tiers are trusted before being asked again.
+const TIERS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The store's rollup tiers (width, complete since) and when they were read.
+type KnownTiers = (Instant, Vec<(i64, i64)>);
 
 /// Reads for one service instance.
 #[derive(Debug, Clone)]
@@ -25,6 +31,8 @@ pub(crate) struct Engine {
     store: Arc<dyn Store>,
     catalog: Arc<dyn DeviceCatalog>,
     config: QueryConfig,
+    /// The tiers the store keeps and from when, as last asked.
+    tiers_known: Arc<Mutex<Option<KnownTiers>>>,
 }
 
 impl Engine {
@@ -37,6 +45,7 @@ impl Engine {
             store,
             catalog,
             config,
+            tiers_known: Arc::default(),
         }
     }
 
@@ -113,8 +122,48 @@ impl Engine {
             max_scanned_points: self.config.max_scanned_points,
             scan_chunk: SCAN_CHUNK,
         };
-        let response = aggregate::run(self.store.as_ref(), tenant, &devices, query, budget).await?;
+        let tiering = aggregate::Tiering {
+            tiers: self.rollup_tiers().await?,
+            horizon_ns: tributary_core::time::now_ns().saturating_sub(
+                i64::try_from(self.config.rollup_min_age_secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(tributary_core::time::NS_PER_SEC),
+            ),
+        };
+        let response = aggregate::run(
+            self.store.as_ref(),
+            tenant,
+            &devices,
+            query,
+            budget,
+            &tiering,
+        )
+        .await?;
         self.check_size(response)
+    }
+
+    /// The configured tiers the store keeps, with from when each is
+    /// complete; asked of the store at most every [`TIERS_REFRESH`].
+    async fn rollup_tiers(&self) -> Result<Vec<(i64, i64)>, QueryError> {
+        if let Some((at, tiers)) = &*self
+            .tiers_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            && at.elapsed() < TIERS_REFRESH
+        {
+            return Ok(tiers.clone());
+        }
+        let mut tiers = Vec::new();
+        for &width in &self.config.rollup_tiers {
+            if let Some(since) = self.store.rollups_since(width).await? {
+                tiers.push((width, since));
+            }
+        }
+        *self
+            .tiers_known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), tiers.clone()));
+        Ok(tiers)
     }
 
     /// The newest value of each requested metric (all when `metrics` is empty)

@@ -16,6 +16,7 @@ use tributary_store::{DevicePoints, Latest, Order, Store, StoreError};
 pub(crate) struct MemStore {
     series: Mutex<BTreeMap<SeriesKey, BTreeMap<i64, Value>>>,
     rollups: Mutex<BTreeMap<RollupKey, Rollup>>,
+    rollups_since: Mutex<BTreeMap<i64, i64>>,
     pub(crate) scans: AtomicUsize,
     pub(crate) rollup_scans: AtomicUsize,
 }
@@ -144,6 +145,19 @@ impl Store for MemStore {
             .take(limit)
             .map(|(k, r)| (k.start_ns, r.clone()))
             .collect())
+    }
+
+    async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self.rollups_since.lock().unwrap().get(&width_ns).copied())
+    }
+
+    async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError> {
+        Ok(*self
+            .rollups_since
+            .lock()
+            .unwrap()
+            .entry(width_ns)
+            .or_insert(since_ns))
     }
 
     async fn apply_retention(&self, _now_ns: i64) -> Result<u64, StoreError> {

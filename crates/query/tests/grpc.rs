@@ -77,6 +77,7 @@ async fn average_load_per_fleet_is_one_call() {
         window: "1d".into(),
         functions: vec![F::Avg as i32],
         group_by_label: "fleet".into(),
+        ..Default::default()
     };
     let resp = client
         .aggregate(authed(req, &token))

@@ -64,10 +64,12 @@ struct TierStatements {
     scan: PreparedStatement,
 }
 
-/// The prepared statements of every tier table created so far.
-#[derive(Default)]
+/// The prepared statements of every tier table created so far, and of the
+/// `rollup_tiers` table (from when each tier is complete).
 pub(crate) struct RollupTables {
     tiers: RwLock<HashMap<i64, Arc<TierStatements>>>,
+    since_get: PreparedStatement,
+    since_mark: PreparedStatement,
 }
 
 impl std::fmt::Debug for RollupTables {
@@ -77,6 +79,47 @@ impl std::fmt::Debug for RollupTables {
 }
 
 impl RollupTables {
+    /// Prepares the statements of `rollup_tiers` (schema version 5).
+    pub(crate) async fn new(cql: &Cql, ks: &str) -> Result<Self, ScyllaError> {
+        let (since_get, since_mark) = futures::try_join!(
+            cql.prepare(
+                format!("SELECT since FROM {ks}.rollup_tiers WHERE width = ?"),
+                true
+            ),
+            // A lightweight transaction: not idempotent.
+            cql.prepare(
+                format!("INSERT INTO {ks}.rollup_tiers (width, since) VALUES (?, ?) IF NOT EXISTS"),
+                false
+            ),
+        )?;
+        Ok(Self {
+            tiers: RwLock::default(),
+            since_get,
+            since_mark,
+        })
+    }
+
+    pub(crate) async fn since(&self, cql: &Cql, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        let rows = cql
+            .execute(&self.since_get, (width_ns,))
+            .await?
+            .into_rows_result()
+            .map_err(ScyllaError::decode)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(ScyllaError::decode)?;
+        Ok(row.map(|(since,)| since))
+    }
+
+    pub(crate) async fn mark_since(
+        &self,
+        cql: &Cql,
+        width_ns: i64,
+        since_ns: i64,
+    ) -> Result<i64, StoreError> {
+        cql.execute(&self.since_mark, (width_ns, since_ns)).await?;
+        // Applied or not, the row holds the first time recorded.
+        Ok(self.since(cql, width_ns).await?.unwrap_or(since_ns))
+    }
+
     /// Creates the tables of `tiers` (if missing) and prepares their
     /// statements.
     pub(crate) async fn prepare(

@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -158,6 +158,13 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
             statements: vec![format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.tenant_series (\
                  tenant text PRIMARY KEY, series counter)"
+            )],
+        },
+        Migration {
+            version: 5,
+            description: "rollup tiers: from when each is complete",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.rollup_tiers (width bigint PRIMARY KEY, since bigint)"
             )],
         },
     ]

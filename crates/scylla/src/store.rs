@@ -215,6 +215,7 @@ impl ScyllaStore {
         statements.days_desc.set_page_size(DAYS_PAGE);
         statements.points_asc.set_page_size(POINTS_PAGE);
         statements.points_desc.set_page_size(POINTS_PAGE);
+        let rollups = crate::rollups::RollupTables::new(&cql, &config.keyspace).await?;
         Ok(Arc::new(Self {
             cql,
             statements,
@@ -224,7 +225,7 @@ impl ScyllaStore {
             max_batch_bytes: config.max_batch_bytes,
             fanout: config.max_in_flight,
             indexed: IndexCache::new(config.index_cache_entries),
-            rollups: crate::rollups::RollupTables::default(),
+            rollups,
         }))
     }
 
@@ -474,6 +475,14 @@ impl Store for ScyllaStore {
         self.rollups
             .scan(&self.cql, series, width_ns, from_ns, to_ns, limit)
             .await
+    }
+
+    async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        self.rollups.since(&self.cql, width_ns).await
+    }
+
+    async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError> {
+        self.rollups.mark_since(&self.cql, width_ns, since_ns).await
     }
 
     async fn write(&self, batch: &[DevicePoints]) -> Result<(), StoreError> {

@@ -736,6 +736,20 @@ pub async fn rollups_round_trip(store: &dyn Store) {
     rows.push((rk(&series, NS_PER_DAY, base), with_string.clone()));
     must(store.write_rollups(&rows).await, "write rollups");
 
+    // From when a tier is complete: the first time recorded stays. (A
+    // width no other check uses, since the store is shared.)
+    let width = (RandomState::new().hash_one(unique_tenant("w")) % 1_000_000_000) as i64 + 1;
+    assert_eq!(must(store.rollups_since(width).await, "since"), None);
+    assert_eq!(
+        must(store.mark_rollups_since(width, 500).await, "mark"),
+        500
+    );
+    assert_eq!(
+        must(store.mark_rollups_since(width, 900).await, "mark again"),
+        500
+    );
+    assert_eq!(must(store.rollups_since(width).await, "since"), Some(500));
+
     let other = key(&tenant, "d1", "u");
     let got = must(
         store

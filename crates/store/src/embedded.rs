@@ -720,6 +720,16 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        self.blocking(move |inner| inner.rollups_since(width_ns))
+            .await
+    }
+
+    async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError> {
+        self.blocking(move |inner| inner.mark_rollups_since(width_ns, since_ns))
+            .await
+    }
+
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError> {
         self.blocking(move |inner| inner.apply_retention(now_ns))
             .await

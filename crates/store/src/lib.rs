@@ -126,6 +126,16 @@ pub trait Store: Send + Sync + Debug + 'static {
         limit: usize,
     ) -> Result<Vec<(i64, Rollup)>, StoreError>;
 
+    /// From when the rollups of the tier of `width_ns` are complete: every
+    /// bucket starting at or after it holds all its points. `None`: the tier
+    /// was never kept, so none of its buckets may stand for raw points.
+    async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Records that the tier of `width_ns` is kept from `since_ns` on,
+    /// unless a time was recorded already (the first one stays); returns the
+    /// recorded time.
+    async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError>;
+
     /// Deletes points older than `now_ns - retention`. Stores with native
     /// expiry (Scylla TTLs) may do nothing here, but must not return expired
     /// points from `scan`. Returns the number of buckets or rows removed, if known.

@@ -91,6 +91,12 @@ impl Store for CompactOnFlush {
             .scan_rollups(series, width_ns, from_ns, to_ns, limit)
             .await
     }
+    async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        self.0.rollups_since(width_ns).await
+    }
+    async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError> {
+        self.0.mark_rollups_since(width_ns, since_ns).await
+    }
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError> {
         self.0.apply_retention(now_ns).await
     }

@@ -206,6 +206,7 @@ async fn platform_end_to_end() {
                 pb::AggregateFunction::Count as i32,
             ],
             group_by_label: "fleet".into(),
+            ..Default::default()
         })
         .await
         .expect("Aggregate")
@@ -234,6 +235,7 @@ async fn platform_end_to_end() {
                 pb::AggregateFunction::Sum as i32,
             ],
             group_by_label: String::new(),
+            ..Default::default()
         })
         .await
         .expect("Aggregate")

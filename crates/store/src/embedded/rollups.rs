@@ -4,11 +4,11 @@
 //! processor writes the buckets its last batches touched) and committed
 //! durably, in a transaction of their own.
 
-use redb::{Durability, ReadableDatabase, TableDefinition};
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tributary_core::SeriesKey;
 use tributary_core::rollup::{Rollup, RollupKey};
 
-use super::{Inner, backend, lock};
+use super::{Inner, META, backend, lock};
 use crate::StoreError;
 
 pub(super) const ROLLUPS: TableDefinition<'static, (u64, i64, i64), &[u8]> =
@@ -102,4 +102,39 @@ impl Inner {
         }
         Ok(out)
     }
+
+    pub(super) fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let meta = txn.open_table(META).map_err(backend)?;
+        let key = since_key(width_ns);
+        Ok(meta.get(key.as_str()).map_err(backend)?.map(|v| v.value()))
+    }
+
+    pub(super) fn mark_rollups_since(
+        &self,
+        width_ns: i64,
+        since_ns: i64,
+    ) -> Result<i64, StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::Immediate).map_err(backend)?;
+        let key = since_key(width_ns);
+        let recorded = {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            let existing = meta.get(key.as_str()).map_err(backend)?.map(|v| v.value());
+            match existing {
+                Some(at) => at,
+                None => {
+                    meta.insert(key.as_str(), since_ns).map_err(backend)?;
+                    since_ns
+                }
+            }
+        };
+        txn.commit().map_err(backend)?;
+        Ok(recorded)
+    }
+}
+
+/// The `meta` key of a tier's start.
+fn since_key(width_ns: i64) -> String {
+    format!("rollups_since/{width_ns}")
 }

@@ -107,7 +107,7 @@ pub enum QueryCmd {
         /// Window such as 1m, 1h, 1d; one window over the range when absent.
         #[arg(long, default_value = "")]
         window: String,
-        /// Functions: min,max,avg,sum,count,first,last.
+        /// Functions: min,max,avg,sum,count,first,last,stddev.
         #[arg(
             long = "fn",
             value_delimiter = ',',
@@ -117,6 +117,10 @@ pub enum QueryCmd {
         /// Group devices by this label.
         #[arg(long, default_value = "")]
         group_by: String,
+        /// `raw` scans raw points only; by default the planner reads rollup
+        /// tiers (same answer, faster) and says which one answered.
+        #[arg(long, default_value = "")]
+        tier: String,
     },
     /// The latest value of each metric.
     Latest {
@@ -156,7 +160,10 @@ fn function(name: &str) -> anyhow::Result<pb::AggregateFunction> {
         "count" => F::Count,
         "first" => F::First,
         "last" => F::Last,
-        other => bail!("unknown function {other:?} (min, max, avg, sum, count, first, last)"),
+        "stddev" => F::Stddev,
+        other => {
+            bail!("unknown function {other:?} (min, max, avg, sum, count, first, last, stddev)")
+        }
     })
 }
 
@@ -235,6 +242,7 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
             window,
             functions,
             group_by,
+            tier,
         } => {
             let (from_ns, to_ns) = range.resolve()?;
             let fns = functions
@@ -251,6 +259,7 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                     window,
                     functions: fns.iter().map(|f| *f as i32).collect(),
                     group_by_label: group_by,
+                    tier,
                 })
                 .await?
                 .into_inner();
@@ -263,6 +272,7 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                 "max",
                 "avg",
                 "sum",
+                "stddev",
                 "first",
                 "last",
             ]);
@@ -289,18 +299,21 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                             num(b.max),
                             num(b.avg),
                             num(b.sum),
+                            num(b.stddev),
                             first,
                             last,
                         ],
                         json!({"group": s.group, "metric": s.metric, "devices": s.devices,
                                "start": format_rfc3339(b.start_ns), "start_ns": b.start_ns, "count": b.count,
-                               "min": b.min, "max": b.max, "avg": b.avg, "sum": b.sum,
+                               "min": b.min, "max": b.max, "avg": b.avg, "sum": b.sum, "stddev": b.stddev,
+                               "tier": resp.tier,
                                "first": b.first.map(|p| value_json(p.value)),
                                "last": b.last.map(|p| value_json(p.value))}),
                     );
                 }
             }
             ctx.print(&rows);
+            eprintln!("answered from: {}", resp.tier);
         }
         QueryCmd::Latest { target } => {
             let resp = ctx

@@ -98,6 +98,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
                 kafka: args.kafka.clone(),
                 grpc_addr: args.grpc_addr,
                 client_id: client_id.clone(),
+                tiers: args.limits.tiers()?,
             },
             &mut metrics,
             &stop,

@@ -83,6 +83,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             kafka: args.kafka.clone(),
             grpc_addr: args.grpc_addr,
             client_id,
+            tiers: args.limits.tiers()?,
         },
         &mut metrics,
         &stop,
@@ -114,6 +115,8 @@ pub struct ApiParts {
     pub kafka: KafkaArgs,
     pub grpc_addr: SocketAddr,
     pub client_id: String,
+    /// The rollup tiers the processor keeps.
+    pub tiers: tributary_core::rollup::Tiers,
 }
 
 /// Serves QueryService, CommandService and DeadLetterService (plus health
@@ -161,7 +164,10 @@ pub async fn serve_apis(
         directory.clone(),
         parts.live.clone(),
         keys.clone(),
-        super::config_file::section("query", QueryConfig::default(), &[])?,
+        QueryConfig {
+            rollup_tiers: parts.tiers.widths().to_vec(),
+            ..super::config_file::section("query", QueryConfig::default(), &[])?
+        },
     )
     .server();
     let dlq_svc = DeadLetterGrpc::new(

@@ -234,7 +234,10 @@ impl Platform {
             directory.clone(),
             live.clone(),
             keys.clone(),
-            super::config_file::section("query", QueryConfig::default(), &[])?,
+            QueryConfig {
+                rollup_tiers: args.limits.tiers()?.widths().to_vec(),
+                ..super::config_file::section("query", QueryConfig::default(), &[])?
+            },
         )
         .server();
         let dlq_svc = DeadLetterGrpc::new(

@@ -1,0 +1,159 @@
+//! Rollups on a real standalone: the processor keeps them as telemetry
+//! arrives (late and overwritten points included), and `Aggregate` answers
+//! from them exactly as from raw points, saying which tier answered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tributary_proto::v1 as pb;
+
+const MS: i64 = 1_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_read_rollups_and_equal_a_raw_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    // One-second and one-minute tiers, read as soon as rolled up, so that
+    // the test need not wait for minutes to pass.
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(&config, "[query]\nrollup_min_age_secs = 0\n").unwrap();
+    let s = Standalone::start_with(
+        &dir.path().join("data"),
+        &[
+            "--rollup-tiers".as_ref(),
+            "1s,1m".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    let token = create_device_in(&s, "default", "pump-1").await;
+    // Points from the next whole second on (the tiers are complete from the
+    // first bucket boundary after the processor started).
+    let now = tributary_core::time::now_ns();
+    let t0 = now - now.rem_euclid(1000 * MS) + 2000 * MS;
+    let http = reqwest::Client::new();
+    let post = |points: serde_json::Value| {
+        let http = http.clone();
+        let url = s.url("/v1/telemetry");
+        let token = token.clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&points)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        }
+    };
+    // In order, then late (into earlier seconds), then overwritten.
+    let in_order: Vec<_> = (0..40)
+        .map(|i| serde_json::json!({"ts": (t0 + i * 100 * MS) / MS, "values": {"flow": i as f64 * 0.5}}))
+        .collect();
+    post(serde_json::Value::Array(in_order)).await;
+    // Once those are rolled up, a late point and an overwrite must
+    // recompute their buckets.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while counter(&s, "tributary_processor_rollup_buckets_written_total").await < 4.0 {
+        assert!(std::time::Instant::now() < deadline, "no rollups written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post(serde_json::json!([{"ts": (t0 + 150 * MS) / MS, "values": {"flow": 99.0}}])).await;
+    post(serde_json::json!([{"ts": (t0 + 1200 * MS) / MS, "values": {"flow": -7.0}}])).await;
+
+    let mut q = s.query(&s.admin_token).await;
+    let request = |tier: &str| pb::AggregateRequest {
+        target: device_target("pump-1"),
+        metrics: vec!["flow".into()],
+        from_ns: t0 - 5000 * MS,
+        to_ns: t0 + 4000 * MS,
+        window: "1s".into(),
+        functions: [
+            pb::AggregateFunction::Avg,
+            pb::AggregateFunction::Min,
+            pb::AggregateFunction::Max,
+            pb::AggregateFunction::Sum,
+            pb::AggregateFunction::Stddev,
+            pb::AggregateFunction::First,
+            pb::AggregateFunction::Last,
+        ]
+        .iter()
+        .map(|f| *f as i32)
+        .collect(),
+        tier: tier.into(),
+        ..Default::default()
+    };
+    let raw = q
+        .aggregate(request("raw"))
+        .await
+        .expect("raw aggregate")
+        .into_inner();
+    assert_eq!(raw.tier, "raw");
+    let buckets = &raw.series[0].buckets;
+    assert_eq!(buckets.len(), 4, "{buckets:?}");
+    assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 41);
+    // Once the range has ended (rollup buckets are read only when they are
+    // over) and the processor has flushed, the planner's answer is the raw
+    // one, from the 1s tier.
+    while tributary_core::time::now_ns() < t0 + 4000 * MS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let planned = q
+            .aggregate(request(""))
+            .await
+            .expect("aggregate")
+            .into_inner();
+        if planned.tier == "1s" && planned.series == raw.series {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 1s tier never answered like raw: {planned:?} vs {raw:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The late and the overwritten points recomputed their buckets.
+    assert!(counter(&s, "tributary_processor_rollup_buckets_recomputed_total").await >= 2.0);
+    // The CLI says which tier answered.
+    let out = cli(
+        &s,
+        &[
+            "series",
+            "agg",
+            "--device",
+            "pump-1",
+            "--window",
+            "1s",
+            "--fn",
+            "count,stddev",
+            "--from",
+            &tributary_core::time::format_rfc3339(t0 - 5000 * MS),
+            "--to",
+            &tributary_core::time::format_rfc3339(t0 + 4000 * MS),
+        ],
+    )
+    .await;
+    assert!(
+        out.contains("\"tier\":\"1s\"") || out.contains("\"tier\": \"1s\""),
+        "{out}"
+    );
+}
+
+/// A counter of the ops listener (0 when absent).
+async fn counter(s: &Standalone, name: &str) -> f64 {
+    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
