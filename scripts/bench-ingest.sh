@@ -3,7 +3,11 @@
 #   8 clients, batches of 5,000 field values of new data, acknowledged only
 #   once durable in the log. Prints the generator's summary and whether the
 #   processor kept up (points stored vs acknowledged).
+#   Also prints the server's CPU time per stored point (user + system, from
+#   /proc, until the processor caught up), which is steadier than a rate on
+#   a shared machine.
 # Usage: bash scripts/bench-ingest.sh [seconds] [clients]
+#   EXTRA_FLAGS="--rollup-tiers none" compares a server without rollups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=${1:-30}
@@ -13,7 +17,7 @@ BIN=target/release/tributary
 DIR=$(mktemp -d)
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
 $BIN standalone --data-dir "$DIR" --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
-  --metrics-addr 127.0.0.1:0 --log-format json >"$DIR/out" 2>"$DIR/err" &
+  --metrics-addr 127.0.0.1:0 --log-format json ${EXTRA_FLAGS:-} >"$DIR/out" 2>"$DIR/err" &
 PID=$!
 for _ in $(seq 1 100); do grep -q "ready:" "$DIR/out" && break; sleep 0.05; done
 READY=$(grep "ready:" "$DIR/out")
@@ -31,3 +35,10 @@ for _ in $(seq 1 600); do
 done
 echo "caught up:     acked=$(metric tributary_ingest_points_acked_total) stored=$(metric tributary_processor_points_stored_total)"
 echo "server RSS: $(( $(awk '/VmRSS/ {print $2}' /proc/$PID/status) / 1024 )) MiB"
+TICKS=$(getconf CLK_TCK)
+CPU=$(awk -v t="$TICKS" '{printf "%.2f", ($14 + $15) / t}' /proc/$PID/stat)
+STORED=$(metric tributary_processor_points_stored_total)
+echo "server CPU: ${CPU} s for ${STORED} points = $(awk -v c="$CPU" -v n="$STORED" 'BEGIN {printf "%.3f", c * 1e6 / n}') us/point"
+echo "rollup buckets written: $(metric tributary_processor_rollup_buckets_written_total), recomputed: $(metric tributary_processor_rollup_buckets_recomputed_total)"
+hist() { curl -s "http://$METRICS/metrics" | awk -v m="$1" '$1 == m"_sum" {s=$2} $1 == m"_count" {c=$2} END {if (c > 0) printf "%d, %.1f ms mean", c, s * 1000 / c; else printf "none"}'; }
+echo "store flushes: $(hist tributary_processor_store_flush_seconds); rollup flushes: $(hist tributary_processor_rollup_flush_seconds); store writes: $(hist tributary_processor_store_write_seconds)"

@@ -52,6 +52,23 @@ impl Rollup {
         r
     }
 
+    /// The rollup of samples sorted by time (each timestamp once): like
+    /// [`Rollup::of`], cloning only the first and last.
+    pub fn of_sorted(samples: &[Sample]) -> Self {
+        let mut r = Self {
+            count: samples.len() as u64,
+            first: samples.first().cloned(),
+            last: samples.last().cloned(),
+            ..Self::default()
+        };
+        for s in samples {
+            if let Some(x) = s.value.as_f64() {
+                r.add_numeric(x);
+            }
+        }
+        r
+    }
+
     /// Counts one more sample.
     pub fn add(&mut self, sample: &Sample) {
         self.count += 1;
@@ -349,6 +366,7 @@ mod tests {
             })
             .collect();
         let whole = Rollup::of(&samples);
+        assert_eq!(Rollup::of_sorted(&samples), whole);
         let mut a = Rollup::of(&samples[40..]);
         a.merge(&Rollup::of(&samples[..40]));
         assert_eq!(a.count, whole.count);

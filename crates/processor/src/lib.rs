@@ -53,6 +53,10 @@ pub struct ProcessorConfig {
     pub raw_retention: Option<Duration>,
     /// Series whose newest rollup buckets are remembered between flushes.
     pub rollup_memory_series: usize,
+    /// Rollups are brought up to date (and offsets committed) at most this
+    /// often, or once `max_unflushed_points` await them: a stream rewrites
+    /// each open bucket once per interval, not once per store flush.
+    pub rollup_interval: Duration,
 }
 
 impl Default for ProcessorConfig {
@@ -66,6 +70,7 @@ impl Default for ProcessorConfig {
             rollup_tiers: Tiers::default(),
             raw_retention: None,
             rollup_memory_series: 1_000_000,
+            rollup_interval: Duration::from_secs(5),
         }
     }
 }
@@ -173,6 +178,7 @@ impl Processor {
         self.mark_rollup_tiers().await?;
         let mut unflushed_points = 0usize;
         let mut last_flush = Instant::now();
+        let mut last_rollup = Instant::now();
         loop {
             let poll = consumer.poll(self.config.max_poll_records, Duration::from_millis(100));
             let records = tokio::select! {
@@ -206,23 +212,29 @@ impl Processor {
             }
             let due = last_flush.elapsed() >= self.config.flush_interval
                 || unflushed_points >= self.config.max_unflushed_points;
+            let rollups_due = !rollups.enabled()
+                || last_rollup.elapsed() >= self.config.rollup_interval
+                || rollups.pending_points() >= self.config.max_unflushed_points;
             if !pending.is_empty() && due {
                 self.flush_and_commit(
                     consumer.as_mut(),
                     &mut pending,
                     &mut open_spans,
-                    &mut rollups,
+                    rollups_due.then_some(&mut rollups),
                 )
                 .await?;
                 unflushed_points = 0;
                 last_flush = Instant::now();
+                if rollups_due {
+                    last_rollup = last_flush;
+                }
             }
         }
         self.flush_and_commit(
             consumer.as_mut(),
             &mut pending,
             &mut open_spans,
-            &mut rollups,
+            Some(&mut rollups),
         )
         .await?;
         tracing::info!(group = %self.config.group, "processor stopped after final commit");
@@ -413,7 +425,7 @@ impl Processor {
         consumer: &mut dyn Consumer,
         pending: &mut Pending,
         open_spans: &mut OpenSpans,
-        rollups: &mut Rollups,
+        rollups: Option<&mut Rollups>,
     ) -> Result<(), ProcessorError> {
         if pending.is_empty() {
             return Ok(());
@@ -422,9 +434,13 @@ impl Processor {
         self.store.flush().await?;
         let flushed = started.elapsed();
         self.metrics.store_flushed(flushed);
-        // The rollups of what was just flushed, before the offsets that
-        // would spare its replay are committed.
-        self.flush_rollups(rollups).await?;
+        // The rollups of what was flushed, before the offsets that would
+        // spare its replay are committed; when they are not due yet, the
+        // offsets wait for them.
+        match rollups {
+            Some(rollups) => self.flush_rollups(rollups).await?,
+            None => return Ok(()),
+        }
         for span in &open_spans.0 {
             span.record("store.flush_ms", flushed.as_secs_f64() * 1e3);
         }

@@ -30,7 +30,7 @@
 //! and counted (`tributary_processor_rollup_points_unreconciled_total`).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use tributary_core::rollup::{Rollup, RollupKey, Tiers, bucket_start};
 use tributary_core::{Sample, SeriesKey};
@@ -54,12 +54,16 @@ pub struct RollupFlush {
 #[derive(Debug)]
 pub struct Rollups {
     tiers: Tiers,
-    /// Points written since the last flush, per series, in arrival order.
-    pending: HashMap<SeriesKey, Vec<Sample>>,
+    /// Points written since the last flush, per tenant, device and metric,
+    /// in arrival order (nested so that noting a point allocates nothing
+    /// once its series is known).
+    pending: HashMap<String, HashMap<String, HashMap<String, Vec<Sample>>>>,
     /// Each series' newest stored bucket per tier, as written.
     newest: HashMap<SeriesKey, Vec<Option<(i64, Rollup)>>>,
     /// Most series `newest` remembers; it is emptied when full.
     max_remembered: usize,
+    /// Points noted since the last flush.
+    pending_points: usize,
     /// Raw points older than this are gone (nanoseconds of retention).
     raw_retention_ns: Option<i64>,
 }
@@ -67,10 +71,19 @@ pub struct Rollups {
 /// A bucket to bring up to date.
 #[derive(Debug)]
 struct Dirty {
-    /// The new points in it (deduplicated, ascending), when incremental.
-    points: Vec<Sample>,
+    /// The new points in it: a range of its series' sorted new points.
+    series: usize,
+    points: std::ops::Range<usize>,
     /// Whether it must be computed again from ground truth.
     recompute: bool,
+}
+
+/// The entry of `key` in `map`, allocating the key only when it is new.
+fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
 }
 
 impl Rollups {
@@ -84,6 +97,7 @@ impl Rollups {
             tiers,
             pending: HashMap::new(),
             newest: HashMap::new(),
+            pending_points: 0,
             max_remembered,
             raw_retention_ns: raw_retention.and_then(|r| i64::try_from(r.as_nanos()).ok()),
         }
@@ -93,6 +107,11 @@ impl Rollups {
     /// have written them since (the log's partitions moved).
     pub fn forget(&mut self) {
         self.newest.clear();
+    }
+
+    /// Points noted since the last flush.
+    pub fn pending_points(&self) -> usize {
+        self.pending_points
     }
 
     /// Whether any tier is configured.
@@ -106,9 +125,10 @@ impl Rollups {
             return;
         }
         for dp in batch {
+            self.pending_points += dp.points.len();
+            let metrics = entry(entry(&mut self.pending, &dp.tenant), &dp.device);
             for p in &dp.points {
-                let key = SeriesKey::new(dp.tenant.as_str(), dp.device.as_str(), p.metric.as_str());
-                self.pending.entry(key).or_default().push(Sample {
+                entry(metrics, &p.metric).push(Sample {
                     ts_ns: p.ts_ns,
                     value: p.value.clone(),
                 });
@@ -130,106 +150,113 @@ impl Rollups {
             .raw_retention_ns
             .map_or(i64::MIN, |r| now_ns.saturating_sub(r));
         let widths = self.tiers.widths().to_vec();
-        // Per series: the new points, the last write of a timestamp winning.
-        // The noted points stay until the rollups are written: a failed
-        // flush is retried whole.
-        let mut fresh: BTreeMap<SeriesKey, Vec<Sample>> = BTreeMap::new();
-        for (series, points) in &self.pending {
-            let mut by_ts: BTreeMap<i64, &Sample> = BTreeMap::new();
-            for p in points {
-                by_ts.insert(p.ts_ns, p);
-            }
-            fresh.insert(series.clone(), by_ts.into_values().cloned().collect());
-        }
-        let mut rows: Vec<(RollupKey, Rollup)> = Vec::new();
-        // The buckets of the tier before, as computed in this flush, and
-        // whether each was recomputed.
-        let mut finer: BTreeMap<RollupKey, (Rollup, bool)> = BTreeMap::new();
-        for (tier, &width) in widths.iter().enumerate() {
-            let mut dirty: BTreeMap<RollupKey, Dirty> = BTreeMap::new();
-            for (series, points) in &fresh {
-                for p in points {
-                    let key = RollupKey {
-                        series: series.clone(),
-                        width_ns: width,
-                        start_ns: bucket_start(p.ts_ns, width),
-                    };
-                    dirty
-                        .entry(key)
-                        .or_insert_with(|| Dirty {
-                            points: Vec::new(),
-                            recompute: false,
-                        })
-                        .points
-                        .push(p.clone());
-                }
-            }
-            if tier > 0 {
-                // A coarser bucket holding a recomputed finer one is
-                // recomputed from the finer tier.
-                for (k, (_, recomputed)) in &finer {
-                    if *recomputed {
-                        let key = RollupKey {
-                            series: k.series.clone(),
-                            width_ns: width,
-                            start_ns: bucket_start(k.start_ns, width),
-                        };
-                        if let Some(d) = dirty.get_mut(&key) {
-                            d.recompute = true;
+        // Per series, in key order: the new points, ascending, the last
+        // write of a timestamp winning. The noted points stay until the
+        // rollups are written: a failed flush is retried whole.
+        let mut fresh: Vec<(SeriesKey, Vec<Sample>)> = Vec::new();
+        for (tenant, devices) in &self.pending {
+            for (device, metrics) in devices {
+                for (metric, points) in metrics {
+                    let mut sorted = points.clone();
+                    // Stable: of equal timestamps, the last noted ends last.
+                    sorted.sort_by_key(|p| p.ts_ns);
+                    let mut deduped: Vec<Sample> = Vec::with_capacity(sorted.len());
+                    for p in sorted {
+                        match deduped.last_mut() {
+                            Some(last) if last.ts_ns == p.ts_ns => *last = p,
+                            _ => deduped.push(p),
                         }
                     }
+                    fresh.push((
+                        SeriesKey::new(tenant.as_str(), device.as_str(), metric.as_str()),
+                        deduped,
+                    ));
                 }
             }
-            let stored = self.stored(store, tier, dirty.keys()).await?;
-            let mut computed: BTreeMap<RollupKey, (Rollup, bool)> = BTreeMap::new();
-            for ((key, d), old) in dirty.into_iter().zip(stored) {
+        }
+        fresh.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // (series, bucket start) of the next tier to recompute, because a
+        // finer bucket inside it was.
+        let mut recompute_next: HashSet<(usize, i64)> = HashSet::new();
+        for (tier, &width) in widths.iter().enumerate() {
+            let mut dirty: Vec<Dirty> = Vec::new();
+            let mut keys: Vec<RollupKey> = Vec::new();
+            for (i, (series, points)) in fresh.iter().enumerate() {
+                // Sorted points: each bucket's are one run.
+                let mut lo = 0;
+                while lo < points.len() {
+                    let start = bucket_start(points[lo].ts_ns, width);
+                    let end = start.saturating_add(width);
+                    let hi = lo + points[lo..].partition_point(|p| p.ts_ns < end);
+                    dirty.push(Dirty {
+                        series: i,
+                        points: lo..hi,
+                        recompute: recompute_next.contains(&(i, start)),
+                    });
+                    keys.push(RollupKey {
+                        series: series.clone(),
+                        width_ns: width,
+                        start_ns: start,
+                    });
+                    lo = hi;
+                }
+            }
+            let stored = self.stored(store, tier, &keys).await?;
+            let mut next = HashSet::new();
+            let mut rows: Vec<(RollupKey, Rollup)> = Vec::with_capacity(keys.len());
+            for ((key, d), old) in keys.into_iter().zip(dirty).zip(stored) {
+                let points = &fresh[d.series].1[d.points];
                 let reaches = old.as_ref().is_some_and(|o| {
                     o.last
                         .as_ref()
-                        .is_some_and(|l| d.points.first().is_some_and(|p| p.ts_ns <= l.ts_ns))
+                        .is_some_and(|l| points.first().is_some_and(|p| p.ts_ns <= l.ts_ns))
                 });
                 let (rollup, recomputed) = if tier == 0 && reaches {
                     if key.start_ns < raw_floor {
                         // The raw points are gone: keep what is there.
-                        stats.unreconciled += d.points.len() as u64;
+                        stats.unreconciled += points.len() as u64;
                         continue;
                     }
                     (recompute_from_raw(store, &key).await?, true)
                 } else if tier > 0 && (d.recompute || reaches) {
-                    let finer_width = widths[tier - 1];
                     (
-                        recompute_from_finer(store, &key, finer_width, &finer).await?,
+                        recompute_from_finer(store, &key, widths[tier - 1]).await?,
                         true,
                     )
                 } else {
                     let mut r = old.unwrap_or_default();
-                    r.merge(&Rollup::of(&d.points));
+                    r.merge(&Rollup::of_sorted(points));
                     (r, false)
                 };
+                if recomputed && let Some(&coarser) = widths.get(tier + 1) {
+                    next.insert((d.series, bucket_start(key.start_ns, coarser)));
+                }
                 stats.written += 1;
                 stats.recomputed += u64::from(recomputed);
-                computed.insert(key, (rollup, recomputed));
+                rows.push((key, rollup));
             }
-            rows.extend(computed.iter().map(|(k, (r, _))| (k.clone(), r.clone())));
-            finer = computed;
+            // Tier by tier, finest first: a coarser bucket is computed (and
+            // stored) only from finer ones already stored.
+            store.write_rollups(&rows).await?;
+            self.remember(tier, widths.len(), rows);
+            recompute_next = next;
         }
-        store.write_rollups(&rows).await?;
         self.pending.clear();
-        self.remember(&widths, rows);
+        self.pending_points = 0;
         Ok(stats)
     }
 
     /// The stored rollups of `keys` (all of tier `tier`): from memory when
     /// it holds the bucket, else from the store, in one read.
-    async fn stored<'k>(
+    async fn stored(
         &self,
         store: &dyn Store,
         tier: usize,
-        keys: impl Iterator<Item = &'k RollupKey>,
+        keys: &[RollupKey],
     ) -> Result<Vec<Option<Rollup>>, StoreError> {
         let mut out = Vec::new();
         let mut missing = Vec::new();
-        for (i, k) in keys.enumerate() {
+        for (i, k) in keys.iter().enumerate() {
             let known = self
                 .newest
                 .get(&k.series)
@@ -255,27 +282,24 @@ impl Rollups {
         Ok(out)
     }
 
-    /// Remembers each series' newest written bucket per tier.
-    fn remember(&mut self, widths: &[i64], rows: Vec<(RollupKey, Rollup)>) {
+    /// Remembers each series' newest written bucket of tier `tier`.
+    fn remember(&mut self, tier: usize, tiers: usize, rows: Vec<(RollupKey, Rollup)>) {
         if self.max_remembered == 0 {
             return;
         }
         for (k, r) in rows {
-            let Some(tier) = widths.iter().position(|w| *w == k.width_ns) else {
-                continue;
-            };
             if self.newest.len() >= self.max_remembered && !self.newest.contains_key(&k.series) {
                 self.newest.clear();
             }
-            let tiers = match self.newest.entry(k.series) {
+            let known = match self.newest.entry(k.series) {
                 Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(vec![None; widths.len()]),
+                Entry::Vacant(v) => v.insert(vec![None; tiers]),
             };
-            if tiers[tier]
+            if known[tier]
                 .as_ref()
                 .is_none_or(|(start, _)| *start <= k.start_ns)
             {
-                tiers[tier] = Some((k.start_ns, r));
+                known[tier] = Some((k.start_ns, r));
             }
         }
     }
@@ -300,35 +324,21 @@ async fn recompute_from_raw(store: &dyn Store, key: &RollupKey) -> Result<Rollup
     }
 }
 
-/// A coarser bucket from the finer tier: the stored finer buckets, with
-/// those computed in this flush in their place.
+/// A coarser bucket from the finer tier's stored buckets (written already
+/// in this flush).
 async fn recompute_from_finer(
     store: &dyn Store,
     key: &RollupKey,
     finer_width: i64,
-    computed: &BTreeMap<RollupKey, (Rollup, bool)>,
 ) -> Result<Rollup, StoreError> {
     let end = key.start_ns.saturating_add(key.width_ns);
     let per = usize::try_from(key.width_ns / finer_width).unwrap_or(usize::MAX);
-    let mut parts: BTreeMap<i64, Rollup> = store
+    let mut rollup = Rollup::default();
+    for (_, r) in store
         .scan_rollups(&key.series, finer_width, key.start_ns, end, per)
         .await?
-        .into_iter()
-        .collect();
-    let lo = RollupKey {
-        series: key.series.clone(),
-        width_ns: finer_width,
-        start_ns: key.start_ns,
-    };
-    for (k, (r, _)) in computed.range(lo..) {
-        if k.series != key.series || k.start_ns >= end {
-            break;
-        }
-        parts.insert(k.start_ns, r.clone());
-    }
-    let mut rollup = Rollup::default();
-    for r in parts.values() {
-        rollup.merge(r);
+    {
+        rollup.merge(&r);
     }
     Ok(rollup)
 }
