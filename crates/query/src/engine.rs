@@ -99,14 +99,21 @@ impl Engine {
         query: &RangeQuery,
     ) -> Result<pb::QueryRangeResponse, QueryError> {
         let devices = self.resolve(tenant, target).await?;
-        range::run(
+        let mut page = range::run(
             self.store.as_ref(),
             tenant,
             &devices,
             query,
             self.config.max_response_bytes,
         )
-        .await
+        .await?;
+        if let Some(retention) = self.config.raw_retention_ns {
+            let kept_from = tributary_core::time::now_ns().saturating_sub(retention);
+            if query.range.from_ns < kept_from {
+                page.retained_from_ns = kept_from;
+            }
+        }
+        Ok(page)
     }
 
     /// Windowed aggregates.
@@ -353,5 +360,38 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, QueryError::NotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_range_past_the_raw_retention_says_where_the_data_ends() {
+        let day = tributary_core::time::NS_PER_DAY;
+        let e = engine(QueryConfig {
+            raw_retention_ns: Some(day),
+            ..QueryConfig::default()
+        });
+        let now = tributary_core::time::now_ns();
+        let range = |from_ns: i64| pb::QueryRangeRequest {
+            from_ns,
+            to_ns: now,
+            limit: 10,
+            ..Default::default()
+        };
+        let target = TargetSpec::Device("t1".into());
+        let old = RangeQuery::from_pb("acme", &target, &range(now - 3 * day), 100, now).unwrap();
+        let resp = e.range("acme", &target, &old).await.unwrap();
+        let kept_from = resp.retained_from_ns;
+        assert!(
+            (now - day..=now - day + 60_000_000_000).contains(&kept_from),
+            "reported {kept_from}, expected about {}",
+            now - day
+        );
+        let recent = RangeQuery::from_pb("acme", &target, &range(now - day / 2), 100, now).unwrap();
+        assert_eq!(
+            e.range("acme", &target, &recent)
+                .await
+                .unwrap()
+                .retained_from_ns,
+            0
+        );
     }
 }

@@ -262,6 +262,7 @@ impl Page {
         Ok(pb::QueryRangeResponse {
             series: self.series,
             next_page_token,
+            retained_from_ns: 0,
         })
     }
 }

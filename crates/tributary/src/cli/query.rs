@@ -196,6 +196,7 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
             let mut rows = Rows::new(vec!["device", "metric", "time", "value"]);
             let mut page_token = String::new();
             let mut remaining = limit;
+            let mut retained_from = 0;
             while remaining > 0 {
                 let resp = ctx
                     .query
@@ -214,6 +215,7 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                     })
                     .await?
                     .into_inner();
+                retained_from = retained_from.max(resp.retained_from_ns);
                 for s in resp.series {
                     for p in s.points {
                         remaining = remaining.saturating_sub(1);
@@ -235,6 +237,12 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                 page_token = resp.next_page_token;
             }
             ctx.print(&rows);
+            if retained_from > 0 {
+                eprintln!(
+                    "note: the range starts before the raw retention; raw points before {} are expired and not in this answer",
+                    format_rfc3339(retained_from)
+                );
+            }
         }
         QueryCmd::Agg {
             target,

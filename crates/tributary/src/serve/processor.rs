@@ -99,6 +99,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
                 grpc_addr: args.grpc_addr,
                 client_id: client_id.clone(),
                 tiers: args.limits.tiers()?,
+                retention: args.limits.retention()?,
             },
             &mut metrics,
             &stop,

@@ -84,6 +84,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             grpc_addr: args.grpc_addr,
             client_id,
             tiers: args.limits.tiers()?,
+            retention: args.limits.retention()?,
         },
         &mut metrics,
         &stop,
@@ -117,6 +118,8 @@ pub struct ApiParts {
     pub client_id: String,
     /// The rollup tiers the processor keeps.
     pub tiers: tributary_core::rollup::Tiers,
+    /// How long raw points are kept (`--retention`).
+    pub retention: Option<std::time::Duration>,
 }
 
 /// Serves QueryService, CommandService and DeadLetterService (plus health
@@ -166,6 +169,9 @@ pub async fn serve_apis(
         keys.clone(),
         QueryConfig {
             rollup_tiers: parts.tiers.widths().to_vec(),
+            raw_retention_ns: parts
+                .retention
+                .and_then(|r| i64::try_from(r.as_nanos()).ok()),
             ..super::config_file::section("query", QueryConfig::default(), &[])?
         },
     )

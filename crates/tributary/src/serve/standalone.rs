@@ -236,6 +236,7 @@ impl Platform {
             keys.clone(),
             QueryConfig {
                 rollup_tiers: args.limits.tiers()?.widths().to_vec(),
+                raw_retention_ns: retention_ns(args.limits.retention()?),
                 ..super::config_file::section("query", QueryConfig::default(), &[])?
             },
         )
@@ -334,4 +335,9 @@ impl Platform {
         tracing::info!("standalone stopped cleanly");
         services.and(processor)
     }
+}
+
+/// A retention in nanoseconds.
+fn retention_ns(retention: Option<std::time::Duration>) -> Option<i64> {
+    retention.and_then(|r| i64::try_from(r.as_nanos()).ok())
 }
