@@ -25,6 +25,9 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use tributary_core::directory::DeviceInfo;
 use tributary_core::model::validate_label;
@@ -192,6 +195,8 @@ pub(crate) struct Budget {
     pub(crate) max_scanned_points: u64,
     /// Samples per store scan.
     pub(crate) scan_chunk: usize,
+    /// Devices read at once.
+    pub(crate) concurrency: usize,
 }
 
 /// Where rollups may be read from.
@@ -311,26 +316,22 @@ pub(crate) async fn run(
         .map_or_else(|| "raw".to_owned(), width_name);
     let mut groups: BTreeMap<(String, String), GroupSeries> = BTreeMap::new();
     let mut buckets = 0usize;
-    let mut scanned = 0u64;
-    for device in devices {
+    let scanned = AtomicU64::new(0);
+    // Devices are read `concurrency` at a time, and merged in their order.
+    let mut per_device = std::pin::pin!(
+        // Indices, not references: a closure over borrowed items trips the
+        // compiler's higher-ranked lifetime check in `async_trait` methods.
+        futures::stream::iter(0..devices.len())
+            .map(|i| read_device(store, tenant, &devices[i], query, &pieces, budget, &scanned))
+            .buffered(budget.concurrency.max(1))
+    );
+    while let Some((device, read)) = per_device.try_next().await? {
         let group = match &query.group_by {
             Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
             None => device.id.clone(),
         };
-        let listed_metrics;
-        let metrics = if query.metrics.is_empty() {
-            listed_metrics = store.list_metrics(tenant, &device.id).await?;
-            &listed_metrics
-        } else {
-            &query.metrics
-        };
-        for metric in metrics {
-            let key = SeriesKey::new(tenant, device.id.as_str(), metric.as_str());
-            let series = read_series(store, &key, query, &pieces, budget, &mut scanned).await?;
-            if series.is_empty() {
-                continue;
-            }
-            let into = groups.entry((group.clone(), metric.clone())).or_default();
+        for (metric, series) in read {
+            let into = groups.entry((group.clone(), metric)).or_default();
             into.devices = into.devices.saturating_add(1);
             for (start, acc) in series {
                 match into.buckets.entry(start) {
@@ -362,6 +363,37 @@ pub(crate) async fn run(
     Ok(pb::AggregateResponse { series, tier })
 }
 
+/// The windows of every requested metric of one device that has samples.
+async fn read_device<'d>(
+    store: &dyn Store,
+    tenant: &str,
+    device: &'d DeviceInfo,
+    query: &AggregateQuery,
+    pieces: &[Piece],
+    budget: Budget,
+    scanned: &AtomicU64,
+) -> Result<(&'d DeviceInfo, SeriesWindows), QueryError> {
+    let listed_metrics;
+    let metrics = if query.metrics.is_empty() {
+        listed_metrics = store.list_metrics(tenant, &device.id).await?;
+        &listed_metrics
+    } else {
+        &query.metrics
+    };
+    let mut out = Vec::new();
+    for metric in metrics {
+        let key = SeriesKey::new(tenant, device.id.as_str(), metric.as_str());
+        let series = read_series(store, &key, query, pieces, budget, scanned).await?;
+        if !series.is_empty() {
+            out.push((metric.clone(), series));
+        }
+    }
+    Ok((device, out))
+}
+
+/// Per metric, its windows.
+type SeriesWindows = Vec<(String, Vec<(i64, Rollup)>)>;
+
 /// Reads one series into its windows, in time order, piece by piece.
 async fn read_series(
     store: &dyn Store,
@@ -369,7 +401,7 @@ async fn read_series(
     query: &AggregateQuery,
     pieces: &[Piece],
     budget: Budget,
-    scanned: &mut u64,
+    scanned: &AtomicU64,
 ) -> Result<Vec<(i64, Rollup)>, QueryError> {
     let mut windows = Windows {
         query,
@@ -385,7 +417,7 @@ async fn read_series(
                 // Read at most one over the budget, to notice going over it.
                 let allowed = budget
                     .max_scanned_points
-                    .saturating_sub(*scanned)
+                    .saturating_sub(scanned.load(Ordering::Relaxed))
                     .saturating_add(1);
                 let most = u64::try_from((to - from) / width).unwrap_or(u64::MAX);
                 let want = usize::try_from(most.min(allowed)).unwrap_or(usize::MAX);
@@ -400,10 +432,11 @@ async fn read_series(
     Ok(windows.out)
 }
 
-/// Counts what a read returned against the budget.
-fn charge(scanned: &mut u64, n: usize, budget: Budget) -> Result<(), QueryError> {
-    *scanned += n as u64;
-    if *scanned > budget.max_scanned_points {
+/// Counts what a read returned against the budget (shared by the devices
+/// read at once).
+fn charge(scanned: &AtomicU64, n: usize, budget: Budget) -> Result<(), QueryError> {
+    let total = scanned.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+    if total > budget.max_scanned_points {
         return Err(QueryError::ResourceExhausted {
             subject: "points_scanned",
             message: format!(
@@ -455,7 +488,7 @@ async fn scan_raw(
     mut from_ns: i64,
     to_ns: i64,
     budget: Budget,
-    scanned: &mut u64,
+    scanned: &AtomicU64,
     windows: &mut Windows<'_>,
 ) -> Result<(), QueryError> {
     let chunk = budget.scan_chunk.max(1);
@@ -463,7 +496,7 @@ async fn scan_raw(
         // Ask for one more than the budget allows, to notice going over it.
         let allowed = budget
             .max_scanned_points
-            .saturating_sub(*scanned)
+            .saturating_sub(scanned.load(Ordering::Relaxed))
             .saturating_add(1);
         let want = usize::try_from(allowed).map_or(chunk, |a| a.min(chunk));
         let samples = store.scan(key, from_ns, to_ns, Order::Asc, want).await?;
@@ -503,6 +536,7 @@ mod tests {
         max_buckets: 1000,
         max_scanned_points: 1_000_000,
         scan_chunk: 2,
+        concurrency: 3,
     };
 
     fn device(id: &str, labels: &[(&str, &str)]) -> DeviceInfo {

@@ -128,6 +128,7 @@ impl Engine {
             max_buckets: self.config.max_buckets,
             max_scanned_points: self.config.max_scanned_points,
             scan_chunk: SCAN_CHUNK,
+            concurrency: self.config.store_concurrency,
         };
         let tiering = aggregate::Tiering {
             tiers: self.rollup_tiers().await?,
