@@ -79,7 +79,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 /// A deterministic pseudo-random value of device `d` at step `i`.
 fn value(d: usize, i: i64) -> f64 {
-    let x = (d as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let x = (d as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     ((x >> 11) % 10_000) as f64 / 100.0
 }
 
@@ -112,7 +113,11 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     let total = devices as i64 * days * PER_DAY;
     println!(
         "writing {total} points ({devices} devices, {days} days at 10 s){}",
-        if influx.is_some() { " to Tributary and InfluxDB" } else { "" }
+        if influx.is_some() {
+            " to Tributary and InfluxDB"
+        } else {
+            ""
+        }
     );
     let started = Instant::now();
     let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
@@ -202,7 +207,7 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     };
     let hours = (days * 24) as usize;
     let mut tributary = Vec::new();
-    for call in 0..22 {
+    for call in 0..env("FLEET_CALLS", 20) + 2 {
         let mut req = tonic::Request::new(request.clone());
         req.metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
@@ -216,7 +221,10 @@ async fn bench() -> Result<(), Box<dyn Error>> {
             .flat_map(|s| &s.buckets)
             .map(|b| b.count)
             .sum();
-        if resp.series.len() != FLEETS.min(devices) || buckets != FLEETS.min(devices) * hours || count != total as u64 {
+        if resp.series.len() != FLEETS.min(devices)
+            || buckets != FLEETS.min(devices) * hours
+            || count != total as u64
+        {
             return Err(format!(
                 "Tributary: {} fleets, {buckets} buckets, {count} points (tier {})",
                 resp.series.len(),
@@ -249,9 +257,11 @@ async fn bench() -> Result<(), Box<dyn Error>> {
                 .await?;
             let took = t.elapsed();
             let series = body["results"][0]["series"].as_array().map_or(0, Vec::len);
-            let rows: usize = body["results"][0]["series"]
-                .as_array()
-                .map_or(0, |s| s.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum());
+            let rows: usize = body["results"][0]["series"].as_array().map_or(0, |s| {
+                s.iter()
+                    .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                    .sum()
+            });
             if series != FLEETS.min(devices) || rows != FLEETS.min(devices) * hours {
                 return Err(format!("InfluxDB: {series} fleets, {rows} rows: {body:.300}").into());
             }

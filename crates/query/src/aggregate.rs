@@ -195,7 +195,7 @@ pub(crate) struct Budget {
     pub(crate) max_scanned_points: u64,
     /// Samples per store scan.
     pub(crate) scan_chunk: usize,
-    /// Devices read at once.
+    /// Batches of devices read at once.
     pub(crate) concurrency: usize,
 }
 
@@ -317,31 +317,34 @@ pub(crate) async fn run(
     let mut groups: BTreeMap<(String, String), GroupSeries> = BTreeMap::new();
     let mut buckets = 0usize;
     let scanned = AtomicU64::new(0);
-    // Devices are read `concurrency` at a time, and merged in their order.
-    let mut per_device = std::pin::pin!(
-        // Indices, not references: a closure over borrowed items trips the
-        // compiler's higher-ranked lifetime check in `async_trait` methods.
-        futures::stream::iter(0..devices.len())
-            .map(|i| read_device(store, tenant, &devices[i], query, &pieces, budget, &scanned))
+    // Batches of devices, `concurrency` at a time, merged in device order.
+    // (Indices, not references: a closure over borrowed items trips the
+    // compiler's higher-ranked lifetime check in `async_trait` methods.)
+    let chunks: Vec<&[DeviceInfo]> = devices.chunks(BATCH_DEVICES).collect();
+    let mut batches = std::pin::pin!(
+        futures::stream::iter(0..chunks.len())
+            .map(|i| read_devices(store, tenant, chunks[i], query, &pieces, budget, &scanned))
             .buffered(budget.concurrency.max(1))
     );
-    while let Some((device, read)) = per_device.try_next().await? {
-        let group = match &query.group_by {
-            Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
-            None => device.id.clone(),
-        };
-        for (metric, series) in read {
-            let into = groups.entry((group.clone(), metric)).or_default();
-            into.devices = into.devices.saturating_add(1);
-            for (start, acc) in series {
-                match into.buckets.entry(start) {
-                    Entry::Occupied(mut o) => o.get_mut().merge(&acc),
-                    Entry::Vacant(v) => {
-                        buckets += 1;
-                        if buckets > budget.max_buckets {
-                            return Err(too_many_buckets(budget.max_buckets));
+    while let Some(batch) = batches.try_next().await? {
+        for (device, read) in batch {
+            let group = match &query.group_by {
+                Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
+                None => device.id.clone(),
+            };
+            for (metric, series) in read {
+                let into = groups.entry((group.clone(), metric)).or_default();
+                into.devices = into.devices.saturating_add(1);
+                for (start, acc) in series {
+                    match into.buckets.entry(start) {
+                        Entry::Occupied(mut o) => o.get_mut().merge(&acc),
+                        Entry::Vacant(v) => {
+                            buckets += 1;
+                            if buckets > budget.max_buckets {
+                                return Err(too_many_buckets(budget.max_buckets));
+                            }
+                            v.insert(acc);
                         }
-                        v.insert(acc);
                     }
                 }
             }
@@ -363,74 +366,77 @@ pub(crate) async fn run(
     Ok(pb::AggregateResponse { series, tier })
 }
 
-/// The windows of every requested metric of one device that has samples.
-async fn read_device<'d>(
+/// Devices read together: one store read per rollup piece for all their
+/// series.
+const BATCH_DEVICES: usize = 64;
+
+/// The windows of every requested metric of each of `devices` that has
+/// samples, in device order. Rollup pieces are read for all their series at
+/// once (`Store::scan_rollups_many`); raw pieces series by series.
+async fn read_devices<'d>(
     store: &dyn Store,
     tenant: &str,
-    device: &'d DeviceInfo,
+    devices: &'d [DeviceInfo],
     query: &AggregateQuery,
     pieces: &[Piece],
     budget: Budget,
     scanned: &AtomicU64,
-) -> Result<(&'d DeviceInfo, SeriesWindows), QueryError> {
-    let listed_metrics;
-    let metrics = if query.metrics.is_empty() {
-        listed_metrics = store.list_metrics(tenant, &device.id).await?;
-        &listed_metrics
-    } else {
-        &query.metrics
-    };
-    let mut out = Vec::new();
-    for metric in metrics {
-        let key = SeriesKey::new(tenant, device.id.as_str(), metric.as_str());
-        let series = read_series(store, &key, query, pieces, budget, scanned).await?;
-        if !series.is_empty() {
-            out.push((metric.clone(), series));
+) -> Result<Vec<(&'d DeviceInfo, SeriesWindows)>, QueryError> {
+    // (device index, metric) of every series, and its key.
+    let mut series: Vec<(usize, String)> = Vec::new();
+    let mut keys: Vec<SeriesKey> = Vec::new();
+    for (d, device) in devices.iter().enumerate() {
+        let metrics = if query.metrics.is_empty() {
+            store.list_metrics(tenant, &device.id).await?
+        } else {
+            query.metrics.clone()
+        };
+        for metric in metrics {
+            keys.push(SeriesKey::new(tenant, device.id.as_str(), metric.as_str()));
+            series.push((d, metric));
         }
     }
-    Ok((device, out))
-}
-
-/// Per metric, its windows.
-type SeriesWindows = Vec<(String, Vec<(i64, Rollup)>)>;
-
-/// Reads one series into its windows, in time order, piece by piece.
-async fn read_series(
-    store: &dyn Store,
-    key: &SeriesKey,
-    query: &AggregateQuery,
-    pieces: &[Piece],
-    budget: Budget,
-    scanned: &AtomicU64,
-) -> Result<Vec<(i64, Rollup)>, QueryError> {
-    let mut windows = Windows {
-        query,
-        max: budget.max_buckets,
-        out: Vec::new(),
-    };
+    let mut windows: Vec<Windows<'_>> = keys
+        .iter()
+        .map(|_| Windows {
+            query,
+            max: budget.max_buckets,
+            out: Vec::new(),
+        })
+        .collect();
     for piece in pieces {
         match *piece {
             Piece::Raw(from, to) => {
-                scan_raw(store, key, from, to, budget, scanned, &mut windows).await?
+                for (key, w) in keys.iter().zip(windows.iter_mut()) {
+                    scan_raw(store, key, from, to, budget, scanned, w).await?;
+                }
             }
             Piece::Tier(width, from, to) => {
-                // Read at most one over the budget, to notice going over it.
-                let allowed = budget
-                    .max_scanned_points
-                    .saturating_sub(scanned.load(Ordering::Relaxed))
-                    .saturating_add(1);
-                let most = u64::try_from((to - from) / width).unwrap_or(u64::MAX);
-                let want = usize::try_from(most.min(allowed)).unwrap_or(usize::MAX);
-                let got = store.scan_rollups(key, width, from, to, want).await?;
-                charge(scanned, got.len(), budget)?;
-                for (start, r) in &got {
-                    windows.merge(*start, r)?;
+                let most = usize::try_from((to - from) / width).unwrap_or(usize::MAX);
+                let got = store
+                    .scan_rollups_many(&keys, width, from, to, most)
+                    .await?;
+                charge(scanned, got.iter().map(Vec::len).sum(), budget)?;
+                for (rows, w) in got.iter().zip(windows.iter_mut()) {
+                    for (start, r) in rows {
+                        w.merge(*start, r)?;
+                    }
                 }
             }
         }
     }
-    Ok(windows.out)
+    let mut out: Vec<(&DeviceInfo, SeriesWindows)> =
+        devices.iter().map(|d| (d, Vec::new())).collect();
+    for ((d, metric), w) in series.into_iter().zip(windows) {
+        if !w.out.is_empty() {
+            out[d].1.push((metric, w.out));
+        }
+    }
+    Ok(out.into_iter().filter(|(_, s)| !s.is_empty()).collect())
 }
+
+/// Per metric, its windows.
+type SeriesWindows = Vec<(String, Vec<(i64, Rollup)>)>;
 
 /// Counts what a read returned against the budget (shared by the devices
 /// read at once).

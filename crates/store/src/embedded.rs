@@ -720,6 +720,21 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn scan_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit_each: usize,
+    ) -> Result<Vec<Vec<(i64, Rollup)>>, StoreError> {
+        let series = series.to_vec();
+        self.blocking(move |inner| {
+            inner.scan_rollups_many(&series, width_ns, from_ns, to_ns, limit_each)
+        })
+        .await
+    }
+
     async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
         self.blocking(move |inner| inner.rollups_since(width_ns))
             .await

@@ -126,6 +126,27 @@ pub trait Store: Send + Sync + Debug + 'static {
         limit: usize,
     ) -> Result<Vec<(i64, Rollup)>, StoreError>;
 
+    /// [`Store::scan_rollups`] of many series at once (same tier and
+    /// range, at most `limit_each` buckets each), in the order given. Stores
+    /// may answer in one read; the default asks one series at a time.
+    async fn scan_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit_each: usize,
+    ) -> Result<Vec<Vec<(i64, Rollup)>>, StoreError> {
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            out.push(
+                self.scan_rollups(s, width_ns, from_ns, to_ns, limit_each)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// From when the rollups of the tier of `width_ns` are complete: every
     /// bucket starting at or after it holds all its points. `None`: the tier
     /// was never kept, so none of its buckets may stand for raw points.

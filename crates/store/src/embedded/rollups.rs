@@ -82,25 +82,37 @@ impl Inner {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Rollup)>, StoreError> {
-        let Some(id) = self.series_id(series) else {
-            return Ok(Vec::new());
-        };
+        let mut all = self.scan_rollups_many(
+            std::slice::from_ref(series),
+            width_ns,
+            from_ns,
+            to_ns,
+            limit,
+        )?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// Many series' buckets in one read transaction.
+    pub(super) fn scan_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<Vec<(i64, Rollup)>>, StoreError> {
         if from_ns >= to_ns || limit == 0 {
-            return Ok(Vec::new());
+            return Ok(vec![Vec::new(); series.len()]);
         }
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(ROLLUPS).map_err(backend)?;
-        let mut out = Vec::new();
-        for row in table
-            .range((id, width_ns, from_ns)..(id, width_ns, to_ns))
-            .map_err(backend)?
-            .take(limit)
-        {
-            let (k, v) = row.map_err(backend)?;
-            let rollup = Rollup::decode(v.value()).ok_or_else(corrupt)?;
-            out.push((k.value().2, rollup));
-        }
-        Ok(out)
+        series
+            .iter()
+            .map(|s| match self.series_id(s) {
+                Some(id) => scan_one(&table, id, width_ns, from_ns, to_ns, limit),
+                None => Ok(Vec::new()),
+            })
+            .collect()
     }
 
     pub(super) fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
@@ -137,4 +149,26 @@ impl Inner {
 /// The `meta` key of a tier's start.
 fn since_key(width_ns: i64) -> String {
     format!("rollups_since/{width_ns}")
+}
+
+/// One series' buckets of one tier, from an open table.
+fn scan_one(
+    table: &redb::ReadOnlyTable<(u64, i64, i64), &[u8]>,
+    id: u64,
+    width_ns: i64,
+    from_ns: i64,
+    to_ns: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Rollup)>, StoreError> {
+    let mut out = Vec::new();
+    for row in table
+        .range((id, width_ns, from_ns)..(id, width_ns, to_ns))
+        .map_err(backend)?
+        .take(limit)
+    {
+        let (k, v) = row.map_err(backend)?;
+        let rollup = Rollup::decode(v.value()).ok_or_else(corrupt)?;
+        out.push((k.value().2, rollup));
+    }
+    Ok(out)
 }
