@@ -18,15 +18,14 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::error::Error;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
-use tributary_auth::{JwtKeys, OperatorClaims, Role};
 use tributary_core::directory::{DeviceCatalog, DeviceInfo, DirectoryError};
-use tributary_core::live::LiveHub;
 use tributary_core::rollup::Tiers;
 use tributary_core::selector::Selector;
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, day_bucket, now_ns};
@@ -34,7 +33,6 @@ use tributary_core::{Point, Value};
 use tributary_processor::Rollups;
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
-use tributary_query::{QueryConfig, QueryGrpc};
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 use tributary_store::{DevicePoints, Store};
 
@@ -119,30 +117,8 @@ async fn bench() -> Result<(), Box<dyn Error>> {
         started.elapsed().as_secs_f64()
     );
 
-    let keys = JwtKeys::from_secret(&[7u8; 32])?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let token = keys.issue(&OperatorClaims {
-        sub: "bench".into(),
-        tenant: "bench".into(),
-        role: Role::Viewer,
-        iat: now,
-        exp: now + 3600,
-    })?;
-    let service = QueryGrpc::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        Arc::new(OneDevice),
-        LiveHub::default(),
-        keys,
-        QueryConfig::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service.server())
-            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
-    );
-    let mut client = QueryServiceClient::connect(format!("http://{addr}")).await?;
+    let common::Served { mut client, token } =
+        common::serve(Arc::clone(&store) as Arc<dyn Store>, Arc::new(OneDevice)).await?;
     let request = |window: &str, tier: &str| pb::AggregateRequest {
         target: Some(pb::Target {
             tenant: String::new(),
@@ -221,12 +197,10 @@ async fn run(
     calls: usize,
 ) -> Result<Duration, Box<dyn Error>> {
     let call = |client: &mut QueryServiceClient<Channel>| {
-        let mut req = tonic::Request::new(request.clone());
-        let auth = format!("Bearer {token}").parse();
+        let req = common::authed(request.clone(), token);
         let mut client = client.clone();
         async move {
-            req.metadata_mut().insert("authorization", auth?);
-            let resp = client.aggregate(req).await?.into_inner();
+            let resp = client.aggregate(req?).await?.into_inner();
             let got = resp.series.first().map_or(0, |s| s.buckets.len());
             let count: u64 = resp
                 .series
@@ -251,17 +225,5 @@ async fn run(
         call(client).await?;
         latencies.push(start.elapsed());
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{label:>22}: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({calls} calls)",
-        ms(pct(0.50)),
-        ms(pct(0.90)),
-        ms(pct(0.99)),
-        ms(latencies[latencies.len() - 1]),
-    );
-    Ok(pct(0.50))
+    Ok(common::report(label, &mut latencies))
 }

@@ -22,23 +22,20 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::error::Error;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use tonic::transport::server::TcpIncoming;
-use tributary_auth::{JwtKeys, OperatorClaims, Role};
 use tributary_core::directory::{DeviceCatalog, DeviceInfo, DirectoryError};
-use tributary_core::live::LiveHub;
 use tributary_core::rollup::Tiers;
 use tributary_core::selector::Selector;
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, day_bucket, now_ns};
 use tributary_core::{Point, Value};
 use tributary_processor::Rollups;
 use tributary_proto::v1 as pb;
-use tributary_proto::v1::query_service_client::QueryServiceClient;
-use tributary_query::{QueryConfig, QueryGrpc};
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 use tributary_store::{DevicePoints, Store, StoreError};
 
@@ -167,30 +164,8 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     }
     store.compact().await?;
 
-    let keys = JwtKeys::from_secret(&[7u8; 32])?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let token = keys.issue(&OperatorClaims {
-        sub: "bench".into(),
-        tenant: "bench".into(),
-        role: Role::Viewer,
-        iat: now,
-        exp: now + 36_000,
-    })?;
-    let service = QueryGrpc::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        Arc::new(Fleet(fleet)),
-        LiveHub::default(),
-        keys,
-        QueryConfig::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service.server())
-            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
-    );
-    let client = QueryServiceClient::connect(format!("http://{addr}")).await?;
+    let common::Served { client, token } =
+        common::serve(Arc::clone(&store) as Arc<dyn Store>, Arc::new(Fleet(fleet))).await?;
     let (from, to) = (first_day, first_day + days * NS_PER_DAY);
     let request = pb::AggregateRequest {
         target: Some(pb::Target {
@@ -208,9 +183,7 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     let hours = (days * 24) as usize;
     let mut tributary = Vec::new();
     for call in 0..env("FLEET_CALLS", 20) + 2 {
-        let mut req = tonic::Request::new(request.clone());
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
+        let req = common::authed(request.clone(), &token)?;
         let t = Instant::now();
         let resp = client.clone().aggregate(req).await?.into_inner();
         let took = t.elapsed();
@@ -239,7 +212,7 @@ async fn bench() -> Result<(), Box<dyn Error>> {
             println!("Tributary answered from the {} tier", resp.tier);
         }
     }
-    let ours = report("Tributary Aggregate", &mut tributary);
+    let ours = common::report("Tributary Aggregate", &mut tributary);
     if let Some(url) = &influx {
         let q = format!(
             "SELECT mean(v) FROM m WHERE time >= {from} AND time < {to} GROUP BY time(1h), fleet"
@@ -269,7 +242,7 @@ async fn bench() -> Result<(), Box<dyn Error>> {
                 influx_times.push(took);
             }
         }
-        let theirs = report("InfluxDB 1.6 SELECT", &mut influx_times);
+        let theirs = common::report("InfluxDB 1.6 SELECT", &mut influx_times);
         println!(
             "InfluxDB / Tributary, p50: {:.1}x",
             theirs.as_secs_f64() / ours.as_secs_f64()
@@ -332,18 +305,4 @@ async fn write_influx(
         }
     }
     Ok(())
-}
-
-fn report(label: &str, times: &mut [Duration]) -> Duration {
-    times.sort_unstable();
-    let pct = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{label:>22}: p50 {:.1} ms  p90 {:.1} ms  max {:.1} ms  ({} calls)",
-        ms(pct(0.5)),
-        ms(pct(0.9)),
-        ms(times[times.len() - 1]),
-        times.len()
-    );
-    pct(0.5)
 }

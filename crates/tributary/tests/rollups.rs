@@ -64,27 +64,7 @@ async fn aggregates_read_rollups_and_equal_a_raw_scan() {
     post(serde_json::json!([{"ts": (t0 + 1200 * MS) / MS, "values": {"flow": -7.0}}])).await;
 
     let mut q = s.query(&s.admin_token).await;
-    let request = |tier: &str| pb::AggregateRequest {
-        target: device_target("pump-1"),
-        metrics: vec!["flow".into()],
-        from_ns: t0 - 5000 * MS,
-        to_ns: t0 + 4000 * MS,
-        window: "1s".into(),
-        functions: [
-            pb::AggregateFunction::Avg,
-            pb::AggregateFunction::Min,
-            pb::AggregateFunction::Max,
-            pb::AggregateFunction::Sum,
-            pb::AggregateFunction::Stddev,
-            pb::AggregateFunction::First,
-            pb::AggregateFunction::Last,
-        ]
-        .iter()
-        .map(|f| *f as i32)
-        .collect(),
-        tier: tier.into(),
-        ..Default::default()
-    };
+    let request = |tier: &str| flow_per_second(t0 - 5000 * MS, t0 + 4000 * MS, tier);
     let raw = q
         .aggregate(request("raw"))
         .await
@@ -215,24 +195,7 @@ async fn rollups_equal_raw_after_kill_9_and_replay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut q = s.query(&s.admin_token).await;
-    let request = |tier: &str| pb::AggregateRequest {
-        target: device_target("pump-1"),
-        metrics: vec!["flow".into()],
-        from_ns: t0 - 1000 * MS,
-        to_ns: end + 1000 * MS,
-        window: "1s".into(),
-        functions: [
-            pb::AggregateFunction::Sum,
-            pb::AggregateFunction::Min,
-            pb::AggregateFunction::Max,
-            pb::AggregateFunction::Last,
-        ]
-        .iter()
-        .map(|f| *f as i32)
-        .collect(),
-        tier: tier.into(),
-        ..Default::default()
-    };
+    let request = |tier: &str| flow_per_second(t0 - 1000 * MS, end + 1000 * MS, tier);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let raw = q.aggregate(request("raw")).await.expect("raw").into_inner();
@@ -256,5 +219,24 @@ async fn rollups_equal_raw_after_kill_9_and_replay() {
             "after kill -9 and replay the rollups never matched raw ({points} raw points): {planned:?} vs {raw:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `flow` of pump-1 per second over `[from, to)`, every function, from
+/// `tier` (`""`: the planner; `"raw"`).
+fn flow_per_second(from_ns: i64, to_ns: i64, tier: &str) -> pb::AggregateRequest {
+    use pb::AggregateFunction as F;
+    pb::AggregateRequest {
+        target: device_target("pump-1"),
+        metrics: vec!["flow".into()],
+        from_ns,
+        to_ns,
+        window: "1s".into(),
+        functions: [F::Avg, F::Min, F::Max, F::Sum, F::Stddev, F::First, F::Last]
+            .iter()
+            .map(|f| *f as i32)
+            .collect(),
+        tier: tier.into(),
+        ..Default::default()
     }
 }
