@@ -25,9 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
-use tributary_core::directory::{DeviceCatalog, DeviceInfo, DirectoryError};
 use tributary_core::rollup::Tiers;
-use tributary_core::selector::Selector;
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, day_bucket, now_ns};
 use tributary_core::{Point, Value};
 use tributary_processor::Rollups;
@@ -42,29 +40,6 @@ const PER_DAY: i64 = NS_PER_DAY / STEP_NS;
 const WARMUP: usize = 200;
 const CALLS: usize = 2_000;
 const RAW_CALLS: usize = 5;
-
-/// The one device of the benchmark.
-#[derive(Debug)]
-struct OneDevice;
-
-#[async_trait::async_trait]
-impl DeviceCatalog for OneDevice {
-    async fn device(
-        &self,
-        tenant: &str,
-        device: &str,
-    ) -> Result<Option<DeviceInfo>, DirectoryError> {
-        Ok((tenant == "bench" && device == "d1").then(|| DeviceInfo {
-            id: "d1".into(),
-            labels: Default::default(),
-            disabled: false,
-        }))
-    }
-
-    async fn select(&self, tenant: &str, _: &Selector) -> Result<Vec<DeviceInfo>, DirectoryError> {
-        Ok(self.device(tenant, "d1").await?.into_iter().collect())
-    }
-}
 
 fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,8 +92,11 @@ async fn bench() -> Result<(), Box<dyn Error>> {
         started.elapsed().as_secs_f64()
     );
 
-    let common::Served { mut client, token } =
-        common::serve(Arc::clone(&store) as Arc<dyn Store>, Arc::new(OneDevice)).await?;
+    let common::Served { mut client, token } = common::serve(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::new(common::OneDevice),
+    )
+    .await?;
     let request = |window: &str, tier: &str| pb::AggregateRequest {
         target: Some(pb::Target {
             tenant: String::new(),

@@ -10,21 +10,17 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::error::Error;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
-use tributary_auth::{JwtKeys, OperatorClaims, Role};
-use tributary_core::directory::{DeviceCatalog, DeviceInfo, DirectoryError};
-use tributary_core::live::LiveHub;
-use tributary_core::selector::Selector;
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, day_bucket, now_ns};
 use tributary_core::{Point, Value};
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
-use tributary_query::{QueryConfig, QueryGrpc};
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 use tributary_store::{DevicePoints, Store};
 
@@ -32,29 +28,6 @@ const POINTS: usize = 8_640;
 const STEP_NS: i64 = 10 * NS_PER_SEC;
 const WARMUP: usize = 200;
 const CALLS: usize = 2_000;
-
-/// The one device of the benchmark.
-#[derive(Debug)]
-struct OneDevice;
-
-#[async_trait::async_trait]
-impl DeviceCatalog for OneDevice {
-    async fn device(
-        &self,
-        tenant: &str,
-        device: &str,
-    ) -> Result<Option<DeviceInfo>, DirectoryError> {
-        Ok((tenant == "bench" && device == "d1").then(|| DeviceInfo {
-            id: "d1".into(),
-            labels: Default::default(),
-            disabled: false,
-        }))
-    }
-
-    async fn select(&self, tenant: &str, _: &Selector) -> Result<Vec<DeviceInfo>, DirectoryError> {
-        Ok(self.device(tenant, "d1").await?.into_iter().collect())
-    }
-}
 
 fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,32 +58,11 @@ async fn bench() -> Result<(), Box<dyn Error>> {
         .await?;
     store.flush().await?;
 
-    let keys = JwtKeys::from_secret(&[7u8; 32])?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let token = keys.issue(&OperatorClaims {
-        sub: "bench".into(),
-        tenant: "bench".into(),
-        role: Role::Viewer,
-        iat: now,
-        exp: now + 3600,
-    })?;
-    let service = QueryGrpc::new(
+    let common::Served { mut client, token } = common::serve(
         Arc::clone(&store) as Arc<dyn Store>,
-        Arc::new(OneDevice),
-        LiveHub::default(),
-        keys,
-        QueryConfig::default(),
-    );
-    // TCP_NODELAY, as a production server sets it: without it, Nagle's
-    // algorithm and delayed ACKs add up to 40 ms to responses of many segments.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service.server())
-            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
-    );
-    let mut client = QueryServiceClient::connect(format!("http://{addr}")).await?;
+        Arc::new(common::OneDevice),
+    )
+    .await?;
     let request = pb::QueryRangeRequest {
         target: Some(pb::Target {
             tenant: String::new(),
@@ -139,12 +91,10 @@ async fn run(
     token: &str,
 ) -> Result<(), Box<dyn Error>> {
     let call = |client: &mut QueryServiceClient<Channel>| {
-        let mut req = tonic::Request::new(request.clone());
-        let auth = format!("Bearer {token}").parse();
+        let req = common::authed(request.clone(), token);
         let mut client = client.clone();
         async move {
-            req.metadata_mut().insert("authorization", auth?);
-            let page = client.query_range(req).await?.into_inner();
+            let page = client.query_range(req?).await?.into_inner();
             let points: usize = page.series.iter().map(|s| s.points.len()).sum();
             if points != POINTS || !page.next_page_token.is_empty() {
                 return Err(format!("expected {POINTS} points in one page, got {points}").into());
@@ -161,17 +111,6 @@ async fn run(
         call(client).await?;
         latencies.push(start.elapsed());
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{label:>17}: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(pct(0.50)),
-        ms(pct(0.90)),
-        ms(pct(0.99)),
-        ms(latencies[latencies.len() - 1]),
-    );
+    common::report(label, &mut latencies);
     Ok(())
 }

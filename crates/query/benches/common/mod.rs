@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 use tributary_auth::{JwtKeys, OperatorClaims, Role};
-use tributary_core::directory::DeviceCatalog;
+use tributary_core::directory::{DeviceCatalog, DeviceInfo, DirectoryError};
 use tributary_core::live::LiveHub;
+use tributary_core::selector::Selector;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_query::{QueryConfig, QueryGrpc};
 use tributary_store::Store;
@@ -81,4 +82,27 @@ pub(crate) fn report(label: &str, times: &mut [Duration]) -> Duration {
         );
     }
     pct(0.50)
+}
+
+/// A catalog of one device, `d1` of tenant `bench`.
+#[derive(Debug)]
+pub(crate) struct OneDevice;
+
+#[async_trait::async_trait]
+impl DeviceCatalog for OneDevice {
+    async fn device(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Option<DeviceInfo>, DirectoryError> {
+        Ok((tenant == "bench" && device == "d1").then(|| DeviceInfo {
+            id: "d1".into(),
+            labels: Default::default(),
+            disabled: false,
+        }))
+    }
+
+    async fn select(&self, tenant: &str, _: &Selector) -> Result<Vec<DeviceInfo>, DirectoryError> {
+        Ok(self.device(tenant, "d1").await?.into_iter().collect())
+    }
 }
