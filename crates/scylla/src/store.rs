@@ -52,6 +52,8 @@ const DAYS_PAGE: i32 = 512;
 const POINTS_PAGE: i32 = 5000;
 /// Series whose latest value is read at once by one `latest` call.
 const LATEST_FANOUT: usize = 16;
+/// Series whose rollups one `scan_rollups_many` call reads at once.
+const ROLLUP_SCAN_FANOUT: usize = 16;
 
 /// The time-series [`Store`] on ScyllaDB.
 ///
@@ -475,6 +477,30 @@ impl Store for ScyllaStore {
         self.rollups
             .scan(&self.cql, series, width_ns, from_ns, to_ns, limit)
             .await
+    }
+
+    /// Many series at once: `ROLLUP_SCAN_FANOUT` single-partition scans in
+    /// flight (each bounded by the in-flight slots), results in order.
+    async fn scan_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit_each: usize,
+    ) -> Result<Vec<Vec<(i64, Rollup)>>, StoreError> {
+        let mut out = Vec::with_capacity(series.len());
+        for chunk in series.chunks(ROLLUP_SCAN_FANOUT) {
+            let mut scans = Vec::with_capacity(chunk.len());
+            for s in chunk {
+                scans.push(
+                    self.rollups
+                        .scan(&self.cql, s, width_ns, from_ns, to_ns, limit_each),
+                );
+            }
+            out.extend(futures::future::try_join_all(scans).await?);
+        }
+        Ok(out)
     }
 
     async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
