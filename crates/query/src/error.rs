@@ -91,8 +91,44 @@ impl QueryError {
     }
 }
 
+/// Longest text of a refusal. Messages quote what the client sent, and a
+/// gRPC status travels in a header: an unbounded echo would break the
+/// response (HTTP/2 header limits) instead of refusing the request.
+const MAX_MESSAGE_BYTES: usize = 512;
+
+/// `text`, cut to [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn capped(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 impl From<QueryError> for Status {
     fn from(err: QueryError) -> Self {
+        let err = match err {
+            QueryError::InvalidArgument { field, message } => QueryError::InvalidArgument {
+                field: capped(field),
+                message: capped(message),
+            },
+            QueryError::NotFound { kind, name } => QueryError::NotFound {
+                kind,
+                name: capped(name),
+            },
+            QueryError::ResourceExhausted { subject, message } => QueryError::ResourceExhausted {
+                subject,
+                message: capped(message),
+            },
+            QueryError::Directory(DirectoryError::Invalid(why)) => {
+                QueryError::Directory(DirectoryError::Invalid(capped(why)))
+            }
+            other => other,
+        };
         match err {
             QueryError::Unauthenticated(message) => Status::unauthenticated(message),
             QueryError::PermissionDenied(message) => Status::permission_denied(message),

@@ -727,3 +727,84 @@ async fn a_connection_ends_when_its_token_expires() {
     let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "d1", "d1", &issued.token).await;
     assert_eq!(ack.reason_code, ReasonCode::BadUserNameOrPassword);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_certificate_registrations_are_refused_and_probe_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    create_tenant(&s, "globex").await;
+    create_device_in(&s, "default", "d1").await;
+    create_device_in(&s, "globex", "d1").await;
+    let mut r = s.registry(&s.admin_token).await;
+    let register = |tenant: &str, pem: String| pb::RegisterCertificateRequest {
+        tenant: tenant.into(),
+        device: "d1".into(),
+        certificate_pem: pem,
+        ..Default::default()
+    };
+    // Garbage, a truncated block and an oversized body: clear refusals.
+    let block = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    for pem in [
+        "not a certificate".to_owned(),
+        "-----BEGIN CERTIFICATE-----\n".to_owned(),
+        block.to_owned(),
+        block.repeat(2_000),
+    ] {
+        let e = r
+            .register_certificate(register("globex", pem.clone()))
+            .await
+            .expect_err("a hostile certificate registers");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{pem:.40}: {e:?}");
+    }
+    // A certificate issued for `default`: globex gets the same answer
+    // before and after default registers it, so it learns nothing.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "default");
+    let cert = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let before = r
+        .register_certificate(register("globex", cert.pem()))
+        .await
+        .expect_err("globex claims default's certificate");
+    r.register_certificate(register("default", cert.pem()))
+        .await
+        .expect("default registers its own");
+    let after = r
+        .register_certificate(register("globex", cert.pem()))
+        .await
+        .expect_err("globex claims default's certificate");
+    assert_eq!(
+        (before.code(), before.message()),
+        (after.code(), after.message())
+    );
+    // The process is up and other tenants are served.
+    let token = create_device_in(&s, "default", "d2").await;
+    let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "d2", "d2", &token).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_naming_an_unknown_tier_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    create_device_in(&s, "default", "d1").await;
+    let e = s
+        .query(&s.admin_token)
+        .await
+        .aggregate(pb::AggregateRequest {
+            target: device_target("d1"),
+            window: "1h".into(),
+            tier: "x".repeat(10_000),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown tier answers");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().len() < 1_000,
+        "the refusal does not echo the input whole"
+    );
+}
