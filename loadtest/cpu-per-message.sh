@@ -35,8 +35,15 @@ measure() { # label scenario [loadtest flags...]
   local json=$WORK/$label-$sc.json before after
   before=$(ticks "$PID")
   "$LT" run "loadtest/scenarios/$sc.toml" -q --duration "$DUR" --json "$json" "$@" >/dev/null
-  sleep 3 # catch-up: the processor and store finish behind the acks
+  # Catch-up: the processor and store finish behind the acks. Wait until
+  # the server's CPU time stops moving (at most 30 s).
   after=$(ticks "$PID")
+  for _ in $(seq 1 150); do
+    sleep 0.2
+    local now; now=$(ticks "$PID")
+    [ $((now - after)) -le 1 ] && { after=$now; break; }
+    after=$now
+  done
   python3 - "$json" "$label" "$sc" "$before" "$after" "$TICK" <<'PY'
 import json, sys
 report, label, sc, before, after, tick = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:])

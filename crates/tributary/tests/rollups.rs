@@ -186,7 +186,6 @@ async fn rollups_equal_raw_after_kill_9_and_replay() {
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
     s.crash();
     let s = start(&data, &config);
