@@ -66,6 +66,9 @@ pub struct TenantPolicy {
     pub device_tag: String,
     /// The tenant's quotas.
     pub quotas: crate::quota::Quotas,
+    /// How long the tenant's data is kept, where it differs from the
+    /// platform defaults.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 impl Default for TenantPolicy {
@@ -74,6 +77,7 @@ impl Default for TenantPolicy {
             auto_provision: true,
             device_tag: "device".into(),
             quotas: crate::quota::Quotas::default(),
+            retention: crate::retention::RetentionSettings::default(),
         }
     }
 }

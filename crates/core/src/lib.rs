@@ -21,6 +21,7 @@ pub mod limits;
 pub mod live;
 pub mod model;
 pub mod quota;
+pub mod retention;
 pub mod rate;
 pub mod rollup;
 pub mod selector;

@@ -46,6 +46,13 @@ fn tenant(name: &str) -> TenantRecord {
                 ("bytes_per_sec", 1 << 40),
             ])
             .expect("valid quotas"),
+            // So is how long its data is kept.
+            retention: tributary_core::retention::RetentionSettings::from_named([
+                ("raw", "30d"),
+                ("1m", "1y"),
+                ("1h", "forever"),
+            ])
+            .expect("valid retention"),
         },
         revision: 1,
     }

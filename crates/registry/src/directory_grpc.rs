@@ -187,6 +187,7 @@ fn policy_to_proto(p: TenantPolicy) -> pb::TenantSettings {
             .overrides()
             .map(|(q, v)| (q.name().to_owned(), v))
             .collect(),
+        retention: p.retention.to_named().into_iter().collect(),
     }
 }
 

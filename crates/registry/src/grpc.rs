@@ -136,6 +136,21 @@ impl RegistryService for RegistryGrpc {
         Ok(Response::new(tenant_to_proto(record)))
     }
 
+    async fn set_tenant_retention(
+        &self,
+        request: Request<pb::SetTenantRetentionRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        // Retention spends shared storage: only a platform admin sets it.
+        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Admin)?;
+        let req = request.into_inner();
+        let set: Vec<(String, String)> = req.set.into_iter().collect();
+        let record = self
+            .registry
+            .set_tenant_retention(&tenant, &set, &req.clear)
+            .await?;
+        Ok(Response::new(tenant_to_proto(record)))
+    }
+
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,
@@ -149,10 +164,15 @@ impl RegistryService for RegistryGrpc {
                     s.quotas.iter().map(|(k, v)| (k.as_str(), *v)),
                 )
                 .map_err(|e| Status::invalid_argument(format!("settings.quotas: {e}")))?;
+                let retention = tributary_core::retention::RetentionSettings::from_named(
+                    s.retention.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .map_err(|e| Status::invalid_argument(format!("settings.retention: {e}")))?;
                 Ok(TenantSettings {
                     auto_provision: s.auto_provision,
                     device_tag: s.device_tag,
                     quotas,
+                    retention,
                 })
             })
             .transpose()?
@@ -428,6 +448,7 @@ fn tenant_to_proto(t: TenantRecord) -> pb::Tenant {
                 .overrides()
                 .map(|(q, v)| (q.name().to_owned(), v))
                 .collect(),
+            retention: t.settings.retention.to_named().into_iter().collect(),
         }),
     }
 }

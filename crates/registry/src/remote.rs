@@ -297,10 +297,22 @@ impl DirectorySource for RemoteSource {
                 }
             }
         }
+        // Retentions this replica cannot read are skipped the same way.
+        let mut retention = tributary_core::retention::RetentionSettings::default();
+        for (kind, keep) in &settings.retention {
+            let parsed = kind
+                .parse()
+                .and_then(|k| keep.parse().map(|v| (k, v)))
+                .and_then(|(k, v)| retention.set(k, v));
+            if let Err(e) = parsed {
+                tracing::warn!(tenant, error = %e, "ignoring a retention from the registry");
+            }
+        }
         Ok(TenantPolicy {
             auto_provision: settings.auto_provision,
             device_tag: settings.device_tag,
             quotas,
+            retention,
         })
     }
 

@@ -519,6 +519,63 @@ impl Registry {
         )))
     }
 
+    /// Sets (`set`, kind and retention names such as `raw` and `30d`) and
+    /// returns to the platform default (`clear`) how long a tenant's data
+    /// is kept; every name is checked before anything changes. Stores,
+    /// processors and query replicas see the change through the tenant's
+    /// policy, which the `TenantChanged` event refreshes.
+    pub async fn set_tenant_retention(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        clear: &[String],
+    ) -> Result<TenantRecord, RegistryError> {
+        use tributary_core::retention::{DataKind, Keep};
+        validate_tenant(name)?;
+        let invalid = |e: String| RegistryError::invalid("retention", e);
+        let set: Vec<(DataKind, Keep)> = set
+            .iter()
+            .map(|(k, v)| {
+                let kind: DataKind = k.parse().map_err(invalid)?;
+                let keep: Keep = v.parse().map_err(|e| invalid(format!("{kind}: {e}")))?;
+                Ok((kind, keep))
+            })
+            .collect::<Result<_, RegistryError>>()?;
+        let clear: Vec<DataKind> = clear
+            .iter()
+            .map(|k| k.parse::<DataKind>().map_err(invalid))
+            .collect::<Result<_, _>>()?;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let mut record = self.tenant(name).await?;
+            let revision = record.revision;
+            for kind in &clear {
+                record.settings.retention.clear(*kind);
+            }
+            for (kind, keep) in &set {
+                record.settings.retention.set(*kind, *keep).map_err(invalid)?;
+            }
+            record.revision = revision + 1;
+            match self
+                .store
+                .put_tenant(&record, Expect::Revision(revision))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(tenant = %record.name, retention = ?record.settings.retention.to_named(), "tenant retention set");
+                    self.publish(RegistryEvent::TenantChanged {
+                        tenant: record.name.clone(),
+                    });
+                    return Ok(record);
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Conflict(format!(
+            "tenant {name:?} is changing too often; retry"
+        )))
+    }
+
     /// One tenant.
     pub async fn tenant(&self, name: &str) -> Result<TenantRecord, RegistryError> {
         validate_tenant(name)?;
@@ -1503,6 +1560,7 @@ impl Registry {
                 auto_provision: true,
                 device_tag: "device".into(),
                 quotas: Default::default(),
+                retention: Default::default(),
             },
         };
         match self.create_tenant(default).await {

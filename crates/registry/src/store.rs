@@ -53,6 +53,10 @@ pub struct TenantSettings {
     /// platform defaults). Absent in records written before quotas existed.
     #[serde(default)]
     pub quotas: Quotas,
+    /// How long the tenant's data is kept, where it differs from the
+    /// platform defaults. Absent in records written before retention tiers.
+    #[serde(default)]
+    pub retention: tributary_core::retention::RetentionSettings,
 }
 
 impl Default for TenantSettings {
@@ -62,6 +66,7 @@ impl Default for TenantSettings {
             auto_provision: policy.auto_provision,
             device_tag: policy.device_tag,
             quotas: Quotas::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -72,6 +77,7 @@ impl From<TenantSettings> for tributary_core::directory::TenantPolicy {
             auto_provision: s.auto_provision,
             device_tag: s.device_tag,
             quotas: s.quotas,
+            retention: s.retention,
         }
     }
 }

@@ -38,6 +38,7 @@ async fn fixture_with(config: DirectoryConfig) -> Fixture {
             auto_provision,
             device_tag: "host".into(),
             quotas: Default::default(),
+            retention: Default::default(),
         };
         registry
             .create_tenant(NewTenant {

@@ -112,6 +112,7 @@ async fn admins_manage_tenants_and_others_may_not() {
         auto_provision: false,
         device_tag: String::new(),
         quotas: [("connections".to_owned(), 10)].into(),
+        retention: [("raw".to_owned(), "30d".to_owned())].into(),
     };
     let created = s
         .client
@@ -130,6 +131,51 @@ async fn admins_manage_tenants_and_others_may_not() {
     let created_settings = created.settings.expect("settings");
     assert!(!created_settings.auto_provision);
     assert_eq!(created_settings.quotas.get("connections"), Some(&10));
+    assert_eq!(
+        created_settings.retention.get("raw").map(String::as_str),
+        Some("30d")
+    );
+
+    // Retention: an admin sets and clears it; a tenant's own operator may
+    // not; a retention outside 1h..20y or an unknown kind is refused.
+    let keep = |set: &[(&str, &str)], clear: &[&str]| pb::SetTenantRetentionRequest {
+        tenant: "globex".into(),
+        set: set
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        clear: clear.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let updated = s
+        .client
+        .set_tenant_retention(authed(keep(&[("1m", "365d"), ("1h", "forever")], &["raw"]), &admin))
+        .await
+        .expect("admin sets retention")
+        .into_inner();
+    let retention = updated.settings.expect("settings").retention;
+    assert_eq!(retention.get("1m").map(String::as_str), Some("1y"));
+    assert_eq!(retention.get("1h").map(String::as_str), Some("forever"));
+    assert_eq!(retention.get("raw"), None, "cleared: the default again");
+    let globex_operator = token(&s.keys, "globex", Role::Operator);
+    let status = s
+        .client
+        .set_tenant_retention(authed(keep(&[("raw", "20y")], &[]), &globex_operator))
+        .await
+        .expect_err("an operator may not set its tenant's retention");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    for (kind, value, says) in [
+        ("raw", "10m", "1h to 20y"),
+        ("7m", "1d", "rollup width"),
+        ("rwa", "1d", "raw"),
+    ] {
+        let status = s
+            .client
+            .set_tenant_retention(authed(keep(&[(kind, value)], &[]), &admin))
+            .await
+            .expect_err("invalid retention");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{kind}={value}");
+        assert!(status.message().contains(says), "{}", status.message());
+    }
 
     // Quotas: an admin sets and clears them; a tenant's own operator may
     // not raise them; unknown names are refused, naming the known ones.

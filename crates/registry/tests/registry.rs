@@ -161,6 +161,7 @@ async fn invalid_input_names_the_field() {
             auto_provision: true,
             device_tag: "no spaces".into(),
             quotas: Default::default(),
+            retention: Default::default(),
         },
         ..new_tenant("ok")
     };

@@ -65,6 +65,7 @@ async fn fixture() -> Fixture {
                     auto_provision,
                     device_tag: "host".into(),
                     quotas: Default::default(),
+                    retention: Default::default(),
                 },
             })
             .await

@@ -108,13 +108,13 @@ macro_rules! statements {
 // applied would report "not applied".
 statements! {
     tenant_insert, false,
-        "INSERT INTO {ks}.tenants (name, display_name, created_at_ns, auto_provision, device_tag, quotas, revision) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+        "INSERT INTO {ks}.tenants (name, display_name, created_at_ns, auto_provision, device_tag, quotas, retention, revision) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     tenant_update, false,
         "UPDATE {ks}.tenants SET display_name = ?, created_at_ns = ?, auto_provision = ?, device_tag = ?, \
-         quotas = ?, revision = ? WHERE name = ? IF revision = ?";
+         quotas = ?, retention = ?, revision = ? WHERE name = ? IF revision = ?";
     tenant_get, true,
-        "SELECT name, display_name, created_at_ns, auto_provision, device_tag, quotas, revision \
+        "SELECT name, display_name, created_at_ns, auto_provision, device_tag, quotas, retention, revision \
          FROM {ks}.tenants WHERE name = ?";
     tenant_index, true,
         "INSERT INTO {ks}.tenant_names (shard, name, w) VALUES (?, ?, true)";
@@ -390,6 +390,7 @@ impl ScyllaRegistryStore {
         let revision = to_i64(t.revision, "tenant revision")?;
         let s = &self.s;
         let quotas = quotas_to_row(&t.settings.quotas);
+        let retention = t.settings.retention.to_named();
         let insert = (
             t.name.as_str(),
             t.display_name.as_str(),
@@ -397,6 +398,7 @@ impl ScyllaRegistryStore {
             t.settings.auto_provision,
             t.settings.device_tag.as_str(),
             &quotas,
+            &retention,
             revision,
         );
         let update = |expected: i64| {
@@ -406,6 +408,7 @@ impl ScyllaRegistryStore {
                 t.settings.auto_provision,
                 t.settings.device_tag.as_str(),
                 &quotas,
+                &retention,
                 revision,
                 t.name.as_str(),
                 expected,
@@ -936,6 +939,8 @@ pub(crate) struct TenantRow {
     pub(crate) device_tag: Option<String>,
     /// Absent in rows written before quotas existed, and when none is set.
     pub(crate) quotas: Option<BTreeMap<String, i64>>,
+    /// Absent in rows written before retention tiers, and when none is set.
+    pub(crate) retention: Option<BTreeMap<String, String>>,
     pub(crate) revision: Option<i64>,
 }
 
@@ -972,6 +977,11 @@ impl TenantRow {
                 auto_provision: required(self.auto_provision, "tenant auto_provision")?,
                 device_tag: required(self.device_tag, "tenant device_tag")?,
                 quotas: quotas_from_row(self.quotas)?,
+                retention: self
+                    .retention
+                    .unwrap_or_default()
+                    .try_into()
+                    .map_err(|e| ScyllaError::Decode(format!("tenant retention: {e}")))?,
             },
             display_name: self.display_name.unwrap_or_default(),
             name: self.name,
@@ -1097,6 +1107,7 @@ mod tests {
             auto_provision: Some(true),
             device_tag: Some("host".into()),
             quotas: Some([("connections".to_owned(), 7)].into()),
+            retention: None,
             revision: Some(3),
         }
         .into_record()
@@ -1111,6 +1122,7 @@ mod tests {
                     auto_provision: true,
                     device_tag: "host".into(),
                     quotas: Quotas::from_named([("connections", 7)]).unwrap(),
+                    retention: Default::default(),
                 },
                 revision: 3,
             }

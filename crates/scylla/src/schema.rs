@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -165,6 +165,13 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
             description: "rollup tiers: from when each is complete",
             statements: vec![format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.rollup_tiers (width bigint PRIMARY KEY, since bigint)"
+            )],
+        },
+        Migration {
+            version: 6,
+            description: "registry: tenant retention per kind of data",
+            statements: vec![format!(
+                "ALTER TABLE {ks}.tenants ADD retention map<text, text>"
             )],
         },
     ]

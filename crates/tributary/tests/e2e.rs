@@ -54,6 +54,7 @@ async fn platform_end_to_end() {
             auto_provision: true,
             device_tag: "device".into(),
             quotas: Default::default(),
+            retention: Default::default(),
         }),
     })
     .await

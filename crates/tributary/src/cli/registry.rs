@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tributary_core::quota::Quota;
+use tributary_core::retention::{DataKind, Keep};
 use tributary_core::time::format_rfc3339;
 use tributary_proto::v1 as pb;
 
@@ -38,6 +39,22 @@ pub enum TenantsCmd {
     },
     /// Show a tenant's quotas in force, and which it has of its own.
     Quotas { tenant: String },
+    /// Set how long a tenant's data is kept (admins only): `kind=retention`
+    /// pairs, where the kind is `raw` or a rollup tier (`1m`, `1h`, `1d`)
+    /// and the retention a duration from 1h to 20y or `forever`, e.g.
+    /// `raw=30d 1m=1y 1h=forever`. Kinds not set keep the platform default:
+    /// the store's `--retention` for raw points, for ever for rollups.
+    SetRetention {
+        tenant: String,
+        /// Retentions to set, `kind=retention`.
+        #[arg(value_name = "KIND=RETENTION")]
+        retentions: Vec<String>,
+        /// Kind to return to the platform default (repeatable).
+        #[arg(long)]
+        clear: Vec<String>,
+    },
+    /// Show how long a tenant's data is kept.
+    Retention { tenant: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -170,6 +187,7 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
                         auto_provision: !no_auto_provision,
                         device_tag,
                         quotas: Default::default(),
+                        retention: Default::default(),
                     }),
                 })
                 .await?
@@ -211,6 +229,47 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
                 .into_inner();
             ctx.print(&quota_rows(&t));
         }
+        TenantsCmd::SetRetention {
+            tenant,
+            retentions,
+            clear,
+        } => {
+            if retentions.is_empty() && clear.is_empty() {
+                anyhow::bail!(
+                    "name at least one retention to set (kind=retention, e.g. raw=30d) or to --clear"
+                );
+            }
+            let mut set = std::collections::HashMap::new();
+            for pair in &retentions {
+                let (kind, keep) = pair.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("{pair:?}: expected kind=retention, e.g. raw=30d or 1m=1y")
+                })?;
+                let kind: DataKind = kind.parse().map_err(anyhow::Error::msg)?;
+                let keep: Keep = keep
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{pair:?}: {e}"))?;
+                set.insert(kind.to_string(), keep.to_string());
+            }
+            let t = ctx
+                .registry
+                .set_tenant_retention(pb::SetTenantRetentionRequest { tenant, set, clear })
+                .await?
+                .into_inner();
+            ctx.print(&retention_rows(&t));
+        }
+        TenantsCmd::Retention { tenant } => {
+            let list = ctx
+                .registry
+                .list_tenants(pb::ListTenantsRequest {})
+                .await?
+                .into_inner();
+            let t = list
+                .tenants
+                .into_iter()
+                .find(|t| t.name == tenant)
+                .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?}"))?;
+            ctx.print(&retention_rows(&t));
+        }
         TenantsCmd::Quotas { tenant } => {
             let list = ctx
                 .registry
@@ -226,6 +285,46 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a tenant's data is kept: raw points and the default tiers,
+/// then any other tier it names; what it does not set is the platform's.
+fn retention_rows(t: &pb::Tenant) -> Rows {
+    let set = t
+        .settings
+        .as_ref()
+        .map(|s| s.retention.clone())
+        .unwrap_or_default();
+    let mut kinds: Vec<DataKind> = std::iter::once(DataKind::Raw)
+        .chain(
+            tributary_core::rollup::Tiers::default()
+                .widths()
+                .iter()
+                .map(|w| DataKind::Rollup(*w)),
+        )
+        .collect();
+    for name in set.keys() {
+        if let Ok(kind) = name.parse::<DataKind>()
+            && !kinds.contains(&kind)
+        {
+            kinds.push(kind);
+        }
+    }
+    kinds.sort_unstable();
+    let mut rows = Rows::new(vec!["tenant", "kind", "retention", "source"]);
+    for kind in kinds {
+        let name = kind.to_string();
+        let (value, source) = match (set.get(&name), kind) {
+            (Some(v), _) => (v.clone(), "tenant"),
+            (None, DataKind::Raw) => ("the store's --retention".to_owned(), "default"),
+            (None, DataKind::Rollup(_)) => ("forever".to_owned(), "default"),
+        };
+        rows.push(
+            vec![t.name.clone(), name.clone(), value.clone(), source.to_owned()],
+            json!({"tenant": t.name, "kind": name, "retention": value, "source": source}),
+        );
+    }
+    rows
 }
 
 /// Every quota of a tenant: its value in force, and whether the tenant has
