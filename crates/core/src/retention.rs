@@ -59,6 +59,20 @@ impl Keep {
     }
 }
 
+impl Keep {
+    /// The first bucket of width `width_ns` still kept at `now_ns`: older
+    /// buckets end at or before the floor (`i64::MIN` for ever).
+    pub fn bucket_floor(self, now_ns: i64, width_ns: i64) -> i64 {
+        match self {
+            Self::For(_) => {
+                let floor = self.floor(now_ns);
+                floor.saturating_sub(floor.rem_euclid(width_ns.max(1)))
+            }
+            Self::Forever => i64::MIN,
+        }
+    }
+}
+
 impl fmt::Display for Keep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -145,7 +159,10 @@ impl FromStr for DataKind {
 /// name keeps the platform default. Stored and sent as a map of names to
 /// retentions (`{"raw": "30d", "1m": "1y"}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
 pub struct RetentionSettings(BTreeMap<DataKind, Keep>);
 
 /// Most kinds a tenant may name (raw and six tiers, with room to spare).
@@ -236,7 +253,12 @@ impl Retention {
             rollups: tiers
                 .widths()
                 .iter()
-                .map(|&w| (w, settings.get(DataKind::Rollup(w)).unwrap_or(Keep::Forever)))
+                .map(|&w| {
+                    (
+                        w,
+                        settings.get(DataKind::Rollup(w)).unwrap_or(Keep::Forever),
+                    )
+                })
                 .collect(),
         }
     }
@@ -306,6 +328,14 @@ impl RetentionPolicy {
             .unwrap_or_else(|| self.default.clone())
     }
 
+    /// The tenants with settings of their own, and what they resolve to.
+    pub fn overrides(&self) -> Arc<HashMap<String, Arc<Retention>>> {
+        self.tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// What `settings` resolve to under this policy's defaults.
     pub fn resolve(&self, settings: &RetentionSettings) -> Retention {
         Retention::resolve(settings, self.raw_default, &self.tiers)
@@ -313,7 +343,10 @@ impl RetentionPolicy {
 
     /// Replaces every tenant's settings (tenants not named get the
     /// defaults).
-    pub fn replace<'a>(&self, settings: impl IntoIterator<Item = (&'a str, &'a RetentionSettings)>) {
+    pub fn replace<'a>(
+        &self,
+        settings: impl IntoIterator<Item = (&'a str, &'a RetentionSettings)>,
+    ) {
         let map: HashMap<String, Arc<Retention>> = settings
             .into_iter()
             .filter(|(_, s)| !s.is_empty())
@@ -355,7 +388,10 @@ mod tests {
         assert!("soon".parse::<Keep>().is_err());
         assert_eq!("1h".parse::<DataKind>(), Ok(DataKind::Rollup(H)));
         assert_eq!("raw".parse::<DataKind>(), Ok(DataKind::Raw));
-        assert!("7m".parse::<DataKind>().is_err(), "7 minutes do not divide a day");
+        assert!(
+            "7m".parse::<DataKind>().is_err(),
+            "7 minutes do not divide a day"
+        );
         assert!("2d".parse::<DataKind>().is_err());
     }
 
@@ -388,5 +424,8 @@ mod tests {
         assert_eq!(none.of("x").longest(), Keep::For(NS_PER_DAY));
         assert_eq!(Keep::For(NS_PER_DAY).floor(10 * NS_PER_DAY), 9 * NS_PER_DAY);
         assert_eq!(Keep::Forever.floor(10), i64::MIN);
+        assert_eq!(Keep::For(H).bucket_floor(10 * H + 5, 4 * H), 8 * H);
+        assert_eq!(Keep::Forever.bucket_floor(10, 4), i64::MIN);
+        assert!(Keep::For(H).bucket_floor(i64::MIN + 1, H) <= i64::MIN + H);
     }
 }

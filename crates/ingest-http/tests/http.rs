@@ -40,7 +40,7 @@ impl Authenticator for FixedAuth {
         Ok(TenantPolicy {
             auto_provision: true,
             device_tag: "host".into(),
-            quotas: Default::default(),
+            ..Default::default()
         })
     }
     async fn ensure_device(

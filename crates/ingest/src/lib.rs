@@ -24,6 +24,7 @@ pub use tributary_core::envelope::Kind;
 use tributary_core::envelope::{self, Envelope};
 use tributary_core::formats::{DeviceBatch, ParseError};
 use tributary_core::model::validate_device_id;
+use tributary_core::retention::{Keep, RetentionPolicy};
 use tributary_core::series::{SeriesGate, SeriesRefused};
 use tributary_core::{Limits, Point};
 use tributary_log::{Log, LogError, Record};
@@ -149,6 +150,13 @@ pub struct IngestConfig {
     /// and the tenant's `series` quota). `None`: the store has no limit to
     /// check ahead (ScyllaDB).
     pub series_gate: Option<Arc<dyn SeriesGate>>,
+    /// The platform's retention defaults (`--retention`, `--rollup-tiers`).
+    /// When set, a point is refused only when it is older than the longest
+    /// retention of its tenant (raw points or any rollup tier, the tenant's
+    /// settings over these defaults): older than the raw retention but
+    /// inside a tier's, it still counts in the rollups. `None`:
+    /// `limits.max_point_age_ns` alone.
+    pub retention: Option<Arc<RetentionPolicy>>,
 }
 
 impl Default for IngestConfig {
@@ -158,6 +166,7 @@ impl Default for IngestConfig {
             max_inflight_bytes: 512 * 1024 * 1024,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             series_gate: None,
+            retention: None,
         }
     }
 }
@@ -218,6 +227,11 @@ impl Ingestor {
         metrics: IngestMetrics,
         quota_metrics: QuotaMetrics,
     ) -> Self {
+        let mut config = config;
+        if config.retention.is_some() {
+            // Ages are checked per tenant, against its longest retention.
+            config.limits.max_point_age_ns = 0;
+        }
         let kib = (config.max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         metrics.inflight_limit_bytes.set((kib * 1024) as i64);
         Self {
@@ -599,9 +613,34 @@ impl Ingestor {
     ) -> Result<(), IngestError> {
         let received_at_ns = tributary_core::time::now_ns();
         let limits = self.limits();
+        // The tenant's longest retention, looked up for the first point old
+        // enough to need it (no retention is shorter than an hour).
+        let mut tenant_max_age: Option<Keep> = None;
+        let recent = received_at_ns.saturating_sub(tributary_core::retention::MIN_RETENTION_NS);
         for b in &batches {
             for p in &b.points {
-                if let Err(message) = limits.check_timestamp(p.ts_ns, received_at_ns) {
+                let mut checked = limits.check_timestamp(p.ts_ns, received_at_ns);
+                if checked.is_ok()
+                    && p.ts_ns < recent
+                    && let Some(policy) = &self.inner.config.retention
+                {
+                    let keep = match tenant_max_age {
+                        Some(keep) => keep,
+                        None => {
+                            let settings = self.inner.auth.tenant_policy(tenant).await?.retention;
+                            let keep = policy.resolve(&settings).longest();
+                            tenant_max_age = Some(keep);
+                            keep
+                        }
+                    };
+                    if p.ts_ns < keep.floor(received_at_ns) {
+                        checked = Err(format!(
+                            "timestamp {} is older than the tenant's longest retention ({keep})",
+                            tributary_core::time::format_rfc3339(p.ts_ns)
+                        ));
+                    }
+                }
+                if let Err(message) = checked {
                     self.inner.metrics.rejected(
                         Rejection::Timestamp,
                         &format_args!("{}/{}: {message}", b.device, p.metric),

@@ -21,6 +21,7 @@ use tracing::{Span, field};
 use tributary_core::Limits;
 use tributary_core::envelope::Envelope;
 use tributary_core::live::{LiveBatch, LiveHub};
+use tributary_core::retention::{Keep, RetentionPolicy};
 use tributary_core::rollup::Tiers;
 use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
 use tributary_store::{DevicePoints, Store, StoreError};
@@ -48,9 +49,10 @@ pub struct ProcessorConfig {
     pub limits: Limits,
     /// The rollup tiers kept up to date (none: no rollups).
     pub rollup_tiers: Tiers,
-    /// How long the store keeps raw points: older rollup buckets cannot be
-    /// recomputed.
-    pub raw_retention: Option<Duration>,
+    /// How long each tenant's raw points and tiers are kept (shared with
+    /// the store): a bucket whose raw points or finer buckets are gone
+    /// cannot be recomputed, and an expired bucket is not written.
+    pub retention: Arc<RetentionPolicy>,
     /// Series whose newest rollup buckets are remembered between flushes.
     pub rollup_memory_series: usize,
     /// Rollups are brought up to date (and offsets committed) at most this
@@ -68,7 +70,7 @@ impl Default for ProcessorConfig {
             max_unflushed_points: 2_000_000,
             limits: Limits::default(),
             rollup_tiers: Tiers::default(),
-            raw_retention: None,
+            retention: Arc::new(RetentionPolicy::new(Keep::Forever, Tiers::default())),
             rollup_memory_series: 1_000_000,
             rollup_interval: Duration::from_secs(5),
         }
@@ -171,7 +173,7 @@ impl Processor {
         let mut open_spans = OpenSpans::default();
         let mut rollups = Rollups::new(
             self.config.rollup_tiers.clone(),
-            self.config.raw_retention,
+            self.config.retention.clone(),
             self.config.rollup_memory_series,
         );
         let mut assignment: Vec<u32> = Vec::new();

@@ -25,12 +25,19 @@
 //! coarser tier is in the finer ones: the rule above stays exact under
 //! replay. `docs/rollups.md` has the argument and the measurements.
 //!
-//! A finest-tier bucket older than the raw retention cannot be recomputed
-//! (its raw points are gone); a late or replayed point for it is left out
-//! and counted (`tributary_processor_rollup_points_unreconciled_total`).
+//! A bucket cannot be recomputed once its ground truth is gone: a
+//! finest-tier bucket older than its tenant's raw retention, or a coarser
+//! bucket older than the finer tier's. A late or replayed point for it is
+//! left out and counted (`tributary_processor_rollup_points_unreconciled_total`).
+//! A point new to such a bucket (after everything in it) is still merged
+//! in, which is exact. A bucket older than its own tier's retention is not
+//! written at all.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tributary_core::retention::RetentionPolicy;
 
 use tributary_core::rollup::{Rollup, RollupKey, Tiers, bucket_start};
 use tributary_core::{Sample, SeriesKey};
@@ -64,8 +71,8 @@ pub struct Rollups {
     max_remembered: usize,
     /// Points noted since the last flush.
     pending_points: usize,
-    /// Raw points older than this are gone (nanoseconds of retention).
-    raw_retention_ns: Option<i64>,
+    /// How long each tenant's raw points and tiers are kept.
+    retention: Arc<RetentionPolicy>,
 }
 
 /// A bucket to bring up to date.
@@ -87,19 +94,16 @@ fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut 
 }
 
 impl Rollups {
-    /// Rollups over `tiers`; `raw_retention` is the raw points' retention.
-    pub fn new(
-        tiers: Tiers,
-        raw_retention: Option<std::time::Duration>,
-        max_remembered: usize,
-    ) -> Self {
+    /// Rollups over `tiers`; `retention` says how long each tenant's raw
+    /// points and tiers are kept.
+    pub fn new(tiers: Tiers, retention: Arc<RetentionPolicy>, max_remembered: usize) -> Self {
         Self {
             tiers,
             pending: HashMap::new(),
             newest: HashMap::new(),
             pending_points: 0,
             max_remembered,
-            raw_retention_ns: raw_retention.and_then(|r| i64::try_from(r.as_nanos()).ok()),
+            retention,
         }
     }
 
@@ -146,9 +150,6 @@ impl Rollups {
         if self.pending.is_empty() {
             return Ok(stats);
         }
-        let raw_floor = self
-            .raw_retention_ns
-            .map_or(i64::MIN, |r| now_ns.saturating_sub(r));
         let widths = self.tiers.widths().to_vec();
         // Per series, in key order: the new points, ascending, the last
         // write of a timestamp winning. The noted points stay until the
@@ -211,14 +212,25 @@ impl Rollups {
                         .as_ref()
                         .is_some_and(|l| points.first().is_some_and(|p| p.ts_ns <= l.ts_ns))
                 });
+                let retention = self.retention.of(&key.series.tenant);
+                if key.start_ns < retention.tier(width).bucket_floor(now_ns, width) {
+                    // Expired in its own tier: nothing to keep.
+                    continue;
+                }
+                // Ground truth for this bucket: raw points, or the finer
+                // tier's buckets; either may be gone already.
+                let source_floor = match tier.checked_sub(1).map(|f| widths[f]) {
+                    None => retention.raw.floor(now_ns),
+                    Some(finer) => retention.tier(finer).bucket_floor(now_ns, finer),
+                };
+                if reaches && key.start_ns < source_floor {
+                    // Cannot be recomputed: keep what is there.
+                    stats.unreconciled += points.len() as u64;
+                    continue;
+                }
                 let (rollup, recomputed) = if tier == 0 && reaches {
-                    if key.start_ns < raw_floor {
-                        // The raw points are gone: keep what is there.
-                        stats.unreconciled += points.len() as u64;
-                        continue;
-                    }
                     (recompute_from_raw(store, &key).await?, true)
-                } else if tier > 0 && (d.recompute || reaches) {
+                } else if tier > 0 && (reaches || (d.recompute && key.start_ns >= source_floor)) {
                     (
                         recompute_from_finer(store, &key, widths[tier - 1]).await?,
                         true,

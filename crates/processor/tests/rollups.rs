@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use proptest::prelude::*;
+use tributary_core::retention::{Keep, RetentionPolicy, RetentionSettings};
 use tributary_core::rollup::{Rollup, RollupKey, Tiers, bucket_start};
 use tributary_core::time::NS_PER_SEC;
 use tributary_core::{Point, Sample, SeriesKey, Value};
@@ -96,6 +97,10 @@ impl Store for Crashy {
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError> {
         self.inner.apply_retention(now_ns).await
     }
+
+    fn set_retention(&self, policy: std::sync::Arc<tributary_core::retention::RetentionPolicy>) {
+        self.inner.set_retention(policy)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +169,7 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     };
     let base = base();
     let tiers = Tiers::default();
-    let mut rollups = Rollups::new(tiers.clone(), None, 1000);
+    let mut rollups = Rollups::new(tiers.clone(), forever(), 1000);
     // Batches written since the last committed flush: replayed on a crash.
     let mut uncommitted: Vec<Vec<DevicePoints>> = Vec::new();
     for step in steps.into_iter().chain([Step::Flush]) {
@@ -188,7 +193,7 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     // Disarmed, had the flush nothing to write.
                     store.crash_after.store(usize::MAX, Ordering::SeqCst);
                 }
-                rollups = Rollups::new(tiers.clone(), None, 1000);
+                rollups = Rollups::new(tiers.clone(), forever(), 1000);
                 for b in &uncommitted {
                     store.write(b).await.unwrap();
                     rollups.note(b);
@@ -262,7 +267,7 @@ async fn in_order_data_is_never_recomputed() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path(), EmbeddedStoreConfig::default()).unwrap();
     let base = base();
-    let mut rollups = Rollups::new(Tiers::default(), None, 1000);
+    let mut rollups = Rollups::new(Tiers::default(), forever(), 1000);
     let mut recomputed = 0;
     for minute in 0..90 {
         let points: Vec<(usize, i64, i64)> = (0..6).map(|i| (0, minute * 60 + i * 10, i)).collect();
@@ -286,4 +291,78 @@ async fn in_order_data_is_never_recomputed() {
     rollups.note(&b);
     let done = rollups.flush(store.as_ref(), base).await.unwrap();
     assert_eq!((done.written, done.recomputed), (3, 3));
+}
+
+fn forever() -> Arc<RetentionPolicy> {
+    Arc::new(RetentionPolicy::new(Keep::Forever, Tiers::default()))
+}
+
+/// Tenant `t` keeps raw points a day and minute buckets two days; hours
+/// and days for ever.
+#[tokio::test]
+async fn a_tenants_retention_bounds_what_is_written_and_recomputed() {
+    const HOUR: i64 = 60 * MINUTE;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedStoreConfig::default()).unwrap();
+    let policy = forever();
+    let settings = RetentionSettings::from_named([("raw", "1d"), ("1m", "2d")]).unwrap();
+    policy.set("t", &settings);
+    store.set_retention(policy.clone());
+    let mut rollups = Rollups::new(Tiers::default(), policy, 1000);
+    let now = tributary_core::time::now_ns();
+    let key = |width: i64, ts: i64| RollupKey {
+        series: SeriesKey::new("t", "d", "temp"),
+        width_ns: width,
+        start_ns: bucket_start(ts, width),
+    };
+    let count = |r: &Option<Rollup>| r.as_ref().map_or(0, |r| r.count);
+    // Three days ago: raw and minute buckets are past their retention.
+    let old = bucket_start(now - 3 * 86_400 * NS_PER_SEC, HOUR) + 1;
+    // A day and a half ago: raw is gone, minute buckets are kept.
+    let mid = bucket_start(now - 36 * HOUR, HOUR) + 1;
+    let mut write = async |ts: i64| {
+        let b = batch(&[(0, 0, 4)], ts - 1);
+        store.write(&b).await.unwrap();
+        rollups.note(&b);
+        store.flush().await.unwrap();
+        rollups.flush(store.as_ref(), now).await.unwrap()
+    };
+    for ts in [old, mid] {
+        let first = write(ts).await;
+        assert_eq!(first.unreconciled, 0, "a first point is merged in");
+        // The same point again (a replay): its buckets reach it, and what
+        // they would be recomputed from is gone, so they are kept as they are.
+        let again = write(ts).await;
+        assert!(again.unreconciled >= 1, "{again:?}");
+    }
+    let got = store
+        .get_rollups(&[
+            key(MINUTE, old),
+            key(HOUR, old),
+            key(86_400 * NS_PER_SEC, old),
+            key(MINUTE, mid),
+            key(HOUR, mid),
+        ])
+        .await
+        .unwrap();
+    let counts: Vec<u64> = got.iter().map(count).collect();
+    assert_eq!(
+        counts,
+        [0, 1, 1, 1, 1],
+        "an expired minute is not written; the replay is not counted twice"
+    );
+    assert!(
+        store
+            .scan(
+                &SeriesKey::new("t", "d", "temp"),
+                old - 1,
+                now,
+                Order::Asc,
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty(),
+        "raw points older than a day are dropped"
+    );
 }

@@ -64,7 +64,14 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     for &w in tiers.widths() {
         store.mark_rollups_since(w, i64::MIN).await?;
     }
-    let mut rollups = Rollups::new(tiers, None, 1000);
+    let mut rollups = Rollups::new(
+        tiers,
+        std::sync::Arc::new(tributary_core::retention::RetentionPolicy::new(
+            tributary_core::retention::Keep::Forever,
+            tributary_core::rollup::Tiers::none(),
+        )),
+        1000,
+    );
     let started = Instant::now();
     for day in 0..DAYS {
         let start = first_day + day * NS_PER_DAY;

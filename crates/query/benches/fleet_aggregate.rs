@@ -105,7 +105,14 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     for &w in tiers.widths() {
         store.mark_rollups_since(w, i64::MIN).await?;
     }
-    let mut rollups = Rollups::new(tiers, None, 1_000_000);
+    let mut rollups = Rollups::new(
+        tiers,
+        std::sync::Arc::new(tributary_core::retention::RetentionPolicy::new(
+            tributary_core::retention::Keep::Forever,
+            tributary_core::rollup::Tiers::none(),
+        )),
+        1_000_000,
+    );
     let http = reqwest::Client::new();
     let total = devices as i64 * days * PER_DAY;
     println!(

@@ -200,13 +200,43 @@ pub(crate) struct Budget {
 }
 
 /// Where rollups may be read from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Tiering {
     /// The stored tiers, finest first: width, and from when its buckets
-    /// are complete (the store's `rollups_since`).
+    /// are complete (the store's `rollups_since`) and still kept.
     pub(crate) tiers: Vec<(i64, i64)>,
     /// Buckets ending after this are read raw (not rolled up yet, maybe).
     pub(crate) horizon_ns: i64,
+    /// Raw points before this have expired.
+    pub(crate) raw_floor_ns: i64,
+    /// Per tier width: buckets starting before this have expired.
+    pub(crate) tier_floors: Vec<(i64, i64)>,
+}
+
+impl Default for Tiering {
+    fn default() -> Self {
+        Self {
+            tiers: Vec::new(),
+            horizon_ns: 0,
+            raw_floor_ns: i64::MIN,
+            tier_floors: Vec::new(),
+        }
+    }
+}
+
+impl Tiering {
+    /// The oldest time any of `usable` tiers, or raw points, still hold.
+    fn kept_from(&self, usable: &[(i64, i64)]) -> i64 {
+        usable
+            .iter()
+            .map(|(w, _)| {
+                self.tier_floors
+                    .iter()
+                    .find(|(fw, _)| fw == w)
+                    .map_or(i64::MIN, |(_, f)| *f)
+            })
+            .fold(self.raw_floor_ns, i64::min)
+    }
 }
 
 /// One part of a series' range, and where it is read from.
@@ -363,7 +393,16 @@ pub(crate) async fn run(
                 .collect(),
         })
         .collect();
-    Ok(pb::AggregateResponse { series, tier })
+    let kept_from = tiering.kept_from(&usable);
+    Ok(pb::AggregateResponse {
+        series,
+        tier,
+        retained_from_ns: if query.range.from_ns < kept_from {
+            kept_from
+        } else {
+            0
+        },
+    })
 }
 
 /// Devices read together: one store read per rollup piece for all their
@@ -1072,7 +1111,7 @@ mod tests {
                     req.group_by_label = "fleet".into();
                 }
                 let devices = [device("d1", &[("fleet", "a")]), device("d2", &[("fleet", "a")])];
-                let tiering = Tiering { tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(), horizon_ns: i64::MAX };
+                let tiering = Tiering { tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(), horizon_ns: i64::MAX, ..Tiering::default() };
                 let budget = Budget { max_buckets: 1_000_000, ..BUDGET };
                 let planned = run(&store, "acme", &devices, &AggregateQuery::from_pb(&req, 100, 1_000_000, 0).unwrap(), budget, &tiering).await.unwrap();
                 req.tier = "raw".into();
@@ -1107,6 +1146,7 @@ mod tests {
         let tiering = Tiering {
             tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(),
             horizon_ns: i64::MAX,
+            ..Tiering::default()
         };
         let q = query(&request(0, DAY, "1h", &[F::Count]));
         let before = store.scans.load(std::sync::atomic::Ordering::Relaxed);

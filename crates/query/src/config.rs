@@ -44,11 +44,6 @@ pub struct QueryConfig {
     /// keeps (`--rollup-tiers`, not this section). Empty: raw scans only.
     #[serde(skip)]
     pub rollup_tiers: Vec<i64>,
-    /// How long raw points are kept, in ns (`--retention`, not this
-    /// section); `None` keeps them forever. A `QueryRange` reaching further
-    /// back says so.
-    #[serde(skip)]
-    pub raw_retention_ns: Option<i64>,
 }
 
 impl Default for QueryConfig {
@@ -66,7 +61,6 @@ impl Default for QueryConfig {
             subscribe_refresh_ms: 5_000,
             rollup_min_age_secs: 60,
             rollup_tiers: tributary_core::rollup::Tiers::default().widths().to_vec(),
-            raw_retention_ns: None,
         }
     }
 }

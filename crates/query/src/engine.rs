@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt as _, TryStreamExt as _};
 use tributary_core::directory::{DeviceCatalog, DeviceInfo};
 use tributary_core::envelope::value_to_pb;
+use tributary_core::retention::{Keep, RetentionPolicy};
+use tributary_core::rollup::Tiers;
 use tributary_proto::v1 as pb;
 use tributary_store::Store;
 
@@ -33,6 +35,8 @@ pub(crate) struct Engine {
     config: QueryConfig,
     /// The tiers the store keeps and from when, as last asked.
     tiers_known: Arc<Mutex<Option<KnownTiers>>>,
+    /// How long each tenant's data is kept.
+    retention: Arc<RetentionPolicy>,
 }
 
 impl Engine {
@@ -46,7 +50,12 @@ impl Engine {
             catalog,
             config,
             tiers_known: Arc::default(),
+            retention: Arc::new(RetentionPolicy::new(Keep::Forever, Tiers::none())),
         }
+    }
+
+    pub(crate) fn set_retention(&mut self, policy: Arc<RetentionPolicy>) {
+        self.retention = policy;
     }
 
     pub(crate) fn config(&self) -> &QueryConfig {
@@ -107,11 +116,13 @@ impl Engine {
             self.config.max_response_bytes,
         )
         .await?;
-        if let Some(retention) = self.config.raw_retention_ns {
-            let kept_from = tributary_core::time::now_ns().saturating_sub(retention);
-            if query.range.from_ns < kept_from {
-                page.retained_from_ns = kept_from;
-            }
+        let kept_from = self
+            .retention
+            .of(tenant)
+            .raw
+            .floor(tributary_core::time::now_ns());
+        if query.range.from_ns < kept_from {
+            page.retained_from_ns = kept_from;
         }
         Ok(page)
     }
@@ -130,13 +141,35 @@ impl Engine {
             scan_chunk: SCAN_CHUNK,
             concurrency: self.config.store_concurrency,
         };
+        let now = tributary_core::time::now_ns();
+        let retention = self.retention.of(tenant);
+        let tier_floors: Vec<(i64, i64)> = self
+            .config
+            .rollup_tiers
+            .iter()
+            .map(|&w| (w, retention.tier(w).bucket_floor(now, w)))
+            .collect();
+        let floor_of = |w: i64| {
+            tier_floors
+                .iter()
+                .find(|(fw, _)| *fw == w)
+                .map_or(i64::MIN, |(_, f)| *f)
+        };
         let tiering = aggregate::Tiering {
-            tiers: self.rollup_tiers().await?,
-            horizon_ns: tributary_core::time::now_ns().saturating_sub(
+            // A tier answers from when it is complete and still kept.
+            tiers: self
+                .rollup_tiers()
+                .await?
+                .into_iter()
+                .map(|(w, since)| (w, since.max(floor_of(w))))
+                .collect(),
+            horizon_ns: now.saturating_sub(
                 i64::try_from(self.config.rollup_min_age_secs)
                     .unwrap_or(i64::MAX)
                     .saturating_mul(tributary_core::time::NS_PER_SEC),
             ),
+            raw_floor_ns: retention.raw.floor(now),
+            tier_floors,
         };
         let response = aggregate::run(
             self.store.as_ref(),
@@ -366,10 +399,13 @@ mod tests {
     #[tokio::test]
     async fn a_range_past_the_raw_retention_says_where_the_data_ends() {
         let day = tributary_core::time::NS_PER_DAY;
-        let e = engine(QueryConfig {
-            raw_retention_ns: Some(day),
-            ..QueryConfig::default()
-        });
+        let mut e = engine(QueryConfig::default());
+        let policy = RetentionPolicy::new(Keep::Forever, Tiers::none());
+        policy.set(
+            "acme",
+            &tributary_core::retention::RetentionSettings::from_named([("raw", "1d")]).unwrap(),
+        );
+        e.set_retention(Arc::new(policy));
         let now = tributary_core::time::now_ns();
         let range = |from_ns: i64| pb::QueryRangeRequest {
             from_ns,

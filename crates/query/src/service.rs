@@ -1,6 +1,7 @@
 //! The gRPC surface: authorize, validate, call the engine, map errors.
 
 use std::sync::Arc;
+use tributary_core::retention::RetentionPolicy;
 
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
@@ -63,6 +64,15 @@ impl QueryGrpc {
             catalog,
             tenant_streams: TenantCounter::default(),
         }
+    }
+
+    /// How long each tenant's data is kept (`--retention` and the tenants'
+    /// settings): a `QueryRange` reaching further back says where its data
+    /// ends, and `Aggregate` reads no tier past its retention. Without it,
+    /// everything is taken to be kept for ever.
+    pub fn with_retention(mut self, policy: Arc<RetentionPolicy>) -> Self {
+        self.engine.set_retention(policy);
+        self
     }
 
     /// The tonic service, ready for `Server::add_service`.

@@ -163,6 +163,10 @@ impl Store for MemStore {
     async fn apply_retention(&self, _now_ns: i64) -> Result<u64, StoreError> {
         Ok(0)
     }
+
+    /// The in-memory store keeps everything: tests of retention use the
+    /// embedded store.
+    fn set_retention(&self, _policy: std::sync::Arc<tributary_core::retention::RetentionPolicy>) {}
 }
 
 /// A catalog of (tenant, device) → labels.

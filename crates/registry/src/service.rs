@@ -552,7 +552,11 @@ impl Registry {
                 record.settings.retention.clear(*kind);
             }
             for (kind, keep) in &set {
-                record.settings.retention.set(*kind, *keep).map_err(invalid)?;
+                record
+                    .settings
+                    .retention
+                    .set(*kind, *keep)
+                    .map_err(invalid)?;
             }
             record.revision = revision + 1;
             match self

@@ -148,7 +148,10 @@ async fn admins_manage_tenants_and_others_may_not() {
     };
     let updated = s
         .client
-        .set_tenant_retention(authed(keep(&[("1m", "365d"), ("1h", "forever")], &["raw"]), &admin))
+        .set_tenant_retention(authed(
+            keep(&[("1m", "365d"), ("1h", "forever")], &["raw"]),
+            &admin,
+        ))
         .await
         .expect("admin sets retention")
         .into_inner();
@@ -173,7 +176,11 @@ async fn admins_manage_tenants_and_others_may_not() {
             .set_tenant_retention(authed(keep(&[(kind, value)], &[]), &admin))
             .await
             .expect_err("invalid retention");
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{kind}={value}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{kind}={value}"
+        );
         assert!(status.message().contains(says), "{}", status.message());
     }
 

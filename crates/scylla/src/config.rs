@@ -518,6 +518,7 @@ impl ScyllaConfig {
     }
 
     /// The retention in nanoseconds, if any.
+    #[cfg(test)]
     pub(crate) fn retention_ns(&self) -> Option<i64> {
         self.retention
             .map(|r| i64::try_from(r.as_nanos()).unwrap_or(i64::MAX))

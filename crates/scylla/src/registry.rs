@@ -1184,6 +1184,7 @@ mod tests {
             auto_provision: Some(true),
             device_tag: Some("host".into()),
             quotas: None,
+            retention: None,
             revision: Some(-1),
         };
         assert!(matches!(row.into_record(), Err(ScyllaError::Decode(_))));

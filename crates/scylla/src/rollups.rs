@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use scylla::response::PagingState;
 use scylla::statement::prepared::PreparedStatement;
 use tributary_core::SeriesKey;
+use tributary_core::retention::RetentionPolicy;
 use tributary_core::rollup::{Rollup, RollupKey, Tiers, width_name};
 use tributary_store::StoreError;
 
@@ -70,6 +71,8 @@ pub(crate) struct RollupTables {
     tiers: RwLock<HashMap<i64, Arc<TierStatements>>>,
     since_get: PreparedStatement,
     since_mark: PreparedStatement,
+    /// Any one series: none means nothing was ever written.
+    any_series: PreparedStatement,
 }
 
 impl std::fmt::Debug for RollupTables {
@@ -81,7 +84,7 @@ impl std::fmt::Debug for RollupTables {
 impl RollupTables {
     /// Prepares the statements of `rollup_tiers` (schema version 5).
     pub(crate) async fn new(cql: &Cql, ks: &str) -> Result<Self, ScyllaError> {
-        let (since_get, since_mark) = futures::try_join!(
+        let (since_get, since_mark, any_series) = futures::try_join!(
             cql.prepare(
                 format!("SELECT since FROM {ks}.rollup_tiers WHERE width = ?"),
                 true
@@ -91,11 +94,13 @@ impl RollupTables {
                 format!("INSERT INTO {ks}.rollup_tiers (width, since) VALUES (?, ?) IF NOT EXISTS"),
                 false
             ),
+            cql.prepare(format!("SELECT tenant FROM {ks}.series LIMIT 1"), true),
         )?;
         Ok(Self {
             tiers: RwLock::default(),
             since_get,
             since_mark,
+            any_series,
         })
     }
 
@@ -115,6 +120,15 @@ impl RollupTables {
         width_ns: i64,
         since_ns: i64,
     ) -> Result<i64, StoreError> {
+        // Nothing written yet: every bucket will hold all its points.
+        let empty = cql
+            .execute(&self.any_series, ())
+            .await?
+            .into_rows_result()
+            .map_err(ScyllaError::decode)?
+            .rows_num()
+            == 0;
+        let since_ns = if empty { i64::MIN } else { since_ns };
         cql.execute(&self.since_mark, (width_ns, since_ns)).await?;
         // Applied or not, the row holds the first time recorded.
         Ok(self.since(cql, width_ns).await?.unwrap_or(since_ns))
@@ -136,7 +150,7 @@ impl RollupTables {
                 cql.prepare(
                     format!(
                         "INSERT INTO {table} (tenant, device, metric, period, start, r) \
-                         VALUES (?, ?, ?, ?, ?, ?)"
+                         VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
                     ),
                     true
                 ),
@@ -213,11 +227,16 @@ impl RollupTables {
 
     /// Writes tier by tier, finest first: a coarser bucket is never stored
     /// before the finer ones it was computed from.
+    /// Each row lives for what remains of its tenant's retention of the
+    /// tier, counted from the bucket's end; a row already expired is not
+    /// written.
     pub(crate) async fn write(
         &self,
         cql: &Cql,
         rows: &[(RollupKey, Rollup)],
+        policy: &RetentionPolicy,
     ) -> Result<(), StoreError> {
+        let now = tributary_core::time::now_ns();
         let mut widths: Vec<i64> = rows.iter().map(|(k, _)| k.width_ns).collect();
         widths.sort_unstable();
         widths.dedup();
@@ -225,14 +244,19 @@ impl RollupTables {
             let tier = self.tier(width)?;
             let mut of_tier = Vec::new();
             for row in rows {
-                if row.0.width_ns == width {
-                    of_tier.push(row);
+                if row.0.width_ns != width {
+                    continue;
+                }
+                let keep = policy.of(&row.0.series.tenant).tier(width);
+                let end = row.0.start_ns.saturating_add(width);
+                if let Some(ttl) = crate::store::point_ttl(end.saturating_sub(1), now, keep.ns()) {
+                    of_tier.push((row, ttl));
                 }
             }
             for chunk in of_tier.chunks(FANOUT) {
                 let mut writes = Vec::with_capacity(chunk.len());
-                for row in chunk {
-                    writes.push(Self::put(cql, &tier, row));
+                for (row, ttl) in chunk {
+                    writes.push(Self::put(cql, &tier, row, *ttl));
                 }
                 futures::future::try_join_all(writes).await?;
             }
@@ -244,6 +268,7 @@ impl RollupTables {
         cql: &Cql,
         tier: &TierStatements,
         (k, r): &(RollupKey, Rollup),
+        ttl: i32,
     ) -> Result<(), StoreError> {
         let s = &k.series;
         cql.execute(
@@ -255,6 +280,7 @@ impl RollupTables {
                 period(k.start_ns, k.width_ns),
                 k.start_ns,
                 r.encode(),
+                ttl,
             ),
         )
         .await?;

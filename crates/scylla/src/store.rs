@@ -29,6 +29,7 @@ use scylla::response::query_result::QueryResult;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::MaybeUnset;
+use tributary_core::retention::{Keep, RetentionPolicy};
 use tributary_core::rollup::{Rollup, RollupKey};
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, now_ns};
 use tributary_core::{Point, Sample, SeriesKey, Value};
@@ -73,7 +74,8 @@ pub struct ScyllaStore {
     cql: Cql,
     statements: Statements,
     keyspace: String,
-    retention_ns: Option<i64>,
+    /// Every tenant's retention; the configured one until `set_retention`.
+    policy: std::sync::RwLock<Arc<RetentionPolicy>>,
     max_batch_rows: usize,
     max_batch_bytes: usize,
     /// Requests one `write` call runs at once (the in-flight bound).
@@ -86,7 +88,7 @@ impl fmt::Debug for ScyllaStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScyllaStore")
             .field("keyspace", &self.keyspace)
-            .field("retention_ns", &self.retention_ns)
+            .field("retention", &self.policy().raw_default())
             .field("max_batch_rows", &self.max_batch_rows)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .finish_non_exhaustive()
@@ -222,7 +224,10 @@ impl ScyllaStore {
             cql,
             statements,
             keyspace: config.keyspace.clone(),
-            retention_ns: config.retention_ns(),
+            policy: std::sync::RwLock::new(Arc::new(RetentionPolicy::new(
+                Keep::from_duration(config.retention),
+                tributary_core::rollup::Tiers::none(),
+            ))),
             max_batch_rows: config.max_batch_rows,
             max_batch_bytes: config.max_batch_bytes,
             fanout: config.max_in_flight,
@@ -240,10 +245,24 @@ impl ScyllaStore {
         self.rollups.prepare(&self.cql, &self.keyspace, tiers).await
     }
 
-    /// The oldest timestamp still inside the retention at `now`.
-    fn floor_ns(&self, now: i64) -> i64 {
-        self.retention_ns
-            .map_or(i64::MIN, |r| now.saturating_sub(r))
+    fn policy(&self) -> Arc<RetentionPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Buckets of `tenant`'s tier `width_ns` starting before this are expired.
+    fn rollup_floor(&self, tenant: &str, width_ns: i64) -> i64 {
+        self.policy()
+            .of(tenant)
+            .tier(width_ns)
+            .bucket_floor(now_ns(), width_ns)
+    }
+
+    /// The oldest timestamp of `tenant` still inside its raw retention at `now`.
+    fn floor_ns(&self, tenant: &str, now: i64) -> i64 {
+        self.policy().of(tenant).raw.floor(now)
     }
 
     async fn run(&self, job: Job<'_>) -> Result<(), ScyllaError> {
@@ -364,7 +383,7 @@ impl ScyllaStore {
     /// The newest sample of a series inside the retention, if any: the
     /// first row of the newest day partition that has one.
     async fn newest(&self, series: &SeriesKey, now: i64) -> Result<Option<Sample>, ScyllaError> {
-        let floor = self.floor_ns(now);
+        let floor = self.floor_ns(&series.tenant, now);
         let mut days = self.days(series, (day_of(floor), i32::MAX), Order::Desc);
         while let Some(day) = days.next().await? {
             let values = (
@@ -463,7 +482,7 @@ impl Store for ScyllaStore {
     }
 
     async fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
-        self.rollups.write(&self.cql, rows).await
+        self.rollups.write(&self.cql, rows, &self.policy()).await
     }
 
     async fn scan_rollups(
@@ -474,6 +493,7 @@ impl Store for ScyllaStore {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        let from_ns = from_ns.max(self.rollup_floor(&series.tenant, width_ns));
         self.rollups
             .scan(&self.cql, series, width_ns, from_ns, to_ns, limit)
             .await
@@ -493,6 +513,7 @@ impl Store for ScyllaStore {
         for chunk in series.chunks(ROLLUP_SCAN_FANOUT) {
             let mut scans = Vec::with_capacity(chunk.len());
             for s in chunk {
+                let from_ns = from_ns.max(self.rollup_floor(&s.tenant, width_ns));
                 scans.push(
                     self.rollups
                         .scan(&self.cql, s, width_ns, from_ns, to_ns, limit_each),
@@ -514,7 +535,9 @@ impl Store for ScyllaStore {
     async fn write(&self, batch: &[DevicePoints]) -> Result<(), StoreError> {
         validate(batch)?;
         let now = now_ns();
-        let partitions = group_by_partition(batch, now, self.retention_ns);
+        let policy = self.policy();
+        let raw = |tenant: &str| policy.of(tenant).raw.ns();
+        let partitions = group_by_partition(batch, now, &raw);
         let mut jobs = Vec::new();
         let mut seen = HashSet::new();
         for (tenant, device, part) in &partitions {
@@ -537,7 +560,7 @@ impl Store for ScyllaStore {
             let day_key = self.indexed.key(&("day", tenant, device, metric, day));
             if !self.indexed.contains(day_key)
                 && seen.insert(day_key)
-                && let Some(ttl) = day_ttl(day, now, self.retention_ns)
+                && let Some(ttl) = day_ttl(day, now, raw(tenant))
             {
                 jobs.push(Job::Day {
                     tenant,
@@ -602,7 +625,7 @@ impl Store for ScyllaStore {
         order: Order,
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError> {
-        let from = from_ns.max(self.floor_ns(now_ns()));
+        let from = from_ns.max(self.floor_ns(&series.tenant, now_ns()));
         if limit == 0 || from >= to_ns {
             return Ok(Vec::new());
         }
@@ -654,6 +677,13 @@ impl Store for ScyllaStore {
     /// to delete here, so this returns 0.
     async fn apply_retention(&self, _now_ns: i64) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    fn set_retention(&self, policy: Arc<RetentionPolicy>) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
     }
 }
 
@@ -775,11 +805,11 @@ pub(crate) fn partition_rows<'a>(
 /// together, in batch order, even when the batch holds several messages of
 /// that device, so that the last point of a timestamp wins across them too
 /// (their requests run concurrently, so the server could not order them).
-pub(crate) fn group_by_partition(
-    batch: &[DevicePoints],
+pub(crate) fn group_by_partition<'b>(
+    batch: &'b [DevicePoints],
     now_ns: i64,
-    retention_ns: Option<i64>,
-) -> Vec<(&str, &str, PartitionRows<'_>)> {
+    retention_ns: &dyn Fn(&str) -> Option<i64>,
+) -> Vec<(&'b str, &'b str, PartitionRows<'b>)> {
     let mut devices: BTreeMap<(&str, &str), Vec<&Point>> = BTreeMap::new();
     for dp in batch {
         devices
@@ -790,7 +820,7 @@ pub(crate) fn group_by_partition(
     devices
         .into_iter()
         .flat_map(|((tenant, device), points)| {
-            partition_rows(points, now_ns, retention_ns)
+            partition_rows(points, now_ns, retention_ns(tenant))
                 .into_iter()
                 .map(move |part| (tenant, device, part))
         })
@@ -1124,7 +1154,7 @@ mod tests {
                 ],
             ),
         ];
-        let grouped = group_by_partition(&batch, 6 * DAY, None);
+        let grouped = group_by_partition(&batch, 6 * DAY, &|_| None);
         type Summary<'p> = Vec<(&'p str, &'p str, Vec<(i64, &'p Value)>)>;
         let summary: Summary<'_> = grouped
             .iter()

@@ -53,6 +53,7 @@ pub async fn run_all(store: &dyn Store, retention: Option<Duration>) {
     tenants_and_devices_are_isolated(store).await;
     data_is_visible_after_flush(store).await;
     rollups_round_trip(store).await;
+    retention_is_per_tenant(store, retention).await;
     if let Some(retention) = retention {
         retention_hides_expired_points(store, retention).await;
     }
@@ -625,6 +626,119 @@ pub async fn data_is_visible_after_flush(store: &dyn Store) {
             "data_is_visible_after_flush: after flush {round}"
         );
     }
+}
+
+/// A tenant's own retention holds for its data alone: its raw points past
+/// it are neither returned nor counted as latest, while another tenant's of
+/// the same age are; its rollup rows past their tier's retention are
+/// neither kept nor returned. `configured` is the store's own retention
+/// (the default); the policy is set back to it at the end.
+pub async fn retention_is_per_tenant(store: &dyn Store, configured: Option<Duration>) {
+    use std::sync::Arc;
+    use tributary_core::retention::{Keep, RetentionPolicy, RetentionSettings};
+    use tributary_core::rollup::Tiers;
+    let defaults = || RetentionPolicy::new(Keep::from_duration(configured), Tiers::default());
+    let short = unique_tenant("retention-short");
+    let other = unique_tenant("retention-other");
+    let policy = defaults();
+    policy.set(
+        &short,
+        &RetentionSettings::from_named([("raw", "2h"), ("1m", "1d")]).expect("valid settings"),
+    );
+    store.set_retention(Arc::new(policy));
+    let now = now_ns();
+    let (old, fresh) = (now - 3 * HOUR, now - HOUR / 2);
+    for tenant in [&short, &other] {
+        write(
+            store,
+            vec![dp(
+                tenant,
+                "d",
+                vec![
+                    point("t", old, Value::F64(1.0)),
+                    point("t", fresh, Value::F64(2.0)),
+                ],
+            )],
+        )
+        .await;
+    }
+    flush(store).await;
+    let series = key(&short, "d", "t");
+    let got = scan(store, &series, now - 4 * HOUR, now, Order::Asc, ALL).await;
+    assert_eq!(
+        timestamps(&got),
+        [fresh],
+        "retention_is_per_tenant: raw points past the tenant's two hours"
+    );
+    let got = scan(
+        store,
+        &key(&other, "d", "t"),
+        now - 4 * HOUR,
+        now,
+        Order::Asc,
+        ALL,
+    )
+    .await;
+    assert_eq!(
+        timestamps(&got),
+        [old, fresh],
+        "retention_is_per_tenant: another tenant keeps the default"
+    );
+
+    let minute = 60 * NS_PER_SEC;
+    let rk = |width_ns: i64, ts: i64| RollupKey {
+        series: series.clone(),
+        width_ns,
+        start_ns: ts - ts.rem_euclid(width_ns),
+    };
+    let expired = now - 2 * NS_PER_DAY;
+    let one = |ts: i64| {
+        Rollup::of(&[Sample {
+            ts_ns: ts,
+            value: Value::F64(1.0),
+        }])
+    };
+    must(
+        store
+            .write_rollups(&[
+                (rk(minute, expired), one(expired)),
+                (rk(minute, old), one(old)),
+                (rk(60 * minute, expired), one(expired)),
+            ])
+            .await,
+        "write rollups",
+    );
+    must(store.apply_retention(now_ns()).await, "apply_retention");
+    let starts = |rows: Vec<(i64, Rollup)>| rows.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    let minutes = must(
+        store
+            .scan_rollups(&series, minute, now - 3 * NS_PER_DAY, now, ALL)
+            .await,
+        "scan minutes",
+    );
+    assert_eq!(
+        starts(minutes),
+        [rk(minute, old).start_ns],
+        "retention_is_per_tenant: minute buckets past the tenant's day"
+    );
+    let hours = must(
+        store
+            .scan_rollups(&series, 60 * minute, now - 3 * NS_PER_DAY, now, ALL)
+            .await,
+        "scan hours",
+    );
+    assert_eq!(
+        starts(hours),
+        [rk(60 * minute, expired).start_ns],
+        "retention_is_per_tenant: hour buckets are kept for ever"
+    );
+    let got = scan(store, &series, now - 4 * HOUR, now, Order::Asc, ALL).await;
+    assert_eq!(
+        timestamps(&got),
+        [fresh],
+        "retention_is_per_tenant: after apply_retention"
+    );
+    store.set_retention(Arc::new(defaults()));
 }
 
 /// Points older than `now - retention` are not returned. The store must

@@ -86,7 +86,8 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use tributary_core::rollup::{Rollup, RollupKey};
+use tributary_core::retention::{Keep, RetentionPolicy};
+use tributary_core::rollup::{Rollup, RollupKey, Tiers};
 use tributary_core::time::{NS_PER_DAY, now_ns};
 use tributary_core::{Sample, SeriesKey, Value};
 
@@ -120,6 +121,13 @@ const WAL: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("wal");
 const META: TableDefinition<'static, &str, i64> = TableDefinition::new("meta");
 /// Key in `META`: the highest cutoff `apply_retention` has applied.
 const META_RETENTION_FLOOR: &str = "retention_floor";
+/// Prefix of keys in `META`: per tenant, the highest raw cutoff
+/// `apply_retention` has applied.
+const META_TENANT_FLOOR: &str = "retention_floor/";
+
+fn floor_key(tenant: &str) -> String {
+    format!("{META_TENANT_FLOOR}{tenant}")
+}
 
 /// Number of head shards; a power of two.
 const SHARDS: usize = 32;
@@ -204,11 +212,6 @@ impl EmbeddedStoreConfig {
         }
         Ok(())
     }
-
-    fn retention_ns(&self) -> Option<i64> {
-        self.retention
-            .and_then(|r| i64::try_from(r.as_nanos()).ok())
-    }
 }
 
 /// Counters of an [`EmbeddedStore`], for metrics and tests.
@@ -258,7 +261,10 @@ struct Inner {
     /// The store file.
     path: PathBuf,
     config: EmbeddedStoreConfig,
-    retention_ns: Option<i64>,
+    /// Every tenant's retention; the configured one until `set_retention`.
+    policy: std::sync::RwLock<Arc<RetentionPolicy>>,
+    /// Per tenant, the highest raw cutoff `apply_retention` has applied.
+    floors: std::sync::RwLock<HashMap<String, i64>>,
     shards: Box<[Mutex<Shard>]>,
     /// Flush and freeze bookkeeping; taken before any shard lock.
     coord: Mutex<Coord>,
@@ -271,7 +277,8 @@ struct Inner {
     head_points: AtomicUsize,
     head_bytes: AtomicUsize,
     frozen_points: AtomicUsize,
-    /// Highest cutoff applied by `apply_retention`.
+    /// The cutoff applied to every tenant by `apply_retention` before
+    /// retention was per tenant (read from older files, never raised).
     retention_floor: AtomicI64,
     compactions: AtomicU64,
     chunks_written: AtomicU64,
@@ -499,7 +506,11 @@ impl EmbeddedStore {
         let inner = Arc::new(Inner {
             db,
             path,
-            retention_ns: config.retention_ns(),
+            policy: std::sync::RwLock::new(Arc::new(RetentionPolicy::new(
+                Keep::from_duration(config.retention),
+                Tiers::none(),
+            ))),
+            floors: std::sync::RwLock::new(HashMap::new()),
             config,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             coord: Mutex::new(Coord::default()),
@@ -749,6 +760,14 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| inner.apply_retention(now_ns))
             .await
     }
+
+    fn set_retention(&self, policy: Arc<RetentionPolicy>) {
+        *self
+            .inner
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
 }
 
 fn compactor_loop(inner: &Inner, wake: &Receiver<()>) {
@@ -852,13 +871,48 @@ impl Inner {
         &self.shards[(h.finish() as usize) & (SHARDS - 1)]
     }
 
-    /// Points older than this are treated as expired.
-    fn cutoff(&self) -> i64 {
-        let floor = self.retention_floor.load(Ordering::Relaxed);
-        match self.retention_ns {
-            Some(r) => floor.max(now_ns().saturating_sub(r)),
-            None => floor,
-        }
+    fn policy(&self) -> Arc<RetentionPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Raw points of `tenant` older than this are treated as expired.
+    fn cutoff(&self, tenant: &str) -> i64 {
+        let applied = self
+            .floors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .copied()
+            .unwrap_or(i64::MIN);
+        self.retention_floor
+            .load(Ordering::Relaxed)
+            .max(applied)
+            .max(self.policy().of(tenant).raw.floor(now_ns()))
+    }
+
+    /// Points older than this are expired for every tenant: what
+    /// compaction and WAL replay, which see series ids, may drop.
+    fn loosest_cutoff(&self) -> i64 {
+        let policy = self.policy();
+        let now = now_ns();
+        let loosest = policy
+            .overrides()
+            .values()
+            .map(|r| r.raw.floor(now))
+            .fold(policy.of("").raw.floor(now), i64::min);
+        self.retention_floor.load(Ordering::Relaxed).max(loosest)
+    }
+
+    /// Rollup buckets of `tenant`'s tier `width_ns` starting before this
+    /// are expired.
+    fn rollup_floor(&self, tenant: &str, width_ns: i64) -> i64 {
+        self.policy()
+            .of(tenant)
+            .tier(width_ns)
+            .bucket_floor(now_ns(), width_ns)
     }
 
     fn wake_compactor(&self) {
@@ -894,8 +948,16 @@ impl Inner {
 
     /// Appends a validated batch to the heads and the WAL buffers.
     fn insert(&self, batch: &[DevicePoints]) -> Result<(), StoreError> {
-        let cutoff = self.cutoff();
+        let mut cutoffs: Option<(&str, i64)> = None;
         for dp in batch {
+            let cutoff = match cutoffs {
+                Some((tenant, cutoff)) if tenant == dp.tenant => cutoff,
+                _ => {
+                    let cutoff = self.cutoff(&dp.tenant);
+                    cutoffs = Some((&dp.tenant, cutoff));
+                    cutoff
+                }
+            };
             let mut guard = lock(self.shard(&dp.tenant, &dp.device));
             let shard = &mut *guard;
             // Intern the batch's metric names first (usually all known).
@@ -922,12 +984,9 @@ impl Inner {
             };
             let (mut added_points, mut added_bytes) = (0usize, 0usize);
             let mut failed = None;
-            for (p, &metric) in dp
-                .points
-                .iter()
-                .zip(&ids)
-                .filter(|(p, _)| p.ts_ns >= cutoff)
-            {
+            // A series is created even when all its points are expired: its
+            // rollups (kept longer) belong to it.
+            for (p, &metric) in dp.points.iter().zip(&ids) {
                 let slot = if let Some(slot) = device.metrics.get_mut(&metric) {
                     slot
                 } else {
@@ -952,6 +1011,9 @@ impl Inner {
                         head: SeriesHead::new(),
                     })
                 };
+                if p.ts_ns < cutoff {
+                    continue;
+                }
                 added_points += slot.head.push(p.ts_ns, &p.value);
                 added_bytes += point_bytes(&p.value) + wal.push(slot.id, p.ts_ns, &p.value);
             }
@@ -1056,7 +1118,7 @@ impl Inner {
         series.sort_unstable_by_key(|(id, _)| *id);
         let total_points: usize = series.iter().map(|(_, h)| h.len()).sum();
 
-        let cutoff = self.cutoff();
+        let cutoff = self.loosest_cutoff();
         let mut chunks_written = 0u64;
         let mut rest = series.as_slice();
         while !rest.is_empty() {
@@ -1282,7 +1344,7 @@ impl Inner {
         desc: bool,
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError> {
-        let from = from.max(self.cutoff());
+        let from = from.max(self.cutoff(&key.tenant));
         if from >= to {
             return Ok(Vec::new());
         }
@@ -1392,7 +1454,7 @@ impl Inner {
         device: &str,
         metrics: &[String],
     ) -> Result<Vec<Latest>, StoreError> {
-        let cutoff = self.cutoff();
+        let cutoff = self.cutoff(tenant);
         let (wanted, frozen) = {
             let mut guard = lock(self.shard(tenant, device));
             let shard = &mut *guard;
@@ -1462,31 +1524,55 @@ impl Inner {
     }
 
     fn apply_retention(&self, now: i64) -> Result<u64, StoreError> {
-        let Some(retention) = self.retention_ns else {
-            return Ok(0);
-        };
-        let cutoff = now.saturating_sub(retention);
-        self.retention_floor.fetch_max(cutoff, Ordering::Relaxed);
-        let floor = self.retention_floor.load(Ordering::Relaxed);
-        // Whole days before the cutoff's day go; the partial day is filtered on read.
-        let keep_from = day_start(floor);
-        let mut ids: Vec<u64> = Vec::new();
+        let policy = self.policy();
+        // Per tenant: its series, its raw cutoff, and its rollup floors.
+        let mut tenants: HashMap<String, Vec<u64>> = HashMap::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            ids.extend(
-                shard
-                    .tenants
-                    .values()
-                    .flat_map(HashMap::values)
-                    .flat_map(|d| d.metrics.values().map(|s| s.id)),
-            );
+            for (tenant, devices) in &shard.tenants {
+                tenants.entry(tenant.clone()).or_default().extend(
+                    devices
+                        .values()
+                        .flat_map(|d| d.metrics.values().map(|s| s.id)),
+                );
+            }
         }
-        ids.sort_unstable();
+        let mut work: Vec<(u64, i64, Vec<(i64, i64)>)> = Vec::new();
+        let mut floors: Vec<(String, i64)> = Vec::new();
+        for (tenant, ids) in tenants {
+            let retention = policy.of(&tenant);
+            let raw = retention.raw.floor(now);
+            let tiers: Vec<(i64, i64)> = retention
+                .rollups
+                .iter()
+                .filter(|(_, keep)| *keep != Keep::Forever)
+                .map(|&(width, keep)| (width, keep.bucket_floor(now, width)))
+                .collect();
+            if raw == i64::MIN && tiers.is_empty() {
+                continue;
+            }
+            if raw != i64::MIN {
+                floors.push((tenant, raw));
+            }
+            work.extend(ids.into_iter().map(|id| (id, raw, tiers.clone())));
+        }
+        work.sort_unstable_by_key(|(id, _, _)| *id);
+        // Hide before deleting: reads stop returning what is about to go.
+        {
+            let mut applied = self
+                .floors
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (tenant, floor) in &floors {
+                let at = applied.entry(tenant.clone()).or_insert(i64::MIN);
+                *at = (*at).max(*floor);
+            }
+        }
         let mut removed = 0u64;
-        let batches: Vec<&[u64]> = if ids.is_empty() {
+        let batches: Vec<&[(u64, i64, Vec<(i64, i64)>)]> = if work.is_empty() {
             vec![&[]]
         } else {
-            ids.chunks(RETENTION_BATCH).collect()
+            work.chunks(RETENTION_BATCH).collect()
         };
         let last = batches.len() - 1;
         for (i, batch) in batches.into_iter().enumerate() {
@@ -1501,7 +1587,23 @@ impl Inner {
             {
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
                 let mut latest = txn.open_table(LATEST).map_err(backend)?;
-                for &id in batch {
+                let mut rollups = txn.open_table(rollups::ROLLUPS).map_err(backend)?;
+                for (id, floor, tiers) in batch {
+                    let id = *id;
+                    for &(width, from) in tiers {
+                        for entry in rollups
+                            .extract_from_if((id, width, i64::MIN)..(id, width, from), |_, _| true)
+                            .map_err(backend)?
+                        {
+                            entry.map_err(backend)?;
+                            removed += 1;
+                        }
+                    }
+                    if *floor == i64::MIN {
+                        continue;
+                    }
+                    // Whole days before the cutoff's day go; the partial day is filtered on read.
+                    let keep_from = day_start(*floor);
                     for entry in chunks
                         .extract_from_if((id, i64::MIN)..(id, keep_from), |_, _| true)
                         .map_err(backend)?
@@ -1514,7 +1616,7 @@ impl Inner {
                             decode_latest(g.value())
                                 .map_err(corrupt("latest row"))?
                                 .ts_ns
-                                < floor
+                                < *floor
                         }
                         None => false,
                     };
@@ -1523,10 +1625,11 @@ impl Inner {
                     }
                 }
                 if i == last {
-                    txn.open_table(META)
-                        .map_err(backend)?
-                        .insert(META_RETENTION_FLOOR, floor)
-                        .map_err(backend)?;
+                    let mut meta = txn.open_table(META).map_err(backend)?;
+                    for (tenant, floor) in &floors {
+                        meta.insert(floor_key(tenant).as_str(), *floor)
+                            .map_err(backend)?;
+                    }
                 }
             }
             txn.commit().map_err(backend)?;
@@ -1540,6 +1643,19 @@ impl Inner {
         let meta = txn.open_table(META).map_err(backend)?;
         if let Some(floor) = meta.get(META_RETENTION_FLOOR).map_err(backend)? {
             self.retention_floor.store(floor.value(), Ordering::Relaxed);
+        }
+        {
+            let mut floors = self
+                .floors
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for entry in meta.range(META_TENANT_FLOOR..).map_err(backend)? {
+                let (key, floor) = entry.map_err(backend)?;
+                let Some(tenant) = key.value().strip_prefix(META_TENANT_FLOOR) else {
+                    break;
+                };
+                floors.insert(tenant.to_owned(), floor.value());
+            }
         }
 
         let mut max_id: Option<u64> = None;
@@ -1594,7 +1710,7 @@ impl Inner {
         let mut replayed: HashMap<u64, SeriesHead> = HashMap::new();
         let mut next_seq = 0u64;
         let mut rows = 0usize;
-        let cutoff = self.cutoff();
+        let cutoff = self.loosest_cutoff();
         for entry in wal.iter().map_err(backend)? {
             let (seq, row) = entry.map_err(backend)?;
             next_seq = seq.value().saturating_add(1);

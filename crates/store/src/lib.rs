@@ -154,11 +154,22 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Records that the tier of `width_ns` is kept from `since_ns` on,
     /// unless a time was recorded already (the first one stays); returns the
-    /// recorded time.
+    /// recorded time. A store that holds no series at all records
+    /// `i64::MIN` instead: nothing was written before the tier was kept, so
+    /// every bucket holds all its points, however old.
     async fn mark_rollups_since(&self, width_ns: i64, since_ns: i64) -> Result<i64, StoreError>;
 
-    /// Deletes points older than `now_ns - retention`. Stores with native
-    /// expiry (Scylla TTLs) may do nothing here, but must not return expired
-    /// points from `scan`. Returns the number of buckets or rows removed, if known.
+    /// Deletes expired data: raw points older than their tenant's raw
+    /// retention, and rollup buckets that end before their tier's. Stores
+    /// with native expiry (Scylla TTLs) may do nothing here, but must not
+    /// return expired points from `scan`. Returns the number of buckets or
+    /// rows removed, if known.
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError>;
+
+    /// Shares every tenant's retention (the registry's settings over the
+    /// platform defaults). Until it is called, every tenant has the store's
+    /// configured raw retention and keeps rollups for ever. Points written
+    /// older than their tenant's raw retention are dropped, and rollup rows
+    /// written older than their tier's are too.
+    fn set_retention(&self, policy: std::sync::Arc<tributary_core::retention::RetentionPolicy>);
 }

@@ -100,6 +100,10 @@ impl Store for CompactOnFlush {
     async fn apply_retention(&self, now_ns: i64) -> Result<u64, StoreError> {
         self.0.apply_retention(now_ns).await
     }
+
+    fn set_retention(&self, policy: std::sync::Arc<tributary_core::retention::RetentionPolicy>) {
+        self.0.set_retention(policy)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -661,3 +661,79 @@ async fn retention_deletes_whole_days_and_remembers_its_cutoff() {
     let latest = store.latest("ret", "d", &[]).await.expect("latest");
     assert_eq!(latest.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_retention_is_applied_to_it_alone_and_survives_a_reopen() {
+    use tributary_core::retention::{Keep, RetentionPolicy, RetentionSettings};
+    use tributary_core::rollup::Tiers;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = EmbeddedStoreConfig {
+        retention: Some(Duration::from_secs(30 * 86_400)),
+        ..EmbeddedStoreConfig::default()
+    };
+    let policy = || {
+        let p = RetentionPolicy::new(Keep::For(30 * NS_PER_DAY), Tiers::default());
+        p.set(
+            "short",
+            &RetentionSettings::from_named([("raw", "2d")]).unwrap(),
+        );
+        Arc::new(p)
+    };
+    {
+        let store = open(dir.path(), config.clone());
+        // A store that holds nothing yet: every bucket will be complete.
+        assert_eq!(
+            store
+                .mark_rollups_since(60 * NS_PER_SEC, 12_345)
+                .await
+                .unwrap(),
+            i64::MIN
+        );
+        let points = |t| {
+            (0..5)
+                .map(|d| pt("m", days_ago(d) - 3600 * NS_PER_SEC, Value::I64(d)))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(std::iter::once(pt("m", t, Value::I64(-1))))
+                .collect()
+        };
+        store
+            .write(&[
+                dp("short", "d", points(days_ago(4))),
+                dp("long", "d", points(days_ago(4))),
+            ])
+            .await
+            .unwrap();
+        store.compact().await.unwrap();
+        // Not empty any more: a new tier is complete from the time given.
+        assert_eq!(
+            store
+                .mark_rollups_since(3600 * NS_PER_SEC, 12_345)
+                .await
+                .unwrap(),
+            12_345
+        );
+        store.set_retention(policy());
+        store.apply_retention(now_ns()).await.unwrap();
+        let short = scan_all(store.as_ref(), &key("short", "d", "m")).await;
+        assert!(short.iter().all(|s| s.ts_ns >= days_ago(2)), "{short:?}");
+        assert_eq!(short.len(), 2, "today's and yesterday's points");
+        assert_eq!(
+            scan_all(store.as_ref(), &key("long", "d", "m")).await.len(),
+            6
+        );
+    }
+    // Reopened without the policy (as at start, before the registry is
+    // read): what was deleted stays hidden, the other tenant keeps its own.
+    let store = open(dir.path(), config);
+    assert_eq!(
+        scan_all(store.as_ref(), &key("short", "d", "m"))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        scan_all(store.as_ref(), &key("long", "d", "m")).await.len(),
+        6
+    );
+}

@@ -239,3 +239,137 @@ fn flow_per_second(from_ns: i64, to_ns: i64, tier: &str) -> pb::AggregateRequest
         ..Default::default()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_retention_expires_raw_points_while_rollups_answer() {
+    const MINUTE: i64 = 60_000 * MS;
+    const HOUR: i64 = 60 * MINUTE;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(&config, "[query]\nrollup_min_age_secs = 0\n").unwrap();
+    let s = start(&dir.path().join("data"), &config);
+    // The tenant keeps raw points an hour, its rollups for ever.
+    let out = cli(&s, &["tenants", "set-retention", "default", "raw=1h"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON rows");
+    assert!(
+        rows.iter()
+            .any(|r| r["kind"] == "raw" && r["retention"] == "1h" && r["source"] == "tenant"),
+        "{out}"
+    );
+    let token = create_device_in(&s, "default", "pump-1").await;
+    let now = tributary_core::time::now_ns();
+    let old = now - now.rem_euclid(MINUTE) - 3 * HOUR;
+    let recent = now - now.rem_euclid(MINUTE) - 10 * MINUTE;
+    let http = reqwest::Client::new();
+    let post = |ts0: i64| {
+        let points: Vec<_> = (0..30)
+            .map(|i| serde_json::json!({"ts": (ts0 + i * 1000 * MS) / MS, "values": {"flow": i as f64}}))
+            .collect();
+        http.post(s.url("/v1/telemetry"))
+            .bearer_auth(&token)
+            .json(&points)
+            .send()
+    };
+    // Three hours old is past the raw retention, but the rollups keep it:
+    // accepted.
+    for ts0 in [old, recent] {
+        let r = post(ts0).await.unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
+
+    let mut q = s.query(&s.admin_token).await;
+    let per_minute = |tier: &str| {
+        use pb::AggregateFunction as F;
+        pb::AggregateRequest {
+            target: device_target("pump-1"),
+            metrics: vec!["flow".into()],
+            from_ns: old - HOUR,
+            to_ns: recent + 2 * MINUTE,
+            window: "1m".into(),
+            functions: vec![F::Sum as i32],
+            tier: tier.into(),
+            ..Default::default()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let planned = loop {
+        let planned = q.aggregate(per_minute("")).await.unwrap().into_inner();
+        let counts: Vec<u64> = planned
+            .series
+            .iter()
+            .flat_map(|s| &s.buckets)
+            .map(|b| b.count)
+            .collect();
+        if planned.tier == "1m" && counts == [30, 30] {
+            break planned;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollups never answered for both minutes: {planned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(planned.retained_from_ns, 0, "the 1m tier is kept for ever");
+    let sums: Vec<f64> = planned.series[0]
+        .buckets
+        .iter()
+        .filter_map(|b| b.sum)
+        .collect();
+    assert_eq!(sums, [435.0, 435.0]);
+
+    // A raw scan only has the last hour, and says so.
+    let raw = q.aggregate(per_minute("raw")).await.unwrap().into_inner();
+    let counts: Vec<u64> = raw
+        .series
+        .iter()
+        .flat_map(|s| &s.buckets)
+        .map(|b| b.count)
+        .collect();
+    assert_eq!(counts, [30]);
+    let kept_from = now - HOUR;
+    assert!(
+        (kept_from..kept_from + 5 * MINUTE).contains(&raw.retained_from_ns),
+        "retained_from_ns {} is not about an hour ago",
+        raw.retained_from_ns
+    );
+    let range = q
+        .query_range(pb::QueryRangeRequest {
+            target: device_target("pump-1"),
+            metrics: vec!["flow".into()],
+            from_ns: old - HOUR,
+            to_ns: now,
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        range.series[0].points.len(),
+        30,
+        "only the last hour's points"
+    );
+    assert!(range.retained_from_ns >= kept_from);
+
+    // Once no kind of its data is kept three hours, such points are refused.
+    cli(
+        &s,
+        &["tenants", "set-retention", "default", "1s=2h", "1m=2h"],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = post(old).await.unwrap();
+        if r.status() == 400 {
+            let body = r.text().await.unwrap();
+            assert!(body.contains("longest retention (2h)"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepted: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

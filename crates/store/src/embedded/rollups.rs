@@ -47,6 +47,11 @@ impl Inner {
     }
 
     pub(super) fn write_rollups(&self, rows: &[(RollupKey, Rollup)]) -> Result<(), StoreError> {
+        // Rows already expired in their tenant's tier are not written.
+        let rows: Vec<&(RollupKey, Rollup)> = rows
+            .iter()
+            .filter(|(k, _)| k.start_ns >= self.rollup_floor(&k.series.tenant, k.width_ns))
+            .collect();
         if rows.is_empty() {
             return Ok(());
         }
@@ -65,7 +70,7 @@ impl Inner {
         txn.set_durability(Durability::Immediate).map_err(backend)?;
         {
             let mut table = txn.open_table(ROLLUPS).map_err(backend)?;
-            for ((k, rollup), id) in rows.iter().zip(ids) {
+            for ((k, rollup), id) in rows.into_iter().zip(ids) {
                 table
                     .insert((id, k.width_ns, k.start_ns), rollup.encode().as_slice())
                     .map_err(backend)?;
@@ -109,7 +114,10 @@ impl Inner {
         series
             .iter()
             .map(|s| match self.series_id(s) {
-                Some(id) => scan_one(&table, id, width_ns, from_ns, to_ns, limit),
+                Some(id) => {
+                    let from_ns = from_ns.max(self.rollup_floor(&s.tenant, width_ns));
+                    scan_one(&table, id, width_ns, from_ns, to_ns, limit)
+                }
                 None => Ok(Vec::new()),
             })
             .collect()
@@ -127,6 +135,12 @@ impl Inner {
         width_ns: i64,
         since_ns: i64,
     ) -> Result<i64, StoreError> {
+        // Nothing written yet: every bucket will hold all its points.
+        let since_ns = if self.series.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            i64::MIN
+        } else {
+            since_ns
+        };
         let mut txn = self.db.begin_write().map_err(backend)?;
         txn.set_durability(Durability::Immediate).map_err(backend)?;
         let key = since_key(width_ns);
@@ -161,6 +175,9 @@ fn scan_one(
     limit: usize,
 ) -> Result<Vec<(i64, Rollup)>, StoreError> {
     let mut out = Vec::new();
+    if from_ns >= to_ns {
+        return Ok(out);
+    }
     for row in table
         .range((id, width_ns, from_ns)..(id, width_ns, to_ns))
         .map_err(backend)?

@@ -322,6 +322,12 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
             }
             ctx.print(&rows);
             eprintln!("answered from: {}", resp.tier);
+            if resp.retained_from_ns > 0 {
+                eprintln!(
+                    "note: the range starts before the data kept for this window; nothing before {} is in this answer (expired)",
+                    format_rfc3339(resp.retained_from_ns)
+                );
+            }
         }
         QueryCmd::Latest { target } => {
             let resp = ctx

@@ -245,9 +245,7 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
                     anyhow::anyhow!("{pair:?}: expected kind=retention, e.g. raw=30d or 1m=1y")
                 })?;
                 let kind: DataKind = kind.parse().map_err(anyhow::Error::msg)?;
-                let keep: Keep = keep
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("{pair:?}: {e}"))?;
+                let keep: Keep = keep.parse().map_err(|e| anyhow::anyhow!("{pair:?}: {e}"))?;
                 set.insert(kind.to_string(), keep.to_string());
             }
             let t = ctx
@@ -320,7 +318,12 @@ fn retention_rows(t: &pb::Tenant) -> Rows {
             (None, DataKind::Rollup(_)) => ("forever".to_owned(), "default"),
         };
         rows.push(
-            vec![t.name.clone(), name.clone(), value.clone(), source.to_owned()],
+            vec![
+                t.name.clone(),
+                name.clone(),
+                value.clone(),
+                source.to_owned(),
+            ],
             json!({"tenant": t.name, "kind": name, "retention": value, "source": source}),
         );
     }

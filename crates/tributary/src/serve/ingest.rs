@@ -81,6 +81,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             max_record_bytes: (args.kafka.kafka_max_record_bytes as usize)
                 .saturating_sub(16 * 1024),
             series_gate,
+            retention: Some(super::retention::policy(&args.limits)?),
         },
         IngestMetrics::register(&mut metrics),
         QuotaMetrics::register(&mut metrics),

@@ -4,11 +4,8 @@
 //! the same library code; these modules only wire it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
-use tributary_store::Store;
 
 pub mod args;
 pub mod backends;
@@ -20,6 +17,7 @@ pub mod print_config;
 pub mod processor;
 pub mod query;
 pub mod registry;
+pub mod retention;
 pub mod standalone;
 
 /// gRPC reflection over every Tributary and health service, so grpcurl and
@@ -55,19 +53,4 @@ pub fn remote_directory(
     )
     .with_context(|| format!("registry at {registry_url}"))?;
     Ok(Arc::new(directory))
-}
-
-/// Applies retention hourly, and once at start, until `stop`.
-pub async fn retention_loop(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
-    loop {
-        match store.apply_retention(tributary_core::time::now_ns()).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "retention removed expired data"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
 }

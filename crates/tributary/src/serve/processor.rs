@@ -62,6 +62,18 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         .open_store(args.limits.retention()?, &args.limits.tiers()?)
         .await?;
     let client_id = format!("tributary-processor-{}", tributary_auth::random_id());
+    // Every tenant's retention, loaded before anything is written: under
+    // the defaults, points of a tenant that keeps them longer would drop.
+    let retention = super::retention::policy(&args.limits)?;
+    store.set_retention(retention.clone());
+    let retention_source = super::retention::Source::Remote {
+        url: args.registry.registry_url.clone(),
+        keys: args.jwt.load()?,
+        role: "processor",
+    };
+    if !retention_source.load_first(&retention, &stop).await {
+        return Ok(());
+    }
     let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
     let dlq = args.kafka.dlq(&client_id).await? as Arc<dyn Log>;
 
@@ -76,7 +88,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
             group: args.group.clone(),
             limits: limits.clone(),
             rollup_tiers: args.limits.tiers()?,
-            raw_retention: args.limits.retention()?,
+            retention: retention.clone(),
             ..Default::default()
         },
     );
@@ -99,7 +111,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
                 grpc_addr: args.grpc_addr,
                 client_id: client_id.clone(),
                 tiers: args.limits.tiers()?,
-                retention: args.limits.retention()?,
+                retention: retention.clone(),
             },
             &mut metrics,
             &stop,
@@ -116,12 +128,16 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         String::new()
     };
 
-    // Retention: the embedded store drops expired chunks hourly; Scylla
-    // expires points by TTL.
+    // Retention: kept current from the registry; the embedded store drops
+    // expired data hourly, Scylla expires it by TTL.
     {
-        let store = store.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { super::retention_loop(store, stop).await });
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(super::retention::run(
+            Some(store),
+            retention,
+            retention_source,
+            stop,
+        ));
     }
 
     let ops_listener = super::ops::bind(args.ops.metrics_addr, "metrics").await?;

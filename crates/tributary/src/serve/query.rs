@@ -62,6 +62,24 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .open_store(args.limits.retention()?, &args.limits.tiers()?)
         .await?;
     let client_id = format!("tributary-query-{}", tributary_auth::random_id());
+    // Tenants' retention: what a query says is kept. Expiry itself is the
+    // store's (Scylla TTLs) and the processor's business.
+    let retention = super::retention::policy(&args.limits)?;
+    store.set_retention(retention.clone());
+    {
+        let source = super::retention::Source::Remote {
+            url: args.registry.registry_url.clone(),
+            keys: args.jwt.load()?,
+            role: "query",
+        };
+        let (retention, stop) = (retention.clone(), stop.clone());
+        tasks.spawn("retention", async move {
+            if source.load_first(&retention, &stop).await {
+                super::retention::run(None, retention, source, stop).await;
+            }
+            Ok(())
+        });
+    }
 
     // Live points straight from the log's tail.
     let live = LiveHub::default();
@@ -84,7 +102,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             grpc_addr: args.grpc_addr,
             client_id,
             tiers: args.limits.tiers()?,
-            retention: args.limits.retention()?,
+            retention,
         },
         &mut metrics,
         &stop,
@@ -118,8 +136,8 @@ pub struct ApiParts {
     pub client_id: String,
     /// The rollup tiers the processor keeps.
     pub tiers: tributary_core::rollup::Tiers,
-    /// How long raw points are kept (`--retention`).
-    pub retention: Option<std::time::Duration>,
+    /// How long each tenant's data is kept, kept current by the caller.
+    pub retention: Arc<tributary_core::retention::RetentionPolicy>,
 }
 
 /// Serves QueryService, CommandService and DeadLetterService (plus health
@@ -169,12 +187,10 @@ pub async fn serve_apis(
         keys.clone(),
         QueryConfig {
             rollup_tiers: parts.tiers.widths().to_vec(),
-            raw_retention_ns: parts
-                .retention
-                .and_then(|r| i64::try_from(r.as_nanos()).ok()),
             ..super::config_file::section("query", QueryConfig::default(), &[])?
         },
     )
+    .with_retention(parts.retention)
     .server();
     let dlq_svc = DeadLetterGrpc::new(
         parts.kafka.dlq(&parts.client_id).await? as Arc<dyn Log>,

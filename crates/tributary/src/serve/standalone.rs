@@ -159,6 +159,13 @@ impl Platform {
         }
         let revocations = registry.events();
         let directory = Arc::new(LocalDirectory::new(registry.clone(), Default::default()));
+        // Every tenant's retention, loaded before anything is written.
+        let retention = super::retention::policy(&args.limits)?;
+        store.set_retention(retention.clone());
+        let retention_source = super::retention::Source::Local(registry.clone());
+        if !retention_source.load_first(&retention, &stop).await {
+            anyhow::bail!("stopped while loading the tenants' retention settings");
+        }
 
         // Processor.
         let live = LiveHub::default();
@@ -171,7 +178,7 @@ impl Platform {
             ProcessorConfig {
                 limits: limits.clone(),
                 rollup_tiers: args.limits.tiers()?,
-                raw_retention: args.limits.retention()?,
+                retention: retention.clone(),
                 ..Default::default()
             },
         );
@@ -189,6 +196,7 @@ impl Platform {
                 limits,
                 max_inflight_bytes: args.max_inflight_bytes,
                 series_gate: Some(series_gate),
+                retention: Some(retention.clone()),
                 ..Default::default()
             },
             IngestMetrics::register(&mut metrics),
@@ -236,10 +244,10 @@ impl Platform {
             keys.clone(),
             QueryConfig {
                 rollup_tiers: args.limits.tiers()?.widths().to_vec(),
-                raw_retention_ns: retention_ns(args.limits.retention()?),
                 ..super::config_file::section("query", QueryConfig::default(), &[])?
             },
         )
+        .with_retention(retention.clone())
         .server();
         let dlq_svc = DeadLetterGrpc::new(
             dlq.clone() as Arc<dyn Log>,
@@ -286,10 +294,16 @@ impl Platform {
                 .context("gRPC server")
         });
 
-        // Retention runs hourly, and once at start.
+        // Retention: kept current from the registry, applied hourly and
+        // once at start.
         {
             let (store, stop) = (store.clone(), stop.clone());
-            tokio::spawn(async move { super::retention_loop(store, stop).await });
+            tokio::spawn(super::retention::run(
+                Some(store),
+                retention,
+                retention_source,
+                stop,
+            ));
         }
 
         let ops_listener = bind(args.ops.metrics_addr, "metrics").await?;
@@ -335,9 +349,4 @@ impl Platform {
         tracing::info!("standalone stopped cleanly");
         services.and(processor)
     }
-}
-
-/// A retention in nanoseconds.
-fn retention_ns(retention: Option<std::time::Duration>) -> Option<i64> {
-    retention.and_then(|r| i64::try_from(r.as_nanos()).ok())
 }
