@@ -24,6 +24,15 @@ pub const MIN_RETENTION_NS: i64 = 3600 * NS_PER_SEC;
 /// Longest retention a tenant may set: 20 years, ScyllaDB's TTL limit.
 pub const MAX_RETENTION_NS: i64 = 630_720_000 * NS_PER_SEC;
 
+/// `s` quoted for an error message, cut at 64 characters: a client's text
+/// is never echoed whole.
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{:?}…", &s[..at]),
+        None => format!("{s:?}"),
+    }
+}
+
 /// How long one kind of data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Keep {
@@ -108,10 +117,16 @@ impl FromStr for Keep {
                 .filter(|ns| *ns > 0),
             None => crate::time::parse_duration(s),
         }
-        .ok_or_else(|| format!("{s:?} is not a retention such as 30d, 1y or forever"))?;
+        .ok_or_else(|| {
+            format!(
+                "{} is not a retention such as 30d, 1y or forever",
+                quoted(s)
+            )
+        })?;
         if !(MIN_RETENTION_NS..=MAX_RETENTION_NS).contains(&ns) {
             return Err(format!(
-                "a retention of {s} is outside 1h to 20y (or forever)"
+                "a retention of {} is outside 1h to 20y (or forever)",
+                quoted(s)
             ));
         }
         Ok(Self::For(ns))
@@ -146,10 +161,17 @@ impl FromStr for DataKind {
         if s == "raw" {
             return Ok(Self::Raw);
         }
-        let width = crate::time::parse_duration(s)
-            .ok_or_else(|| format!("{s:?} is neither raw nor a rollup width such as 1m or 1h"))?;
+        let width = crate::time::parse_duration(s).ok_or_else(|| {
+            format!(
+                "{} is neither raw nor a rollup width such as 1m or 1h",
+                quoted(s)
+            )
+        })?;
         Tiers::new(vec![width]).map_err(|_| {
-            format!("{s:?} is not a rollup width (whole seconds from 1s to 1d, dividing a day)")
+            format!(
+                "{} is not a rollup width (whole seconds from 1s to 1d, dividing a day)",
+                quoted(s)
+            )
         })?;
         Ok(Self::Rollup(width))
     }

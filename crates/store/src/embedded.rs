@@ -287,6 +287,12 @@ struct Inner {
     shutdown: AtomicBool,
     /// Notified when compaction frees head memory.
     freed: tokio::sync::Notify,
+    /// Rollup rows not yet in the `rollups` table (`embedded/rollups.rs`).
+    rollup_head: Mutex<rollups::RollupHead>,
+    /// The rollup WAL's writer; taken before `rollup_head`.
+    rollup_wal: Mutex<rollups::RollupWal>,
+    /// A rollup compaction is due.
+    rollups_due: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -500,6 +506,7 @@ impl EmbeddedStore {
             txn.open_table(WAL).map_err(backend)?;
             txn.open_table(META).map_err(backend)?;
             txn.open_table(rollups::ROLLUPS).map_err(backend)?;
+            txn.open_table(rollups::ROLLUP_WAL).map_err(backend)?;
             txn.commit().map_err(backend)?;
         }
         let (wake, wake_rx) = mpsc::sync_channel(1);
@@ -527,8 +534,12 @@ impl EmbeddedStore {
             wake,
             shutdown: AtomicBool::new(false),
             freed: tokio::sync::Notify::new(),
+            rollup_head: Mutex::default(),
+            rollup_wal: Mutex::default(),
+            rollups_due: AtomicBool::new(false),
         });
         inner.recover()?;
+        inner.recover_rollups()?;
         let thread_inner = Arc::clone(&inner);
         let compactor = std::thread::Builder::new()
             .name("store-compactor".into())
@@ -578,12 +589,16 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Compacts the whole head into chunks now, durably, and waits for it.
+    /// Compacts the whole head into chunks, and the rollup head into the
+    /// `rollups` table, now, durably, and waits for it.
     /// The background compactor does this by itself; this is for tests,
     /// benchmarks and a clean shutdown that should leave no WAL to replay.
     pub async fn compact(&self) -> Result<(), StoreError> {
-        self.blocking(|inner| inner.run_compaction(true).map(drop))
-            .await
+        self.blocking(|inner| {
+            inner.run_compaction(true)?;
+            inner.compact_rollups().map(drop)
+        })
+        .await
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -783,7 +798,15 @@ fn compactor_loop(inner: &Inner, wake: &Receiver<()>) {
         if !woke || inner.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        match inner.run_compaction(false) {
+        let rollups = || {
+            if inner.rollups_due.swap(false, Ordering::Relaxed) {
+                inner.compact_rollups().inspect_err(|_| {
+                    inner.rollups_due.store(true, Ordering::Relaxed);
+                })?;
+            }
+            Ok(())
+        };
+        match inner.run_compaction(false).and_then(|_| rollups()) {
             Ok(_) => backoff = None,
             Err(e) => {
                 let pause = backoff.map_or(Duration::from_millis(100), |b| {

@@ -737,3 +737,80 @@ async fn a_tenants_retention_is_applied_to_it_alone_and_survives_a_reopen() {
         6
     );
 }
+
+const MINUTE: i64 = 60 * NS_PER_SEC;
+
+fn rollup_key(b0: i64, i: i64) -> tributary_core::rollup::RollupKey {
+    tributary_core::rollup::RollupKey {
+        series: key("r", "d", "m"),
+        width_ns: MINUTE,
+        start_ns: b0 + i * MINUTE,
+    }
+}
+
+fn rollup_of(ts_ns: i64, v: f64) -> tributary_core::rollup::Rollup {
+    tributary_core::rollup::Rollup::of(&[Sample {
+        ts_ns,
+        value: Value::F64(v),
+    }])
+}
+
+/// Buckets 0 and 1 hold sums 2 and 3, whichever of head and table holds them.
+async fn check_rollups(store: &EmbeddedStore, b0: i64, what: &str) {
+    let keys = [rollup_key(b0, 0), rollup_key(b0, 1), rollup_key(b0, 2)];
+    let got = store.get_rollups(&keys).await.unwrap();
+    let sums: Vec<Option<f64>> = got.iter().map(|r| r.as_ref().map(|r| r.sum)).collect();
+    assert_eq!(sums, [Some(2.0), Some(3.0), None], "{what}: get");
+    let series = key("r", "d", "m");
+    let scanned = store
+        .scan_rollups(&series, MINUTE, b0, b0 + 10 * MINUTE, 10)
+        .await
+        .unwrap();
+    let sums: Vec<(i64, f64)> = scanned
+        .iter()
+        .map(|(s, r)| ((s - b0) / MINUTE, r.sum))
+        .collect();
+    assert_eq!(sums, [(0, 2.0), (1, 3.0)], "{what}: scan");
+    let limited = store
+        .scan_rollups(&series, MINUTE, b0, b0 + 10 * MINUTE, 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1, "{what}: limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_are_read_from_the_head_over_the_table_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let b0 = days_ago(1) - days_ago(1).rem_euclid(MINUTE);
+    {
+        let store = open(dir.path(), EmbeddedStoreConfig::default());
+        store
+            .write(&[dp("r", "d", vec![pt("m", b0, Value::F64(1.0))])])
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        // The first value of bucket 0 reaches the table; its rewrite and
+        // bucket 1 stay in the head.
+        store
+            .write_rollups(&[(rollup_key(b0, 0), rollup_of(b0, 1.0))])
+            .await
+            .unwrap();
+        store.compact().await.unwrap();
+        store
+            .write_rollups(&[
+                (rollup_key(b0, 0), rollup_of(b0, 2.0)),
+                (rollup_key(b0, 1), rollup_of(b0 + MINUTE, 3.0)),
+            ])
+            .await
+            .unwrap();
+        check_rollups(&store, b0, "head over table").await;
+    }
+    // Reopened: the WAL is replayed into the head.
+    let store = open(dir.path(), EmbeddedStoreConfig::default());
+    check_rollups(&store, b0, "after a reopen").await;
+    store.compact().await.unwrap();
+    check_rollups(&store, b0, "after compaction").await;
+    drop(store);
+    let store = open(dir.path(), EmbeddedStoreConfig::default());
+    check_rollups(&store, b0, "reopened after compaction").await;
+}

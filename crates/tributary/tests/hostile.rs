@@ -808,3 +808,38 @@ async fn an_aggregate_naming_an_unknown_tier_is_refused() {
         "the refusal does not echo the input whole"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_retention_settings_are_refused_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let mut r = s.registry(&s.admin_token).await;
+    let set = |set: Vec<(String, String)>| pb::SetTenantRetentionRequest {
+        tenant: "default".into(),
+        set: set.into_iter().collect(),
+        clear: Vec::new(),
+    };
+    // Every width that divides a day, each a valid kind: past the cap of
+    // kinds a tenant may name. A 10 KB kind, and a 10 KB retention.
+    let widths: Vec<(String, String)> = (1..=86_400u32)
+        .filter(|w| 86_400 % w == 0)
+        .map(|w| (format!("{w}s"), "1y".to_owned()))
+        .collect();
+    assert!(widths.len() > 16);
+    for request in [
+        set(widths),
+        set(vec![("x".repeat(10_000), "1d".into())]),
+        set(vec![("raw".into(), "9".repeat(10_000))]),
+    ] {
+        let e = r
+            .set_tenant_retention(request)
+            .await
+            .expect_err("hostile retention settings are stored");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().len() < 512, "{} bytes", e.message().len());
+    }
+    // Nothing was stored, and the tenant is served.
+    let out = cli(&s, &["tenants", "retention", "default"]).await;
+    assert!(!out.contains("1y"), "{out}");
+    create_device_in(&s, "default", "d1").await;
+}
