@@ -195,23 +195,30 @@ async fn platform_end_to_end() {
     );
 
     // Aggregate by selector, grouped by label: average truck.load per fleet.
-    let agg = q
-        .aggregate(pb::AggregateRequest {
-            target: acme(selector_target("type=truck")),
-            metrics: vec!["truck.load".into()],
-            from_ns: base,
-            to_ns: base + HOUR_NS,
-            window: "1h".into(),
-            functions: vec![
-                pb::AggregateFunction::Avg as i32,
-                pb::AggregateFunction::Count as i32,
-            ],
-            group_by_label: "fleet".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("Aggregate")
-        .into_inner();
+    // These points are over an hour old, so the hour tier answers: it holds
+    // them once the processor's next rollup flush (within 5 s) has run.
+    let request = pb::AggregateRequest {
+        target: acme(selector_target("type=truck")),
+        metrics: vec!["truck.load".into()],
+        from_ns: base,
+        to_ns: base + HOUR_NS,
+        window: "1h".into(),
+        functions: vec![
+            pb::AggregateFunction::Avg as i32,
+            pb::AggregateFunction::Count as i32,
+        ],
+        group_by_label: "fleet".into(),
+        ..Default::default()
+    };
+    let agg = eventually(Duration::from_secs(20), "the fleet aggregate", || {
+        let (mut q, request) = (q.clone(), request.clone());
+        async move {
+            let agg = q.aggregate(request).await.expect("Aggregate").into_inner();
+            let west = agg.series.iter().find(|s| s.group == "West")?;
+            (west.devices == 2 && west.buckets.first()?.count == 2).then_some(agg)
+        }
+    })
+    .await;
     let west = agg
         .series
         .iter()
@@ -224,23 +231,28 @@ async fn platform_end_to_end() {
     assert_eq!(west.buckets[0].avg, Some(4.0));
 
     // Aggregate of one device, per minute.
-    let agg = q
-        .aggregate(pb::AggregateRequest {
-            target: acme(device_target("truck-1")),
-            metrics: vec!["load".into()],
-            from_ns: base,
-            to_ns: base + HOUR_NS,
-            window: "1m".into(),
-            functions: vec![
-                pb::AggregateFunction::Max as i32,
-                pb::AggregateFunction::Sum as i32,
-            ],
-            group_by_label: String::new(),
-            ..Default::default()
-        })
-        .await
-        .expect("Aggregate")
-        .into_inner();
+    let request = pb::AggregateRequest {
+        target: acme(device_target("truck-1")),
+        metrics: vec!["load".into()],
+        from_ns: base,
+        to_ns: base + HOUR_NS,
+        window: "1m".into(),
+        functions: vec![
+            pb::AggregateFunction::Max as i32,
+            pb::AggregateFunction::Sum as i32,
+        ],
+        group_by_label: String::new(),
+        ..Default::default()
+    };
+    let agg = eventually(Duration::from_secs(20), "the per-minute aggregate", || {
+        let (mut q, request) = (q.clone(), request.clone());
+        async move {
+            let agg = q.aggregate(request).await.expect("Aggregate").into_inner();
+            let counted: u64 = agg.series.iter().flat_map(|s| &s.buckets).map(|b| b.count).sum();
+            (counted == 2).then_some(agg)
+        }
+    })
+    .await;
     assert_eq!(agg.series.len(), 1);
     let b = &agg.series[0].buckets;
     assert_eq!(
