@@ -61,10 +61,10 @@ pub struct RollupFlush {
 #[derive(Debug)]
 pub struct Rollups {
     tiers: Tiers,
-    /// Points written since the last flush, per tenant, device and metric,
-    /// in arrival order (nested so that noting a point allocates nothing
-    /// once its series is known).
-    pending: HashMap<String, HashMap<String, HashMap<String, Vec<Sample>>>>,
+    /// Points written since the last flush, per tenant, device and metric
+    /// (nested so that noting a point allocates nothing once its series is
+    /// known), folded per finest-tier bucket.
+    pending: HashMap<String, HashMap<String, HashMap<String, Pending>>>,
     /// Each series' newest stored bucket per tier, as written.
     newest: HashMap<SeriesKey, Vec<Option<(i64, Rollup)>>>,
     /// Most series `newest` remembers; it is emptied when full.
@@ -75,13 +75,140 @@ pub struct Rollups {
     retention: Arc<RetentionPolicy>,
 }
 
+/// One series' points noted since the last flush.
+#[derive(Debug)]
+struct Pending {
+    /// The newest timestamp noted: a point at or before it is out of order
+    /// (late, or the same timestamp again).
+    last_ts: i64,
+    /// Per finest-tier bucket, in the order first noted.
+    runs: Vec<Run>,
+    /// Bucket start to index in `runs`, built at the first point out of
+    /// order (in-order points only ever touch the last run).
+    index: Option<HashMap<i64, usize>>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            last_ts: i64::MIN,
+            runs: Vec::new(),
+            index: None,
+        }
+    }
+}
+
+/// The new points of one finest-tier bucket.
+#[derive(Debug)]
+struct Run {
+    start: i64,
+    /// The oldest new point.
+    first_ts: i64,
+    /// The points folded in (in-order points, and the others too, for the
+    /// count); not used for `samples` runs.
+    rollup: Rollup,
+    /// A point came out of order: its bucket is computed again from the
+    /// raw points (the store has them: points are noted once written).
+    tainted: bool,
+    /// The points themselves, for a bucket already past its tenant's raw
+    /// retention when noted: it cannot be recomputed, so its new points
+    /// are sorted and deduplicated exactly instead (rare: backfill).
+    samples: Option<Vec<Sample>>,
+}
+
+impl Pending {
+    fn note(&mut self, sample: Sample, start: i64, keep_samples: bool) {
+        let ts = sample.ts_ns;
+        let in_order = ts > self.last_ts;
+        self.last_ts = self.last_ts.max(ts);
+        let at = match self.runs.last() {
+            Some(run) if run.start == start => Some(self.runs.len() - 1),
+            _ if in_order => None,
+            _ => {
+                let runs = &self.runs;
+                self.index
+                    .get_or_insert_with(|| {
+                        runs.iter().enumerate().map(|(i, r)| (r.start, i)).collect()
+                    })
+                    .get(&start)
+                    .copied()
+            }
+        };
+        let Some(at) = at else {
+            if let Some(index) = &mut self.index {
+                index.insert(start, self.runs.len());
+            }
+            self.runs.push(Run {
+                start,
+                first_ts: ts,
+                rollup: Rollup::default(),
+                tainted: false,
+                samples: keep_samples.then(Vec::new),
+            });
+            let run = self.runs.last_mut().expect("just pushed");
+            run.add(sample, false);
+            return;
+        };
+        self.runs[at].add(sample, !in_order);
+    }
+}
+
+impl Run {
+    fn add(&mut self, sample: Sample, out_of_order: bool) {
+        self.first_ts = self.first_ts.min(sample.ts_ns);
+        match &mut self.samples {
+            Some(samples) => samples.push(sample),
+            None => {
+                self.tainted |= out_of_order;
+                self.rollup.add(&sample);
+            }
+        }
+    }
+
+    /// The new points' rollup (a `samples` run's sorted, the last write of
+    /// a timestamp winning).
+    fn finish(self) -> Part {
+        let rollup = match self.samples {
+            None => self.rollup,
+            Some(mut samples) => {
+                // Stable: of equal timestamps, the last noted ends last.
+                samples.sort_by_key(|p| p.ts_ns);
+                let mut deduped: Vec<Sample> = Vec::with_capacity(samples.len());
+                for p in samples {
+                    match deduped.last_mut() {
+                        Some(last) if last.ts_ns == p.ts_ns => *last = p,
+                        _ => deduped.push(p),
+                    }
+                }
+                Rollup::of_sorted(&deduped)
+            }
+        };
+        Part {
+            start: self.start,
+            first_ts: self.first_ts,
+            rollup,
+            tainted: self.tainted,
+        }
+    }
+}
+
+/// The new points of one bucket of some tier.
+#[derive(Debug, Clone)]
+struct Part {
+    start: i64,
+    first_ts: i64,
+    rollup: Rollup,
+    tainted: bool,
+}
+
 /// A bucket to bring up to date.
 #[derive(Debug)]
 struct Dirty {
-    /// The new points in it: a range of its series' sorted new points.
+    /// Its series, by index in the flush's list.
     series: usize,
-    points: std::ops::Range<usize>,
-    /// Whether it must be computed again from ground truth.
+    /// The new points in it.
+    new: Part,
+    /// Whether a finer bucket inside it was computed again.
     recompute: bool,
 }
 
@@ -125,17 +252,24 @@ impl Rollups {
 
     /// Notes the points of a batch the store has written.
     pub fn note(&mut self, batch: &[DevicePoints]) {
-        if !self.enabled() {
+        let Some(&finest) = self.tiers.widths().first() else {
             return;
-        }
+        };
+        let now = tributary_core::time::now_ns();
         for dp in batch {
             self.pending_points += dp.points.len();
+            let raw_floor = self.retention.of(&dp.tenant).raw.floor(now);
             let metrics = entry(entry(&mut self.pending, &dp.tenant), &dp.device);
             for p in &dp.points {
-                entry(metrics, &p.metric).push(Sample {
-                    ts_ns: p.ts_ns,
-                    value: p.value.clone(),
-                });
+                let start = bucket_start(p.ts_ns, finest);
+                entry(metrics, &p.metric).note(
+                    Sample {
+                        ts_ns: p.ts_ns,
+                        value: p.value.clone(),
+                    },
+                    start,
+                    start < raw_floor,
+                );
             }
         }
     }
@@ -146,52 +280,98 @@ impl Rollups {
         store: &dyn Store,
         now_ns: i64,
     ) -> Result<RollupFlush, StoreError> {
-        let mut stats = RollupFlush::default();
         if self.pending.is_empty() {
-            return Ok(stats);
+            return Ok(RollupFlush::default());
         }
         let widths = self.tiers.widths().to_vec();
-        // Per series, in key order: the new points, ascending, the last
-        // write of a timestamp winning. The noted points stay until the
-        // rollups are written: a failed flush is retried whole.
-        let mut fresh: Vec<(SeriesKey, Vec<Sample>)> = Vec::new();
-        for (tenant, devices) in &self.pending {
+        // Per series, in key order: the new points' finest-tier buckets, in
+        // time order. The noted points stay until the rollups are written:
+        // a failed flush is retried whole.
+        let mut fresh: Vec<(SeriesKey, Vec<Part>)> = Vec::new();
+        for (tenant, devices) in std::mem::take(&mut self.pending) {
             for (device, metrics) in devices {
-                for (metric, points) in metrics {
-                    let mut sorted = points.clone();
-                    // Stable: of equal timestamps, the last noted ends last.
-                    sorted.sort_by_key(|p| p.ts_ns);
-                    let mut deduped: Vec<Sample> = Vec::with_capacity(sorted.len());
-                    for p in sorted {
-                        match deduped.last_mut() {
-                            Some(last) if last.ts_ns == p.ts_ns => *last = p,
-                            _ => deduped.push(p),
-                        }
-                    }
+                for (metric, pending) in metrics {
+                    let mut parts: Vec<Part> = pending.runs.into_iter().map(Run::finish).collect();
+                    parts.sort_unstable_by_key(|p| p.start);
                     fresh.push((
                         SeriesKey::new(tenant.as_str(), device.as_str(), metric.as_str()),
-                        deduped,
+                        parts,
                     ));
                 }
             }
         }
         fresh.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let stats = self.flush_fresh(store, now_ns, &widths, &fresh).await;
+        if stats.is_err() {
+            // Retried whole at the next flush.
+            self.restore(fresh);
+        } else {
+            self.pending_points = 0;
+        }
+        stats
+    }
+
+    /// Puts the parts of a failed flush back, to be flushed again.
+    fn restore(&mut self, fresh: Vec<(SeriesKey, Vec<Part>)>) {
+        for (key, parts) in fresh {
+            let pending = entry(
+                entry(entry(&mut self.pending, &key.tenant), &key.device),
+                &key.metric,
+            );
+            for p in parts {
+                // Noted again after this: out of order, so recomputed.
+                pending.last_ts = pending
+                    .last_ts
+                    .max(p.rollup.last.as_ref().map_or(p.first_ts, |l| l.ts_ns));
+                if let Some(index) = &mut pending.index {
+                    index.insert(p.start, pending.runs.len());
+                }
+                pending.runs.push(Run {
+                    start: p.start,
+                    first_ts: p.first_ts,
+                    rollup: p.rollup,
+                    tainted: p.tainted,
+                    samples: None,
+                });
+            }
+        }
+    }
+
+    async fn flush_fresh(
+        &mut self,
+        store: &dyn Store,
+        now_ns: i64,
+        widths: &[i64],
+        fresh: &[(SeriesKey, Vec<Part>)],
+    ) -> Result<RollupFlush, StoreError> {
+        let mut stats = RollupFlush::default();
         // (series, bucket start) of the next tier to recompute, because a
         // finer bucket inside it was.
         let mut recompute_next: HashSet<(usize, i64)> = HashSet::new();
         for (tier, &width) in widths.iter().enumerate() {
             let mut dirty: Vec<Dirty> = Vec::new();
             let mut keys: Vec<RollupKey> = Vec::new();
-            for (i, (series, points)) in fresh.iter().enumerate() {
-                // Sorted points: each bucket's are one run.
+            for (i, (series, parts)) in fresh.iter().enumerate() {
+                // Parts in time order: each bucket's are one run.
                 let mut lo = 0;
-                while lo < points.len() {
-                    let start = bucket_start(points[lo].ts_ns, width);
+                while lo < parts.len() {
+                    let start = bucket_start(parts[lo].start, width);
                     let end = start.saturating_add(width);
-                    let hi = lo + points[lo..].partition_point(|p| p.ts_ns < end);
+                    let hi = lo + parts[lo..].partition_point(|p| p.start < end);
+                    let mut new = Part {
+                        start,
+                        first_ts: i64::MAX,
+                        rollup: Rollup::default(),
+                        tainted: false,
+                    };
+                    for p in &parts[lo..hi] {
+                        new.first_ts = new.first_ts.min(p.first_ts);
+                        new.rollup.merge(&p.rollup);
+                        new.tainted |= p.tainted;
+                    }
                     dirty.push(Dirty {
                         series: i,
-                        points: lo..hi,
+                        new,
                         recompute: recompute_next.contains(&(i, start)),
                     });
                     keys.push(RollupKey {
@@ -206,12 +386,13 @@ impl Rollups {
             let mut next = HashSet::new();
             let mut rows: Vec<(RollupKey, Rollup)> = Vec::with_capacity(keys.len());
             for ((key, d), old) in keys.into_iter().zip(dirty).zip(stored) {
-                let points = &fresh[d.series].1[d.points];
-                let reaches = old.as_ref().is_some_and(|o| {
-                    o.last
-                        .as_ref()
-                        .is_some_and(|l| points.first().is_some_and(|p| p.ts_ns <= l.ts_ns))
-                });
+                let new = &d.new;
+                // The stored bucket may already hold the new points (a
+                // replay), or an older value of one of their timestamps.
+                let reaches = old
+                    .as_ref()
+                    .and_then(|o| o.last.as_ref())
+                    .is_some_and(|l| new.first_ts <= l.ts_ns);
                 let retention = self.retention.of(&key.series.tenant);
                 if key.start_ns < retention.tier(width).bucket_floor(now_ns, width) {
                     // Expired in its own tier: nothing to keep.
@@ -223,21 +404,22 @@ impl Rollups {
                     None => retention.raw.floor(now_ns),
                     Some(finer) => retention.tier(finer).bucket_floor(now_ns, finer),
                 };
-                if reaches && key.start_ns < source_floor {
+                let can = key.start_ns >= source_floor;
+                let needs_truth = reaches || new.tainted;
+                if needs_truth && !can {
                     // Cannot be recomputed: keep what is there.
-                    stats.unreconciled += points.len() as u64;
+                    stats.unreconciled += new.rollup.count;
                     continue;
                 }
-                let (rollup, recomputed) = if tier == 0 && reaches {
-                    (recompute_from_raw(store, &key).await?, true)
-                } else if tier > 0 && (reaches || (d.recompute && key.start_ns >= source_floor)) {
-                    (
-                        recompute_from_finer(store, &key, widths[tier - 1]).await?,
-                        true,
-                    )
+                let (rollup, recomputed) = if needs_truth || (d.recompute && can) {
+                    let r = match tier.checked_sub(1) {
+                        None => recompute_from_raw(store, &key).await?,
+                        Some(finer) => recompute_from_finer(store, &key, widths[finer]).await?,
+                    };
+                    (r, true)
                 } else {
                     let mut r = old.unwrap_or_default();
-                    r.merge(&Rollup::of_sorted(points));
+                    r.merge(&new.rollup);
                     (r, false)
                 };
                 if recomputed && let Some(&coarser) = widths.get(tier + 1) {
@@ -253,8 +435,6 @@ impl Rollups {
             self.remember(tier, widths.len(), rows);
             recompute_next = next;
         }
-        self.pending.clear();
-        self.pending_points = 0;
         Ok(stats)
     }
 

@@ -351,6 +351,19 @@ async fn a_tenants_retention_bounds_what_is_written_and_recomputed() {
         [0, 1, 1, 1, 1],
         "an expired minute is not written; the replay is not counted twice"
     );
+    // Backfill past the raw retention, out of order and with a timestamp
+    // twice in one batch: no raw points to recompute from, so the new
+    // points themselves are sorted and the last write of a timestamp wins.
+    let back = mid + 5 * MINUTE;
+    let b = batch(&[(0, 20, 5), (0, 0, 1), (0, 20, 7)], back - 1);
+    store.write(&b).await.unwrap();
+    rollups.note(&b);
+    store.flush().await.unwrap();
+    let done = rollups.flush(store.as_ref(), now).await.unwrap();
+    assert_eq!(done.unreconciled, 0, "{done:?}");
+    let got = store.get_rollups(&[key(MINUTE, back)]).await.unwrap();
+    let minute = got[0].as_ref().expect("the minute is written");
+    assert_eq!((minute.count, minute.sum), (2, 0.25 + 1.75));
     assert!(
         store
             .scan(

@@ -248,7 +248,12 @@ async fn platform_end_to_end() {
         let (mut q, request) = (q.clone(), request.clone());
         async move {
             let agg = q.aggregate(request).await.expect("Aggregate").into_inner();
-            let counted: u64 = agg.series.iter().flat_map(|s| &s.buckets).map(|b| b.count).sum();
+            let counted: u64 = agg
+                .series
+                .iter()
+                .flat_map(|s| &s.buckets)
+                .map(|b| b.count)
+                .sum();
             (counted == 2).then_some(agg)
         }
     })
