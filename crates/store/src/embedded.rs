@@ -1560,7 +1560,10 @@ impl Inner {
                 );
             }
         }
-        let mut work: Vec<(u64, i64, Vec<(i64, i64)>)> = Vec::new();
+        // Per series: its id, its raw cutoff, and per expiring tier its
+        // width and first kept bucket.
+        type Expiry = (u64, i64, Vec<(i64, i64)>);
+        let mut work: Vec<Expiry> = Vec::new();
         let mut floors: Vec<(String, i64)> = Vec::new();
         for (tenant, ids) in tenants {
             let retention = policy.of(&tenant);
@@ -1592,7 +1595,7 @@ impl Inner {
             }
         }
         let mut removed = 0u64;
-        let batches: Vec<&[(u64, i64, Vec<(i64, i64)>)]> = if work.is_empty() {
+        let batches: Vec<&[Expiry]> = if work.is_empty() {
             vec![&[]]
         } else {
             work.chunks(RETENTION_BATCH).collect()

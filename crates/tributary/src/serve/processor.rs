@@ -68,7 +68,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     store.set_retention(retention.clone());
     let retention_source = super::retention::Source::Remote {
         url: args.registry.registry_url.clone(),
-        keys: args.jwt.load()?,
+        keys: Box::new(args.jwt.load()?),
         role: "processor",
     };
     if !retention_source.load_first(&retention, &stop).await {

@@ -69,7 +69,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     {
         let source = super::retention::Source::Remote {
             url: args.registry.registry_url.clone(),
-            keys: args.jwt.load()?,
+            keys: Box::new(args.jwt.load()?),
             role: "query",
         };
         let (retention, stop) = (retention.clone(), stop.clone());

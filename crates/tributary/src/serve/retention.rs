@@ -39,7 +39,7 @@ pub enum Source {
     /// `tributary registry`, over gRPC with a service token.
     Remote {
         url: String,
-        keys: tributary_auth::JwtKeys,
+        keys: Box<tributary_auth::JwtKeys>,
         role: &'static str,
     },
 }
