@@ -484,19 +484,33 @@ impl Registry {
             .iter()
             .map(|q| q.parse::<Quota>().map_err(invalid))
             .collect::<Result<_, _>>()?;
+        let record = self
+            .update_tenant_settings(name, |settings| {
+                for quota in &clear {
+                    settings.quotas.clear(*quota);
+                }
+                for (quota, value) in &set {
+                    settings.quotas.set(*quota, *value).map_err(invalid)?;
+                }
+                Ok(())
+            })
+            .await?;
+        tracing::info!(tenant = %record.name, quotas = ?record.settings.quotas, "tenant quotas set");
+        Ok(record)
+    }
+
+    /// Changes a tenant's settings with `change`, at the revision read
+    /// (retried against concurrent writers), and announces the change
+    /// (`TenantChanged`).
+    async fn update_tenant_settings(
+        &self,
+        name: &str,
+        change: impl Fn(&mut TenantSettings) -> Result<(), RegistryError>,
+    ) -> Result<TenantRecord, RegistryError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let mut record = self.tenant(name).await?;
             let revision = record.revision;
-            for quota in &clear {
-                record.settings.quotas.clear(*quota);
-            }
-            for (quota, value) in &set {
-                record
-                    .settings
-                    .quotas
-                    .set(*quota, *value)
-                    .map_err(invalid)?;
-            }
+            change(&mut record.settings)?;
             record.revision = revision + 1;
             match self
                 .store
@@ -504,7 +518,6 @@ impl Registry {
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(tenant = %record.name, quotas = ?record.settings.quotas, "tenant quotas set");
                     self.publish(RegistryEvent::TenantChanged {
                         tenant: record.name.clone(),
                     });
@@ -545,39 +558,19 @@ impl Registry {
             .iter()
             .map(|k| k.parse::<DataKind>().map_err(invalid))
             .collect::<Result<_, _>>()?;
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let mut record = self.tenant(name).await?;
-            let revision = record.revision;
-            for kind in &clear {
-                record.settings.retention.clear(*kind);
-            }
-            for (kind, keep) in &set {
-                record
-                    .settings
-                    .retention
-                    .set(*kind, *keep)
-                    .map_err(invalid)?;
-            }
-            record.revision = revision + 1;
-            match self
-                .store
-                .put_tenant(&record, Expect::Revision(revision))
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(tenant = %record.name, retention = ?record.settings.retention.to_named(), "tenant retention set");
-                    self.publish(RegistryEvent::TenantChanged {
-                        tenant: record.name.clone(),
-                    });
-                    return Ok(record);
+        let record = self
+            .update_tenant_settings(name, |settings| {
+                for kind in &clear {
+                    settings.retention.clear(*kind);
                 }
-                Err(RegistryError::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(RegistryError::Conflict(format!(
-            "tenant {name:?} is changing too often; retry"
-        )))
+                for (kind, keep) in &set {
+                    settings.retention.set(*kind, *keep).map_err(invalid)?;
+                }
+                Ok(())
+            })
+            .await?;
+        tracing::info!(tenant = %record.name, retention = ?record.settings.retention.to_named(), "tenant retention set");
+        Ok(record)
     }
 
     /// One tenant.

@@ -256,33 +256,28 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
             ctx.print(&retention_rows(&t));
         }
         TenantsCmd::Retention { tenant } => {
-            let list = ctx
-                .registry
-                .list_tenants(pb::ListTenantsRequest {})
-                .await?
-                .into_inner();
-            let t = list
-                .tenants
-                .into_iter()
-                .find(|t| t.name == tenant)
-                .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?}"))?;
+            let t = find_tenant(ctx, &tenant).await?;
             ctx.print(&retention_rows(&t));
         }
         TenantsCmd::Quotas { tenant } => {
-            let list = ctx
-                .registry
-                .list_tenants(pb::ListTenantsRequest {})
-                .await?
-                .into_inner();
-            let t = list
-                .tenants
-                .into_iter()
-                .find(|t| t.name == tenant)
-                .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?}"))?;
+            let t = find_tenant(ctx, &tenant).await?;
             ctx.print(&quota_rows(&t));
         }
     }
     Ok(())
+}
+
+/// One tenant, as the registry lists it.
+async fn find_tenant(ctx: &mut Ctx, tenant: &str) -> anyhow::Result<pb::Tenant> {
+    let list = ctx
+        .registry
+        .list_tenants(pb::ListTenantsRequest {})
+        .await?
+        .into_inner();
+    list.tenants
+        .into_iter()
+        .find(|t| t.name == tenant)
+        .ok_or_else(|| anyhow::anyhow!("no tenant {tenant:?}"))
 }
 
 /// How long a tenant's data is kept: raw points and the default tiers,
