@@ -689,9 +689,11 @@ async fn a_tenants_retention_is_applied_to_it_alone_and_survives_a_reopen() {
                 .unwrap(),
             i64::MIN
         );
+        // Relative to now, not to midnight: the cutoff is now - 2 days.
+        let now = now_ns();
         let points = |t| {
             (0..5)
-                .map(|d| pt("m", days_ago(d) - 3600 * NS_PER_SEC, Value::I64(d)))
+                .map(|d| pt("m", now - d * NS_PER_DAY - 3600 * NS_PER_SEC, Value::I64(d)))
                 .collect::<Vec<_>>()
                 .into_iter()
                 .chain(std::iter::once(pt("m", t, Value::I64(-1))))
@@ -716,7 +718,10 @@ async fn a_tenants_retention_is_applied_to_it_alone_and_survives_a_reopen() {
         store.set_retention(policy());
         store.apply_retention(now_ns()).await.unwrap();
         let short = scan_all(store.as_ref(), &key("short", "d", "m")).await;
-        assert!(short.iter().all(|s| s.ts_ns >= days_ago(2)), "{short:?}");
+        assert!(
+            short.iter().all(|s| s.ts_ns >= now - 2 * NS_PER_DAY),
+            "{short:?}"
+        );
         assert_eq!(short.len(), 2, "today's and yesterday's points");
         assert_eq!(
             scan_all(store.as_ref(), &key("long", "d", "m")).await.len(),
