@@ -18,7 +18,9 @@
 //!
 //! Run: `bash loadtest/fleet-aggregate.sh` (installs and starts InfluxDB),
 //! or `cargo bench -p tributary-query --bench fleet_aggregate` for
-//! Tributary alone.
+//! Tributary alone. With `FLEET_DIR` set, Tributary's store is kept in that
+//! directory, and a later run without `INFLUX_URL` that finds it there (with
+//! the same devices and days) asks its questions without writing again.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -85,9 +87,22 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     let devices = env("FLEET_DEVICES", 1000);
     let days = env("FLEET_DAYS", 30) as i64;
     let influx = std::env::var("INFLUX_URL").ok();
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = std::env::var_os("FLEET_DIR").map_or_else(|| temp.path().to_owned(), Into::into);
+    // A kept store: "devices days first_day" of what it holds.
+    let kept_file = dir.join("fleet-bench");
+    let kept = std::fs::read_to_string(&kept_file)
+        .ok()
+        .and_then(|s| {
+            let v: Vec<i64> = s.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            (v.len() == 3 && v[0] == devices as i64 && v[1] == days).then_some(v[2])
+        })
+        .filter(|_| influx.is_none());
+    if kept.is_none() && dir.join("store").exists() {
+        std::fs::remove_dir_all(dir.join("store"))?;
+    }
     let store = EmbeddedStore::open(
-        dir.path(),
+        &dir.join("store"),
         EmbeddedStoreConfig {
             retention: None,
             ..EmbeddedStoreConfig::default()
@@ -100,7 +115,7 @@ async fn bench() -> Result<(), Box<dyn Error>> {
             disabled: false,
         })
         .collect();
-    let first_day = day_bucket(now_ns()) - days * NS_PER_DAY;
+    let first_day = kept.unwrap_or_else(|| day_bucket(now_ns()) - days * NS_PER_DAY);
     let tiers = Tiers::default();
     for &w in tiers.widths() {
         store.mark_rollups_since(w, i64::MIN).await?;
@@ -125,7 +140,10 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     );
     let started = Instant::now();
     let (mut ours, mut theirs) = (Duration::ZERO, Duration::ZERO);
-    for day in 0..days {
+    if kept.is_some() {
+        println!("  (kept in {}: not written again)", dir.display());
+    }
+    for day in (0..days).filter(|_| kept.is_none()) {
         let start = first_day + day * NS_PER_DAY;
         for chunk in fleet.chunks(CHUNK) {
             let t = Instant::now();
@@ -169,7 +187,12 @@ async fn bench() -> Result<(), Box<dyn Error>> {
             );
         }
     }
+    let t = Instant::now();
     store.compact().await?;
+    println!("compacted in {:.1} s", t.elapsed().as_secs_f64());
+    if kept.is_none() {
+        std::fs::write(&kept_file, format!("{devices} {days} {first_day}"))?;
+    }
 
     let common::Served { client, token } =
         common::serve(Arc::clone(&store) as Arc<dyn Store>, Arc::new(Fleet(fleet))).await?;

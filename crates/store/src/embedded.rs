@@ -93,6 +93,7 @@ use tributary_core::{Sample, SeriesKey, Value};
 
 use crate::{DevicePoints, Latest, Order, Store, StoreError};
 
+mod blocks;
 mod codec;
 mod head;
 mod rollups;
@@ -507,6 +508,8 @@ impl EmbeddedStore {
             txn.open_table(META).map_err(backend)?;
             txn.open_table(rollups::ROLLUPS).map_err(backend)?;
             txn.open_table(rollups::ROLLUP_WAL).map_err(backend)?;
+            txn.open_table(blocks::BLOCKS).map_err(backend)?;
+            txn.open_table(blocks::OPEN).map_err(backend)?;
             txn.commit().map_err(backend)?;
         }
         let (wake, wake_rx) = mpsc::sync_channel(1);
@@ -539,12 +542,15 @@ impl EmbeddedStore {
             rollups_due: AtomicBool::new(false),
         });
         inner.recover()?;
-        inner.recover_rollups()?;
+        if inner.recover_rollups()? {
+            // Blocks may have closed while the store was shut.
+            inner.rollups_due.store(true, Ordering::Relaxed);
+        }
         let thread_inner = Arc::clone(&inner);
         let compactor = std::thread::Builder::new()
             .name("store-compactor".into())
             .spawn(move || compactor_loop(&thread_inner, &wake_rx))?;
-        if inner.over_soft_bound(0) {
+        if inner.over_soft_bound(0) || inner.rollups_due.load(Ordering::Relaxed) {
             inner.wake_compactor();
         }
         Ok(Arc::new(EmbeddedStore {
@@ -596,7 +602,7 @@ impl EmbeddedStore {
     pub async fn compact(&self) -> Result<(), StoreError> {
         self.blocking(|inner| {
             inner.run_compaction(true)?;
-            inner.compact_rollups().map(drop)
+            inner.compact_rollups(now_ns()).map(drop)
         })
         .await
     }
@@ -800,7 +806,7 @@ fn compactor_loop(inner: &Inner, wake: &Receiver<()>) {
         }
         let rollups = || {
             if inner.rollups_due.swap(false, Ordering::Relaxed) {
-                inner.compact_rollups().inspect_err(|_| {
+                inner.compact_rollups(now_ns()).inspect_err(|_| {
                     inner.rollups_due.store(true, Ordering::Relaxed);
                 })?;
             }
@@ -1614,11 +1620,22 @@ impl Inner {
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
                 let mut latest = txn.open_table(LATEST).map_err(backend)?;
                 let mut rollups = txn.open_table(rollups::ROLLUPS).map_err(backend)?;
+                let mut sealed = txn.open_table(blocks::BLOCKS).map_err(backend)?;
                 for (id, floor, tiers) in batch {
                     let id = *id;
                     for &(width, from) in tiers {
                         for entry in rollups
                             .extract_from_if((id, width, i64::MIN)..(id, width, from), |_, _| true)
+                            .map_err(backend)?
+                        {
+                            entry.map_err(backend)?;
+                            removed += 1;
+                        }
+                        // Whole blocks before the cutoff go; the buckets of
+                        // the partial one are filtered on read.
+                        let whole = blocks::block_of(width, from);
+                        for entry in sealed
+                            .extract_from_if((id, width, i64::MIN)..(id, width, whole), |_, _| true)
                             .map_err(backend)?
                         {
                             entry.map_err(backend)?;

@@ -635,9 +635,10 @@ async fn retention_deletes_whole_days_and_remembers_its_cutoff() {
             96
         );
 
-        // As if two and a half days passed: the cutoff is 2.5 days ago, so the
-        // days starting 4 and 3 days ago are deleted and half of the next one is hidden.
-        let later = now_ns() + 2 * NS_PER_DAY + NS_PER_DAY / 2;
+        // As if it were noon three days from now (UTC): the cutoff is noon
+        // two days ago, so the days starting 4 and 3 days ago are deleted
+        // and half of the next one is hidden, whatever the time of day.
+        let later = days_ago(-3) + NS_PER_DAY / 2;
         let cutoff = later - 5 * NS_PER_DAY;
         let removed = store.apply_retention(later).await.expect("retention");
         assert!(

@@ -14,15 +14,19 @@
 //! moves the head into `rollups` (where the dozens of rewrites of an open
 //! bucket have become one) and deletes the WAL rows it covers, in the same
 //! durable transaction. Opening the store replays the WAL rows left.
+//!
+//! The compaction also seals the rows of closed blocks into one row per
+//! block (see [`super::blocks`]), which is what long reads read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tributary_core::SeriesKey;
 use tributary_core::rollup::{Rollup, RollupKey};
 
+use super::blocks::{self, BLOCKS, OPEN};
 use super::{Inner, META, backend, lock};
 use crate::StoreError;
 
@@ -41,6 +45,11 @@ const COMPACT_EVERY: Duration = Duration::from_secs(60);
 const SLICE_ROWS: usize = 16 * 1024;
 
 type Key = (u64, i64, i64);
+
+/// `meta` key set once every `rollups` row's block is listed in
+/// `rollup_open` (stores written before blocks existed list none).
+const LAYOUT_KEY: &str = "rollup_layout";
+const LAYOUT_BLOCKS: i64 = 2;
 
 /// Rollup rows not yet in the `rollups` table (their WAL rows hold them).
 #[derive(Debug, Default)]
@@ -117,7 +126,15 @@ impl Inner {
         &self,
         keys: &[RollupKey],
     ) -> Result<Vec<Option<Rollup>>, StoreError> {
-        let ids: Vec<Option<u64>> = keys.iter().map(|k| self.series_id(&k.series)).collect();
+        // Buckets past their tier's retention are not returned, like scans
+        // (a partial sealed block still holds them).
+        let ids: Vec<Option<u64>> = keys
+            .iter()
+            .map(|k| {
+                let kept = k.start_ns >= self.rollup_floor(&k.series.tenant, k.width_ns);
+                self.series_id(&k.series).filter(|_| kept)
+            })
+            .collect();
         // The head first: it holds the newest rows.
         let mut out: Vec<Option<Rollup>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
@@ -142,10 +159,25 @@ impl Inner {
         }
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(ROLLUPS).map_err(backend)?;
+        let sealed = txn.open_table(BLOCKS).map_err(backend)?;
         for i in missing {
             let (k, id) = (&keys[i], ids[i].expect("only known series are missing"));
             if let Some(v) = table.get((id, k.width_ns, k.start_ns)).map_err(backend)? {
                 out[i] = Some(Rollup::decode(v.value()).ok_or_else(corrupt)?);
+                continue;
+            }
+            let block = blocks::block_of(k.width_ns, k.start_ns);
+            if let Some(v) = sealed.get((id, k.width_ns, block)).map_err(backend)? {
+                let mut found = Vec::with_capacity(1);
+                blocks::decode_into(
+                    v.value(),
+                    k.width_ns,
+                    block,
+                    k.start_ns,
+                    k.start_ns.saturating_add(1),
+                    &mut found,
+                )?;
+                out[i] = found.pop().map(|(_, r)| r);
             }
         }
         Ok(out)
@@ -199,33 +231,82 @@ impl Inner {
         Ok(())
     }
 
-    /// Moves the head into the `rollups` table and deletes the WAL rows it
-    /// covers; false if there was nothing to move. Retried whole after a
-    /// failure (the frozen head stays until it is in the table).
-    pub(super) fn compact_rollups(&self) -> Result<bool, StoreError> {
+    /// Moves the head into the `rollups` table (rows of open blocks) and
+    /// the `rollup_blocks` table (buckets of closed blocks), seals the
+    /// blocks that have closed since their rows were written, and deletes
+    /// the WAL rows the head covered; false if there was nothing to do.
+    /// Retried whole after a failure (the frozen head stays until it is in
+    /// the tables).
+    /// `now_ns` decides which blocks are closed.
+    pub(super) fn compact_rollups(&self, now_ns: i64) -> Result<bool, StoreError> {
         let (frozen, below) = {
             let wal = lock(&self.rollup_wal);
             let mut head = lock(&self.rollup_head);
-            if head.frozen.is_none() {
-                if head.live.is_empty() {
-                    head.compacted_at = Some(Instant::now());
-                    return Ok(false);
-                }
+            if head.frozen.is_none() && !head.live.is_empty() {
                 head.frozen = Some(Arc::new(std::mem::take(&mut head.live)));
                 head.frozen_below = wal.next_seq;
             }
-            (
-                head.frozen.clone().expect("frozen just now"),
-                head.frozen_below,
-            )
+            (head.frozen.clone(), head.frozen_below)
         };
-        let rows: Vec<(&Key, &Rollup)> = frozen.iter().collect();
-        let slices: Vec<&[(&Key, &Rollup)]> = rows.chunks(SLICE_ROWS).collect();
-        let last = slices.len().saturating_sub(1);
+        let now = now_ns;
+        // Buckets of closed blocks, by block; rows of open ones.
+        let mut closed: BTreeMap<Key, Vec<(i64, Rollup)>> = BTreeMap::new();
+        let mut open: Vec<(&Key, &Rollup)> = Vec::new();
+        for (key, rollup) in frozen.iter().flat_map(|f| f.iter()) {
+            let &(id, width, start) = key;
+            let block = blocks::block_of(width, start);
+            if blocks::closed(width, block, now) {
+                closed
+                    .entry((id, width, block))
+                    .or_default()
+                    .push((start, rollup.clone()));
+            } else {
+                open.push((key, rollup));
+            }
+        }
+        // Blocks whose rows were written while they were open.
+        {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let listed = txn.open_table(OPEN).map_err(backend)?;
+            for entry in listed.iter().map_err(backend)? {
+                let (key, _) = entry.map_err(backend)?;
+                let key = key.value();
+                if blocks::closed(key.1, key.2, now) {
+                    closed.entry(key).or_default();
+                }
+            }
+        }
+        if frozen.is_none() && closed.is_empty() {
+            lock(&self.rollup_head).compacted_at = Some(Instant::now());
+            return Ok(false);
+        }
+        // Work in transactions of about SLICE_ROWS buckets each.
+        enum Work<'a> {
+            Row(&'a Key, &'a Rollup),
+            Seal(Key, Vec<(i64, Rollup)>),
+        }
+        let mut work: Vec<Work<'_>> = open.into_iter().map(|(k, r)| Work::Row(k, r)).collect();
+        work.extend(closed.into_iter().map(|(k, b)| Work::Seal(k, b)));
+        let weight = |w: &Work<'_>| match w {
+            Work::Row(..) => 1,
+            Work::Seal(_, b) => b.len().max(blocks::BLOCK_BUCKETS as usize / 4),
+        };
+        let mut slices: Vec<Vec<Work<'_>>> = vec![Vec::new()];
+        let mut filled = 0;
+        for w in work {
+            if filled >= SLICE_ROWS {
+                slices.push(Vec::new());
+                filled = 0;
+            }
+            filled += weight(&w);
+            slices.last_mut().expect("one slice at least").push(w);
+        }
+        let last = slices.len() - 1;
         for (i, slice) in slices.into_iter().enumerate() {
             let mut txn = self.db.begin_write().map_err(backend)?;
             // Slices need not be durable one by one: the WAL still holds
-            // them, until the last commit deletes it with them.
+            // them, until the last commit deletes it with them (and a seal
+            // only moves rows already durable).
             let durability = if i == last {
                 Durability::Immediate
             } else {
@@ -233,13 +314,29 @@ impl Inner {
             };
             txn.set_durability(durability).map_err(backend)?;
             {
-                let mut table = txn.open_table(ROLLUPS).map_err(backend)?;
-                for (key, rollup) in slice {
-                    table
-                        .insert(**key, rollup.encode().as_slice())
-                        .map_err(backend)?;
+                let mut rows = txn.open_table(ROLLUPS).map_err(backend)?;
+                let mut sealed = txn.open_table(BLOCKS).map_err(backend)?;
+                let mut listed = txn.open_table(OPEN).map_err(backend)?;
+                let mut last_listed: Option<Key> = None;
+                for w in slice {
+                    match w {
+                        Work::Row(key, rollup) => {
+                            rows.insert(*key, rollup.encode().as_slice())
+                                .map_err(backend)?;
+                            let block = (key.0, key.1, blocks::block_of(key.1, key.2));
+                            if last_listed != Some(block) {
+                                if listed.get(block).map_err(backend)?.is_none() {
+                                    listed.insert(block, ()).map_err(backend)?;
+                                }
+                                last_listed = Some(block);
+                            }
+                        }
+                        Work::Seal(block, buckets) => {
+                            blocks::seal(&mut sealed, &mut rows, &mut listed, block, buckets)?;
+                        }
+                    }
                 }
-                if i == last {
+                if i == last && frozen.is_some() {
                     let mut wal = txn.open_table(ROLLUP_WAL).map_err(backend)?;
                     for entry in wal.extract_from_if(..below, |_, _| true).map_err(backend)? {
                         entry.map_err(backend)?;
@@ -249,14 +346,40 @@ impl Inner {
             txn.commit().map_err(backend)?;
         }
         let mut head = lock(&self.rollup_head);
-        head.frozen = None;
+        if frozen.is_some() {
+            head.frozen = None;
+        }
         head.compacted_at = Some(Instant::now());
         Ok(true)
     }
 
-    /// Replays the WAL rows left into the head.
-    pub(super) fn recover_rollups(&self) -> Result<(), StoreError> {
+    /// Lists the blocks of the `rollups` rows of a store written before
+    /// blocks existed, so that compactions seal them; then replays the WAL
+    /// rows left into the head. True if blocks wait to be sealed.
+    pub(super) fn recover_rollups(&self) -> Result<bool, StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::Immediate).map_err(backend)?;
+        {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            if meta.get(LAYOUT_KEY).map_err(backend)?.map(|v| v.value()) != Some(LAYOUT_BLOCKS) {
+                let rows = txn.open_table(ROLLUPS).map_err(backend)?;
+                let mut listed = txn.open_table(OPEN).map_err(backend)?;
+                let mut last: Option<Key> = None;
+                for entry in rows.iter().map_err(backend)? {
+                    let (key, _) = entry.map_err(backend)?;
+                    let (id, width, start) = key.value();
+                    let block = (id, width, blocks::block_of(width, start));
+                    if last != Some(block) {
+                        listed.insert(block, ()).map_err(backend)?;
+                        last = Some(block);
+                    }
+                }
+                meta.insert(LAYOUT_KEY, LAYOUT_BLOCKS).map_err(backend)?;
+            }
+        }
+        txn.commit().map_err(backend)?;
         let txn = self.db.begin_read().map_err(backend)?;
+        let waiting = !txn.open_table(OPEN).map_err(backend)?.is_empty().map_err(backend)?;
         let table = txn.open_table(ROLLUP_WAL).map_err(backend)?;
         let mut head = lock(&self.rollup_head);
         let mut wal = lock(&self.rollup_wal);
@@ -267,7 +390,7 @@ impl Inner {
             })?;
             wal.next_seq = seq.value().saturating_add(1);
         }
-        Ok(())
+        Ok(waiting)
     }
 
     pub(super) fn scan_rollups(
@@ -320,12 +443,14 @@ impl Inner {
                 .map(|r| match *r {
                     Some((id, from_ns)) if from_ns < to_ns => {
                         let span = (id, width_ns, from_ns)..(id, width_ns, to_ns);
-                        head.frozen
-                            .iter()
-                            .flat_map(|f| f.range(span.clone()))
-                            .chain(head.live.range(span.clone()))
-                            .map(|((_, _, start), r)| (*start, r.clone()))
-                            .collect()
+                        let run = |m: &BTreeMap<Key, Rollup>| -> Vec<(i64, Rollup)> {
+                            m.range(span.clone())
+                                .map(|((_, _, start), r)| (*start, r.clone()))
+                                .collect()
+                        };
+                        // Frozen then live: the newest copy of a bucket wins.
+                        let frozen = head.frozen.as_deref().map(run).unwrap_or_default();
+                        blocks::overlay(frozen, run(&head.live))
                     }
                     _ => Vec::new(),
                 })
@@ -333,6 +458,7 @@ impl Inner {
         };
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(ROLLUPS).map_err(backend)?;
+        let sealed = txn.open_table(BLOCKS).map_err(backend)?;
         ranges
             .iter()
             .zip(overlays)
@@ -340,14 +466,12 @@ impl Inner {
                 let Some((id, from_ns)) = *r else {
                     return Ok(Vec::new());
                 };
+                // Oldest to newest: sealed blocks, rows, the head.
+                let held = blocks::scan(&sealed, id, width_ns, from_ns, to_ns, limit)?;
                 let rows = scan_one(&table, id, width_ns, from_ns, to_ns, limit)?;
-                if overlay.is_empty() {
-                    return Ok(rows);
-                }
-                // Frozen then live: the newest copy of a bucket lands last.
-                let mut merged: BTreeMap<i64, Rollup> = rows.into_iter().collect();
-                merged.extend(overlay);
-                Ok(merged.into_iter().take(limit).collect())
+                let mut merged = blocks::overlay(blocks::overlay(held, rows), overlay);
+                merged.truncate(limit);
+                Ok(merged)
             })
             .collect()
     }
