@@ -158,29 +158,42 @@ impl Rollup {
 
     /// Decodes [`Rollup::encode`]; `None` for bytes it did not write.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut r = Reader(bytes);
-        if r.u8()? != 1 {
-            return None;
+        let mut r = Self::default();
+        r.decode_from(bytes).then_some(r)
+    }
+
+    /// [`Rollup::decode`] into `self`, reusing it (a reader of many buckets
+    /// decodes each into the same one); false, leaving `self` unspecified,
+    /// for bytes [`Rollup::encode`] did not write.
+    pub fn decode_from(&mut self, bytes: &[u8]) -> bool {
+        // The fixed part: version, two counts and five doubles.
+        let Some((head, rest)) = bytes.split_first_chunk::<57>() else {
+            return false;
+        };
+        if head[0] != 1 {
+            return false;
         }
-        let count = r.u64()?;
-        let numeric = r.u64()?;
-        let mut f = [0f64; 5];
-        for v in &mut f {
-            *v = f64::from_bits(r.u64()?);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&head[1 + 8 * i..9 + 8 * i]);
+            u64::from_le_bytes(w)
+        };
+        self.count = word(0);
+        self.numeric = word(1);
+        self.sum = f64::from_bits(word(2));
+        self.min = f64::from_bits(word(3));
+        self.max = f64::from_bits(word(4));
+        self.mean = f64::from_bits(word(5));
+        self.m2 = f64::from_bits(word(6));
+        let mut r = Reader(rest);
+        match (decode_sample(&mut r), decode_sample(&mut r)) {
+            (Some(first), Some(last)) if r.0.is_empty() => {
+                self.first = first;
+                self.last = last;
+                true
+            }
+            _ => false,
         }
-        let first = decode_sample(&mut r)?;
-        let last = decode_sample(&mut r)?;
-        r.0.is_empty().then_some(Self {
-            count,
-            numeric,
-            sum: f[0],
-            min: f[1],
-            max: f[2],
-            mean: f[3],
-            m2: f[4],
-            first,
-            last,
-        })
     }
 }
 
@@ -189,22 +202,34 @@ fn encode_sample(s: Option<&Sample>, out: &mut Vec<u8>) {
         out.push(0);
         return;
     };
-    let (tag, payload): (u8, Vec<u8>) = match &s.value {
-        Value::F64(v) => (1, v.to_bits().to_le_bytes().to_vec()),
-        Value::I64(v) => (2, v.to_le_bytes().to_vec()),
-        Value::Bool(b) => (3, vec![u8::from(*b)]),
-        Value::Str(text) => {
-            let mut p = (text.len() as u32).to_le_bytes().to_vec();
-            p.extend_from_slice(text.as_bytes());
-            (4, p)
-        }
+    let tag = match &s.value {
+        Value::F64(_) => 1,
+        Value::I64(_) => 2,
+        Value::Bool(_) => 3,
+        Value::Str(_) => 4,
     };
     out.push(tag);
     out.extend_from_slice(&s.ts_ns.to_le_bytes());
-    out.extend_from_slice(&payload);
+    match &s.value {
+        Value::F64(v) => out.extend_from_slice(&v.to_bits().to_le_bytes()),
+        Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::Bool(b) => out.push(u8::from(*b)),
+        Value::Str(text) => {
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 fn decode_sample(r: &mut Reader<'_>) -> Option<Option<Sample>> {
+    // Doubles, the common case, in one bounds check.
+    if let Some((&[1, ref ts @ .., a, b, c, d, e, f, g, h], rest)) = r.0.split_first_chunk::<17>() {
+        r.0 = rest;
+        return Some(Some(Sample {
+            ts_ns: i64::from_le_bytes(*ts),
+            value: Value::F64(f64::from_le_bytes([a, b, c, d, e, f, g, h])),
+        }));
+    }
     let tag = r.u8()?;
     if tag == 0 {
         return Some(None);

@@ -94,7 +94,10 @@ async fn bench() -> Result<(), Box<dyn Error>> {
     let kept = std::fs::read_to_string(&kept_file)
         .ok()
         .and_then(|s| {
-            let v: Vec<i64> = s.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            let v: Vec<i64> = s
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
             (v.len() == 3 && v[0] == devices as i64 && v[1] == days).then_some(v[2])
         })
         .filter(|_| influx.is_none());

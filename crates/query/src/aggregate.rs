@@ -23,8 +23,7 @@
 //! sample from raw points or merged from stored buckets, so both paths
 //! compute the same statistics the same way.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -35,7 +34,7 @@ use tributary_core::rollup::{Rollup, width_name};
 use tributary_core::time::parse_duration;
 use tributary_core::{Sample, SeriesKey};
 use tributary_proto::v1 as pb;
-use tributary_store::{Order, Store};
+use tributary_store::{Order, RollupFold as _, Store};
 
 use crate::error::QueryError;
 use crate::range::sample_to_pb;
@@ -304,11 +303,60 @@ fn to_pb(r: &Rollup, start_ns: i64, f: Functions) -> pb::AggregateBucket {
     }
 }
 
-/// The buckets of one (group, metric).
+/// The buckets of one (group, metric), sorted by start.
 #[derive(Debug, Default)]
 struct GroupSeries {
     devices: u32,
-    buckets: BTreeMap<i64, Rollup>,
+    buckets: Vec<(i64, Rollup)>,
+}
+
+impl GroupSeries {
+    /// Merges one series' windows (sorted by start) in; returns how many
+    /// buckets that added. Linear, and one pass in the common case, where
+    /// the devices of a group share their windows and merge in place.
+    fn merge(&mut self, windows: Vec<(i64, Rollup)>) -> usize {
+        if self.buckets.is_empty() {
+            self.buckets = windows;
+            return self.buckets.len();
+        }
+        let mut windows = windows.into_iter();
+        let mut at = 0;
+        let mut rest = None;
+        for (start, r) in windows.by_ref() {
+            while self.buckets.get(at).is_some_and(|(s, _)| *s < start) {
+                at += 1;
+            }
+            match self.buckets.get_mut(at) {
+                Some((s, into)) if *s == start => into.merge(&r),
+                _ => {
+                    rest = Some((start, r));
+                    break;
+                }
+            }
+        }
+        let Some(first) = rest else {
+            return 0;
+        };
+        // A window the group lacks: merge the rest into a new run.
+        let before = self.buckets.len();
+        let mut merged = Vec::with_capacity(before + windows.len() + 1);
+        let mut mine = std::mem::take(&mut self.buckets).into_iter().peekable();
+        for (start, r) in std::iter::once(first).chain(windows) {
+            while let Some(b) = mine.next_if(|(s, _)| *s < start) {
+                merged.push(b);
+            }
+            match mine.next_if(|(s, _)| *s == start) {
+                Some((s, mut into)) => {
+                    into.merge(&r);
+                    merged.push((s, into));
+                }
+                None => merged.push((start, r)),
+            }
+        }
+        merged.extend(mine);
+        self.buckets = merged;
+        self.buckets.len() - before
+    }
 }
 
 /// Aggregates `query` over `devices` of `tenant`.
@@ -357,26 +405,12 @@ pub(crate) async fn run(
             .buffered(budget.concurrency.max(1))
     );
     while let Some(batch) = batches.try_next().await? {
-        for (device, read) in batch {
-            let group = match &query.group_by {
-                Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
-                None => device.id.clone(),
-            };
-            for (metric, series) in read {
-                let into = groups.entry((group.clone(), metric)).or_default();
-                into.devices = into.devices.saturating_add(1);
-                for (start, acc) in series {
-                    match into.buckets.entry(start) {
-                        Entry::Occupied(mut o) => o.get_mut().merge(&acc),
-                        Entry::Vacant(v) => {
-                            buckets += 1;
-                            if buckets > budget.max_buckets {
-                                return Err(too_many_buckets(budget.max_buckets));
-                            }
-                            v.insert(acc);
-                        }
-                    }
-                }
+        for (key, devices, windows) in batch {
+            let into = groups.entry(key).or_default();
+            into.devices = into.devices.saturating_add(devices);
+            buckets += into.merge(windows);
+            if buckets > budget.max_buckets {
+                return Err(too_many_buckets(budget.max_buckets));
             }
         }
     }
@@ -389,6 +423,7 @@ pub(crate) async fn run(
             buckets: s
                 .buckets
                 .iter()
+                .filter(|(_, acc)| acc.count > 0)
                 .map(|(start, acc)| to_pb(acc, *start, query.functions))
                 .collect(),
         })
@@ -409,73 +444,163 @@ pub(crate) async fn run(
 /// series.
 const BATCH_DEVICES: usize = 64;
 
-/// The windows of every requested metric of each of `devices` that has
-/// samples, in device order. Rollup pieces are read for all their series at
-/// once (`Store::scan_rollups_many`); raw pieces series by series.
-async fn read_devices<'d>(
+/// What a batch of devices read: per (group, metric), how many devices had
+/// samples, and the windows of them all merged.
+type BatchGroups = Vec<((String, String), u32, Vec<(i64, Rollup)>)>;
+
+/// The windows of every requested metric of `devices`, merged per (group,
+/// metric) in device order. Rollup pieces are read for all their series at
+/// once and merged as they are read (`Store::fold_rollups_many`); raw
+/// pieces series by series.
+async fn read_devices(
     store: &dyn Store,
     tenant: &str,
-    devices: &'d [DeviceInfo],
+    devices: &[DeviceInfo],
     query: &AggregateQuery,
     pieces: &[Piece],
     budget: Budget,
     scanned: &AtomicU64,
-) -> Result<Vec<(&'d DeviceInfo, SeriesWindows)>, QueryError> {
-    // (device index, metric) of every series, and its key.
-    let mut series: Vec<(usize, String)> = Vec::new();
+) -> Result<BatchGroups, QueryError> {
     let mut keys: Vec<SeriesKey> = Vec::new();
-    for (d, device) in devices.iter().enumerate() {
+    let mut fold = BatchFold {
+        window: query.window,
+        from_ns: query.range.from_ns,
+        max: budget.max_buckets,
+        ..BatchFold::default()
+    };
+    let mut slots: HashMap<(String, String), usize> = HashMap::new();
+    for device in devices {
         let metrics = if query.metrics.is_empty() {
             store.list_metrics(tenant, &device.id).await?
         } else {
             query.metrics.clone()
         };
+        let group = match &query.group_by {
+            Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
+            None => device.id.clone(),
+        };
         for metric in metrics {
             keys.push(SeriesKey::new(tenant, device.id.as_str(), metric.as_str()));
-            series.push((d, metric));
+            let next = fold.slots.len();
+            let slot = *slots.entry((group.clone(), metric)).or_insert(next);
+            if slot == next {
+                fold.slots.push(Slot::default());
+            }
+            fold.slot_of.push(slot);
         }
     }
-    let mut windows: Vec<Windows<'_>> = keys
-        .iter()
-        .map(|_| Windows {
-            query,
-            max: budget.max_buckets,
-            out: Vec::new(),
-        })
-        .collect();
+    fold.seen = vec![false; keys.len()];
     for piece in pieces {
         match *piece {
             Piece::Raw(from, to) => {
-                for (key, w) in keys.iter().zip(windows.iter_mut()) {
-                    scan_raw(store, key, from, to, budget, scanned, w).await?;
+                for (i, key) in keys.iter().enumerate() {
+                    let mut w = Windows {
+                        query,
+                        max: budget.max_buckets,
+                        out: Vec::new(),
+                    };
+                    scan_raw(store, key, from, to, budget, scanned, &mut w).await?;
+                    for (start, r) in &w.out {
+                        fold.bucket(i, *start, r);
+                    }
                 }
             }
             Piece::Tier(width, from, to) => {
                 let most = usize::try_from((to - from) / width).unwrap_or(usize::MAX);
-                let got = store
-                    .scan_rollups_many(&keys, width, from, to, most)
+                let read_before = fold.read;
+                let folded: Box<dyn std::any::Any> = store
+                    .fold_rollups_many(&keys, width, from, to, most, Box::new(fold))
                     .await?;
-                charge(scanned, got.iter().map(Vec::len).sum(), budget)?;
-                for (rows, w) in got.iter().zip(windows.iter_mut()) {
-                    for (start, r) in rows {
-                        w.merge(*start, r)?;
-                    }
-                }
+                fold = *folded.downcast::<BatchFold>().map_err(|_| {
+                    QueryError::Internal("a store returned another rollup fold".into())
+                })?;
+                charge(scanned, fold.read - read_before, budget)?;
             }
         }
-    }
-    let mut out: Vec<(&DeviceInfo, SeriesWindows)> =
-        devices.iter().map(|d| (d, Vec::new())).collect();
-    for ((d, metric), w) in series.into_iter().zip(windows) {
-        if !w.out.is_empty() {
-            out[d].1.push((metric, w.out));
+        if fold.buckets > fold.max {
+            return Err(too_many_buckets(fold.max));
         }
     }
-    Ok(out.into_iter().filter(|(_, s)| !s.is_empty()).collect())
+    let mut devices = vec![0u32; fold.slots.len()];
+    for (i, seen) in fold.seen.iter().enumerate() {
+        if *seen {
+            devices[fold.slot_of[i]] += 1;
+        }
+    }
+    let mut keyed: Vec<((String, String), usize)> = slots.into_iter().collect();
+    keyed.sort_unstable_by_key(|(_, slot)| *slot);
+    Ok(keyed
+        .into_iter()
+        .zip(fold.slots)
+        .filter(|((_, slot), s)| devices[*slot] > 0 && !s.buckets.is_empty())
+        .map(|((key, slot), s)| (key, devices[slot], s.buckets))
+        .collect())
 }
 
-/// Per metric, its windows.
-type SeriesWindows = Vec<(String, Vec<(i64, Rollup)>)>;
+/// A batch's windows per (group, metric) slot, merged as buckets arrive.
+#[derive(Default)]
+struct BatchFold {
+    window: Option<i64>,
+    from_ns: i64,
+    /// Per series (index into the batch's keys), its slot.
+    slot_of: Vec<usize>,
+    /// Per series, whether it had a sample.
+    seen: Vec<bool>,
+    slots: Vec<Slot>,
+    /// Buckets received, for the scan budget.
+    read: usize,
+    /// Windows held, against `max`.
+    buckets: usize,
+    max: usize,
+}
+
+/// One (group, metric)'s windows, sorted by start.
+#[derive(Default)]
+struct Slot {
+    buckets: Vec<(i64, Rollup)>,
+    /// Where the last bucket went: the next one usually goes just after.
+    hint: usize,
+}
+
+impl tributary_store::RollupFold for BatchFold {
+    fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup) {
+        self.read += 1;
+        if rollup.count == 0 || self.buckets > self.max {
+            return;
+        }
+        let (Some(&slot), Some(seen)) = (self.slot_of.get(series), self.seen.get_mut(series))
+        else {
+            return;
+        };
+        *seen = true;
+        let start = match self.window {
+            Some(w) => start_ns.saturating_sub(start_ns.rem_euclid(w)),
+            None => self.from_ns,
+        };
+        let s = &mut self.slots[slot];
+        let at = [s.hint, s.hint + 1]
+            .into_iter()
+            .find(|&i| s.buckets.get(i).is_some_and(|(b, _)| *b == start));
+        let at = match at {
+            Some(i) => i,
+            None if s.buckets.last().is_none_or(|(b, _)| *b < start) => {
+                s.buckets.push((start, Rollup::default()));
+                self.buckets += 1;
+                s.buckets.len() - 1
+            }
+            None => match s.buckets.binary_search_by_key(&start, |(b, _)| *b) {
+                Ok(i) => i,
+                Err(i) => {
+                    s.buckets.insert(i, (start, Rollup::default()));
+                    self.buckets += 1;
+                    i
+                }
+            },
+        };
+        s.hint = at;
+        s.buckets[at].1.merge(rollup);
+    }
+}
 
 /// Counts what a read returned against the budget (shared by the devices
 /// read at once).
@@ -514,14 +639,6 @@ impl Windows<'_> {
 
     fn add(&mut self, sample: &Sample) -> Result<(), QueryError> {
         self.slot(sample.ts_ns)?.add(sample);
-        Ok(())
-    }
-
-    fn merge(&mut self, bucket_start: i64, r: &Rollup) -> Result<(), QueryError> {
-        if r.count == 0 {
-            return Ok(());
-        }
-        self.slot(bucket_start)?.merge(r);
         Ok(())
     }
 }

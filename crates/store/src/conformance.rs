@@ -932,6 +932,47 @@ pub async fn rollups_round_trip(store: &dyn Store) {
         .is_empty(),
         "series are apart"
     );
+
+    // A fold hands over what scans return, series by series, in order,
+    // limited per series.
+    let keys = [series.clone(), other.clone(), key(&tenant, "nobody", "t")];
+    for (from, to, limit) in [
+        (base, base + NS_PER_DAY, 100),
+        (base + MINUTE, base + 4 * MINUTE, 100),
+        (base, base + NS_PER_DAY, 2),
+    ] {
+        let scanned = must(
+            store
+                .scan_rollups_many(&keys, MINUTE, from, to, limit)
+                .await,
+            "scan many",
+        );
+        let folded = must(
+            store
+                .fold_rollups_many(&keys, MINUTE, from, to, limit, Box::new(Collect::default()))
+                .await,
+            "fold many",
+        );
+        let folded: Box<dyn std::any::Any> = folded;
+        let folded = folded.downcast::<Collect>().expect("the fold given back");
+        let expected: Vec<(usize, i64, Rollup)> = scanned
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, rows)| rows.into_iter().map(move |(s, r)| (i, s, r)))
+            .collect();
+        assert!(!expected.is_empty(), "the scan found buckets");
+        assert_eq!(folded.0, expected, "fold of [{from}, {to}) limit {limit}");
+    }
+}
+
+/// A fold that keeps what it is given.
+#[derive(Default)]
+struct Collect(Vec<(usize, i64, Rollup)>);
+
+impl crate::RollupFold for Collect {
+    fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup) {
+        self.0.push((series, start_ns, rollup.clone()));
+    }
 }
 
 /// Runs every check of a [`SeriesGate`]: the gate of a store with a series

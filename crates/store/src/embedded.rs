@@ -767,6 +767,30 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn fold_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit_each: usize,
+        mut fold: Box<dyn crate::RollupFold>,
+    ) -> Result<Box<dyn crate::RollupFold>, StoreError> {
+        let series = series.to_vec();
+        self.blocking(move |inner| {
+            inner.fold_rollups_many(
+                &series,
+                width_ns,
+                from_ns,
+                to_ns,
+                limit_each,
+                fold.as_mut(),
+            )?;
+            Ok(fold)
+        })
+        .await
+    }
+
     async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
         self.blocking(move |inner| inner.rollups_since(width_ns))
             .await

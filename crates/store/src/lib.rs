@@ -73,6 +73,13 @@ pub enum StoreError {
 }
 
 /// A time-series store.
+/// Receives the buckets [`Store::fold_rollups_many`] reads. `Any`, so that
+/// its owner can take its own type back from the box.
+pub trait RollupFold: std::any::Any + Send {
+    /// A bucket of the series at index `series` of the keys read.
+    fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup);
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
     /// Writes points. Idempotent per (tenant, device, metric, ts): the last
@@ -145,6 +152,31 @@ pub trait Store: Send + Sync + Debug + 'static {
             );
         }
         Ok(out)
+    }
+
+    /// [`Store::scan_rollups_many`], handing each bucket to `fold` as it
+    /// is read instead of returning them all: for a long range over many
+    /// series, keeping every bucket costs more than reading it. Each
+    /// series' buckets come in time order, series after series. Returns
+    /// `fold`. The default folds what `scan_rollups_many` returns.
+    async fn fold_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit_each: usize,
+        mut fold: Box<dyn RollupFold>,
+    ) -> Result<Box<dyn RollupFold>, StoreError> {
+        let got = self
+            .scan_rollups_many(series, width_ns, from_ns, to_ns, limit_each)
+            .await?;
+        for (i, rows) in got.iter().enumerate() {
+            for (start, rollup) in rows {
+                fold.bucket(i, *start, rollup);
+            }
+        }
+        Ok(fold)
     }
 
     /// From when the rollups of the tier of `width_ns` are complete: every

@@ -65,7 +65,10 @@ pub(super) fn encode(width_ns: i64, block_ns: i64, buckets: &[(i64, Rollup)]) ->
     out.push(1);
     for (start, rollup) in buckets {
         let index = (start - block_ns) / width_ns;
-        debug_assert!((0..BLOCK_BUCKETS).contains(&index), "bucket outside its block");
+        debug_assert!(
+            (0..BLOCK_BUCKETS).contains(&index),
+            "bucket outside its block"
+        );
         let bytes = rollup.encode();
         out.push(index as u8);
         out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
@@ -84,9 +87,34 @@ pub(super) fn decode_into(
     to_ns: i64,
     out: &mut Vec<(i64, Rollup)>,
 ) -> Result<(), StoreError> {
+    for_each(
+        bytes,
+        width_ns,
+        block_ns,
+        from_ns,
+        to_ns,
+        |start, rollup| {
+            out.push((start, rollup.clone()));
+            true
+        },
+    )
+}
+
+/// Hands the buckets of an encoded block whose start is in
+/// `[from_ns, to_ns)` to `f`, in order, while it returns true (each
+/// decoded into the same rollup).
+pub(super) fn for_each(
+    bytes: &[u8],
+    width_ns: i64,
+    block_ns: i64,
+    from_ns: i64,
+    to_ns: i64,
+    mut f: impl FnMut(i64, &Rollup) -> bool,
+) -> Result<(), StoreError> {
     let Some((&1, mut rest)) = bytes.split_first() else {
         return Err(corrupt());
     };
+    let mut rollup = Rollup::default();
     while !rest.is_empty() {
         if rest.len() < 3 {
             return Err(corrupt());
@@ -100,7 +128,12 @@ pub(super) fn decode_into(
             break;
         }
         if start >= from_ns {
-            out.push((start, Rollup::decode(body).ok_or_else(corrupt)?));
+            if !rollup.decode_from(body) {
+                return Err(corrupt());
+            }
+            if !f(start, &rollup) {
+                break;
+            }
         }
     }
     Ok(())
@@ -113,6 +146,12 @@ pub(super) fn overlay(older: Vec<(i64, Rollup)>, newer: Vec<(i64, Rollup)>) -> V
     }
     if older.is_empty() {
         return newer;
+    }
+    // Newer buckets after the older ones (the rows of the newest, open block).
+    let mut older = older;
+    if older.last().map(|(s, _)| s) < newer.first().map(|(s, _)| s) {
+        older.extend(newer);
+        return older;
     }
     let mut out = Vec::with_capacity(older.len() + newer.len());
     let mut older = older.into_iter().peekable();
@@ -137,10 +176,13 @@ pub(super) fn scan(
     to_ns: i64,
     limit: usize,
 ) -> Result<Vec<(i64, Rollup)>, StoreError> {
-    let mut out = Vec::new();
     if from_ns >= to_ns {
-        return Ok(out);
+        return Ok(Vec::new());
     }
+    // Sized once: growing a vector of rollups copies it (at most a few
+    // thousand up front, as a read may well find fewer).
+    let buckets = usize::try_from((to_ns - from_ns) / width_ns.max(1)).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(buckets.saturating_add(1).min(limit).min(4096));
     let first = block_of(width_ns, from_ns);
     for row in table
         .range((id, width_ns, first)..(id, width_ns, to_ns))
@@ -154,6 +196,72 @@ pub(super) fn scan(
         }
     }
     Ok(out)
+}
+
+/// Hands the buckets of one series in one tier in `[from_ns, to_ns)` to
+/// `f`, in order, at most `limit`: those of sealed blocks, each replaced by
+/// the bucket of `newer` (sorted) with the same start, and `newer`'s other
+/// buckets in their place. Blocks are decoded as they are read.
+pub(super) fn fold(
+    table: &impl ReadableTable<(u64, i64, i64), &'static [u8]>,
+    (id, width_ns): (u64, i64),
+    (from_ns, to_ns): (i64, i64),
+    newer: Vec<(i64, Rollup)>,
+    limit: usize,
+    mut f: impl FnMut(i64, &Rollup),
+) -> Result<(), StoreError> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let mut newer = newer.into_iter().peekable();
+    let mut left = limit;
+    // False once `limit` buckets went out.
+    let mut emit = |start: i64, rollup: &Rollup| {
+        f(start, rollup);
+        left -= 1;
+        left > 0
+    };
+    let mut more = true;
+    if from_ns < to_ns {
+        let first = block_of(width_ns, from_ns);
+        for row in table
+            .range((id, width_ns, first)..(id, width_ns, to_ns))
+            .map_err(backend)?
+        {
+            let (k, v) = row.map_err(backend)?;
+            for_each(
+                v.value(),
+                width_ns,
+                k.value().2,
+                from_ns,
+                to_ns,
+                |start, rollup| {
+                    while let Some((s, r)) = newer.next_if(|(s, _)| *s < start) {
+                        if !emit(s, &r) {
+                            more = false;
+                            return false;
+                        }
+                    }
+                    more = match newer.next_if(|(s, _)| *s == start) {
+                        Some((s, r)) => emit(s, &r),
+                        None => emit(start, rollup),
+                    };
+                    more
+                },
+            )?;
+            if !more {
+                break;
+            }
+        }
+    }
+    if more {
+        for (s, r) in newer {
+            if !emit(s, &r) {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Merges `buckets` (sorted, all in the block `(id, width, block)`) into
@@ -220,12 +328,27 @@ mod tests {
         decode_into(&bytes, width, block, i64::MIN, i64::MAX, &mut all).unwrap();
         assert_eq!(all, buckets);
         let mut some = Vec::new();
-        decode_into(&bytes, width, block, block + width, block + 6 * width, &mut some).unwrap();
+        decode_into(
+            &bytes,
+            width,
+            block,
+            block + width,
+            block + 6 * width,
+            &mut some,
+        )
+        .unwrap();
         assert_eq!(some, buckets[1..3]);
         let mut truncated = Vec::new();
         assert!(
-            decode_into(&bytes[..bytes.len() - 1], width, block, i64::MIN, i64::MAX, &mut truncated)
-                .is_err()
+            decode_into(
+                &bytes[..bytes.len() - 1],
+                width,
+                block,
+                i64::MIN,
+                i64::MAX,
+                &mut truncated
+            )
+            .is_err()
         );
         assert!(decode_into(&[2], width, block, 0, 1, &mut truncated).is_err());
     }
@@ -306,10 +429,34 @@ mod tests {
             .map(|(r, k)| (k.start_ns, r.expect("a scanned bucket is found").sum))
             .collect();
         assert_eq!(got, scanned, "point lookups agree with the scan");
+        for limit in [usize::MAX, 2] {
+            let mut folded = Collect::default();
+            inner
+                .fold_rollups_many(&[series()], MINUTE, from, to, limit, &mut folded)
+                .unwrap();
+            let expected: Vec<(i64, f64)> = scanned.iter().copied().take(limit).collect();
+            assert_eq!(
+                folded.0, expected,
+                "a fold agrees with the scan (limit {limit})"
+            );
+        }
         scanned
     }
 
-    fn count(inner: &crate::embedded::Inner, table: TableDefinition<'static, Key, &'static [u8]>) -> u64 {
+    #[derive(Default)]
+    struct Collect(Vec<(i64, f64)>);
+
+    impl crate::RollupFold for Collect {
+        fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup) {
+            assert_eq!(series, 0);
+            self.0.push((start_ns, rollup.sum));
+        }
+    }
+
+    fn count(
+        inner: &crate::embedded::Inner,
+        table: TableDefinition<'static, Key, &'static [u8]>,
+    ) -> u64 {
         use redb::{ReadableDatabase, ReadableTableMetadata};
         let txn = inner.db.begin_read().unwrap();
         txn.open_table(table).unwrap().len().unwrap()
@@ -324,7 +471,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blocks_are_sealed_once_closed_corrected_in_place_and_migrated() {
         let dir = tempfile::tempdir().unwrap();
-        let a = block_of(MINUTE, tributary_core::time::now_ns() - 10 * 86_400 * 1_000_000_000);
+        let a = block_of(
+            MINUTE,
+            tributary_core::time::now_ns() - 10 * 86_400 * 1_000_000_000,
+        );
         let b = a + span(MINUTE);
         let store = store_with_series(dir.path(), a).await;
         let inner = &store.inner;
@@ -332,22 +482,52 @@ mod tests {
             let rows: Vec<_> = rows.iter().map(|&(s, v)| (key(s), rollup(v))).collect();
             inner.write_rollups(&rows).unwrap();
         };
-        write(&[(a, 1.0), (a + MINUTE, 2.0), (a + 63 * MINUTE, 3.0), (b, 4.0)]);
-        let all = vec![(a, 1.0), (a + MINUTE, 2.0), (a + 63 * MINUTE, 3.0), (b, 4.0)];
+        write(&[
+            (a, 1.0),
+            (a + MINUTE, 2.0),
+            (a + 63 * MINUTE, 3.0),
+            (b, 4.0),
+        ]);
+        let all = vec![
+            (a, 1.0),
+            (a + MINUTE, 2.0),
+            (a + 63 * MINUTE, 3.0),
+            (b, 4.0),
+        ];
         assert_eq!(read(inner, a, b + span(MINUTE)), all, "from the head");
 
         // Both blocks still open: rows, and both listed.
         assert!(inner.compact_rollups(a + span(MINUTE) / 2).unwrap());
-        assert_eq!((count(inner, super::super::rollups::ROLLUPS), count(inner, BLOCKS)), (4, 0));
+        assert_eq!(
+            (
+                count(inner, super::super::rollups::ROLLUPS),
+                count(inner, BLOCKS)
+            ),
+            (4, 0)
+        );
         assert_eq!(open_blocks(inner), 2);
         assert_eq!(read(inner, a, b + span(MINUTE)), all, "from rows");
 
         // A grace after its end, block a is sealed; b stays rows.
         assert!(inner.compact_rollups(b + SEAL_GRACE_NS).unwrap());
-        assert_eq!((count(inner, super::super::rollups::ROLLUPS), count(inner, BLOCKS)), (1, 1));
+        assert_eq!(
+            (
+                count(inner, super::super::rollups::ROLLUPS),
+                count(inner, BLOCKS)
+            ),
+            (1, 1)
+        );
         assert_eq!(open_blocks(inner), 1);
-        assert_eq!(read(inner, a, b + span(MINUTE)), all, "from a block and a row");
-        assert_eq!(read(inner, a + MINUTE, a + 2 * MINUTE), [(a + MINUTE, 2.0)], "inside a block");
+        assert_eq!(
+            read(inner, a, b + span(MINUTE)),
+            all,
+            "from a block and a row"
+        );
+        assert_eq!(
+            read(inner, a + MINUTE, a + 2 * MINUTE),
+            [(a + MINUTE, 2.0)],
+            "inside a block"
+        );
 
         // A late correction in the sealed block, over it from the head, then in it.
         write(&[(a + MINUTE, 20.0), (a + 5 * MINUTE, 5.0)]);
@@ -358,10 +538,24 @@ mod tests {
             (a + 63 * MINUTE, 3.0),
             (b, 4.0),
         ];
-        assert_eq!(read(inner, a, b + span(MINUTE)), corrected, "head over a block");
+        assert_eq!(
+            read(inner, a, b + span(MINUTE)),
+            corrected,
+            "head over a block"
+        );
         assert!(inner.compact_rollups(b + SEAL_GRACE_NS).unwrap());
-        assert_eq!((count(inner, super::super::rollups::ROLLUPS), count(inner, BLOCKS)), (1, 1));
-        assert_eq!(read(inner, a, b + span(MINUTE)), corrected, "corrected in the block");
+        assert_eq!(
+            (
+                count(inner, super::super::rollups::ROLLUPS),
+                count(inner, BLOCKS)
+            ),
+            (1, 1)
+        );
+        assert_eq!(
+            read(inner, a, b + span(MINUTE)),
+            corrected,
+            "corrected in the block"
+        );
         drop(store);
 
         // A store from before blocks: every bucket a row, none listed.
@@ -383,22 +577,42 @@ mod tests {
                 sealed.retain(|_, _| false).unwrap();
                 for (id, width, buckets) in blocks_held {
                     for (start, r) in buckets {
-                        rows.insert((id, width, start), r.encode().as_slice()).unwrap();
+                        rows.insert((id, width, start), r.encode().as_slice())
+                            .unwrap();
                     }
                 }
                 txn.open_table(OPEN).unwrap().retain(|_, _| false).unwrap();
-                txn.open_table(super::super::META).unwrap().remove("rollup_layout").unwrap();
+                txn.open_table(super::super::META)
+                    .unwrap()
+                    .remove("rollup_layout")
+                    .unwrap();
             }
             txn.commit().unwrap();
         }
         let store = crate::embedded::EmbeddedStore::open(dir.path(), Default::default()).unwrap();
         let inner = &store.inner;
-        assert_eq!((count(inner, super::super::rollups::ROLLUPS), count(inner, BLOCKS)), (5, 0));
+        assert_eq!(
+            (
+                count(inner, super::super::rollups::ROLLUPS),
+                count(inner, BLOCKS)
+            ),
+            (5, 0)
+        );
         assert_eq!(read(inner, a, b + span(MINUTE)), corrected, "legacy rows");
         // Listed at open, sealed by the next compaction (both closed by now).
         store.compact().await.unwrap();
-        assert_eq!((count(inner, super::super::rollups::ROLLUPS), count(inner, BLOCKS)), (0, 2));
+        assert_eq!(
+            (
+                count(inner, super::super::rollups::ROLLUPS),
+                count(inner, BLOCKS)
+            ),
+            (0, 2)
+        );
         assert_eq!(open_blocks(inner), 0);
-        assert_eq!(read(inner, a, b + span(MINUTE)), corrected, "migrated into blocks");
+        assert_eq!(
+            read(inner, a, b + span(MINUTE)),
+            corrected,
+            "migrated into blocks"
+        );
     }
 }

@@ -379,7 +379,11 @@ impl Inner {
         }
         txn.commit().map_err(backend)?;
         let txn = self.db.begin_read().map_err(backend)?;
-        let waiting = !txn.open_table(OPEN).map_err(backend)?.is_empty().map_err(backend)?;
+        let waiting = !txn
+            .open_table(OPEN)
+            .map_err(backend)?
+            .is_empty()
+            .map_err(backend)?;
         let table = txn.open_table(ROLLUP_WAL).map_err(backend)?;
         let mut head = lock(&self.rollup_head);
         let mut wal = lock(&self.rollup_wal);
@@ -411,8 +415,55 @@ impl Inner {
         Ok(all.pop().unwrap_or_default())
     }
 
-    /// Many series' buckets in one read transaction, the head's rows over
-    /// the table's.
+    /// Per series, its id and where its read starts (after its tenant's
+    /// tier retention), if the store has it; and the head's buckets of it
+    /// in `[from, to)`.
+    #[allow(
+        clippy::type_complexity,
+        reason = "two parallel lists, named in the doc"
+    )]
+    fn rollup_sources(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> (Vec<Option<(u64, i64)>>, Vec<Vec<(i64, Rollup)>>) {
+        let ranges: Vec<Option<(u64, i64)>> = series
+            .iter()
+            .map(|s| {
+                self.series_id(s).map(|id| {
+                    let from_ns = from_ns.max(self.rollup_floor(&s.tenant, width_ns));
+                    (id, from_ns)
+                })
+            })
+            .collect();
+        // The head's rows first, then the tables: a row that moves from the
+        // head into a table meanwhile is then found in one or both (the
+        // head's copy is never older).
+        let head = lock(&self.rollup_head);
+        let overlays = ranges
+            .iter()
+            .map(|r| match *r {
+                Some((id, from_ns)) if from_ns < to_ns => {
+                    let span = (id, width_ns, from_ns)..(id, width_ns, to_ns);
+                    let run = |m: &BTreeMap<Key, Rollup>| -> Vec<(i64, Rollup)> {
+                        m.range(span.clone())
+                            .map(|((_, _, start), r)| (*start, r.clone()))
+                            .collect()
+                    };
+                    // Frozen then live: the newest copy of a bucket wins.
+                    let frozen = head.frozen.as_deref().map(run).unwrap_or_default();
+                    blocks::overlay(frozen, run(&head.live))
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        (ranges, overlays)
+    }
+
+    /// Many series' buckets in one read transaction: sealed blocks, under
+    /// rows, under the head.
     pub(super) fn scan_rollups_many(
         &self,
         series: &[SeriesKey],
@@ -424,38 +475,7 @@ impl Inner {
         if from_ns >= to_ns || limit == 0 {
             return Ok(vec![Vec::new(); series.len()]);
         }
-        let ranges: Vec<Option<(u64, i64)>> = series
-            .iter()
-            .map(|s| {
-                self.series_id(s).map(|id| {
-                    let from_ns = from_ns.max(self.rollup_floor(&s.tenant, width_ns));
-                    (id, from_ns)
-                })
-            })
-            .collect();
-        // The head's rows first, then the table: a row that moves from the
-        // head into the table meanwhile is then found in one or both (the
-        // head's copy is never older).
-        let overlays: Vec<Vec<(i64, Rollup)>> = {
-            let head = lock(&self.rollup_head);
-            ranges
-                .iter()
-                .map(|r| match *r {
-                    Some((id, from_ns)) if from_ns < to_ns => {
-                        let span = (id, width_ns, from_ns)..(id, width_ns, to_ns);
-                        let run = |m: &BTreeMap<Key, Rollup>| -> Vec<(i64, Rollup)> {
-                            m.range(span.clone())
-                                .map(|((_, _, start), r)| (*start, r.clone()))
-                                .collect()
-                        };
-                        // Frozen then live: the newest copy of a bucket wins.
-                        let frozen = head.frozen.as_deref().map(run).unwrap_or_default();
-                        blocks::overlay(frozen, run(&head.live))
-                    }
-                    _ => Vec::new(),
-                })
-                .collect()
-        };
+        let (ranges, overlays) = self.rollup_sources(series, width_ns, from_ns, to_ns);
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(ROLLUPS).map_err(backend)?;
         let sealed = txn.open_table(BLOCKS).map_err(backend)?;
@@ -466,7 +486,6 @@ impl Inner {
                 let Some((id, from_ns)) = *r else {
                     return Ok(Vec::new());
                 };
-                // Oldest to newest: sealed blocks, rows, the head.
                 let held = blocks::scan(&sealed, id, width_ns, from_ns, to_ns, limit)?;
                 let rows = scan_one(&table, id, width_ns, from_ns, to_ns, limit)?;
                 let mut merged = blocks::overlay(blocks::overlay(held, rows), overlay);
@@ -474,6 +493,44 @@ impl Inner {
                 Ok(merged)
             })
             .collect()
+    }
+
+    /// [`Inner::scan_rollups_many`], handing buckets to `fold` as sealed
+    /// blocks are decoded instead of keeping them.
+    pub(super) fn fold_rollups_many(
+        &self,
+        series: &[SeriesKey],
+        width_ns: i64,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+        fold: &mut dyn crate::RollupFold,
+    ) -> Result<(), StoreError> {
+        if from_ns >= to_ns || limit == 0 {
+            return Ok(());
+        }
+        let (ranges, overlays) = self.rollup_sources(series, width_ns, from_ns, to_ns);
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(ROLLUPS).map_err(backend)?;
+        let sealed = txn.open_table(BLOCKS).map_err(backend)?;
+        for (i, (r, overlay)) in ranges.iter().zip(overlays).enumerate() {
+            let Some((id, from_ns)) = *r else {
+                continue;
+            };
+            let rows = scan_one(&table, id, width_ns, from_ns, to_ns, limit)?;
+            let newer = blocks::overlay(rows, overlay);
+            blocks::fold(
+                &sealed,
+                (id, width_ns),
+                (from_ns, to_ns),
+                newer,
+                limit,
+                |start, rollup| {
+                    fold.bucket(i, start, rollup);
+                },
+            )?;
+        }
+        Ok(())
     }
 
     pub(super) fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {
