@@ -166,38 +166,6 @@ pub(super) fn overlay(older: Vec<(i64, Rollup)>, newer: Vec<(i64, Rollup)>) -> V
     out
 }
 
-/// The buckets of one series in one tier in `[from_ns, to_ns)` from sealed
-/// blocks, at most `limit`.
-pub(super) fn scan(
-    table: &impl ReadableTable<(u64, i64, i64), &'static [u8]>,
-    id: u64,
-    width_ns: i64,
-    from_ns: i64,
-    to_ns: i64,
-    limit: usize,
-) -> Result<Vec<(i64, Rollup)>, StoreError> {
-    if from_ns >= to_ns {
-        return Ok(Vec::new());
-    }
-    // Sized once: growing a vector of rollups copies it (at most a few
-    // thousand up front, as a read may well find fewer).
-    let buckets = usize::try_from((to_ns - from_ns) / width_ns.max(1)).unwrap_or(usize::MAX);
-    let mut out = Vec::with_capacity(buckets.saturating_add(1).min(limit).min(4096));
-    let first = block_of(width_ns, from_ns);
-    for row in table
-        .range((id, width_ns, first)..(id, width_ns, to_ns))
-        .map_err(backend)?
-    {
-        let (k, v) = row.map_err(backend)?;
-        decode_into(v.value(), width_ns, k.value().2, from_ns, to_ns, &mut out)?;
-        if out.len() >= limit {
-            out.truncate(limit);
-            break;
-        }
-    }
-    Ok(out)
-}
-
 /// Hands the buckets of one series in one tier in `[from_ns, to_ns)` to
 /// `f`, in order, at most `limit`: those of sealed blocks, each replaced by
 /// the bucket of `newer` (sorted) with the same start, and `newer`'s other

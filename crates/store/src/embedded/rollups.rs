@@ -463,7 +463,7 @@ impl Inner {
     }
 
     /// Many series' buckets in one read transaction: sealed blocks, under
-    /// rows, under the head.
+    /// rows, under the head ([`Inner::fold_rollups_many`], kept).
     pub(super) fn scan_rollups_many(
         &self,
         series: &[SeriesKey],
@@ -472,31 +472,19 @@ impl Inner {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<Vec<(i64, Rollup)>>, StoreError> {
-        if from_ns >= to_ns || limit == 0 {
-            return Ok(vec![Vec::new(); series.len()]);
+        struct Keep(Vec<Vec<(i64, Rollup)>>);
+        impl crate::RollupFold for Keep {
+            fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup) {
+                self.0[series].push((start_ns, rollup.clone()));
+            }
         }
-        let (ranges, overlays) = self.rollup_sources(series, width_ns, from_ns, to_ns);
-        let txn = self.db.begin_read().map_err(backend)?;
-        let table = txn.open_table(ROLLUPS).map_err(backend)?;
-        let sealed = txn.open_table(BLOCKS).map_err(backend)?;
-        ranges
-            .iter()
-            .zip(overlays)
-            .map(|(r, overlay)| {
-                let Some((id, from_ns)) = *r else {
-                    return Ok(Vec::new());
-                };
-                let held = blocks::scan(&sealed, id, width_ns, from_ns, to_ns, limit)?;
-                let rows = scan_one(&table, id, width_ns, from_ns, to_ns, limit)?;
-                let mut merged = blocks::overlay(blocks::overlay(held, rows), overlay);
-                merged.truncate(limit);
-                Ok(merged)
-            })
-            .collect()
+        let mut kept = Keep(vec![Vec::new(); series.len()]);
+        self.fold_rollups_many(series, width_ns, from_ns, to_ns, limit, &mut kept)?;
+        Ok(kept.0)
     }
 
-    /// [`Inner::scan_rollups_many`], handing buckets to `fold` as sealed
-    /// blocks are decoded instead of keeping them.
+    /// Many series' buckets in one read transaction, handed to `fold` as
+    /// sealed blocks are decoded: sealed blocks, under rows, under the head.
     pub(super) fn fold_rollups_many(
         &self,
         series: &[SeriesKey],
