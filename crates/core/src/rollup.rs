@@ -19,6 +19,31 @@
 use crate::model::{Sample, SeriesKey, Value};
 use crate::time::{NS_PER_DAY, NS_PER_SEC};
 
+/// Which parts of a [`Rollup`] a reader needs beyond the counts, sum,
+/// minimum and maximum, which every merge keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    /// Mean and M2, for the standard deviation.
+    pub spread: bool,
+    /// The first and last samples.
+    pub ends: bool,
+}
+
+impl Parts {
+    /// Every part.
+    pub const ALL: Self = Self {
+        spread: true,
+        ends: true,
+    };
+}
+
+impl Default for Parts {
+    /// [`Parts::ALL`]: a reader that did not say keeps everything.
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// The statistics of one bucket. See the [module docs](self).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {
@@ -101,6 +126,14 @@ impl Rollup {
     /// Merges the statistics of disjoint samples. On equal timestamps the
     /// first and last samples already here stay.
     pub fn merge(&mut self, other: &Rollup) {
+        self.merge_parts(other, Parts::ALL);
+    }
+
+    /// [`Rollup::merge`] of only the `parts` a reader will look at; the
+    /// others are left as they were, meaningless. A reader of many buckets
+    /// that answers `avg` skips the spread's two divisions and the samples'
+    /// copies this way.
+    pub fn merge_parts(&mut self, other: &Rollup, parts: Parts) {
         self.count += other.count;
         if other.numeric > 0 {
             if self.numeric == 0 {
@@ -109,14 +142,19 @@ impl Rollup {
             } else {
                 self.min = self.min.min(other.min);
                 self.max = self.max.max(other.max);
-                let (na, nb) = (self.numeric as f64, other.numeric as f64);
-                let n = na + nb;
-                let delta = other.mean - self.mean;
-                self.mean += delta * nb / n;
-                self.m2 += other.m2 + delta * delta * na * nb / n;
+                if parts.spread {
+                    let (na, nb) = (self.numeric as f64, other.numeric as f64);
+                    let n = na + nb;
+                    let delta = other.mean - self.mean;
+                    self.mean += delta * nb / n;
+                    self.m2 += other.m2 + delta * delta * na * nb / n;
+                }
             }
             self.numeric += other.numeric;
             self.sum += other.sum;
+        }
+        if !parts.ends {
+            return;
         }
         if let Some(f) = &other.first
             && self.first.as_ref().is_none_or(|mine| f.ts_ns < mine.ts_ns)
@@ -166,6 +204,13 @@ impl Rollup {
     /// decodes each into the same one); false, leaving `self` unspecified,
     /// for bytes [`Rollup::encode`] did not write.
     pub fn decode_from(&mut self, bytes: &[u8]) -> bool {
+        self.decode_parts(bytes, Parts::ALL)
+    }
+
+    /// [`Rollup::decode_from`] of the `parts` a reader needs: without
+    /// `ends`, the first and last samples are neither parsed nor checked,
+    /// and left `None`.
+    pub fn decode_parts(&mut self, bytes: &[u8], parts: Parts) -> bool {
         // The fixed part: version, two counts and five doubles.
         let Some((head, rest)) = bytes.split_first_chunk::<57>() else {
             return false;
@@ -185,6 +230,10 @@ impl Rollup {
         self.max = f64::from_bits(word(4));
         self.mean = f64::from_bits(word(5));
         self.m2 = f64::from_bits(word(6));
+        if !parts.ends {
+            (self.first, self.last) = (None, None);
+            return true;
+        }
         let mut r = Reader(rest);
         match (decode_sample(&mut r), decode_sample(&mut r)) {
             (Some(first), Some(last)) if r.0.is_empty() => {
@@ -402,6 +451,56 @@ mod tests {
         let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y.abs().max(1.0);
         assert!(close(a.sum, whole.sum));
         assert!(close(a.stddev().unwrap(), whole.stddev().unwrap()));
+    }
+
+    #[test]
+    fn a_merge_or_decode_of_some_parts_gets_those_parts_right() {
+        let samples: Vec<Sample> = (0..60)
+            .map(|i| s(i, Value::F64(f64::from(i as i32 % 7) - 2.5)))
+            .collect();
+        let chunks: Vec<Rollup> = samples.chunks(9).map(Rollup::of).collect();
+        for parts in [
+            Parts::ALL,
+            Parts {
+                spread: false,
+                ends: false,
+            },
+            Parts {
+                spread: true,
+                ends: false,
+            },
+            Parts {
+                spread: false,
+                ends: true,
+            },
+        ] {
+            let (mut all, mut some) = (Rollup::default(), Rollup::default());
+            for c in &chunks {
+                all.merge(c);
+                let mut decoded = Rollup::default();
+                assert!(decoded.decode_parts(&c.encode(), parts));
+                assert_eq!(decoded.first.is_some(), parts.ends, "{parts:?}");
+                some.merge_parts(&decoded, parts);
+            }
+            let got = (some.count, some.numeric, some.sum, some.min, some.max);
+            assert_eq!(
+                got,
+                (all.count, all.numeric, all.sum, all.min, all.max),
+                "{parts:?}"
+            );
+            if parts.spread {
+                assert_eq!((some.mean, some.m2), (all.mean, all.m2), "{parts:?}");
+            }
+            if parts.ends {
+                assert_eq!(
+                    (&some.first, &some.last),
+                    (&all.first, &all.last),
+                    "{parts:?}"
+                );
+            } else {
+                assert_eq!((&some.first, &some.last), (&None, &None), "{parts:?}");
+            }
+        }
     }
 
     #[test]

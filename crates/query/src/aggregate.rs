@@ -30,7 +30,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use tributary_core::directory::DeviceInfo;
 use tributary_core::model::validate_label;
-use tributary_core::rollup::{Rollup, width_name};
+use tributary_core::rollup::{Parts, Rollup, width_name};
 use tributary_core::time::parse_duration;
 use tributary_core::{Sample, SeriesKey};
 use tributary_proto::v1 as pb;
@@ -82,6 +82,14 @@ impl Functions {
 
     fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
+    }
+
+    /// The parts of a rollup these functions read.
+    fn parts(self) -> Parts {
+        Parts {
+            spread: self.has(Self::STDDEV),
+            ends: self.has(Self::FIRST) || self.has(Self::LAST),
+        }
     }
 }
 
@@ -314,7 +322,7 @@ impl GroupSeries {
     /// Merges one series' windows (sorted by start) in; returns how many
     /// buckets that added. Linear, and one pass in the common case, where
     /// the devices of a group share their windows and merge in place.
-    fn merge(&mut self, windows: Vec<(i64, Rollup)>) -> usize {
+    fn merge(&mut self, windows: Vec<(i64, Rollup)>, parts: Parts) -> usize {
         if self.buckets.is_empty() {
             self.buckets = windows;
             return self.buckets.len();
@@ -327,7 +335,7 @@ impl GroupSeries {
                 at += 1;
             }
             match self.buckets.get_mut(at) {
-                Some((s, into)) if *s == start => into.merge(&r),
+                Some((s, into)) if *s == start => into.merge_parts(&r, parts),
                 _ => {
                     rest = Some((start, r));
                     break;
@@ -347,7 +355,7 @@ impl GroupSeries {
             }
             match mine.next_if(|(s, _)| *s == start) {
                 Some((s, mut into)) => {
-                    into.merge(&r);
+                    into.merge_parts(&r, parts);
                     merged.push((s, into));
                 }
                 None => merged.push((start, r)),
@@ -408,7 +416,7 @@ pub(crate) async fn run(
         for (key, devices, windows) in batch {
             let into = groups.entry(key).or_default();
             into.devices = into.devices.saturating_add(devices);
-            buckets += into.merge(windows);
+            buckets += into.merge(windows, query.functions.parts());
             if buckets > budget.max_buckets {
                 return Err(too_many_buckets(budget.max_buckets));
             }
@@ -464,6 +472,7 @@ async fn read_devices(
     let mut keys: Vec<SeriesKey> = Vec::new();
     let mut fold = BatchFold {
         window: query.window,
+        parts: query.functions.parts(),
         from_ns: query.range.from_ns,
         max: budget.max_buckets,
         ..BatchFold::default()
@@ -541,6 +550,10 @@ async fn read_devices(
 #[derive(Default)]
 struct BatchFold {
     window: Option<i64>,
+    /// What the requested functions read.
+    parts: Parts,
+    /// The window of the last bucket (empty at first).
+    last_window: std::ops::Range<i64>,
     from_ns: i64,
     /// Per series (index into the batch's keys), its slot.
     slot_of: Vec<usize>,
@@ -563,6 +576,10 @@ struct Slot {
 }
 
 impl tributary_store::RollupFold for BatchFold {
+    fn parts(&self) -> Parts {
+        self.parts
+    }
+
     fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup) {
         self.read += 1;
         if rollup.count == 0 || self.buckets > self.max {
@@ -574,7 +591,13 @@ impl tributary_store::RollupFold for BatchFold {
         };
         *seen = true;
         let start = match self.window {
-            Some(w) => start_ns.saturating_sub(start_ns.rem_euclid(w)),
+            // Consecutive buckets mostly share a window: no division then.
+            Some(_) if self.last_window.contains(&start_ns) => self.last_window.start,
+            Some(w) => {
+                let at = start_ns.saturating_sub(start_ns.rem_euclid(w));
+                self.last_window = at..at.saturating_add(w);
+                at
+            }
             None => self.from_ns,
         };
         let s = &mut self.slots[slot];
@@ -598,7 +621,7 @@ impl tributary_store::RollupFold for BatchFold {
             },
         };
         s.hint = at;
-        s.buckets[at].1.merge(rollup);
+        s.buckets[at].1.merge_parts(rollup, self.parts);
     }
 }
 
@@ -1198,6 +1221,7 @@ mod tests {
             len_s in 1i64..3 * 86_400,
             window in proptest::sample::select(vec!["", "1m", "5m", "1h", "2h", "1d", "90s"]),
             group in proptest::bool::ANY,
+            asked in 1u8..=255,
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
@@ -1221,9 +1245,12 @@ mod tests {
                     store.put("acme", d, "m", &pts);
                     roll_up(&store, &SeriesKey::new("acme", *d, "m"), &tiers).await;
                 }
+                // A subset of the functions: the reads skip the parts of a
+                // rollup that the others need.
                 let all = [F::Min, F::Max, F::Avg, F::Sum, F::Count, F::First, F::Last, F::Stddev];
+                let functions: Vec<F> = all.iter().enumerate().filter(|(i, _)| asked & (1 << i) != 0).map(|(_, f)| *f).collect();
                 let from = from_s * 1_000_000_000 + 3;
-                let mut req = request(from, from + len_s * 1_000_000_000, window, &all);
+                let mut req = request(from, from + len_s * 1_000_000_000, window, &functions);
                 if group {
                     req.group_by_label = "fleet".into();
                 }

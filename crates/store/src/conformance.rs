@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC, now_ns};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 
-use tributary_core::rollup::{Rollup, RollupKey};
+use tributary_core::rollup::{Parts, Rollup, RollupKey};
 use tributary_core::series::{SeriesGate, SeriesRefused};
 
 use crate::{DevicePoints, Order, Store, StoreError};
@@ -933,45 +933,92 @@ pub async fn rollups_round_trip(store: &dyn Store) {
         "series are apart"
     );
 
-    // A fold hands over what scans return, series by series, in order,
-    // limited per series.
+    // A fold hands over what each series' scan returns, series by series,
+    // in order, limited per series; a fold that reads only some parts of a
+    // bucket gets those parts right.
     let keys = [series.clone(), other.clone(), key(&tenant, "nobody", "t")];
+    let sums_only = Parts {
+        spread: false,
+        ends: false,
+    };
     for (from, to, limit) in [
         (base, base + NS_PER_DAY, 100),
         (base + MINUTE, base + 4 * MINUTE, 100),
         (base, base + NS_PER_DAY, 2),
     ] {
-        let scanned = must(
+        let mut expected: Vec<(usize, i64, Rollup)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let rows = must(
+                store.scan_rollups(k, MINUTE, from, to, limit).await,
+                "scan one series",
+            );
+            expected.extend(rows.into_iter().map(|(s, r)| (i, s, r)));
+        }
+        assert!(!expected.is_empty(), "the scan found buckets");
+        for parts in [Parts::ALL, sums_only] {
+            let folded = must(
+                store
+                    .fold_rollups_many(&keys, MINUTE, from, to, limit, Box::new(Collect::of(parts)))
+                    .await,
+                "fold many",
+            );
+            let folded: Box<dyn std::any::Any> = folded;
+            let folded = folded.downcast::<Collect>().expect("the fold given back");
+            let project = |rows: &[(usize, i64, Rollup)]| -> Vec<String> {
+                rows.iter()
+                    .map(|(i, s, r)| {
+                        let ends = parts.ends.then(|| (r.first.clone(), r.last.clone()));
+                        let spread = parts.spread.then_some((r.mean, r.m2));
+                        format!(
+                            "{i} {s} n={} num={} sum={} min={} max={} {spread:?} {ends:?}",
+                            r.count, r.numeric, r.sum, r.min, r.max
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                project(&folded.got),
+                project(&expected),
+                "fold of [{from}, {to}) limit {limit}, {parts:?}"
+            );
+        }
+        let many = must(
             store
                 .scan_rollups_many(&keys, MINUTE, from, to, limit)
                 .await,
             "scan many",
         );
-        let folded = must(
-            store
-                .fold_rollups_many(&keys, MINUTE, from, to, limit, Box::new(Collect::default()))
-                .await,
-            "fold many",
-        );
-        let folded: Box<dyn std::any::Any> = folded;
-        let folded = folded.downcast::<Collect>().expect("the fold given back");
-        let expected: Vec<(usize, i64, Rollup)> = scanned
+        let many: Vec<(usize, i64, Rollup)> = many
             .into_iter()
             .enumerate()
             .flat_map(|(i, rows)| rows.into_iter().map(move |(s, r)| (i, s, r)))
             .collect();
-        assert!(!expected.is_empty(), "the scan found buckets");
-        assert_eq!(folded.0, expected, "fold of [{from}, {to}) limit {limit}");
+        assert_eq!(many, expected, "scan many of [{from}, {to}) limit {limit}");
     }
 }
 
-/// A fold that keeps what it is given.
-#[derive(Default)]
-struct Collect(Vec<(usize, i64, Rollup)>);
+/// A fold that keeps what it is given, asking for `parts`.
+struct Collect {
+    parts: Parts,
+    got: Vec<(usize, i64, Rollup)>,
+}
+
+impl Collect {
+    fn of(parts: Parts) -> Self {
+        Self {
+            parts,
+            got: Vec::new(),
+        }
+    }
+}
 
 impl crate::RollupFold for Collect {
     fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup) {
-        self.0.push((series, start_ns, rollup.clone()));
+        self.got.push((series, start_ns, rollup.clone()));
+    }
+
+    fn parts(&self) -> Parts {
+        self.parts
     }
 }
 

@@ -16,7 +16,7 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
-use tributary_core::rollup::{Rollup, RollupKey};
+use tributary_core::rollup::{Parts, Rollup, RollupKey};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 
 pub mod conformance;
@@ -78,6 +78,12 @@ pub enum StoreError {
 pub trait RollupFold: std::any::Any + Send {
     /// A bucket of the series at index `series` of the keys read.
     fn bucket(&mut self, series: usize, start_ns: i64, rollup: &Rollup);
+
+    /// The parts of each bucket it reads; a store may leave the others
+    /// out of the rollups it hands over (see [`Rollup::decode_parts`]).
+    fn parts(&self) -> Parts {
+        Parts::ALL
+    }
 }
 
 #[async_trait]

@@ -16,7 +16,7 @@
 //! block, row, then the in-memory head.
 
 use redb::{ReadableTable, TableDefinition};
-use tributary_core::rollup::{Rollup, bucket_start};
+use tributary_core::rollup::{Parts, Rollup, bucket_start};
 
 use super::backend;
 use crate::StoreError;
@@ -93,6 +93,7 @@ pub(super) fn decode_into(
         block_ns,
         from_ns,
         to_ns,
+        Parts::ALL,
         |start, rollup| {
             out.push((start, rollup.clone()));
             true
@@ -109,6 +110,7 @@ pub(super) fn for_each(
     block_ns: i64,
     from_ns: i64,
     to_ns: i64,
+    parts: Parts,
     mut f: impl FnMut(i64, &Rollup) -> bool,
 ) -> Result<(), StoreError> {
     let Some((&1, mut rest)) = bytes.split_first() else {
@@ -128,7 +130,7 @@ pub(super) fn for_each(
             break;
         }
         if start >= from_ns {
-            if !rollup.decode_from(body) {
+            if !rollup.decode_parts(body, parts) {
                 return Err(corrupt());
             }
             if !f(start, &rollup) {
@@ -176,12 +178,15 @@ pub(super) fn fold(
     (from_ns, to_ns): (i64, i64),
     newer: Vec<(i64, Rollup)>,
     limit: usize,
+    parts: Parts,
     mut f: impl FnMut(i64, &Rollup),
 ) -> Result<(), StoreError> {
     if limit == 0 {
         return Ok(());
     }
-    let mut newer = newer.into_iter().peekable();
+    // By index rather than a peekable iterator, which would move a rollup
+    // in and out of its peeked slot at every sealed bucket.
+    let mut next = 0;
     let mut left = limit;
     // False once `limit` buckets went out.
     let mut emit = |start: i64, rollup: &Rollup| {
@@ -203,15 +208,20 @@ pub(super) fn fold(
                 k.value().2,
                 from_ns,
                 to_ns,
+                parts,
                 |start, rollup| {
-                    while let Some((s, r)) = newer.next_if(|(s, _)| *s < start) {
-                        if !emit(s, &r) {
+                    while let Some((s, r)) = newer.get(next).filter(|(s, _)| *s < start) {
+                        next += 1;
+                        if !emit(*s, r) {
                             more = false;
                             return false;
                         }
                     }
-                    more = match newer.next_if(|(s, _)| *s == start) {
-                        Some((s, r)) => emit(s, &r),
+                    more = match newer.get(next).filter(|(s, _)| *s == start) {
+                        Some((s, r)) => {
+                            next += 1;
+                            emit(*s, r)
+                        }
                         None => emit(start, rollup),
                     };
                     more
@@ -223,8 +233,8 @@ pub(super) fn fold(
         }
     }
     if more {
-        for (s, r) in newer {
-            if !emit(s, &r) {
+        for (s, r) in &newer[next..] {
+            if !emit(*s, r) {
                 break;
             }
         }

@@ -501,6 +501,7 @@ impl Inner {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(ROLLUPS).map_err(backend)?;
         let sealed = txn.open_table(BLOCKS).map_err(backend)?;
+        let parts = fold.parts();
         for (i, (r, overlay)) in ranges.iter().zip(overlays).enumerate() {
             let Some((id, from_ns)) = *r else {
                 continue;
@@ -513,6 +514,7 @@ impl Inner {
                 (from_ns, to_ns),
                 newer,
                 limit,
+                parts,
                 |start, rollup| {
                     fold.bucket(i, start, rollup);
                 },
