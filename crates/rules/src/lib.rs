@@ -1,0 +1,18 @@
+//! Rules over telemetry and the alerts they raise.
+//!
+//! - [`model`]: rule definitions (threshold, rate of change, anomaly, no
+//!   data) and their validation.
+//! - [`eval`]: one series under one rule, its bounded state, and the alert
+//!   state machine.
+//! - [`engine`]: every rule over the partitions a processor owns, indexed
+//!   by device, with no-data deadlines and checkpoint rows.
+//! - [`codec`]: the bytes a series' state is checkpointed as.
+
+pub mod codec;
+pub mod engine;
+pub mod eval;
+pub mod model;
+
+pub use engine::{Engine, EngineLimits, Partitioner, Transition, alert_id};
+pub use eval::{AlertState, Change, Phase, SeriesState};
+pub use model::{Anomaly, Direction, Kind, Op, RateOfChange, Rule, Severity, Target, Threshold};

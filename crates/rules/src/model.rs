@@ -1,0 +1,300 @@
+//! Rule definitions and their validation.
+
+use tributary_core::Limits;
+use tributary_core::model::{ValidationError, validate_device_id, validate_metric};
+use tributary_core::selector::Selector;
+use tributary_core::time::{NS_PER_DAY, NS_PER_SEC};
+
+/// Which devices a rule watches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// One device.
+    Device(String),
+    /// Every device of the tenant whose labels match.
+    Selector(Selector),
+}
+
+/// How bad an alert is; carried on its events for receivers to route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// A threshold's comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    /// Breached while the value is greater than the limit.
+    Above(f64),
+    /// Breached while the value is less than the limit.
+    Below(f64),
+    /// Breached while the value is outside `[low, high]`.
+    Outside(f64, f64),
+}
+
+/// A value compared with limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub op: Op,
+    /// A firing alert clears only once the value is back inside by this
+    /// much (`Above(x)` clears at or below `x - hysteresis`), so that a
+    /// value hovering at the limit does not flap.
+    pub hysteresis: f64,
+}
+
+/// Which way a change counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Rises and falls alike.
+    #[default]
+    Either,
+    Rise,
+    Fall,
+}
+
+/// The change of a value over a trailing window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateOfChange {
+    /// How far back the change is measured.
+    pub window_ns: i64,
+    /// Breached when the change (or the rate) exceeds this, in the
+    /// direction asked.
+    pub bound: f64,
+    /// Compare the change per second instead of the difference.
+    pub per_second: bool,
+    pub direction: Direction,
+}
+
+/// A value unusually far from its exponentially weighted mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Anomaly {
+    /// Weight of each new point, in (0, 1].
+    pub alpha: f64,
+    /// Breached when `|x − mean| > k·stddev`.
+    pub k: f64,
+    /// Points seen before any can be judged.
+    pub warmup: u32,
+}
+
+/// What a rule watches for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Threshold(Threshold),
+    RateOfChange(RateOfChange),
+    Anomaly(Anomaly),
+    /// No point of the metric within `timeout_ns` (on the processor's
+    /// clock), including from a device that never reported since the rule
+    /// was created.
+    NoData {
+        timeout_ns: i64,
+    },
+}
+
+/// A rule of a tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub tenant: String,
+    /// Unique within the tenant.
+    pub name: String,
+    /// Bumped by every change; the state of an older revision is dropped.
+    pub revision: u64,
+    pub target: Target,
+    pub metric: String,
+    pub kind: Kind,
+    /// How long a breach must last, in point time, before the alert fires
+    /// (threshold, rate of change and anomaly); 0 fires at once.
+    pub for_ns: i64,
+    pub severity: Severity,
+    /// When the rule was created: a no-data rule counts its first timeout
+    /// from here for devices that never reported.
+    pub created_ns: i64,
+}
+
+/// Bounds on what a rule may ask for.
+pub mod bounds {
+    use super::{NS_PER_DAY, NS_PER_SEC};
+    /// Rule names: 1..=64 bytes.
+    pub const MAX_NAME: usize = 64;
+    /// Longest `for`.
+    pub const MAX_FOR_NS: i64 = 7 * NS_PER_DAY;
+    /// Shortest and longest no-data timeout.
+    pub const MIN_TIMEOUT_NS: i64 = NS_PER_SEC;
+    pub const MAX_TIMEOUT_NS: i64 = 30 * NS_PER_DAY;
+    /// Shortest and longest rate-of-change window.
+    pub const MIN_WINDOW_NS: i64 = NS_PER_SEC;
+    pub const MAX_WINDOW_NS: i64 = NS_PER_DAY;
+    /// Largest anomaly `k` and warm-up.
+    pub const MAX_K: f64 = 1000.0;
+    pub const MAX_WARMUP: u32 = 1_000_000;
+}
+
+impl Rule {
+    /// Checks every field against [`bounds`] and `limits`; the error names
+    /// the field.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
+        validate_name(&self.name)?;
+        match &self.target {
+            Target::Device(d) => validate_device_id(d, limits)?,
+            Target::Selector(_) => {}
+        }
+        validate_metric(&self.metric, limits)?;
+        let duration = |field: &str, ns: i64, min: i64, max: i64| {
+            if ns < min || ns > max {
+                Err(ValidationError::new(
+                    field,
+                    format!(
+                        "must be from {} to {}",
+                        tributary_core::rollup::width_name(min),
+                        tributary_core::rollup::width_name(max)
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let finite = |field: &str, x: f64| {
+            if x.is_finite() {
+                Ok(())
+            } else {
+                Err(ValidationError::new(field, "must be a finite number"))
+            }
+        };
+        duration("for", self.for_ns, 0, bounds::MAX_FOR_NS)?;
+        match &self.kind {
+            Kind::Threshold(t) => {
+                match t.op {
+                    Op::Above(x) | Op::Below(x) => finite("threshold.value", x)?,
+                    Op::Outside(low, high) => {
+                        finite("threshold.low", low)?;
+                        finite("threshold.high", high)?;
+                        if low >= high {
+                            return Err(ValidationError::new(
+                                "threshold.high",
+                                "must be greater than low",
+                            ));
+                        }
+                    }
+                }
+                finite("threshold.hysteresis", t.hysteresis)?;
+                if t.hysteresis < 0.0 {
+                    return Err(ValidationError::new(
+                        "threshold.hysteresis",
+                        "must not be negative",
+                    ));
+                }
+                if let Op::Outside(low, high) = t.op
+                    && 2.0 * t.hysteresis >= high - low
+                {
+                    return Err(ValidationError::new(
+                        "threshold.hysteresis",
+                        "must be less than half of high - low, or the alert could never clear",
+                    ));
+                }
+            }
+            Kind::RateOfChange(r) => {
+                duration(
+                    "rate_of_change.window",
+                    r.window_ns,
+                    bounds::MIN_WINDOW_NS,
+                    bounds::MAX_WINDOW_NS,
+                )?;
+                finite("rate_of_change.bound", r.bound)?;
+                if r.bound <= 0.0 {
+                    return Err(ValidationError::new(
+                        "rate_of_change.bound",
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            Kind::Anomaly(a) => {
+                if !(a.alpha > 0.0 && a.alpha <= 1.0) {
+                    return Err(ValidationError::new(
+                        "anomaly.alpha",
+                        "must be greater than 0 and at most 1",
+                    ));
+                }
+                if !(a.k > 0.0 && a.k <= bounds::MAX_K) {
+                    return Err(ValidationError::new(
+                        "anomaly.k",
+                        format!("must be greater than 0 and at most {}", bounds::MAX_K),
+                    ));
+                }
+                if a.warmup > bounds::MAX_WARMUP {
+                    return Err(ValidationError::new(
+                        "anomaly.warmup",
+                        format!("must be at most {}", bounds::MAX_WARMUP),
+                    ));
+                }
+            }
+            Kind::NoData { timeout_ns } => {
+                duration(
+                    "no_data.timeout",
+                    *timeout_ns,
+                    bounds::MIN_TIMEOUT_NS,
+                    bounds::MAX_TIMEOUT_NS,
+                )?;
+                if self.for_ns != 0 {
+                    return Err(ValidationError::new(
+                        "for",
+                        "a no-data rule has a timeout instead",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the rule watches `device` with these labels.
+    pub fn targets(
+        &self,
+        device: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        match &self.target {
+            Target::Device(d) => d == device,
+            Target::Selector(s) => s.matches(labels),
+        }
+    }
+}
+
+/// Rule names: 1..=64 bytes of `[a-z0-9._-]`, starting with a letter or
+/// digit (they appear in MQTT topics and URLs).
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name.len() > bounds::MAX_NAME {
+        return Err(ValidationError::new(
+            "name",
+            format!("must be 1 to {} bytes", bounds::MAX_NAME),
+        ));
+    }
+    if let Some(c) = name
+        .bytes()
+        .find(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b)))
+    {
+        return Err(ValidationError::new(
+            "name",
+            format!(
+                "invalid character {:?}; use a-z, 0-9, '.', '_' and '-'",
+                c as char
+            ),
+        ));
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(ValidationError::new(
+            "name",
+            "must start with a letter or digit",
+        ));
+    }
+    Ok(())
+}
