@@ -171,6 +171,9 @@ impl std::fmt::Debug for Engine {
 /// A checkpoint row: its key, and its value or `None` to delete it.
 pub type CheckpointRow = (Vec<u8>, Option<Vec<u8>>);
 
+/// The checkpoint rows stored for a partition: (key, value).
+pub type StoredRows = Vec<(Vec<u8>, Vec<u8>)>;
+
 impl Engine {
     pub fn new(partition_of: Partitioner, limits: EngineLimits) -> Self {
         Self {
@@ -268,7 +271,7 @@ impl Engine {
     pub fn assign(
         &mut self,
         partitions: &[u32],
-        loaded: Vec<(u32, Vec<(Vec<u8>, Vec<u8>)>)>,
+        loaded: Vec<(u32, StoredRows)>,
         now_ns: i64,
     ) -> usize {
         let keep: BTreeSet<u32> = partitions.iter().copied().collect();
@@ -293,14 +296,13 @@ impl Engine {
         }
         let mut new = Vec::new();
         for &p in partitions {
-            if !self.owned.contains_key(&p) {
-                self.owned.insert(
-                    p,
-                    Owned {
-                        clock_ns: now_ns,
-                        dirty: BTreeSet::new(),
-                    },
-                );
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.owned.entry(p) {
+                // The clock starts unknown: records waiting in the
+                // partition, or the caught-up processor, move it.
+                slot.insert(Owned {
+                    clock_ns: i64::MIN,
+                    dirty: BTreeSet::new(),
+                });
                 new.push(p);
             }
         }

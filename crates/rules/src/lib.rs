@@ -13,6 +13,8 @@ pub mod engine;
 pub mod eval;
 pub mod model;
 
-pub use engine::{Engine, EngineLimits, Partitioner, Transition, alert_id};
+pub use engine::{
+    CheckpointRow, Engine, EngineLimits, Partitioner, StoredRows, Transition, alert_id,
+};
 pub use eval::{AlertState, Change, Phase, SeriesState};
 pub use model::{Anomaly, Direction, Kind, Op, RateOfChange, Rule, Severity, Target, Threshold};

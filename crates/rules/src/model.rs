@@ -298,3 +298,145 @@ pub fn validate_name(name: &str) -> Result<(), ValidationError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(kind: Kind) -> Rule {
+        Rule {
+            tenant: "acme".into(),
+            name: "freezer-warm".into(),
+            revision: 1,
+            target: Target::Selector(Selector::parse("kind=freezer").unwrap()),
+            metric: "temp".into(),
+            kind,
+            for_ns: 600 * NS_PER_SEC,
+            severity: Severity::Critical,
+            created_ns: 0,
+        }
+    }
+
+    fn threshold(op: Op, hysteresis: f64) -> Kind {
+        Kind::Threshold(Threshold { op, hysteresis })
+    }
+
+    fn refused(r: &Rule) -> String {
+        r.validate(&Limits::default()).unwrap_err().field
+    }
+
+    #[test]
+    fn the_three_questions_are_valid_rules() {
+        let limits = Limits::default();
+        rule(threshold(Op::Above(-15.0), 0.5))
+            .validate(&limits)
+            .unwrap();
+        Rule {
+            for_ns: 0,
+            ..rule(Kind::NoData {
+                timeout_ns: 3600 * NS_PER_SEC,
+            })
+        }
+        .validate(&limits)
+        .unwrap();
+        rule(Kind::Anomaly(Anomaly {
+            alpha: 0.05,
+            k: 4.0,
+            warmup: 100,
+        }))
+        .validate(&limits)
+        .unwrap();
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let ok = rule(threshold(Op::Above(1.0), 0.0));
+        assert_eq!(
+            refused(&Rule {
+                name: "Bad Name".into(),
+                ..ok.clone()
+            }),
+            "name"
+        );
+        assert_eq!(
+            refused(&Rule {
+                name: "-x".into(),
+                ..ok.clone()
+            }),
+            "name"
+        );
+        assert_eq!(
+            refused(&Rule {
+                name: "x".repeat(65),
+                ..ok.clone()
+            }),
+            "name"
+        );
+        assert_eq!(
+            refused(&Rule {
+                metric: "".into(),
+                ..ok.clone()
+            }),
+            "metric"
+        );
+        assert_eq!(
+            refused(&Rule {
+                target: Target::Device("a/b".into()),
+                ..ok.clone()
+            }),
+            "device"
+        );
+        assert_eq!(
+            refused(&Rule {
+                for_ns: -1,
+                ..ok.clone()
+            }),
+            "for"
+        );
+        assert_eq!(
+            refused(&Rule {
+                for_ns: 8 * NS_PER_DAY,
+                ..ok.clone()
+            }),
+            "for"
+        );
+        assert_eq!(
+            refused(&rule(threshold(Op::Above(f64::NAN), 0.0))),
+            "threshold.value"
+        );
+        assert_eq!(
+            refused(&rule(threshold(Op::Outside(2.0, 1.0), 0.0))),
+            "threshold.high"
+        );
+        assert_eq!(
+            refused(&rule(threshold(Op::Outside(0.0, 1.0), 0.5))),
+            "threshold.hysteresis"
+        );
+        assert_eq!(
+            refused(&rule(threshold(Op::Below(0.0), -1.0))),
+            "threshold.hysteresis"
+        );
+        let rate = |window_ns, bound| {
+            rule(Kind::RateOfChange(RateOfChange {
+                window_ns,
+                bound,
+                per_second: false,
+                direction: Direction::Either,
+            }))
+        };
+        assert_eq!(refused(&rate(0, 1.0)), "rate_of_change.window");
+        assert_eq!(refused(&rate(2 * NS_PER_DAY, 1.0)), "rate_of_change.window");
+        assert_eq!(refused(&rate(NS_PER_SEC, 0.0)), "rate_of_change.bound");
+        let anomaly = |alpha, k, warmup| rule(Kind::Anomaly(Anomaly { alpha, k, warmup }));
+        assert_eq!(refused(&anomaly(0.0, 3.0, 10)), "anomaly.alpha");
+        assert_eq!(refused(&anomaly(1.5, 3.0, 10)), "anomaly.alpha");
+        assert_eq!(refused(&anomaly(0.1, f64::INFINITY, 10)), "anomaly.k");
+        assert_eq!(refused(&anomaly(0.1, 3.0, 2_000_000)), "anomaly.warmup");
+        let no_data = |timeout_ns, for_ns| Rule {
+            for_ns,
+            ..rule(Kind::NoData { timeout_ns })
+        };
+        assert_eq!(refused(&no_data(NS_PER_SEC / 2, 0)), "no_data.timeout");
+        assert_eq!(refused(&no_data(60 * NS_PER_SEC, 5)), "for");
+    }
+}
