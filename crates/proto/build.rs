@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "events.proto",
         "directory.proto",
         "dlq.proto",
+        "rules.proto",
     ]
     .map(|f| root.join("tributary/v1").join(f));
     for f in &files {

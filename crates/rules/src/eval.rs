@@ -340,6 +340,7 @@ mod tests {
             for_ns,
             severity: Severity::Warning,
             created_ns: 0,
+            description: String::new(),
         }
     }
 

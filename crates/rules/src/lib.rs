@@ -7,8 +7,10 @@
 //! - [`engine`]: every rule over the partitions a processor owns, indexed
 //!   by device, with no-data deadlines and checkpoint rows.
 //! - [`codec`]: the bytes a series' state is checkpointed as.
+//! - [`convert`]: the wire forms (`tributary.v1.Rule`, `AlertEvent`).
 
 pub mod codec;
+pub mod convert;
 pub mod engine;
 pub mod eval;
 pub mod model;

@@ -1,12 +1,15 @@
-//! Rule definitions and their validation.
+//! Rule definitions and their validation. Stored by the registry as JSON
+//! (serde), carried over gRPC as `tributary.v1.Rule` ([`crate::convert`]).
 
+use serde::{Deserialize, Serialize};
 use tributary_core::Limits;
 use tributary_core::model::{ValidationError, validate_device_id, validate_metric};
 use tributary_core::selector::Selector;
 use tributary_core::time::{NS_PER_DAY, NS_PER_SEC};
 
 /// Which devices a rule watches.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "TargetRepr", try_from = "TargetRepr")]
 pub enum Target {
     /// One device.
     Device(String),
@@ -15,7 +18,10 @@ pub enum Target {
 }
 
 /// How bad an alert is; carried on its events for receivers to route.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
     #[default]
@@ -34,7 +40,8 @@ impl Severity {
 }
 
 /// A threshold's comparison.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Breached while the value is greater than the limit.
     Above(f64),
@@ -45,7 +52,7 @@ pub enum Op {
 }
 
 /// A value compared with limits.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Threshold {
     pub op: Op,
     /// A firing alert clears only once the value is back inside by this
@@ -55,7 +62,8 @@ pub struct Threshold {
 }
 
 /// Which way a change counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Rises and falls alike.
     #[default]
@@ -65,7 +73,7 @@ pub enum Direction {
 }
 
 /// The change of a value over a trailing window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RateOfChange {
     /// How far back the change is measured.
     pub window_ns: i64,
@@ -78,7 +86,7 @@ pub struct RateOfChange {
 }
 
 /// A value unusually far from its exponentially weighted mean.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Anomaly {
     /// Weight of each new point, in (0, 1].
     pub alpha: f64,
@@ -89,7 +97,8 @@ pub struct Anomaly {
 }
 
 /// What a rule watches for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Threshold(Threshold),
     RateOfChange(RateOfChange),
@@ -103,7 +112,7 @@ pub enum Kind {
 }
 
 /// A rule of a tenant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
     pub tenant: String,
     /// Unique within the tenant.
@@ -120,6 +129,36 @@ pub struct Rule {
     /// When the rule was created: a no-data rule counts its first timeout
     /// from here for devices that never reported.
     pub created_ns: i64,
+    /// Free text for the people who get its alerts.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How a [`Target`] is stored: `{"device": "d1"}` or `{"selector": "k=v"}`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TargetRepr {
+    Device(String),
+    Selector(String),
+}
+
+impl From<Target> for TargetRepr {
+    fn from(t: Target) -> Self {
+        match t {
+            Target::Device(d) => Self::Device(d),
+            Target::Selector(s) => Self::Selector(s.to_string()),
+        }
+    }
+}
+
+impl TryFrom<TargetRepr> for Target {
+    type Error = String;
+    fn try_from(t: TargetRepr) -> Result<Self, String> {
+        Ok(match t {
+            TargetRepr::Device(d) => Self::Device(d),
+            TargetRepr::Selector(s) => Self::Selector(Selector::parse(&s).map_err(|e| e.message)?),
+        })
+    }
 }
 
 /// Bounds on what a rule may ask for.
@@ -127,6 +166,8 @@ pub mod bounds {
     use super::{NS_PER_DAY, NS_PER_SEC};
     /// Rule names: 1..=64 bytes.
     pub const MAX_NAME: usize = 64;
+    /// Descriptions: at most 1 KiB.
+    pub const MAX_DESCRIPTION: usize = 1024;
     /// Longest `for`.
     pub const MAX_FOR_NS: i64 = 7 * NS_PER_DAY;
     /// Shortest and longest no-data timeout.
@@ -145,6 +186,12 @@ impl Rule {
     /// the field.
     pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
         validate_name(&self.name)?;
+        if self.description.len() > bounds::MAX_DESCRIPTION {
+            return Err(ValidationError::new(
+                "description",
+                format!("longer than {} bytes", bounds::MAX_DESCRIPTION),
+            ));
+        }
         match &self.target {
             Target::Device(d) => validate_device_id(d, limits)?,
             Target::Selector(_) => {}
@@ -314,7 +361,43 @@ mod tests {
             for_ns: 600 * NS_PER_SEC,
             severity: Severity::Critical,
             created_ns: 0,
+            description: String::new(),
         }
+    }
+
+    #[test]
+    fn rules_round_trip_through_json() {
+        for kind in [
+            threshold(Op::Outside(-1.0, 2.5), 0.25),
+            Kind::NoData {
+                timeout_ns: 60 * NS_PER_SEC,
+            },
+            Kind::RateOfChange(RateOfChange {
+                window_ns: NS_PER_SEC,
+                bound: 3.0,
+                per_second: true,
+                direction: Direction::Fall,
+            }),
+        ] {
+            let r = Rule {
+                description: "freezer door left open".into(),
+                ..rule(kind)
+            };
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Rule>(&json).unwrap(), r, "{json}");
+        }
+        let device = Rule {
+            target: Target::Device("d1".into()),
+            ..rule(threshold(Op::Above(1.0), 0.0))
+        };
+        let json = serde_json::to_string(&device).unwrap();
+        assert!(json.contains(r#""target":{"device":"d1"}"#), "{json}");
+        assert!(
+            serde_json::from_str::<Rule>(
+                &json.replace(r#"{"device":"d1"}"#, r#"{"selector":"=x"}"#)
+            )
+            .is_err()
+        );
     }
 
     fn threshold(op: Op, hysteresis: f64) -> Kind {

@@ -34,6 +34,7 @@ fn above(name: &str, limit: f64) -> Rule {
         for_ns: 0,
         severity: Severity::Critical,
         created_ns: 0,
+        description: String::new(),
     }
 }
 
