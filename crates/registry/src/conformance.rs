@@ -26,6 +26,7 @@ pub async fn run_all(store: &dyn RegistryStore) {
     credential_revocation(store).await;
     presence_round_trip(store).await;
     tenant_isolation(store).await;
+    rules_round_trip(store).await;
 }
 
 fn unique(prefix: &str) -> String {
@@ -801,5 +802,93 @@ pub async fn tenant_isolation(store: &dyn RegistryStore) {
         store.get_presence(&a, "shared").await.expect("get"),
         Some(pa),
         "and a's presence"
+    );
+}
+
+fn rule(tenant: &str, name: &str) -> crate::store::Rule {
+    use tributary_rules::{Kind, Op, Severity, Target, Threshold};
+    crate::store::Rule {
+        tenant: tenant.to_owned(),
+        name: name.to_owned(),
+        revision: 1,
+        target: Target::Selector(
+            tributary_core::selector::Selector::parse("kind=freezer,!retired").expect("selector"),
+        ),
+        metric: "temp".into(),
+        kind: Kind::Threshold(Threshold {
+            op: Op::Outside(-30.5, -15.0),
+            hysteresis: 0.5,
+        }),
+        for_ns: 600_000_000_000,
+        severity: Severity::Critical,
+        created_ns: 1_700_000_000_000_000_003,
+        description: "ünïcödé, the night shift's pager".into(),
+    }
+}
+
+/// Rules: conditional puts, get, overwrite by revision, delete, listing
+/// pages per tenant.
+pub async fn rules_round_trip(store: &dyn RegistryStore) {
+    let (t, other) = (unique("rules"), unique("rules-other"));
+    let r = rule(&t, "freezer-warm");
+    store.put_rule(&r, Expect::Absent).await.expect("create rule");
+    assert_eq!(
+        store.get_rule(&t, "freezer-warm").await.expect("get rule"),
+        Some(r.clone()),
+        "a rule reads back exactly"
+    );
+    assert!(
+        matches!(
+            store.put_rule(&r, Expect::Absent).await,
+            Err(RegistryError::Conflict(_))
+        ),
+        "creating an existing rule conflicts"
+    );
+    let changed = crate::store::Rule {
+        revision: 2,
+        metric: "humidity".into(),
+        ..r.clone()
+    };
+    assert!(
+        matches!(
+            store.put_rule(&changed, Expect::Revision(7)).await,
+            Err(RegistryError::Conflict(_))
+        ),
+        "a stale revision conflicts"
+    );
+    store
+        .put_rule(&changed, Expect::Revision(1))
+        .await
+        .expect("update by revision");
+    assert_eq!(
+        store.get_rule(&t, "freezer-warm").await.expect("get"),
+        Some(changed)
+    );
+    // Listing: sorted, paged, this tenant's only.
+    for name in ["c", "a", "b"] {
+        store
+            .put_rule(&rule(&t, name), Expect::Absent)
+            .await
+            .expect("create");
+    }
+    store
+        .put_rule(&rule(&other, "a"), Expect::Absent)
+        .await
+        .expect("create in another tenant");
+    let first = store.list_rules(&t, None, 2).await.expect("list");
+    let names: Vec<&str> = first.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "the first page, by name");
+    let rest = store.list_rules(&t, Some("b"), 10).await.expect("list");
+    let names: Vec<&str> = rest.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["c", "freezer-warm"], "after the cursor, this tenant's only");
+    assert!(store.list_rules(&t, None, 0).await.expect("list").is_empty());
+    // Delete.
+    assert!(store.delete_rule(&t, "a").await.expect("delete"));
+    assert!(!store.delete_rule(&t, "a").await.expect("delete again"));
+    assert_eq!(store.get_rule(&t, "a").await.expect("get"), None);
+    assert_eq!(
+        store.get_rule(&other, "a").await.expect("get").map(|r| r.tenant),
+        Some(other.clone()),
+        "tenants are apart"
     );
 }

@@ -87,6 +87,6 @@ pub use service::{
 };
 pub use store::{
     ApplicationGrants, CredentialKind, CredentialRecord, CredentialStore, DeviceRecord,
-    DeviceStore, Expect, PresenceRecord, PresenceStore, RegistryStore, TenantRecord,
-    TenantSettings, TenantStore, TokenHash,
+    DeviceStore, Expect, PresenceRecord, PresenceStore, RegistryStore, Rule, RuleStore,
+    TenantRecord, TenantSettings, TenantStore, TokenHash,
 };

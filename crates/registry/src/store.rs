@@ -1,10 +1,11 @@
 //! The registry's storage seam.
 //!
-//! Four small traits, one per aggregate, rather than one trait with twenty
-//! methods: [`TenantStore`], [`DeviceStore`], [`CredentialStore`] and
-//! [`PresenceStore`]. Each maps onto its own table (or set of tables) in every
-//! backend, can be read and reviewed alone, and a test double can implement
-//! just the part it needs. [`RegistryStore`] gathers the four, is implemented
+//! Five small traits, one per aggregate, rather than one trait with twenty
+//! methods: [`TenantStore`], [`DeviceStore`], [`CredentialStore`],
+//! [`PresenceStore`] and [`RuleStore`]. Each maps onto its own table (or set
+//! of tables) in every backend, can be read and reviewed alone, and a test
+//! double can implement just the part it needs. [`RegistryStore`] gathers
+//! them, is implemented
 //! automatically for anything that implements them, and is what
 //! [`crate::Registry`] holds (`Arc<dyn RegistryStore>`).
 //!
@@ -23,6 +24,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tributary_core::quota::Quotas;
+pub use tributary_rules::Rule;
 
 use crate::RegistryError;
 
@@ -322,8 +324,37 @@ pub trait PresenceStore: Send + Sync + Debug {
     ) -> Result<BTreeMap<String, PresenceRecord>, RegistryError>;
 }
 
-/// Everything the registry stores. Implemented for every type that implements
-/// the four aggregate traits; hold it as `Arc<dyn RegistryStore>`.
-pub trait RegistryStore: TenantStore + DeviceStore + CredentialStore + PresenceStore {}
+/// Rules, keyed by (tenant, name); the record is the rule itself, with its
+/// revision.
+#[async_trait]
+pub trait RuleStore: Send + Sync + Debug {
+    /// Writes a rule if `expect` holds, else fails with [`RegistryError::Conflict`].
+    async fn put_rule(&self, rule: &Rule, expect: Expect) -> Result<(), RegistryError>;
 
-impl<T: TenantStore + DeviceStore + CredentialStore + PresenceStore + ?Sized> RegistryStore for T {}
+    /// One rule.
+    async fn get_rule(&self, tenant: &str, name: &str) -> Result<Option<Rule>, RegistryError>;
+
+    /// Deletes a rule. Returns whether it existed.
+    async fn delete_rule(&self, tenant: &str, name: &str) -> Result<bool, RegistryError>;
+
+    /// Up to `limit` rules of `tenant` with a name greater than `after`,
+    /// sorted by name.
+    async fn list_rules(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Rule>, RegistryError>;
+}
+
+/// Everything the registry stores. Implemented for every type that implements
+/// the five aggregate traits; hold it as `Arc<dyn RegistryStore>`.
+pub trait RegistryStore:
+    TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore
+{
+}
+
+impl<T: TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore + ?Sized>
+    RegistryStore for T
+{
+}

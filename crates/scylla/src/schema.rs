@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -172,6 +172,15 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
             description: "registry: tenant retention per kind of data",
             statements: vec![format!(
                 "ALTER TABLE {ks}.tenants ADD retention map<text, text>"
+            )],
+        },
+        Migration {
+            version: 7,
+            description: "registry: rules, one partition per tenant",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.rules (\
+                 tenant text, name text, spec text, revision bigint, \
+                 PRIMARY KEY (tenant, name))"
             )],
         },
     ]

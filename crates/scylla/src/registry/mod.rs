@@ -11,6 +11,7 @@
 //! | `credentials` | `(tenant, id)` | a [`CredentialRecord`] |
 //! | `credential_hashes` | `token_hash` | the `(tenant, id)` owning a token hash |
 //! | `presence` | `(tenant, device)` | a [`PresenceRecord`] |
+//! | `rules` | `tenant`, clustered by `name` | a [`tributary_registry::Rule`] as JSON ([`rules`]) |
 //!
 //! Listings read small index tables clustered by id, one partition per
 //! tenant (`device_ids`, `credential_ids`), per (tenant, device)
@@ -49,6 +50,8 @@ use tributary_core::quota::{Quota, Quotas};
 
 use crate::session::Cql;
 use crate::{ScyllaConfig, ScyllaError};
+
+mod rules;
 
 /// Most index rows read by one request of a listing: a listing with a larger
 /// `limit` reads several, so no response grows with the caller's limit.
@@ -181,6 +184,19 @@ statements! {
         "SELECT online, last_seen_ns, frontend FROM {ks}.presence WHERE tenant = ? AND device = ?";
     presence_delete, true,
         "DELETE FROM {ks}.presence WHERE tenant = ? AND device = ?";
+
+    rule_insert, false,
+        "INSERT INTO {ks}.rules (tenant, name, spec, revision) VALUES (?, ?, ?, ?) IF NOT EXISTS";
+    rule_update, false,
+        "UPDATE {ks}.rules SET spec = ?, revision = ? WHERE tenant = ? AND name = ? IF revision = ?";
+    rule_get, true,
+        "SELECT spec FROM {ks}.rules WHERE tenant = ? AND name = ?";
+    rule_delete, false,
+        "DELETE FROM {ks}.rules WHERE tenant = ? AND name = ? IF EXISTS";
+    rule_list_first, true,
+        "SELECT spec FROM {ks}.rules WHERE tenant = ? LIMIT ?";
+    rule_list_after, true,
+        "SELECT spec FROM {ks}.rules WHERE tenant = ? AND name > ? LIMIT ?";
 }
 
 impl ScyllaRegistryStore {
