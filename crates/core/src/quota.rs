@@ -79,6 +79,10 @@ quotas! {
     LiveStreams = "live_streams", default 100;
     /// Commands waiting for a device's answer at once (per replica).
     PendingCommands = "pending_commands", default 1_000;
+    /// Rules.
+    Rules = "rules", default 1_000;
+    /// Devices one rule may watch: a selector matching more is refused.
+    RuleDevices = "rule_devices", default 10_000;
 }
 
 impl fmt::Display for Quota {

@@ -19,6 +19,8 @@ pub enum Entity {
     Device,
     /// A device token, tenant ingest token or device certificate.
     Credential,
+    /// A rule of a tenant.
+    Rule,
 }
 
 impl fmt::Display for Entity {
@@ -27,6 +29,7 @@ impl fmt::Display for Entity {
             Entity::Tenant => "tenant",
             Entity::Device => "device",
             Entity::Credential => "credential",
+            Entity::Rule => "rule",
         })
     }
 }

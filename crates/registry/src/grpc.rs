@@ -71,7 +71,7 @@ impl RegistryGrpc {
     /// Verifies the caller's token, requires `role`, and returns the claims
     /// and the tenant the call acts in.
     #[allow(clippy::result_large_err)] // tonic's Status is what the trait returns.
-    fn scope<T>(
+    pub(crate) fn scope<T>(
         &self,
         req: &Request<T>,
         tenant: &str,
@@ -100,7 +100,15 @@ impl From<RegistryError> for Status {
             RegistryError::LimitExceeded(m) => Status::resource_exhausted(m),
             RegistryError::Quota(q) => Status::with_error_details(
                 Code::ResourceExhausted,
-                format!("{q}; delete devices or ask for a higher quota"),
+                format!(
+                    "{q}; {}",
+                    match q.quota {
+                        tributary_core::quota::Quota::Rules => "delete rules or ask for a higher quota",
+                        tributary_core::quota::Quota::RuleDevices =>
+                            "narrow the rule's selector or ask for a higher quota",
+                        _ => "delete devices or ask for a higher quota",
+                    }
+                ),
                 ErrorDetails::with_quota_failure_violation(
                     format!("tenant/{}", q.tenant),
                     format!("{}: {}", q.quota, q.limit),

@@ -71,6 +71,8 @@ mod error;
 pub mod events;
 pub mod grpc;
 pub mod remote;
+pub mod rules;
+pub mod rules_grpc;
 pub mod service;
 pub mod store;
 
@@ -80,6 +82,7 @@ pub use embedded::EmbeddedRegistryStore;
 pub use error::{Entity, RegistryError};
 pub use grpc::RegistryGrpc;
 pub use remote::{RemoteConfig, RemoteDirectory};
+pub use rules_grpc::RulesGrpc;
 pub use service::{
     Authenticated, AuthenticatedApplication, DEFAULT_TENANT, Device, DevicePage, DeviceUpdate,
     IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant, NewToken, Registry,

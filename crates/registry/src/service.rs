@@ -355,6 +355,9 @@ pub struct Registry {
     /// registry replicas count too. Creations of one tenant take its lock in
     /// turn; other tenants' do not wait for them.
     device_counts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
+    /// Held while a rule is created, so that the `rules` quota is counted
+    /// and filled by one creation at a time (in this replica).
+    pub(crate) rule_creation: tokio::sync::Mutex<()>,
 }
 
 /// How close to its `devices` quota a tenant's count is read from the store
@@ -370,6 +373,7 @@ impl Registry {
             config,
             events,
             device_counts: std::sync::Mutex::new(HashMap::new()),
+            rule_creation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -414,7 +418,7 @@ impl Registry {
         self.events.subscribe()
     }
 
-    fn publish(&self, event: RegistryEvent) {
+    pub(crate) fn publish(&self, event: RegistryEvent) {
         tracing::debug!(?event, "registry event");
         // An error only means nobody listens right now.
         let _ = self.events.send(event);

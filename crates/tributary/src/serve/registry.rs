@@ -87,6 +87,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .await;
     let reflection = super::reflection()?;
     let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
+    let rules_svc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone()).server();
     let directory_svc = DirectoryGrpc::new(registry.clone(), keys.clone()).server();
     let grpc_stop = stopped(stop.clone());
     let grpc_metrics = tributary_otel::GrpcMetrics::register(&mut metrics).layer();
@@ -97,6 +98,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(registry_svc)
+            .add_service(rules_svc)
             .add_service(directory_svc)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),

@@ -237,6 +237,7 @@ impl Platform {
             .await;
         let reflection = super::reflection()?;
         let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
+        let rules_svc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone()).server();
         let query_svc = QueryGrpc::new(
             store.clone(),
             directory.clone(),
@@ -283,6 +284,7 @@ impl Platform {
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(registry_svc)
+                .add_service(rules_svc)
                 .add_service(query_svc)
                 .add_service(command_svc)
                 .add_service(dlq_svc)

@@ -1,0 +1,181 @@
+//! Rules in the registry: created, read, listed and deleted per tenant,
+//! within the tenant's `rules` quota, each watching at most `rule_devices`
+//! devices. The stream processors read them ([`Registry::rules_with_targets`])
+//! and evaluate them.
+
+use tributary_core::model::validate_tenant;
+use tributary_core::quota::{Quota, QuotaExceeded};
+use tributary_core::time::now_ns;
+use tributary_rules::{Rule, Target};
+
+use crate::service::Registry;
+use crate::store::Expect;
+use crate::{Entity, RegistryError};
+
+/// Rules read from the store at once.
+const PAGE: usize = 500;
+
+/// One page of a tenant's rules.
+#[derive(Debug, Clone)]
+pub struct RulePage {
+    /// The rules, by name.
+    pub rules: Vec<Rule>,
+    /// The name to list after for the next page; `None` at the end.
+    pub next_page_token: Option<String>,
+}
+
+impl Registry {
+    /// Creates `rule` (validated by the caller's conversion, and again
+    /// here) in its tenant: revision 1, created now. Refused past the
+    /// tenant's `rules` quota, or when its target names a device that does
+    /// not exist or selects more than `rule_devices` devices.
+    pub async fn create_rule(&self, mut rule: Rule) -> Result<Rule, RegistryError> {
+        validate_tenant(&rule.tenant)?;
+        rule.validate(&self.config().limits)?;
+        let tenant = self.tenant(&rule.tenant).await?;
+        let watched = self.rule_targets(&rule).await?.len() as u64;
+        let most = tenant.settings.quotas.get(Quota::RuleDevices);
+        if watched > most {
+            return Err(RegistryError::Quota(QuotaExceeded {
+                tenant: rule.tenant.clone(),
+                quota: Quota::RuleDevices,
+                limit: most,
+                retry_after_secs: None,
+            }));
+        }
+        let _one_at_a_time = self.rule_creation.lock().await;
+        let limit = tenant.settings.quotas.get(Quota::Rules);
+        if self.count_rules(&rule.tenant, limit).await? >= limit {
+            return Err(RegistryError::Quota(QuotaExceeded {
+                tenant: rule.tenant.clone(),
+                quota: Quota::Rules,
+                limit,
+                retry_after_secs: None,
+            }));
+        }
+        rule.revision = 1;
+        rule.created_ns = now_ns();
+        match self.store().put_rule(&rule, Expect::Absent).await {
+            Ok(()) => {}
+            Err(RegistryError::Conflict(_)) => {
+                return Err(RegistryError::already_exists(Entity::Rule, rule.name));
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(tenant = %rule.tenant, rule = %rule.name, devices = watched, "rule created");
+        Ok(rule)
+    }
+
+    /// Rules of `tenant` in the store, up to `at_most`.
+    async fn count_rules(&self, tenant: &str, at_most: u64) -> Result<u64, RegistryError> {
+        let mut count = 0u64;
+        let mut after: Option<String> = None;
+        while count < at_most {
+            let page = self.store().list_rules(tenant, after.as_deref(), PAGE).await?;
+            count += page.len() as u64;
+            if page.len() < PAGE {
+                break;
+            }
+            after = page.last().map(|r| r.name.clone());
+        }
+        Ok(count)
+    }
+
+    /// One rule.
+    pub async fn rule(&self, tenant: &str, name: &str) -> Result<Rule, RegistryError> {
+        validate_tenant(tenant)?;
+        tributary_rules::model::validate_name(name)?;
+        self.store()
+            .get_rule(tenant, name)
+            .await?
+            .ok_or_else(|| RegistryError::not_found(Entity::Rule, name))
+    }
+
+    /// A page of a tenant's rules, by name.
+    pub async fn list_rules(
+        &self,
+        tenant: &str,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<RulePage, RegistryError> {
+        validate_tenant(tenant)?;
+        if let Some(token) = page_token {
+            tributary_rules::model::validate_name(token).map_err(|_| {
+                RegistryError::invalid("page_token", "not a page token of this listing")
+            })?;
+        }
+        self.tenant(tenant).await?;
+        let page_size = page_size.clamp(1, 1000);
+        let mut rules = self
+            .store()
+            .list_rules(tenant, page_token, page_size + 1)
+            .await?;
+        let next_page_token = if rules.len() > page_size {
+            rules.truncate(page_size);
+            rules.last().map(|r| r.name.clone())
+        } else {
+            None
+        };
+        Ok(RulePage {
+            rules,
+            next_page_token,
+        })
+    }
+
+    /// Deletes a rule; whether it existed.
+    pub async fn delete_rule(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+        validate_tenant(tenant)?;
+        tributary_rules::model::validate_name(name)?;
+        let deleted = self.store().delete_rule(tenant, name).await?;
+        if deleted {
+            tracing::info!(tenant, rule = name, "rule deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// The ids of the devices a rule watches now: its device if it exists,
+    /// or those its selector matches.
+    pub async fn rule_targets(&self, rule: &Rule) -> Result<Vec<String>, RegistryError> {
+        match &rule.target {
+            Target::Device(d) => match self.store().get_device(&rule.tenant, d).await? {
+                Some(_) => Ok(vec![d.clone()]),
+                None => Err(RegistryError::not_found(Entity::Device, d.clone())),
+            },
+            Target::Selector(s) => Ok(self
+                .select_devices(&rule.tenant, s)
+                .await?
+                .into_iter()
+                .map(|d| d.id)
+                .collect()),
+        }
+    }
+
+    /// Every rule of every tenant with the devices it watches now (a rule
+    /// whose device is gone watches none), for the processors.
+    pub async fn rules_with_targets(&self) -> Result<Vec<(Rule, Vec<String>)>, RegistryError> {
+        let mut out = Vec::new();
+        for tenant in self.list_tenants().await? {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store()
+                    .list_rules(&tenant.name, after.as_deref(), PAGE)
+                    .await?;
+                let done = page.len() < PAGE;
+                after = page.last().map(|r| r.name.clone());
+                for rule in page {
+                    let targets = match self.rule_targets(&rule).await {
+                        Ok(t) => t,
+                        Err(RegistryError::NotFound { .. }) => Vec::new(),
+                        Err(e) => return Err(e),
+                    };
+                    out.push((rule, targets));
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

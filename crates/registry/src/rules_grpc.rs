@@ -1,0 +1,110 @@
+//! [`RulesGrpc`]: the `tributary.v1.RulesService` gRPC server. Viewers get
+//! and list rules; operators also create and delete them; admins act in
+//! any tenant. Errors map like the registry's (`From<RegistryError> for
+//! Status`).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tributary_auth::{JwtKeys, Role};
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::rules_service_server::{RulesService, RulesServiceServer};
+use tributary_rules::convert::{rule_from_pb, rule_to_pb};
+
+use crate::RegistryError;
+use crate::grpc::RegistryGrpc;
+use crate::service::Registry;
+
+/// Rules per `ListRules` page when the request says 0.
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// The rules gRPC service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RulesGrpc {
+    registry: Arc<Registry>,
+    /// For its token checks.
+    auth: RegistryGrpc,
+}
+
+impl RulesGrpc {
+    /// Serves the rules of `registry`, verifying operator tokens with `keys`.
+    pub fn new(registry: Arc<Registry>, keys: JwtKeys) -> Self {
+        Self {
+            auth: RegistryGrpc::new(registry.clone(), keys),
+            registry,
+        }
+    }
+
+    /// The tonic service, to add to a `tonic::transport::Server`.
+    pub fn server(self) -> RulesServiceServer<RulesGrpc> {
+        RulesServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl RulesService for RulesGrpc {
+    async fn create_rule(
+        &self,
+        request: Request<pb::CreateRuleRequest>,
+    ) -> Result<Response<pb::Rule>, Status> {
+        let asked = request
+            .get_ref()
+            .rule
+            .as_ref()
+            .map(|r| r.tenant.clone())
+            .unwrap_or_default();
+        let (_, tenant) = self.auth.scope(&request, &asked, Role::Operator)?;
+        let Some(wire) = request.into_inner().rule else {
+            return Err(RegistryError::invalid("rule", "missing").into());
+        };
+        let rule = rule_from_pb(&wire, &tenant, &self.registry.config().limits)
+            .map_err(RegistryError::Invalid)?;
+        let rule = self.registry.create_rule(rule).await?;
+        Ok(Response::new(rule_to_pb(&rule)))
+    }
+
+    async fn get_rule(
+        &self,
+        request: Request<pb::GetRuleRequest>,
+    ) -> Result<Response<pb::Rule>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Viewer)?;
+        let rule = self.registry.rule(&tenant, &request.get_ref().name).await?;
+        Ok(Response::new(rule_to_pb(&rule)))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Viewer)?;
+        let req = request.into_inner();
+        let size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n as usize,
+        };
+        let token = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+        let page = self.registry.list_rules(&tenant, size, token).await?;
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: page.rules.iter().map(rule_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_rule(
+        &self,
+        request: Request<pb::DeleteRuleRequest>,
+    ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let deleted = self
+            .registry
+            .delete_rule(&tenant, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(pb::DeleteRuleResponse { deleted }))
+    }
+}
