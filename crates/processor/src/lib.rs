@@ -26,10 +26,12 @@ use tributary_core::rollup::Tiers;
 use tributary_log::{Consumer, ConsumerOptions, Log, LogError, LogRecord, Record, StartFrom};
 use tributary_store::{DevicePoints, Store, StoreError};
 
+pub mod alerting;
 mod live_tail;
 mod metrics;
 pub mod rollups;
 
+pub use alerting::{Alerting, AlertingConfig, RuleSource};
 pub use live_tail::live_tail;
 pub use metrics::ProcessorMetrics;
 pub use rollups::{RollupFlush, Rollups};
@@ -84,6 +86,8 @@ pub enum ProcessorError {
     Log(#[from] LogError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("alerting: {0}")]
+    Alerting(#[from] alerting::AlertingError),
 }
 
 /// Header names on dead-lettered records.
@@ -103,6 +107,7 @@ pub struct Processor {
     live: LiveHub,
     metrics: ProcessorMetrics,
     config: ProcessorConfig,
+    alerting: Option<Alerting>,
 }
 
 /// Offsets consumed but not yet committed, per partition.
@@ -145,7 +150,14 @@ impl Processor {
             live,
             metrics,
             config,
+            alerting: None,
         }
+    }
+
+    /// Evaluates rules too (see [`alerting`]).
+    pub fn with_alerting(mut self, alerting: Alerting) -> Self {
+        self.alerting = Some(alerting);
+        self
     }
 
     /// Runs until `shutdown` resolves, then flushes, commits and returns.
@@ -177,6 +189,13 @@ impl Processor {
             self.config.rollup_memory_series,
         );
         let mut assignment: Vec<u32> = Vec::new();
+        let mut rules = self
+            .alerting
+            .clone()
+            .map(|a| alerting::Rules::new(a, self.log.clone(), self.metrics.clone()));
+        if let Some(r) = &mut rules {
+            r.refresh(true).await?;
+        }
         self.mark_rollup_tiers().await?;
         let mut unflushed_points = 0usize;
         let mut last_flush = Instant::now();
@@ -193,15 +212,25 @@ impl Processor {
                 // Partitions moved: another processor may have written
                 // rollups of series this one remembers.
                 rollups.forget();
+                if let Some(r) = &mut rules {
+                    r.assign(&assigned, &self.config.group).await?;
+                }
                 assignment = assigned;
             }
             if !records.is_empty() {
                 unflushed_points += self
-                    .process(&records, &mut open_spans, &mut rollups)
+                    .process(&records, &mut open_spans, &mut rollups, rules.as_mut())
                     .await?;
                 for r in &records {
                     pending.insert(r.partition, r.offset + 1);
                 }
+            }
+            if let Some(r) = &mut rules {
+                if records.is_empty() {
+                    r.caught_up();
+                }
+                r.tick().await?;
+                r.refresh(false).await?;
             }
             {
                 let mut p = progress
@@ -223,6 +252,7 @@ impl Processor {
                     &mut pending,
                     &mut open_spans,
                     rollups_due.then_some(&mut rollups),
+                    rules.as_mut(),
                 )
                 .await?;
                 unflushed_points = 0;
@@ -237,6 +267,7 @@ impl Processor {
             &mut pending,
             &mut open_spans,
             Some(&mut rollups),
+            rules.as_mut(),
         )
         .await?;
         tracing::info!(group = %self.config.group, "processor stopped after final commit");
@@ -251,6 +282,7 @@ impl Processor {
         records: &[LogRecord],
         open_spans: &mut OpenSpans,
         rollups: &mut Rollups,
+        rules: Option<&mut alerting::Rules>,
     ) -> Result<usize, ProcessorError> {
         let mut batch = Vec::with_capacity(records.len());
         // The log record each entry of `batch` came from, for dead-lettering.
@@ -294,9 +326,13 @@ impl Processor {
             // idempotent, so rewriting the accepted ones costs nothing.
             self.metrics.store_refused_batch(&reason);
             let mut accepted = Vec::with_capacity(batch.len());
+            let mut kept = Vec::with_capacity(batch.len());
             for (i, (b, r)) in batch.into_iter().zip(sources).enumerate() {
                 match self.write_with_retry(std::slice::from_ref(&b)).await? {
-                    Ok(()) => accepted.push(b),
+                    Ok(()) => {
+                        accepted.push(b);
+                        kept.push(r);
+                    }
                     Err(reason) => {
                         if let Some((_, span)) = spans.iter().find(|(j, _)| *j == i) {
                             span.record("otel.status_code", "ERROR");
@@ -308,6 +344,13 @@ impl Processor {
                 }
             }
             batch = accepted;
+            sources = kept;
+        }
+        if let Some(rules) = rules {
+            for (b, r) in batch.iter().zip(&sources) {
+                rules.observe(r.partition, r.offset, r.timestamp_ms, b);
+            }
+            rules.deliver().await?;
         }
         for (_, span) in spans {
             // Past the bound the span ends here, after its write.
@@ -428,6 +471,7 @@ impl Processor {
         pending: &mut Pending,
         open_spans: &mut OpenSpans,
         rollups: Option<&mut Rollups>,
+        rules: Option<&mut alerting::Rules>,
     ) -> Result<(), ProcessorError> {
         if pending.is_empty() {
             return Ok(());
@@ -447,6 +491,11 @@ impl Processor {
             span.record("store.flush_ms", flushed.as_secs_f64() * 1e3);
         }
         let offsets: Vec<(u32, u64)> = pending.iter().map(|(p, o)| (*p, *o)).collect();
+        // The rules' state of what is about to be committed, saved first:
+        // a replay of what is not committed yet is then not judged twice.
+        if let Some(rules) = rules {
+            rules.checkpoint(&self.config.group, &offsets).await?;
+        }
         if let Err(e) = consumer.commit(&offsets).await {
             // The points are durable in the store; only the bookkeeping
             // failed (Kafka: often a rebalance in progress). Keep the offsets
@@ -456,6 +505,7 @@ impl Processor {
             self.metrics.offset_commit_failed(&e);
             return Ok(());
         }
+        self.metrics.committed();
         // The traced records are durable and committed: their spans end.
         for span in open_spans.0.drain(..) {
             span.record("committed", true);

@@ -25,6 +25,11 @@ struct TenantLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabel {
     partition: u32,
 }
@@ -39,6 +44,8 @@ pub struct ProcessorMetrics {
     dead_lettered: Counter,
     store_retries: Counter,
     commit_failures: Counter,
+    commits: Counter,
+    alert_transitions: Family<StateLabel, Counter>,
     store_write_seconds: Histogram,
     store_flush_seconds: Histogram,
     lag: Family<PartitionLabel, Gauge>,
@@ -57,6 +64,8 @@ impl Default for ProcessorMetrics {
             dead_lettered: Counter::default(),
             store_retries: Counter::default(),
             commit_failures: Counter::default(),
+            commits: Counter::default(),
+            alert_transitions: Family::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             store_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             lag: Family::default(),
@@ -98,6 +107,16 @@ impl ProcessorMetrics {
             "offset_commit_failures",
             "Offset commits that failed and were retried at the next flush",
             m.commit_failures.clone(),
+        );
+        r.register(
+            "offset_commits",
+            "Offset commits, each after the store flush and the rules' checkpoint",
+            m.commits.clone(),
+        );
+        r.register(
+            "alert_transitions",
+            "Alert transitions appended to the alerts log, by state",
+            m.alert_transitions.clone(),
         );
         r.register(
             "store_write_seconds",
@@ -171,6 +190,18 @@ impl ProcessorMetrics {
     /// One flush's rollups are written (no log line, one per flush; but
     /// event `processor.rollup_unreconciled` (WARN) when points were left
     /// out of buckets older than the raw retention).
+    /// Offsets were committed.
+    pub(crate) fn committed(&self) {
+        self.commits.inc();
+    }
+
+    /// An alert transition is in the alerts log.
+    pub(crate) fn alert_transition(&self, state: &'static str) {
+        self.alert_transitions
+            .get_or_create(&StateLabel { state })
+            .inc();
+    }
+
     pub(crate) fn rollups_flushed(&self, done: &crate::RollupFlush, took: Duration) {
         self.rollup_buckets_written.inc_by(done.written);
         self.rollup_buckets_recomputed.inc_by(done.recomputed);

@@ -48,6 +48,7 @@
 //! [`DeviceCatalog`]: tributary_core::directory::DeviceCatalog
 
 mod aggregate;
+mod alerts;
 mod config;
 mod engine;
 mod error;
@@ -59,6 +60,7 @@ mod target;
 #[cfg(test)]
 mod testkit;
 
+pub use alerts::AlertsGrpc;
 pub use config::QueryConfig;
 pub use error::QueryError;
 pub use service::QueryGrpc;

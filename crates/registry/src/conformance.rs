@@ -831,7 +831,10 @@ fn rule(tenant: &str, name: &str) -> crate::store::Rule {
 pub async fn rules_round_trip(store: &dyn RegistryStore) {
     let (t, other) = (unique("rules"), unique("rules-other"));
     let r = rule(&t, "freezer-warm");
-    store.put_rule(&r, Expect::Absent).await.expect("create rule");
+    store
+        .put_rule(&r, Expect::Absent)
+        .await
+        .expect("create rule");
     assert_eq!(
         store.get_rule(&t, "freezer-warm").await.expect("get rule"),
         Some(r.clone()),
@@ -880,14 +883,28 @@ pub async fn rules_round_trip(store: &dyn RegistryStore) {
     assert_eq!(names, ["a", "b"], "the first page, by name");
     let rest = store.list_rules(&t, Some("b"), 10).await.expect("list");
     let names: Vec<&str> = rest.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["c", "freezer-warm"], "after the cursor, this tenant's only");
-    assert!(store.list_rules(&t, None, 0).await.expect("list").is_empty());
+    assert_eq!(
+        names,
+        ["c", "freezer-warm"],
+        "after the cursor, this tenant's only"
+    );
+    assert!(
+        store
+            .list_rules(&t, None, 0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     // Delete.
     assert!(store.delete_rule(&t, "a").await.expect("delete"));
     assert!(!store.delete_rule(&t, "a").await.expect("delete again"));
     assert_eq!(store.get_rule(&t, "a").await.expect("get"), None);
     assert_eq!(
-        store.get_rule(&other, "a").await.expect("get").map(|r| r.tenant),
+        store
+            .get_rule(&other, "a")
+            .await
+            .expect("get")
+            .map(|r| r.tenant),
         Some(other.clone()),
         "tenants are apart"
     );

@@ -103,7 +103,8 @@ impl From<RegistryError> for Status {
                 format!(
                     "{q}; {}",
                     match q.quota {
-                        tributary_core::quota::Quota::Rules => "delete rules or ask for a higher quota",
+                        tributary_core::quota::Quota::Rules =>
+                            "delete rules or ask for a higher quota",
                         tributary_core::quota::Quota::RuleDevices =>
                             "narrow the rule's selector or ask for a higher quota",
                         _ => "delete devices or ask for a higher quota",

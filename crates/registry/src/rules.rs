@@ -71,7 +71,10 @@ impl Registry {
         let mut count = 0u64;
         let mut after: Option<String> = None;
         while count < at_most {
-            let page = self.store().list_rules(tenant, after.as_deref(), PAGE).await?;
+            let page = self
+                .store()
+                .list_rules(tenant, after.as_deref(), PAGE)
+                .await?;
             count += page.len() as u64;
             if page.len() < PAGE {
                 break;

@@ -28,8 +28,7 @@ struct TestServer {
 
 async fn start() -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        EmbeddedRegistryStore::open(&dir.path().join("registry.redb")).expect("open store");
+    let store = EmbeddedRegistryStore::open(&dir.path().join("registry.redb")).expect("open store");
     let registry = Arc::new(Registry::new(store, RegistryConfig::default()));
     for name in ["tenant-a", "tenant-b"] {
         registry
@@ -41,7 +40,12 @@ async fn start() -> TestServer {
             .await
             .expect("tenant");
     }
-    for (id, kind) in [("f1", "freezer"), ("f2", "freezer"), ("f3", "freezer"), ("p1", "pump")] {
+    for (id, kind) in [
+        ("f1", "freezer"),
+        ("f2", "freezer"),
+        ("f3", "freezer"),
+        ("p1", "pump"),
+    ] {
         registry
             .create_device(NewDevice {
                 tenant: "tenant-a".into(),
@@ -291,7 +295,11 @@ async fn quotas_bound_rules_and_the_devices_one_rule_watches() {
             .await,
     );
     assert_eq!(wide.code(), Code::ResourceExhausted, "{wide:?}");
-    assert!(wide.message().contains("rule_devices"), "{}", wide.message());
+    assert!(
+        wide.message().contains("rule_devices"),
+        "{}",
+        wide.message()
+    );
     let failure = wide.get_error_details().quota_failure().cloned();
     assert!(failure.is_some(), "a QuotaFailure detail: {wide:?}");
 
@@ -326,7 +334,11 @@ async fn quotas_bound_rules_and_the_devices_one_rule_watches() {
             .await,
     );
     assert_eq!(missing.code(), Code::NotFound);
-    assert!(missing.message().contains("nobody"), "{}", missing.message());
+    assert!(
+        missing.message().contains("nobody"),
+        "{}",
+        missing.message()
+    );
 }
 
 #[tokio::test]
@@ -375,12 +387,12 @@ async fn invalid_rules_are_refused_naming_the_field() {
         ),
     ];
     for (rule, field) in cases {
-        let refused = status(
-            s.client
-                .create_rule(authed(create(rule), &operator))
-                .await,
+        let refused = status(s.client.create_rule(authed(create(rule), &operator)).await);
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{field}: {refused:?}"
         );
-        assert_eq!(refused.code(), Code::InvalidArgument, "{field}: {refused:?}");
         let violations = refused
             .get_error_details()
             .bad_request()

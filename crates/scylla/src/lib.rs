@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod checkpoints;
 pub mod config;
 mod error;
 mod registry;
@@ -49,6 +50,7 @@ mod series_gate;
 mod session;
 mod store;
 
+pub use checkpoints::ScyllaCheckpoints;
 pub use config::{
     ConsistencyLevel, Credentials, Replication, ScyllaConfig, SerialConsistencyLevel,
 };

@@ -167,6 +167,24 @@ async fn scylla_conformance_series_gate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_conformance_checkpoints() {
+    for rows in [100, 2] {
+        // Two rows a batch: a save spans several batches.
+        let config = ScyllaConfig {
+            max_batch_rows: rows,
+            ..config("checkpoints")
+        };
+        in_keyspace(config, |config, session| async move {
+            let store = tributary_scylla::ScyllaCheckpoints::new(session, &config)
+                .await
+                .expect("checkpoints open");
+            tributary_store::conformance::checkpoint_run_all(store.as_ref()).await;
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_conformance_registry() {
     in_keyspace(config("registry"), |config, session| async move {
         let store = ScyllaRegistryStore::new(session, &config)

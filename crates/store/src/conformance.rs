@@ -1185,3 +1185,110 @@ fn assert_same(got: &[Sample], want: &[Sample], what: &str) {
     };
     assert_eq!(bits(got), bits(want), "{what}");
 }
+
+/// Runs every check of a [`crate::CheckpointStore`].
+pub async fn checkpoint_run_all(store: &dyn crate::CheckpointStore) {
+    checkpoints_round_trip(store).await;
+    checkpoint_limits(store).await;
+}
+
+/// Rows change incrementally with their offset; groups and partitions are
+/// apart.
+pub async fn checkpoints_round_trip(store: &dyn crate::CheckpointStore) {
+    let group = unique_tenant("ckpt");
+    assert_eq!(
+        must(store.load_checkpoint(&group, 3).await, "load"),
+        None,
+        "nothing saved yet"
+    );
+    let row = |k: &str, v: &str| (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()));
+    must(
+        store
+            .save_checkpoint(
+                &group,
+                3,
+                100,
+                vec![row("b", "2"), row("a", "1"), row("a\0x", "3")],
+            )
+            .await,
+        "save",
+    );
+    must(
+        store
+            .save_checkpoint(&group, 4, 7, vec![row("a", "other partition")])
+            .await,
+        "save another partition",
+    );
+    let got = must(store.load_checkpoint(&group, 3).await, "load").expect("saved");
+    assert_eq!(got.offset, 100);
+    let bytes = |rows: &[(&str, &str)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        rows.iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    assert_eq!(
+        got.rows,
+        bytes(&[("a", "1"), ("a\0x", "3"), ("b", "2")]),
+        "rows sorted by key"
+    );
+    // A second save changes some rows, deletes one, keeps the rest.
+    must(
+        store
+            .save_checkpoint(
+                &group,
+                3,
+                250,
+                vec![row("b", "22"), (b"a".to_vec(), None), row("c", "3")],
+            )
+            .await,
+        "save again",
+    );
+    let got = must(store.load_checkpoint(&group, 3).await, "load").expect("saved");
+    assert_eq!(got.offset, 250);
+    assert_eq!(got.rows, bytes(&[("a\0x", "3"), ("b", "22"), ("c", "3")]));
+    // An offset with no changes.
+    must(
+        store.save_checkpoint(&group, 3, 300, Vec::new()).await,
+        "save offset",
+    );
+    assert_eq!(
+        must(store.load_checkpoint(&group, 3).await, "load").map(|c| c.offset),
+        Some(300)
+    );
+    let other = must(store.load_checkpoint(&group, 4).await, "load").expect("saved");
+    assert_eq!(other.rows, bytes(&[("a", "other partition")]));
+    let another_group = format!("{group}-x");
+    assert_eq!(
+        must(store.load_checkpoint(&another_group, 3).await, "load"),
+        None,
+        "groups are apart"
+    );
+}
+
+/// Oversized keys and values are refused before anything changes.
+pub async fn checkpoint_limits(store: &dyn crate::CheckpointStore) {
+    let group = unique_tenant("ckpt-limits");
+    let big_key = vec![b'k'; crate::checkpoint::MAX_CHECKPOINT_KEY + 1];
+    let big_value = vec![0u8; crate::checkpoint::MAX_CHECKPOINT_VALUE + 1];
+    for changes in [
+        vec![
+            (b"ok".to_vec(), Some(b"1".to_vec())),
+            (big_key, Some(b"1".to_vec())),
+        ],
+        vec![(b"ok".to_vec(), Some(big_value))],
+        vec![(Vec::new(), Some(b"1".to_vec()))],
+    ] {
+        assert!(
+            matches!(
+                store.save_checkpoint(&group, 0, 1, changes).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "refused"
+        );
+    }
+    assert_eq!(
+        must(store.load_checkpoint(&group, 0).await, "load"),
+        None,
+        "nothing of a refused save was kept"
+    );
+}

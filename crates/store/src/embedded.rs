@@ -94,6 +94,7 @@ use tributary_core::{Sample, SeriesKey, Value};
 use crate::{DevicePoints, Latest, Order, Store, StoreError};
 
 mod blocks;
+mod checkpoint;
 mod codec;
 mod head;
 mod rollups;

@@ -169,3 +169,30 @@ async fn the_embedded_series_gate_passes() {
     let store = open(&dir, EmbeddedStoreConfig::default());
     conformance::series_gate_run_all(store.as_ref()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_pass_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = open(&dir, EmbeddedStoreConfig::default());
+        conformance::checkpoint_run_all(store.as_ref()).await;
+        tributary_store::CheckpointStore::save_checkpoint(
+            store.as_ref(),
+            "g",
+            1,
+            42,
+            vec![(b"k".to_vec(), Some(b"v".to_vec()))],
+        )
+        .await
+        .expect("save");
+    }
+    let store = open(&dir, EmbeddedStoreConfig::default());
+    let got = tributary_store::CheckpointStore::load_checkpoint(store.as_ref(), "g", 1)
+        .await
+        .expect("load")
+        .expect("kept");
+    assert_eq!(
+        (got.offset, got.rows),
+        (42, vec![(b"k".to_vec(), b"v".to_vec())])
+    );
+}

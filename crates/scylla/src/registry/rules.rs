@@ -11,8 +11,7 @@ use super::{ANY_ATTEMPTS, ScyllaRegistryStore, conflict, to_i64};
 use crate::ScyllaError;
 
 fn encode(rule: &Rule) -> Result<String, RegistryError> {
-    serde_json::to_string(rule)
-        .map_err(|e| RegistryError::Internal(format!("encoding rule: {e}")))
+    serde_json::to_string(rule).map_err(|e| RegistryError::Internal(format!("encoding rule: {e}")))
 }
 
 fn decode(spec: &str) -> Result<Rule, ScyllaError> {

@@ -8,17 +8,21 @@ use anyhow::{Context, bail};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
+use tributary_proto::v1::alerts_service_client::AlertsServiceClient;
 use tributary_proto::v1::command_service_client::CommandServiceClient;
 use tributary_proto::v1::dead_letter_service_client::DeadLetterServiceClient;
 use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
+use tributary_proto::v1::rules_service_client::RulesServiceClient;
 
 use crate::output::Format;
 
+mod alerts;
 mod commands;
 mod dlq;
 mod query;
 mod registry;
+mod rules;
 
 /// Where and as whom the CLI connects. Global: usable after any subcommand.
 #[derive(Debug, clap::Args)]
@@ -68,6 +72,13 @@ pub enum CliCommand {
     /// store.
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
+    /// Manage rules: thresholds, no data, rates of change and anomalies
+    /// that raise alerts.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
+    /// List and follow the alerts the rules raise.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCmd),
 }
 
 /// Adds the operator token to every call.
@@ -90,6 +101,8 @@ pub struct Ctx {
     pub query: QueryServiceClient<Intercepted>,
     pub commands: CommandServiceClient<Intercepted>,
     pub dlq: DeadLetterServiceClient<Intercepted>,
+    pub rules: RulesServiceClient<Intercepted>,
+    pub alerts: AlertsServiceClient<Intercepted>,
     /// The tenant to act in; empty = the token's own.
     pub tenant: String,
     pub output: Format,
@@ -127,7 +140,9 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         registry: RegistryServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         query: QueryServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         commands: CommandServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-        dlq: DeadLetterServiceClient::with_interceptor(channel, bearer),
+        dlq: DeadLetterServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        rules: RulesServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        alerts: AlertsServiceClient::with_interceptor(channel, bearer),
         tenant: conn.tenant.unwrap_or_default(),
         output: conn.output,
     };
@@ -139,6 +154,8 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Tail(a) => query::tail(&mut ctx, a).await,
         CliCommand::Commands(c) => commands::commands(&mut ctx, c).await,
         CliCommand::Dlq(c) => dlq::dlq(&mut ctx, c).await,
+        CliCommand::Rules(c) => rules::rules(&mut ctx, c).await,
+        CliCommand::Alerts(c) => alerts::alerts(&mut ctx, c).await,
     };
     result.map_err(|e| match e.downcast::<tonic::Status>() {
         Ok(status) => anyhow::anyhow!(describe_status(&status)),

@@ -18,6 +18,7 @@ pub mod processor;
 pub mod query;
 pub mod registry;
 pub mod retention;
+pub mod rules;
 pub mod standalone;
 
 /// gRPC reflection over every Tributary and health service, so grpcurl and

@@ -128,6 +128,12 @@ impl Platform {
         )
         .await
         .context("opening the dead-letter log")?;
+        let alerts = EmbeddedLog::open(
+            dir.join("log/alerts"),
+            EmbeddedLogConfig::new("tributary.alerts.v1", 1),
+        )
+        .await
+        .context("opening the alerts log")?;
         let embedded_store = EmbeddedStore::open(
             &dir.join("store"),
             EmbeddedStoreConfig {
@@ -139,6 +145,7 @@ impl Platform {
         .context("opening the store")?;
         // The store's series limit is checked at ingest, before the ack.
         let series_gate: Arc<dyn SeriesGate> = embedded_store.clone();
+        let checkpoints: Arc<dyn tributary_store::CheckpointStore> = embedded_store.clone();
         let store: Arc<dyn Store> = embedded_store;
         let registry_store = EmbeddedRegistryStore::open(&super::backends::registry_file(dir))
             .context("opening the registry")?;
@@ -181,7 +188,13 @@ impl Platform {
                 retention: retention.clone(),
                 ..Default::default()
             },
-        );
+        )
+        .with_alerting(tributary_processor::Alerting {
+            source: Arc::new(super::rules::LocalRules(registry.clone())),
+            alerts: alerts.clone() as Arc<dyn Log>,
+            checkpoints,
+            config: Default::default(),
+        });
         let processor = {
             let stop = stopped(stop.clone());
             tokio::spawn(async move { processor.run(stop).await.map_err(anyhow::Error::from) })
@@ -238,6 +251,8 @@ impl Platform {
         let reflection = super::reflection()?;
         let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
         let rules_svc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone()).server();
+        let alerts_svc =
+            tributary_query::AlertsGrpc::new(alerts.clone() as Arc<dyn Log>, keys.clone()).server();
         let query_svc = QueryGrpc::new(
             store.clone(),
             directory.clone(),
@@ -285,6 +300,7 @@ impl Platform {
                 .add_service(reflection)
                 .add_service(registry_svc)
                 .add_service(rules_svc)
+                .add_service(alerts_svc)
                 .add_service(query_svc)
                 .add_service(command_svc)
                 .add_service(dlq_svc)

@@ -1,0 +1,286 @@
+//! [`AlertsGrpc`]: `tributary.v1.AlertsService`, read from the alerts log.
+//!
+//! `ListAlerts` folds the transitions in the log by alert id into each
+//! alert's newest state; it reads at most [`MAX_SCANNED`] records, the
+//! oldest first, and says when it stopped short. `TailAlerts` follows the
+//! log from now on. Both see only the caller's tenant (an admin may name
+//! another), and viewers may read them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tributary_auth::{JwtKeys, Role, authorize};
+use tributary_log::{ConsumerOptions, Log, StartFrom};
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::alerts_service_server::{AlertsService, AlertsServiceServer};
+
+use crate::QueryError;
+
+/// Most transitions one `ListAlerts` reads.
+pub(crate) const MAX_SCANNED: usize = 1_000_000;
+/// Most alerts one `ListAlerts` returns.
+pub(crate) const MAX_LIST: u32 = 10_000;
+/// Most `TailAlerts` streams open at once, per tenant and in all.
+pub(crate) const MAX_TAILS_PER_TENANT: usize = 16;
+pub(crate) const MAX_TAILS: usize = 256;
+/// Records taken per poll.
+const POLL: usize = 1024;
+
+/// The alerts service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AlertsGrpc {
+    log: Arc<dyn Log>,
+    keys: JwtKeys,
+    tails: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl AlertsGrpc {
+    /// Serves the alerts in `log` (`tributary.alerts.v1`).
+    pub fn new(log: Arc<dyn Log>, keys: JwtKeys) -> Self {
+        Self {
+            log,
+            keys,
+            tails: Arc::default(),
+        }
+    }
+
+    /// The tonic service.
+    pub fn server(self) -> AlertsServiceServer<AlertsGrpc> {
+        AlertsServiceServer::new(self)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn tenant<T>(&self, request: &Request<T>, asked: &str) -> Result<String, QueryError> {
+        let claims = authorize(&self.keys, request).map_err(QueryError::from_auth)?;
+        claims
+            .require(Role::Viewer)
+            .map_err(QueryError::from_auth)?;
+        claims.tenant_for(asked).map_err(QueryError::from_auth)
+    }
+}
+
+/// Which transitions a caller wants.
+struct Wanted<'a> {
+    tenant: &'a str,
+    rule: &'a str,
+    device: &'a str,
+}
+
+impl Wanted<'_> {
+    fn matches(&self, e: &pb::AlertEvent) -> bool {
+        e.tenant == self.tenant
+            && (self.rule.is_empty() || e.rule == self.rule)
+            && (self.device.is_empty() || e.device == self.device)
+    }
+}
+
+/// Folds a transition into its alert.
+fn fold(into: &mut pb::Alert, e: pb::AlertEvent) {
+    into.state = e.state;
+    into.value = e.value;
+    into.summary = e.summary;
+    match pb::AlertState::try_from(e.state) {
+        Ok(pb::AlertState::Firing) => into.fired_at_ns = e.at_ns,
+        Ok(pb::AlertState::Resolved) => into.resolved_at_ns = e.at_ns,
+        _ => {}
+    }
+}
+
+#[tonic::async_trait]
+impl AlertsService for AlertsGrpc {
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let tenant = self.tenant(&request, &request.get_ref().tenant)?;
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n if n > MAX_LIST => {
+                return Err(QueryError::invalid("limit", format!("at most {MAX_LIST}")).into());
+            }
+            n => n,
+        } as usize;
+        let wanted = Wanted {
+            tenant: &tenant,
+            rule: &req.rule,
+            device: &req.device,
+        };
+        // Where the log ends now: the fold stops there.
+        let mut ends = HashMap::new();
+        for p in 0..self.log.partitions() {
+            let w = self.log.watermarks(p).await.map_err(internal)?;
+            if w.high > w.low {
+                ends.insert(p, w.high);
+            }
+        }
+        let mut consumer = self
+            .log
+            .consumer(ConsumerOptions {
+                group: None,
+                start: StartFrom::Earliest,
+            })
+            .await
+            .map_err(internal)?;
+        let mut alerts: HashMap<String, pb::Alert> = HashMap::new();
+        let (mut scanned, mut truncated) = (0usize, false);
+        while !ends.is_empty() {
+            let records = consumer
+                .poll(POLL, Duration::from_millis(200))
+                .await
+                .map_err(internal)?;
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                if ends
+                    .get(&r.partition)
+                    .is_some_and(|end| r.offset + 1 >= *end)
+                {
+                    ends.remove(&r.partition);
+                }
+                scanned += 1;
+                let Ok(e) = pb::AlertEvent::decode(r.value.as_ref()) else {
+                    continue;
+                };
+                if !wanted.matches(&e) {
+                    continue;
+                }
+                let alert = alerts
+                    .entry(e.alert_id.clone())
+                    .or_insert_with(|| pb::Alert {
+                        alert_id: e.alert_id.clone(),
+                        tenant: e.tenant.clone(),
+                        rule: e.rule.clone(),
+                        device: e.device.clone(),
+                        metric: e.metric.clone(),
+                        severity: e.severity,
+                        started_at_ns: e.started_at_ns,
+                        ..Default::default()
+                    });
+                fold(alert, e);
+            }
+            if scanned >= MAX_SCANNED && !ends.is_empty() {
+                truncated = true;
+                break;
+            }
+        }
+        let mut out: Vec<pb::Alert> = alerts
+            .into_values()
+            .filter(|a| req.state == 0 || a.state == req.state)
+            .filter(|a| req.from_ns == 0 || a.started_at_ns >= req.from_ns)
+            .filter(|a| req.to_ns == 0 || a.started_at_ns < req.to_ns)
+            .collect();
+        out.sort_by(|a, b| {
+            b.started_at_ns
+                .cmp(&a.started_at_ns)
+                .then_with(|| a.alert_id.cmp(&b.alert_id))
+        });
+        out.truncate(limit);
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: out,
+            truncated,
+        }))
+    }
+
+    type TailAlertsStream = ReceiverStream<Result<pb::AlertEvent, Status>>;
+
+    async fn tail_alerts(
+        &self,
+        request: Request<pb::TailAlertsRequest>,
+    ) -> Result<Response<Self::TailAlertsStream>, Status> {
+        let tenant = self.tenant(&request, &request.get_ref().tenant)?;
+        let req = request.into_inner();
+        let slot = TailSlot::take(&self.tails, &tenant)?;
+        let mut consumer = self
+            .log
+            .consumer(ConsumerOptions {
+                group: None,
+                start: StartFrom::Latest,
+            })
+            .await
+            .map_err(internal)?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let wanted = Wanted {
+                tenant: &tenant,
+                rule: &req.rule,
+                device: &req.device,
+            };
+            loop {
+                let polled = tokio::select! {
+                    () = tx.closed() => return,
+                    r = consumer.poll(POLL, Duration::from_millis(500)) => r,
+                };
+                let records = match polled {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(internal(e))).await;
+                        return;
+                    }
+                };
+                for r in records {
+                    let Ok(e) = pb::AlertEvent::decode(r.value.as_ref()) else {
+                        continue;
+                    };
+                    if wanted.matches(&e) && tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "alerts log");
+    Status::unavailable("the alerts log is unavailable; retry later")
+}
+
+/// One open `TailAlerts` stream, counted per tenant until dropped.
+struct TailSlot {
+    tails: Arc<Mutex<HashMap<String, usize>>>,
+    tenant: String,
+}
+
+impl TailSlot {
+    #[allow(clippy::result_large_err)]
+    fn take(tails: &Arc<Mutex<HashMap<String, usize>>>, tenant: &str) -> Result<Self, Status> {
+        let mut open = tails.lock().unwrap_or_else(PoisonError::into_inner);
+        let all: usize = open.values().sum();
+        let mine = open.get(tenant).copied().unwrap_or(0);
+        if mine >= MAX_TAILS_PER_TENANT || all >= MAX_TAILS {
+            return Err(QueryError::ResourceExhausted {
+                subject: "alert_tails",
+                message: format!(
+                    "at most {MAX_TAILS_PER_TENANT} alert tails per tenant and {MAX_TAILS} in all are open; close one"
+                ),
+            }
+            .into());
+        }
+        *open.entry(tenant.to_owned()).or_default() += 1;
+        Ok(Self {
+            tails: tails.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for TailSlot {
+    fn drop(&mut self) {
+        let mut open = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}

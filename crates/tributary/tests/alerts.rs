@@ -1,0 +1,389 @@
+//! Rules on a real standalone: created from the CLI, judged by the
+//! processor as points arrive over HTTP, their alerts listed and followed
+//! over gRPC, and neither lost nor fired twice across a kill -9.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::alerts_service_client::AlertsServiceClient;
+
+const S: i64 = 1_000_000_000;
+
+async fn device(s: &Standalone, id: &str, kind: &str) -> String {
+    s.registry(&s.admin_token)
+        .await
+        .create_device(pb::CreateDeviceRequest {
+            id: id.into(),
+            labels: [("kind".to_owned(), kind.to_owned())].into(),
+            issue_token: true,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDevice")
+        .into_inner()
+        .token
+        .expect("token")
+        .token
+}
+
+/// Posts one point with its timestamp (ns) and waits for the 204.
+async fn post(s: &Standalone, token: &str, metric: &str, ts_ns: i64, value: f64) {
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth(token)
+        .json(&serde_json::json!([{"ts": ts_ns / 1_000_000, "values": {metric: value}}]))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+}
+
+async fn alerts(
+    s: &Standalone,
+) -> AlertsServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+> {
+    AlertsServiceClient::with_interceptor(s.channel().await, Bearer::new(&s.admin_token))
+}
+
+/// Every alert of the tenant, by (rule, device): its newest state.
+async fn listed(s: &Standalone) -> BTreeMap<(String, String), pb::Alert> {
+    alerts(s)
+        .await
+        .list_alerts(pb::ListAlertsRequest::default())
+        .await
+        .expect("ListAlerts")
+        .into_inner()
+        .alerts
+        .into_iter()
+        .map(|a| ((a.rule.clone(), a.device.clone()), a))
+        .collect()
+}
+
+fn state(a: &pb::Alert) -> pb::AlertState {
+    pb::AlertState::try_from(a.state).unwrap_or_default()
+}
+
+/// Posts a breaching point of `metric` (now, every 200 ms) until the rule
+/// has judged one: the processor reads rules every few seconds.
+async fn until_judged(
+    s: &Standalone,
+    token: &str,
+    rule: &str,
+    device: &str,
+    metric: &str,
+    value: f64,
+) -> pb::Alert {
+    eventually(
+        Duration::from_secs(30),
+        "the rule to judge a point",
+        || async {
+            post(s, token, metric, tributary_core::time::now_ns(), value).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            listed(s)
+                .await
+                .remove(&(rule.to_owned(), device.to_owned()))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_rule_from_the_cli_fires_after_its_for_and_clears_with_hysteresis() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    let token = device(&s, "freezer-1", "freezer").await;
+    let created = cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "freezer-warm",
+            "--selector",
+            "kind=freezer",
+            "--metric",
+            "temp",
+            "--above",
+            "-15",
+            "--for",
+            "10m",
+            "--hysteresis",
+            "0.5",
+            "--severity",
+            "critical",
+        ],
+    )
+    .await;
+    assert!(
+        created.contains("temp > -15 (clears at ≤ -15.5) for 10m"),
+        "{created}"
+    );
+    let listed_rules = cli(&s, &["rules", "list"]).await;
+    assert!(listed_rules.contains("\"freezer-warm\""), "{listed_rules}");
+
+    // A warm point: pending, not firing, for 10 minutes of point time.
+    let pending = until_judged(&s, &token, "freezer-warm", "freezer-1", "temp", -10.0).await;
+    assert_eq!(state(&pending), pb::AlertState::Pending, "{pending:?}");
+    let t0 = pending.started_at_ns;
+
+    let mut tail = alerts(&s)
+        .await
+        .tail_alerts(pb::TailAlertsRequest::default())
+        .await
+        .expect("TailAlerts")
+        .into_inner();
+    // Still warm 10 minutes on: it fires. Then it hovers at the limit (no
+    // flapping), then cools past the hysteresis: resolved.
+    post(&s, &token, "temp", t0 + 600 * S, -12.0).await;
+    post(&s, &token, "temp", t0 + 601 * S, -15.2).await;
+    post(&s, &token, "temp", t0 + 602 * S, -14.9).await;
+    post(&s, &token, "temp", t0 + 603 * S, -15.6).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(20), tail.next())
+            .await
+            .expect("a transition within 20 s")
+            .expect("the stream stays open")
+            .expect("an event");
+        seen.push(e);
+    }
+    let states: Vec<pb::AlertState> = seen.iter().map(|e| e.state()).collect();
+    assert_eq!(states, [pb::AlertState::Firing, pb::AlertState::Resolved]);
+    assert!(
+        seen.iter().all(|e| e.alert_id == pending.alert_id),
+        "one alert: {seen:?}"
+    );
+    assert_eq!(seen[0].at_ns, t0 + 600 * S);
+    assert_eq!(seen[0].value, Some(-12.0));
+    assert_eq!(seen[1].at_ns, t0 + 603 * S);
+    assert_eq!(seen[0].severity(), pb::Severity::Critical);
+
+    let now = cli(&s, &["alerts", "list"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&now).expect("JSON");
+    assert_eq!(rows.len(), 1, "{now}");
+    assert_eq!(rows[0]["state"], "resolved");
+    assert_eq!(rows[0]["fired_at_ns"], t0 + 600 * S);
+    assert_eq!(rows[0]["resolved_at_ns"], t0 + 603 * S);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_data_fires_for_a_device_that_stops_and_for_one_that_never_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    let chatty = device(&s, "meter-1", "meter").await;
+    device(&s, "meter-2", "meter").await;
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "meter-silent",
+            "--selector",
+            "kind=meter",
+            "--metric",
+            "kwh",
+            "--no-data",
+            "3s",
+        ],
+    )
+    .await;
+    // meter-2 never reports: it fires a timeout after the rule reached the
+    // processor. meter-1 reports every 300 ms meanwhile: it does not.
+    let silent = eventually(
+        Duration::from_secs(40),
+        "meter-2's no-data alert",
+        || async {
+            post(&s, &chatty, "kwh", tributary_core::time::now_ns(), 1.0).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            listed(&s)
+                .await
+                .remove(&("meter-silent".to_owned(), "meter-2".to_owned()))
+        },
+    )
+    .await;
+    assert_eq!(state(&silent), pb::AlertState::Firing);
+    assert_eq!(silent.summary, "no kwh for 3s");
+    assert!(
+        !listed(&s)
+            .await
+            .contains_key(&("meter-silent".to_owned(), "meter-1".to_owned())),
+        "meter-1 kept reporting"
+    );
+    // meter-1 stops: its alert fires about 3 s after its last point.
+    let stopped = tributary_core::time::now_ns();
+    let fired = eventually(
+        Duration::from_secs(20),
+        "meter-1's no-data alert",
+        || async {
+            listed(&s)
+                .await
+                .remove(&("meter-silent".to_owned(), "meter-1".to_owned()))
+                .filter(|a| state(a) == pb::AlertState::Firing)
+        },
+    )
+    .await;
+    let after = fired.fired_at_ns - stopped;
+    assert!(
+        (2 * S..15 * S).contains(&after),
+        "fired {} ms after the last point",
+        after / 1_000_000
+    );
+    // It reports again: resolved.
+    post(&s, &chatty, "kwh", tributary_core::time::now_ns(), 2.0).await;
+    eventually(
+        Duration::from_secs(20),
+        "meter-1's alert to resolve",
+        || async {
+            listed(&s)
+                .await
+                .remove(&("meter-silent".to_owned(), "meter-1".to_owned()))
+                .filter(|a| state(a) == pb::AlertState::Resolved)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_with_one_alert_pending_and_one_firing_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Standalone::start(&data);
+    let a = device(&s, "pump-a", "pump").await;
+    let b = device(&s, "pump-b", "pump").await;
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "hot",
+            "--selector",
+            "kind=pump",
+            "--metric",
+            "temp",
+            "--above",
+            "80",
+            "--for",
+            "10m",
+        ],
+    )
+    .await;
+    let pa = until_judged(&s, &a, "hot", "pump-a", "temp", 90.0).await;
+    let t0 = pa.started_at_ns;
+    post(&s, &a, "temp", t0 + 600 * S, 91.0).await;
+    post(&s, &b, "temp", t0, 95.0).await;
+    let before = eventually(
+        Duration::from_secs(20),
+        "a firing and b pending",
+        || async {
+            let now = listed(&s).await;
+            let a = now.get(&("hot".to_owned(), "pump-a".to_owned()))?;
+            let b = now.get(&("hot".to_owned(), "pump-b".to_owned()))?;
+            (state(a) == pb::AlertState::Firing && state(b) == pb::AlertState::Pending)
+                .then(|| (a.clone(), b.clone()))
+        },
+    )
+    .await;
+    // Let a commit (and its checkpoint) happen with both in that state,
+    // then kill -9.
+    let committed = counter(&s, "tributary_processor_offset_commits_total").await;
+    eventually(
+        Duration::from_secs(30),
+        "a commit after the transitions",
+        || async {
+            (counter(&s, "tributary_processor_offset_commits_total").await > committed)
+                .then_some(())
+        },
+    )
+    .await;
+    s.crash();
+
+    let s = Standalone::start(&data);
+    // b stays breached 10 minutes on: it fires, as the alert that was
+    // pending. a cools: its firing alert resolves.
+    post(&s, &b, "temp", t0 + 600 * S, 96.0).await;
+    post(&s, &a, "temp", t0 + 700 * S, 20.0).await;
+    let after = eventually(
+        Duration::from_secs(30),
+        "b firing and a resolved",
+        || async {
+            let now = listed(&s).await;
+            let a = now.get(&("hot".to_owned(), "pump-a".to_owned()))?;
+            let b = now.get(&("hot".to_owned(), "pump-b".to_owned()))?;
+            (state(a) == pb::AlertState::Resolved && state(b) == pb::AlertState::Firing)
+                .then(|| (a.clone(), b.clone()))
+        },
+    )
+    .await;
+    assert_eq!(
+        after.0.alert_id, before.0.alert_id,
+        "a's alert is the one that fired"
+    );
+    assert_eq!(
+        after.1.alert_id, before.1.alert_id,
+        "b's alert is the one that was pending"
+    );
+    assert_eq!(after.1.started_at_ns, t0);
+    s.stop();
+
+    // Every transition in the alerts log: each (alert, state) that happened
+    // is there, and nothing else: a repeat would carry the same id.
+    let log = tributary_log::embedded::EmbeddedLog::open(
+        data.join("log/alerts"),
+        tributary_log::embedded::EmbeddedLogConfig::new("tributary.alerts.v1", 1),
+    )
+    .await
+    .expect("alerts log");
+    let mut consumer =
+        tributary_log::Log::consumer(log.as_ref(), tributary_log::ConsumerOptions::default())
+            .await
+            .expect("consumer");
+    let mut transitions = BTreeSet::new();
+    loop {
+        let records = consumer
+            .poll(1000, Duration::from_millis(300))
+            .await
+            .expect("poll");
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            let e = <pb::AlertEvent as prost::Message>::decode(r.value.as_ref())
+                .expect("an AlertEvent");
+            transitions.insert((
+                e.device.clone(),
+                e.alert_id.clone(),
+                e.state().as_str_name().to_owned(),
+            ));
+        }
+    }
+    let expected: BTreeSet<(String, String, String)> = [
+        ("pump-a", &before.0.alert_id, "ALERT_STATE_PENDING"),
+        ("pump-a", &before.0.alert_id, "ALERT_STATE_FIRING"),
+        ("pump-a", &before.0.alert_id, "ALERT_STATE_RESOLVED"),
+        ("pump-b", &before.1.alert_id, "ALERT_STATE_PENDING"),
+        ("pump-b", &before.1.alert_id, "ALERT_STATE_FIRING"),
+    ]
+    .into_iter()
+    .map(|(d, id, st)| (d.to_owned(), id.clone(), st.to_owned()))
+    .collect();
+    assert_eq!(transitions, expected);
+}
+
+/// A counter's value on the metrics endpoint (0 when absent).
+async fn counter(s: &Standalone, name: &str) -> f64 {
+    let body = reqwest::get(format!("http://{}/metrics", s.metrics))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
