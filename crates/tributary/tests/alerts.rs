@@ -387,3 +387,124 @@ async fn counter(s: &Standalone, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_gets_alerts_over_mqtt_with_mosquitto_sub() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    let token = device(&s, "freezer-1", "freezer").await;
+    // An application that may follow alerts (and publish a probe).
+    let app = s
+        .registry(&s.admin_token)
+        .await
+        .issue_application_token(pb::IssueApplicationTokenRequest {
+            name: "pager".into(),
+            subscribe: vec!["alerts/#".into()],
+            publish: vec!["alerts/probe".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("IssueApplicationToken")
+        .into_inner()
+        .token;
+    let port = s.mqtt.port().to_string();
+    let mut sub = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-i",
+            "pager-sub",
+        ])
+        .args(["-u", "app:pager", "-P", &app, "-t", "alerts/#", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_sub (Debian's mosquitto-clients)");
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    // Subscribed once a probe comes back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-i",
+                "pager-pub",
+            ])
+            .args([
+                "-u",
+                "app:pager",
+                "-P",
+                &app,
+                "-t",
+                "alerts/probe",
+                "-m",
+                "probe",
+            ])
+            .status()
+            .await
+            .expect("mosquitto_pub");
+        assert!(status.success());
+        let line = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await;
+        if let Ok(Ok(Some(l))) = line {
+            assert_eq!(l, "alerts/probe probe");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto_sub never got the probe"
+        );
+    }
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "freezer-warm",
+            "--selector",
+            "kind=freezer",
+            "--metric",
+            "temp",
+            "--above",
+            "-15",
+        ],
+    )
+    .await;
+    let fired = until_judged(&s, &token, "freezer-warm", "freezer-1", "temp", -10.0).await;
+    post(&s, &token, "temp", fired.started_at_ns + S, -20.0).await;
+    // Both transitions arrive, as JSON on alerts/{rule}/{device}.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("an alert within 20 s")
+            .expect("read")
+            .expect("mosquitto_sub is running");
+        if line == "alerts/probe probe" {
+            continue;
+        }
+        let (topic, json) = line.split_once(' ').expect("topic and payload");
+        assert_eq!(topic, "alerts/freezer-warm/freezer-1");
+        let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        got.push(v);
+    }
+    assert_eq!(got[0]["state"], "firing");
+    assert_eq!(got[0]["alert_id"], fired.alert_id);
+    assert_eq!(got[0]["value"], -10.0);
+    assert_eq!(got[1]["state"], "resolved");
+    assert_eq!(got[1]["alert_id"], fired.alert_id);
+    assert_eq!(got[1]["fired"], true);
+}

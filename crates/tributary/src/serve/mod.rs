@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+pub mod alerts;
 pub mod args;
 pub mod backends;
 pub mod config_file;

@@ -226,6 +226,17 @@ impl Platform {
         let frontends =
             super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks)
                 .await?;
+        // Alerts to tenant applications over MQTT, from the alerts log.
+        {
+            let alerts = alerts.clone() as Arc<dyn Log>;
+            let publisher = Arc::new(super::alerts::MqttAlerts(mqtt.clone()));
+            let stop = stopped(stop.clone());
+            tasks.spawn("alerts-mqtt", async move {
+                tributary_notify::mqtt::deliver(alerts, publisher, stop)
+                    .await
+                    .context("delivering alerts over MQTT")
+            });
+        }
         {
             let (mqtt, stop) = (mqtt.clone(), stopped(stop.clone()));
             tasks.spawn("revocations", async move {

@@ -1,0 +1,52 @@
+//! Alert delivery: every transition in the alerts log
+//! (`tributary.alerts.v1`) to the places tenants follow them.
+//!
+//! - [`mqtt`]: to tenant applications, on `alerts/{rule}/{device}`, at QoS 1,
+//!   as JSON ([`event_json`]); an application receives it if its grants
+//!   let it subscribe there.
+//!
+//! Each delivery is a consumer group on the alerts log that commits its
+//! offsets only after the transitions before them were handed over, so a
+//! restart delivers again what it had not finished (at least once); the
+//! alert id with the state identifies a repeat.
+
+pub mod mqtt;
+
+use tributary_proto::v1 as pb;
+
+/// The JSON of an alert transition, as applications receive it:
+///
+/// ```json
+/// {"alert_id": "6e6b…", "tenant": "acme", "rule": "freezer-warm",
+///  "device": "freezer-1", "metric": "temp", "state": "firing",
+///  "severity": "critical", "started_at_ns": 1765…, "at_ns": 1765…,
+///  "value": -12.0, "fired": false, "summary": "temp -12 above -15"}
+/// ```
+pub fn event_json(e: &pb::AlertEvent) -> serde_json::Value {
+    let state = match e.state() {
+        pb::AlertState::Pending => "pending",
+        pb::AlertState::Firing => "firing",
+        pb::AlertState::Resolved => "resolved",
+        pb::AlertState::Unspecified => "unspecified",
+    };
+    let severity = match e.severity() {
+        pb::Severity::Info => "info",
+        pb::Severity::Critical => "critical",
+        pb::Severity::Warning | pb::Severity::Unspecified => "warning",
+    };
+    serde_json::json!({
+        "alert_id": e.alert_id,
+        "tenant": e.tenant,
+        "rule": e.rule,
+        "rule_revision": e.rule_revision,
+        "device": e.device,
+        "metric": e.metric,
+        "state": state,
+        "severity": severity,
+        "started_at_ns": e.started_at_ns,
+        "at_ns": e.at_ns,
+        "value": e.value,
+        "fired": e.fired,
+        "summary": e.summary,
+    })
+}
