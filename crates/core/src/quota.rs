@@ -83,6 +83,8 @@ quotas! {
     Rules = "rules", default 1_000;
     /// Devices one rule may watch: a selector matching more is refused.
     RuleDevices = "rule_devices", default 10_000;
+    /// Alert webhooks.
+    Webhooks = "webhooks", default 20;
 }
 
 impl fmt::Display for Quota {

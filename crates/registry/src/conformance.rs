@@ -27,6 +27,7 @@ pub async fn run_all(store: &dyn RegistryStore) {
     presence_round_trip(store).await;
     tenant_isolation(store).await;
     rules_round_trip(store).await;
+    webhooks_round_trip(store).await;
 }
 
 fn unique(prefix: &str) -> String {
@@ -908,4 +909,64 @@ pub async fn rules_round_trip(store: &dyn RegistryStore) {
         Some(other.clone()),
         "tenants are apart"
     );
+}
+
+/// Webhooks: conditional puts, get, overwrite by revision, delete, listing
+/// per tenant; the secret is stored as given.
+pub async fn webhooks_round_trip(store: &dyn RegistryStore) {
+    use crate::store::WebhookRecord;
+    let t = unique("hooks");
+    let hook = |name: &str| WebhookRecord {
+        tenant: t.clone(),
+        name: name.into(),
+        url: "https://pager.example.com/hooks/tributary?x=ü".into(),
+        secret: "whsec_0123456789abcdef".into(),
+        rules: vec!["freezer-warm".into(), "meter-silent".into()],
+        min_severity: tributary_rules::Severity::Critical,
+        created_at_ns: 1_700_000_000_000_000_004,
+        revision: 1,
+    };
+    store.put_webhook(&hook("pager"), Expect::Absent).await.expect("create");
+    assert_eq!(
+        store.get_webhook(&t, "pager").await.expect("get"),
+        Some(hook("pager")),
+        "a webhook reads back exactly"
+    );
+    assert!(matches!(
+        store.put_webhook(&hook("pager"), Expect::Absent).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    let changed = WebhookRecord {
+        url: "http://10.0.0.1/x".into(),
+        revision: 2,
+        ..hook("pager")
+    };
+    store
+        .put_webhook(&changed, Expect::Revision(1))
+        .await
+        .expect("update by revision");
+    assert!(matches!(
+        store.put_webhook(&changed, Expect::Revision(1)).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    store.put_webhook(&hook("a"), Expect::Absent).await.expect("create");
+    let names: Vec<String> = store
+        .list_webhooks(&t, None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(names, ["a", "pager"]);
+    let after: Vec<String> = store
+        .list_webhooks(&t, Some("a"), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(after, ["pager"]);
+    assert!(store.delete_webhook(&t, "a").await.expect("delete"));
+    assert!(!store.delete_webhook(&t, "a").await.expect("delete again"));
+    assert_eq!(store.get_webhook(&t, "a").await.expect("get"), None);
 }

@@ -12,6 +12,7 @@
 //! | `device_credentials` | (tenant, device, cred id) | ()                     |
 //! | `presence`           | (tenant, device)          | JSON [`PresenceRecord`] |
 //! | `rules`              | (tenant, name)            | JSON [`Rule`]          |
+//! | `webhooks`           | (tenant, name)            | JSON [`WebhookRecord`] |
 //!
 //! Every write is one redb transaction committed with redb's default
 //! durability (fsync before the call returns), so conditional writes are
@@ -31,7 +32,8 @@ use serde::de::DeserializeOwned;
 use crate::RegistryError;
 use crate::store::{
     CredentialRecord, CredentialStore, DeviceRecord, DeviceStore, Expect, PresenceRecord,
-    PresenceStore, Rule, RuleStore, TenantRecord, TenantStore, TokenHash,
+    PresenceStore, Rule, RuleStore, TenantRecord, TenantStore, TokenHash, WebhookRecord,
+    WebhookStore,
 };
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -44,6 +46,7 @@ const DEVICE_CREDENTIALS: TableDefinition<'_, (&str, &str, &str), ()> =
     TableDefinition::new("device_credentials");
 const PRESENCE: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("presence");
 const RULES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("rules");
+const WEBHOOKS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("webhooks");
 
 /// The schema version this code writes and reads.
 const SCHEMA_VERSION: u64 = 1;
@@ -93,6 +96,7 @@ impl EmbeddedRegistryStore {
             txn.open_table(DEVICE_CREDENTIALS).map_err(storage)?;
             txn.open_table(PRESENCE).map_err(storage)?;
             txn.open_table(RULES).map_err(storage)?;
+            txn.open_table(WEBHOOKS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Arc::new(Self { db: Arc::new(db) }))
@@ -605,6 +609,86 @@ impl RuleStore for EmbeddedRegistryStore {
         self.run(move |db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(RULES).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in table
+                .range(tenant_range(&tenant, after.as_deref()))
+                .map_err(storage)?
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = entry.map_err(storage)?;
+                if k.value().0 != tenant {
+                    break;
+                }
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+#[async_trait]
+impl WebhookStore for EmbeddedRegistryStore {
+    async fn put_webhook(&self, rule: &WebhookRecord, expect: Expect) -> Result<(), RegistryError> {
+        let rule = rule.clone();
+        self.run(move |db| {
+            let bytes = encode(&rule)?;
+            let key = (rule.tenant.as_str(), rule.name.as_str());
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(WEBHOOKS).map_err(storage)?;
+                let stored = match table.get(key).map_err(storage)? {
+                    Some(v) => Some(decode::<WebhookRecord>(v.value())?.revision),
+                    None => None,
+                };
+                check_expect(
+                    &format!("webhook {:?}/{:?}", rule.tenant, rule.name),
+                    stored,
+                    expect,
+                )?;
+                table.insert(key, bytes.as_slice()).map_err(storage)?;
+            }
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn get_webhook(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<WebhookRecord>, RegistryError> {
+        self.get_pair(WEBHOOKS, tenant, name).await
+    }
+
+    async fn delete_webhook(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let existed = {
+                let mut hooks = txn.open_table(WEBHOOKS).map_err(storage)?;
+                hooks
+                    .remove((tenant.as_str(), name.as_str()))
+                    .map_err(storage)?
+                    .is_some()
+            };
+            txn.commit().map_err(storage)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WebhookRecord>, RegistryError> {
+        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(WEBHOOKS).map_err(storage)?;
             let mut out = Vec::new();
             for entry in table
                 .range(tenant_range(&tenant, after.as_deref()))

@@ -21,6 +21,8 @@ pub enum Entity {
     Credential,
     /// A rule of a tenant.
     Rule,
+    /// An alert webhook of a tenant.
+    Webhook,
 }
 
 impl fmt::Display for Entity {
@@ -30,6 +32,7 @@ impl fmt::Display for Entity {
             Entity::Device => "device",
             Entity::Credential => "credential",
             Entity::Rule => "rule",
+            Entity::Webhook => "webhook",
         })
     }
 }

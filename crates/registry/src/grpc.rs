@@ -107,6 +107,8 @@ impl From<RegistryError> for Status {
                             "delete rules or ask for a higher quota",
                         tributary_core::quota::Quota::RuleDevices =>
                             "narrow the rule's selector or ask for a higher quota",
+                        tributary_core::quota::Quota::Webhooks =>
+                            "delete webhooks or ask for a higher quota",
                         _ => "delete devices or ask for a higher quota",
                     }
                 ),

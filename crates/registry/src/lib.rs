@@ -75,6 +75,7 @@ pub mod rules;
 pub mod rules_grpc;
 pub mod service;
 pub mod store;
+pub mod webhooks;
 
 pub use directory::{DirectoryConfig, LocalDirectory};
 pub use directory_grpc::DirectoryGrpc;
@@ -91,5 +92,5 @@ pub use service::{
 pub use store::{
     ApplicationGrants, CredentialKind, CredentialRecord, CredentialStore, DeviceRecord,
     DeviceStore, Expect, PresenceRecord, PresenceStore, RegistryStore, Rule, RuleStore,
-    TenantRecord, TenantSettings, TenantStore, TokenHash,
+    TenantRecord, TenantSettings, TenantStore, TokenHash, WebhookRecord, WebhookStore,
 };

@@ -11,9 +11,13 @@ use tributary_proto::v1 as pb;
 use tributary_proto::v1::rules_service_server::{RulesService, RulesServiceServer};
 use tributary_rules::convert::{rule_from_pb, rule_to_pb};
 
+use tributary_rules::Severity;
+
 use crate::RegistryError;
 use crate::grpc::RegistryGrpc;
 use crate::service::Registry;
+use crate::store::WebhookRecord;
+use crate::webhooks::NewWebhook;
 
 /// Rules per `ListRules` page when the request says 0.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -106,5 +110,87 @@ impl RulesService for RulesGrpc {
             .delete_rule(&tenant, &request.get_ref().name)
             .await?;
         Ok(Response::new(pb::DeleteRuleResponse { deleted }))
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<pb::CreateWebhookRequest>,
+    ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
+        let asked = request
+            .get_ref()
+            .webhook
+            .as_ref()
+            .map(|w| w.tenant.clone())
+            .unwrap_or_default();
+        let (_, tenant) = self.auth.scope(&request, &asked, Role::Operator)?;
+        let Some(w) = request.into_inner().webhook else {
+            return Err(RegistryError::invalid("webhook", "missing").into());
+        };
+        let min_severity = match pb::Severity::try_from(w.min_severity) {
+            Ok(pb::Severity::Unspecified) => None,
+            Ok(pb::Severity::Info) => Some(Severity::Info),
+            Ok(pb::Severity::Warning) => Some(Severity::Warning),
+            Ok(pb::Severity::Critical) => Some(Severity::Critical),
+            Err(_) => {
+                return Err(RegistryError::invalid("min_severity", "unknown severity").into());
+            }
+        };
+        let record = self
+            .registry
+            .create_webhook(NewWebhook {
+                tenant,
+                name: w.name,
+                url: w.url,
+                rules: w.rules,
+                min_severity,
+            })
+            .await?;
+        Ok(Response::new(pb::CreateWebhookResponse {
+            secret: record.secret.clone(),
+            webhook: Some(webhook_to_pb(&record)),
+        }))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Viewer)?;
+        let hooks = self.registry.list_webhooks(&tenant).await?;
+        Ok(Response::new(pb::ListWebhooksResponse {
+            webhooks: hooks.iter().map(webhook_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<pb::DeleteWebhookRequest>,
+    ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let deleted = self
+            .registry
+            .delete_webhook(&tenant, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(pb::DeleteWebhookResponse { deleted }))
+    }
+}
+
+/// A webhook as users see it: never its secret.
+fn webhook_to_pb(w: &WebhookRecord) -> pb::Webhook {
+    pb::Webhook {
+        tenant: w.tenant.clone(),
+        name: w.name.clone(),
+        url: w.url.clone(),
+        rules: w.rules.clone(),
+        min_severity: match w.min_severity {
+            Severity::Info => pb::Severity::Info,
+            Severity::Warning => pb::Severity::Warning,
+            Severity::Critical => pb::Severity::Critical,
+        } as i32,
+        created_at_ns: w.created_at_ns,
     }
 }

@@ -1,8 +1,8 @@
 //! The registry's storage seam.
 //!
-//! Five small traits, one per aggregate, rather than one trait with twenty
+//! Small traits, one per aggregate, rather than one trait with twenty
 //! methods: [`TenantStore`], [`DeviceStore`], [`CredentialStore`],
-//! [`PresenceStore`] and [`RuleStore`]. Each maps onto its own table (or set
+//! [`PresenceStore`], [`RuleStore`] and [`WebhookStore`]. Each maps onto its own table (or set
 //! of tables) in every backend, can be read and reviewed alone, and a test
 //! double can implement just the part it needs. [`RegistryStore`] gathers
 //! them, is implemented
@@ -347,14 +347,71 @@ pub trait RuleStore: Send + Sync + Debug {
     ) -> Result<Vec<Rule>, RegistryError>;
 }
 
+/// A webhook of a tenant: where its alerts are POSTed, signed with its
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    /// The webhook's tenant.
+    pub tenant: String,
+    /// Unique within the tenant.
+    pub name: String,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// The HMAC-SHA256 key of the signature header. Shown once, when the
+    /// webhook is created; never listed.
+    pub secret: String,
+    /// The rules whose alerts it gets; empty = every rule.
+    pub rules: Vec<String>,
+    /// Alerts below this severity are not sent.
+    pub min_severity: tributary_rules::Severity,
+    /// Creation time, ns since the epoch.
+    pub created_at_ns: i64,
+    /// Incremented on every write; the token of [`Expect::Revision`].
+    pub revision: u64,
+}
+
+/// Webhooks, keyed by (tenant, name).
+#[async_trait]
+pub trait WebhookStore: Send + Sync + Debug {
+    /// Writes a webhook if `expect` holds, else fails with [`RegistryError::Conflict`].
+    async fn put_webhook(&self, hook: &WebhookRecord, expect: Expect)
+    -> Result<(), RegistryError>;
+
+    /// One webhook.
+    async fn get_webhook(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<WebhookRecord>, RegistryError>;
+
+    /// Deletes a webhook. Returns whether it existed.
+    async fn delete_webhook(&self, tenant: &str, name: &str) -> Result<bool, RegistryError>;
+
+    /// Up to `limit` webhooks of `tenant` with a name greater than `after`,
+    /// sorted by name.
+    async fn list_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WebhookRecord>, RegistryError>;
+}
+
 /// Everything the registry stores. Implemented for every type that implements
-/// the five aggregate traits; hold it as `Arc<dyn RegistryStore>`.
+/// the aggregate traits; hold it as `Arc<dyn RegistryStore>`.
 pub trait RegistryStore:
-    TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore
+    TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore + WebhookStore
 {
 }
 
-impl<T: TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore + ?Sized>
-    RegistryStore for T
+impl<
+    T: TenantStore
+        + DeviceStore
+        + CredentialStore
+        + PresenceStore
+        + RuleStore
+        + WebhookStore
+        + ?Sized,
+> RegistryStore for T
 {
 }

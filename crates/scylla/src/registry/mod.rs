@@ -12,6 +12,7 @@
 //! | `credential_hashes` | `token_hash` | the `(tenant, id)` owning a token hash |
 //! | `presence` | `(tenant, device)` | a [`PresenceRecord`] |
 //! | `rules` | `tenant`, clustered by `name` | a [`tributary_registry::Rule`] as JSON ([`rules`]) |
+//! | `webhooks` | `tenant`, clustered by `name` | a [`tributary_registry::WebhookRecord`] as JSON ([`webhooks`]) |
 //!
 //! Listings read small index tables clustered by id, one partition per
 //! tenant (`device_ids`, `credential_ids`), per (tenant, device)
@@ -52,6 +53,7 @@ use crate::session::Cql;
 use crate::{ScyllaConfig, ScyllaError};
 
 mod rules;
+mod webhooks;
 
 /// Most index rows read by one request of a listing: a listing with a larger
 /// `limit` reads several, so no response grows with the caller's limit.
@@ -197,6 +199,19 @@ statements! {
         "SELECT spec FROM {ks}.rules WHERE tenant = ? LIMIT ?";
     rule_list_after, true,
         "SELECT spec FROM {ks}.rules WHERE tenant = ? AND name > ? LIMIT ?";
+
+    webhook_insert, false,
+        "INSERT INTO {ks}.webhooks (tenant, name, spec, revision) VALUES (?, ?, ?, ?) IF NOT EXISTS";
+    webhook_update, false,
+        "UPDATE {ks}.webhooks SET spec = ?, revision = ? WHERE tenant = ? AND name = ? IF revision = ?";
+    webhook_get, true,
+        "SELECT spec FROM {ks}.webhooks WHERE tenant = ? AND name = ?";
+    webhook_delete, false,
+        "DELETE FROM {ks}.webhooks WHERE tenant = ? AND name = ? IF EXISTS";
+    webhook_list_first, true,
+        "SELECT spec FROM {ks}.webhooks WHERE tenant = ? LIMIT ?";
+    webhook_list_after, true,
+        "SELECT spec FROM {ks}.webhooks WHERE tenant = ? AND name > ? LIMIT ?";
 }
 
 impl ScyllaRegistryStore {
