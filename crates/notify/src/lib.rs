@@ -4,6 +4,8 @@
 //! - [`mqtt`]: to tenant applications, on `alerts/{rule}/{device}`, at QoS 1,
 //!   as JSON ([`event_json`]); an application receives it if its grants
 //!   let it subscribe there.
+//! - [`webhook`]: POSTed to the tenant's webhooks, signed ([`sign`]),
+//!   retried with backoff, dead-lettered when given up.
 //!
 //! Each delivery is a consumer group on the alerts log that commits its
 //! offsets only after the transitions before them were handed over, so a
@@ -11,6 +13,8 @@
 //! alert id with the state identifies a repeat.
 
 pub mod mqtt;
+pub mod sign;
+pub mod webhook;
 
 use tributary_proto::v1 as pb;
 
@@ -23,12 +27,7 @@ use tributary_proto::v1 as pb;
 ///  "value": -12.0, "fired": false, "summary": "temp -12 above -15"}
 /// ```
 pub fn event_json(e: &pb::AlertEvent) -> serde_json::Value {
-    let state = match e.state() {
-        pb::AlertState::Pending => "pending",
-        pb::AlertState::Firing => "firing",
-        pb::AlertState::Resolved => "resolved",
-        pb::AlertState::Unspecified => "unspecified",
-    };
+    let state = state_name(e.state());
     let severity = match e.severity() {
         pb::Severity::Info => "info",
         pb::Severity::Critical => "critical",
@@ -49,4 +48,14 @@ pub fn event_json(e: &pb::AlertEvent) -> serde_json::Value {
         "fired": e.fired,
         "summary": e.summary,
     })
+}
+
+/// An alert state's name in JSON and headers.
+pub fn state_name(s: pb::AlertState) -> &'static str {
+    match s {
+        pb::AlertState::Pending => "pending",
+        pb::AlertState::Firing => "firing",
+        pb::AlertState::Resolved => "resolved",
+        pb::AlertState::Unspecified => "unspecified",
+    }
 }

@@ -926,7 +926,10 @@ pub async fn webhooks_round_trip(store: &dyn RegistryStore) {
         created_at_ns: 1_700_000_000_000_000_004,
         revision: 1,
     };
-    store.put_webhook(&hook("pager"), Expect::Absent).await.expect("create");
+    store
+        .put_webhook(&hook("pager"), Expect::Absent)
+        .await
+        .expect("create");
     assert_eq!(
         store.get_webhook(&t, "pager").await.expect("get"),
         Some(hook("pager")),
@@ -949,7 +952,10 @@ pub async fn webhooks_round_trip(store: &dyn RegistryStore) {
         store.put_webhook(&changed, Expect::Revision(1)).await,
         Err(RegistryError::Conflict(_))
     ));
-    store.put_webhook(&hook("a"), Expect::Absent).await.expect("create");
+    store
+        .put_webhook(&hook("a"), Expect::Absent)
+        .await
+        .expect("create");
     let names: Vec<String> = store
         .list_webhooks(&t, None, 10)
         .await

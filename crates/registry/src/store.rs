@@ -374,8 +374,7 @@ pub struct WebhookRecord {
 #[async_trait]
 pub trait WebhookStore: Send + Sync + Debug {
     /// Writes a webhook if `expect` holds, else fails with [`RegistryError::Conflict`].
-    async fn put_webhook(&self, hook: &WebhookRecord, expect: Expect)
-    -> Result<(), RegistryError>;
+    async fn put_webhook(&self, hook: &WebhookRecord, expect: Expect) -> Result<(), RegistryError>;
 
     /// One webhook.
     async fn get_webhook(
@@ -405,13 +404,7 @@ pub trait RegistryStore:
 }
 
 impl<
-    T: TenantStore
-        + DeviceStore
-        + CredentialStore
-        + PresenceStore
-        + RuleStore
-        + WebhookStore
-        + ?Sized,
+    T: TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore + WebhookStore + ?Sized,
 > RegistryStore for T
 {
 }

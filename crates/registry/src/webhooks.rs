@@ -74,14 +74,19 @@ impl Registry {
             ));
         }
         for (i, r) in new.rules.iter().enumerate() {
-            validate_name(r).map_err(|e| RegistryError::invalid(format!("rules[{i}]"), e.message))?;
+            validate_name(r)
+                .map_err(|e| RegistryError::invalid(format!("rules[{i}]"), e.message))?;
         }
         let tenant = self.tenant(&new.tenant).await?;
         let _one_at_a_time = self.rule_creation.lock().await;
         let limit = tenant.settings.quotas.get(Quota::Webhooks);
         let held = self
             .store()
-            .list_webhooks(&new.tenant, None, usize::try_from(limit).unwrap_or(usize::MAX))
+            .list_webhooks(
+                &new.tenant,
+                None,
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            )
             .await?
             .len() as u64;
         if held >= limit {

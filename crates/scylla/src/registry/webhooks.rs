@@ -9,7 +9,8 @@ use super::{ANY_ATTEMPTS, ScyllaRegistryStore, conflict, to_i64};
 use crate::ScyllaError;
 
 fn encode(rule: &WebhookRecord) -> Result<String, RegistryError> {
-    serde_json::to_string(rule).map_err(|e| RegistryError::Internal(format!("encoding webhook: {e}")))
+    serde_json::to_string(rule)
+        .map_err(|e| RegistryError::Internal(format!("encoding webhook: {e}")))
 }
 
 fn decode(spec: &str) -> Result<WebhookRecord, ScyllaError> {
@@ -102,7 +103,10 @@ impl WebhookStore for ScyllaRegistryStore {
     }
 
     async fn delete_webhook(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
-        Ok(self.lwt(&self.s.webhook_delete, (tenant, name)).await?.applied)
+        Ok(self
+            .lwt(&self.s.webhook_delete, (tenant, name))
+            .await?
+            .applied)
     }
 
     async fn list_webhooks(
