@@ -508,3 +508,122 @@ async fn an_application_gets_alerts_over_mqtt_with_mosquitto_sub() {
     assert_eq!(got[1]["alert_id"], fired.alert_id);
     assert_eq!(got[1]["fired"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_alert_reaches_a_webhook_signed_with_its_secret() {
+    use std::sync::{Arc, Mutex};
+    type Got = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let got: Got = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(got): axum::extract::State<Got>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    got.lock().unwrap().push((headers, body));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with(
+        &dir.path().join("data"),
+        &["--webhooks-allow-private".as_ref()],
+    );
+    let token = device(&s, "freezer-1", "freezer").await;
+    let created = cli(
+        &s,
+        &[
+            "webhooks",
+            "create",
+            "pager",
+            "--url",
+            &format!("http://{receiver}/hook"),
+            "--rule",
+            "freezer-warm",
+        ],
+    )
+    .await;
+    let created: serde_json::Value = serde_json::from_str(&created).expect("JSON");
+    let secret = created[0]["secret"]
+        .as_str()
+        .expect("the secret, once")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let listed = cli(&s, &["webhooks", "list"]).await;
+    assert!(
+        !listed.contains(&secret),
+        "listing never shows the secret: {listed}"
+    );
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "freezer-warm",
+            "--selector",
+            "kind=freezer",
+            "--metric",
+            "temp",
+            "--above",
+            "-15",
+        ],
+    )
+    .await;
+    // Another rule's alerts do not go to this webhook.
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "freezer-any",
+            "--selector",
+            "kind=freezer",
+            "--metric",
+            "temp",
+            "--above",
+            "-100",
+        ],
+    )
+    .await;
+    let fired = until_judged(&s, &token, "freezer-warm", "freezer-1", "temp", -10.0).await;
+    post(&s, &token, "temp", fired.started_at_ns + S, -20.0).await;
+    let deliveries = eventually(
+        Duration::from_secs(30),
+        "firing and resolved at the webhook",
+        || {
+            let got = got.clone();
+            async move {
+                let got = got.lock().unwrap().clone();
+                (got.len() >= 2).then_some(got)
+            }
+        },
+    )
+    .await;
+    let states: Vec<String> = deliveries
+        .iter()
+        .map(|(h, body)| {
+            let v: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+            assert_eq!(v["rule"], "freezer-warm", "only the rule it names");
+            assert_eq!(v["alert_id"], fired.alert_id);
+            assert_eq!(h["tributary-alert-id"].to_str().unwrap(), fired.alert_id);
+            // The receiver's check: HMAC-SHA256 of "<t>.<body>" with the secret.
+            let sig = h["tributary-signature"].to_str().unwrap();
+            let t: i64 = sig[2..sig.find(',').unwrap()].parse().unwrap();
+            assert_eq!(
+                sig,
+                tributary_notify::sign::signature(&secret, t, body.as_bytes())
+            );
+            let age = tributary_core::time::now_ns() / S - t;
+            assert!((0..60).contains(&age), "signed {age} s ago");
+            v["state"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(states[..2], ["firing", "resolved"]);
+}

@@ -23,6 +23,7 @@ mod dlq;
 mod query;
 mod registry;
 mod rules;
+mod webhooks;
 
 /// Where and as whom the CLI connects. Global: usable after any subcommand.
 #[derive(Debug, clap::Args)]
@@ -79,6 +80,9 @@ pub enum CliCommand {
     /// List and follow the alerts the rules raise.
     #[command(subcommand)]
     Alerts(alerts::AlertsCmd),
+    /// Manage webhooks: where alerts are POSTed, signed.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
 }
 
 /// Adds the operator token to every call.
@@ -156,6 +160,7 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Dlq(c) => dlq::dlq(&mut ctx, c).await,
         CliCommand::Rules(c) => rules::rules(&mut ctx, c).await,
         CliCommand::Alerts(c) => alerts::alerts(&mut ctx, c).await,
+        CliCommand::Webhooks(c) => webhooks::webhooks(&mut ctx, c).await,
     };
     result.map_err(|e| match e.downcast::<tonic::Status>() {
         Ok(status) => anyhow::anyhow!(describe_status(&status)),

@@ -58,6 +58,11 @@ pub struct StandaloneArgs {
     /// each tenant has its own `series` quota within it).
     #[arg(long, env = "TRIBUTARY_MAX_SERIES", default_value_t = EmbeddedStoreConfig::default().max_series)]
     pub max_series: u64,
+    /// Let alert webhooks reach loopback and private addresses (a closed
+    /// network, tests). Off, a webhook resolving only to such addresses is
+    /// dead-lettered.
+    #[arg(long, env = "TRIBUTARY_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -134,6 +139,12 @@ impl Platform {
         )
         .await
         .context("opening the alerts log")?;
+        let alerts_dlq = EmbeddedLog::open(
+            dir.join("log/alerts-dlq"),
+            EmbeddedLogConfig::new("tributary.alerts.dlq.v1", 1),
+        )
+        .await
+        .context("opening the alerts dead-letter log")?;
         let embedded_store = EmbeddedStore::open(
             &dir.join("store"),
             EmbeddedStoreConfig {
@@ -226,6 +237,22 @@ impl Platform {
         let frontends =
             super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks)
                 .await?;
+        // Alerts to webhooks, from the alerts log.
+        {
+            let alerts = alerts.clone() as Arc<dyn Log>;
+            let dlq = alerts_dlq.clone() as Arc<dyn Log>;
+            let source = Arc::new(super::alerts::LocalWebhooks(registry.clone()));
+            let config = tributary_notify::webhook::WebhookConfig {
+                allow_private: args.webhooks_allow_private,
+                ..Default::default()
+            };
+            let stop = stopped(stop.clone());
+            tasks.spawn("alerts-webhooks", async move {
+                tributary_notify::webhook::deliver(alerts, dlq, source, config, stop)
+                    .await
+                    .context("delivering alerts to webhooks")
+            });
+        }
         // Alerts to tenant applications over MQTT, from the alerts log.
         {
             let alerts = alerts.clone() as Arc<dyn Log>;
