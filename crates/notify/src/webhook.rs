@@ -346,11 +346,8 @@ async fn work(hook: Webhook, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
 
 /// One attempt.
 async fn send(shared: &Shared, hook: &Webhook, job: &Job, attempt: u32) -> Result<(), Failure> {
-    if !shared.config.allow_private
-        && let Some(ip) = literal_ip(&hook.url)
-        && !is_public(ip)
-    {
-        return Err(Failure::Final(format!("{ip} is not a public address")));
+    if !shared.config.allow_private {
+        check_destination(&hook.url).await?;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -413,6 +410,41 @@ async fn dead_letter(shared: &Shared, hook: &Webhook, job: &Job, reason: &str, a
     };
     if let Err(e) = shared.dead_letters.append(record).await {
         tracing::error!(error = %e, "could not dead-letter a webhook delivery");
+    }
+}
+
+/// Refuses a URL whose host is, or resolves only to, non-public
+/// addresses: a final answer, not retried. (The client's resolver filters
+/// too, so a name that changes its answer meanwhile still cannot reach
+/// one.)
+async fn check_destination(url: &str) -> Result<(), Failure> {
+    if let Some(ip) = literal_ip(url) {
+        return if is_public(ip) {
+            Ok(())
+        } else {
+            Err(Failure::Final(format!("{ip} is not a public address")))
+        };
+    }
+    let Some((host, port)) = url.parse::<http::Uri>().ok().and_then(|u| {
+        let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+        Some((u.host()?.to_owned(), port))
+    }) else {
+        return Err(Failure::Final("not a URL".into()));
+    };
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(a) => a.collect(),
+        Err(e) => return Err(Failure::Retry(format!("resolving {host}: {e}"), None)),
+    };
+    if addrs.iter().any(|a| is_public(a.ip())) {
+        Ok(())
+    } else {
+        Err(Failure::Final(format!(
+            "{host} resolves to no public address"
+        )))
     }
 }
 
@@ -824,16 +856,25 @@ mod delivery_tests {
         let dir = tempfile::tempdir().unwrap();
         let (alerts, dlq) = logs(dir.path()).await;
         let receiver = Receiver::default();
-        let url = format!("http://{}/hook", serve(receiver.clone()).await);
+        let addr = serve(receiver.clone()).await;
         alerts
             .append(event("d1", pb::AlertState::Firing, pb::Severity::Warning))
             .await
             .unwrap();
+        let hooks = vec![
+            hook("loopback", format!("http://{addr}/hook")),
+            hook(
+                "localhost",
+                format!("http://localhost:{}/hook", addr.port()),
+            ),
+            hook("metadata", "http://169.254.169.254/latest/meta-data".into()),
+            hook("v6", format!("http://[::1]:{}/hook", addr.port())),
+        ];
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let run = tokio::spawn(deliver(
             alerts,
             dlq.clone(),
-            Arc::new(Fixed(vec![hook("local", url)])),
+            Arc::new(Fixed(hooks)),
             WebhookConfig {
                 allow_private: false,
                 ..fast()
@@ -844,13 +885,32 @@ mod delivery_tests {
         ));
         let mut dead = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while dead.is_empty() {
-            assert!(Instant::now() < deadline, "no dead letter");
+        while dead.len() < 4 {
+            assert!(Instant::now() < deadline, "dead letters: {dead:?}");
             dead = dead_letters(&dlq).await;
         }
         stop_tx.send(()).unwrap();
         run.await.unwrap().unwrap();
-        assert_eq!(dead[0].1, "127.0.0.1 is not a public address");
-        assert!(receiver.got.lock().unwrap().is_empty());
+        dead.sort();
+        assert_eq!(
+            dead,
+            [
+                (
+                    "localhost".to_owned(),
+                    "localhost resolves to no public address".to_owned()
+                ),
+                (
+                    "loopback".to_owned(),
+                    "127.0.0.1 is not a public address".to_owned()
+                ),
+                (
+                    "metadata".to_owned(),
+                    "169.254.169.254 is not a public address".to_owned()
+                ),
+                ("v6".to_owned(), "::1 is not a public address".to_owned()),
+            ],
+            "each refused at once, not retried"
+        );
+        assert!(receiver.got.lock().unwrap().is_empty(), "never called");
     }
 }

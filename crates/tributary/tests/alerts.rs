@@ -627,3 +627,48 @@ async fn a_threshold_alert_reaches_a_webhook_signed_with_its_secret() {
         .collect();
     assert_eq!(states[..2], ["firing", "resolved"]);
 }
+
+// Hostile clients of the new entry points.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_tails_past_the_limit_are_refused_and_freed_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    let mut client = alerts(&s).await;
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(
+            client
+                .tail_alerts(pb::TailAlertsRequest::default())
+                .await
+                .expect("within the limit")
+                .into_inner(),
+        );
+    }
+    let refused = client
+        .tail_alerts(pb::TailAlertsRequest::default())
+        .await
+        .expect_err("the 17th tail of a tenant");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("alert tails"),
+        "{}",
+        refused.message()
+    );
+    // Closing one frees its slot (once the server notices).
+    drop(open.pop());
+    eventually(Duration::from_secs(20), "a freed tail slot", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .tail_alerts(pb::TailAlertsRequest::default())
+                .await
+                .ok()
+        }
+    })
+    .await;
+}
