@@ -157,7 +157,7 @@ impl Tracker {
     }
 
     /// The offsets to commit now: per partition, the first not done.
-    fn to_commit(&mut self) -> Vec<(u32, u64)> {
+    fn commit_now(&mut self) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
         for (&p, &next) in &self.next {
             let upto = self
@@ -272,7 +272,7 @@ pub async fn deliver(
         while let Ok((p, o)) = done_rx.try_recv() {
             tracker.done(p, o);
         }
-        let offsets = tracker.to_commit();
+        let offsets = tracker.commit_now();
         if !offsets.is_empty() {
             match consumer.commit(&offsets).await {
                 Ok(()) => tracker.committed.extend(offsets),
@@ -550,14 +550,14 @@ mod tests {
         t.seen(0, 1, 2);
         t.seen(0, 2, 1);
         t.seen(1, 5, 0);
-        assert_eq!(t.to_commit(), [(0, 1), (1, 6)]);
+        assert_eq!(t.commit_now(), [(0, 1), (1, 6)]);
         t.committed.extend([(0, 1), (1, 6)]);
         t.done(0, 2);
-        assert_eq!(t.to_commit(), [], "offset 1 still waits");
+        assert_eq!(t.commit_now(), [], "offset 1 still waits");
         t.done(0, 1);
-        assert_eq!(t.to_commit(), [], "one of two");
+        assert_eq!(t.commit_now(), [], "one of two");
         t.done(0, 1);
-        assert_eq!(t.to_commit(), [(0, 3)]);
+        assert_eq!(t.commit_now(), [(0, 3)]);
     }
 }
 
