@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -71,13 +71,18 @@ pub struct Alerting {
     pub config: AlertingConfig,
 }
 
+/// The rules and their devices, as last read.
+type RuleSet = Arc<Vec<(Rule, Vec<String>)>>;
+
 /// The rules of one processor run.
 pub(crate) struct Rules {
     alerting: Alerting,
     engine: Engine,
     /// Per owned partition, the first offset the engine has not judged.
     from: BTreeMap<u32, u64>,
-    last_refresh: Option<Instant>,
+    /// The rule sets read in the background, when they change.
+    updates: tokio::sync::watch::Receiver<Option<RuleSet>>,
+    _reader: AbortOnDrop,
     transitions: Vec<Transition>,
     /// Series refused by the state limit, as last reported.
     refused: u64,
@@ -103,46 +108,47 @@ pub enum AlertingError {
 }
 
 impl Rules {
-    pub(crate) fn new(
+    /// Reads the rules once, then keeps reading them in the background
+    /// every [`AlertingConfig::refresh`], off the processor's loop.
+    pub(crate) async fn new(
         alerting: Alerting,
         log: Arc<dyn Log>,
         metrics: crate::ProcessorMetrics,
     ) -> Self {
         let partitioner: tributary_rules::Partitioner =
             Arc::new(move |key: &str| log.partition_for(key.as_bytes()));
+        let first = read(alerting.source.as_ref()).await;
+        let (tx, updates) = tokio::sync::watch::channel(first.clone());
+        let reader = tokio::spawn(keep_reading(
+            alerting.source.clone(),
+            alerting.config.refresh,
+            first,
+            tx,
+        ));
         Self {
             engine: Engine::new(partitioner, alerting.config.limits),
             alerting,
             from: BTreeMap::new(),
-            last_refresh: None,
+            updates,
+            _reader: AbortOnDrop(reader),
             transitions: Vec::new(),
             refused: 0,
             metrics,
         }
     }
 
-    /// Reads the rules again when they are due; a failed read keeps the
-    /// rules in force and is retried at the next interval.
+    /// Takes the rules read in the background, if they changed (or, with
+    /// `force`, the last read in any case).
     pub(crate) async fn refresh(&mut self, force: bool) -> Result<(), AlertingError> {
-        let due = force
-            || self
-                .last_refresh
-                .is_none_or(|at| at.elapsed() >= self.alerting.config.refresh);
-        if !due {
+        if !force && !self.updates.has_changed().unwrap_or(false) {
             return Ok(());
         }
-        self.last_refresh = Some(Instant::now());
-        match self.alerting.source.rules().await {
-            Ok(rules) => {
-                let resolved = self.engine.set_rules(rules, now_ns());
-                self.transitions.extend(resolved);
-                self.deliver().await
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the rules; keeping those in force");
-                Ok(())
-            }
-        }
+        let Some(rules) = self.updates.borrow_and_update().clone() else {
+            return Ok(());
+        };
+        let resolved = self.engine.set_rules(rules.as_ref().clone(), now_ns());
+        self.transitions.extend(resolved);
+        self.deliver().await
     }
 
     /// Takes the partitions assigned now: loads the checkpoints of new ones.
@@ -273,5 +279,48 @@ impl Rules {
             self.from.insert(p, offset);
         }
         Ok(())
+    }
+}
+
+/// One read of the rules; `None` (logged) when it fails.
+async fn read(source: &dyn RuleSource) -> Option<RuleSet> {
+    match source.rules().await {
+        Ok(rules) => Some(Arc::new(rules)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the rules; keeping those in force");
+            None
+        }
+    }
+}
+
+/// Reads the rules every `every`, and hands over a set that differs from
+/// the last one.
+async fn keep_reading(
+    source: Arc<dyn RuleSource>,
+    every: Duration,
+    mut last: Option<RuleSet>,
+    tx: tokio::sync::watch::Sender<Option<RuleSet>>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(now) = read(source.as_ref()).await else {
+            continue;
+        };
+        if last.as_deref() != Some(now.as_ref()) {
+            last = Some(now.clone());
+            if tx.send(Some(now)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Aborts the background reader when the processor stops.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

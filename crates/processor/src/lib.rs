@@ -189,10 +189,10 @@ impl Processor {
             self.config.rollup_memory_series,
         );
         let mut assignment: Vec<u32> = Vec::new();
-        let mut rules = self
-            .alerting
-            .clone()
-            .map(|a| alerting::Rules::new(a, self.log.clone(), self.metrics.clone()));
+        let mut rules = match self.alerting.clone() {
+            Some(a) => Some(alerting::Rules::new(a, self.log.clone(), self.metrics.clone()).await),
+            None => None,
+        };
         if let Some(r) = &mut rules {
             r.refresh(true).await?;
         }

@@ -154,10 +154,12 @@ impl Registry {
     }
 
     /// Every rule of every tenant with the devices it watches now (a rule
-    /// whose device is gone watches none), for the processors.
+    /// whose device is gone watches none), for the processors. One scan of
+    /// each tenant's devices resolves all its rules' targets.
     pub async fn rules_with_targets(&self) -> Result<Vec<(Rule, Vec<String>)>, RegistryError> {
         let mut out = Vec::new();
         for tenant in self.list_tenants().await? {
+            let mut rules = Vec::new();
             let mut after: Option<String> = None;
             loop {
                 let page = self
@@ -166,18 +168,48 @@ impl Registry {
                     .await?;
                 let done = page.len() < PAGE;
                 after = page.last().map(|r| r.name.clone());
-                for rule in page {
-                    let targets = match self.rule_targets(&rule).await {
-                        Ok(t) => t,
-                        Err(RegistryError::NotFound { .. }) => Vec::new(),
-                        Err(e) => return Err(e),
-                    };
-                    out.push((rule, targets));
+                rules.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if rules.is_empty() {
+                continue;
+            }
+            // One scan of the tenant's devices, a page at a time.
+            let mut targets: Vec<Vec<String>> = vec![Vec::new(); rules.len()];
+            let mut by_device: std::collections::HashMap<&str, Vec<usize>> =
+                std::collections::HashMap::new();
+            let mut selectors = Vec::new();
+            for (i, rule) in rules.iter().enumerate() {
+                match &rule.target {
+                    Target::Device(d) => by_device.entry(d.as_str()).or_default().push(i),
+                    Target::Selector(s) => selectors.push((i, s)),
+                }
+            }
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store()
+                    .list_devices(&tenant.name, after.as_deref(), PAGE)
+                    .await?;
+                let done = page.len() < PAGE;
+                after = page.last().map(|d| d.id.clone());
+                for device in &page {
+                    for &i in by_device.get(device.id.as_str()).into_iter().flatten() {
+                        targets[i].push(device.id.clone());
+                    }
+                    for (i, s) in &selectors {
+                        if s.matches(&device.labels) {
+                            targets[*i].push(device.id.clone());
+                        }
+                    }
                 }
                 if done {
                     break;
                 }
             }
+            out.extend(rules.into_iter().zip(targets));
         }
         Ok(out)
     }
