@@ -49,6 +49,14 @@ pub mod dlq_headers {
 }
 /// Transitions taken per poll.
 const POLL: usize = 512;
+/// Least time between two reads of the webhooks.
+const MIN_REREAD: Duration = Duration::from_millis(100);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// A webhook as the delivery needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,22 +230,37 @@ pub async fn deliver(
         .await?;
     let mut workers: HashMap<(String, String), Worker> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
+    // When the webhooks in force were read (wall clock, ms): a transition
+    // appended later may be for a webhook created meanwhile.
+    let mut read_at_ms = i64::MIN;
     let mut tracker = Tracker::default();
     tokio::pin!(stop);
     loop {
-        if last_refresh.is_none_or(|at| at.elapsed() >= config.refresh) {
+        let records = tokio::select! {
+            () = &mut stop => return Ok(()),
+            r = consumer.poll(POLL, Duration::from_millis(200)) => r?,
+        };
+        // Read the webhooks again when due, or before delivering a
+        // transition appended after they were read (at most every
+        // `MIN_REREAD`), so that a webhook gets every transition appended
+        // after it was created.
+        let newer = records.iter().any(|r| r.timestamp_ms >= read_at_ms);
+        if newer && let Some(at) = last_refresh {
+            tokio::time::sleep(MIN_REREAD.saturating_sub(at.elapsed())).await;
+        }
+        if newer || last_refresh.is_none_or(|at| at.elapsed() >= config.refresh) {
             last_refresh = Some(Instant::now());
+            let started_ms = now_ms();
             match source.webhooks().await {
-                Ok(hooks) => refresh(&mut workers, hooks, &shared),
+                Ok(hooks) => {
+                    refresh(&mut workers, hooks, &shared);
+                    read_at_ms = started_ms;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the webhooks; keeping those known")
                 }
             }
         }
-        let records = tokio::select! {
-            () = &mut stop => return Ok(()),
-            r = consumer.poll(POLL, Duration::from_millis(200)) => r?,
-        };
         for r in &records {
             let mut queued = 0;
             if let Ok(e) = pb::AlertEvent::decode(r.value.as_ref()) {
