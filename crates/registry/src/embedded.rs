@@ -552,22 +552,64 @@ impl PresenceStore for EmbeddedRegistryStore {
     }
 }
 
-#[async_trait]
-impl RuleStore for EmbeddedRegistryStore {
-    async fn put_rule(&self, rule: &Rule, expect: Expect) -> Result<(), RegistryError> {
-        let rule = rule.clone();
+/// A record kept by (tenant, name) with a revision: rules and webhooks.
+trait Named: serde::Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// What it is called in conflicts: `rule`, `webhook`.
+    const KIND: &'static str;
+    fn tenant(&self) -> &str;
+    fn name(&self) -> &str;
+    fn revision(&self) -> u64;
+}
+
+impl Named for Rule {
+    const KIND: &'static str = "rule";
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl Named for WebhookRecord {
+    const KIND: &'static str = "webhook";
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+type PairTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
+
+impl EmbeddedRegistryStore {
+    /// Writes a named record if `expect` holds against its stored revision.
+    async fn put_named<T: Named>(
+        &self,
+        table: PairTable,
+        record: &T,
+        expect: Expect,
+    ) -> Result<(), RegistryError> {
+        let record = record.clone();
         self.run(move |db| {
-            let bytes = encode(&rule)?;
-            let key = (rule.tenant.as_str(), rule.name.as_str());
+            let bytes = encode(&record)?;
+            let key = (record.tenant(), record.name());
             let txn = db.begin_write().map_err(storage)?;
             {
-                let mut table = txn.open_table(RULES).map_err(storage)?;
+                let mut table = txn.open_table(table).map_err(storage)?;
                 let stored = match table.get(key).map_err(storage)? {
-                    Some(v) => Some(decode::<Rule>(v.value())?.revision),
+                    Some(v) => Some(decode::<T>(v.value())?.revision()),
                     None => None,
                 };
                 check_expect(
-                    &format!("rule {:?}/{:?}", rule.tenant, rule.name),
+                    &format!("{} {:?}/{:?}", T::KIND, record.tenant(), record.name()),
                     stored,
                     expect,
                 )?;
@@ -578,18 +620,20 @@ impl RuleStore for EmbeddedRegistryStore {
         .await
     }
 
-    async fn get_rule(&self, tenant: &str, name: &str) -> Result<Option<Rule>, RegistryError> {
-        self.get_pair(RULES, tenant, name).await
-    }
-
-    async fn delete_rule(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
-        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+    /// Deletes the record at (tenant, key); whether it existed.
+    async fn delete_pair(
+        &self,
+        table: PairTable,
+        tenant: &str,
+        key: &str,
+    ) -> Result<bool, RegistryError> {
+        let (tenant, key) = (tenant.to_owned(), key.to_owned());
         self.run(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             let existed = {
-                let mut rules = txn.open_table(RULES).map_err(storage)?;
-                rules
-                    .remove((tenant.as_str(), name.as_str()))
+                let mut table = txn.open_table(table).map_err(storage)?;
+                table
+                    .remove((tenant.as_str(), key.as_str()))
                     .map_err(storage)?
                     .is_some()
             };
@@ -599,16 +643,18 @@ impl RuleStore for EmbeddedRegistryStore {
         .await
     }
 
-    async fn list_rules(
+    /// Up to `limit` records of `tenant` after `after`, in key order.
+    async fn list_pairs<T: DeserializeOwned + Send + 'static>(
         &self,
+        table: PairTable,
         tenant: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Rule>, RegistryError> {
+    ) -> Result<Vec<T>, RegistryError> {
         let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
         self.run(move |db| {
             let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(RULES).map_err(storage)?;
+            let table = txn.open_table(table).map_err(storage)?;
             let mut out = Vec::new();
             for entry in table
                 .range(tenant_range(&tenant, after.as_deref()))
@@ -628,30 +674,35 @@ impl RuleStore for EmbeddedRegistryStore {
         .await
     }
 }
+
+#[async_trait]
+impl RuleStore for EmbeddedRegistryStore {
+    async fn put_rule(&self, rule: &Rule, expect: Expect) -> Result<(), RegistryError> {
+        self.put_named(RULES, rule, expect).await
+    }
+
+    async fn get_rule(&self, tenant: &str, name: &str) -> Result<Option<Rule>, RegistryError> {
+        self.get_pair(RULES, tenant, name).await
+    }
+
+    async fn delete_rule(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+        self.delete_pair(RULES, tenant, name).await
+    }
+
+    async fn list_rules(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Rule>, RegistryError> {
+        self.list_pairs(RULES, tenant, after, limit).await
+    }
+}
+
 #[async_trait]
 impl WebhookStore for EmbeddedRegistryStore {
-    async fn put_webhook(&self, rule: &WebhookRecord, expect: Expect) -> Result<(), RegistryError> {
-        let rule = rule.clone();
-        self.run(move |db| {
-            let bytes = encode(&rule)?;
-            let key = (rule.tenant.as_str(), rule.name.as_str());
-            let txn = db.begin_write().map_err(storage)?;
-            {
-                let mut table = txn.open_table(WEBHOOKS).map_err(storage)?;
-                let stored = match table.get(key).map_err(storage)? {
-                    Some(v) => Some(decode::<WebhookRecord>(v.value())?.revision),
-                    None => None,
-                };
-                check_expect(
-                    &format!("webhook {:?}/{:?}", rule.tenant, rule.name),
-                    stored,
-                    expect,
-                )?;
-                table.insert(key, bytes.as_slice()).map_err(storage)?;
-            }
-            txn.commit().map_err(storage)
-        })
-        .await
+    async fn put_webhook(&self, hook: &WebhookRecord, expect: Expect) -> Result<(), RegistryError> {
+        self.put_named(WEBHOOKS, hook, expect).await
     }
 
     async fn get_webhook(
@@ -663,20 +714,7 @@ impl WebhookStore for EmbeddedRegistryStore {
     }
 
     async fn delete_webhook(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
-        let (tenant, name) = (tenant.to_owned(), name.to_owned());
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(storage)?;
-            let existed = {
-                let mut hooks = txn.open_table(WEBHOOKS).map_err(storage)?;
-                hooks
-                    .remove((tenant.as_str(), name.as_str()))
-                    .map_err(storage)?
-                    .is_some()
-            };
-            txn.commit().map_err(storage)?;
-            Ok(existed)
-        })
-        .await
+        self.delete_pair(WEBHOOKS, tenant, name).await
     }
 
     async fn list_webhooks(
@@ -685,26 +723,6 @@ impl WebhookStore for EmbeddedRegistryStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<WebhookRecord>, RegistryError> {
-        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(WEBHOOKS).map_err(storage)?;
-            let mut out = Vec::new();
-            for entry in table
-                .range(tenant_range(&tenant, after.as_deref()))
-                .map_err(storage)?
-            {
-                if out.len() >= limit {
-                    break;
-                }
-                let (k, v) = entry.map_err(storage)?;
-                if k.value().0 != tenant {
-                    break;
-                }
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.list_pairs(WEBHOOKS, tenant, after, limit).await
     }
 }

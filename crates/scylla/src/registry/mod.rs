@@ -11,8 +11,8 @@
 //! | `credentials` | `(tenant, id)` | a [`CredentialRecord`] |
 //! | `credential_hashes` | `token_hash` | the `(tenant, id)` owning a token hash |
 //! | `presence` | `(tenant, device)` | a [`PresenceRecord`] |
-//! | `rules` | `tenant`, clustered by `name` | a [`tributary_registry::Rule`] as JSON ([`rules`]) |
-//! | `webhooks` | `tenant`, clustered by `name` | a [`tributary_registry::WebhookRecord`] as JSON ([`webhooks`]) |
+//! | `rules` | `tenant`, clustered by `name` | a [`tributary_registry::Rule`] as JSON ([`named`]) |
+//! | `webhooks` | `tenant`, clustered by `name` | a [`tributary_registry::WebhookRecord`] as JSON ([`named`]) |
 //!
 //! Listings read small index tables clustered by id, one partition per
 //! tenant (`device_ids`, `credential_ids`), per (tenant, device)
@@ -52,6 +52,7 @@ use tributary_core::quota::{Quota, Quotas};
 use crate::session::Cql;
 use crate::{ScyllaConfig, ScyllaError};
 
+mod named;
 mod rules;
 mod webhooks;
 
