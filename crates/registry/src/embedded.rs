@@ -288,27 +288,7 @@ impl DeviceStore for EmbeddedRegistryStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, RegistryError> {
-        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(DEVICES).map_err(storage)?;
-            let mut out = Vec::new();
-            for entry in table
-                .range(tenant_range(&tenant, after.as_deref()))
-                .map_err(storage)?
-            {
-                if out.len() >= limit {
-                    break;
-                }
-                let (k, v) = entry.map_err(storage)?;
-                if k.value().0 != tenant {
-                    break;
-                }
-                out.push(decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
+        self.list_pairs(DEVICES, tenant, after, limit).await
     }
 }
 
