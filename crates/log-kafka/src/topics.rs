@@ -28,6 +28,11 @@ pub const DEVICE_EVENTS: &str = "tributary.device-events.v1";
 /// keyed as the original record.
 pub const DLQ: &str = "tributary.dlq.v1";
 
+/// Alert transitions from the processors (`tributary.v1.AlertEvent`),
+/// keyed `tenant/device`; read by alert delivery and the alerts API.
+pub const ALERTS: &str = "tributary.alerts.v1";
+/// Alert deliveries a webhook gave up on, with the reason in a header.
+pub const ALERTS_DLQ: &str = "tributary.alerts.dlq.v1";
 /// How long dead letters are kept by default when [`tributary_topics`]
 /// creates the DLQ topic: 14 days, for an operator to look at them.
 pub const DLQ_RETENTION_MS: u64 = 14 * 24 * 3_600_000;
@@ -81,8 +86,8 @@ impl TopicSpec {
     }
 }
 
-/// The four topics of a distributed Tributary, all with `partitions`
-/// partitions and `replication_factor` replicas. The DLQ keeps records for
+/// The topics of a distributed Tributary, all with `partitions` partitions
+/// and `replication_factor` replicas. The DLQs keep records for
 /// [`DLQ_RETENTION_MS`]; the others use the brokers' retention.
 pub fn tributary_topics(partitions: u32, replication_factor: u16) -> Vec<TopicSpec> {
     vec![
@@ -90,6 +95,9 @@ pub fn tributary_topics(partitions: u32, replication_factor: u16) -> Vec<TopicSp
         TopicSpec::new(COMMANDS, partitions, replication_factor),
         TopicSpec::new(DEVICE_EVENTS, partitions, replication_factor),
         TopicSpec::new(DLQ, partitions, replication_factor)
+            .with_config("retention.ms", DLQ_RETENTION_MS.to_string()),
+        TopicSpec::new(ALERTS, partitions, replication_factor),
+        TopicSpec::new(ALERTS_DLQ, partitions, replication_factor)
             .with_config("retention.ms", DLQ_RETENTION_MS.to_string()),
     ]
 }
@@ -324,10 +332,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_four_topics() {
+    fn the_topics() {
         let specs = tributary_topics(6, 3);
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [TELEMETRY, COMMANDS, DEVICE_EVENTS, DLQ]);
+        assert_eq!(
+            names,
+            [TELEMETRY, COMMANDS, DEVICE_EVENTS, DLQ, ALERTS, ALERTS_DLQ]
+        );
         assert!(
             specs
                 .iter()
@@ -335,6 +346,10 @@ mod tests {
         );
         assert_eq!(
             specs[3].configs.get("retention.ms").map(String::as_str),
+            Some("1209600000")
+        );
+        assert_eq!(
+            specs[5].configs.get("retention.ms").map(String::as_str),
             Some("1209600000")
         );
         assert!(specs.iter().all(|s| s.validate().is_ok()));

@@ -102,13 +102,15 @@ async fn topic_creation_is_idempotent_and_checks_partitions() {
             topics::TELEMETRY,
             topics::COMMANDS,
             topics::DEVICE_EVENTS,
-            topics::DLQ
+            topics::DLQ,
+            topics::ALERTS,
+            topics::ALERTS_DLQ
         ]
     );
     let first = ensure_topics(&admin, &specs).await.expect("create");
-    assert_eq!(first, vec![TopicStatus::Created; 4]);
+    assert_eq!(first, vec![TopicStatus::Created; 6]);
     let again = ensure_topics(&admin, &specs).await.expect("create again");
-    assert_eq!(again, vec![TopicStatus::AlreadyExists; 4]);
+    assert_eq!(again, vec![TopicStatus::AlreadyExists; 6]);
 
     // An existing topic with another partition count is refused, by
     // ensure_topics and by connect: records would go to the wrong partitions.

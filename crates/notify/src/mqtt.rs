@@ -10,8 +10,16 @@ use prost::Message;
 use tributary_log::{ConsumerOptions, Log, LogError, StartFrom};
 use tributary_proto::v1 as pb;
 
-/// The consumer group of MQTT delivery on the alerts log.
+/// The consumer group of MQTT delivery on the alerts log, in standalone.
+/// Each ingest replica of a distributed deployment holds its own
+/// applications' connections, so it reads every transition in a group of
+/// its own, [`replica_group`].
 pub const GROUP: &str = "tributary-alerts-mqtt";
+
+/// The consumer group of the ingest replica `frontend_id`.
+pub fn replica_group(frontend_id: &str) -> String {
+    format!("{GROUP}-{frontend_id}")
+}
 /// Transitions taken per poll.
 const POLL: usize = 512;
 
@@ -30,20 +38,58 @@ pub fn topic(e: &pb::AlertEvent) -> String {
     format!("alerts/{}/{}", e.rule, e.device)
 }
 
+/// Where a delivery reads the alerts log.
+#[derive(Debug, Clone)]
+pub struct Position {
+    /// The consumer group it commits in.
+    pub group: String,
+    /// Where a group with no commit yet starts.
+    pub start: StartFrom,
+    /// Transitions appended before this time (ms since the epoch) are
+    /// skipped: an ingest replica delivers those appended while it runs.
+    /// 0 skips none.
+    pub not_before_ms: i64,
+}
+
+impl Position {
+    /// Standalone's: every transition, once, across restarts.
+    pub fn standalone() -> Self {
+        Self {
+            group: GROUP.to_owned(),
+            start: StartFrom::Earliest,
+            not_before_ms: 0,
+        }
+    }
+
+    /// An ingest replica's: in a group of its own (every replica holds its
+    /// own applications' connections, so every replica reads every
+    /// transition), those appended since `started_ms`. Its MQTT sessions
+    /// live in its memory and do not outlive it, so transitions appended
+    /// while it was down have no session here to go to.
+    pub fn replica(frontend_id: &str, started_ms: i64) -> Self {
+        Self {
+            group: replica_group(frontend_id),
+            start: StartFrom::Earliest,
+            not_before_ms: started_ms,
+        }
+    }
+}
+
 /// Delivers every transition of `alerts` to `publisher` until `stop`,
-/// committing after each batch is handed over. A transition that does not
+/// committing in the position's group after each batch is handed over. A transition that does not
 /// decode is skipped (it was not written by a processor). Returns when the
 /// publisher refuses (the server is shutting down: the uncommitted batch is
 /// delivered again by the next start) or on a log error.
 pub async fn deliver(
     alerts: Arc<dyn Log>,
     publisher: Arc<dyn Publisher>,
+    from: Position,
     stop: impl Future<Output = ()>,
 ) -> Result<(), LogError> {
     let mut consumer = alerts
         .consumer(ConsumerOptions {
-            group: Some(GROUP.into()),
-            start: StartFrom::Earliest,
+            group: Some(from.group),
+            start: from.start,
         })
         .await?;
     tokio::pin!(stop);
@@ -58,6 +104,9 @@ pub async fn deliver(
         let mut offsets = std::collections::BTreeMap::new();
         for r in &records {
             offsets.insert(r.partition, r.offset + 1);
+            if r.timestamp_ms < from.not_before_ms {
+                continue;
+            }
             let Ok(e) = pb::AlertEvent::decode(r.value.as_ref()) else {
                 tracing::warn!(
                     partition = r.partition,
@@ -154,16 +203,26 @@ mod tests {
             refuse_after: Some(1),
             ..Keep::default()
         });
-        deliver(log.clone(), first.clone(), std::future::pending())
-            .await
-            .unwrap();
+        deliver(
+            log.clone(),
+            first.clone(),
+            Position::standalone(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
         assert_eq!(first.got.lock().unwrap().len(), 1);
         // The next start delivers the whole batch again, then stops when told.
         let second = Arc::new(Keep::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(deliver(log.clone(), second.clone(), async move {
-            let _ = stop_rx.await;
-        }));
+        let run = tokio::spawn(deliver(
+            log.clone(),
+            second.clone(),
+            Position::standalone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while second.got.lock().unwrap().len() < 3 {
             assert!(std::time::Instant::now() < deadline, "not delivered");

@@ -30,6 +30,8 @@ pub(crate) const MAX_TAILS_PER_TENANT: usize = 16;
 pub(crate) const MAX_TAILS: usize = 256;
 /// Records taken per poll.
 const POLL: usize = 1024;
+/// Longest wait for the next record of a `ListAlerts` read.
+const STALL: Duration = Duration::from_secs(10);
 
 /// The alerts service. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -129,14 +131,23 @@ impl AlertsService for AlertsGrpc {
             .map_err(internal)?;
         let mut alerts: HashMap<String, pb::Alert> = HashMap::new();
         let (mut scanned, mut truncated) = (0usize, false);
+        // A consumer on Kafka takes a moment to connect and fetch; the log
+        // holds records up to `ends`, so an empty poll means "not yet".
+        let mut progress = tokio::time::Instant::now();
         while !ends.is_empty() {
             let records = consumer
                 .poll(POLL, Duration::from_millis(200))
                 .await
                 .map_err(internal)?;
             if records.is_empty() {
-                break;
+                if progress.elapsed() > STALL {
+                    return Err(internal(format!(
+                        "no record in {STALL:?} while reading up to {ends:?}"
+                    )));
+                }
+                continue;
             }
+            progress = tokio::time::Instant::now();
             for r in records {
                 if ends
                     .get(&r.partition)

@@ -366,6 +366,44 @@ impl DirectoryService for DirectoryGrpc {
             }),
         }))
     }
+
+    type ListRuleTargetsStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::RuleTargets, Status>>>;
+
+    async fn list_rule_targets(
+        &self,
+        request: Request<pb::ListRuleTargetsRequest>,
+    ) -> Result<Response<Self::ListRuleTargetsStream>, Status> {
+        self.admit(&request)?;
+        let rules = reply_registry(self.registry.rules_with_targets().await)?.into_inner();
+        let messages: Vec<Result<pb::RuleTargets, Status>> = rules
+            .into_iter()
+            .map(|(rule, devices)| {
+                Ok(pb::RuleTargets {
+                    rule: Some(tributary_rules::convert::rule_to_pb(&rule)),
+                    devices,
+                })
+            })
+            .collect();
+        Ok(Response::new(tokio_stream::iter(messages)))
+    }
+
+    async fn list_all_webhooks(
+        &self,
+        request: Request<pb::ListAllWebhooksRequest>,
+    ) -> Result<Response<pb::ListAllWebhooksResponse>, Status> {
+        self.admit(&request)?;
+        let hooks = reply_registry(self.registry.all_webhooks().await)?.into_inner();
+        Ok(Response::new(pb::ListAllWebhooksResponse {
+            webhooks: hooks
+                .iter()
+                .map(|h| pb::DirectoryWebhook {
+                    webhook: Some(crate::rules_grpc::webhook_to_pb(h)),
+                    secret: h.secret.clone(),
+                })
+                .collect(),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ impl RulesService for RulesGrpc {
 }
 
 /// A webhook as users see it: never its secret.
-fn webhook_to_pb(w: &WebhookRecord) -> pb::Webhook {
+pub(crate) fn webhook_to_pb(w: &WebhookRecord) -> pb::Webhook {
     pb::Webhook {
         tenant: w.tenant.clone(),
         name: w.name.clone(),

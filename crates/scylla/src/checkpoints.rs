@@ -50,6 +50,13 @@ impl std::fmt::Debug for ScyllaCheckpoints {
 }
 
 impl ScyllaCheckpoints {
+    /// Connects, migrates the keyspace and prepares the statements.
+    pub async fn connect(config: &ScyllaConfig) -> Result<Arc<Self>, ScyllaError> {
+        let session = crate::connect(config).await?;
+        crate::migrate(&session, config).await?;
+        Self::new(session, config).await
+    }
+
     /// Opens the checkpoint store on a session whose keyspace was migrated
     /// ([`crate::migrate`]); prepares its statements.
     pub async fn new(

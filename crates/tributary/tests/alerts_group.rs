@@ -69,7 +69,9 @@ impl RuleSource for OneRule {
             tenant: "acme".into(),
             name: "hot".into(),
             revision: 1,
-            target: Target::Selector(tributary_core::selector::Selector::parse("").expect("the empty selector")),
+            target: Target::Selector(
+                tributary_core::selector::Selector::parse("").expect("the empty selector"),
+            ),
             metric: "t".into(),
             kind: Kind::Threshold(Threshold {
                 op: Op::Above(100.0),
@@ -184,9 +186,7 @@ impl Replica {
 
 /// Every (alert id, state) in the alerts topic, per device, and how many
 /// records were read.
-async fn transitions(
-    alerts: &KafkaLog,
-) -> (BTreeMap<String, BTreeSet<(String, i32)>>, usize) {
+async fn transitions(alerts: &KafkaLog) -> (BTreeMap<String, BTreeSet<(String, i32)>>, usize) {
     let end = alerts.watermarks(0).await.unwrap().high;
     let mut out: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
     let mut read = 0;
@@ -210,7 +210,9 @@ async fn transitions(
         for r in records {
             read += 1;
             let e = pb::AlertEvent::decode(r.value.as_ref()).expect("an AlertEvent");
-            out.entry(e.device).or_default().insert((e.alert_id, e.state));
+            out.entry(e.device)
+                .or_default()
+                .insert((e.alert_id, e.state));
         }
         if done {
             break;
@@ -300,7 +302,7 @@ async fn a_partition_moving_to_another_replica_loses_no_transition_and_opens_no_
                 let (t, _) = transitions(&alerts).await;
                 (count(&t, pb::AlertState::Firing) == DEVICES
                     && count(&t, pb::AlertState::Resolved) == evens)
-                .then_some(())
+                    .then_some(())
             }
         },
     )
@@ -318,7 +320,10 @@ async fn a_partition_moving_to_another_replica_loses_no_transition_and_opens_no_
             device(d)
         );
         let states: Vec<i32> = seen.iter().map(|(_, s)| *s).collect();
-        let mut want = vec![pb::AlertState::Pending as i32, pb::AlertState::Firing as i32];
+        let mut want = vec![
+            pb::AlertState::Pending as i32,
+            pb::AlertState::Firing as i32,
+        ];
         if d % 2 == 0 {
             want.push(pb::AlertState::Resolved as i32);
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tributary_log_kafka::{KafkaConfig, KafkaLog, ProducerQueueMetrics, topics};
 use tributary_registry::{EmbeddedRegistryStore, RegistryStore};
-use tributary_store::Store;
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
+use tributary_store::{CheckpointStore, Store};
 
 use super::args::KafkaArgs;
 
@@ -35,6 +35,9 @@ pub const COMMANDS_PARTITIONS: u32 = 4;
 pub const DEVICE_EVENTS_PARTITIONS: u32 = 1;
 /// Partitions of the dead-letter topic.
 pub const DLQ_PARTITIONS: u32 = 1;
+/// Partitions of the alerts topic and its dead letters: transitions are few
+/// next to telemetry, and one partition keeps them in one order.
+pub const ALERTS_PARTITIONS: u32 = 1;
 
 impl KafkaArgs {
     /// The brokers of `--log kafka://b1:9092,b2:9092`.
@@ -141,6 +144,29 @@ impl KafkaArgs {
     pub async fn dlq(&self, client_id: &str) -> anyhow::Result<Arc<KafkaLog>> {
         self.connect(topics::DLQ, DLQ_PARTITIONS, client_id).await
     }
+
+    /// The alerts topic (`tributary.alerts.v1`, docs/alerts.md).
+    pub async fn alerts(&self, client_id: &str) -> anyhow::Result<Arc<KafkaLog>> {
+        self.connect(topics::ALERTS, ALERTS_PARTITIONS, client_id)
+            .await
+    }
+
+    /// The alert deliveries webhooks gave up on.
+    pub async fn alerts_dlq(&self, client_id: &str) -> anyhow::Result<Arc<KafkaLog>> {
+        self.connect(topics::ALERTS_DLQ, ALERTS_PARTITIONS, client_id)
+            .await
+    }
+}
+
+fn open_embedded(dir: &Path, retention: Option<Duration>) -> anyhow::Result<Arc<EmbeddedStore>> {
+    EmbeddedStore::open(
+        dir,
+        EmbeddedStoreConfig {
+            retention,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("opening the embedded store in {}", dir.display()))
 }
 
 /// A store URL: `scylla://host:9042[,host…]/keyspace[?…]` or a directory
@@ -171,6 +197,31 @@ impl StoreUrl {
         Ok(Self::Embedded(PathBuf::from(path)))
     }
 
+    /// Opens the time-series store and, beside it, where the processor
+    /// keeps its rule checkpoints: the same embedded store, or the
+    /// `checkpoints` table of the Scylla keyspace.
+    pub async fn open_store_with_checkpoints(
+        &self,
+        retention: Option<Duration>,
+        tiers: &tributary_core::rollup::Tiers,
+    ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CheckpointStore>)> {
+        match self {
+            Self::Embedded(dir) => {
+                let store = open_embedded(dir, retention)?;
+                Ok((store.clone(), store))
+            }
+            Self::Scylla(url) => {
+                let store = self.open_store(retention, tiers).await?;
+                let config = tributary_scylla::ScyllaConfig::from_url(url)
+                    .with_context(|| format!("--store {}", redact(url)))?;
+                let checkpoints = tributary_scylla::ScyllaCheckpoints::connect(&config)
+                    .await
+                    .with_context(|| format!("connecting to ScyllaDB at {}", redact(url)))?;
+                Ok((store, checkpoints))
+            }
+        }
+    }
+
     /// Opens the time-series store.
     pub async fn open_store(
         &self,
@@ -178,17 +229,7 @@ impl StoreUrl {
         tiers: &tributary_core::rollup::Tiers,
     ) -> anyhow::Result<Arc<dyn Store>> {
         match self {
-            Self::Embedded(dir) => {
-                let store = EmbeddedStore::open(
-                    dir,
-                    EmbeddedStoreConfig {
-                        retention,
-                        ..Default::default()
-                    },
-                )
-                .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
-                Ok(store)
-            }
+            Self::Embedded(dir) => Ok(open_embedded(dir, retention)?),
             Self::Scylla(url) => {
                 let config = tributary_scylla::ScyllaConfig::from_url(url)
                     .with_context(|| format!("--store {}", redact(url)))?;

@@ -56,6 +56,7 @@ pub struct IngestArgs {
 /// DISCONNECT 0x8B.
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal();
+    let started_ms = tributary_core::time::now_ns() / 1_000_000;
     let mut metrics = MetricsRegistry::default();
     let mut tasks = Tasks::default();
     let frontend_id = args.frontend_id.clone().unwrap_or_else(default_frontend_id);
@@ -113,6 +114,21 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         let stop = stopped(stop.clone());
         tasks.spawn("command-relay", async move {
             relay.run(stop).await.context("command relay")
+        });
+    }
+
+    // Alerts to the tenant applications connected here: the transitions
+    // appended to the alerts topic since this process started, read in a
+    // consumer group of this replica's own (every replica reads them all).
+    {
+        let alerts = args.kafka.alerts(&client_id).await? as Arc<dyn tributary_log::Log>;
+        let publisher = Arc::new(super::alerts::MqttAlerts(mqtt.clone()));
+        let from = tributary_notify::mqtt::Position::replica(&frontend_id, started_ms);
+        let stop = stopped(stop.clone());
+        tasks.spawn("alerts-mqtt", async move {
+            tributary_notify::mqtt::deliver(alerts, publisher, from, stop)
+                .await
+                .context("delivering alerts over MQTT")
         });
     }
 

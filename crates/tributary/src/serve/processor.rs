@@ -38,6 +38,11 @@ pub struct ProcessorArgs {
     /// gRPC listen address of `--with-query`.
     #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
+    /// Let alert webhooks reach loopback and private addresses (a closed
+    /// network, tests). Off, a webhook resolving only to such addresses is
+    /// refused at delivery.
+    #[arg(long, env = "TRIBUTARY_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
     #[command(flatten)]
     pub limits: LimitsArgs,
     #[command(flatten)]
@@ -58,8 +63,8 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     let limits = args.limits.limits()?;
     let store_url = StoreUrl::parse(&args.store)?;
-    let store = store_url
-        .open_store(args.limits.retention()?, &args.limits.tiers()?)
+    let (store, checkpoints) = store_url
+        .open_store_with_checkpoints(args.limits.retention()?, &args.limits.tiers()?)
         .await?;
     let client_id = format!("tributary-processor-{}", tributary_auth::random_id());
     // Every tenant's retention, loaded before anything is written: under
@@ -76,6 +81,14 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     }
     let telemetry = args.kafka.telemetry(&client_id).await? as Arc<dyn Log>;
     let dlq = args.kafka.dlq(&client_id).await? as Arc<dyn Log>;
+    let alerts = args.kafka.alerts(&client_id).await? as Arc<dyn Log>;
+    // Rules and webhooks, read from the registry in the background.
+    let registry = Arc::new(super::rules::RemoteRegistry::new(
+        &args.registry.registry_url,
+        args.jwt.load()?,
+        "processor",
+        limits.clone(),
+    )?);
 
     let live = LiveHub::default();
     let processor = Processor::new(
@@ -91,13 +104,35 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
             retention: retention.clone(),
             ..Default::default()
         },
-    );
+    )
+    .with_alerting(tributary_processor::Alerting {
+        source: registry.clone(),
+        alerts: alerts.clone(),
+        checkpoints,
+        config: tributary_processor::AlertingConfig::default(),
+    });
     let processor_stop = stopped(stop.clone());
     let processor_store = store.clone();
     tasks.spawn("processor", async move {
         processor.run(processor_stop).await.context("processor")?;
         processor_store.flush().await.context("final store flush")
     });
+
+    // Alerts to the tenants' webhooks, in one consumer group across the
+    // processor replicas.
+    {
+        let dlq = args.kafka.alerts_dlq(&client_id).await? as Arc<dyn Log>;
+        let config = tributary_notify::webhook::WebhookConfig {
+            allow_private: args.webhooks_allow_private,
+            ..tributary_notify::webhook::WebhookConfig::default()
+        };
+        let stop = stopped(stop.clone());
+        tasks.spawn("alerts-webhooks", async move {
+            tributary_notify::webhook::deliver(alerts, dlq, registry, config, stop)
+                .await
+                .context("delivering alerts to webhooks")
+        });
+    }
 
     let grpc_addr = if args.with_query {
         let grpc = super::query::serve_apis(

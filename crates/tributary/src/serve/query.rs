@@ -198,6 +198,11 @@ pub async fn serve_apis(
         keys.clone(),
     )
     .into_service();
+    let alerts_svc = tributary_query::AlertsGrpc::new(
+        parts.kafka.alerts(&parts.client_id).await? as Arc<dyn Log>,
+        keys.clone(),
+    )
+    .server();
     let command_svc = CommandGrpc::new(sink, directory, keys)
         .with_config(super::config_file::section(
             "commands",
@@ -226,6 +231,7 @@ pub async fn serve_apis(
             .add_service(query_svc)
             .add_service(command_svc)
             .add_service(dlq_svc)
+            .add_service(alerts_svc)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 grpc_stop,

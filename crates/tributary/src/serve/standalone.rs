@@ -259,9 +259,14 @@ impl Platform {
             let publisher = Arc::new(super::alerts::MqttAlerts(mqtt.clone()));
             let stop = stopped(stop.clone());
             tasks.spawn("alerts-mqtt", async move {
-                tributary_notify::mqtt::deliver(alerts, publisher, stop)
-                    .await
-                    .context("delivering alerts over MQTT")
+                tributary_notify::mqtt::deliver(
+                    alerts,
+                    publisher,
+                    tributary_notify::mqtt::Position::standalone(),
+                    stop,
+                )
+                .await
+                .context("delivering alerts over MQTT")
             });
         }
         {

@@ -120,7 +120,11 @@ impl Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .arg(role)
             .args(&args)
-            .env("TRIBUTARY_LOG", "warn")
+            // TEST_SERVICE_LOG=info shows the services' logs when a test fails.
+            .env(
+                "TRIBUTARY_LOG",
+                std::env::var("TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("TRIBUTARY_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -306,7 +310,13 @@ impl Cluster {
 
     /// `processor --with-query` on the cluster's embedded store.
     pub fn processor(&self) -> Service {
+        self.processor_with(&[])
+    }
+
+    /// [`Self::processor`] with more flags.
+    pub fn processor_with(&self, extra: &[&str]) -> Service {
         let mut args = self.args();
+        args.extend(extra.iter().map(os));
         args.extend([
             os("--with-query"),
             os("--store"),
