@@ -85,6 +85,8 @@ quotas! {
     RuleDevices = "rule_devices", default 10_000;
     /// Alert webhooks.
     Webhooks = "webhooks", default 20;
+    /// Alert silences in force.
+    Silences = "silences", default 1_000;
 }
 
 impl fmt::Display for Quota {

@@ -7,6 +7,10 @@
 //! - [`webhook`]: POSTed to the tenant's webhooks, signed ([`sign`]),
 //!   retried with backoff, dead-lettered when given up.
 //!
+//! Transitions a silence covered (`silenced_until_ns` set by the
+//! processor, [`silenced`]) are not delivered; an operator's
+//! acknowledgement is, as a transition of state `acknowledged`.
+//!
 //! Each delivery is a consumer group on the alerts log that commits its
 //! offsets only after the transitions before them were handed over, so a
 //! restart delivers again what it had not finished (at least once); the
@@ -24,7 +28,8 @@ use tributary_proto::v1 as pb;
 /// {"alert_id": "6e6b…", "tenant": "acme", "rule": "freezer-warm",
 ///  "device": "freezer-1", "metric": "temp", "state": "firing",
 ///  "severity": "critical", "started_at_ns": 1765…, "at_ns": 1765…,
-///  "value": -12.0, "fired": false, "summary": "temp -12 above -15"}
+///  "value": -12.0, "fired": false, "summary": "temp -12 above -15",
+///  "by": "", "comment": ""}
 /// ```
 pub fn event_json(e: &pb::AlertEvent) -> serde_json::Value {
     let state = state_name(e.state());
@@ -47,7 +52,14 @@ pub fn event_json(e: &pb::AlertEvent) -> serde_json::Value {
         "value": e.value,
         "fired": e.fired,
         "summary": e.summary,
+        "by": e.by,
+        "comment": e.comment,
     })
+}
+
+/// Whether a silence covered the transition: deliveries skip it.
+pub fn silenced(e: &pb::AlertEvent) -> bool {
+    e.silenced_until_ns != 0
 }
 
 /// An alert state's name in JSON and headers.
@@ -56,6 +68,7 @@ pub fn state_name(s: pb::AlertState) -> &'static str {
         pb::AlertState::Pending => "pending",
         pb::AlertState::Firing => "firing",
         pb::AlertState::Resolved => "resolved",
+        pb::AlertState::Acknowledged => "acknowledged",
         pb::AlertState::Unspecified => "unspecified",
     }
 }

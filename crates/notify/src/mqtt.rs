@@ -115,6 +115,9 @@ pub async fn deliver(
                 );
                 continue;
             };
+            if crate::silenced(&e) {
+                continue;
+            }
             let payload = Bytes::from(crate::event_json(&e).to_string());
             if let Err(why) = publisher.publish(&e.tenant, topic(&e), payload) {
                 tracing::info!(reason = %why, "alert delivery over MQTT stops; undelivered transitions go out at the next start");

@@ -76,6 +76,7 @@ impl Webhook {
         // An unspecified severity is a warning.
         let severity = if e.severity == 0 { 2 } else { e.severity };
         e.tenant == self.tenant
+            && !crate::silenced(e)
             && (self.rules.is_empty() || self.rules.contains(&e.rule))
             && severity >= self.min_severity
     }

@@ -30,7 +30,7 @@ use prost::Message;
 use tributary_core::time::now_ns;
 use tributary_log::{Log, LogError, Record};
 use tributary_rules::convert::event_to_pb;
-use tributary_rules::{Engine, EngineLimits, Rule, Transition};
+use tributary_rules::{Engine, EngineLimits, Rule, Silence, Silences, Transition};
 use tributary_store::{CheckpointStore, StoreError};
 
 /// How far behind the wall clock a caught-up partition's clock stays, so
@@ -38,10 +38,16 @@ use tributary_store::{CheckpointStore, StoreError};
 /// deadline is judged.
 pub const CAUGHT_UP_GRACE: Duration = Duration::from_secs(1);
 
-/// Where the processor reads the rules, each with the devices it watches.
+/// Where the processor reads the rules, each with the devices it watches,
+/// and the operators' silences.
 #[async_trait]
 pub trait RuleSource: Send + Sync + Debug {
     async fn rules(&self) -> Result<Vec<(Rule, Vec<String>)>, String>;
+
+    /// The silences in force; none by default.
+    async fn silences(&self) -> Result<Vec<Silence>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// Alerting settings.
@@ -82,6 +88,8 @@ pub(crate) struct Rules {
     from: BTreeMap<u32, u64>,
     /// The rule sets read in the background, when they change.
     updates: tokio::sync::watch::Receiver<Option<RuleSet>>,
+    /// The silences, as last read in the background.
+    silences: Arc<std::sync::RwLock<Silences>>,
     _reader: AbortOnDrop,
     transitions: Vec<Transition>,
     /// Series refused by the state limit, as last reported.
@@ -118,18 +126,21 @@ impl Rules {
         let partitioner: tributary_rules::Partitioner =
             Arc::new(move |key: &str| log.partition_for(key.as_bytes()));
         let first = read(alerting.source.as_ref()).await;
+        let silences = Arc::new(std::sync::RwLock::new(Silences::default()));
+        read_silences(alerting.source.as_ref(), &silences).await;
         let (tx, updates) = tokio::sync::watch::channel(first.clone());
         let reader = tokio::spawn(keep_reading(
             alerting.source.clone(),
             alerting.config.refresh,
             first,
-            tx,
+            (tx, silences.clone()),
         ));
         Self {
             engine: Engine::new(partitioner, alerting.config.limits),
             alerting,
             from: BTreeMap::new(),
             updates,
+            silences,
             _reader: AbortOnDrop(reader),
             transitions: Vec::new(),
             refused: 0,
@@ -233,17 +244,29 @@ impl Rules {
         if self.transitions.is_empty() {
             return Ok(());
         }
-        let now_ms = now_ns() / 1_000_000;
-        let records: Vec<Record> = self
-            .transitions
-            .iter()
-            .map(|t| Record {
-                key: Bytes::from(format!("{}/{}", t.tenant, t.device)),
-                value: Bytes::from(event_to_pb(t).encode_to_vec()),
-                headers: Vec::new(),
-                timestamp_ms: now_ms,
-            })
-            .collect();
+        let now = now_ns();
+        let now_ms = now / 1_000_000;
+        let records: Vec<Record> = {
+            let silences = self
+                .silences
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.transitions
+                .iter()
+                .map(|t| {
+                    let mut event = event_to_pb(t);
+                    event.silenced_until_ns = silences
+                        .until(&t.tenant, &t.rule, &t.device, now)
+                        .unwrap_or(0);
+                    Record {
+                        key: Bytes::from(format!("{}/{}", t.tenant, t.device)),
+                        value: Bytes::from(event.encode_to_vec()),
+                        headers: Vec::new(),
+                        timestamp_ms: now_ms,
+                    }
+                })
+                .collect()
+        };
         self.alerting.alerts.append_batch(records).await?;
         for t in self.transitions.drain(..) {
             self.metrics.alert_transition(t.change.state.as_str());
@@ -293,16 +316,36 @@ async fn read(source: &dyn RuleSource) -> Option<RuleSet> {
     }
 }
 
+/// One read of the silences into `into`; kept as they were (logged) when
+/// it fails.
+async fn read_silences(source: &dyn RuleSource, into: &std::sync::RwLock<Silences>) {
+    match source.silences().await {
+        Ok(list) => {
+            let silences = Silences::new(&list);
+            *into
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = silences;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the silences; keeping those in force");
+        }
+    }
+}
+
 /// Reads the rules every `every`, and hands over a set that differs from
-/// the last one.
+/// the last one; reads the silences too.
 async fn keep_reading(
     source: Arc<dyn RuleSource>,
     every: Duration,
     mut last: Option<RuleSet>,
-    tx: tokio::sync::watch::Sender<Option<RuleSet>>,
+    (tx, silences): (
+        tokio::sync::watch::Sender<Option<RuleSet>>,
+        Arc<std::sync::RwLock<Silences>>,
+    ),
 ) {
     loop {
         tokio::time::sleep(every).await;
+        read_silences(source.as_ref(), &silences).await;
         let Some(now) = read(source.as_ref()).await else {
             continue;
         };

@@ -30,6 +30,8 @@ pub(crate) const MAX_TAILS_PER_TENANT: usize = 16;
 pub(crate) const MAX_TAILS: usize = 256;
 /// Records taken per poll.
 const POLL: usize = 1024;
+/// Longest acknowledgement comment, in bytes.
+pub(crate) const MAX_COMMENT: usize = 1024;
 /// Longest wait for the next record of a `ListAlerts` read.
 const STALL: Duration = Duration::from_secs(10);
 
@@ -57,62 +59,24 @@ impl AlertsGrpc {
     }
 
     #[allow(clippy::result_large_err)]
-    fn tenant<T>(&self, request: &Request<T>, asked: &str) -> Result<String, QueryError> {
-        let claims = authorize(&self.keys, request).map_err(QueryError::from_auth)?;
-        claims
-            .require(Role::Viewer)
-            .map_err(QueryError::from_auth)?;
-        claims.tenant_for(asked).map_err(QueryError::from_auth)
-    }
-}
-
-/// Which transitions a caller wants.
-struct Wanted<'a> {
-    tenant: &'a str,
-    rule: &'a str,
-    device: &'a str,
-}
-
-impl Wanted<'_> {
-    fn matches(&self, e: &pb::AlertEvent) -> bool {
-        e.tenant == self.tenant
-            && (self.rule.is_empty() || e.rule == self.rule)
-            && (self.device.is_empty() || e.device == self.device)
-    }
-}
-
-/// Folds a transition into its alert.
-fn fold(into: &mut pb::Alert, e: pb::AlertEvent) {
-    into.state = e.state;
-    into.value = e.value;
-    into.summary = e.summary;
-    match pb::AlertState::try_from(e.state) {
-        Ok(pb::AlertState::Firing) => into.fired_at_ns = e.at_ns,
-        Ok(pb::AlertState::Resolved) => into.resolved_at_ns = e.at_ns,
-        _ => {}
-    }
-}
-
-#[tonic::async_trait]
-impl AlertsService for AlertsGrpc {
-    async fn list_alerts(
+    fn tenant<T>(
         &self,
-        request: Request<pb::ListAlertsRequest>,
-    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
-        let tenant = self.tenant(&request, &request.get_ref().tenant)?;
-        let req = request.into_inner();
-        let limit = match req.limit {
-            0 => 100,
-            n if n > MAX_LIST => {
-                return Err(QueryError::invalid("limit", format!("at most {MAX_LIST}")).into());
-            }
-            n => n,
-        } as usize;
-        let wanted = Wanted {
-            tenant: &tenant,
-            rule: &req.rule,
-            device: &req.device,
-        };
+        request: &Request<T>,
+        asked: &str,
+        role: Role,
+    ) -> Result<(String, String), QueryError> {
+        let claims = authorize(&self.keys, request).map_err(QueryError::from_auth)?;
+        claims.require(role).map_err(QueryError::from_auth)?;
+        let tenant = claims.tenant_for(asked).map_err(QueryError::from_auth)?;
+        Ok((tenant, claims.sub))
+    }
+
+    /// Every alert `wanted` picks, folded from the log up to where it ends
+    /// now; whether the read stopped short at [`MAX_SCANNED`].
+    async fn fold_log(
+        &self,
+        wanted: &Wanted<'_>,
+    ) -> Result<(HashMap<String, pb::Alert>, bool), Status> {
         // Where the log ends now: the fold stops there.
         let mut ends = HashMap::new();
         for p in 0..self.log.partitions() {
@@ -181,9 +145,81 @@ impl AlertsService for AlertsGrpc {
                 break;
             }
         }
+        Ok((alerts, truncated))
+    }
+}
+
+/// Which transitions a caller wants.
+struct Wanted<'a> {
+    tenant: &'a str,
+    rule: &'a str,
+    device: &'a str,
+    alert_id: &'a str,
+}
+
+impl Wanted<'_> {
+    fn matches(&self, e: &pb::AlertEvent) -> bool {
+        e.tenant == self.tenant
+            && (self.rule.is_empty() || e.rule == self.rule)
+            && (self.device.is_empty() || e.device == self.device)
+            && (self.alert_id.is_empty() || e.alert_id == self.alert_id)
+    }
+}
+
+/// Folds a transition into its alert. An acknowledgement leaves the state
+/// as it was.
+fn fold(into: &mut pb::Alert, e: pb::AlertEvent) {
+    if e.state == pb::AlertState::Acknowledged as i32 {
+        if into.acknowledged_at_ns == 0 {
+            into.acknowledged_at_ns = e.at_ns;
+            into.acknowledged_by = e.by;
+        }
+        return;
+    }
+    into.state = e.state;
+    into.value = e.value;
+    into.summary = e.summary;
+    into.silenced_until_ns = e.silenced_until_ns;
+    match pb::AlertState::try_from(e.state) {
+        Ok(pb::AlertState::Firing) => into.fired_at_ns = e.at_ns,
+        Ok(pb::AlertState::Resolved) => into.resolved_at_ns = e.at_ns,
+        _ => {}
+    }
+}
+
+/// Whether an alert passes a `ListAlerts` state filter.
+fn in_state(a: &pb::Alert, state: i32) -> bool {
+    if state == pb::AlertState::Acknowledged as i32 {
+        return a.acknowledged_at_ns != 0 && a.state != pb::AlertState::Resolved as i32;
+    }
+    state == 0 || a.state == state
+}
+
+#[tonic::async_trait]
+impl AlertsService for AlertsGrpc {
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let (tenant, _) = self.tenant(&request, &request.get_ref().tenant, Role::Viewer)?;
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n if n > MAX_LIST => {
+                return Err(QueryError::invalid("limit", format!("at most {MAX_LIST}")).into());
+            }
+            n => n,
+        } as usize;
+        let wanted = Wanted {
+            tenant: &tenant,
+            rule: &req.rule,
+            device: &req.device,
+            alert_id: &req.alert_id,
+        };
+        let (alerts, truncated) = self.fold_log(&wanted).await?;
         let mut out: Vec<pb::Alert> = alerts
             .into_values()
-            .filter(|a| req.state == 0 || a.state == req.state)
+            .filter(|a| in_state(a, req.state))
             .filter(|a| req.from_ns == 0 || a.started_at_ns >= req.from_ns)
             .filter(|a| req.to_ns == 0 || a.started_at_ns < req.to_ns)
             .collect();
@@ -199,13 +235,20 @@ impl AlertsService for AlertsGrpc {
         }))
     }
 
+    async fn ack_alert(
+        &self,
+        request: Request<pb::AckAlertRequest>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        Ok(Response::new(self.ack(request).await?))
+    }
+
     type TailAlertsStream = ReceiverStream<Result<pb::AlertEvent, Status>>;
 
     async fn tail_alerts(
         &self,
         request: Request<pb::TailAlertsRequest>,
     ) -> Result<Response<Self::TailAlertsStream>, Status> {
-        let tenant = self.tenant(&request, &request.get_ref().tenant)?;
+        let (tenant, _) = self.tenant(&request, &request.get_ref().tenant, Role::Viewer)?;
         let req = request.into_inner();
         let slot = TailSlot::take(&self.tails, &tenant)?;
         let mut consumer = self
@@ -223,6 +266,7 @@ impl AlertsService for AlertsGrpc {
                 tenant: &tenant,
                 rule: &req.rule,
                 device: &req.device,
+                alert_id: "",
             };
             loop {
                 let polled = tokio::select! {
@@ -247,6 +291,78 @@ impl AlertsService for AlertsGrpc {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl AlertsGrpc {
+    async fn ack(&self, request: Request<pb::AckAlertRequest>) -> Result<pb::Alert, Status> {
+        let (tenant, by) = self.tenant(&request, &request.get_ref().tenant, Role::Operator)?;
+        let req = request.into_inner();
+        if req.alert_id.len() != 32 || !req.alert_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(
+                QueryError::invalid("alert_id", "32 hex digits, as ListAlerts shows").into(),
+            );
+        }
+        if req.comment.len() > MAX_COMMENT {
+            return Err(
+                QueryError::invalid("comment", format!("at most {MAX_COMMENT} bytes")).into(),
+            );
+        }
+        let wanted = Wanted {
+            tenant: &tenant,
+            rule: "",
+            device: "",
+            alert_id: &req.alert_id,
+        };
+        let (mut alerts, _) = self.fold_log(&wanted).await?;
+        let Some(mut alert) = alerts.remove(&req.alert_id) else {
+            return Err(Status::not_found(format!(
+                "no alert {} in tenant {tenant}",
+                req.alert_id
+            )));
+        };
+        if alert.acknowledged_at_ns != 0 {
+            return Ok(alert);
+        }
+        if alert.state == pb::AlertState::Resolved as i32 {
+            return Err(Status::failed_precondition(format!(
+                "alert {} has resolved; there is nothing to acknowledge",
+                req.alert_id
+            )));
+        }
+        let now = tributary_core::time::now_ns();
+        let event = pb::AlertEvent {
+            alert_id: alert.alert_id.clone(),
+            tenant: alert.tenant.clone(),
+            rule: alert.rule.clone(),
+            device: alert.device.clone(),
+            metric: alert.metric.clone(),
+            state: pb::AlertState::Acknowledged as i32,
+            severity: alert.severity,
+            started_at_ns: alert.started_at_ns,
+            at_ns: now,
+            summary: alert.summary.clone(),
+            by: by.clone(),
+            comment: req.comment,
+            ..Default::default()
+        };
+        // Keyed like the processor's transitions: the same partition, so
+        // deliveries see it after the transitions before it.
+        self.log
+            .append(tributary_log::Record {
+                key: format!("{}/{}", alert.tenant, alert.device)
+                    .into_bytes()
+                    .into(),
+                value: event.encode_to_vec().into(),
+                headers: Vec::new(),
+                timestamp_ms: now / 1_000_000,
+            })
+            .await
+            .map_err(internal)?;
+        tracing::info!(tenant = %alert.tenant, alert_id = %alert.alert_id, by = %by, "alert acknowledged");
+        alert.acknowledged_at_ns = now;
+        alert.acknowledged_by = by;
+        Ok(alert)
     }
 }
 

@@ -28,6 +28,7 @@ pub async fn run_all(store: &dyn RegistryStore) {
     tenant_isolation(store).await;
     rules_round_trip(store).await;
     webhooks_round_trip(store).await;
+    silences_round_trip(store).await;
 }
 
 fn unique(prefix: &str) -> String {
@@ -975,4 +976,77 @@ pub async fn webhooks_round_trip(store: &dyn RegistryStore) {
     assert!(store.delete_webhook(&t, "a").await.expect("delete"));
     assert!(!store.delete_webhook(&t, "a").await.expect("delete again"));
     assert_eq!(store.get_webhook(&t, "a").await.expect("get"), None);
+}
+
+/// Silences: written, replaced by revision, listed by key, deleted.
+pub async fn silences_round_trip(store: &dyn RegistryStore) {
+    use crate::store::Silence;
+    let t = unique("silences");
+    let silence = |rule: &str, device: &str| Silence {
+        tenant: t.clone(),
+        key: Silence::key_of(rule, device),
+        rule: rule.into(),
+        device: device.into(),
+        until_ns: 1_700_000_000_000_000_009,
+        comment: "maintenance, ünïcödé".into(),
+        created_by: "ops@example.com".into(),
+        created_at_ns: 1_700_000_000_000_000_005,
+        revision: 1,
+    };
+    store
+        .put_silence(&silence("warm", "d1"), Expect::Absent)
+        .await
+        .expect("create");
+    assert!(matches!(
+        store
+            .put_silence(&silence("warm", "d1"), Expect::Absent)
+            .await,
+        Err(RegistryError::Conflict(_))
+    ));
+    let longer = Silence {
+        until_ns: 1_800_000_000_000_000_000,
+        revision: 2,
+        ..silence("warm", "d1")
+    };
+    store
+        .put_silence(&longer, Expect::Revision(1))
+        .await
+        .expect("replace by revision");
+    store
+        .put_silence(&silence("warm", ""), Expect::Any)
+        .await
+        .expect("create, any");
+    store
+        .put_silence(&silence("cold", "d2"), Expect::Absent)
+        .await
+        .expect("create");
+    let listed = store.list_silences(&t, None, 10).await.expect("list");
+    let keys: Vec<&str> = listed.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["cold/d2", "warm/*", "warm/d1"]);
+    assert_eq!(listed[2], longer, "a silence reads back exactly");
+    let after = store
+        .list_silences(&t, Some("cold/d2"), 1)
+        .await
+        .expect("list");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].key, "warm/*");
+    assert!(store.delete_silence(&t, "warm/*").await.expect("delete"));
+    assert!(
+        !store
+            .delete_silence(&t, "warm/*")
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(
+        store.list_silences(&t, None, 10).await.expect("list").len(),
+        2
+    );
+    assert!(
+        store
+            .list_silences(&unique("other"), None, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "another tenant sees none"
+    );
 }

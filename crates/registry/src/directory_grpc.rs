@@ -404,6 +404,20 @@ impl DirectoryService for DirectoryGrpc {
                 .collect(),
         }))
     }
+
+    async fn list_all_silences(
+        &self,
+        request: Request<pb::ListAllSilencesRequest>,
+    ) -> Result<Response<pb::ListSilencesResponse>, Status> {
+        self.admit(&request)?;
+        let silences = reply_registry(self.registry.all_silences().await)?.into_inner();
+        Ok(Response::new(pb::ListSilencesResponse {
+            silences: silences
+                .iter()
+                .map(tributary_rules::convert::silence_to_pb)
+                .collect(),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! | `presence`           | (tenant, device)          | JSON [`PresenceRecord`] |
 //! | `rules`              | (tenant, name)            | JSON [`Rule`]          |
 //! | `webhooks`           | (tenant, name)            | JSON [`WebhookRecord`] |
+//! | `silences`           | (tenant, key)             | JSON [`Silence`]       |
 //!
 //! Every write is one redb transaction committed with redb's default
 //! durability (fsync before the call returns), so conditional writes are
@@ -32,8 +33,8 @@ use serde::de::DeserializeOwned;
 use crate::RegistryError;
 use crate::store::{
     CredentialRecord, CredentialStore, DeviceRecord, DeviceStore, Expect, PresenceRecord,
-    PresenceStore, Rule, RuleStore, TenantRecord, TenantStore, TokenHash, WebhookRecord,
-    WebhookStore,
+    PresenceStore, Rule, RuleStore, Silence, SilenceStore, TenantRecord, TenantStore, TokenHash,
+    WebhookRecord, WebhookStore,
 };
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -47,6 +48,7 @@ const DEVICE_CREDENTIALS: TableDefinition<'_, (&str, &str, &str), ()> =
 const PRESENCE: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("presence");
 const RULES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("rules");
 const WEBHOOKS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("webhooks");
+const SILENCES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("silences");
 
 /// The schema version this code writes and reads.
 const SCHEMA_VERSION: u64 = 1;
@@ -97,6 +99,7 @@ impl EmbeddedRegistryStore {
             txn.open_table(PRESENCE).map_err(storage)?;
             txn.open_table(RULES).map_err(storage)?;
             txn.open_table(WEBHOOKS).map_err(storage)?;
+            txn.open_table(SILENCES).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Arc::new(Self { db: Arc::new(db) }))
@@ -567,6 +570,19 @@ impl Named for WebhookRecord {
     }
 }
 
+impl Named for Silence {
+    const KIND: &'static str = "silence";
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn name(&self) -> &str {
+        &self.key
+    }
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
 type PairTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 
 impl EmbeddedRegistryStore {
@@ -704,5 +720,25 @@ impl WebhookStore for EmbeddedRegistryStore {
         limit: usize,
     ) -> Result<Vec<WebhookRecord>, RegistryError> {
         self.list_pairs(WEBHOOKS, tenant, after, limit).await
+    }
+}
+
+#[async_trait]
+impl SilenceStore for EmbeddedRegistryStore {
+    async fn put_silence(&self, silence: &Silence, expect: Expect) -> Result<(), RegistryError> {
+        self.put_named(SILENCES, silence, expect).await
+    }
+
+    async fn delete_silence(&self, tenant: &str, key: &str) -> Result<bool, RegistryError> {
+        self.delete_pair(SILENCES, tenant, key).await
+    }
+
+    async fn list_silences(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Silence>, RegistryError> {
+        self.list_pairs(SILENCES, tenant, after, limit).await
     }
 }

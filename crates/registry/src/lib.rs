@@ -74,6 +74,7 @@ pub mod remote;
 pub mod rules;
 pub mod rules_grpc;
 pub mod service;
+pub mod silences;
 pub mod store;
 pub mod webhooks;
 
@@ -92,5 +93,6 @@ pub use service::{
 pub use store::{
     ApplicationGrants, CredentialKind, CredentialRecord, CredentialStore, DeviceRecord,
     DeviceStore, Expect, PresenceRecord, PresenceStore, RegistryStore, Rule, RuleStore,
-    TenantRecord, TenantSettings, TenantStore, TokenHash, WebhookRecord, WebhookStore,
+    SilenceStore, TenantRecord, TenantSettings, TenantStore, TokenHash, WebhookRecord,
+    WebhookStore,
 };

@@ -9,13 +9,14 @@ use tonic::{Request, Response, Status};
 use tributary_auth::{JwtKeys, Role};
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::rules_service_server::{RulesService, RulesServiceServer};
-use tributary_rules::convert::{rule_from_pb, rule_to_pb};
+use tributary_rules::convert::{rule_from_pb, rule_to_pb, silence_to_pb};
 
 use tributary_rules::Severity;
 
 use crate::RegistryError;
 use crate::grpc::RegistryGrpc;
 use crate::service::Registry;
+use crate::silences::NewSilence;
 use crate::store::WebhookRecord;
 use crate::webhooks::NewWebhook;
 
@@ -176,6 +177,72 @@ impl RulesService for RulesGrpc {
             .delete_webhook(&tenant, &request.get_ref().name)
             .await?;
         Ok(Response::new(pb::DeleteWebhookResponse { deleted }))
+    }
+
+    async fn create_silence(
+        &self,
+        request: Request<pb::CreateSilenceRequest>,
+    ) -> Result<Response<pb::Silence>, Status> {
+        Ok(Response::new(self.create_silence_inner(request).await?))
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<pb::ListSilencesRequest>,
+    ) -> Result<Response<pb::ListSilencesResponse>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Viewer)?;
+        let silences = self.registry.list_silences(&tenant).await?;
+        Ok(Response::new(pb::ListSilencesResponse {
+            silences: silences.iter().map(silence_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_silence(
+        &self,
+        request: Request<pb::DeleteSilenceRequest>,
+    ) -> Result<Response<pb::DeleteSilenceResponse>, Status> {
+        let (_, tenant) = self
+            .auth
+            .scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let r = request.get_ref();
+        let deleted = self
+            .registry
+            .delete_silence(&tenant, &r.rule, &r.device)
+            .await?;
+        Ok(Response::new(pb::DeleteSilenceResponse { deleted }))
+    }
+}
+
+/// The silence methods of the service.
+impl RulesGrpc {
+    async fn create_silence_inner(
+        &self,
+        request: Request<pb::CreateSilenceRequest>,
+    ) -> Result<pb::Silence, Status> {
+        let asked = request
+            .get_ref()
+            .silence
+            .as_ref()
+            .map(|s| s.tenant.clone())
+            .unwrap_or_default();
+        let (claims, tenant) = self.auth.scope(&request, &asked, Role::Operator)?;
+        let Some(wire) = request.into_inner().silence else {
+            return Err(RegistryError::invalid("silence", "missing").into());
+        };
+        let silence = self
+            .registry
+            .create_silence(NewSilence {
+                tenant,
+                rule: wire.rule,
+                device: wire.device,
+                until_ns: wire.until_ns,
+                comment: wire.comment,
+                by: claims.sub,
+            })
+            .await?;
+        Ok(silence_to_pb(&silence))
     }
 }
 

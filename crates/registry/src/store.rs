@@ -2,7 +2,7 @@
 //!
 //! Small traits, one per aggregate, rather than one trait with twenty
 //! methods: [`TenantStore`], [`DeviceStore`], [`CredentialStore`],
-//! [`PresenceStore`], [`RuleStore`] and [`WebhookStore`]. Each maps onto its own table (or set
+//! [`PresenceStore`], [`RuleStore`], [`WebhookStore`] and [`SilenceStore`]. Each maps onto its own table (or set
 //! of tables) in every backend, can be read and reviewed alone, and a test
 //! double can implement just the part it needs. [`RegistryStore`] gathers
 //! them, is implemented
@@ -24,7 +24,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tributary_core::quota::Quotas;
-pub use tributary_rules::Rule;
+pub use tributary_rules::{Rule, Silence};
 
 use crate::RegistryError;
 
@@ -396,15 +396,47 @@ pub trait WebhookStore: Send + Sync + Debug {
     ) -> Result<Vec<WebhookRecord>, RegistryError>;
 }
 
+/// Operators' silences of alerts, keyed by (tenant, [`Silence::key`]).
+#[async_trait]
+pub trait SilenceStore: Send + Sync + Debug {
+    /// Writes a silence if `expect` holds, else fails with [`RegistryError::Conflict`].
+    async fn put_silence(&self, silence: &Silence, expect: Expect) -> Result<(), RegistryError>;
+
+    /// Deletes a silence. Returns whether it existed.
+    async fn delete_silence(&self, tenant: &str, key: &str) -> Result<bool, RegistryError>;
+
+    /// Up to `limit` silences of `tenant` with a key greater than `after`,
+    /// sorted by key; expired ones included.
+    async fn list_silences(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Silence>, RegistryError>;
+}
+
 /// Everything the registry stores. Implemented for every type that implements
 /// the aggregate traits; hold it as `Arc<dyn RegistryStore>`.
 pub trait RegistryStore:
-    TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore + WebhookStore
+    TenantStore
+    + DeviceStore
+    + CredentialStore
+    + PresenceStore
+    + RuleStore
+    + WebhookStore
+    + SilenceStore
 {
 }
 
 impl<
-    T: TenantStore + DeviceStore + CredentialStore + PresenceStore + RuleStore + WebhookStore + ?Sized,
+    T: TenantStore
+        + DeviceStore
+        + CredentialStore
+        + PresenceStore
+        + RuleStore
+        + WebhookStore
+        + SilenceStore
+        + ?Sized,
 > RegistryStore for T
 {
 }

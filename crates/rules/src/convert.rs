@@ -195,6 +195,34 @@ fn severity_to_pb(s: Severity) -> pb::Severity {
     }
 }
 
+/// A silence as users see it.
+pub fn silence_to_pb(s: &crate::Silence) -> pb::Silence {
+    pb::Silence {
+        tenant: s.tenant.clone(),
+        rule: s.rule.clone(),
+        device: s.device.clone(),
+        until_ns: s.until_ns,
+        comment: s.comment.clone(),
+        created_by: s.created_by.clone(),
+        created_at_ns: s.created_at_ns,
+    }
+}
+
+/// A silence from the wire, as the registry sent it (already validated).
+pub fn silence_from_pb(s: pb::Silence) -> crate::Silence {
+    crate::Silence {
+        key: crate::Silence::key_of(&s.rule, &s.device),
+        tenant: s.tenant,
+        rule: s.rule,
+        device: s.device,
+        until_ns: s.until_ns,
+        comment: s.comment,
+        created_by: s.created_by,
+        created_at_ns: s.created_at_ns,
+        revision: 0,
+    }
+}
+
 /// The `tributary.alerts.v1` record value of a transition.
 pub fn event_to_pb(t: &Transition) -> pb::AlertEvent {
     pb::AlertEvent {
@@ -215,6 +243,7 @@ pub fn event_to_pb(t: &Transition) -> pb::AlertEvent {
         value: t.change.value,
         fired: t.change.fired,
         summary: t.summary.clone(),
+        ..Default::default()
     }
 }
 

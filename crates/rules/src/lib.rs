@@ -7,6 +7,7 @@
 //! - [`engine`]: every rule over the partitions a processor owns, indexed
 //!   by device, with no-data deadlines and checkpoint rows.
 //! - [`codec`]: the bytes a series' state is checkpointed as.
+//! - [`silence`]: operators' silences, and their lookup per transition.
 //! - [`convert`]: the wire forms (`tributary.v1.Rule`, `AlertEvent`).
 
 pub mod codec;
@@ -14,9 +15,11 @@ pub mod convert;
 pub mod engine;
 pub mod eval;
 pub mod model;
+pub mod silence;
 
 pub use engine::{
     CheckpointRow, Engine, EngineLimits, Partitioner, StoredRows, Transition, alert_id,
 };
 pub use eval::{AlertState, Change, Phase, SeriesState};
 pub use model::{Anomaly, Direction, Kind, Op, RateOfChange, Rule, Severity, Target, Threshold};
+pub use silence::{Silence, Silences};

@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -197,6 +197,15 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
             description: "registry: alert webhooks, one partition per tenant",
             statements: vec![format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.webhooks (\
+                 tenant text, name text, spec text, revision bigint, \
+                 PRIMARY KEY (tenant, name))"
+            )],
+        },
+        Migration {
+            version: 10,
+            description: "registry: alert silences, one partition per tenant",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.silences (\
                  tenant text, name text, spec text, revision bigint, \
                  PRIMARY KEY (tenant, name))"
             )],

@@ -626,6 +626,257 @@ async fn a_threshold_alert_reaches_a_webhook_signed_with_its_secret() {
     assert_eq!(states[..2], ["firing", "resolved"]);
 }
 
+/// A webhook receiver on loopback: every JSON body it got, in order.
+async fn json_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    type Got = Arc<Mutex<Vec<serde_json::Value>>>;
+    let got: Got = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(got): axum::extract::State<Got>, body: String| async move {
+                    got.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).expect("a JSON body"));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_acknowledges_an_alert_and_silences_a_rule_from_the_cli() {
+    let (hook, got) = json_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with(
+        &dir.path().join("data"),
+        &["--webhooks-allow-private".as_ref()],
+    );
+    let token = device(&s, "freezer-1", "freezer").await;
+    cli(
+        &s,
+        &[
+            "webhooks",
+            "create",
+            "pager",
+            "--url",
+            &format!("http://{hook}/hook"),
+        ],
+    )
+    .await;
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "freezer-warm",
+            "--device",
+            "freezer-1",
+            "--metric",
+            "temp",
+            "--above",
+            "-15",
+        ],
+    )
+    .await;
+    let fired = until_judged(&s, &token, "freezer-warm", "freezer-1", "temp", -10.0).await;
+    assert_eq!(state(&fired), pb::AlertState::Firing);
+
+    // Acknowledged: listed with who did it, and passed on to the webhook.
+    let acked = cli(
+        &s,
+        &["alerts", "ack", &fired.alert_id, "--comment", "on my way"],
+    )
+    .await;
+    let acked: serde_json::Value = serde_json::from_str(&acked).expect("JSON");
+    assert_eq!(
+        acked[0]["state"], "firing",
+        "an acknowledged alert still fires"
+    );
+    assert_ne!(acked[0]["acknowledged_at_ns"], 0);
+    let by = acked[0]["acknowledged_by"].as_str().unwrap().to_owned();
+    assert!(!by.is_empty(), "who acknowledged it");
+    let again = cli(&s, &["alerts", "ack", &fired.alert_id]).await;
+    let again: serde_json::Value = serde_json::from_str(&again).expect("JSON");
+    assert_eq!(
+        again[0]["acknowledged_at_ns"], acked[0]["acknowledged_at_ns"],
+        "acknowledging again changes nothing"
+    );
+    let listed_acked = cli(&s, &["alerts", "list", "--state", "acknowledged"]).await;
+    assert!(listed_acked.contains(&fired.alert_id), "{listed_acked}");
+    let ack = eventually(Duration::from_secs(30), "the webhook gets the ack", || {
+        let got = got.clone();
+        async move {
+            got.lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["state"] == "acknowledged")
+                .cloned()
+        }
+    })
+    .await;
+    assert_eq!(ack["alert_id"], fired.alert_id);
+    assert_eq!(ack["comment"], "on my way");
+    assert_eq!(ack["by"], by.as_str());
+
+    // Silenced for an hour: alerts are still raised and listed, marked,
+    // but not delivered. New alerts are raised (breach, clear) until one
+    // is marked: the processor has read the silence.
+    let silenced = cli(
+        &s,
+        &[
+            "alerts",
+            "silence",
+            &fired.alert_id,
+            "--for",
+            "1h",
+            "--comment",
+            "defrosting",
+        ],
+    )
+    .await;
+    let silenced: serde_json::Value = serde_json::from_str(&silenced).expect("JSON");
+    assert_eq!(silenced[0]["rule"], "freezer-warm");
+    assert_eq!(silenced[0]["device"], "freezer-1");
+    let listed_silences = cli(&s, &["alerts", "silences"]).await;
+    assert!(listed_silences.contains("defrosting"), "{listed_silences}");
+    // Clear, then raise alerts until one carries the silence.
+    let cycle = || async {
+        let now = tributary_core::time::now_ns();
+        post(&s, &token, "temp", now, -20.0).await;
+        post(&s, &token, "temp", now + 1_000_000, -10.0).await;
+        post(&s, &token, "temp", now + 2_000_000, -20.0).await;
+        alerts(&s)
+            .await
+            .list_alerts(pb::ListAlertsRequest {
+                rule: "freezer-warm".into(),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .expect("ListAlerts")
+            .into_inner()
+            .alerts
+    };
+    let quiet = eventually(
+        Duration::from_secs(30),
+        "an alert raised under the silence",
+        || async {
+            cycle()
+                .await
+                .into_iter()
+                .find(|a| a.silenced_until_ns != 0 && state(a) == pb::AlertState::Resolved)
+        },
+    )
+    .await;
+    // Unsilenced: the next alerts are delivered again.
+    cli(
+        &s,
+        &[
+            "alerts",
+            "unsilence",
+            "--rule",
+            "freezer-warm",
+            "--device",
+            "freezer-1",
+        ],
+    )
+    .await;
+    let loud = eventually(
+        Duration::from_secs(30),
+        "an alert raised after the silence",
+        || async {
+            cycle().await.into_iter().find(|a| {
+                a.started_at_ns > quiet.started_at_ns
+                    && a.silenced_until_ns == 0
+                    && state(a) == pb::AlertState::Resolved
+            })
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the webhook gets the later alert",
+        || {
+            let got = got.clone();
+            let id = loud.alert_id.clone();
+            async move {
+                got.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["alert_id"] == id.as_str() && v["state"] == "resolved")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // Deliveries keep the log's order: the silenced alert came before, and
+    // none of its transitions went out.
+    let all = got.lock().unwrap().clone();
+    assert!(
+        !all.iter().any(|v| v["alert_id"] == quiet.alert_id.as_str()),
+        "a silenced alert is not delivered: {all:?}"
+    );
+
+    // A resolved alert cannot be acknowledged; a silence needs a real rule
+    // and a time in reach.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["alerts", "ack", &quiet.alert_id])
+        .args([
+            "--endpoint",
+            &format!("http://{}", s.grpc),
+            "--token",
+            &s.admin_token,
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("resolved"), "{err}");
+    let mut rules = tributary_proto::v1::rules_service_client::RulesServiceClient::with_interceptor(
+        s.channel().await,
+        Bearer::new(&s.admin_token),
+    );
+    for (rule, until, why) in [
+        (
+            "no-such-rule",
+            tributary_core::time::now_ns() + S,
+            tonic::Code::NotFound,
+        ),
+        (
+            "freezer-warm",
+            tributary_core::time::now_ns() - S,
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "freezer-warm",
+            tributary_core::time::now_ns() + 91 * 86_400 * S,
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let e = rules
+            .create_silence(pb::CreateSilenceRequest {
+                silence: Some(pb::Silence {
+                    rule: rule.into(),
+                    until_ns: until,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), why, "{rule} until {until}: {e:?}");
+    }
+}
+
 // Hostile clients of the new entry points.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

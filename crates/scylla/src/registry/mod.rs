@@ -54,6 +54,7 @@ use crate::{ScyllaConfig, ScyllaError};
 
 mod named;
 mod rules;
+mod silences;
 mod webhooks;
 
 /// Most index rows read by one request of a listing: a listing with a larger
@@ -213,6 +214,19 @@ statements! {
         "SELECT spec FROM {ks}.webhooks WHERE tenant = ? LIMIT ?";
     webhook_list_after, true,
         "SELECT spec FROM {ks}.webhooks WHERE tenant = ? AND name > ? LIMIT ?";
+
+    silence_insert, false,
+        "INSERT INTO {ks}.silences (tenant, name, spec, revision) VALUES (?, ?, ?, ?) IF NOT EXISTS";
+    silence_update, false,
+        "UPDATE {ks}.silences SET spec = ?, revision = ? WHERE tenant = ? AND name = ? IF revision = ?";
+    silence_get, true,
+        "SELECT spec FROM {ks}.silences WHERE tenant = ? AND name = ?";
+    silence_delete, false,
+        "DELETE FROM {ks}.silences WHERE tenant = ? AND name = ? IF EXISTS";
+    silence_list_first, true,
+        "SELECT spec FROM {ks}.silences WHERE tenant = ? LIMIT ?";
+    silence_list_after, true,
+        "SELECT spec FROM {ks}.silences WHERE tenant = ? AND name > ? LIMIT ?";
 }
 
 impl ScyllaRegistryStore {

@@ -18,7 +18,8 @@ pub enum AlertsCmd {
         /// Only this device's.
         #[arg(long, short = 'd', default_value = "")]
         device: String,
-        /// Only alerts in this state: `pending`, `firing` or `resolved`.
+        /// Only alerts in this state: `pending`, `firing`, `resolved`, or
+        /// `acknowledged` (acknowledged and not resolved).
         #[arg(long)]
         state: Option<String>,
         /// At most this many.
@@ -32,6 +33,113 @@ pub enum AlertsCmd {
         #[arg(long, short = 'd', default_value = "")]
         device: String,
     },
+    /// Acknowledge a pending or firing alert: someone is on it. Webhooks and
+    /// MQTT applications get the acknowledgement as a transition.
+    Ack {
+        /// The alert's id, from `alerts list`.
+        alert_id: String,
+        /// A note for the others.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Silence a rule's alerts for a while: still evaluated and listed, not
+    /// delivered to webhooks or over MQTT.
+    ///
+    /// Name an alert (its rule on its device), or --rule with --device, or
+    /// --rule alone for every device.
+    Silence {
+        /// The alert whose rule and device to silence.
+        alert_id: Option<String>,
+        #[arg(long, short = 'r', conflicts_with = "alert_id")]
+        rule: Option<String>,
+        #[arg(long, short = 'd', requires = "rule")]
+        device: Option<String>,
+        /// How long: `30m`, `2h`, `3d`; at most 90 days.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why, for the others.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List the silences in force.
+    Silences,
+    /// End a silence now.
+    Unsilence {
+        #[arg(long, short = 'r')]
+        rule: String,
+        /// The device; the silence of every device when absent.
+        #[arg(long, short = 'd', default_value = "")]
+        device: String,
+    },
+}
+
+fn silence_rows(silences: &[pb::Silence]) -> Rows {
+    let mut rows = Rows::new(vec!["rule", "device", "until", "by", "comment"]);
+    for s in silences {
+        rows.push(
+            vec![
+                s.rule.clone(),
+                if s.device.is_empty() {
+                    "*".to_owned()
+                } else {
+                    s.device.clone()
+                },
+                time(s.until_ns),
+                s.created_by.clone(),
+                s.comment.clone(),
+            ],
+            json!({
+                "rule": s.rule,
+                "device": s.device,
+                "until_ns": s.until_ns,
+                "created_by": s.created_by,
+                "created_at_ns": s.created_at_ns,
+                "comment": s.comment,
+            }),
+        );
+    }
+    rows
+}
+
+fn alert_rows(alerts: &[pb::Alert]) -> Rows {
+    let mut rows = Rows::new(vec![
+        "id", "state", "rule", "device", "started", "fired", "resolved", "ack", "summary",
+    ]);
+    for a in alerts {
+        let mut state = state_name(a.state).to_owned();
+        if a.silenced_until_ns > tributary_core::time::now_ns() {
+            state.push_str(" (silenced)");
+        }
+        rows.push(
+            vec![
+                a.alert_id.clone(),
+                state,
+                a.rule.clone(),
+                a.device.clone(),
+                time(a.started_at_ns),
+                time(a.fired_at_ns),
+                time(a.resolved_at_ns),
+                a.acknowledged_by.clone(),
+                a.summary.clone(),
+            ],
+            json!({
+                "alert_id": a.alert_id,
+                "state": state_name(a.state),
+                "rule": a.rule,
+                "device": a.device,
+                "metric": a.metric,
+                "started_at_ns": a.started_at_ns,
+                "fired_at_ns": a.fired_at_ns,
+                "resolved_at_ns": a.resolved_at_ns,
+                "acknowledged_at_ns": a.acknowledged_at_ns,
+                "acknowledged_by": a.acknowledged_by,
+                "silenced_until_ns": a.silenced_until_ns,
+                "value": a.value,
+                "summary": a.summary,
+            }),
+        );
+    }
+    rows
 }
 
 fn state_name(s: i32) -> &'static str {
@@ -39,6 +147,7 @@ fn state_name(s: i32) -> &'static str {
         Ok(pb::AlertState::Pending) => "pending",
         Ok(pb::AlertState::Firing) => "firing",
         Ok(pb::AlertState::Resolved) => "resolved",
+        Ok(pb::AlertState::Acknowledged) => "acknowledged",
         _ => "unknown",
     }
 }
@@ -64,7 +173,10 @@ pub async fn alerts(ctx: &mut Ctx, cmd: AlertsCmd) -> anyhow::Result<()> {
                 Some("pending") => pb::AlertState::Pending,
                 Some("firing") => pb::AlertState::Firing,
                 Some("resolved") => pb::AlertState::Resolved,
-                Some(other) => anyhow::bail!("--state {other:?}: use pending, firing or resolved"),
+                Some("acknowledged") => pb::AlertState::Acknowledged,
+                Some(other) => anyhow::bail!(
+                    "--state {other:?}: use pending, firing, resolved or acknowledged"
+                ),
             };
             let resp = ctx
                 .alerts
@@ -78,34 +190,7 @@ pub async fn alerts(ctx: &mut Ctx, cmd: AlertsCmd) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            let mut rows = Rows::new(vec![
-                "state", "rule", "device", "started", "fired", "resolved", "summary",
-            ]);
-            for a in &resp.alerts {
-                rows.push(
-                    vec![
-                        state_name(a.state).to_owned(),
-                        a.rule.clone(),
-                        a.device.clone(),
-                        time(a.started_at_ns),
-                        time(a.fired_at_ns),
-                        time(a.resolved_at_ns),
-                        a.summary.clone(),
-                    ],
-                    json!({
-                        "alert_id": a.alert_id,
-                        "state": state_name(a.state),
-                        "rule": a.rule,
-                        "device": a.device,
-                        "metric": a.metric,
-                        "started_at_ns": a.started_at_ns,
-                        "fired_at_ns": a.fired_at_ns,
-                        "resolved_at_ns": a.resolved_at_ns,
-                        "value": a.value,
-                        "summary": a.summary,
-                    }),
-                );
-            }
+            let rows = alert_rows(&resp.alerts);
             ctx.print(&rows);
             if resp.truncated {
                 eprintln!(
@@ -138,6 +223,9 @@ pub async fn alerts(ctx: &mut Ctx, cmd: AlertsCmd) -> anyhow::Result<()> {
                         "at_ns": e.at_ns,
                         "value": e.value,
                         "summary": e.summary,
+                        "silenced_until_ns": e.silenced_until_ns,
+                        "by": e.by,
+                        "comment": e.comment,
                     })
                     .to_string()
                 } else {
@@ -153,6 +241,90 @@ pub async fn alerts(ctx: &mut Ctx, cmd: AlertsCmd) -> anyhow::Result<()> {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{line}")?;
                 out.flush()?;
+            }
+        }
+        AlertsCmd::Ack { alert_id, comment } => {
+            let alert = ctx
+                .alerts
+                .ack_alert(pb::AckAlertRequest {
+                    tenant: ctx.tenant.clone(),
+                    alert_id,
+                    comment,
+                })
+                .await?
+                .into_inner();
+            ctx.print(&alert_rows(&[alert]));
+        }
+        AlertsCmd::Silence {
+            alert_id,
+            rule,
+            device,
+            duration,
+            comment,
+        } => {
+            let Some(span) = tributary_core::time::parse_duration(&duration) else {
+                anyhow::bail!("--for {duration:?}: a duration such as 30m, 2h or 3d");
+            };
+            let (rule, device) = match (alert_id, rule) {
+                (Some(id), _) => {
+                    let found = ctx
+                        .alerts
+                        .list_alerts(pb::ListAlertsRequest {
+                            tenant: ctx.tenant.clone(),
+                            alert_id: id.clone(),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner()
+                        .alerts;
+                    let Some(a) = found.into_iter().next() else {
+                        anyhow::bail!("no alert {id}; `tributary alerts list` shows their ids");
+                    };
+                    (a.rule, a.device)
+                }
+                (None, Some(rule)) => (rule, device.unwrap_or_default()),
+                (None, None) => anyhow::bail!("name an alert id, or --rule (and --device)"),
+            };
+            let silence = ctx
+                .rules
+                .create_silence(pb::CreateSilenceRequest {
+                    silence: Some(pb::Silence {
+                        tenant: ctx.tenant.clone(),
+                        rule,
+                        device,
+                        until_ns: tributary_core::time::now_ns().saturating_add(span),
+                        comment,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner();
+            ctx.print(&silence_rows(&[silence]));
+        }
+        AlertsCmd::Silences => {
+            let silences = ctx
+                .rules
+                .list_silences(pb::ListSilencesRequest {
+                    tenant: ctx.tenant.clone(),
+                })
+                .await?
+                .into_inner()
+                .silences;
+            ctx.print(&silence_rows(&silences));
+        }
+        AlertsCmd::Unsilence { rule, device } => {
+            let deleted = ctx
+                .rules
+                .delete_silence(pb::DeleteSilenceRequest {
+                    tenant: ctx.tenant.clone(),
+                    rule: rule.clone(),
+                    device,
+                })
+                .await?
+                .into_inner()
+                .deleted;
+            if !deleted {
+                anyhow::bail!("rule {rule} had no silence there");
             }
         }
     }

@@ -12,7 +12,7 @@ use tributary_core::limits::Limits;
 use tributary_processor::RuleSource;
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::directory_service_client::DirectoryServiceClient;
-use tributary_rules::Rule;
+use tributary_rules::{Rule, Silence};
 
 /// The registry in this process (standalone): every tenant's rules with the
 /// devices they watch now.
@@ -23,6 +23,10 @@ pub struct LocalRules(pub Arc<tributary_registry::Registry>);
 impl RuleSource for LocalRules {
     async fn rules(&self) -> Result<Vec<(Rule, Vec<String>)>, String> {
         self.0.rules_with_targets().await.map_err(|e| e.to_string())
+    }
+
+    async fn silences(&self) -> Result<Vec<Silence>, String> {
+        self.0.all_silences().await.map_err(|e| e.to_string())
     }
 }
 
@@ -114,6 +118,21 @@ impl RuleSource for RemoteRegistry {
             }
         }
         Ok(out)
+    }
+
+    async fn silences(&self) -> Result<Vec<Silence>, String> {
+        let request = self.request(pb::ListAllSilencesRequest {})?;
+        let silences = self
+            .client()
+            .list_all_silences(request)
+            .await
+            .map_err(|s| format!("registry: {}", s.message()))?
+            .into_inner()
+            .silences;
+        Ok(silences
+            .into_iter()
+            .map(tributary_rules::convert::silence_from_pb)
+            .collect())
     }
 }
 
