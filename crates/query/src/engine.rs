@@ -62,6 +62,10 @@ impl Engine {
         &self.config
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// The devices of `tenant` that `target` covers, sorted by id.
     pub(crate) async fn resolve(
         &self,
@@ -185,7 +189,7 @@ impl Engine {
 
     /// The configured tiers the store keeps, with from when each is
     /// complete; asked of the store at most every [`TIERS_REFRESH`].
-    async fn rollup_tiers(&self) -> Result<Vec<(i64, i64)>, QueryError> {
+    pub(crate) async fn rollup_tiers(&self) -> Result<Vec<(i64, i64)>, QueryError> {
         if let Some((at, tiers)) = &*self
             .tiers_known
             .lock()

@@ -53,6 +53,7 @@ mod config;
 mod engine;
 mod error;
 mod range;
+mod rule_test;
 mod service;
 mod subscribe;
 mod target;

@@ -158,6 +158,55 @@ impl QueryService for QueryGrpc {
         ))
     }
 
+    async fn test_rule(
+        &self,
+        request: Request<pb::TestRuleRequest>,
+    ) -> Result<Response<pb::TestRuleResponse>, Status> {
+        let claims = authorize(&self.keys, &request).map_err(QueryError::from_auth)?;
+        claims
+            .require(Role::Viewer)
+            .map_err(QueryError::from_auth)?;
+        let req = request.into_inner();
+        let Some(wire) = req.rule else {
+            return Err(QueryError::invalid("rule", "missing").into());
+        };
+        let tenant = claims
+            .tenant_for(&wire.tenant)
+            .map_err(QueryError::from_auth)?;
+        let rule = tributary_rules::convert::rule_from_pb(
+            &wire,
+            &tenant,
+            &tributary_core::limits::Limits::default(),
+        )
+        .map_err(|e| QueryError::invalid(format!("rule.{}", e.field), e.message))?;
+        let now = now_ns();
+        let to_ns = if req.to_ns == 0 { now } else { req.to_ns };
+        let from_ns = if req.from_ns == 0 {
+            to_ns.saturating_sub(crate::rule_test::DEFAULT_SPAN_NS)
+        } else {
+            req.from_ns
+        };
+        if from_ns >= to_ns {
+            return Err(QueryError::invalid("from_ns", "must be before to_ns").into());
+        }
+        let max = match req.max_transitions {
+            0 => 1000,
+            n if n > crate::rule_test::MAX_TRANSITIONS => {
+                return Err(QueryError::invalid(
+                    "max_transitions",
+                    format!("at most {}", crate::rule_test::MAX_TRANSITIONS),
+                )
+                .into());
+            }
+            n => n,
+        } as usize;
+        Ok(Response::new(
+            self.engine
+                .test_rule(&tenant, &rule, (from_ns, to_ns), max)
+                .await?,
+        ))
+    }
+
     async fn latest(
         &self,
         request: Request<pb::LatestRequest>,

@@ -566,6 +566,13 @@ impl<'a> From<&'a Watched> for View<'a> {
     }
 }
 
+/// A transition of `rule` on `device` of `tenant`, summarized, outside the
+/// engine (a backtest over history): partition 0.
+pub(crate) fn transition_of(rule: &Rule, tenant: &str, device: &str, change: Change) -> Transition {
+    let summary = summarize(rule, &change);
+    transition(rule, watched_view(tenant, device, 0), change, summary)
+}
+
 fn transition<'a>(
     rule: &Rule,
     device: impl Into<View<'a>>,

@@ -6,10 +6,12 @@
 //!   state machine.
 //! - [`engine`]: every rule over the partitions a processor owns, indexed
 //!   by device, with no-data deadlines and checkpoint rows.
+//! - [`backtest`]: a rule judged over stored history.
 //! - [`codec`]: the bytes a series' state is checkpointed as.
 //! - [`silence`]: operators' silences, and their lookup per transition.
 //! - [`convert`]: the wire forms (`tributary.v1.Rule`, `AlertEvent`).
 
+pub mod backtest;
 pub mod codec;
 pub mod convert;
 pub mod engine;

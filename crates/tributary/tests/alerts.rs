@@ -626,6 +626,76 @@ async fn a_threshold_alert_reaches_a_webhook_signed_with_its_secret() {
     assert_eq!(states[..2], ["firing", "resolved"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_test_shows_when_a_rule_would_have_fired_over_history_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    let token = device(&s, "freezer-1", "freezer").await;
+    // Forty minutes ago the freezer warmed for 11 minutes, then cooled.
+    let m = 60 * S;
+    let t0 = tributary_core::time::now_ns() / m * m - 40 * m;
+    for (at, v) in [
+        (0, -20.0),
+        (1, -10.0),
+        (5, -9.0),
+        (12, -8.0),
+        (13, -20.0),
+        (20, -21.0),
+    ] {
+        post(&s, &token, "temp", t0 + at * m, v).await;
+    }
+    let args = [
+        "rules",
+        "test",
+        "freezer-warm",
+        "--selector",
+        "kind=freezer",
+        "--metric",
+        "temp",
+        "--above",
+        "-15",
+        "--for",
+        "10m",
+        "--from",
+        "1h",
+    ];
+    // The points are stored once the processor has them.
+    let shown: Vec<serde_json::Value> = eventually(
+        Duration::from_secs(30),
+        "the test sees the history",
+        || async {
+            let out = cli(&s, &args).await;
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+            (rows.len() == 3).then_some(rows)
+        },
+    )
+    .await;
+    let states: Vec<(&str, i64)> = shown
+        .iter()
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap(),
+                (r["at_ns"].as_i64().unwrap() - t0) / m,
+            )
+        })
+        .collect();
+    assert_eq!(states, [("pending", 1), ("firing", 12), ("resolved", 13)]);
+    assert_eq!(shown[1]["alert_id"], shown[2]["alert_id"]);
+    assert_eq!(shown[1]["value"], -8.0);
+    // A longer `for` would not have fired at all.
+    let mut longer = args.to_vec();
+    longer[10] = "15m";
+    let out = cli(&s, &longer).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    let fired: Vec<&serde_json::Value> = rows.iter().filter(|r| r["state"] == "firing").collect();
+    assert!(fired.is_empty(), "{rows:?}");
+    // Testing created no rule and raised no alert.
+    let rules: Vec<serde_json::Value> =
+        serde_json::from_str(&cli(&s, &["rules", "list"]).await).expect("JSON");
+    assert!(rules.is_empty(), "{rules:?}");
+    assert!(listed(&s).await.is_empty());
+}
+
 /// A webhook receiver on loopback: every JSON body it got, in order.
 async fn json_receiver() -> (
     std::net::SocketAddr,
@@ -920,4 +990,147 @@ async fn alert_tails_past_the_limit_are_refused_and_freed_when_closed() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_silences_and_rule_tests_refuse_what_a_client_oversizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    device(&s, "freezer-1", "freezer").await;
+    device(&s, "freezer-2", "freezer").await;
+    device(&s, "freezer-3", "freezer").await;
+    cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "warm",
+            "--selector",
+            "kind=freezer",
+            "--metric",
+            "temp",
+            "--above",
+            "0",
+        ],
+    )
+    .await;
+    let mut alerts = alerts(&s).await;
+    let code =
+        |r: Result<tonic::Response<pb::Alert>, tonic::Status>| r.expect_err("refused").code();
+    // An alert id of 1 MiB, a comment of 2 KiB.
+    for (alert_id, comment) in [
+        ("f".repeat(1 << 20), String::new()),
+        ("0".repeat(32), "x".repeat(2048)),
+        ("not hex at all, but 32 bytes ok!".into(), String::new()),
+    ] {
+        let r = alerts
+            .ack_alert(pb::AckAlertRequest {
+                alert_id,
+                comment,
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(code(r), tonic::Code::InvalidArgument);
+    }
+    let unknown = alerts
+        .ack_alert(pb::AckAlertRequest {
+            alert_id: "0".repeat(32),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(unknown), tonic::Code::NotFound);
+
+    // Silences: a 2 KiB comment; past the tenant's `silences` quota.
+    let mut rules = tributary_proto::v1::rules_service_client::RulesServiceClient::with_interceptor(
+        s.channel().await,
+        Bearer::new(&s.admin_token),
+    );
+    let silence = |device: &str, comment: String| pb::CreateSilenceRequest {
+        silence: Some(pb::Silence {
+            rule: "warm".into(),
+            device: device.into(),
+            until_ns: tributary_core::time::now_ns() + 3600 * S,
+            comment,
+            ..Default::default()
+        }),
+    };
+    let long = rules
+        .create_silence(silence("freezer-1", "x".repeat(2048)))
+        .await
+        .expect_err("refused");
+    assert_eq!(long.code(), tonic::Code::InvalidArgument, "{long:?}");
+    s.registry(&s.admin_token)
+        .await
+        .set_tenant_quotas(pb::SetTenantQuotasRequest {
+            tenant: "default".into(),
+            set: [("silences".to_owned(), 2)].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("SetTenantQuotas");
+    for d in ["freezer-1", "freezer-2"] {
+        rules
+            .create_silence(silence(d, String::new()))
+            .await
+            .expect("within the quota");
+    }
+    // Replacing one is not a new one.
+    rules
+        .create_silence(silence("freezer-2", "longer".into()))
+        .await
+        .expect("a replacement");
+    let over = rules
+        .create_silence(silence("freezer-3", String::new()))
+        .await
+        .expect_err("the third");
+    assert_eq!(over.code(), tonic::Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("silences"), "{}", over.message());
+
+    // Rule tests: too many transitions asked, an empty range, no rule.
+    let mut query = s.query(&s.admin_token).await;
+    let rule = pb::Rule {
+        name: "t".into(),
+        target: Some(pb::rule::Target::Selector("kind=freezer".into())),
+        metric: "temp".into(),
+        kind: Some(pb::rule::Kind::Threshold(pb::ThresholdRule {
+            op: pb::threshold_rule::Op::Above as i32,
+            value: 0.0,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    for (req, why) in [
+        (
+            pb::TestRuleRequest {
+                rule: Some(rule.clone()),
+                max_transitions: 10_001,
+                ..Default::default()
+            },
+            "max_transitions",
+        ),
+        (
+            pb::TestRuleRequest {
+                rule: Some(rule.clone()),
+                from_ns: 10,
+                to_ns: 10,
+                ..Default::default()
+            },
+            "from_ns",
+        ),
+        (pb::TestRuleRequest::default(), "rule"),
+        (
+            pb::TestRuleRequest {
+                rule: Some(pb::Rule {
+                    metric: "m".repeat(64 << 10),
+                    ..rule.clone()
+                }),
+                ..Default::default()
+            },
+            "metric",
+        ),
+    ] {
+        let e = query.test_rule(req).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{why}: {e:?}");
+        assert!(e.message().contains(why), "{why}: {}", e.message());
+    }
 }

@@ -65,7 +65,7 @@ impl RangeArgs {
     }
 }
 
-fn parse_time(s: &str, now: i64) -> anyhow::Result<i64> {
+pub(super) fn parse_time(s: &str, now: i64) -> anyhow::Result<i64> {
     if s == "now" {
         return Ok(now + 1);
     }

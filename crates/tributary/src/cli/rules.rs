@@ -35,6 +35,28 @@ pub enum RulesCmd {
         /// The rule's name.
         name: String,
     },
+    /// Judge a rule over stored history, before creating it: when it
+    /// would have fired. Takes the flags of `create`, and the range.
+    ///
+    /// Example:
+    ///   tributary rules test freezer-warm --selector kind=freezer --metric temp --above -15 --for 10m --from 7d
+    #[command(verbatim_doc_comment)]
+    Test(Box<TestArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    rule: CreateArgs,
+    /// From: RFC 3339, or a duration ago such as `7d`.
+    #[arg(long, default_value = "7d")]
+    from: String,
+    /// To: RFC 3339, `now`, or a duration ago.
+    #[arg(long, default_value = "now")]
+    to: String,
+    /// Most transitions shown.
+    #[arg(long, default_value_t = 1000)]
+    max_transitions: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +132,77 @@ pub struct CreateArgs {
 
 pub async fn rules(ctx: &mut Ctx, cmd: RulesCmd) -> anyhow::Result<()> {
     match cmd {
+        RulesCmd::Test(args) => {
+            let TestArgs {
+                rule,
+                from,
+                to,
+                max_transitions,
+            } = *args;
+            let now = tributary_core::time::now_ns();
+            let from_ns =
+                super::query::parse_time(&from, now).with_context(|| format!("--from {from:?}"))?;
+            let to_ns =
+                super::query::parse_time(&to, now).with_context(|| format!("--to {to:?}"))?;
+            let rule = request(rule, &ctx.tenant)?;
+            let tested = ctx
+                .query
+                .test_rule(pb::TestRuleRequest {
+                    rule: Some(rule),
+                    from_ns,
+                    to_ns,
+                    max_transitions,
+                })
+                .await?
+                .into_inner();
+            let mut rows = Rows::new(vec!["at", "state", "device", "alert_id", "summary"]);
+            for e in &tested.transitions {
+                let state = match pb::AlertState::try_from(e.state) {
+                    Ok(pb::AlertState::Pending) => "pending",
+                    Ok(pb::AlertState::Firing) => "firing",
+                    Ok(pb::AlertState::Resolved) => "resolved",
+                    _ => "unknown",
+                };
+                rows.push(
+                    vec![
+                        tributary_core::time::format_rfc3339(e.at_ns),
+                        state.to_owned(),
+                        e.device.clone(),
+                        e.alert_id.clone(),
+                        e.summary.clone(),
+                    ],
+                    json!({
+                        "at_ns": e.at_ns,
+                        "state": state,
+                        "device": e.device,
+                        "alert_id": e.alert_id,
+                        "started_at_ns": e.started_at_ns,
+                        "value": e.value,
+                        "summary": e.summary,
+                    }),
+                );
+            }
+            ctx.print(&rows);
+            let fired = tested
+                .transitions
+                .iter()
+                .filter(|e| e.state == pb::AlertState::Firing as i32)
+                .count();
+            eprintln!(
+                "{fired} alerts would have fired over {} devices ({} samples read)",
+                tested.devices, tested.samples_read
+            );
+            if tested.devices_on_rollups > 0 {
+                eprintln!(
+                    "note: {} devices were judged over {} rollup buckets (too many points): \
+                     `for` and no-data gaps count in whole buckets there",
+                    tested.devices_on_rollups, tested.coarsest_resolution
+                );
+            }
+            if tested.truncated {
+                eprintln!("note: more transitions than --max-transitions; the rest are not shown");
+            }
+        }
         RulesCmd::Create(args) => {
             let rule = request(*args, &ctx.tenant)?;
             let created = ctx
