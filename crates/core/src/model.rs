@@ -146,6 +146,11 @@ pub fn validate_device_id(id: &str, limits: &Limits) -> Result<(), ValidationErr
     check_ident("device", id, limits.max_device_id_len, b"_.:-")
 }
 
+/// The metric the frontends record a device's presence as: `true` when its
+/// first connection opens, `false` when its last one closes (offline rules
+/// watch it).
+pub const PRESENCE_METRIC: &str = "presence.online";
+
 /// Metric names: 1..=`limits.max_metric_len` bytes of `[A-Za-z0-9_.:/-]`.
 pub fn validate_metric(name: &str, limits: &Limits) -> Result<(), ValidationError> {
     check_ident("metric", name, limits.max_metric_len, b"_.:/-")

@@ -30,6 +30,7 @@ use tributary_core::{Limits, Point};
 use tributary_log::{Log, LogError, Record};
 
 mod metrics;
+pub mod presence;
 mod quota;
 
 pub use metrics::{IngestMetrics, Rejection};

@@ -43,6 +43,8 @@ pub fn bucket_value(rule: &Rule, b: &Bucket) -> f64 {
                 }
             }
         },
+        // Offline at any time in the bucket.
+        Kind::Offline { .. } => b.min,
         Kind::RateOfChange(_) | Kind::Anomaly(_) | Kind::NoData { .. } => b.mean,
     }
 }

@@ -53,6 +53,16 @@ pub fn encode(s: &SeriesState) -> Vec<u8> {
             out.push(3);
             out.extend_from_slice(&last_ns.to_le_bytes());
         }
+        Memory::Presence { offline_since } => {
+            out.push(4);
+            match offline_since {
+                None => out.push(0),
+                Some(t) => {
+                    out.push(1);
+                    out.extend_from_slice(&t.to_le_bytes());
+                }
+            }
+        }
     }
     out
 }
@@ -89,6 +99,13 @@ pub fn decode(bytes: &[u8]) -> Option<SeriesState> {
             var: f64::from_bits(r.u64()?),
         },
         3 => Memory::Seen { last_ns: r.i64()? },
+        4 => Memory::Presence {
+            offline_since: match r.u8()? {
+                0 => None,
+                1 => Some(r.i64()?),
+                _ => return None,
+            },
+        },
         _ => return None,
     };
     r.0.is_empty().then_some(SeriesState {
@@ -149,6 +166,20 @@ mod tests {
                 phase: Phase::Ok,
                 last_ts: 1,
                 memory: Memory::Seen { last_ns: 99 },
+            },
+            SeriesState {
+                phase: Phase::Ok,
+                last_ts: 3,
+                memory: Memory::Presence {
+                    offline_since: Some(-7),
+                },
+            },
+            SeriesState {
+                phase: Phase::Ok,
+                last_ts: 3,
+                memory: Memory::Presence {
+                    offline_since: None,
+                },
             },
         ]
     }

@@ -60,6 +60,13 @@ pub fn rule_from_pb(r: &pb::Rule, tenant: &str, limits: &Limits) -> Result<Rule,
         Some(K::NoData(n)) => Kind::NoData {
             timeout_ns: duration("no_data.timeout", &n.timeout)?,
         },
+        Some(K::Offline(o)) => Kind::Offline {
+            grace_ns: if o.grace.is_empty() {
+                0
+            } else {
+                duration("offline.grace", &o.grace)?
+            },
+        },
         Some(K::RateOfChange(c)) => {
             use pb::rate_of_change_rule::Direction as D;
             Kind::RateOfChange(RateOfChange {
@@ -146,6 +153,13 @@ pub fn rule_to_pb(r: &Rule) -> pb::Rule {
         }
         Kind::NoData { timeout_ns } => K::NoData(pb::NoDataRule {
             timeout: width_name(*timeout_ns),
+        }),
+        Kind::Offline { grace_ns } => K::Offline(pb::OfflineRule {
+            grace: if *grace_ns == 0 {
+                String::new()
+            } else {
+                width_name(*grace_ns)
+            },
         }),
         Kind::RateOfChange(c) => {
             use pb::rate_of_change_rule::Direction as D;

@@ -441,6 +441,10 @@ impl Engine {
                         queue(&mut self.deadlines, w, key);
                     }
                 }
+                if matches!(w.rule.kind, Kind::Offline { .. }) {
+                    // Gone offline: the grace runs from now.
+                    queue(&mut self.deadlines, w, key);
+                }
             }
         }
     }
@@ -620,6 +624,16 @@ fn summarize(rule: &Rule, change: &Change) -> String {
             tributary_core::rollup::width_name(r.window_ns)
         ),
         Kind::Anomaly(a) => format!("more than {} standard deviations from its mean", a.k),
+        Kind::Offline { grace_ns } => {
+            return match change.state {
+                AlertState::Resolved => "back online".to_owned(),
+                _ if *grace_ns == 0 => "offline".to_owned(),
+                _ => format!(
+                    "offline for {}",
+                    tributary_core::rollup::width_name(*grace_ns)
+                ),
+            };
+        }
         Kind::NoData { timeout_ns } => {
             return match change.state {
                 AlertState::Resolved => format!("{} reported again", rule.metric),

@@ -100,6 +100,9 @@ pub enum Memory {
     Ewma { n: u64, mean: f64, var: f64 },
     /// No data: when a point last arrived.
     Seen { last_ns: i64 },
+    /// Offline: since when the device is offline (its presence went
+    /// false), on the processor's clock; `None` while online.
+    Presence { offline_since: Option<i64> },
 }
 
 /// Most points a rate-of-change series keeps.
@@ -136,6 +139,9 @@ impl SeriesState {
                 var: 0.0,
             },
             Kind::NoData { .. } => Memory::Seen { last_ns: armed_ns },
+            Kind::Offline { .. } => Memory::Presence {
+                offline_since: None,
+            },
         };
         Self {
             phase: Phase::Ok,
@@ -171,6 +177,31 @@ impl SeriesState {
                 _ => None,
             };
         }
+        if let Memory::Presence { offline_since } = &mut self.memory {
+            let online = x? != 0.0;
+            if ts_ns < self.last_ts {
+                return None;
+            }
+            self.last_ts = ts_ns;
+            if !online {
+                offline_since.get_or_insert(arrived_ns);
+                return None;
+            }
+            *offline_since = None;
+            return match self.phase {
+                Phase::Firing { since_ns } => {
+                    self.phase = Phase::Ok;
+                    Some(Change {
+                        state: AlertState::Resolved,
+                        started_ns: since_ns,
+                        at_ns: arrived_ns,
+                        value: x,
+                        fired: true,
+                    })
+                }
+                _ => None,
+            };
+        }
         let x = x?;
         if ts_ns <= self.last_ts {
             return None;
@@ -183,12 +214,8 @@ impl SeriesState {
     /// The processor's clock reached `clock_ns`: fires a no-data alert that
     /// is due. Other kinds ignore the clock.
     pub fn tick(&mut self, rule: &Rule, clock_ns: i64) -> Option<Change> {
-        let (Kind::NoData { timeout_ns }, Memory::Seen { last_ns }) = (&rule.kind, &self.memory)
-        else {
-            return None;
-        };
-        let due = last_ns.saturating_add(*timeout_ns);
-        if self.phase != Phase::Ok || clock_ns < due {
+        let due = self.deadline(rule)?;
+        if clock_ns < due {
             return None;
         }
         self.phase = Phase::Firing { since_ns: due };
@@ -208,6 +235,13 @@ impl SeriesState {
             (Kind::NoData { timeout_ns }, Memory::Seen { last_ns }, Phase::Ok) => {
                 Some(last_ns.saturating_add(*timeout_ns))
             }
+            (
+                Kind::Offline { grace_ns },
+                Memory::Presence {
+                    offline_since: Some(since),
+                },
+                Phase::Ok,
+            ) => Some(since.saturating_add(*grace_ns)),
             _ => None,
         }
     }
@@ -646,5 +680,40 @@ mod tests {
         assert_eq!(s.observe(&r, 2, Some(1.0), 1500 * S), None);
         assert_eq!(s.tick(&r, 1600 * S), None);
         assert_eq!(s.deadline(&r), Some(2100 * S));
+    }
+
+    #[test]
+    fn offline_fires_after_its_grace_and_resolves_when_the_device_is_back() {
+        let r = Rule {
+            metric: crate::model::PRESENCE_METRIC.into(),
+            ..rule(Kind::Offline { grace_ns: 5 * MIN }, 0)
+        };
+        let mut s = SeriesState::new(&r, 0);
+        assert_eq!(s.deadline(&r), None, "never seen: nothing to wait for");
+        assert_eq!(s.observe(&r, 10 * S, Some(1.0), 10 * S), None, "online");
+        assert_eq!(s.deadline(&r), None);
+        // Offline at 100 s, back at 200 s: within the grace, nothing.
+        assert_eq!(s.observe(&r, 100 * S, Some(0.0), 100 * S), None);
+        assert_eq!(s.deadline(&r), Some(400 * S));
+        assert_eq!(s.observe(&r, 200 * S, Some(1.0), 200 * S), None);
+        assert_eq!(s.deadline(&r), None, "back within the grace");
+        assert_eq!(s.tick(&r, 500 * S), None);
+        // Offline at 600 s; a repeated offline does not restart the grace.
+        s.observe(&r, 600 * S, Some(0.0), 600 * S);
+        s.observe(&r, 650 * S, Some(0.0), 650 * S);
+        assert_eq!(s.tick(&r, 899 * S), None);
+        let fired = s.tick(&r, 901 * S).expect("due at 900 s");
+        assert_eq!(
+            (fired.state, fired.started_ns, fired.at_ns),
+            (AlertState::Firing, 900 * S, 901 * S)
+        );
+        assert_eq!(s.tick(&r, 2000 * S), None, "fires once");
+        let back = s
+            .observe(&r, 2100 * S, Some(1.0), 2100 * S)
+            .expect("resolves");
+        assert_eq!(
+            (back.state, back.started_ns, back.fired),
+            (AlertState::Resolved, 900 * S, true)
+        );
     }
 }

@@ -23,5 +23,7 @@ pub use engine::{
     CheckpointRow, Engine, EngineLimits, Partitioner, StoredRows, Transition, alert_id,
 };
 pub use eval::{AlertState, Change, Phase, SeriesState};
-pub use model::{Anomaly, Direction, Kind, Op, RateOfChange, Rule, Severity, Target, Threshold};
+pub use model::{
+    Anomaly, Direction, Kind, Op, PRESENCE_METRIC, RateOfChange, Rule, Severity, Target, Threshold,
+};
 pub use silence::{Silence, Silences};

@@ -109,7 +109,15 @@ pub enum Kind {
     NoData {
         timeout_ns: i64,
     },
+    /// The device has been offline (its last MQTT connection closed, or its
+    /// keep-alive ran out) for `grace_ns`, by the presence its frontends
+    /// record as the metric [`PRESENCE_METRIC`]; resolves when it is back.
+    Offline {
+        grace_ns: i64,
+    },
 }
+
+pub use tributary_core::model::PRESENCE_METRIC;
 
 /// A rule of a tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +181,8 @@ pub mod bounds {
     /// Shortest and longest no-data timeout.
     pub const MIN_TIMEOUT_NS: i64 = NS_PER_SEC;
     pub const MAX_TIMEOUT_NS: i64 = 30 * NS_PER_DAY;
+    /// Longest offline grace (0 fires at the disconnect).
+    pub const MAX_GRACE_NS: i64 = 30 * NS_PER_DAY;
     /// Shortest and longest rate-of-change window.
     pub const MIN_WINDOW_NS: i64 = NS_PER_SEC;
     pub const MAX_WINDOW_NS: i64 = NS_PER_DAY;
@@ -296,6 +306,21 @@ impl Rule {
                     return Err(ValidationError::new(
                         "for",
                         "a no-data rule has a timeout instead",
+                    ));
+                }
+            }
+            Kind::Offline { grace_ns } => {
+                duration("offline.grace", *grace_ns, 0, bounds::MAX_GRACE_NS)?;
+                if self.metric != PRESENCE_METRIC {
+                    return Err(ValidationError::new(
+                        "metric",
+                        format!("an offline rule watches {PRESENCE_METRIC}"),
+                    ));
+                }
+                if self.for_ns != 0 {
+                    return Err(ValidationError::new(
+                        "for",
+                        "an offline rule has a grace instead",
                     ));
                 }
             }

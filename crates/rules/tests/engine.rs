@@ -362,3 +362,44 @@ fn ten_thousand_no_data_series_fire_each_once() {
     ids.dedup();
     assert_eq!(ids.len(), 10_000, "every alert its own id");
 }
+
+#[test]
+fn an_offline_rule_fires_on_the_partition_clock_after_its_grace() {
+    let rule = Rule {
+        metric: tributary_rules::PRESENCE_METRIC.into(),
+        kind: Kind::Offline { grace_ns: 30 * S },
+        ..above("gone", 0.0)
+    };
+    let mut engine = Engine::new(partitioner(), EngineLimits::default());
+    engine.set_rules(vec![(rule, vec!["d0".into()])], 0);
+    engine.assign(&[0], Vec::new(), 0);
+    let presence = |ts_s: i64, online: bool| {
+        vec![Point {
+            metric: tributary_rules::PRESENCE_METRIC.into(),
+            ts_ns: ts_s * S,
+            value: Value::Bool(online),
+        }]
+    };
+    let mut out = Vec::new();
+    engine.observe("acme", "d0", &presence(10, true), 10 * S, &mut out);
+    engine.observe("acme", "d0", &presence(20, false), 20 * S, &mut out);
+    engine.advance_clock(0, 49 * S);
+    engine.tick(&mut out);
+    assert!(out.is_empty(), "within the grace: {out:?}");
+    engine.advance_clock(0, 51 * S);
+    engine.tick(&mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].change.state, AlertState::Firing);
+    assert_eq!(out[0].change.started_ns, 50 * S);
+    assert_eq!(out[0].summary, "offline for 30s");
+    engine.observe("acme", "d0", &presence(60, true), 60 * S, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].change.state, AlertState::Resolved);
+    // Offline again: a new grace, a new alert.
+    engine.observe("acme", "d0", &presence(70, false), 70 * S, &mut out);
+    engine.advance_clock(0, 101 * S);
+    engine.tick(&mut out);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[2].change.started_ns, 100 * S);
+    assert_ne!(out[2].alert_id, out[0].alert_id);
+}

@@ -66,7 +66,7 @@ pub struct TestArgs {
 #[command(group(
     clap::ArgGroup::new("condition")
         .required(true)
-        .args(["above", "below", "outside", "no_data", "rate", "anomaly"])
+        .args(["above", "below", "outside", "no_data", "offline", "rate", "anomaly"])
 ))]
 pub struct CreateArgs {
     /// The rule's name: 1 to 64 of a-z, 0-9, '.', '_', '-'.
@@ -77,9 +77,9 @@ pub struct CreateArgs {
     /// Watch every device whose labels match: `kind=freezer,site!=lab`.
     #[arg(long, short = 's')]
     selector: Option<String>,
-    /// The metric to watch.
-    #[arg(long, short = 'm')]
-    metric: String,
+    /// The metric to watch (not for --offline).
+    #[arg(long, short = 'm', required_unless_present = "offline")]
+    metric: Option<String>,
     /// Fire while the value is above this.
     #[arg(long, allow_hyphen_values = true)]
     above: Option<f64>,
@@ -95,6 +95,11 @@ pub struct CreateArgs {
     /// Fire when no point arrives for this long: `10m`, `1h`.
     #[arg(long, value_name = "DURATION")]
     no_data: Option<String>,
+    /// Fire when a device has been offline this long (`0s` at once): its
+    /// last MQTT connection closed, by the presence its frontend records
+    /// as the metric `presence.online`.
+    #[arg(long, value_name = "GRACE", conflicts_with = "metric")]
+    offline: Option<String>,
     /// Fire when the value changes by more than this over --window.
     #[arg(long, allow_hyphen_values = true, value_name = "BOUND")]
     rate: Option<f64>,
@@ -289,6 +294,18 @@ fn request(a: CreateArgs, tenant: &str) -> anyhow::Result<pb::Rule> {
         Kind::NoData(pb::NoDataRule {
             timeout: timeout.clone(),
         })
+    } else if let Some(grace) = &a.offline {
+        Kind::Offline(pb::OfflineRule {
+            grace: if grace
+                .trim_start_matches('0')
+                .trim_start_matches(|c: char| c.is_alphabetic())
+                .is_empty()
+            {
+                String::new()
+            } else {
+                grace.clone()
+            },
+        })
     } else if let Some(bound) = a.rate {
         use pb::rate_of_change_rule::Direction as D;
         Kind::RateOfChange(pb::RateOfChangeRule {
@@ -309,7 +326,9 @@ fn request(a: CreateArgs, tenant: &str) -> anyhow::Result<pb::Rule> {
             warmup: a.warmup,
         })
     } else {
-        bail!("give a condition: --above, --below, --outside, --no-data, --rate or --anomaly")
+        bail!(
+            "give a condition: --above, --below, --outside, --no-data, --offline, --rate or --anomaly"
+        )
     };
     let severity = match a.severity.as_str() {
         "info" => pb::Severity::Info,
@@ -325,7 +344,11 @@ fn request(a: CreateArgs, tenant: &str) -> anyhow::Result<pb::Rule> {
             (None, Some(s)) => pb::rule::Target::Selector(s),
             (None, None) => bail!("give --device or --selector"),
         }),
-        metric: a.metric,
+        metric: if a.offline.is_some() {
+            tributary_core::model::PRESENCE_METRIC.to_owned()
+        } else {
+            a.metric.unwrap_or_default()
+        },
         kind: Some(kind),
         for_duration: a.for_duration.unwrap_or_default(),
         severity: severity as i32,
@@ -358,6 +381,8 @@ pub fn condition(r: &pb::Rule) -> String {
             }
         }
         Some(Kind::NoData(n)) => format!("no {m} for {}", n.timeout),
+        Some(Kind::Offline(o)) if o.grace.is_empty() => "offline".to_owned(),
+        Some(Kind::Offline(o)) => format!("offline for {}", o.grace),
         Some(Kind::RateOfChange(c)) => {
             use pb::rate_of_change_rule::Direction as D;
             let way = match D::try_from(c.direction) {

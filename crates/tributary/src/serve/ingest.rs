@@ -72,6 +72,11 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let directory = super::remote_directory(&args.registry.registry_url, &keys, "ingest", events)?;
 
     let series_gate = series_gate(args.store.as_deref()).await?;
+    // Presence to the registry, and as `presence.online` to the log.
+    let presence = Arc::new(tributary_ingest::presence::RecordedPresence::new(
+        directory.clone(),
+        telemetry.clone(),
+    ));
     let ingestor = Ingestor::with_quota_metrics(
         telemetry,
         directory.clone(),
@@ -89,7 +94,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     );
     let mqtt = MqttServer::new(
         ingestor.clone(),
-        directory.clone(),
+        presence,
         args.mqtt.mqtt_settings(frontend_id.clone())?,
         MqttMetrics::register(&mut metrics),
     )

@@ -226,9 +226,14 @@ impl Platform {
             IngestMetrics::register(&mut metrics),
             QuotaMetrics::register(&mut metrics),
         );
+        // Presence to the registry, and as `presence.online` to the log.
+        let presence = Arc::new(tributary_ingest::presence::RecordedPresence::new(
+            directory.clone(),
+            log.clone() as Arc<dyn Log>,
+        ));
         let mqtt = MqttServer::new(
             ingestor.clone(),
-            directory.clone(),
+            presence,
             args.mqtt.mqtt_settings("standalone".into())?,
             MqttMetrics::register(&mut metrics),
         )

@@ -1,0 +1,163 @@
+//! Offline rules on a real standalone: a device's MQTT connection opens
+//! and closes, its frontend records its presence as the series
+//! `presence.online`, and a rule fires once the device has been offline
+//! for its grace, and resolves when the device is back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tributary_proto::v1 as pb;
+use tributary_proto::v1::alerts_service_client::AlertsServiceClient;
+
+/// Connects `device` over MQTT 5 and waits for the CONNACK; the client and
+/// its event loop's task.
+async fn connect(
+    s: &Standalone,
+    device: &str,
+    token: &str,
+) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut opts = MqttOptions::new(device, s.mqtt.ip().to_string(), s.mqtt.port());
+    opts.set_credentials(device, token)
+        .set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::ConnAck(_)) = event
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("CONNACK within 10 s")
+        .expect("connected");
+    (client, task)
+}
+
+async fn gone_alerts(s: &Standalone) -> Vec<pb::Alert> {
+    AlertsServiceClient::with_interceptor(s.channel().await, Bearer::new(&s.admin_token))
+        .list_alerts(pb::ListAlertsRequest {
+            rule: "gone".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAlerts")
+        .into_inner()
+        .alerts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_rule_fires_after_its_grace_and_resolves_when_the_device_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(&dir.path().join("data"));
+    let token = s
+        .registry(&s.admin_token)
+        .await
+        .create_device(pb::CreateDeviceRequest {
+            id: "gateway-1".into(),
+            issue_token: true,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDevice")
+        .into_inner()
+        .token
+        .expect("token")
+        .token;
+    let created = cli(
+        &s,
+        &[
+            "rules",
+            "create",
+            "gone",
+            "--device",
+            "gateway-1",
+            "--offline",
+            "2s",
+        ],
+    )
+    .await;
+    assert!(created.contains("presence.online"), "{created}");
+
+    // Connect and leave, until the processor, which reads rules every few
+    // seconds, has the rule when the device goes: the alert fires once the
+    // device has been away for 2 s.
+    let fired = eventually(
+        Duration::from_secs(60),
+        "the offline alert fires",
+        || async {
+            let (client, task) = connect(&s, "gateway-1", &token).await;
+            client.disconnect().await.expect("DISCONNECT");
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            // Fired within 5 s of leaving, or the rule was not read yet.
+            let firing = async {
+                loop {
+                    if let Some(a) = gone_alerts(&s)
+                        .await
+                        .into_iter()
+                        .find(|a| a.state == pb::AlertState::Firing as i32)
+                    {
+                        return a;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), firing)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert_eq!(fired.device, "gateway-1");
+    assert!(
+        fired.summary.contains("offline for 2s"),
+        "{}",
+        fired.summary
+    );
+
+    // Back: it resolves.
+    let (_client, _task) = connect(&s, "gateway-1", &token).await;
+    let resolved = eventually(Duration::from_secs(30), "the alert resolves", || async {
+        gone_alerts(&s)
+            .await
+            .into_iter()
+            .find(|a| a.alert_id == fired.alert_id && a.state == pb::AlertState::Resolved as i32)
+    })
+    .await;
+    assert!(resolved.resolved_at_ns >= resolved.fired_at_ns);
+
+    // The presence is a series like any other: true, false, ..., true.
+    let points = s
+        .query(&s.admin_token)
+        .await
+        .query_range(pb::QueryRangeRequest {
+            target: Some(pb::Target {
+                devices: Some(pb::target::Devices::Device("gateway-1".into())),
+                ..Default::default()
+            }),
+            metrics: vec!["presence.online".into()],
+            from_ns: tributary_core::time::now_ns() - 3_600_000_000_000,
+            to_ns: tributary_core::time::now_ns() + 1_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect("QueryRange")
+        .into_inner();
+    let values: Vec<String> = points
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .map(|p| format!("{:?}", p.value))
+        .collect();
+    assert!(values.len() >= 3, "{values:?}");
+    assert!(values.first().unwrap().contains("true"), "{values:?}");
+    assert!(values[1].contains("false"), "{values:?}");
+}
