@@ -1,10 +1,12 @@
-//! [`AlertsGrpc`]: `tributary.v1.AlertsService`, read from the alerts log.
+//! [`AlertsGrpc`]: `tributary.v1.AlertsService`.
 //!
-//! `ListAlerts` folds the transitions in the log by alert id into each
-//! alert's newest state; it reads at most [`MAX_SCANNED`] records, the
-//! oldest first, and says when it stopped short. `TailAlerts` follows the
-//! log from now on. Both see only the caller's tenant (an admin may name
-//! another), and viewers may read them.
+//! `ListAlerts` reads the tenant's alert history (each alert's newest
+//! state, kept by [`crate::keep_history`]), newest first, filtering by
+//! rule, device and state as it goes; it reads at most [`MAX_SCANNED`]
+//! stored alerts of the tenant and says when it stopped short. `TailAlerts`
+//! follows the alerts log from now on. `AckAlert` appends an
+//! acknowledgement to the log and to the history. All see only the
+//! caller's tenant (an admin may name another); viewers may list and tail.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,11 +20,13 @@ use tributary_auth::{JwtKeys, Role, authorize};
 use tributary_log::{ConsumerOptions, Log, StartFrom};
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::alerts_service_server::{AlertsService, AlertsServiceServer};
+use tributary_store::AlertStore;
 
 use crate::QueryError;
+use crate::alert_history::{decoded, fold, stored};
 
-/// Most transitions one `ListAlerts` reads.
-pub(crate) const MAX_SCANNED: usize = 1_000_000;
+/// Most stored alerts of its tenant one `ListAlerts` reads.
+pub(crate) const MAX_SCANNED: usize = 100_000;
 /// Most alerts one `ListAlerts` returns.
 pub(crate) const MAX_LIST: u32 = 10_000;
 /// Most `TailAlerts` streams open at once, per tenant and in all.
@@ -30,26 +34,78 @@ pub(crate) const MAX_TAILS_PER_TENANT: usize = 16;
 pub(crate) const MAX_TAILS: usize = 256;
 /// Records taken per poll.
 const POLL: usize = 1024;
+/// Stored alerts read per page of a `ListAlerts` from the history.
+const HISTORY_PAGE: usize = 1000;
 /// Longest acknowledgement comment, in bytes.
 pub(crate) const MAX_COMMENT: usize = 1024;
-/// Longest wait for the next record of a `ListAlerts` read.
-const STALL: Duration = Duration::from_secs(10);
 
 /// The alerts service. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AlertsGrpc {
     log: Arc<dyn Log>,
+    /// The alert history, kept by [`crate::keep_history`].
+    history: Arc<dyn AlertStore>,
     keys: JwtKeys,
     tails: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl AlertsGrpc {
     /// Serves the alerts in `log` (`tributary.alerts.v1`).
-    pub fn new(log: Arc<dyn Log>, keys: JwtKeys) -> Self {
+    pub fn new(log: Arc<dyn Log>, history: Arc<dyn AlertStore>, keys: JwtKeys) -> Self {
         Self {
             log,
+            history,
             keys,
             tails: Arc::default(),
+        }
+    }
+
+    /// Alerts of the history `wanted` picks that started in `range`, newest
+    /// first, at most `limit`; whether it stopped at [`MAX_SCANNED`]
+    /// stored alerts read.
+    async fn list_history(
+        &self,
+        wanted: &Wanted<'_>,
+        (range, state, limit): ((i64, i64), i32, usize),
+    ) -> Result<(Vec<pb::Alert>, bool), Status> {
+        if !wanted.alert_id.is_empty() {
+            let found = self
+                .history
+                .get_alert(wanted.tenant, wanted.alert_id)
+                .await
+                .map_err(internal)?;
+            let alert = found.map(|s| decoded(&s)).transpose().map_err(internal)?;
+            return Ok((alert.into_iter().collect(), false));
+        }
+        let mut out = Vec::new();
+        let (mut before, mut scanned) = (None, 0usize);
+        loop {
+            let page = self
+                .history
+                .list_alerts(wanted.tenant, range, before.clone(), HISTORY_PAGE)
+                .await
+                .map_err(internal)?;
+            let done = page.len() < HISTORY_PAGE;
+            scanned += page.len();
+            before = page.last().map(|s| (s.started_at_ns, s.alert_id.clone()));
+            for s in &page {
+                let a = decoded(s).map_err(internal)?;
+                if (wanted.rule.is_empty() || a.rule == wanted.rule)
+                    && (wanted.device.is_empty() || a.device == wanted.device)
+                    && in_state(&a, state)
+                {
+                    out.push(a);
+                    if out.len() >= limit {
+                        return Ok((out, false));
+                    }
+                }
+            }
+            if done {
+                return Ok((out, false));
+            }
+            if scanned >= MAX_SCANNED {
+                return Ok((out, true));
+            }
         }
     }
 
@@ -70,83 +126,6 @@ impl AlertsGrpc {
         let tenant = claims.tenant_for(asked).map_err(QueryError::from_auth)?;
         Ok((tenant, claims.sub))
     }
-
-    /// Every alert `wanted` picks, folded from the log up to where it ends
-    /// now; whether the read stopped short at [`MAX_SCANNED`].
-    async fn fold_log(
-        &self,
-        wanted: &Wanted<'_>,
-    ) -> Result<(HashMap<String, pb::Alert>, bool), Status> {
-        // Where the log ends now: the fold stops there.
-        let mut ends = HashMap::new();
-        for p in 0..self.log.partitions() {
-            let w = self.log.watermarks(p).await.map_err(internal)?;
-            if w.high > w.low {
-                ends.insert(p, w.high);
-            }
-        }
-        let mut consumer = self
-            .log
-            .consumer(ConsumerOptions {
-                group: None,
-                start: StartFrom::Earliest,
-            })
-            .await
-            .map_err(internal)?;
-        let mut alerts: HashMap<String, pb::Alert> = HashMap::new();
-        let (mut scanned, mut truncated) = (0usize, false);
-        // A consumer on Kafka takes a moment to connect and fetch; the log
-        // holds records up to `ends`, so an empty poll means "not yet".
-        let mut progress = tokio::time::Instant::now();
-        while !ends.is_empty() {
-            let records = consumer
-                .poll(POLL, Duration::from_millis(200))
-                .await
-                .map_err(internal)?;
-            if records.is_empty() {
-                if progress.elapsed() > STALL {
-                    return Err(internal(format!(
-                        "no record in {STALL:?} while reading up to {ends:?}"
-                    )));
-                }
-                continue;
-            }
-            progress = tokio::time::Instant::now();
-            for r in records {
-                if ends
-                    .get(&r.partition)
-                    .is_some_and(|end| r.offset + 1 >= *end)
-                {
-                    ends.remove(&r.partition);
-                }
-                scanned += 1;
-                let Ok(e) = pb::AlertEvent::decode(r.value.as_ref()) else {
-                    continue;
-                };
-                if !wanted.matches(&e) {
-                    continue;
-                }
-                let alert = alerts
-                    .entry(e.alert_id.clone())
-                    .or_insert_with(|| pb::Alert {
-                        alert_id: e.alert_id.clone(),
-                        tenant: e.tenant.clone(),
-                        rule: e.rule.clone(),
-                        device: e.device.clone(),
-                        metric: e.metric.clone(),
-                        severity: e.severity,
-                        started_at_ns: e.started_at_ns,
-                        ..Default::default()
-                    });
-                fold(alert, e);
-            }
-            if scanned >= MAX_SCANNED && !ends.is_empty() {
-                truncated = true;
-                break;
-            }
-        }
-        Ok((alerts, truncated))
-    }
 }
 
 /// Which transitions a caller wants.
@@ -163,27 +142,6 @@ impl Wanted<'_> {
             && (self.rule.is_empty() || e.rule == self.rule)
             && (self.device.is_empty() || e.device == self.device)
             && (self.alert_id.is_empty() || e.alert_id == self.alert_id)
-    }
-}
-
-/// Folds a transition into its alert. An acknowledgement leaves the state
-/// as it was.
-fn fold(into: &mut pb::Alert, e: pb::AlertEvent) {
-    if e.state == pb::AlertState::Acknowledged as i32 {
-        if into.acknowledged_at_ns == 0 {
-            into.acknowledged_at_ns = e.at_ns;
-            into.acknowledged_by = e.by;
-        }
-        return;
-    }
-    into.state = e.state;
-    into.value = e.value;
-    into.summary = e.summary;
-    into.silenced_until_ns = e.silenced_until_ns;
-    match pb::AlertState::try_from(e.state) {
-        Ok(pb::AlertState::Firing) => into.fired_at_ns = e.at_ns,
-        Ok(pb::AlertState::Resolved) => into.resolved_at_ns = e.at_ns,
-        _ => {}
     }
 }
 
@@ -216,23 +174,18 @@ impl AlertsService for AlertsGrpc {
             device: &req.device,
             alert_id: &req.alert_id,
         };
-        let (alerts, truncated) = self.fold_log(&wanted).await?;
-        let mut out: Vec<pb::Alert> = alerts
-            .into_values()
-            .filter(|a| in_state(a, req.state))
-            .filter(|a| req.from_ns == 0 || a.started_at_ns >= req.from_ns)
-            .filter(|a| req.to_ns == 0 || a.started_at_ns < req.to_ns)
-            .collect();
-        out.sort_by(|a, b| {
-            b.started_at_ns
-                .cmp(&a.started_at_ns)
-                .then_with(|| a.alert_id.cmp(&b.alert_id))
-        });
-        out.truncate(limit);
-        Ok(Response::new(pb::ListAlertsResponse {
-            alerts: out,
-            truncated,
-        }))
+        let range = (
+            if req.from_ns == 0 {
+                i64::MIN
+            } else {
+                req.from_ns
+            },
+            if req.to_ns == 0 { i64::MAX } else { req.to_ns },
+        );
+        let (alerts, truncated) = self
+            .list_history(&wanted, (range, req.state, limit))
+            .await?;
+        Ok(Response::new(pb::ListAlertsResponse { alerts, truncated }))
     }
 
     async fn ack_alert(
@@ -308,14 +261,15 @@ impl AlertsGrpc {
                 QueryError::invalid("comment", format!("at most {MAX_COMMENT} bytes")).into(),
             );
         }
-        let wanted = Wanted {
-            tenant: &tenant,
-            rule: "",
-            device: "",
-            alert_id: &req.alert_id,
-        };
-        let (mut alerts, _) = self.fold_log(&wanted).await?;
-        let Some(mut alert) = alerts.remove(&req.alert_id) else {
+        let found = self
+            .history
+            .get_alert(&tenant, &req.alert_id)
+            .await
+            .map_err(internal)?
+            .map(|s| decoded(&s))
+            .transpose()
+            .map_err(internal)?;
+        let Some(mut alert) = found else {
             return Err(Status::not_found(format!(
                 "no alert {} in tenant {tenant}",
                 req.alert_id
@@ -360,8 +314,13 @@ impl AlertsGrpc {
             .await
             .map_err(internal)?;
         tracing::info!(tenant = %alert.tenant, alert_id = %alert.alert_id, by = %by, "alert acknowledged");
-        alert.acknowledged_at_ns = now;
-        alert.acknowledged_by = by;
+        fold(&mut alert, &event);
+        // Listed as acknowledged at once, before the history folds the
+        // event (which then changes nothing).
+        self.history
+            .put_alerts(vec![stored(&alert, now)])
+            .await
+            .map_err(internal)?;
         Ok(alert)
     }
 }

@@ -48,6 +48,7 @@
 //! [`DeviceCatalog`]: tributary_core::directory::DeviceCatalog
 
 mod aggregate;
+mod alert_history;
 mod alerts;
 mod config;
 mod engine;
@@ -61,6 +62,7 @@ mod target;
 #[cfg(test)]
 mod testkit;
 
+pub use alert_history::{DEFAULT_KEEP, HISTORY_GROUP, HistoryError, keep_history};
 pub use alerts::AlertsGrpc;
 pub use config::QueryConfig;
 pub use error::QueryError;

@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod alerts;
 mod checkpoints;
 pub mod config;
 mod error;
@@ -50,6 +51,7 @@ mod series_gate;
 mod session;
 mod store;
 
+pub use alerts::ScyllaAlerts;
 pub use checkpoints::ScyllaCheckpoints;
 pub use config::{
     ConsistencyLevel, Credentials, Replication, ScyllaConfig, SerialConsistencyLevel,

@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -209,6 +209,23 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
                  tenant text, name text, spec text, revision bigint, \
                  PRIMARY KEY (tenant, name))"
             )],
+        },
+        Migration {
+            version: 11,
+            description: "alert history: by tenant, newest first, and by id",
+            statements: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {ks}.alerts (\
+                     tenant text, started bigint, id text, updated bigint, value blob, \
+                     PRIMARY KEY ((tenant), started, id)) \
+                     WITH CLUSTERING ORDER BY (started DESC, id DESC)"
+                ),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {ks}.alert_ids (\
+                     tenant text, id text, started bigint, \
+                     PRIMARY KEY ((tenant, id)))"
+                ),
+            ],
         },
     ]
 }

@@ -185,6 +185,21 @@ async fn scylla_conformance_checkpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_conformance_alerts() {
+    in_keyspace(config("alerts"), |config, session| async move {
+        let store = tributary_scylla::ScyllaAlerts::new(
+            session,
+            &config,
+            std::time::Duration::from_secs(30 * 86_400),
+        )
+        .await
+        .expect("alert history open");
+        tributary_store::conformance::alerts_run_all(store.as_ref()).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_conformance_registry() {
     in_keyspace(config("registry"), |config, session| async move {
         let store = ScyllaRegistryStore::new(session, &config)

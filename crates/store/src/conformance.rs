@@ -1292,3 +1292,132 @@ pub async fn checkpoint_limits(store: &dyn crate::CheckpointStore) {
         "nothing of a refused save was kept"
     );
 }
+
+/// Every alert-history check.
+pub async fn alerts_run_all(store: &dyn crate::AlertStore) {
+    alerts_round_trip(store).await;
+    alerts_listing(store).await;
+    alerts_expiry(store).await;
+    alert_limits(store).await;
+}
+
+fn alert(tenant: &str, id: &str, started: i64, updated: i64) -> crate::StoredAlert {
+    crate::StoredAlert {
+        tenant: tenant.to_owned(),
+        alert_id: id.to_owned(),
+        started_at_ns: started,
+        updated_at_ns: updated,
+        value: format!("{id}@{updated}").into_bytes(),
+    }
+}
+
+/// An alert reads back exactly; a later write of the same id replaces it.
+pub async fn alerts_round_trip(store: &dyn crate::AlertStore) {
+    let t = unique_tenant("alerts");
+    assert_eq!(must(store.get_alert(&t, "a1").await, "get"), None);
+    must(
+        store.put_alerts(vec![alert(&t, "a1", 100, 100)]).await,
+        "put",
+    );
+    assert_eq!(
+        must(store.get_alert(&t, "a1").await, "get"),
+        Some(alert(&t, "a1", 100, 100))
+    );
+    must(
+        store.put_alerts(vec![alert(&t, "a1", 100, 250)]).await,
+        "put",
+    );
+    assert_eq!(
+        must(store.get_alert(&t, "a1").await, "get"),
+        Some(alert(&t, "a1", 100, 250)),
+        "replaced"
+    );
+    let other = unique_tenant("alerts");
+    assert_eq!(
+        must(store.get_alert(&other, "a1").await, "get"),
+        None,
+        "tenants are apart"
+    );
+    assert_eq!(
+        must(store.list_alerts(&t, (0, 1000), None, 10).await, "list").len(),
+        1,
+        "one alert, not one per write"
+    );
+}
+
+/// Newest first, within the range, in pages.
+pub async fn alerts_listing(store: &dyn crate::AlertStore) {
+    let t = unique_tenant("alerts");
+    let other = unique_tenant("alerts");
+    let mut all = Vec::new();
+    for i in 0..10_i64 {
+        // Two alerts start at each time.
+        all.push(alert(&t, &format!("a{i}"), 100 + i / 2 * 10, 1));
+    }
+    all.push(alert(&other, "x", 120, 1));
+    must(store.put_alerts(all).await, "put");
+    let ids =
+        |v: Vec<crate::StoredAlert>| -> Vec<String> { v.into_iter().map(|a| a.alert_id).collect() };
+    let page = must(store.list_alerts(&t, (0, i64::MAX), None, 3).await, "list");
+    assert_eq!(ids(page.clone()), ["a9", "a8", "a7"]);
+    let last = page.last().unwrap();
+    let next = must(
+        store
+            .list_alerts(
+                &t,
+                (0, i64::MAX),
+                Some((last.started_at_ns, last.alert_id.clone())),
+                3,
+            )
+            .await,
+        "list",
+    );
+    assert_eq!(ids(next), ["a6", "a5", "a4"]);
+    // [110, 130): the alerts that started at 110 and 120.
+    let ranged = must(store.list_alerts(&t, (110, 130), None, 100).await, "list");
+    assert_eq!(ids(ranged), ["a5", "a4", "a3", "a2"]);
+    assert!(
+        must(store.list_alerts(&t, (130, 130), None, 100).await, "list").is_empty(),
+        "an empty range"
+    );
+    assert_eq!(
+        ids(must(
+            store.list_alerts(&other, (0, i64::MAX), None, 100).await,
+            "list"
+        )),
+        ["x"]
+    );
+}
+
+/// Alerts that last changed before the cutoff go, with their ids.
+pub async fn alerts_expiry(store: &dyn crate::AlertStore) {
+    let t = unique_tenant("alerts");
+    must(
+        store
+            .put_alerts(vec![alert(&t, "old", 10, 50), alert(&t, "new", 20, 500)])
+            .await,
+        "put",
+    );
+    let expired = must(store.expire_alerts(100).await, "expire");
+    let left = must(store.list_alerts(&t, (0, i64::MAX), None, 10).await, "list");
+    if expired == 0 {
+        // A store with a TTL expires by itself.
+        return;
+    }
+    assert!(expired >= 1);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].alert_id, "new");
+    assert_eq!(must(store.get_alert(&t, "old").await, "get"), None);
+}
+
+/// Oversized ids and values are refused, and nothing of the call is kept.
+pub async fn alert_limits(store: &dyn crate::AlertStore) {
+    let t = unique_tenant("alerts");
+    let mut big = alert(&t, "big", 1, 1);
+    big.value = vec![0; crate::alerts::MAX_ALERT_VALUE + 1];
+    for bad in [big, alert(&t, &"i".repeat(65), 1, 1), alert(&t, "", 1, 1)] {
+        let r = store.put_alerts(vec![alert(&t, "ok", 1, 1), bad]).await;
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    }
+    assert_eq!(must(store.get_alert(&t, "ok").await, "get"), None);
+}

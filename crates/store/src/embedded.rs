@@ -93,6 +93,7 @@ use tributary_core::{Sample, SeriesKey, Value};
 
 use crate::{DevicePoints, Latest, Order, Store, StoreError};
 
+mod alerts;
 mod blocks;
 mod checkpoint;
 mod codec;

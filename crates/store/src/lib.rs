@@ -19,10 +19,12 @@ use async_trait::async_trait;
 use tributary_core::rollup::{Parts, Rollup, RollupKey};
 use tributary_core::{Point, Sample, SeriesKey, Value};
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod conformance;
 pub mod embedded;
 
+pub use alerts::{AlertStore, StoredAlert};
 pub use checkpoint::{Checkpoint, CheckpointChange, CheckpointStore};
 
 /// Points of one device to write.

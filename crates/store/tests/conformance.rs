@@ -171,6 +171,13 @@ async fn the_embedded_series_gate_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_alert_history_passes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir, EmbeddedStoreConfig::default());
+    conformance::alerts_run_all(store.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_pass_and_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     {

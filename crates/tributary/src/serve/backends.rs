@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tributary_log_kafka::{KafkaConfig, KafkaLog, ProducerQueueMetrics, topics};
 use tributary_registry::{EmbeddedRegistryStore, RegistryStore};
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
-use tributary_store::{CheckpointStore, Store};
+use tributary_store::{AlertStore, CheckpointStore, Store};
 
 use super::args::KafkaArgs;
 
@@ -169,6 +169,14 @@ fn open_embedded(dir: &Path, retention: Option<Duration>) -> anyhow::Result<Arc<
     .with_context(|| format!("opening the embedded store in {}", dir.display()))
 }
 
+/// The store and what lives beside it.
+pub struct StoreParts {
+    pub store: Arc<dyn Store>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// The alert history.
+    pub alerts: Arc<dyn AlertStore>,
+}
+
 /// A store URL: `scylla://host:9042[,host…]/keyspace[?…]` or a directory
 /// (optionally `file://`) for the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,17 +206,21 @@ impl StoreUrl {
     }
 
     /// Opens the time-series store and, beside it, where the processor
-    /// keeps its rule checkpoints: the same embedded store, or the
-    /// `checkpoints` table of the Scylla keyspace.
-    pub async fn open_store_with_checkpoints(
+    /// keeps its rule checkpoints and the alert history: the same embedded
+    /// store, or tables of the Scylla keyspace.
+    pub async fn open_store_parts(
         &self,
         retention: Option<Duration>,
         tiers: &tributary_core::rollup::Tiers,
-    ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn CheckpointStore>)> {
+    ) -> anyhow::Result<StoreParts> {
         match self {
             Self::Embedded(dir) => {
                 let store = open_embedded(dir, retention)?;
-                Ok((store.clone(), store))
+                Ok(StoreParts {
+                    store: store.clone(),
+                    checkpoints: store.clone(),
+                    alerts: store,
+                })
             }
             Self::Scylla(url) => {
                 let store = self.open_store(retention, tiers).await?;
@@ -217,7 +229,15 @@ impl StoreUrl {
                 let checkpoints = tributary_scylla::ScyllaCheckpoints::connect(&config)
                     .await
                     .with_context(|| format!("connecting to ScyllaDB at {}", redact(url)))?;
-                Ok((store, checkpoints))
+                let alerts =
+                    tributary_scylla::ScyllaAlerts::connect(&config, tributary_query::DEFAULT_KEEP)
+                        .await
+                        .with_context(|| format!("connecting to ScyllaDB at {}", redact(url)))?;
+                Ok(StoreParts {
+                    store,
+                    checkpoints,
+                    alerts,
+                })
             }
         }
     }

@@ -63,8 +63,12 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     let limits = args.limits.limits()?;
     let store_url = StoreUrl::parse(&args.store)?;
-    let (store, checkpoints) = store_url
-        .open_store_with_checkpoints(args.limits.retention()?, &args.limits.tiers()?)
+    let super::backends::StoreParts {
+        store,
+        checkpoints,
+        alerts: history,
+    } = store_url
+        .open_store_parts(args.limits.retention()?, &args.limits.tiers()?)
         .await?;
     let client_id = format!("tributary-processor-{}", tributary_auth::random_id());
     // Every tenant's retention, loaded before anything is written: under
@@ -118,6 +122,16 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         processor_store.flush().await.context("final store flush")
     });
 
+    // The alert history, folded from the alerts topic, in one consumer
+    // group across the processor replicas.
+    {
+        let (alerts, history, stop) = (alerts.clone(), history.clone(), stopped(stop.clone()));
+        tasks.spawn("alert-history", async move {
+            tributary_query::keep_history(alerts, history, tributary_query::DEFAULT_KEEP, stop)
+                .await
+                .context("keeping the alert history")
+        });
+    }
     // Alerts to the tenants' webhooks, in one consumer group across the
     // processor replicas.
     {
@@ -138,6 +152,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         let grpc = super::query::serve_apis(
             super::query::ApiParts {
                 store: store.clone(),
+                alert_history: history.clone(),
                 live,
                 limits,
                 registry_url: args.registry.registry_url.clone(),

@@ -58,8 +58,12 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let mut metrics = MetricsRegistry::default();
     let mut tasks = Tasks::default();
     let limits = args.limits.limits()?;
-    let store = store_url
-        .open_store(args.limits.retention()?, &args.limits.tiers()?)
+    let super::backends::StoreParts {
+        store,
+        alerts: alert_history,
+        ..
+    } = store_url
+        .open_store_parts(args.limits.retention()?, &args.limits.tiers()?)
         .await?;
     let client_id = format!("tributary-query-{}", tributary_auth::random_id());
     // Tenants' retention: what a query says is kept. Expiry itself is the
@@ -94,6 +98,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let grpc_addr = serve_apis(
         ApiParts {
             store,
+            alert_history,
             live,
             limits,
             registry_url: args.registry.registry_url.clone(),
@@ -127,6 +132,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
 /// What the operator APIs are built from.
 pub struct ApiParts {
     pub store: Arc<dyn Store>,
+    /// The alert history `ListAlerts` reads (kept by the processors).
+    pub alert_history: Arc<dyn tributary_store::AlertStore>,
     pub live: LiveHub,
     pub limits: Limits,
     pub registry_url: String,
@@ -200,6 +207,7 @@ pub async fn serve_apis(
     .into_service();
     let alerts_svc = tributary_query::AlertsGrpc::new(
         parts.kafka.alerts(&parts.client_id).await? as Arc<dyn Log>,
+        parts.alert_history,
         keys.clone(),
     )
     .server();

@@ -157,6 +157,7 @@ impl Platform {
         // The store's series limit is checked at ingest, before the ack.
         let series_gate: Arc<dyn SeriesGate> = embedded_store.clone();
         let checkpoints: Arc<dyn tributary_store::CheckpointStore> = embedded_store.clone();
+        let alert_history: Arc<dyn tributary_store::AlertStore> = embedded_store.clone();
         let store: Arc<dyn Store> = embedded_store;
         let registry_store = EmbeddedRegistryStore::open(&super::backends::registry_file(dir))
             .context("opening the registry")?;
@@ -242,6 +243,16 @@ impl Platform {
         let frontends =
             super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks)
                 .await?;
+        // The alert history, folded from the alerts log.
+        {
+            let alerts = alerts.clone() as Arc<dyn Log>;
+            let (history, stop) = (alert_history.clone(), stopped(stop.clone()));
+            tasks.spawn("alert-history", async move {
+                tributary_query::keep_history(alerts, history, tributary_query::DEFAULT_KEEP, stop)
+                    .await
+                    .context("keeping the alert history")
+            });
+        }
         // Alerts to webhooks, from the alerts log.
         {
             let alerts = alerts.clone() as Arc<dyn Log>;
@@ -299,8 +310,12 @@ impl Platform {
         let reflection = super::reflection()?;
         let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
         let rules_svc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone()).server();
-        let alerts_svc =
-            tributary_query::AlertsGrpc::new(alerts.clone() as Arc<dyn Log>, keys.clone()).server();
+        let alerts_svc = tributary_query::AlertsGrpc::new(
+            alerts.clone() as Arc<dyn Log>,
+            alert_history,
+            keys.clone(),
+        )
+        .server();
         let query_svc = QueryGrpc::new(
             store.clone(),
             directory.clone(),
