@@ -16,10 +16,12 @@
 //! restart delivers again what it had not finished (at least once); the
 //! alert id with the state identifies a repeat.
 
+mod metrics;
 pub mod mqtt;
 pub mod sign;
 pub mod webhook;
 
+pub use metrics::DeliveryMetrics;
 use tributary_proto::v1 as pb;
 
 /// The JSON of an alert transition, as applications receive it:

@@ -83,7 +83,7 @@ impl Position {
 pub async fn deliver(
     alerts: Arc<dyn Log>,
     publisher: Arc<dyn Publisher>,
-    from: Position,
+    (from, metrics): (Position, crate::DeliveryMetrics),
     stop: impl Future<Output = ()>,
 ) -> Result<(), LogError> {
     let mut consumer = alerts
@@ -116,6 +116,7 @@ pub async fn deliver(
                 continue;
             };
             if crate::silenced(&e) {
+                metrics.count("mqtt", "silenced");
                 continue;
             }
             let payload = Bytes::from(crate::event_json(&e).to_string());
@@ -123,6 +124,7 @@ pub async fn deliver(
                 tracing::info!(reason = %why, "alert delivery over MQTT stops; undelivered transitions go out at the next start");
                 return Ok(());
             }
+            metrics.count("mqtt", "delivered");
         }
         let offsets: Vec<(u32, u64)> = offsets.into_iter().collect();
         if let Err(e) = consumer.commit(&offsets).await {
@@ -209,7 +211,7 @@ mod tests {
         deliver(
             log.clone(),
             first.clone(),
-            Position::standalone(),
+            (Position::standalone(), crate::DeliveryMetrics::default()),
             std::future::pending(),
         )
         .await
@@ -221,7 +223,7 @@ mod tests {
         let run = tokio::spawn(deliver(
             log.clone(),
             second.clone(),
-            Position::standalone(),
+            (Position::standalone(), crate::DeliveryMetrics::default()),
             async move {
                 let _ = stop_rx.await;
             },

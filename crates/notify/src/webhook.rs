@@ -106,6 +106,8 @@ pub struct WebhookConfig {
     /// Let webhooks reach loopback and private addresses (tests, closed
     /// networks).
     pub allow_private: bool,
+    /// Where deliveries are counted.
+    pub metrics: crate::DeliveryMetrics,
 }
 
 impl Default for WebhookConfig {
@@ -119,6 +121,7 @@ impl Default for WebhookConfig {
             queue: 1000,
             max_in_flight: 64,
             allow_private: false,
+            metrics: crate::DeliveryMetrics::default(),
         }
     }
 }
@@ -265,6 +268,9 @@ pub async fn deliver(
         for r in &records {
             let mut queued = 0;
             if let Ok(e) = pb::AlertEvent::decode(r.value.as_ref()) {
+                if crate::silenced(&e) {
+                    shared.config.metrics.count("webhook", "silenced");
+                }
                 let body = Bytes::from(crate::event_json(&e).to_string());
                 for w in workers.values().filter(|w| w.webhook.wants(&e)) {
                     let job = Job {
@@ -347,11 +353,21 @@ async fn work(hook: Webhook, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         loop {
             let result = {
                 let _permit = shared.in_flight.acquire().await;
-                send(&shared, &hook, &job, attempt).await
+                let started = Instant::now();
+                let result = send(&shared, &hook, &job, attempt).await;
+                shared
+                    .config
+                    .metrics
+                    .webhook_request(started.elapsed().as_secs_f64());
+                result
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    shared.config.metrics.count("webhook", "delivered");
+                    break;
+                }
                 Err(Failure::Retry(why, after)) if attempt < shared.config.max_attempts => {
+                    shared.config.metrics.count("webhook", "retried");
                     let wait = after.unwrap_or(backoff).min(shared.config.max_backoff);
                     tracing::debug!(tenant = %hook.tenant, webhook = %hook.name, attempt, reason = %why, retry_in_ms = wait.as_millis() as u64, "webhook delivery retried");
                     tokio::time::sleep(wait).await;
@@ -416,6 +432,7 @@ async fn send(shared: &Shared, hook: &Webhook, job: &Job, attempt: u32) -> Resul
 /// Appends a delivery given up to the dead-letter log; a failure to do so
 /// is logged (the transition itself stays in the alerts log).
 async fn dead_letter(shared: &Shared, hook: &Webhook, job: &Job, reason: &str, attempts: u32) {
+    shared.config.metrics.count("webhook", "dead_lettered");
     tracing::warn!(tenant = %hook.tenant, webhook = %hook.name, alert_id = %job.alert_id, reason, attempts, "webhook delivery dead-lettered");
     let record = Record {
         key: Bytes::from(format!("{}/{}", hook.tenant, hook.name)),

@@ -34,6 +34,9 @@ pub(crate) const MAX_TAILS_PER_TENANT: usize = 16;
 pub(crate) const MAX_TAILS: usize = 256;
 /// Records taken per poll.
 const POLL: usize = 1024;
+/// Most dead letters one call returns, and reads.
+pub(crate) const MAX_DEAD_LETTERS: u32 = 1000;
+const MAX_SCANNED_DEAD_LETTERS: usize = 1_000_000;
 /// Stored alerts read per page of a `ListAlerts` from the history.
 const HISTORY_PAGE: usize = 1000;
 /// Longest acknowledgement comment, in bytes.
@@ -43,6 +46,8 @@ pub(crate) const MAX_COMMENT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct AlertsGrpc {
     log: Arc<dyn Log>,
+    /// Webhook deliveries given up on (`tributary.alerts.dlq.v1`).
+    dead_letters: Arc<dyn Log>,
     /// The alert history, kept by [`crate::keep_history`].
     history: Arc<dyn AlertStore>,
     keys: JwtKeys,
@@ -51,9 +56,14 @@ pub struct AlertsGrpc {
 
 impl AlertsGrpc {
     /// Serves the alerts in `log` (`tributary.alerts.v1`).
-    pub fn new(log: Arc<dyn Log>, history: Arc<dyn AlertStore>, keys: JwtKeys) -> Self {
+    pub fn new(
+        (log, dead_letters): (Arc<dyn Log>, Arc<dyn Log>),
+        history: Arc<dyn AlertStore>,
+        keys: JwtKeys,
+    ) -> Self {
         Self {
             log,
+            dead_letters,
             history,
             keys,
             tails: Arc::default(),
@@ -195,6 +205,23 @@ impl AlertsService for AlertsGrpc {
         Ok(Response::new(self.ack(request).await?))
     }
 
+    async fn list_alert_dead_letters(
+        &self,
+        request: Request<pb::ListAlertDeadLettersRequest>,
+    ) -> Result<Response<pb::ListAlertDeadLettersResponse>, Status> {
+        let (tenant, _) = self.tenant(&request, &request.get_ref().tenant, Role::Operator)?;
+        let limit = match request.get_ref().limit {
+            0 => 100,
+            n if n > MAX_DEAD_LETTERS => {
+                return Err(
+                    QueryError::invalid("limit", format!("at most {MAX_DEAD_LETTERS}")).into(),
+                );
+            }
+            n => n as usize,
+        };
+        Ok(Response::new(self.dead_letters_of(&tenant, limit).await?))
+    }
+
     type TailAlertsStream = ReceiverStream<Result<pb::AlertEvent, Status>>;
 
     async fn tail_alerts(
@@ -322,6 +349,88 @@ impl AlertsGrpc {
             .await
             .map_err(internal)?;
         Ok(alert)
+    }
+}
+
+impl AlertsGrpc {
+    /// The newest `limit` dead letters of `tenant` (keyed `tenant/webhook`),
+    /// reading the log from its start to where it ends now.
+    async fn dead_letters_of(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<pb::ListAlertDeadLettersResponse, Status> {
+        use tributary_notify::webhook::dlq_headers;
+        let mut ends = HashMap::new();
+        for p in 0..self.dead_letters.partitions() {
+            let w = self.dead_letters.watermarks(p).await.map_err(internal)?;
+            if w.high > w.low {
+                ends.insert(p, w.high);
+            }
+        }
+        let mut consumer = self
+            .dead_letters
+            .consumer(ConsumerOptions {
+                group: None,
+                start: StartFrom::Earliest,
+            })
+            .await
+            .map_err(internal)?;
+        let prefix = format!("{tenant}/");
+        let mut newest = std::collections::VecDeque::with_capacity(limit);
+        let (mut scanned, mut truncated) = (0usize, false);
+        let mut progress = tokio::time::Instant::now();
+        while !ends.is_empty() {
+            let records = consumer
+                .poll(POLL, Duration::from_millis(200))
+                .await
+                .map_err(internal)?;
+            if records.is_empty() {
+                // A Kafka consumer takes a moment to connect and fetch.
+                if progress.elapsed() > Duration::from_secs(10) {
+                    return Err(internal("the alerts dead-letter log stopped answering"));
+                }
+                continue;
+            }
+            progress = tokio::time::Instant::now();
+            for r in records {
+                if ends
+                    .get(&r.partition)
+                    .is_some_and(|end| r.offset + 1 >= *end)
+                {
+                    ends.remove(&r.partition);
+                }
+                scanned += 1;
+                if !r.key.starts_with(prefix.as_bytes()) {
+                    continue;
+                }
+                let header = |name: &str| {
+                    r.headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                if newest.len() == limit {
+                    newest.pop_front();
+                }
+                newest.push_back(pb::AlertDeadLetter {
+                    webhook: header(dlq_headers::WEBHOOK),
+                    reason: header(dlq_headers::REASON),
+                    attempts: header(dlq_headers::ATTEMPTS).parse().unwrap_or(0),
+                    at_ns: r.timestamp_ms.saturating_mul(1_000_000),
+                    body: String::from_utf8_lossy(&r.value).into_owned(),
+                });
+            }
+            if scanned >= MAX_SCANNED_DEAD_LETTERS && !ends.is_empty() {
+                truncated = true;
+                break;
+            }
+        }
+        Ok(pb::ListAlertDeadLettersResponse {
+            dead_letters: newest.into_iter().rev().collect(),
+            truncated,
+        })
     }
 }
 

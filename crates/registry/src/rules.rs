@@ -153,9 +153,95 @@ impl Registry {
         }
     }
 
+    /// The devices each of `rules` (a tenant's, all of them) watches: as
+    /// last resolved when neither the rules nor this replica's devices
+    /// changed since and it is younger than [`TARGETS_MAX_AGE`], else from
+    /// one scan of the tenant's devices.
+    async fn targets_of(
+        &self,
+        tenant: &str,
+        rules: &[Rule],
+    ) -> Result<Vec<Vec<String>>, RegistryError> {
+        use std::sync::atomic::Ordering;
+        let generation = self.device_generation.load(Ordering::Relaxed);
+        let revisions: Vec<(String, u64)> =
+            rules.iter().map(|r| (r.name.clone(), r.revision)).collect();
+        {
+            let cache = self
+                .targets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(c) = cache.get(tenant)
+                && c.generation == generation
+                && c.revisions == revisions
+                && c.at.elapsed() < TARGETS_MAX_AGE
+            {
+                return Ok(c.targets.clone());
+            }
+        }
+        let targets = self.scan_targets(tenant, rules).await?;
+        self.targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                tenant.to_owned(),
+                ResolvedTargets {
+                    generation,
+                    revisions,
+                    at: std::time::Instant::now(),
+                    targets: targets.clone(),
+                },
+            );
+        Ok(targets)
+    }
+
+    /// One scan of the tenant's devices, a page at a time, resolves every
+    /// rule's targets.
+    async fn scan_targets(
+        &self,
+        tenant: &str,
+        rules: &[Rule],
+    ) -> Result<Vec<Vec<String>>, RegistryError> {
+        // One scan of the tenant's devices, a page at a time.
+        let mut targets: Vec<Vec<String>> = vec![Vec::new(); rules.len()];
+        let mut by_device: std::collections::HashMap<&str, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut selectors = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match &rule.target {
+                Target::Device(d) => by_device.entry(d.as_str()).or_default().push(i),
+                Target::Selector(s) => selectors.push((i, s)),
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store()
+                .list_devices(tenant, after.as_deref(), PAGE)
+                .await?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|d| d.id.clone());
+            for device in &page {
+                for &i in by_device.get(device.id.as_str()).into_iter().flatten() {
+                    targets[i].push(device.id.clone());
+                }
+                for (i, s) in &selectors {
+                    if s.matches(&device.labels) {
+                        targets[*i].push(device.id.clone());
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(targets)
+    }
+
     /// Every rule of every tenant with the devices it watches now (a rule
     /// whose device is gone watches none), for the processors. One scan of
-    /// each tenant's devices resolves all its rules' targets.
+    /// each tenant's devices resolves all its rules' targets; it is reused
+    /// while nothing changed (see [`Registry::targets_of`]).
     pub async fn rules_with_targets(&self) -> Result<Vec<(Rule, Vec<String>)>, RegistryError> {
         let mut out = Vec::new();
         for tenant in self.list_tenants().await? {
@@ -176,41 +262,24 @@ impl Registry {
             if rules.is_empty() {
                 continue;
             }
-            // One scan of the tenant's devices, a page at a time.
-            let mut targets: Vec<Vec<String>> = vec![Vec::new(); rules.len()];
-            let mut by_device: std::collections::HashMap<&str, Vec<usize>> =
-                std::collections::HashMap::new();
-            let mut selectors = Vec::new();
-            for (i, rule) in rules.iter().enumerate() {
-                match &rule.target {
-                    Target::Device(d) => by_device.entry(d.as_str()).or_default().push(i),
-                    Target::Selector(s) => selectors.push((i, s)),
-                }
-            }
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .store()
-                    .list_devices(&tenant.name, after.as_deref(), PAGE)
-                    .await?;
-                let done = page.len() < PAGE;
-                after = page.last().map(|d| d.id.clone());
-                for device in &page {
-                    for &i in by_device.get(device.id.as_str()).into_iter().flatten() {
-                        targets[i].push(device.id.clone());
-                    }
-                    for (i, s) in &selectors {
-                        if s.matches(&device.labels) {
-                            targets[*i].push(device.id.clone());
-                        }
-                    }
-                }
-                if done {
-                    break;
-                }
-            }
+            let targets = self.targets_of(&tenant.name, &rules).await?;
             out.extend(rules.into_iter().zip(targets));
         }
         Ok(out)
     }
+}
+
+/// How long resolved targets are reused at most: device changes made
+/// through another registry replica are seen within this.
+pub const TARGETS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A tenant's rules' targets, as last resolved.
+#[derive(Debug)]
+pub(crate) struct ResolvedTargets {
+    /// [`Registry::device_generation`] when resolved.
+    generation: u64,
+    /// The rules (name, revision) they were resolved for.
+    revisions: Vec<(String, u64)>,
+    at: std::time::Instant,
+    targets: Vec<Vec<String>>,
 }

@@ -358,6 +358,12 @@ pub struct Registry {
     /// Held while a rule is created, so that the `rules` quota is counted
     /// and filled by one creation at a time (in this replica).
     pub(crate) rule_creation: tokio::sync::Mutex<()>,
+    /// Bumped by every device or tenant change this replica publishes: the
+    /// rules' resolved targets are kept until it moves (see
+    /// [`crate::rules`]).
+    pub(crate) device_generation: std::sync::atomic::AtomicU64,
+    /// The rules' targets of each tenant, as last resolved.
+    pub(crate) targets: std::sync::Mutex<HashMap<String, crate::rules::ResolvedTargets>>,
 }
 
 /// How close to its `devices` quota a tenant's count is read from the store
@@ -374,6 +380,8 @@ impl Registry {
             events,
             device_counts: std::sync::Mutex::new(HashMap::new()),
             rule_creation: tokio::sync::Mutex::new(()),
+            device_generation: std::sync::atomic::AtomicU64::new(0),
+            targets: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -420,6 +428,15 @@ impl Registry {
 
     pub(crate) fn publish(&self, event: RegistryEvent) {
         tracing::debug!(?event, "registry event");
+        if matches!(
+            event,
+            RegistryEvent::DeviceChanged { .. }
+                | RegistryEvent::DeviceDeleted { .. }
+                | RegistryEvent::TenantChanged { .. }
+        ) {
+            self.device_generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // An error only means nobody listens right now.
         let _ = self.events.send(event);
     }

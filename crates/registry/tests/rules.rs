@@ -411,3 +411,63 @@ async fn invalid_rules_are_refused_naming_the_field() {
     );
     assert_eq!(empty.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn rule_targets_follow_device_changes_and_rules_without_rescanning_otherwise() {
+    let s = start().await;
+    let admin = token(&s.keys, "tenant-a", Role::Admin);
+    let mut client = s.client.clone();
+    client
+        .create_rule(authed(create(freezer_warm("warm")), &admin))
+        .await
+        .expect("CreateRule");
+    let targets = |all: Vec<(tributary_rules::Rule, Vec<String>)>| -> Vec<(String, Vec<String>)> {
+        all.into_iter().map(|(r, d)| (r.name, d)).collect()
+    };
+    let first = targets(s.registry.rules_with_targets().await.unwrap());
+    assert_eq!(
+        first,
+        [("warm".into(), vec!["f1".into(), "f2".into(), "f3".into()])]
+    );
+    assert_eq!(
+        targets(s.registry.rules_with_targets().await.unwrap()),
+        first,
+        "unchanged"
+    );
+    // A new freezer is watched at the next read; a pump that becomes a
+    // freezer too; a deleted one no longer.
+    s.registry
+        .create_device(NewDevice {
+            tenant: "tenant-a".into(),
+            id: "f4".into(),
+            labels: BTreeMap::from([("kind".into(), "freezer".into())]),
+            metadata: BTreeMap::new(),
+            issue_token: false,
+        })
+        .await
+        .expect("device");
+    s.registry
+        .delete_device("tenant-a", "f1")
+        .await
+        .expect("delete");
+    let after = targets(s.registry.rules_with_targets().await.unwrap());
+    assert_eq!(
+        after,
+        [("warm".into(), vec!["f2".into(), "f3".into(), "f4".into()])]
+    );
+    // A second rule is resolved at once.
+    let mut pumps = freezer_warm("pumps");
+    pumps.target = Some(pb::rule::Target::Selector("kind=pump".into()));
+    client
+        .create_rule(authed(create(pumps), &admin))
+        .await
+        .expect("CreateRule");
+    let both = targets(s.registry.rules_with_targets().await.unwrap());
+    assert_eq!(
+        both,
+        [
+            ("pumps".into(), vec!["p1".into()]),
+            ("warm".into(), vec!["f2".into(), "f3".into(), "f4".into()])
+        ]
+    );
+}

@@ -624,6 +624,13 @@ async fn a_threshold_alert_reaches_a_webhook_signed_with_its_secret() {
         })
         .collect();
     assert_eq!(states[..2], ["firing", "resolved"]);
+    // Counted for the operator.
+    let delivered = counter(
+        &s,
+        r#"tributary_alerts_deliveries_total{channel="webhook",outcome="delivered"}"#,
+    )
+    .await;
+    assert!(delivered >= 2.0, "{delivered}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,6 +750,18 @@ async fn an_operator_acknowledges_an_alert_and_silences_a_rule_from_the_cli() {
         ],
     )
     .await;
+    // A webhook whose receiver answers 404: its deliveries are given up.
+    cli(
+        &s,
+        &[
+            "webhooks",
+            "create",
+            "broken",
+            "--url",
+            &format!("http://{hook}/missing"),
+        ],
+    )
+    .await;
     cli(
         &s,
         &[
@@ -841,10 +860,16 @@ async fn an_operator_acknowledges_an_alert_and_silences_a_rule_from_the_cli() {
         Duration::from_secs(30),
         "an alert raised under the silence",
         || async {
-            cycle()
+            // The first alert marked may have fired before the processor
+            // read the silence and resolved after; the second one started
+            // after that, under the silence from start to end.
+            let mut marked: Vec<pb::Alert> = cycle()
                 .await
                 .into_iter()
-                .find(|a| a.silenced_until_ns != 0 && state(a) == pb::AlertState::Resolved)
+                .filter(|a| a.silenced_until_ns != 0 && state(a) == pb::AlertState::Resolved)
+                .collect();
+            marked.sort_by_key(|a| a.started_at_ns);
+            (marked.len() >= 2).then(|| marked.pop().unwrap())
         },
     )
     .await;
@@ -895,6 +920,33 @@ async fn an_operator_acknowledges_an_alert_and_silences_a_rule_from_the_cli() {
     assert!(
         !all.iter().any(|v| v["alert_id"] == quiet.alert_id.as_str()),
         "a silenced alert is not delivered: {all:?}"
+    );
+    let silenced = counter(
+        &s,
+        r#"tributary_alerts_deliveries_total{channel="webhook",outcome="silenced"}"#,
+    )
+    .await;
+    assert!(
+        silenced >= 1.0,
+        "silenced transitions are counted: {silenced}"
+    );
+    // The broken webhook's deliveries are dead letters an operator can list.
+    let dead = eventually(
+        Duration::from_secs(30),
+        "the 404s dead-lettered",
+        || async {
+            let dead = cli(&s, &["alerts", "dead-letters"]).await;
+            let dead: Vec<serde_json::Value> = serde_json::from_str(&dead).expect("JSON");
+            dead.iter()
+                .any(|d| d["body"]["alert_id"] == loud.alert_id.as_str())
+                .then_some(dead)
+        },
+    )
+    .await;
+    assert!(dead.iter().all(|d| d["webhook"] == "broken"), "{dead:?}");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("404"),
+        "{dead:?}"
     );
 
     // A resolved alert cannot be acknowledged; a silence needs a real rule
@@ -1032,6 +1084,22 @@ async fn acks_silences_and_rule_tests_refuse_what_a_client_oversizes() {
             .await;
         assert_eq!(code(r), tonic::Code::InvalidArgument);
     }
+    let many = alerts
+        .list_alert_dead_letters(pb::ListAlertDeadLettersRequest {
+            limit: 1001,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(many.code(), tonic::Code::InvalidArgument, "{many:?}");
+    let lists = alerts
+        .list_alerts(pb::ListAlertsRequest {
+            limit: 10_001,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(lists.code(), tonic::Code::InvalidArgument, "{lists:?}");
     let unknown = alerts
         .ack_alert(pb::AckAlertRequest {
             alert_id: "0".repeat(32),

@@ -63,6 +63,12 @@ pub enum AlertsCmd {
     },
     /// List the silences in force.
     Silences,
+    /// List webhook deliveries given up on, newest first.
+    DeadLetters {
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// End a silence now.
     Unsilence {
         #[arg(long, short = 'r')]
@@ -300,6 +306,47 @@ pub async fn alerts(ctx: &mut Ctx, cmd: AlertsCmd) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             ctx.print(&silence_rows(&[silence]));
+        }
+        AlertsCmd::DeadLetters { limit } => {
+            let resp = ctx
+                .alerts
+                .list_alert_dead_letters(pb::ListAlertDeadLettersRequest {
+                    tenant: ctx.tenant.clone(),
+                    limit,
+                })
+                .await?
+                .into_inner();
+            let mut rows = Rows::new(vec!["at", "webhook", "attempts", "reason", "alert"]);
+            for d in &resp.dead_letters {
+                let body: serde_json::Value =
+                    serde_json::from_str(&d.body).unwrap_or(serde_json::Value::Null);
+                let alert = format!(
+                    "{} {} {}",
+                    body["alert_id"].as_str().unwrap_or("?"),
+                    body["state"].as_str().unwrap_or("?"),
+                    body["summary"].as_str().unwrap_or("")
+                );
+                rows.push(
+                    vec![
+                        time(d.at_ns),
+                        d.webhook.clone(),
+                        d.attempts.to_string(),
+                        d.reason.clone(),
+                        alert,
+                    ],
+                    json!({
+                        "at_ns": d.at_ns,
+                        "webhook": d.webhook,
+                        "attempts": d.attempts,
+                        "reason": d.reason,
+                        "body": body,
+                    }),
+                );
+            }
+            ctx.print(&rows);
+            if resp.truncated {
+                eprintln!("note: the dead-letter log holds more than one listing reads");
+            }
         }
         AlertsCmd::Silences => {
             let silences = ctx

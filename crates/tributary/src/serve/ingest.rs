@@ -129,9 +129,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         let alerts = args.kafka.alerts(&client_id).await? as Arc<dyn tributary_log::Log>;
         let publisher = Arc::new(super::alerts::MqttAlerts(mqtt.clone()));
         let from = tributary_notify::mqtt::Position::replica(&frontend_id, started_ms);
+        let delivery_metrics = tributary_notify::DeliveryMetrics::register(&mut metrics);
         let stop = stopped(stop.clone());
         tasks.spawn("alerts-mqtt", async move {
-            tributary_notify::mqtt::deliver(alerts, publisher, from, stop)
+            tributary_notify::mqtt::deliver(alerts, publisher, (from, delivery_metrics), stop)
                 .await
                 .context("delivering alerts over MQTT")
         });

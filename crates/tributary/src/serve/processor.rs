@@ -138,6 +138,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
         let dlq = args.kafka.alerts_dlq(&client_id).await? as Arc<dyn Log>;
         let config = tributary_notify::webhook::WebhookConfig {
             allow_private: args.webhooks_allow_private,
+            metrics: tributary_notify::DeliveryMetrics::register(&mut metrics),
             ..tributary_notify::webhook::WebhookConfig::default()
         };
         let stop = stopped(stop.clone());

@@ -206,7 +206,10 @@ pub async fn serve_apis(
     )
     .into_service();
     let alerts_svc = tributary_query::AlertsGrpc::new(
-        parts.kafka.alerts(&parts.client_id).await? as Arc<dyn Log>,
+        (
+            parts.kafka.alerts(&parts.client_id).await? as Arc<dyn Log>,
+            parts.kafka.alerts_dlq(&parts.client_id).await? as Arc<dyn Log>,
+        ),
         parts.alert_history,
         keys.clone(),
     )

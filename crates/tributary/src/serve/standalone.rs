@@ -116,6 +116,7 @@ impl Platform {
             .with_context(|| format!("creating data dir {}", dir.display()))?;
         let limits = args.limits.limits()?;
         let mut metrics = MetricsRegistry::default();
+        let delivery_metrics = tributary_notify::DeliveryMetrics::register(&mut metrics);
 
         // Storage engines.
         let log = EmbeddedLog::open(
@@ -260,6 +261,7 @@ impl Platform {
             let source = Arc::new(super::alerts::LocalWebhooks(registry.clone()));
             let config = tributary_notify::webhook::WebhookConfig {
                 allow_private: args.webhooks_allow_private,
+                metrics: delivery_metrics.clone(),
                 ..Default::default()
             };
             let stop = stopped(stop.clone());
@@ -278,7 +280,10 @@ impl Platform {
                 tributary_notify::mqtt::deliver(
                     alerts,
                     publisher,
-                    tributary_notify::mqtt::Position::standalone(),
+                    (
+                        tributary_notify::mqtt::Position::standalone(),
+                        delivery_metrics.clone(),
+                    ),
                     stop,
                 )
                 .await
@@ -311,7 +316,10 @@ impl Platform {
         let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
         let rules_svc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone()).server();
         let alerts_svc = tributary_query::AlertsGrpc::new(
-            alerts.clone() as Arc<dyn Log>,
+            (
+                alerts.clone() as Arc<dyn Log>,
+                alerts_dlq.clone() as Arc<dyn Log>,
+            ),
             alert_history,
             keys.clone(),
         )
