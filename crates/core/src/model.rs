@@ -151,6 +151,10 @@ pub fn validate_device_id(id: &str, limits: &Limits) -> Result<(), ValidationErr
 /// watch it).
 pub const PRESENCE_METRIC: &str = "presence.online";
 
+/// The content type of the envelopes that carry presence: the processor
+/// judges them against offline rules and does not store them.
+pub const PRESENCE_CONTENT_TYPE: &str = "application/vnd.tributary.presence";
+
 /// Metric names: 1..=`limits.max_metric_len` bytes of `[A-Za-z0-9_.:/-]`.
 pub fn validate_metric(name: &str, limits: &Limits) -> Result<(), ValidationError> {
     check_ident("metric", name, limits.max_metric_len, b"_.:/-")

@@ -1,9 +1,10 @@
 //! [`RecordedPresence`]: a device's presence, as the frontends report it
 //! to the registry, also appended to the telemetry log as the point
 //! [`PRESENCE_METRIC`] (`true` when its first connection opens, `false`
-//! when its last one closes), keyed like its telemetry. The processor
-//! stores it as a series (connectivity over time, queryable like any
-//! metric) and offline rules judge it in order with the device's points.
+//! when its last one closes), keyed like its telemetry, with content type
+//! [`PRESENCE_CONTENT_TYPE`]. The processor judges it against offline
+//! rules, in order with the device's points, and does not store it (it
+//! would be a series outside the tenant's quota).
 
 use std::sync::Arc;
 
@@ -15,8 +16,7 @@ use tributary_core::model::PRESENCE_METRIC;
 use tributary_core::{Point, Value};
 use tributary_log::{Log, Record};
 
-/// The content type of presence envelopes.
-pub const PRESENCE_CONTENT_TYPE: &str = "application/vnd.tributary.presence";
+pub use tributary_core::model::PRESENCE_CONTENT_TYPE;
 
 /// Reports presence to `inner` (the registry), then appends it to the
 /// telemetry log. Best effort like the report itself: a failed append is

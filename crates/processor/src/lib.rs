@@ -289,8 +289,20 @@ impl Processor {
         let mut sources = Vec::with_capacity(records.len());
         // (index in `batch`, span) of traced records.
         let mut spans: Vec<(usize, Span)> = Vec::new();
+        // Presence records: judged by offline rules, never stored.
+        let mut presence = Vec::new();
         for r in records {
             match Envelope::decode(&r.value, &self.config.limits) {
+                Ok(env) if env.content_type == tributary_core::model::PRESENCE_CONTENT_TYPE => {
+                    presence.push((
+                        DevicePoints {
+                            tenant: env.tenant,
+                            device: env.device,
+                            points: env.points,
+                        },
+                        r,
+                    ));
+                }
                 Ok(env) => {
                     self.metrics.record_decoded(&env.tenant, env.points.len());
                     if !env.traceparent.is_empty()
@@ -308,7 +320,7 @@ impl Processor {
                 Err(e) => self.dead_letter(r, &e.to_string()).await?,
             }
         }
-        if batch.is_empty() {
+        if batch.is_empty() && presence.is_empty() {
             return Ok(0);
         }
         let started = (!spans.is_empty()).then(Instant::now);
@@ -348,6 +360,9 @@ impl Processor {
         }
         if let Some(rules) = rules {
             for (b, r) in batch.iter().zip(&sources) {
+                rules.observe(r.partition, r.offset, r.timestamp_ms, b);
+            }
+            for (b, r) in &presence {
                 rules.observe(r.partition, r.offset, r.timestamp_ms, b);
             }
             rules.deliver().await?;

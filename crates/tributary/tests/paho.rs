@@ -171,22 +171,11 @@ async fn paho_v311_and_v5_clients() {
                 .expect("Latest")
                 .into_inner()
                 .values;
-            (values
-                .iter()
-                .filter(|v| v.metric != "presence.online")
-                .count()
-                >= 4)
-                .then_some(values)
+            (values.len() >= 4).then_some(values)
         }
     })
     .await;
-    // Beside the points, the frontend records the device's presence as
-    // `presence.online` (docs/alerts.md).
-    let mut got: Vec<_> = latest
-        .into_iter()
-        .map(|v| (v.metric, v.value))
-        .filter(|(m, _)| m != "presence.online")
-        .collect();
+    let mut got: Vec<_> = latest.into_iter().map(|v| (v.metric, v.value)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         got,
