@@ -194,24 +194,35 @@ impl Rules {
         Ok(())
     }
 
-    /// Judges the points of a stored record.
+    /// Judges the points of a stored record, or (`presence`) the presence
+    /// a frontend recorded.
     pub(crate) fn observe(
         &mut self,
-        partition: u32,
-        offset: u64,
-        timestamp_ms: i64,
+        (partition, offset, timestamp_ms): (u32, u64, i64),
         points: &tributary_store::DevicePoints,
+        presence: bool,
     ) {
         if self.from.get(&partition).is_some_and(|from| offset < *from) {
             return;
         }
-        self.engine.observe(
-            &points.tenant,
-            &points.device,
-            &points.points,
-            timestamp_ms.saturating_mul(1_000_000),
-            &mut self.transitions,
-        );
+        let arrived = timestamp_ms.saturating_mul(1_000_000);
+        if presence {
+            self.engine.observe_presence(
+                &points.tenant,
+                &points.device,
+                &points.points,
+                arrived,
+                &mut self.transitions,
+            );
+        } else {
+            self.engine.observe(
+                &points.tenant,
+                &points.device,
+                &points.points,
+                arrived,
+                &mut self.transitions,
+            );
+        }
     }
 
     /// Every owned partition is caught up: their clocks move to the wall

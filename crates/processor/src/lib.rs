@@ -360,10 +360,10 @@ impl Processor {
         }
         if let Some(rules) = rules {
             for (b, r) in batch.iter().zip(&sources) {
-                rules.observe(r.partition, r.offset, r.timestamp_ms, b);
+                rules.observe((r.partition, r.offset, r.timestamp_ms), b, false);
             }
             for (b, r) in &presence {
-                rules.observe(r.partition, r.offset, r.timestamp_ms, b);
+                rules.observe((r.partition, r.offset, r.timestamp_ms), b, true);
             }
             rules.deliver().await?;
         }

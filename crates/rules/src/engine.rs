@@ -385,13 +385,38 @@ impl Engine {
     }
 
     /// Judges a device's points, which arrived in the log at `arrived_ns`,
-    /// against its rules; appends the transitions to `out`.
+    /// against its rules (all but offline rules); appends the transitions
+    /// to `out`.
     pub fn observe(
         &mut self,
         tenant: &str,
         device: &str,
         points: &[Point],
         arrived_ns: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        self.judge(tenant, device, points, (arrived_ns, false), out);
+    }
+
+    /// Judges a device's presence, as its frontend recorded it (not as the
+    /// device may have sent it), against its offline rules.
+    pub fn observe_presence(
+        &mut self,
+        tenant: &str,
+        device: &str,
+        points: &[Point],
+        arrived_ns: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        self.judge(tenant, device, points, (arrived_ns, true), out);
+    }
+
+    fn judge(
+        &mut self,
+        tenant: &str,
+        device: &str,
+        points: &[Point],
+        (arrived_ns, presence): (i64, bool),
         out: &mut Vec<Transition>,
     ) {
         if self.devices.is_empty() {
@@ -408,6 +433,9 @@ impl Engine {
         owned.clock_ns = owned.clock_ns.max(arrived_ns);
         for w in &mut watched.watches {
             let rule = w.rule.clone();
+            if matches!(rule.kind, Kind::Offline { .. }) != presence {
+                continue;
+            }
             for p in points.iter().filter(|p| p.metric == rule.metric) {
                 let state = match &mut w.state {
                     Some(s) => s,

@@ -381,8 +381,8 @@ fn an_offline_rule_fires_on_the_partition_clock_after_its_grace() {
         }]
     };
     let mut out = Vec::new();
-    engine.observe("acme", "d0", &presence(10, true), 10 * S, &mut out);
-    engine.observe("acme", "d0", &presence(20, false), 20 * S, &mut out);
+    engine.observe_presence("acme", "d0", &presence(10, true), 10 * S, &mut out);
+    engine.observe_presence("acme", "d0", &presence(20, false), 20 * S, &mut out);
     engine.advance_clock(0, 49 * S);
     engine.tick(&mut out);
     assert!(out.is_empty(), "within the grace: {out:?}");
@@ -392,14 +392,21 @@ fn an_offline_rule_fires_on_the_partition_clock_after_its_grace() {
     assert_eq!(out[0].change.state, AlertState::Firing);
     assert_eq!(out[0].change.started_ns, 50 * S);
     assert_eq!(out[0].summary, "offline for 30s");
-    engine.observe("acme", "d0", &presence(60, true), 60 * S, &mut out);
+    engine.observe_presence("acme", "d0", &presence(60, true), 60 * S, &mut out);
     assert_eq!(out.len(), 2);
     assert_eq!(out[1].change.state, AlertState::Resolved);
     // Offline again: a new grace, a new alert.
-    engine.observe("acme", "d0", &presence(70, false), 70 * S, &mut out);
+    engine.observe_presence("acme", "d0", &presence(70, false), 70 * S, &mut out);
     engine.advance_clock(0, 101 * S);
     engine.tick(&mut out);
     assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[2].change.started_ns, 100 * S);
     assert_ne!(out[2].alert_id, out[0].alert_id);
+    engine.observe_presence("acme", "d0", &presence(110, true), 110 * S, &mut out);
+    assert_eq!(out.len(), 4);
+    // The device sending `presence.online` itself changes nothing.
+    engine.observe("acme", "d0", &presence(120, false), 120 * S, &mut out);
+    engine.advance_clock(0, 300 * S);
+    engine.tick(&mut out);
+    assert_eq!(out.len(), 4, "a device cannot fake its presence: {out:?}");
 }
