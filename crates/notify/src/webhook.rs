@@ -49,8 +49,9 @@ pub mod dlq_headers {
 }
 /// Transitions taken per poll.
 const POLL: usize = 512;
-/// Least time between two reads of the webhooks.
-const MIN_REREAD: Duration = Duration::from_millis(100);
+/// Least time between two reads of the webhooks, when the source cannot
+/// say whether they changed.
+pub const MIN_REREAD: Duration = Duration::from_millis(10);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -86,6 +87,14 @@ impl Webhook {
 #[async_trait]
 pub trait WebhookSource: Send + Sync + Debug {
     async fn webhooks(&self) -> Result<Vec<Webhook>, String>;
+
+    /// A number that moves whenever the webhooks change, if the source can
+    /// tell (a registry in this process); `None` makes the delivery read
+    /// the webhooks again before any transition appended after its last
+    /// read (at most every [`MIN_REREAD`]).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Delivery settings.
@@ -237,6 +246,8 @@ pub async fn deliver(
     // When the webhooks in force were read (wall clock, ms): a transition
     // appended later may be for a webhook created meanwhile.
     let mut read_at_ms = i64::MIN;
+    // The source's generation at that read.
+    let mut read_generation: Option<u64> = None;
     let mut tracker = Tracker::default();
     tokio::pin!(stop);
     loop {
@@ -248,13 +259,20 @@ pub async fn deliver(
         // transition appended after they were read (at most every
         // `MIN_REREAD`), so that a webhook gets every transition appended
         // after it was created.
-        let newer = records.iter().any(|r| r.timestamp_ms >= read_at_ms);
-        if newer && let Some(at) = last_refresh {
+        // A source that tells when the webhooks changed is read only then.
+        let generation = source.generation();
+        let newer = records.iter().any(|r| r.timestamp_ms >= read_at_ms)
+            && (generation.is_none() || generation != read_generation);
+        if newer
+            && generation.is_none()
+            && let Some(at) = last_refresh
+        {
             tokio::time::sleep(MIN_REREAD.saturating_sub(at.elapsed())).await;
         }
         if newer || last_refresh.is_none_or(|at| at.elapsed() >= config.refresh) {
             last_refresh = Some(Instant::now());
             let started_ms = now_ms();
+            read_generation = generation;
             match source.webhooks().await {
                 Ok(hooks) => {
                     refresh(&mut workers, hooks, &shared);

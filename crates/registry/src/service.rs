@@ -362,6 +362,10 @@ pub struct Registry {
     /// rules' resolved targets are kept until it moves (see
     /// [`crate::rules`]).
     pub(crate) device_generation: std::sync::atomic::AtomicU64,
+    /// Bumped by every webhook created or deleted through this replica:
+    /// alert delivery in this process reads the webhooks again only when it
+    /// moved ([`Registry::webhook_generation`]).
+    pub(crate) webhook_generation: std::sync::atomic::AtomicU64,
     /// The rules' targets of each tenant, as last resolved.
     pub(crate) targets: std::sync::Mutex<HashMap<String, crate::rules::ResolvedTargets>>,
 }
@@ -381,6 +385,7 @@ impl Registry {
             device_counts: std::sync::Mutex::new(HashMap::new()),
             rule_creation: tokio::sync::Mutex::new(()),
             device_generation: std::sync::atomic::AtomicU64::new(0),
+            webhook_generation: std::sync::atomic::AtomicU64::new(0),
             targets: std::sync::Mutex::new(HashMap::new()),
         }
     }

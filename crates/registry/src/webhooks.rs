@@ -121,6 +121,8 @@ impl Registry {
             }
             Err(e) => return Err(e),
         }
+        self.webhook_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(tenant = %record.tenant, webhook = %record.name, "webhook created");
         Ok(record)
     }
@@ -150,7 +152,17 @@ impl Registry {
     pub async fn delete_webhook(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
         validate_tenant(tenant)?;
         validate_name(name)?;
-        self.store().delete_webhook(tenant, name).await
+        let deleted = self.store().delete_webhook(tenant, name).await?;
+        self.webhook_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(deleted)
+    }
+
+    /// Moves whenever a webhook is created or deleted through this
+    /// registry (not another replica).
+    pub fn webhook_generation(&self) -> u64 {
+        self.webhook_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every webhook of every tenant, with secrets, for the delivery.

@@ -28,6 +28,10 @@ pub struct LocalWebhooks(pub Arc<tributary_registry::Registry>);
 
 #[async_trait]
 impl tributary_notify::webhook::WebhookSource for LocalWebhooks {
+    fn generation(&self) -> Option<u64> {
+        Some(self.0.webhook_generation())
+    }
+
     async fn webhooks(&self) -> Result<Vec<tributary_notify::webhook::Webhook>, String> {
         let hooks = self.0.all_webhooks().await.map_err(|e| e.to_string())?;
         Ok(hooks
