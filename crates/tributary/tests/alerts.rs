@@ -703,33 +703,6 @@ async fn rules_test_shows_when_a_rule_would_have_fired_over_history_and_creates_
     assert!(listed(&s).await.is_empty());
 }
 
-/// A webhook receiver on loopback: every JSON body it got, in order.
-async fn json_receiver() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    use std::sync::{Arc, Mutex};
-    type Got = Arc<Mutex<Vec<serde_json::Value>>>;
-    let got: Got = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            axum::routing::post(
-                |axum::extract::State(got): axum::extract::State<Got>, body: String| async move {
-                    got.lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&body).expect("a JSON body"));
-                    axum::http::StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_acknowledges_an_alert_and_silences_a_rule_from_the_cli() {
     let (hook, got) = json_receiver().await;

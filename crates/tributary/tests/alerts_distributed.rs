@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{Cluster, Service, channel};
@@ -33,33 +32,9 @@ async fn post(http: &reqwest::Client, ingest: &Service, token: &str, ts_ms: i64,
     assert_eq!(r.status(), 204);
 }
 
-type Got = Arc<Mutex<Vec<serde_json::Value>>>;
-
-/// A webhook receiver on loopback; every JSON body it got.
-async fn receiver() -> (std::net::SocketAddr, Got) {
-    let got: Got = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            axum::routing::post(
-                |axum::extract::State(got): axum::extract::State<Got>, body: String| async move {
-                    got.lock()
-                        .unwrap()
-                        .push(serde_json::from_str(&body).expect("a JSON body"));
-                    axum::http::StatusCode::NO_CONTENT
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rule_on_the_registry_fires_through_the_processor_to_a_webhook_mqtt_and_the_api() {
-    let (hook, got) = receiver().await;
+    let (hook, got) = json_receiver().await;
     let cluster = Cluster::start();
     let ingest = cluster.ingest("ingest-a");
     let processor = cluster.processor_with(&["--webhooks-allow-private"]);

@@ -41,17 +41,7 @@ const DEVICES: usize = 16;
 const MS: i64 = 1_000_000;
 
 fn config(tansu: &Tansu, topic: &str, partitions: u32) -> KafkaConfig {
-    let mut c = KafkaConfig {
-        brokers: vec![tansu.addr.to_string()],
-        topic: topic.into(),
-        partitions,
-        connect_timeout_ms: 20_000,
-        ..KafkaConfig::default()
-    };
-    c.consumer.session_timeout_ms = 6_000;
-    // Tansu 0.6 mishandles multi-record batches (docs/kafka.md).
-    c.producer.batch_num_messages = 1;
-    c
+    tansu.kafka_config(topic, partitions)
 }
 
 fn device(d: usize) -> String {

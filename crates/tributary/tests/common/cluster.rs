@@ -78,6 +78,22 @@ impl Tansu {
     }
 
     /// `--log` for the services.
+    /// A client configuration for `topic` on this broker, as the tests use
+    /// it: one record per batch (Tansu 0.6 mishandles multi-record
+    /// batches, docs/kafka.md) and a 6 s group session.
+    pub fn kafka_config(&self, topic: &str, partitions: u32) -> tributary_log_kafka::KafkaConfig {
+        let mut c = tributary_log_kafka::KafkaConfig {
+            brokers: vec![self.addr.to_string()],
+            topic: topic.into(),
+            partitions,
+            connect_timeout_ms: 20_000,
+            ..tributary_log_kafka::KafkaConfig::default()
+        };
+        c.consumer.session_timeout_ms = 6_000;
+        c.producer.batch_num_messages = 1;
+        c
+    }
+
     pub fn log_url(&self) -> String {
         format!("kafka://{}", self.addr)
     }

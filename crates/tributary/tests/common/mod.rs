@@ -329,3 +329,30 @@ pub async fn cli(s: &Standalone, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("UTF-8")
 }
+
+/// A webhook receiver on loopback: every JSON body it got, in order.
+pub async fn json_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    type Got = Arc<Mutex<Vec<serde_json::Value>>>;
+    let got: Got = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(got): axum::extract::State<Got>, body: String| async move {
+                    got.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).expect("a JSON body"));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, got)
+}
