@@ -513,6 +513,37 @@ async fn only_service_tokens_may_call_the_directory() {
             .expect_err("refused");
         assert_eq!(status.code(), expected, "{token:?}: {status:?}");
     }
+    // The calls the processors make, one of which hands out webhook
+    // secrets, refuse a tenant's admin just the same.
+    let tenant_admin = operator_token(&f.keys, "open", Role::Admin);
+    fn authed<T>(m: T, token: &str) -> Request<T> {
+        let mut r = Request::new(m);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        r
+    }
+    let webhooks = client
+        .list_all_webhooks(authed(pb::ListAllWebhooksRequest {}, &tenant_admin))
+        .await
+        .expect_err("refused");
+    assert_eq!(webhooks.code(), Code::PermissionDenied);
+    let silences = client
+        .list_all_silences(authed(pb::ListAllSilencesRequest {}, &tenant_admin))
+        .await
+        .expect_err("refused");
+    assert_eq!(silences.code(), Code::PermissionDenied);
+    let mut request = Request::new(pb::ListRuleTargetsRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {tenant_admin}").parse().expect("ascii"),
+    );
+    let rules = client
+        .list_rule_targets(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(rules.code(), Code::PermissionDenied);
 
     // A directory holding a refused token reports the registry unavailable,
     // never the device's credential as invalid.

@@ -94,25 +94,35 @@ async fn an_offline_rule_fires_after_its_grace_and_resolves_when_the_device_reco
         Duration::from_secs(60),
         "the offline alert fires",
         || async {
+            // Followed from before the device leaves: no polling.
+            let mut tail = AlertsServiceClient::with_interceptor(
+                s.channel().await,
+                Bearer::new(&s.admin_token),
+            )
+            .tail_alerts(pb::TailAlertsRequest {
+                rule: "gone".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("TailAlerts")
+            .into_inner();
             let (client, task) = connect(&s, "gateway-1", &token).await;
             client.disconnect().await.expect("DISCONNECT");
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             // Fired within 5 s of leaving, or the rule was not read yet.
             let firing = async {
-                loop {
-                    if let Some(a) = gone_alerts(&s)
-                        .await
-                        .into_iter()
-                        .find(|a| a.state == pb::AlertState::Firing as i32)
-                    {
-                        return a;
+                while let Ok(Some(e)) = tail.message().await {
+                    if e.state == pb::AlertState::Firing as i32 {
+                        return Some(e.alert_id);
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                None
             };
-            tokio::time::timeout(Duration::from_secs(5), firing)
+            let id = tokio::time::timeout(Duration::from_secs(5), firing)
                 .await
                 .ok()
+                .flatten()?;
+            gone_alerts(&s).await.into_iter().find(|a| a.alert_id == id)
         },
     )
     .await;
