@@ -444,3 +444,37 @@ mod tests {
         assert!(on.validate().is_ok());
     }
 }
+
+/// The HTTP API (`/api/v1/…`, the Prometheus-compatible query API).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Origins browsers may call the HTTP API from (CORS), comma-separated,
+    /// such as `https://console.example.com`; `*` for any. Empty: no CORS,
+    /// so only same-origin pages can call it.
+    #[arg(long, env = "TRIBUTARY_API_CORS_ORIGINS", value_delimiter = ',')]
+    pub api_cors_origins: Vec<String>,
+}
+
+impl ApiArgs {
+    /// The API's settings: defaults, the `[api]` section of the config
+    /// file, then the flags.
+    pub fn config(&self) -> anyhow::Result<tributary_api_http::ApiConfig> {
+        let mut config = super::config_file::section(
+            "api",
+            tributary_api_http::ApiConfig::default(),
+            &[("cors_origins", "api-cors-origins")],
+        )?;
+        if !self.api_cors_origins.is_empty() {
+            config.cors_origins = self
+                .api_cors_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[api] {e}"))?;
+        Ok(config)
+    }
+}

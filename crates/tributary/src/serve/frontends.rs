@@ -41,11 +41,13 @@ impl fmt::Display for FrontendAddrs {
     }
 }
 
-/// Binds the HTTP and MQTT listeners and serves them until `stop`.
+/// Binds the HTTP and MQTT listeners and serves them until `stop`. Routes
+/// given with the ingestor (the HTTP API, in standalone) share the HTTP
+/// listener.
 pub async fn start(
     http_args: &HttpArgs,
     mqtt_args: &MqttArgs,
-    ingestor: Ingestor,
+    (ingestor, shared): (Ingestor, Option<axum::Router>),
     mqtt: &MqttServer,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
@@ -85,9 +87,13 @@ pub async fn start(
     let http_limits = http_args.limits()?;
     let http_stop = stopped(stop.clone());
     tasks.spawn("http", async move {
-        tributary_ingest_http::serve(http, http_limits, ingestor, http_stop)
+        let router = match shared {
+            Some(routes) => tributary_ingest_http::router(ingestor).merge(routes),
+            None => tributary_ingest_http::router(ingestor),
+        };
+        tributary_http_server::serve(http, router, http_limits, http_stop)
             .await
-            .context("HTTP ingest server")
+            .context("HTTP server")
     });
     let (ws_mqtt, ws_stop) = (mqtt.clone(), stopped(stop.clone()));
     tasks.spawn("mqtt-ws", async move {

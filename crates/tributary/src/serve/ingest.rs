@@ -100,8 +100,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     )
     .context("configuring the MQTT server")?;
 
-    let addrs =
-        super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks).await?;
+    let addrs = super::frontends::start(
+        &args.http,
+        &args.mqtt,
+        (ingestor, None),
+        &mqtt,
+        &stop,
+        &mut tasks,
+    )
+    .await?;
 
     // Revoked devices lose their open connections within the event's delay.
     {

@@ -38,6 +38,12 @@ pub struct ProcessorArgs {
     /// gRPC listen address of `--with-query`.
     #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
+    /// HTTP API listen address of `--with-query` (`/api/v1/…`, the
+    /// Prometheus-compatible query API).
+    #[arg(long, env = "TRIBUTARY_API_ADDR", default_value = "0.0.0.0:8080")]
+    pub api_addr: SocketAddr,
+    #[command(flatten)]
+    pub api: super::args::ApiArgs,
     /// Let alert webhooks reach loopback and private addresses (a closed
     /// network, tests). Off, a webhook resolving only to such addresses is
     /// refused at delivery.
@@ -160,6 +166,8 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
                 jwt: args.jwt.clone(),
                 kafka: args.kafka.clone(),
                 grpc_addr: args.grpc_addr,
+                api_addr: args.api_addr,
+                api: args.api.config()?,
                 client_id: client_id.clone(),
                 tiers: args.limits.tiers()?,
                 retention: retention.clone(),
@@ -169,7 +177,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
             &mut tasks,
         )
         .await?;
-        format!(" grpc={grpc}")
+        format!(" grpc={} api={}", grpc.0, grpc.1)
     } else {
         if matches!(store_url, StoreUrl::Embedded(_)) {
             tracing::info!(

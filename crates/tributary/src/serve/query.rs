@@ -18,7 +18,7 @@ use tributary_log::Log;
 use tributary_query::{QueryConfig, QueryGrpc};
 use tributary_store::Store;
 
-use super::args::{JwtArgs, KafkaArgs, LimitsArgs, OpsArgs, RegistryClientArgs};
+use super::args::{ApiArgs, JwtArgs, KafkaArgs, LimitsArgs, OpsArgs, RegistryClientArgs};
 use super::backends::StoreUrl;
 use super::ops::{Ops, Tasks, bind, shutdown_signal, stopped};
 
@@ -32,6 +32,12 @@ pub struct QueryArgs {
     /// gRPC listen address (QueryService, CommandService, health, reflection).
     #[arg(long, env = "TRIBUTARY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
+    /// HTTP API listen address (`/api/v1/…`, the Prometheus-compatible
+    /// query API).
+    #[arg(long, env = "TRIBUTARY_API_ADDR", default_value = "0.0.0.0:8080")]
+    pub api_addr: SocketAddr,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(flatten)]
     pub limits: LimitsArgs,
     #[command(flatten)]
@@ -95,7 +101,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             Ok(())
         });
     }
-    let grpc_addr = serve_apis(
+    let (grpc_addr, api_addr) = serve_apis(
         ApiParts {
             store,
             alert_history,
@@ -105,6 +111,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             jwt: args.jwt.clone(),
             kafka: args.kafka.clone(),
             grpc_addr: args.grpc_addr,
+            api_addr: args.api_addr,
+            api: args.api.config()?,
             client_id,
             tiers: args.limits.tiers()?,
             retention,
@@ -125,7 +133,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         &mut tasks,
     );
     ops.set_ready(true);
-    println!("tributary query ready: grpc={grpc_addr} metrics={metrics_addr}");
+    println!("tributary query ready: grpc={grpc_addr} api={api_addr} metrics={metrics_addr}");
     tasks.join().await
 }
 
@@ -140,6 +148,9 @@ pub struct ApiParts {
     pub jwt: JwtArgs,
     pub kafka: KafkaArgs,
     pub grpc_addr: SocketAddr,
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    pub api: tributary_api_http::ApiConfig,
     pub client_id: String,
     /// The rollup tiers the processor keeps.
     pub tiers: tributary_core::rollup::Tiers,
@@ -147,15 +158,16 @@ pub struct ApiParts {
     pub retention: Arc<tributary_core::retention::RetentionPolicy>,
 }
 
-/// Serves QueryService, CommandService and DeadLetterService (plus health
-/// and reflection)
-/// until `stop`; returns the bound address.
+/// Serves QueryService, CommandService, DeadLetterService and
+/// AlertsService (plus health and reflection) over gRPC, and the HTTP API
+/// over them and the remote registry, until `stop`; returns the gRPC and
+/// HTTP API addresses.
 pub async fn serve_apis(
     parts: ApiParts,
     metrics: &mut MetricsRegistry,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
-) -> anyhow::Result<SocketAddr> {
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
     let keys = parts.jwt.load()?;
     let device_events = parts.kafka.device_events(&parts.client_id).await? as Arc<dyn Log>;
     let commands = parts.kafka.commands(&parts.client_id).await? as Arc<dyn Log>;
@@ -187,7 +199,7 @@ pub async fn serve_apis(
         .set_serving::<tributary_proto::v1::command_service_server::CommandServiceServer<CommandGrpc>>()
         .await;
     let reflection = super::reflection()?;
-    let query_svc = QueryGrpc::new(
+    let query_grpc = QueryGrpc::new(
         parts.store,
         directory.clone(),
         parts.live.clone(),
@@ -197,24 +209,21 @@ pub async fn serve_apis(
             ..super::config_file::section("query", QueryConfig::default(), &[])?
         },
     )
-    .with_retention(parts.retention)
-    .server();
-    let dlq_svc = DeadLetterGrpc::new(
+    .with_retention(parts.retention);
+    let dlq_grpc = DeadLetterGrpc::new(
         parts.kafka.dlq(&parts.client_id).await? as Arc<dyn Log>,
         parts.kafka.telemetry(&parts.client_id).await? as Arc<dyn Log>,
         keys.clone(),
-    )
-    .into_service();
-    let alerts_svc = tributary_query::AlertsGrpc::new(
+    );
+    let alerts_grpc = tributary_query::AlertsGrpc::new(
         (
             parts.kafka.alerts(&parts.client_id).await? as Arc<dyn Log>,
             parts.kafka.alerts_dlq(&parts.client_id).await? as Arc<dyn Log>,
         ),
         parts.alert_history,
         keys.clone(),
-    )
-    .server();
-    let command_svc = CommandGrpc::new(sink, directory, keys)
+    );
+    let command_grpc = CommandGrpc::new(sink, directory, keys)
         .with_config(super::config_file::section(
             "commands",
             CommandConfig::default(),
@@ -222,8 +231,55 @@ pub async fn serve_apis(
         )?)
         .context("configuring the command service")?
         .with_limits(parts.limits)
-        .with_metrics(CommandMetrics::register(metrics))
-        .server();
+        .with_metrics(CommandMetrics::register(metrics));
+
+    // The HTTP API: these services in process, the registry's over gRPC
+    // (with each caller's own token).
+    let registry_channel = tonic::transport::Endpoint::from_shared(parts.registry_url.clone())
+        .with_context(|| format!("--registry-url {:?}", parts.registry_url))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let api = tributary_api_http::router(
+        tributary_api_http::Services {
+            registry: Arc::new(tributary_api_http::forward::RemoteRegistryService(
+                tributary_proto::v1::registry_service_client::RegistryServiceClient::new(
+                    registry_channel.clone(),
+                ),
+            )),
+            rules: Arc::new(tributary_api_http::forward::RemoteRulesService(
+                tributary_proto::v1::rules_service_client::RulesServiceClient::new(
+                    registry_channel,
+                ),
+            )),
+            query: Arc::new(query_grpc.clone()),
+            commands: Arc::new(command_grpc.clone()),
+            dead_letters: Arc::new(dlq_grpc.clone()),
+            alerts: Arc::new(alerts_grpc.clone()),
+        },
+        parts.api,
+        stop.clone(),
+    );
+    let api_listener = bind(parts.api_addr, "HTTP API").await?;
+    let api_addr = api_listener.local_addr()?;
+    {
+        let api_stop = stopped(stop.clone());
+        tasks.spawn("api", async move {
+            tributary_http_server::serve(
+                api_listener,
+                api,
+                tributary_http_server::HttpLimits::default(),
+                api_stop,
+            )
+            .await
+            .context("HTTP API server")
+        });
+    }
+    let query_svc = query_grpc.server();
+    let dlq_svc = dlq_grpc.into_service();
+    let alerts_svc = alerts_grpc.server();
+    let command_svc = command_grpc.server();
     let grpc_stop = {
         let stop = stopped(stop.clone());
         let live = parts.live;
@@ -250,5 +306,5 @@ pub async fn serve_apis(
             .await
             .context("gRPC server")
     });
-    Ok(grpc_addr)
+    Ok((grpc_addr, api_addr))
 }

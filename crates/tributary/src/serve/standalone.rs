@@ -28,7 +28,7 @@ use tributary_registry::{
 use tributary_store::Store;
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 
-use super::args::{HttpArgs, LimitsArgs, MqttArgs, OpsArgs};
+use super::args::{ApiArgs, HttpArgs, LimitsArgs, MqttArgs, OpsArgs};
 use super::frontends::FrontendAddrs;
 use super::ops::{Ops, Tasks, bind, shutdown_signal, stopped};
 
@@ -63,6 +63,14 @@ pub struct StandaloneArgs {
     /// dead-lettered.
     #[arg(long, env = "TRIBUTARY_WEBHOOKS_ALLOW_PRIVATE")]
     pub webhooks_allow_private: bool,
+    /// Serve the HTTP API (`/api/v1/…`, the Prometheus-compatible query
+    /// API) on a listener of its own at this address. Unset (the default),
+    /// it shares the HTTP ingest listener (`--http-addr`): one port for all
+    /// of HTTP.
+    #[arg(long, env = "TRIBUTARY_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -83,8 +91,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
         .collect::<String>();
     println!(
-        "tributary standalone ready: http={} grpc={} metrics={} mqtt={} mqtt-ws={}{optional} data-dir={}",
+        "tributary standalone ready: http={} api={} grpc={} metrics={} mqtt={} mqtt-ws={}{optional} data-dir={}",
         addrs.http,
+        platform.api_addr,
         platform.grpc_addr,
         platform.metrics_addr,
         addrs.mqtt,
@@ -97,6 +106,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 /// The running services of one standalone process.
 struct Platform {
     frontends: FrontendAddrs,
+    /// Where the HTTP API listens (the HTTP ingest address by default).
+    api_addr: SocketAddr,
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     tasks: Tasks,
@@ -240,10 +251,100 @@ impl Platform {
             MqttMetrics::register(&mut metrics),
         )
         .context("configuring the MQTT server")?;
+        // Operator APIs. Commands reach devices through the in-process MQTT
+        // server.
+        let grpc = bind(args.grpc_addr, "gRPC").await?;
+        let grpc_addr = grpc.local_addr()?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<tributary_proto::v1::registry_service_server::RegistryServiceServer<RegistryGrpc>>()
+            .await;
+        health_reporter
+            .set_serving::<tributary_proto::v1::query_service_server::QueryServiceServer<QueryGrpc>>()
+            .await;
+        health_reporter
+            .set_serving::<tributary_proto::v1::command_service_server::CommandServiceServer<CommandGrpc>>()
+            .await;
+        let reflection = super::reflection()?;
+        let registry_grpc = RegistryGrpc::new(registry.clone(), keys.clone());
+        let rules_grpc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone());
+        let alerts_grpc = tributary_query::AlertsGrpc::new(
+            (
+                alerts.clone() as Arc<dyn Log>,
+                alerts_dlq.clone() as Arc<dyn Log>,
+            ),
+            alert_history.clone(),
+            keys.clone(),
+        );
+        let query_grpc = QueryGrpc::new(
+            store.clone(),
+            directory.clone(),
+            live.clone(),
+            keys.clone(),
+            QueryConfig {
+                rollup_tiers: args.limits.tiers()?.widths().to_vec(),
+                ..super::config_file::section("query", QueryConfig::default(), &[])?
+            },
+        )
+        .with_retention(retention.clone());
+        let dlq_grpc = DeadLetterGrpc::new(
+            dlq.clone() as Arc<dyn Log>,
+            log.clone() as Arc<dyn Log>,
+            keys.clone(),
+        );
+        let command_grpc =
+            CommandGrpc::new(Arc::new(mqtt.clone()), directory.clone(), keys.clone())
+                .with_config(super::config_file::section(
+                    "commands",
+                    CommandConfig::default(),
+                    &[],
+                )?)
+                .context("configuring the command service")?
+                .with_limits(command_limits)
+                .with_metrics(CommandMetrics::register(&mut metrics));
+        let api = tributary_api_http::router(
+            tributary_api_http::Services {
+                registry: Arc::new(registry_grpc.clone()),
+                rules: Arc::new(rules_grpc.clone()),
+                query: Arc::new(query_grpc.clone()),
+                commands: Arc::new(command_grpc.clone()),
+                dead_letters: Arc::new(dlq_grpc.clone()),
+                alerts: Arc::new(alerts_grpc.clone()),
+            },
+            args.api.config()?,
+            stop.clone(),
+        );
+        let registry_svc = registry_grpc.server();
+        let rules_svc = rules_grpc.server();
+        let alerts_svc = alerts_grpc.server();
+        let query_svc = query_grpc.server();
+        let dlq_svc = dlq_grpc.into_service();
+        let command_svc = command_grpc.server();
         let mut tasks = Tasks::default();
-        let frontends =
-            super::frontends::start(&args.http, &args.mqtt, ingestor, &mqtt, &stop, &mut tasks)
-                .await?;
+        let (shared_api, api_addr) = match args.api_addr {
+            None => (Some(api), None),
+            Some(addr) => {
+                let listener = bind(addr, "HTTP API").await?;
+                let bound = listener.local_addr()?;
+                let (limits, api_stop) = (args.http.limits()?, stopped(stop.clone()));
+                tasks.spawn("api", async move {
+                    tributary_http_server::serve(listener, api, limits, api_stop)
+                        .await
+                        .context("HTTP API server")
+                });
+                (None, Some(bound))
+            }
+        };
+        let frontends = super::frontends::start(
+            &args.http,
+            &args.mqtt,
+            (ingestor, shared_api),
+            &mqtt,
+            &stop,
+            &mut tasks,
+        )
+        .await?;
+        let api_addr = api_addr.unwrap_or(frontends.http);
         // The alert history, folded from the alerts log.
         {
             let alerts = alerts.clone() as Arc<dyn Log>;
@@ -298,60 +399,6 @@ impl Platform {
             });
         }
 
-        // Operator APIs. Commands reach devices through the in-process MQTT
-        // server.
-        let grpc = bind(args.grpc_addr, "gRPC").await?;
-        let grpc_addr = grpc.local_addr()?;
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<tributary_proto::v1::registry_service_server::RegistryServiceServer<RegistryGrpc>>()
-            .await;
-        health_reporter
-            .set_serving::<tributary_proto::v1::query_service_server::QueryServiceServer<QueryGrpc>>()
-            .await;
-        health_reporter
-            .set_serving::<tributary_proto::v1::command_service_server::CommandServiceServer<CommandGrpc>>()
-            .await;
-        let reflection = super::reflection()?;
-        let registry_svc = RegistryGrpc::new(registry.clone(), keys.clone()).server();
-        let rules_svc = tributary_registry::RulesGrpc::new(registry.clone(), keys.clone()).server();
-        let alerts_svc = tributary_query::AlertsGrpc::new(
-            (
-                alerts.clone() as Arc<dyn Log>,
-                alerts_dlq.clone() as Arc<dyn Log>,
-            ),
-            alert_history,
-            keys.clone(),
-        )
-        .server();
-        let query_svc = QueryGrpc::new(
-            store.clone(),
-            directory.clone(),
-            live.clone(),
-            keys.clone(),
-            QueryConfig {
-                rollup_tiers: args.limits.tiers()?.widths().to_vec(),
-                ..super::config_file::section("query", QueryConfig::default(), &[])?
-            },
-        )
-        .with_retention(retention.clone())
-        .server();
-        let dlq_svc = DeadLetterGrpc::new(
-            dlq.clone() as Arc<dyn Log>,
-            log.clone() as Arc<dyn Log>,
-            keys.clone(),
-        )
-        .into_service();
-        let command_svc = CommandGrpc::new(Arc::new(mqtt), directory.clone(), keys.clone())
-            .with_config(super::config_file::section(
-                "commands",
-                CommandConfig::default(),
-                &[],
-            )?)
-            .context("configuring the command service")?
-            .with_limits(command_limits)
-            .with_metrics(CommandMetrics::register(&mut metrics))
-            .server();
         // Live streams never end on their own: end them on shutdown so the
         // gRPC server's graceful stop does not wait for them forever.
         let grpc_stop = {
@@ -407,6 +454,7 @@ impl Platform {
         ops.set_ready(true);
         Ok(Self {
             frontends,
+            api_addr,
             grpc_addr,
             metrics_addr,
             tasks,

@@ -341,6 +341,8 @@ impl Cluster {
             os(self.registry_url()),
             os("--grpc-addr"),
             os("127.0.0.1:0"),
+            os("--api-addr"),
+            os("127.0.0.1:0"),
         ]);
         Service::start("processor", args)
     }

@@ -24,6 +24,8 @@ pub struct Standalone {
     pub child: Child,
     pub dir: PathBuf,
     pub http: SocketAddr,
+    /// The HTTP API (the HTTP port unless `--api-addr` was given).
+    pub api: SocketAddr,
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
     /// The MQTT listener (3.1.1 and 5.0).
@@ -101,6 +103,7 @@ impl Standalone {
             .to_string();
         Standalone {
             http: field("http"),
+            api: field("api"),
             grpc: field("grpc"),
             metrics: field("metrics"),
             mqtt: field("mqtt"),
@@ -141,6 +144,31 @@ impl Standalone {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
+    }
+
+    /// `http://<api>/api/v1<path>`.
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.api)
+    }
+
+    /// An operator token of `tenant` with `role` (`viewer`, `operator`,
+    /// `admin`), signed with the platform's key; an empty tenant is a
+    /// platform admin.
+    pub fn operator_token(&self, tenant: &str, role: &str) -> String {
+        let keys = tributary_auth::JwtKeys::load_or_create(&self.dir.join("jwt.secret"))
+            .expect("the platform's JWT key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        keys.issue(&tributary_auth::OperatorClaims {
+            sub: format!("test-{role}@{tenant}"),
+            tenant: tenant.into(),
+            role: role.parse().expect("a role"),
+            iat: now,
+            exp: now + 3600,
+        })
+        .expect("issue a token")
     }
 
     pub async fn channel(&self) -> Channel {
