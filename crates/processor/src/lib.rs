@@ -400,6 +400,15 @@ impl Processor {
     ) -> Result<Result<(), String>, ProcessorError> {
         let mut delay = Duration::from_millis(50);
         let started = Instant::now();
+        // Queries read these points raw until their rollups are written.
+        if !self.config.rollup_tiers.widths().is_empty()
+            && let Some(oldest) = batch
+                .iter()
+                .flat_map(|d| d.points.iter().map(|p| p.ts_ns))
+                .min()
+        {
+            self.store.note_rollups_pending(oldest);
+        }
         loop {
             match self.store.write(batch).await {
                 Ok(()) => {
@@ -448,6 +457,9 @@ impl Processor {
             {
                 Ok(done) => {
                     self.metrics.rollups_flushed(&done, started.elapsed());
+                    // Points are written in this loop only: every one so far
+                    // now has its rollups.
+                    self.store.rollups_caught_up();
                     return Ok(());
                 }
                 Err(e @ StoreError::Invalid(_)) => return Err(e.into()),

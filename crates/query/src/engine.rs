@@ -167,11 +167,15 @@ impl Engine {
                 .into_iter()
                 .map(|(w, since)| (w, since.max(floor_of(w))))
                 .collect(),
-            horizon_ns: now.saturating_sub(
-                i64::try_from(self.config.rollup_min_age_secs)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(tributary_core::time::NS_PER_SEC),
-            ),
+            // Buckets that may lack points written since the processor's
+            // last rollup update are read raw.
+            horizon_ns: now
+                .saturating_sub(
+                    i64::try_from(self.config.rollup_min_age_secs)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(tributary_core::time::NS_PER_SEC),
+                )
+                .min(self.store.rollups_pending_from().unwrap_or(i64::MAX)),
             raw_floor_ns: retention.raw.floor(now),
             tier_floors,
         };

@@ -266,6 +266,9 @@ struct Inner {
     config: EmbeddedStoreConfig,
     /// Every tenant's retention; the configured one until `set_retention`.
     policy: std::sync::RwLock<Arc<RetentionPolicy>>,
+    /// The oldest point written whose rollups are not yet
+    /// (`Store::rollups_pending_from`); `i64::MAX`: none.
+    rollups_pending: std::sync::atomic::AtomicI64,
     /// Per tenant, the highest raw cutoff `apply_retention` has applied.
     floors: std::sync::RwLock<HashMap<String, i64>>,
     shards: Box<[Mutex<Shard>]>,
@@ -523,6 +526,7 @@ impl EmbeddedStore {
                 Tiers::none(),
             ))),
             floors: std::sync::RwLock::new(HashMap::new()),
+            rollups_pending: std::sync::atomic::AtomicI64::new(i64::MAX),
             config,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             coord: Mutex::new(Coord::default()),
@@ -791,6 +795,23 @@ impl Store for EmbeddedStore {
             Ok(fold)
         })
         .await
+    }
+
+    fn rollups_pending_from(&self) -> Option<i64> {
+        let from = self.inner.rollups_pending.load(Ordering::Acquire);
+        (from != i64::MAX).then_some(from)
+    }
+
+    fn note_rollups_pending(&self, from_ns: i64) {
+        self.inner
+            .rollups_pending
+            .fetch_min(from_ns, Ordering::AcqRel);
+    }
+
+    fn rollups_caught_up(&self) {
+        self.inner
+            .rollups_pending
+            .store(i64::MAX, Ordering::Release);
     }
 
     async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError> {

@@ -195,6 +195,28 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// was never kept, so none of its buckets may stand for raw points.
     async fn rollups_since(&self, width_ns: i64) -> Result<Option<i64>, StoreError>;
 
+    /// Raw points from this time on may be written whose rollups are not
+    /// yet (the processor writes rollups at most every few seconds, after
+    /// the points): a query reads raw points there rather than trust
+    /// rollups that lack them. `None`: the rollups hold every point written.
+    ///
+    /// Kept in memory by a store that the processor and the queries share
+    /// (the embedded one); a store without it answers `None`, and its
+    /// queries may miss points written less than the processor's rollup
+    /// interval ago in buckets older than the query's rollup horizon.
+    fn rollups_pending_from(&self) -> Option<i64> {
+        None
+    }
+
+    /// The processor is about to write points as old as `from_ns` whose
+    /// rollups it has not written yet.
+    fn note_rollups_pending(&self, from_ns: i64) {
+        let _ = from_ns;
+    }
+
+    /// The processor wrote the rollups of every point written so far.
+    fn rollups_caught_up(&self) {}
+
     /// Records that the tier of `width_ns` is kept from `since_ns` on,
     /// unless a time was recorded already (the first one stays); returns the
     /// recorded time. A store that holds no series at all records

@@ -96,8 +96,21 @@ async fn aggregates_read_rollups_and_equal_a_raw_scan() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The late and the overwritten points recomputed their buckets.
-    assert!(counter(&s, "tributary_processor_rollup_buckets_recomputed_total").await >= 2.0);
+    // The late and the overwritten points recomputed their buckets (until
+    // then, the planner read their buckets raw)...
+    eventually(Duration::from_secs(20), "buckets recomputed", || async {
+        (counter(&s, "tributary_processor_rollup_buckets_recomputed_total").await >= 2.0)
+            .then_some(())
+    })
+    .await;
+    // ...and the rollups answer like raw.
+    let planned = q
+        .aggregate(request(""))
+        .await
+        .expect("aggregate")
+        .into_inner();
+    assert_eq!(planned.series, raw.series);
+    assert_eq!(planned.tier, "1s");
     // The CLI says which tier answered.
     let out = cli(
         &s,
@@ -371,4 +384,70 @@ async fn a_tenants_retention_expires_raw_points_while_rollups_answer() {
     })
     .await;
     assert!(body.contains("longest retention (2h)"), "{body}");
+}
+
+/// Points written for old buckets (a backfill) count in aggregates as soon
+/// as they are readable raw, not only once the processor's next rollup
+/// update (every few seconds) has caught up with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_counts_in_aggregates_as_soon_as_it_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path());
+    let token = create_device_in(&s, "default", "late").await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = now_s / 3600 * 3600;
+    let start = end - 3 * 3600;
+    let points: Vec<serde_json::Value> = (0..180i64)
+        .map(|j| serde_json::json!({"ts": (start + j * 60) * 1000, "values": {"v": j}}))
+        .collect();
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth(&token)
+        .json(&points)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    let mut query = s.query(&s.admin_token).await;
+    // Readable raw: the newest point is there.
+    eventually(Duration::from_secs(10), "the backfill readable", || {
+        let mut query = query.clone();
+        async move {
+            let latest = query
+                .latest(pb::LatestRequest {
+                    target: device_target("late"),
+                    metrics: vec!["v".into()],
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (latest.values.first()?.ts_ns == (end - 60) * 1_000_000_000).then_some(())
+        }
+    })
+    .await;
+    // At once, an hourly aggregate (answered from the hour tier where its
+    // rollups are complete) counts every point.
+    let agg = query
+        .aggregate(pb::AggregateRequest {
+            target: device_target("late"),
+            metrics: vec!["v".into()],
+            from_ns: start * 1_000_000_000,
+            to_ns: end * 1_000_000_000,
+            window: "1h".into(),
+            functions: vec![pb::AggregateFunction::Count as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: Vec<u64> = agg
+        .series
+        .iter()
+        .flat_map(|s| s.buckets.iter().map(|b| b.count))
+        .collect();
+    assert_eq!(counts, vec![60, 60, 60], "tier {}", agg.tier);
+    s.stop();
 }
