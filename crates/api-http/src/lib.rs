@@ -33,6 +33,7 @@ mod dlq;
 pub mod extract;
 pub mod forward;
 pub mod problem;
+mod prom;
 mod registry;
 mod stream;
 pub mod time;
@@ -57,6 +58,9 @@ pub struct Services {
                 TailAlertsStream = ReceiverStream<Result<pb::AlertEvent, Status>>,
             >,
     >,
+    /// The operator token keys, for the calls that read no service (a
+    /// Prometheus query of numbers only still needs a valid token).
+    pub keys: tributary_auth::JwtKeys,
 }
 
 impl std::fmt::Debug for Services {
@@ -81,6 +85,8 @@ pub struct ApiConfig {
     /// Most stored points an event stream sends when it resumes from a
     /// `Last-Event-ID`; past it, it says `event: reset` and goes live.
     pub max_resume_points: u32,
+    /// Most series one Prometheus API call may read or list.
+    pub prom_max_series: usize,
 }
 
 impl Default for ApiConfig {
@@ -90,6 +96,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             keep_alive_secs: 15,
             max_resume_points: 10_000,
+            prom_max_series: 10_000,
         }
     }
 }
@@ -104,6 +111,9 @@ impl ApiConfig {
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes: at least 1024".into());
+        }
+        if self.prom_max_series == 0 {
+            return Err("prom_max_series: at least 1".into());
         }
         if !(1..=3600).contains(&self.keep_alive_secs) {
             return Err("keep_alive_secs: from 1 to 3600".into());
@@ -151,7 +161,7 @@ impl std::ops::Deref for Api {
 pub(crate) enum Errors {
     /// A parameter or the body is wrong; `violations` names the fields.
     #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(#[to_schema] problem::ProblemDetails),
+    BadRequest(problem::ProblemDetails),
     /// No valid `Authorization: Bearer <operator token>`.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(problem::ProblemDetails),
@@ -189,6 +199,9 @@ Prometheus-compatible query API on the same listener is described in docs/grafan
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     servers((url = "/api/v1")),
+    // The error body every response references (`Errors`), and the data of
+    // the `points` events of `GET /stream` (`StreamEvent` names it).
+    components(schemas(problem::ProblemDetails, problem::Violation, stream::PointsEvent)),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants, their quotas and retention (platform admins)"),
@@ -261,6 +274,10 @@ pub fn router(
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(openapi_doc_string(&doc));
     let routes = routes
+        .route_layer(axum::middleware::from_fn(require_bearer))
+        // The Prometheus API answers in its own format, errors included
+        // (docs/grafana.md); it is not part of the OpenAPI document.
+        .merge(prom::routes(api.clone()))
         .route(
             "/openapi.json",
             get(move || {
@@ -294,6 +311,29 @@ pub fn router(
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// Refuses a call without `Authorization: Bearer …` with 401 before its
+/// parameters and body are read: the services would refuse it anyway, but
+/// only once the route has parsed the request, so an anonymous caller with
+/// a bad body would learn a 400 (or 413, 415) instead of being told to
+/// authenticate. The token itself is checked by the services.
+async fn require_bearer(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let detail = match req.headers().get(axum::http::header::AUTHORIZATION) {
+        None => "missing authorization (Bearer token)",
+        Some(v) => match v.to_str() {
+            Err(_) => "authorization is not ASCII",
+            Ok(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
+                return next.run(req).await;
+            }
+            Ok(_) => "authorization must be `Bearer <token>`",
+        },
+    };
+    Problem::new(tonic::Code::Unauthenticated, detail).into_response()
 }
 
 fn openapi_doc_string(doc: &utoipa::openapi::OpenApi) -> String {

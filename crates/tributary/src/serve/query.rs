@@ -223,7 +223,7 @@ pub async fn serve_apis(
         parts.alert_history,
         keys.clone(),
     );
-    let command_grpc = CommandGrpc::new(sink, directory, keys)
+    let command_grpc = CommandGrpc::new(sink, directory, keys.clone())
         .with_config(super::config_file::section(
             "commands",
             CommandConfig::default(),
@@ -257,6 +257,7 @@ pub async fn serve_apis(
             commands: Arc::new(command_grpc.clone()),
             dead_letters: Arc::new(dlq_grpc.clone()),
             alerts: Arc::new(alerts_grpc.clone()),
+            keys: keys.clone(),
         },
         parts.api,
         stop.clone(),

@@ -310,6 +310,7 @@ impl Platform {
                 commands: Arc::new(command_grpc.clone()),
                 dead_letters: Arc::new(dlq_grpc.clone()),
                 alerts: Arc::new(alerts_grpc.clone()),
+                keys: keys.clone(),
             },
             args.api.config()?,
             stop.clone(),

@@ -1,0 +1,579 @@
+//! Evaluating the PromQL subset over `QueryService.Aggregate`.
+//!
+//! A query is evaluated at times `t0, t0 + step, …`. At each time `t`:
+//! - a range function `f(x[R])` aggregates the samples of `x` in
+//!   `[t − R, t)`; an instant selector `x` is the newest sample in
+//!   `[t − L, t)`, where the lookback `L` is 5 minutes, or the step when
+//!   that is longer. Windows are closed at the start and open at the end,
+//!   like Tributary's Aggregate windows (Prometheus uses `(t − R, t]`), so a
+//!   panel and an Aggregate over the same windows agree exactly;
+//! - for a range query, the samples come from Aggregate windows of width
+//!   `w`, the greatest common divisor of the step and every range, in whole
+//!   seconds (so the planner answers from the rollup tiers when `w` allows),
+//!   and `t0` is moved back to a multiple of `w` (Grafana aligns to the step
+//!   already). An instant query reads one window per range;
+//! - `rate` and `increase` take the difference between the last and the
+//!   first sample of the window, adding the value after each counter reset
+//!   (a drop); a reset inside one rollup bucket is estimated from the
+//!   bucket's first, maximum and last values. There is no extrapolation to
+//!   the window's edges, so they can be lower than Prometheus' by one
+//!   sampling interval's share of the window.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use tributary_promql::{AggOp, Expr, RangeFunc, Selector};
+use tributary_proto::v1 as pb;
+
+use super::PromError;
+use super::series::{Labels, NAME, SeriesRef, select};
+use crate::Api;
+use crate::extract::Caller;
+
+const NS: i64 = 1_000_000_000;
+/// The default lookback of an instant selector.
+const LOOKBACK: i64 = 300 * NS;
+/// Most evaluation times per series, as Prometheus.
+pub(crate) const MAX_POINTS: usize = 11_000;
+/// Most Aggregate windows read per series.
+const MAX_WINDOWS_PER_SERIES: i64 = 100_000;
+/// Most window combinations (steps × windows per step) per series.
+const MAX_WORK_PER_SERIES: i64 = 20_000_000;
+
+/// The times a query is evaluated at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    /// First time, ns.
+    pub t0: i64,
+    /// Step, ns (0 for an instant query).
+    pub step: i64,
+    /// Number of times.
+    pub n: usize,
+}
+
+impl Grid {
+    pub(crate) fn at(&self, i: usize) -> i64 {
+        self.t0 + self.step * i as i64
+    }
+}
+
+/// A value of the query at every time of the grid.
+#[derive(Debug)]
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    Vector(Vec<Series>),
+}
+
+/// One output series: its labels and its value at each time (absent where
+/// it has none).
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    pub values: Vec<Option<f64>>,
+}
+
+/// What the query may cost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub max_series: usize,
+}
+
+/// Everything an evaluation needs.
+pub(crate) struct Ctx<'a> {
+    pub api: &'a Api,
+    pub caller: &'a Caller,
+    pub grid: Grid,
+    /// The lookback of instant selectors.
+    lookback: i64,
+    /// The Aggregate window of a range query (ns), 0 for an instant query.
+    window: i64,
+    pub budget: Budget,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn ranges(e: &Expr, out: &mut Vec<i64>, lookback: i64) {
+    match e {
+        Expr::Number(_) => {}
+        Expr::Selector(_) => out.push(lookback),
+        Expr::RangeFunction { range, .. } => {
+            out.push(i64::try_from(range.as_nanos()).unwrap_or(i64::MAX))
+        }
+        Expr::Aggregate { expr, .. } | Expr::Neg(expr) => ranges(expr, out, lookback),
+        Expr::Binary { lhs, rhs, .. } => {
+            ranges(lhs, out, lookback);
+            ranges(rhs, out, lookback);
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// Plans the evaluation of `expr` from `start` to `end` every `step`
+    /// (an instant query: `start == end`, `step == 0`).
+    pub(crate) fn plan(
+        api: &'a Api,
+        caller: &'a Caller,
+        expr: &Expr,
+        (start, end, step): (i64, i64, i64),
+        budget: Budget,
+    ) -> Result<Self, PromError> {
+        let lookback = LOOKBACK.max(step);
+        if step == 0 {
+            return Ok(Self {
+                api,
+                caller,
+                grid: Grid {
+                    t0: start,
+                    step: 0,
+                    n: 1,
+                },
+                lookback,
+                window: 0,
+                budget,
+            });
+        }
+        if step % NS != 0 {
+            return Err(PromError::bad_data(
+                "step: Tributary evaluates at whole seconds; use a step such as 15s or 60",
+            ));
+        }
+        let mut rs = Vec::new();
+        ranges(expr, &mut rs, lookback);
+        for r in &rs {
+            if r % NS != 0 {
+                return Err(PromError::bad_data(
+                    "ranges must be whole seconds, such as [5m] or [90s]",
+                ));
+            }
+        }
+        let window = rs.iter().fold(step, |g, r| gcd(g, *r));
+        let t0 = start.div_euclid(window) * window;
+        let n = usize::try_from((end - t0) / step + 1).unwrap_or(usize::MAX);
+        if n > MAX_POINTS {
+            return Err(PromError::bad_data(format!(
+                "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try decreasing the query resolution (?step=XX)"
+            )));
+        }
+        let longest = rs.iter().copied().max().unwrap_or(0);
+        let windows = (step * (n as i64 - 1) + longest) / window;
+        if windows > MAX_WINDOWS_PER_SERIES
+            || (longest / window).saturating_mul(n as i64) > MAX_WORK_PER_SERIES
+        {
+            return Err(PromError::bad_data(format!(
+                "the step and the ranges share no divisor coarser than {}s, which makes {windows} windows per series; use a step that divides the ranges (or the reverse)",
+                window / NS
+            )));
+        }
+        Ok(Self {
+            api,
+            caller,
+            grid: Grid { t0, step, n },
+            lookback,
+            window,
+            budget,
+        })
+    }
+
+    /// Evaluates `expr` over the grid.
+    pub(crate) fn eval<'e>(&'e self, expr: &'e Expr) -> BoxFuture<'e, Result<Val, PromError>> {
+        Box::pin(async move {
+            let n = self.grid.n;
+            match expr {
+                Expr::Number(v) => Ok(Val::Scalar(vec![*v; n])),
+                Expr::Neg(e) => Ok(match self.eval(e).await? {
+                    Val::Scalar(v) => Val::Scalar(v.into_iter().map(|x| -x).collect()),
+                    Val::Vector(series) => Val::Vector(
+                        series
+                            .into_iter()
+                            .map(|mut s| {
+                                s.labels.remove(NAME);
+                                s.values = s.values.into_iter().map(|v| v.map(|x| -x)).collect();
+                                s
+                            })
+                            .collect(),
+                    ),
+                }),
+                Expr::Binary { op, lhs, rhs } => {
+                    let (l, r) = (self.eval(lhs).await?, self.eval(rhs).await?);
+                    Ok(match (l, r) {
+                        (Val::Scalar(a), Val::Scalar(b)) => {
+                            Val::Scalar(a.into_iter().zip(b).map(|(x, y)| op.apply(x, y)).collect())
+                        }
+                        (Val::Vector(series), Val::Scalar(b)) => {
+                            Val::Vector(map_vector(series, |i, x| op.apply(x, b[i])))
+                        }
+                        (Val::Scalar(a), Val::Vector(series)) => {
+                            Val::Vector(map_vector(series, |i, x| op.apply(a[i], x)))
+                        }
+                        (Val::Vector(_), Val::Vector(_)) => {
+                            return Err(PromError::bad_data(
+                                "unsupported: arithmetic between two vectors",
+                            ));
+                        }
+                    })
+                }
+                Expr::Selector(sel) => {
+                    self.over_windows(sel, self.lookback, |w| w.last, false)
+                        .await
+                }
+                Expr::RangeFunction {
+                    func,
+                    selector,
+                    range,
+                } => {
+                    let r = i64::try_from(range.as_nanos()).unwrap_or(i64::MAX);
+                    let secs = r as f64 / NS as f64;
+                    let f: fn(&Window, f64) -> Option<f64> = match func {
+                        RangeFunc::AvgOverTime => {
+                            |w, _| (w.numeric > 0).then(|| w.sum / w.numeric as f64)
+                        }
+                        RangeFunc::MinOverTime => |w, _| w.min,
+                        RangeFunc::MaxOverTime => |w, _| w.max,
+                        RangeFunc::SumOverTime => |w, _| (w.numeric > 0).then_some(w.sum),
+                        RangeFunc::CountOverTime => |w, _| (w.count > 0).then_some(w.count as f64),
+                        RangeFunc::LastOverTime => |w, _| w.last,
+                        RangeFunc::Increase => |w, _| (w.numeric > 1).then_some(w.increase),
+                        RangeFunc::Rate => |w, secs| (w.numeric > 1).then(|| w.increase / secs),
+                    };
+                    self.over_windows(selector, r, move |w| f(w, secs), true)
+                        .await
+                }
+                Expr::Aggregate { op, by, expr } => {
+                    let Val::Vector(series) = self.eval(expr).await? else {
+                        return Err(PromError::bad_data(format!(
+                            "{}: expected a vector, got a scalar",
+                            op.name()
+                        )));
+                    };
+                    Ok(Val::Vector(aggregate(*op, by, series, n)))
+                }
+            }
+        })
+    }
+
+    /// The series of `sel`, each valued at every time by `f` of its samples
+    /// in `[t − range, t)`. `drop_name`: the function's result is no longer
+    /// the metric (`rate(x)` is not `x`).
+    async fn over_windows(
+        &self,
+        sel: &Selector,
+        range: i64,
+        f: impl Fn(&Window) -> Option<f64> + Send + Sync,
+        drop_name: bool,
+    ) -> Result<Val, PromError> {
+        let series = select(self.api, self.caller, sel, self.budget.max_series).await?;
+        let windows = self.read(&series, range).await?;
+        let mut out = Vec::new();
+        for (mut s, per_step) in series.into_iter().zip(windows) {
+            let values: Vec<Option<f64>> =
+                per_step.iter().map(|w| w.as_ref().and_then(&f)).collect();
+            if values.iter().all(Option::is_none) {
+                continue;
+            }
+            if drop_name {
+                s.labels.remove(NAME);
+            }
+            out.push(Series {
+                labels: s.labels,
+                values,
+            });
+        }
+        Ok(Val::Vector(out))
+    }
+
+    /// Each series' samples in `[t − range, t)` at every time, summarized.
+    async fn read(
+        &self,
+        series: &[SeriesRef],
+        range: i64,
+    ) -> Result<Vec<Vec<Option<Window>>>, PromError> {
+        // One Aggregate per device (its response stays within the query
+        // service's limits), a few at a time.
+        let mut by_device: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, s) in series.iter().enumerate() {
+            by_device.entry(s.device.clone()).or_default().push(i);
+        }
+        let grid = self.grid;
+        let (from, to, window) = if self.window == 0 {
+            (grid.t0 - range, grid.t0, String::new())
+        } else {
+            (
+                grid.t0 - range,
+                grid.at(grid.n - 1),
+                format!("{}s", self.window / NS),
+            )
+        };
+        let calls: Vec<_> = by_device
+            .into_iter()
+            .map(|(device, idx)| {
+                let metrics: Vec<String> = idx.iter().map(|i| series[*i].metric.clone()).collect();
+                let window = window.clone();
+                let (api, caller) = (self.api.clone(), self.caller.clone());
+                async move {
+                    let resp = api
+                        .query
+                        .aggregate(caller.request(pb::AggregateRequest {
+                            target: Some(pb::Target {
+                                tenant: String::new(),
+                                devices: Some(pb::target::Devices::Device(device)),
+                            }),
+                            metrics,
+                            from_ns: from,
+                            to_ns: to,
+                            window,
+                            functions: FUNCTIONS.iter().map(|f| *f as i32).collect(),
+                            group_by_label: String::new(),
+                            tier: String::new(),
+                        }))
+                        .await?
+                        .into_inner();
+                    Ok::<_, PromError>((idx, resp.series))
+                }
+            })
+            .collect();
+        let mut out: Vec<Vec<Option<Window>>> = vec![Vec::new(); series.len()];
+        let mut results = futures::stream::iter(calls).buffer_unordered(super::CONCURRENCY);
+        while let Some(r) = results.next().await {
+            let (idx, answered) = r?;
+            for s in answered {
+                let Some(i) = idx.iter().copied().find(|i| series[*i].metric == s.metric) else {
+                    continue;
+                };
+                out[i] = if self.window == 0 {
+                    vec![s.buckets.iter().map(Window::of).reduce(Window::then)]
+                } else {
+                    self.slide(from, range, &s.buckets)
+                };
+            }
+        }
+        for o in &mut out {
+            o.resize(grid.n, None);
+        }
+        Ok(out)
+    }
+
+    /// Combines windows of width `self.window` from `from` into one
+    /// summary per time: the windows in `[t − range, t)`.
+    fn slide(&self, from: i64, range: i64, buckets: &[pb::AggregateBucket]) -> Vec<Option<Window>> {
+        let w = self.window;
+        let total = ((self.grid.at(self.grid.n - 1) - from) / w).max(0) as usize;
+        let mut slots: Vec<Option<Window>> = vec![None; total];
+        for b in buckets {
+            let k = (b.start_ns - from).div_euclid(w);
+            if let Ok(k) = usize::try_from(k)
+                && k < total
+            {
+                slots[k] = Some(Window::of(b));
+            }
+        }
+        let per = (range / w) as usize;
+        (0..self.grid.n)
+            .map(|i| {
+                let end = ((self.grid.at(i) - from) / w) as usize;
+                let start = end.saturating_sub(per);
+                slots[start..end.min(total)]
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .reduce(Window::then)
+            })
+            .collect()
+    }
+}
+
+/// The Aggregate functions every read asks for.
+const FUNCTIONS: [pb::AggregateFunction; 5] = [
+    pb::AggregateFunction::Sum,
+    pb::AggregateFunction::Min,
+    pb::AggregateFunction::Max,
+    pb::AggregateFunction::First,
+    pb::AggregateFunction::Last,
+];
+
+/// The samples of one series in one window, summarized.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Window {
+    /// Samples of any type.
+    count: u64,
+    /// Numeric samples (doubles, integers, booleans as 0/1).
+    numeric: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+    first: Option<f64>,
+    last: Option<f64>,
+    /// The counter increase within the window, resets counted.
+    increase: f64,
+}
+
+fn numeric(p: Option<&pb::SamplePoint>) -> Option<f64> {
+    use pb::value::Kind;
+    match p?.value.as_ref()?.kind.as_ref()? {
+        Kind::DoubleValue(d) => Some(*d),
+        Kind::IntValue(i) => Some(*i as f64),
+        Kind::BoolValue(b) => Some(f64::from(u8::from(*b))),
+        Kind::StringValue(_) => None,
+    }
+}
+
+impl Window {
+    fn of(b: &pb::AggregateBucket) -> Self {
+        let (first, last) = (numeric(b.first.as_ref()), numeric(b.last.as_ref()));
+        // Numeric samples: all of them when the window has a numeric sum.
+        let numeric_count = if b.sum.is_some() { b.count } else { 0 };
+        let increase = match (first, last, b.max) {
+            (Some(f), Some(l), _) if l >= f => l - f,
+            (Some(f), Some(l), Some(m)) => (m - f).max(0.0) + l,
+            _ => 0.0,
+        };
+        Self {
+            count: b.count,
+            numeric: numeric_count,
+            sum: b.sum.unwrap_or(0.0),
+            min: b.min,
+            max: b.max,
+            first,
+            last,
+            increase,
+        }
+    }
+
+    /// This window followed by a later one.
+    fn then(self, next: Self) -> Self {
+        let between = match (self.last, next.first) {
+            (Some(a), Some(b)) if b >= a => b - a,
+            (Some(_), Some(b)) => b,
+            _ => 0.0,
+        };
+        let pick = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+            (Some(a), Some(b)) => Some(f(a, b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            count: self.count + next.count,
+            numeric: self.numeric + next.numeric,
+            sum: self.sum + next.sum,
+            min: pick(self.min, next.min, f64::min),
+            max: pick(self.max, next.max, f64::max),
+            first: self.first.or(next.first),
+            last: next.last.or(self.last),
+            increase: self.increase + between + next.increase,
+        }
+    }
+}
+
+fn map_vector(series: Vec<Series>, f: impl Fn(usize, f64) -> f64) -> Vec<Series> {
+    series
+        .into_iter()
+        .map(|mut s| {
+            s.labels.remove(NAME);
+            s.values = s
+                .values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| v.map(|x| f(i, x)))
+                .collect();
+            s
+        })
+        .collect()
+}
+
+/// `op by (by) (series)` at every time.
+fn aggregate(op: AggOp, by: &[String], series: Vec<Series>, n: usize) -> Vec<Series> {
+    let mut groups: BTreeMap<Labels, Vec<Vec<Option<f64>>>> = BTreeMap::new();
+    for s in series {
+        let key: Labels = by
+            .iter()
+            .filter_map(|l| s.labels.get(l).map(|v| (l.clone(), v.clone())))
+            .collect();
+        groups.entry(key).or_default().push(s.values);
+    }
+    groups
+        .into_iter()
+        .map(|(labels, members)| {
+            let values = (0..n)
+                .map(|i| {
+                    let present = members.iter().filter_map(|v| v[i]);
+                    let (count, sum, min, max) = present.fold(
+                        (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY),
+                        |(c, s, lo, hi), x| (c + 1, s + x, lo.min(x), hi.max(x)),
+                    );
+                    (count > 0).then(|| match op {
+                        AggOp::Sum => sum,
+                        AggOp::Avg => sum / count as f64,
+                        AggOp::Min => min,
+                        AggOp::Max => max,
+                        AggOp::Count => count as f64,
+                    })
+                })
+                .collect();
+            Series { labels, values }
+        })
+        .filter(|s| s.values.iter().any(Option::is_some))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(start: i64, values: &[f64]) -> pb::AggregateBucket {
+        let point = |v: f64| pb::SamplePoint {
+            ts_ns: start,
+            value: Some(pb::Value {
+                kind: Some(pb::value::Kind::DoubleValue(v)),
+            }),
+        };
+        pb::AggregateBucket {
+            start_ns: start,
+            count: values.len() as u64,
+            min: values.iter().copied().reduce(f64::min),
+            max: values.iter().copied().reduce(f64::max),
+            avg: None,
+            sum: Some(values.iter().sum()),
+            first: values.first().map(|v| point(*v)),
+            last: values.last().map(|v| point(*v)),
+            stddev: None,
+        }
+    }
+
+    #[test]
+    fn a_counter_increase_counts_resets_between_and_within_windows() {
+        // 10 → 15, reset, 3 → 7: increase 5 + 3 + 4 = 12.
+        let w = Window::of(&bucket(0, &[10.0, 15.0])).then(Window::of(&bucket(1, &[3.0, 7.0])));
+        assert_eq!(w.increase, 12.0);
+        // A reset inside one bucket: 10 → 20, reset, → 4: 10 + 4.
+        let w = Window::of(&bucket(0, &[10.0, 20.0, 4.0]));
+        assert_eq!(w.increase, 14.0);
+        assert_eq!((w.min, w.max, w.numeric), (Some(4.0), Some(20.0), 3));
+    }
+
+    #[test]
+    fn aggregation_groups_by_the_labels_and_skips_absent_values() {
+        let s = |fleet: &str, values: Vec<Option<f64>>| Series {
+            labels: [
+                ("fleet".to_string(), fleet.to_string()),
+                ("device".into(), values.len().to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            values,
+        };
+        let out = aggregate(
+            AggOp::Avg,
+            &["fleet".into()],
+            vec![
+                s("West", vec![Some(1.0), None]),
+                s("West", vec![Some(3.0), Some(5.0)]),
+                s("East", vec![None, None]),
+            ],
+            2,
+        );
+        assert_eq!(out.len(), 1, "a group with no value at any time is dropped");
+        assert_eq!(out[0].values, vec![Some(2.0), Some(5.0)]);
+        assert_eq!(out[0].labels.len(), 1);
+    }
+}
