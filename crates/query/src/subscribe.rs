@@ -108,7 +108,7 @@ impl Subscription {
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 Some(interval)
             }
-            TargetSpec::Device(_) => None,
+            TargetSpec::Device(_) | TargetSpec::Devices(_) => None,
         };
         let mut dropped = 0u64;
         tracing::debug!(tenant = %self.filter.tenant, target = %self.target, "subscription started");

@@ -38,7 +38,12 @@ pub(crate) enum TargetSpec {
     Device(String),
     /// Every device of the tenant that the selector matches.
     Selector(Selector),
+    /// These devices (sorted, each once), those that exist.
+    Devices(Vec<String>),
 }
+
+/// Most ids in `target.device_ids`.
+const MAX_DEVICE_IDS: usize = 10_000;
 
 impl TargetSpec {
     /// Validates a request's `target`. The tenant is checked by the caller.
@@ -55,6 +60,23 @@ impl TargetSpec {
                 validate_device_id(id, &LOOSE_LIMITS)
                     .map_err(|e| QueryError::invalid("target.device", e.message))?;
                 Ok(Self::Device(id.clone()))
+            }
+            Some(pb::target::Devices::DeviceIds(d)) => {
+                if d.ids.len() > MAX_DEVICE_IDS {
+                    return Err(QueryError::invalid(
+                        "target.device_ids",
+                        format!("more than {MAX_DEVICE_IDS} ids"),
+                    ));
+                }
+                for (i, id) in d.ids.iter().enumerate() {
+                    validate_device_id(id, &LOOSE_LIMITS).map_err(|e| {
+                        QueryError::invalid(format!("target.device_ids[{i}]"), e.message)
+                    })?;
+                }
+                let mut ids = d.ids.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(Self::Devices(ids))
             }
             Some(pb::target::Devices::Selector(s)) => {
                 if s.len() > MAX_SELECTOR_LEN {
@@ -86,6 +108,24 @@ impl TargetSpec {
                     name: id.clone(),
                 }),
             },
+            Self::Devices(ids) => {
+                if ids.len() > max_devices {
+                    return Err(QueryError::invalid(
+                        "target.device_ids",
+                        format!(
+                            "{} devices, more than the limit of {max_devices}",
+                            ids.len()
+                        ),
+                    ));
+                }
+                let mut devices = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(device) = catalog.device(tenant, id).await? {
+                        devices.push(device);
+                    }
+                }
+                Ok(devices)
+            }
             Self::Selector(selector) => {
                 let mut devices = catalog.select(tenant, selector).await?;
                 if devices.len() > max_devices {
@@ -110,6 +150,7 @@ impl fmt::Display for TargetSpec {
         match self {
             Self::Device(id) => write!(f, "device:{id}"),
             Self::Selector(s) => write!(f, "selector:{s}"),
+            Self::Devices(ids) => write!(f, "devices:{}", ids.len()),
         }
     }
 }

@@ -216,8 +216,13 @@ impl<'a> Ctx<'a> {
                     })
                 }
                 Expr::Selector(sel) => {
-                    self.over_windows(sel, self.lookback, |w| w.last, false)
-                        .await
+                    self.over_windows(
+                        sel,
+                        (self.lookback, &[pb::AggregateFunction::Last]),
+                        |w| w.last,
+                        false,
+                    )
+                    .await
                 }
                 Expr::RangeFunction {
                     func,
@@ -233,12 +238,27 @@ impl<'a> Ctx<'a> {
                         RangeFunc::MinOverTime => |w, _| w.min,
                         RangeFunc::MaxOverTime => |w, _| w.max,
                         RangeFunc::SumOverTime => |w, _| (w.numeric > 0).then_some(w.sum),
-                        RangeFunc::CountOverTime => |w, _| (w.count > 0).then_some(w.count as f64),
+                        RangeFunc::CountOverTime => {
+                            |w, _| (w.numeric > 0).then_some(w.numeric as f64)
+                        }
                         RangeFunc::LastOverTime => |w, _| w.last,
                         RangeFunc::Increase => |w, _| (w.numeric > 1).then_some(w.increase),
                         RangeFunc::Rate => |w, secs| (w.numeric > 1).then(|| w.increase / secs),
                     };
-                    self.over_windows(selector, r, move |w| f(w, secs), true)
+                    // As in Prometheus, a function's result is no longer the
+                    // metric, except the newest sample itself.
+                    let drop_name = *func != RangeFunc::LastOverTime;
+                    use pb::AggregateFunction as A;
+                    let functions: &[A] = match func {
+                        RangeFunc::AvgOverTime
+                        | RangeFunc::SumOverTime
+                        | RangeFunc::CountOverTime => &[],
+                        RangeFunc::MinOverTime => &[A::Min],
+                        RangeFunc::MaxOverTime => &[A::Max],
+                        RangeFunc::LastOverTime => &[A::Last],
+                        RangeFunc::Rate | RangeFunc::Increase => &[A::First, A::Last, A::Max],
+                    };
+                    self.over_windows(selector, (r, functions), move |w| f(w, secs), drop_name)
                         .await
                 }
                 Expr::Aggregate { op, by, expr } => {
@@ -260,12 +280,12 @@ impl<'a> Ctx<'a> {
     async fn over_windows(
         &self,
         sel: &Selector,
-        range: i64,
+        (range, functions): (i64, &[pb::AggregateFunction]),
         f: impl Fn(&Window) -> Option<f64> + Send + Sync,
         drop_name: bool,
     ) -> Result<Val, PromError> {
         let series = select(self.api, self.caller, sel, self.budget.max_series).await?;
-        let windows = self.read(&series, range).await?;
+        let windows = self.read(&series, range, functions).await?;
         let mut out = Vec::new();
         for (mut s, per_step) in series.into_iter().zip(windows) {
             let values: Vec<Option<f64>> =
@@ -281,21 +301,27 @@ impl<'a> Ctx<'a> {
                 values,
             });
         }
+        if drop_name {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(dup) = out.iter().find(|s| !seen.insert(&s.labels)) {
+                return Err(PromError::execution(format!(
+                    "vector cannot contain metrics with the same labelset {:?}: the function dropped the metric name; add __name__=\"…\" to the selector",
+                    dup.labels
+                )));
+            }
+        }
         Ok(Val::Vector(out))
     }
 
-    /// Each series' samples in `[t − range, t)` at every time, summarized.
+    /// Each series' samples in `[t − range, t)` at every time, summarized
+    /// from the Aggregate `functions` (the sum, for the count of numeric
+    /// samples, is always read).
     async fn read(
         &self,
         series: &[SeriesRef],
         range: i64,
+        functions: &[pb::AggregateFunction],
     ) -> Result<Vec<Vec<Option<Window>>>, PromError> {
-        // One Aggregate per device (its response stays within the query
-        // service's limits), a few at a time.
-        let mut by_device: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, s) in series.iter().enumerate() {
-            by_device.entry(s.device.clone()).or_default().push(i);
-        }
         let grid = self.grid;
         let (from, to, window) = if self.window == 0 {
             (grid.t0 - range, grid.t0, String::new())
@@ -306,40 +332,70 @@ impl<'a> Ctx<'a> {
                 format!("{}s", self.window / NS),
             )
         };
-        let calls: Vec<_> = by_device
-            .into_iter()
-            .map(|(device, idx)| {
-                let metrics: Vec<String> = idx.iter().map(|i| series[*i].metric.clone()).collect();
-                let window = window.clone();
+        let windows_each = if self.window == 0 {
+            1
+        } else {
+            usize::try_from((to - from) / self.window)
+                .unwrap_or(usize::MAX)
+                .max(1)
+        };
+        // Devices with the same metrics go together, as many per Aggregate
+        // as keep its answer within BUCKETS_PER_CALL.
+        let mut by_device: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in series.iter().enumerate() {
+            by_device.entry(&s.device).or_default().push(i);
+        }
+        let mut by_metrics: BTreeMap<Vec<&str>, Vec<(&str, Vec<usize>)>> = BTreeMap::new();
+        for (device, idx) in by_device {
+            let metrics: Vec<&str> = idx.iter().map(|i| series[*i].metric.as_str()).collect();
+            by_metrics.entry(metrics).or_default().push((device, idx));
+        }
+        let mut functions: Vec<i32> = functions.iter().map(|f| *f as i32).collect();
+        functions.push(pb::AggregateFunction::Sum as i32);
+        functions.sort_unstable();
+        functions.dedup();
+        let mut calls = Vec::new();
+        for (metrics, devices) in by_metrics {
+            let per_call =
+                (BUCKETS_PER_CALL / (windows_each * metrics.len()).max(1)).clamp(1, 1000);
+            for batch in devices.chunks(per_call) {
+                let ids: Vec<String> = batch.iter().map(|(d, _)| (*d).to_owned()).collect();
+                let wanted: BTreeMap<(String, String), usize> = batch
+                    .iter()
+                    .flat_map(|(_, idx)| idx.iter())
+                    .map(|i| ((series[*i].device.clone(), series[*i].metric.clone()), *i))
+                    .collect();
+                let request = pb::AggregateRequest {
+                    target: Some(pb::Target {
+                        tenant: String::new(),
+                        devices: Some(pb::target::Devices::DeviceIds(pb::DeviceIds { ids })),
+                    }),
+                    metrics: metrics.iter().map(|m| (*m).to_owned()).collect(),
+                    from_ns: from,
+                    to_ns: to,
+                    window: window.clone(),
+                    functions: functions.clone(),
+                    group_by_label: String::new(),
+                    tier: String::new(),
+                };
                 let (api, caller) = (self.api.clone(), self.caller.clone());
-                async move {
+                calls.push(async move {
                     let resp = api
                         .query
-                        .aggregate(caller.request(pb::AggregateRequest {
-                            target: Some(pb::Target {
-                                tenant: String::new(),
-                                devices: Some(pb::target::Devices::Device(device)),
-                            }),
-                            metrics,
-                            from_ns: from,
-                            to_ns: to,
-                            window,
-                            functions: FUNCTIONS.iter().map(|f| *f as i32).collect(),
-                            group_by_label: String::new(),
-                            tier: String::new(),
-                        }))
+                        .aggregate(caller.request(request))
                         .await?
                         .into_inner();
-                    Ok::<_, PromError>((idx, resp.series))
-                }
-            })
-            .collect();
+                    Ok::<_, PromError>((wanted, resp.series))
+                });
+            }
+        }
         let mut out: Vec<Vec<Option<Window>>> = vec![Vec::new(); series.len()];
         let mut results = futures::stream::iter(calls).buffer_unordered(super::CONCURRENCY);
         while let Some(r) = results.next().await {
-            let (idx, answered) = r?;
+            let (wanted, answered) = r?;
             for s in answered {
-                let Some(i) = idx.iter().copied().find(|i| series[*i].metric == s.metric) else {
+                // Ungrouped, a series' group is its device.
+                let Some(&i) = wanted.get(&(s.group, s.metric)) else {
                     continue;
                 };
                 out[i] = if self.window == 0 {
@@ -384,20 +440,13 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// The Aggregate functions every read asks for.
-const FUNCTIONS: [pb::AggregateFunction; 5] = [
-    pb::AggregateFunction::Sum,
-    pb::AggregateFunction::Min,
-    pb::AggregateFunction::Max,
-    pb::AggregateFunction::First,
-    pb::AggregateFunction::Last,
-];
+/// Buckets one Aggregate call is asked for at most (the query service
+/// refuses more than its `max_buckets`, 100,000 by default).
+const BUCKETS_PER_CALL: usize = 50_000;
 
 /// The samples of one series in one window, summarized.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Window {
-    /// Samples of any type.
-    count: u64,
     /// Numeric samples (doubles, integers, booleans as 0/1).
     numeric: u64,
     sum: f64,
@@ -430,7 +479,6 @@ impl Window {
             _ => 0.0,
         };
         Self {
-            count: b.count,
             numeric: numeric_count,
             sum: b.sum.unwrap_or(0.0),
             min: b.min,
@@ -453,7 +501,6 @@ impl Window {
             (a, b) => a.or(b),
         };
         Self {
-            count: self.count + next.count,
             numeric: self.numeric + next.numeric,
             sum: self.sum + next.sum,
             min: pick(self.min, next.min, f64::min),

@@ -87,6 +87,16 @@ impl PromError {
         }
     }
 
+    /// A query that is valid but cannot be answered as asked.
+    pub(crate) fn execution(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "execution",
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     pub(crate) fn too_many(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
