@@ -678,7 +678,8 @@ COMMON_CASES = [
         lambda c: next(iter(c["service"]["pipelines"].values()))["exporters"].append("no_such_exporter")),
      ["no_such_exporter"]),
     ("dashboard metric no crate registers", lambda r: _edit_text(
-        next((r / "deploy/grafana/dashboards").glob("*.json")),
+        next(p for p in sorted((r / "deploy/grafana/dashboards").glob("*.json"))
+             if "tributary_ingest_points_acked_total" in p.read_text()),
         "tributary_ingest_points_acked_total", "tributary_ingest_points_akced_total"),
      ["tributary_ingest_points_akced_total"]),
     ("missing bind-mount source", lambda r: _edit_compose(

@@ -536,3 +536,111 @@ async fn a_third_party_prometheus_client_reads_the_same_numbers() {
     assert_eq!(west["value"][1], "29.5", "(24 + 35) / 2");
     s.stop();
 }
+
+/// The provisioned dashboard (deploy/grafana/dashboards) draws: its
+/// variables resolve as Grafana resolves them (label values with
+/// `match[]`), and every panel's query answers with data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioned_dashboard_draws_from_tributary() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path());
+    let end = seed(&s).await;
+    let admin = s.admin_token.clone();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/dashboards/tributary-devices.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let helm = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../helm/tributary/dashboards/tributary-devices.json"
+    );
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        std::fs::read_to_string(helm).unwrap(),
+        "the Helm chart ships the same dashboard"
+    );
+
+    // Variables, in order: `label_values(name)` or
+    // `label_values(selector, name)`, the first value taken ("All" is the
+    // variable's `allValue`).
+    // Grafana's intervals at a 60 s step with the data source's 60 s
+    // `timeInterval`: `$__rate_interval` is four of them.
+    let mut vars: Vec<(String, String)> = vec![
+        ("$__rate_interval".into(), "240s".into()),
+        ("$__interval".into(), "60s".into()),
+    ];
+    let substitute = |text: &str, vars: &[(String, String)]| {
+        vars.iter()
+            .fold(text.to_owned(), |t, (k, v)| t.replace(k.as_str(), v))
+    };
+    for var in dashboard["templating"]["list"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let query = substitute(var["query"]["query"].as_str().unwrap(), &vars);
+        let inner = query
+            .strip_prefix("label_values(")
+            .unwrap()
+            .strip_suffix(')')
+            .unwrap();
+        let url = match inner.rsplit_once(", ") {
+            Some((selector, label)) => format!(
+                "/label/{label}/values?match[]={}",
+                form_urlencoded::byte_serialize(selector.as_bytes()).collect::<String>()
+            ),
+            None => format!("/label/{inner}/values"),
+        };
+        let (status, body) = get(&s, &admin, &url).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {url}: {body}");
+        let first = body["data"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no values: {body}"));
+        let value = if var["includeAll"].as_bool() == Some(true) {
+            var["allValue"].as_str().unwrap().to_owned()
+        } else {
+            first.to_owned()
+        };
+        vars.push((format!("${name}"), value));
+    }
+    let mut checked = 0;
+    let mut panels: Vec<&Value> = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        panels.push(p);
+        panels.extend(p["panels"].as_array().into_iter().flatten());
+    }
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = substitute(target["expr"].as_str().unwrap(), &vars);
+            let (status, body) = if target["instant"].as_bool() == Some(true) {
+                post_form(
+                    &s,
+                    &admin,
+                    "/query",
+                    &[("query", expr.clone()), ("time", end.to_string())],
+                )
+                .await
+            } else {
+                post_form(
+                    &s,
+                    &admin,
+                    "/query_range",
+                    &[
+                        ("query", expr.clone()),
+                        ("start", (end - 3 * HOUR).to_string()),
+                        ("end", end.to_string()),
+                        ("step", "60".into()),
+                    ],
+                )
+                .await
+            };
+            assert_eq!(status, StatusCode::OK, "{}: {expr}: {body}", panel["title"]);
+            assert!(
+                !body["data"]["result"].as_array().unwrap().is_empty(),
+                "{}: {expr} answered no series",
+                panel["title"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "{checked} queries");
+    s.stop();
+}

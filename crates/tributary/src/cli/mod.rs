@@ -20,6 +20,7 @@ use crate::output::Format;
 mod alerts;
 mod commands;
 mod dlq;
+mod operator_token;
 mod query;
 mod registry;
 mod rules;
@@ -83,6 +84,9 @@ pub enum CliCommand {
     /// Manage webhooks: where alerts are POSTed, signed.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCmd),
+    /// Mint an operator token from the JWT secret, offline: a viewer's
+    /// token of one tenant for Grafana, an operator's for a script.
+    OperatorToken(operator_token::OperatorTokenArgs),
 }
 
 /// Adds the operator token to every call.
@@ -130,6 +134,10 @@ fn resolve_token(conn: &Connection) -> anyhow::Result<String> {
 }
 
 pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
+    // Offline: needs the secret, not a server or a token.
+    if let CliCommand::OperatorToken(args) = cmd {
+        return operator_token::run(args);
+    }
     let token = resolve_token(&conn)?;
     let header: MetadataValue<_> = format!("Bearer {token}")
         .parse()
@@ -161,6 +169,7 @@ pub async fn run(conn: Connection, cmd: CliCommand) -> anyhow::Result<()> {
         CliCommand::Rules(c) => rules::rules(&mut ctx, c).await,
         CliCommand::Alerts(c) => alerts::alerts(&mut ctx, c).await,
         CliCommand::Webhooks(c) => webhooks::webhooks(&mut ctx, c).await,
+        CliCommand::OperatorToken(args) => operator_token::run(args),
     };
     result.map_err(|e| match e.downcast::<tonic::Status>() {
         Ok(status) => anyhow::anyhow!(describe_status(&status)),
