@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 command -v mosquitto_pub >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto-clients; }
 # The paho interop test runs Eclipse Paho for Python (PyPI), MQTT 3.1.1 and 5.0.
 python3 -c 'import paho.mqtt' 2>/dev/null || pip install -q paho-mqtt
+# The Prometheus API is read by a third-party client, prometheus-api-client (PyPI).
+python3 -c 'import prometheus_api_client' 2>/dev/null || pip install -q 'prometheus-api-client>=0.7,<0.8'
+# The OpenAPI document is checked against a running standalone by schemathesis (PyPI).
+command -v schemathesis >/dev/null || pip install -q 'schemathesis>=4,<5'
 
 # The Kafka log's tests run a real Kafka-protocol broker, Tansu (crates.io).
 # Building it takes about 12 minutes once; an installed tansu is reused.

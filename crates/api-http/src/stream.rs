@@ -70,6 +70,31 @@ pub(crate) struct PointsEvent {
     dropped: u64,
 }
 
+/// One Server-Sent Event of `GET /stream`, by its fields (the schema of
+/// each event of the `text/event-stream`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // The events are written by `points_event` and below.
+pub(crate) struct StreamEvent {
+    event: StreamEventKind,
+    /// `points`: a `PointsEvent` as JSON; `reset`: why resuming was not
+    /// possible, as text; `error`: a `Problem` as JSON (the stream ends).
+    data: String,
+    /// `points`: the newest point time sent so far, in ns since the epoch;
+    /// reconnect with it as `Last-Event-ID` to resume.
+    #[schema(required = false)]
+    id: String,
+}
+
+/// The kind of an event of `GET /stream`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum StreamEventKind {
+    Points,
+    Reset,
+    Error,
+}
+
 /// Follows live points as Server-Sent Events (`text/event-stream`).
 ///
 /// Events: `points` (data: a `PointsEvent`, id: the newest point time sent,
@@ -80,7 +105,7 @@ pub(crate) struct PointsEvent {
 #[utoipa::path(get, path = "/stream", tag = "timeseries", params(StreamParams,
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume after it")),
     responses((status = 200, description = "An event stream of `points` events",
-        content_type = "text/event-stream", body = PointsEvent), Errors))]
+        content_type = "text/event-stream", body = StreamEvent), Errors))]
 async fn stream(
     State(api): State<Api>,
     caller: Caller,

@@ -175,6 +175,7 @@ pub(crate) struct RangeParams {
     limit: u32,
     /// `asc` (default) or `desc`.
     #[serde(default)]
+    #[param(inline)]
     order: Option<Order>,
     /// From the previous page's `next_page_token`.
     #[serde(default)]

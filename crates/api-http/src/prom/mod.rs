@@ -348,10 +348,15 @@ async fn matched(
         if required {
             return Err(PromError::bad_data("no match[] parameter provided"));
         }
-        selectors.push(parse("{__name__=~\".+\"}").and_then(|e| match e {
-            Expr::Selector(s) => Ok(s),
-            _ => unreachable!("a selector parses as one"),
-        })?);
+        // Every series: `{__name__=~".+"}`.
+        selectors.push(Selector {
+            name: None,
+            matchers: vec![tributary_promql::Matcher::new(
+                series::NAME,
+                tributary_promql::MatchOp::RegexMatch,
+                ".+",
+            )?],
+        });
     }
     series::select_all(
         api,
