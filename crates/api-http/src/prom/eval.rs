@@ -285,11 +285,9 @@ impl<'a> Ctx<'a> {
         drop_name: bool,
     ) -> Result<Val, PromError> {
         let series = select(self.api, self.caller, sel, self.budget.max_series).await?;
-        let windows = self.read(&series, range, functions).await?;
+        let per_series = self.read(&series, range, functions, &f).await?;
         let mut out = Vec::new();
-        for (mut s, per_step) in series.into_iter().zip(windows) {
-            let values: Vec<Option<f64>> =
-                per_step.iter().map(|w| w.as_ref().and_then(&f)).collect();
+        for (mut s, values) in series.into_iter().zip(per_series) {
             if values.iter().all(Option::is_none) {
                 continue;
             }
@@ -313,15 +311,16 @@ impl<'a> Ctx<'a> {
         Ok(Val::Vector(out))
     }
 
-    /// Each series' samples in `[t − range, t)` at every time, summarized
-    /// from the Aggregate `functions` (the sum, for the count of numeric
-    /// samples, is always read).
+    /// Each series' value at every time: `f` of its samples in
+    /// `[t − range, t)`, summarized from the Aggregate `functions` (the sum,
+    /// for the count of numeric samples, is always read).
     async fn read(
         &self,
         series: &[SeriesRef],
         range: i64,
         functions: &[pb::AggregateFunction],
-    ) -> Result<Vec<Vec<Option<Window>>>, PromError> {
+        f: &(dyn Fn(&Window) -> Option<f64> + Send + Sync),
+    ) -> Result<Vec<Vec<Option<f64>>>, PromError> {
         let grid = self.grid;
         let (from, to, window) = if self.window == 0 {
             (grid.t0 - range, grid.t0, String::new())
@@ -389,7 +388,8 @@ impl<'a> Ctx<'a> {
                 });
             }
         }
-        let mut out: Vec<Vec<Option<Window>>> = vec![Vec::new(); series.len()];
+        let mut out: Vec<Vec<Option<f64>>> = vec![Vec::new(); series.len()];
+        let mut scratch = Vec::new();
         let mut results = futures::stream::iter(calls).buffer_unordered(super::CONCURRENCY);
         while let Some(r) = results.next().await {
             let (wanted, answered) = r?;
@@ -399,9 +399,16 @@ impl<'a> Ctx<'a> {
                     continue;
                 };
                 out[i] = if self.window == 0 {
-                    vec![s.buckets.iter().map(Window::of).reduce(Window::then)]
+                    vec![
+                        s.buckets
+                            .iter()
+                            .map(Window::of)
+                            .reduce(Window::then)
+                            .as_ref()
+                            .and_then(f),
+                    ]
                 } else {
-                    self.slide(from, range, &s.buckets)
+                    self.slide(from, range, &s.buckets, f, &mut scratch)
                 };
             }
         }
@@ -411,30 +418,60 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
-    /// Combines windows of width `self.window` from `from` into one
-    /// summary per time: the windows in `[t − range, t)`.
-    fn slide(&self, from: i64, range: i64, buckets: &[pb::AggregateBucket]) -> Vec<Option<Window>> {
+    /// `f` at every time of the windows of width `self.window` from
+    /// `from` in `[t − range, t)`. `scratch` is reused across series.
+    fn slide(
+        &self,
+        from: i64,
+        range: i64,
+        buckets: &[pb::AggregateBucket],
+        f: &(dyn Fn(&Window) -> Option<f64> + Send + Sync),
+        scratch: &mut Vec<Option<Window>>,
+    ) -> Vec<Option<f64>> {
         let w = self.window;
         let total = ((self.grid.at(self.grid.n - 1) - from) / w).max(0) as usize;
-        let mut slots: Vec<Option<Window>> = vec![None; total];
+        let per = (range / w) as usize;
+        let end_of = |i: usize| ((self.grid.at(i) - from) / w) as usize;
+        if per == 1 {
+            // Each time's window is one bucket: no combining.
+            let mut out = vec![None; self.grid.n];
+            let step = (self.grid.step / w) as usize;
+            for b in buckets {
+                let Ok(k) = usize::try_from((b.start_ns - from).div_euclid(w)) else {
+                    continue;
+                };
+                // The bucket ends the window of time i when k + 1 == end_of(i).
+                let first_end = end_of(0);
+                if k + 1 >= first_end && (k + 1 - first_end) % step == 0 {
+                    let i = (k + 1 - first_end) / step;
+                    if i < self.grid.n {
+                        out[i] = f(&Window::of(b));
+                    }
+                }
+            }
+            return out;
+        }
+        scratch.clear();
+        scratch.resize(total, None);
         for b in buckets {
             let k = (b.start_ns - from).div_euclid(w);
             if let Ok(k) = usize::try_from(k)
                 && k < total
             {
-                slots[k] = Some(Window::of(b));
+                scratch[k] = Some(Window::of(b));
             }
         }
-        let per = (range / w) as usize;
         (0..self.grid.n)
             .map(|i| {
-                let end = ((self.grid.at(i) - from) / w) as usize;
+                let end = end_of(i).min(total);
                 let start = end.saturating_sub(per);
-                slots[start..end.min(total)]
+                scratch[start..end]
                     .iter()
                     .flatten()
                     .cloned()
                     .reduce(Window::then)
+                    .as_ref()
+                    .and_then(f)
             })
             .collect()
     }
