@@ -313,6 +313,22 @@ pub(crate) struct AggregateParams {
     /// `raw` to scan raw points only; absent: the planner uses rollups.
     #[serde(default)]
     tier: String,
+    /// With `group_by`: reduce each device's window with the one function
+    /// first, then combine the devices' values with this (`avg`, `sum`,
+    /// `min`, `max`, `count`); absent: pool the devices' samples.
+    #[serde(default)]
+    combine: Option<Combine>,
+}
+
+/// How a group combines its devices' values.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Combine {
+    Avg,
+    Sum,
+    Min,
+    Max,
+    Count,
 }
 
 fn function(name: &str) -> Result<pb::AggregateFunction, Problem> {
@@ -417,6 +433,14 @@ async fn aggregate(
             functions,
             group_by_label: q.group_by,
             tier: q.tier,
+            combine_devices: match q.combine {
+                None => pb::DeviceCombine::Pooled,
+                Some(Combine::Avg) => pb::DeviceCombine::Avg,
+                Some(Combine::Sum) => pb::DeviceCombine::Sum,
+                Some(Combine::Min) => pb::DeviceCombine::Min,
+                Some(Combine::Max) => pb::DeviceCombine::Max,
+                Some(Combine::Count) => pb::DeviceCombine::Count,
+            } as i32,
         }))
         .await?
         .into_inner();

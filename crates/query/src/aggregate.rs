@@ -105,6 +105,92 @@ pub(crate) struct AggregateQuery {
     pub(crate) group_by: Option<String>,
     /// `tier = "raw"`: no rollups.
     pub(crate) raw_only: bool,
+    /// Per-device values combined across a group's devices
+    /// (`combine_devices`), rather than samples pooled.
+    pub(crate) combine: Option<Combine>,
+}
+
+/// How a group combines its devices' per-window values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Combine {
+    /// The function applied to each device's window: one of
+    /// `Functions::{MIN, MAX, AVG, SUM}`.
+    per_device: u8,
+    /// How the devices' values combine.
+    op: pb::DeviceCombine,
+}
+
+impl Combine {
+    fn parse(req: &pb::AggregateRequest, functions: Functions) -> Result<Option<Self>, QueryError> {
+        let op = pb::DeviceCombine::try_from(req.combine_devices).map_err(|_| {
+            QueryError::invalid(
+                "combine_devices",
+                format!("unknown value {}", req.combine_devices),
+            )
+        })?;
+        if op == pb::DeviceCombine::Pooled {
+            return Ok(None);
+        }
+        if req.group_by_label.is_empty() {
+            return Err(QueryError::invalid(
+                "combine_devices",
+                "combines the devices of a group: set group_by_label",
+            ));
+        }
+        let per_device = functions.0;
+        if ![
+            Functions::MIN,
+            Functions::MAX,
+            Functions::AVG,
+            Functions::SUM,
+        ]
+        .contains(&per_device)
+            || req.functions.len() != 1
+        {
+            return Err(QueryError::invalid(
+                "functions",
+                "with combine_devices, exactly one of MIN, MAX, AVG or SUM: the value each device's window is reduced to",
+            ));
+        }
+        Ok(Some(Self { per_device, op }))
+    }
+
+    /// A device's window reduced to its value.
+    fn value(self, r: &Rollup) -> Option<f64> {
+        if r.numeric == 0 {
+            return None;
+        }
+        Some(match self.per_device {
+            Functions::MIN => r.min,
+            Functions::MAX => r.max,
+            Functions::AVG => r.avg()?,
+            _ => r.sum,
+        })
+    }
+
+    /// The bucket of a group's pooled per-device values.
+    fn to_pb(self, pooled: &Rollup, start_ns: i64) -> pb::AggregateBucket {
+        let v = match self.op {
+            pb::DeviceCombine::Avg => pooled.avg(),
+            pb::DeviceCombine::Sum => Some(pooled.sum),
+            pb::DeviceCombine::Min => Some(pooled.min),
+            pb::DeviceCombine::Max => Some(pooled.max),
+            pb::DeviceCombine::Count | pb::DeviceCombine::Pooled => Some(pooled.count as f64),
+        }
+        .filter(|_| pooled.numeric > 0);
+        let mut b = pb::AggregateBucket {
+            start_ns,
+            count: pooled.count,
+            ..Default::default()
+        };
+        match self.per_device {
+            Functions::MIN => b.min = v,
+            Functions::MAX => b.max = v,
+            Functions::AVG => b.avg = v,
+            _ => b.sum = v,
+        }
+        b
+    }
 }
 
 impl AggregateQuery {
@@ -149,6 +235,7 @@ impl AggregateQuery {
                 ));
             }
         };
+        let combine = Combine::parse(req, functions)?;
         let query = Self {
             metrics,
             range,
@@ -156,6 +243,7 @@ impl AggregateQuery {
             functions,
             group_by,
             raw_only,
+            combine,
         };
         let windows = query.window_count();
         if windows > max_buckets as u128 {
@@ -432,7 +520,10 @@ pub(crate) async fn run(
                 .buckets
                 .iter()
                 .filter(|(_, acc)| acc.count > 0)
-                .map(|(start, acc)| to_pb(acc, *start, query.functions))
+                .map(|(start, acc)| match query.combine {
+                    Some(c) => c.to_pb(acc, *start),
+                    None => to_pb(acc, *start, query.functions),
+                })
                 .collect(),
         })
         .collect();
@@ -478,6 +569,8 @@ async fn read_devices(
         ..BatchFold::default()
     };
     let mut slots: HashMap<(String, String), usize> = HashMap::new();
+    // With `combine`: each device's group.
+    let mut real_group: HashMap<String, String> = HashMap::new();
     for device in devices {
         let metrics = if query.metrics.is_empty() {
             store.list_metrics(tenant, &device.id).await?
@@ -485,6 +578,14 @@ async fn read_devices(
             query.metrics.clone()
         };
         let group = match &query.group_by {
+            // Combined: each device's windows first, reduced below.
+            Some(label) if query.combine.is_some() => {
+                real_group.insert(
+                    device.id.clone(),
+                    device.labels.get(label).cloned().unwrap_or_default(),
+                );
+                device.id.clone()
+            }
             Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
             None => device.id.clone(),
         };
@@ -538,12 +639,35 @@ async fn read_devices(
     }
     let mut keyed: Vec<((String, String), usize)> = slots.into_iter().collect();
     keyed.sort_unstable_by_key(|(_, slot)| *slot);
-    Ok(keyed
+    let batch = keyed
         .into_iter()
         .zip(fold.slots)
         .filter(|((_, slot), s)| devices[*slot] > 0 && !s.buckets.is_empty())
-        .map(|((key, slot), s)| (key, devices[slot], s.buckets))
-        .collect())
+        .map(|((key, slot), s)| (key, devices[slot], s.buckets));
+    Ok(match query.combine {
+        None => batch.collect(),
+        // Each device's window becomes one sample, its value, in its
+        // group: pooling those combines the devices.
+        Some(c) => batch
+            .map(|((device, metric), n, windows)| {
+                let group = real_group.get(&device).cloned().unwrap_or_default();
+                let windows = windows
+                    .into_iter()
+                    .filter_map(|(start, r)| {
+                        let v = c.value(&r)?;
+                        Some((
+                            start,
+                            Rollup::of(&[tributary_core::model::Sample {
+                                ts_ns: start,
+                                value: tributary_core::Value::F64(v),
+                            }]),
+                        ))
+                    })
+                    .collect();
+                ((group, metric), n, windows)
+            })
+            .collect(),
+    })
 }
 
 /// A batch's windows per (group, metric) slot, merged as buckets arrive.
@@ -938,6 +1062,87 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn combined_devices_reduce_each_device_first() {
+        // West: t1 averages 2 over two samples, t2 averages 5 over one.
+        // Pooled, West's average is 3; the devices' averages average 3.5.
+        let store = MemStore::default();
+        store.put("acme", "t1", "load", &floats(&[(1, 1.0), (15, 3.0)]));
+        store.put("acme", "t2", "load", &floats(&[(2, 5.0)]));
+        store.put("acme", "t3", "load", &floats(&[(3, 10.0)]));
+        let devices = [
+            device("t1", &[("fleet", "West")]),
+            device("t2", &[("fleet", "West")]),
+            device("t3", &[("fleet", "East")]),
+        ];
+        let ask = |op: pb::DeviceCombine, f: F| {
+            let req = pb::AggregateRequest {
+                metrics: vec!["load".into()],
+                group_by_label: "fleet".into(),
+                combine_devices: op as i32,
+                ..request(0, 20, "", &[f])
+            };
+            let store = &store;
+            let devices = &devices;
+            async move {
+                let resp = run(
+                    store,
+                    "acme",
+                    devices,
+                    &query(&req),
+                    BUDGET,
+                    &Tiering::default(),
+                )
+                .await
+                .unwrap();
+                resp.series
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.group.clone(),
+                            s.buckets[0].count,
+                            s.buckets[0].avg,
+                            s.buckets[0].max,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            ask(pb::DeviceCombine::Avg, F::Avg).await,
+            [
+                ("East".to_string(), 1, Some(10.0), None),
+                ("West".into(), 2, Some(3.5), None)
+            ]
+        );
+        assert_eq!(
+            ask(pb::DeviceCombine::Min, F::Max).await,
+            [
+                ("East".to_string(), 1, None, Some(10.0)),
+                ("West".into(), 2, None, Some(3.0))
+            ]
+        );
+        // Refused: no group, two functions, a function that cannot combine.
+        for req in [
+            pb::AggregateRequest {
+                combine_devices: pb::DeviceCombine::Avg as i32,
+                ..request(0, 20, "", &[F::Avg])
+            },
+            pb::AggregateRequest {
+                group_by_label: "fleet".into(),
+                combine_devices: pb::DeviceCombine::Avg as i32,
+                ..request(0, 20, "", &[F::Avg, F::Max])
+            },
+            pb::AggregateRequest {
+                group_by_label: "fleet".into(),
+                combine_devices: pb::DeviceCombine::Avg as i32,
+                ..request(0, 20, "", &[F::Last])
+            },
+        ] {
+            assert!(AggregateQuery::from_pb(&req, 100, 100_000, 0).is_err());
+        }
     }
 
     #[tokio::test]

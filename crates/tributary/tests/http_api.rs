@@ -181,6 +181,7 @@ async fn devices_tokens_and_queries_round_trip_and_match_grpc() {
             ],
             group_by_label: "fleet".into(),
             tier: String::new(),
+            combine_devices: 0,
         })
         .await
         .unwrap()

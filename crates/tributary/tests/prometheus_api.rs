@@ -142,6 +142,7 @@ async fn grpc_hourly(
             functions: vec![function as i32],
             group_by_label: group_by.into(),
             tier: String::new(),
+            combine_devices: 0,
         })
         .await
         .unwrap()
@@ -316,6 +317,45 @@ async fn grafana_requests_get_prometheus_answers_that_match_aggregate() {
     .map(|((g, start), v)| ((g, start + HOUR), v))
     .collect();
     assert_eq!(got, want);
+
+    // The grouped shape is answered by one grouped Aggregate
+    // (`combine_devices`); written so that it cannot be (`* 1`), it is
+    // evaluated series by series. Both agree, at a 1 h and a 10 min step.
+    for (step, range) in [("3600", "1h"), ("600", "10m")] {
+        let ask = |query: String| {
+            let form = vec![
+                ("query", query),
+                ("start", (end - 2 * HOUR).to_string()),
+                ("end", end.to_string()),
+                ("step", step.to_string()),
+            ];
+            let (s, admin) = (&s, &admin);
+            async move { post_form(s, admin, "/query_range", &form).await }
+        };
+        for agg in ["avg", "max", "min", "sum", "count"] {
+            let (_, pushed) = ask(format!(
+                "{agg} by (fleet) (avg_over_time(engine_temp[{range}]))"
+            ))
+            .await;
+            let (_, each) = ask(format!(
+                "{agg} by (fleet) (avg_over_time(engine_temp[{range}]) * 1)"
+            ))
+            .await;
+            let (pushed, each) = (
+                matrix(&pushed["data"], "fleet"),
+                matrix(&each["data"], "fleet"),
+            );
+            assert!(!pushed.is_empty());
+            assert_eq!(pushed.len(), each.len(), "{agg} at {step}");
+            for (k, v) in &pushed {
+                assert!(
+                    (v - each[k]).abs() < 1e-9,
+                    "{agg} at {step}, {k:?}: {v} against {}",
+                    each[k]
+                );
+            }
+        }
+    }
 
     // Counters: the increase over the hour with d2's reset in it.
     let (_, body) = post_form(

@@ -262,6 +262,9 @@ impl<'a> Ctx<'a> {
                         .await
                 }
                 Expr::Aggregate { op, by, expr } => {
+                    if let Some(val) = self.pushed_down(*op, by, expr).await? {
+                        return Ok(val);
+                    }
                     let Val::Vector(series) = self.eval(expr).await? else {
                         return Err(PromError::bad_data(format!(
                             "{}: expected a vector, got a scalar",
@@ -272,6 +275,132 @@ impl<'a> Ctx<'a> {
                 }
             }
         })
+    }
+
+    /// `op by (label) (f_over_time(selector[range]))` answered by one
+    /// grouped Aggregate that reduces each device's window with `f` and
+    /// combines the devices with `op` (`combine_devices`), when that is the
+    /// same answer: one metric, one label that is a device label as it is,
+    /// and a range that is the window (or an instant query). `None`: not
+    /// this shape; evaluate it series by series.
+    async fn pushed_down(
+        &self,
+        op: AggOp,
+        by: &[String],
+        expr: &Expr,
+    ) -> Result<Option<Val>, PromError> {
+        use pb::AggregateFunction as A;
+        let Expr::RangeFunction {
+            func,
+            selector,
+            range,
+        } = expr
+        else {
+            return Ok(None);
+        };
+        let per_device = match func {
+            RangeFunc::AvgOverTime => A::Avg,
+            RangeFunc::MinOverTime => A::Min,
+            RangeFunc::MaxOverTime => A::Max,
+            RangeFunc::SumOverTime => A::Sum,
+            _ => return Ok(None),
+        };
+        let combine = match op {
+            AggOp::Avg => pb::DeviceCombine::Avg,
+            AggOp::Sum => pb::DeviceCombine::Sum,
+            AggOp::Min => pb::DeviceCombine::Min,
+            AggOp::Max => pb::DeviceCombine::Max,
+            AggOp::Count => pb::DeviceCombine::Count,
+        };
+        let range = i64::try_from(range.as_nanos()).unwrap_or(i64::MAX);
+        let [label] = by else { return Ok(None) };
+        if label == super::series::DEVICE
+            || label.starts_with("__")
+            || (self.window != 0 && range != self.window)
+        {
+            return Ok(None);
+        }
+        let series = select(self.api, self.caller, selector, self.budget.max_series).await?;
+        let Some(first) = series.first() else {
+            return Ok(Some(Val::Vector(Vec::new())));
+        };
+        if series
+            .iter()
+            .any(|s| !s.verbatim || s.metric != first.metric)
+        {
+            return Ok(None);
+        }
+        let mut ids: Vec<String> = series.iter().map(|s| s.device.clone()).collect();
+        ids.dedup();
+        if ids.len() > MAX_PUSHED_DEVICES {
+            return Ok(None);
+        }
+        let grid = self.grid;
+        let (from, to, window) = if self.window == 0 {
+            (grid.t0 - range, grid.t0, String::new())
+        } else {
+            (
+                grid.t0 - range,
+                grid.at(grid.n - 1),
+                format!("{}s", self.window / NS),
+            )
+        };
+        let resp = self
+            .api
+            .query
+            .aggregate(self.caller.request(pb::AggregateRequest {
+                target: Some(pb::Target {
+                    tenant: String::new(),
+                    devices: Some(pb::target::Devices::DeviceIds(pb::DeviceIds { ids })),
+                }),
+                metrics: vec![first.metric.clone()],
+                from_ns: from,
+                to_ns: to,
+                window,
+                functions: vec![per_device as i32],
+                group_by_label: label.clone(),
+                tier: String::new(),
+                combine_devices: combine as i32,
+            }))
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        for s in resp.series {
+            let mut values = vec![None; grid.n];
+            for b in &s.buckets {
+                let v = match per_device {
+                    A::Avg => b.avg,
+                    A::Min => b.min,
+                    A::Max => b.max,
+                    _ => b.sum,
+                };
+                // The window [t − range, t) of time i starts at b.start_ns.
+                let i = if self.window == 0 {
+                    0
+                } else {
+                    let t = b.start_ns + range - grid.t0;
+                    if t < 0 || t % grid.step != 0 {
+                        continue;
+                    }
+                    (t / grid.step) as usize
+                };
+                if let Some(slot) = values.get_mut(i) {
+                    *slot = v;
+                }
+            }
+            if values.iter().all(Option::is_none) {
+                continue;
+            }
+            // Devices without the label group as "": no label, as in
+            // Prometheus.
+            let labels: Labels = if s.group.is_empty() {
+                Labels::new()
+            } else {
+                [(label.clone(), s.group)].into_iter().collect()
+            };
+            out.push(Series { labels, values });
+        }
+        Ok(Some(Val::Vector(out)))
     }
 
     /// The series of `sel`, each valued at every time by `f` of its samples
@@ -376,6 +505,7 @@ impl<'a> Ctx<'a> {
                     functions: functions.clone(),
                     group_by_label: String::new(),
                     tier: String::new(),
+                    combine_devices: 0,
                 };
                 let (api, caller) = (self.api.clone(), self.caller.clone());
                 calls.push(async move {
@@ -476,6 +606,9 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 }
+
+/// Most devices an aggregation is pushed down over (`target.device_ids`).
+const MAX_PUSHED_DEVICES: usize = 10_000;
 
 /// Buckets one Aggregate call is asked for at most (the query service
 /// refuses more than its `max_buckets`, 100,000 by default).

@@ -30,6 +30,9 @@ pub(crate) struct SeriesRef {
     pub device: String,
     pub metric: String,
     pub labels: Labels,
+    /// Every label name is the device label's own (none was renamed, and
+    /// no `tributary_metric` was added).
+    pub verbatim: bool,
 }
 
 /// The label names Tributary sets itself.
@@ -162,8 +165,11 @@ pub(crate) async fn select(
             continue;
         };
         let mut base = Labels::new();
+        let mut verbatim = true;
         for (k, v) in &d.labels {
-            base.insert(label_name(k), v.clone());
+            let name = label_name(k);
+            verbatim &= name == *k;
+            base.insert(name, v.clone());
         }
         base.insert(DEVICE.into(), d.id.clone());
         let mut names: HashMap<String, usize> = HashMap::new();
@@ -173,7 +179,8 @@ pub(crate) async fn select(
         for m in metrics {
             let mut labels = base.clone();
             let name = sanitize_metric_name(m);
-            if names.get(&name).copied().unwrap_or(0) > 1 {
+            let clash = names.get(&name).copied().unwrap_or(0) > 1;
+            if clash {
                 labels.insert(CLASH.into(), (*m).to_owned());
             }
             labels.insert(NAME.into(), name);
@@ -182,6 +189,7 @@ pub(crate) async fn select(
                     device: d.id.clone(),
                     metric: (*m).to_owned(),
                     labels,
+                    verbatim: verbatim && !clash,
                 });
                 if out.len() > max {
                     return Err(PromError::too_many(format!(
@@ -232,55 +240,57 @@ async fn with_data(
     from: i64,
     to: i64,
 ) -> Result<Vec<SeriesRef>, PromError> {
-    if from >= to {
+    if from >= to || series.is_empty() {
         return Ok(Vec::new());
     }
-    let mut by_device: BTreeMap<String, Vec<SeriesRef>> = BTreeMap::new();
-    for s in series {
-        by_device.entry(s.device.clone()).or_default().push(s);
-    }
-    let calls: Vec<_> = by_device
-        .into_iter()
-        .map(|(device, series)| {
+    let mut devices: Vec<String> = series.iter().map(|s| s.device.clone()).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let metrics: BTreeSet<String> = series.iter().map(|s| s.metric.clone()).collect();
+    // One window per series: as many devices per call as keep the answer
+    // small.
+    let per_call = (10_000 / metrics.len().max(1)).clamp(1, 1000);
+    let calls: Vec<_> = devices
+        .chunks(per_call)
+        .map(|ids| {
             let (api, caller) = (api.clone(), caller.clone());
+            let request = pb::AggregateRequest {
+                target: Some(pb::Target {
+                    tenant: String::new(),
+                    devices: Some(pb::target::Devices::DeviceIds(pb::DeviceIds {
+                        ids: ids.to_vec(),
+                    })),
+                }),
+                metrics: metrics.iter().cloned().collect(),
+                from_ns: from,
+                to_ns: to,
+                functions: vec![pb::AggregateFunction::Count as i32],
+                ..Default::default()
+            };
             async move {
-                let metrics: Vec<String> = series.iter().map(|s| s.metric.clone()).collect();
                 let resp = api
                     .query
-                    .aggregate(caller.request(pb::AggregateRequest {
-                        target: Some(pb::Target {
-                            tenant: String::new(),
-                            devices: Some(pb::target::Devices::Device(device)),
-                        }),
-                        metrics,
-                        from_ns: from,
-                        to_ns: to,
-                        window: String::new(),
-                        functions: vec![pb::AggregateFunction::Count as i32],
-                        group_by_label: String::new(),
-                        tier: String::new(),
-                    }))
+                    .aggregate(caller.request(request))
                     .await?
                     .into_inner();
-                let present: BTreeSet<String> = resp
-                    .series
-                    .into_iter()
-                    .filter(|s| s.buckets.iter().any(|b| b.count > 0))
-                    .map(|s| s.metric)
-                    .collect();
+                // Ungrouped, a series' group is its device.
                 Ok::<_, PromError>(
-                    series
+                    resp.series
                         .into_iter()
-                        .filter(|s| present.contains(&s.metric))
+                        .filter(|s| s.buckets.iter().any(|b| b.count > 0))
+                        .map(|s| (s.group, s.metric))
                         .collect::<Vec<_>>(),
                 )
             }
         })
         .collect();
-    let mut out = Vec::new();
+    let mut present = BTreeSet::new();
     let mut results = futures::stream::iter(calls).buffer_unordered(super::CONCURRENCY);
     while let Some(r) = results.next().await {
-        out.extend(r?);
+        present.extend(r?);
     }
-    Ok(out)
+    Ok(series
+        .into_iter()
+        .filter(|s| present.contains(&(s.device.clone(), s.metric.clone())))
+        .collect())
 }

@@ -268,6 +268,7 @@ pub async fn query(ctx: &mut Ctx, cmd: QueryCmd) -> anyhow::Result<()> {
                     functions: fns.iter().map(|f| *f as i32).collect(),
                     group_by_label: group_by,
                     tier,
+                    combine_devices: 0,
                 })
                 .await?
                 .into_inner();
