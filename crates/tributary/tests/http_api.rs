@@ -839,3 +839,54 @@ async fn rules_silences_and_alerts_over_http() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_admits_only_the_configured_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with(
+        dir.path(),
+        &[
+            std::ffi::OsStr::new("--api-cors-origins"),
+            std::ffi::OsStr::new("https://console.example.com"),
+        ],
+    );
+    let preflight = |origin: &'static str| {
+        let url = s.api_url("/devices");
+        async move {
+            client()
+                .request(reqwest::Method::OPTIONS, url)
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "GET")
+                .header("Access-Control-Request-Headers", "authorization")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = preflight("https://console.example.com").await;
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    let allowed = ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let other = preflight("https://evil.example.net").await;
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // An actual call from the allowed origin carries the header too.
+    let resp = client()
+        .get(s.api_url("/devices"))
+        .bearer_auth(&s.admin_token)
+        .header("Origin", "https://console.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    s.stop();
+}
