@@ -277,6 +277,22 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// The `[from, to)` and window of the Aggregate that holds every time's
+    /// `[t − range, t)`: windows of `self.window`, or one window for an
+    /// instant query.
+    fn aggregate_span(&self, range: i64) -> (i64, i64, String) {
+        let grid = self.grid;
+        if self.window == 0 {
+            (grid.t0 - range, grid.t0, String::new())
+        } else {
+            (
+                grid.t0 - range,
+                grid.at(grid.n - 1),
+                format!("{}s", self.window / NS),
+            )
+        }
+    }
+
     /// `op by (label) (f_over_time(selector[range]))` answered by one
     /// grouped Aggregate that reduces each device's window with `f` and
     /// combines the devices with `op` (`combine_devices`), when that is the
@@ -336,15 +352,7 @@ impl<'a> Ctx<'a> {
             return Ok(None);
         }
         let grid = self.grid;
-        let (from, to, window) = if self.window == 0 {
-            (grid.t0 - range, grid.t0, String::new())
-        } else {
-            (
-                grid.t0 - range,
-                grid.at(grid.n - 1),
-                format!("{}s", self.window / NS),
-            )
-        };
+        let (from, to, window) = self.aggregate_span(range);
         let resp = self
             .api
             .query
@@ -451,15 +459,7 @@ impl<'a> Ctx<'a> {
         f: &(dyn Fn(&Window) -> Option<f64> + Send + Sync),
     ) -> Result<Vec<Vec<Option<f64>>>, PromError> {
         let grid = self.grid;
-        let (from, to, window) = if self.window == 0 {
-            (grid.t0 - range, grid.t0, String::new())
-        } else {
-            (
-                grid.t0 - range,
-                grid.at(grid.n - 1),
-                format!("{}s", self.window / NS),
-            )
-        };
+        let (from, to, window) = self.aggregate_span(range);
         let windows_each = if self.window == 0 {
             1
         } else {
