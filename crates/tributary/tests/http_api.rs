@@ -890,3 +890,71 @@ async fn cors_admits_only_the_configured_origins() {
     );
     s.stop();
 }
+
+/// `tributary operator-token` mints a least-privilege token offline (for a
+/// Grafana data source): a viewer of one tenant reads and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_token_minted_offline_has_its_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path());
+    let secret = s.dir.join("jwt.secret");
+    let mint = |role: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args([
+                "operator-token",
+                "--tenant",
+                "default",
+                "--role",
+                role,
+                "--ttl",
+                "1h",
+            ])
+            .arg("--jwt-secret-file")
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let viewer = mint("viewer");
+    let (status, _) = get(&s, &viewer, "/devices").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = send(
+        &s,
+        &viewer,
+        reqwest::Method::POST,
+        "/devices",
+        json!({"id": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = get(&s, &viewer, "/tenants").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let operator = mint("operator");
+    let (status, _) = send(
+        &s,
+        &operator,
+        reqwest::Method::POST,
+        "/devices",
+        json!({"id": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A role that does not exist, and a secret that is not there.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args([
+            "operator-token",
+            "--role",
+            "root",
+            "--jwt-secret-file",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    s.stop();
+}
