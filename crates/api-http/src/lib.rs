@@ -32,6 +32,7 @@ mod commands;
 mod dlq;
 pub mod extract;
 pub mod forward;
+mod inflight;
 pub mod problem;
 mod prom;
 mod registry;
@@ -87,6 +88,9 @@ pub struct ApiConfig {
     pub max_resume_points: u32,
     /// Most series one Prometheus API call may read or list.
     pub prom_max_series: usize,
+    /// Most requests of one tenant in flight on this replica (event
+    /// streams aside: they have the `live_streams` quota); past it, 429.
+    pub max_inflight_per_tenant: usize,
 }
 
 impl Default for ApiConfig {
@@ -97,6 +101,7 @@ impl Default for ApiConfig {
             keep_alive_secs: 15,
             max_resume_points: 10_000,
             prom_max_series: 10_000,
+            max_inflight_per_tenant: 64,
         }
     }
 }
@@ -111,6 +116,9 @@ impl ApiConfig {
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes: at least 1024".into());
+        }
+        if self.max_inflight_per_tenant == 0 {
+            return Err("max_inflight_per_tenant: at least 1".into());
         }
         if self.prom_max_series == 0 {
             return Err("prom_max_series: at least 1".into());
@@ -130,6 +138,8 @@ pub(crate) struct Api {
     /// Turns true at shutdown: event streams end then, so a graceful stop
     /// does not wait for them.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// Each tenant's requests in flight.
+    inflight: inflight::Inflight,
 }
 
 impl Api {
@@ -138,6 +148,24 @@ impl Api {
     pub(crate) fn keep_alive(&self) -> axum::response::sse::KeepAlive {
         axum::response::sse::KeepAlive::new()
             .interval(Duration::from_secs(self.config.keep_alive_secs))
+    }
+
+    /// A request slot of the caller's tenant (by its token): `Err` when the
+    /// tenant holds `max_inflight_per_tenant` already. A request without a
+    /// valid token takes none; the services refuse it.
+    pub(crate) fn admit(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<inflight::Slot>, usize> {
+        let probe = extract::Caller::from_headers(headers).request(());
+        let Ok(claims) = tributary_auth::authorize(&self.keys, &probe) else {
+            return Ok(None);
+        };
+        let limit = self.config.max_inflight_per_tenant;
+        match self.inflight.try_acquire(&claims.tenant, limit) {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(limit),
+        }
     }
 
     pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
@@ -270,10 +298,15 @@ pub fn router(
         services,
         config: Arc::new(config),
         stop,
+        inflight: inflight::Inflight::default(),
     };
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(openapi_doc_string(&doc));
     let routes = routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            limit_tenant,
+        ))
         .route_layer(axum::middleware::from_fn(require_bearer))
         // The Prometheus API answers in its own format, errors included
         // (docs/grafana.md); it is not part of the OpenAPI document.
@@ -318,6 +351,37 @@ pub fn router(
 /// only once the route has parsed the request, so an anonymous caller with
 /// a bad body would learn a 400 (or 413, 415) instead of being told to
 /// authenticate. The token itself is checked by the services.
+/// Each tenant within its requests in flight (`max_inflight_per_tenant`);
+/// event streams aside.
+async fn limit_tenant(
+    axum::extract::State(api): axum::extract::State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if req.uri().path().ends_with("/stream") {
+        return next.run(req).await;
+    }
+    match api.admit(req.headers()) {
+        Ok(slot) => {
+            let resp = next.run(req).await;
+            drop(slot);
+            resp
+        }
+        Err(limit) => {
+            let mut p = Problem::new(
+                tonic::Code::ResourceExhausted,
+                format!("the tenant has {limit} requests in flight on this server; retry shortly"),
+            );
+            p.quota.push(problem::Violation {
+                field: "max_inflight_per_tenant".into(),
+                description: format!("at most {limit} requests of a tenant at once"),
+            });
+            p.into_response()
+        }
+    }
+}
+
 async fn require_bearer(
     req: axum::extract::Request,
     next: axum::middleware::Next,

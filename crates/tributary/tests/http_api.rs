@@ -958,3 +958,57 @@ async fn an_operator_token_minted_offline_has_its_role() {
     assert!(!out.status.success());
     s.stop();
 }
+
+/// A tenant holding `max_inflight_per_tenant` requests gets 429 with
+/// `Retry-After` for more, on the JSON and the Prometheus API alike, while
+/// other tenants are served. The held request is one whose body the client
+/// trickles (never finishes), the cheapest way to hold a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_hold_every_request_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(&config, "[api]\nmax_inflight_per_tenant = 1\n").unwrap();
+    let data = dir.path().join("data");
+    let s = Standalone::start_with(&data, &["--config".as_ref(), config.as_os_str()]);
+    create_tenant(&s, "acme").await;
+    let acme = s.operator_token("acme", "operator");
+    // A POST whose body never completes holds acme's one slot.
+    let mut held = tokio::net::TcpStream::connect(s.api).await.unwrap();
+    let head = format!(
+        "POST /api/v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {acme}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\""
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    let refused = eventually(Duration::from_secs(10), "acme is at its limit", || async {
+        let resp = client()
+            .get(s.api_url("/devices"))
+            .bearer_auth(&acme)
+            .send()
+            .await
+            .unwrap();
+        (resp.status() == StatusCode::TOO_MANY_REQUESTS).then_some(resp)
+    })
+    .await;
+    assert!(refused.headers().contains_key(reqwest::header::RETRY_AFTER));
+    let p: Value = refused.json().await.unwrap();
+    assert_eq!(p["quota"][0]["field"], "max_inflight_per_tenant", "{p}");
+    let resp = client()
+        .post(s.api_url("/query"))
+        .bearer_auth(&acme)
+        .form(&[("query", "1+1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another tenant is served meanwhile.
+    let (status, _) = get(&s, &s.admin_token, "/devices").await;
+    assert_eq!(status, StatusCode::OK);
+    // Once the slow request ends, acme is served again.
+    drop(held);
+    eventually(Duration::from_secs(10), "acme served again", || async {
+        let (status, _) = get(&s, &acme, "/devices").await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    s.stop();
+}

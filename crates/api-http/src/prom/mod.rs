@@ -55,16 +55,32 @@ pub(crate) fn routes(api: Api) -> Router<Api> {
 }
 
 /// Every call but buildinfo needs a valid operator token, even one that
-/// reads no data (`1+1`): the same check the services make.
+/// reads no data (`1+1`): the same check the services make. Each tenant
+/// stays within its requests in flight.
 async fn authenticate(
     State(api): State<Api>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let probe = Caller::from_headers(req.headers()).request(());
-    match tributary_auth::authorize(&api.keys, &probe) {
-        Ok(_) => next.run(req).await,
-        Err(status) => PromError::from(status).into_response(),
+    if let Err(status) = tributary_auth::authorize(&api.keys, &probe) {
+        return PromError::from(status).into_response();
+    }
+    match api.admit(req.headers()) {
+        Ok(slot) => {
+            let resp = next.run(req).await;
+            drop(slot);
+            resp
+        }
+        Err(limit) => PromError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "unavailable",
+            message: format!(
+                "the tenant has {limit} requests in flight on this server; retry shortly"
+            ),
+            retry_after: Some(1),
+        }
+        .into_response(),
     }
 }
 

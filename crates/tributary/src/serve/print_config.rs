@@ -102,10 +102,19 @@ pub fn render(
             &[],
         )?)?)
     };
+    // The HTTP API's settings without a flag of their own.
+    let api = |args: &super::args::ApiArgs| -> anyhow::Result<toml::Value> {
+        let mut v = toml::Value::try_from(args.config()?)?;
+        if let Some(t) = v.as_table_mut() {
+            t.remove("cors_origins");
+        }
+        Ok(v)
+    };
     match service {
         Command::Standalone(a) => {
             let mqtt = a.mqtt.mqtt_settings("standalone".into())?;
             section(&mut table, "mqtt", unflagged(mqtt)?);
+            section(&mut table, "api", api(&a.api)?);
             section(&mut table, "query", query()?);
             section(&mut table, "commands", commands()?);
             section(&mut table, "registry", registry()?);
@@ -115,7 +124,12 @@ pub fn render(
             let mqtt = a.mqtt.mqtt_settings(id)?;
             section(&mut table, "mqtt", unflagged(mqtt)?);
         }
-        Command::Query(_) | Command::Processor(_) => {
+        Command::Query(q) => {
+            section(&mut table, "api", api(&q.api)?);
+            section(&mut table, "query", query()?);
+            section(&mut table, "commands", commands()?);
+        }
+        Command::Processor(_) => {
             section(&mut table, "query", query()?);
             section(&mut table, "commands", commands()?);
         }
