@@ -158,14 +158,16 @@ impl Api {
         headers: &axum::http::HeaderMap,
     ) -> Result<Option<inflight::Slot>, usize> {
         let probe = extract::Caller::from_headers(headers).request(());
-        let Ok(claims) = tributary_auth::authorize(&self.keys, &probe) else {
-            return Ok(None);
-        };
-        let limit = self.config.max_inflight_per_tenant;
-        match self.inflight.try_acquire(&claims.tenant, limit) {
-            Some(slot) => Ok(Some(slot)),
-            None => Err(limit),
+        match tributary_auth::authorize(&self.keys, &probe) {
+            Ok(claims) => self.admit_tenant(&claims.tenant).map(Some),
+            Err(_) => Ok(None),
         }
+    }
+
+    /// A request slot of `tenant`, whose token was verified already.
+    pub(crate) fn admit_tenant(&self, tenant: &str) -> Result<inflight::Slot, usize> {
+        let limit = self.config.max_inflight_per_tenant;
+        self.inflight.try_acquire(tenant, limit).ok_or(limit)
     }
 
     pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {

@@ -63,10 +63,11 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     let probe = Caller::from_headers(req.headers()).request(());
-    if let Err(status) = tributary_auth::authorize(&api.keys, &probe) {
-        return PromError::from(status).into_response();
-    }
-    match api.admit(req.headers()) {
+    let claims = match tributary_auth::authorize(&api.keys, &probe) {
+        Ok(claims) => claims,
+        Err(status) => return PromError::from(status).into_response(),
+    };
+    match api.admit_tenant(&claims.tenant) {
         Ok(slot) => {
             let resp = next.run(req).await;
             drop(slot);
@@ -249,10 +250,23 @@ fn secs(ns: i64) -> f64 {
     (ns / 1_000_000) as f64 / 1000.0
 }
 
-fn budget(api: &Api) -> Budget {
-    Budget {
+/// Plans `expr` over `(start, end, step)` and evaluates it within the
+/// call's `timeout`; returns the times it was evaluated at and its value.
+async fn evaluate(
+    api: &Api,
+    caller: &Caller,
+    params: &Params,
+    expr: &Expr,
+    span: (i64, i64, i64),
+) -> Result<(eval::Grid, Val), PromError> {
+    let budget = Budget {
         max_series: api.config.prom_max_series,
-    }
+    };
+    let ctx = Ctx::plan(api, caller, expr, span, budget)?;
+    let val = tokio::time::timeout(params.timeout()?, ctx.eval(expr))
+        .await
+        .map_err(|_| timeout())??;
+    Ok((ctx.grid, val))
 }
 
 /// `GET|POST /api/v1/query`: an instant query.
@@ -265,10 +279,7 @@ async fn query(
     let params = Params::new(q, &body);
     let expr = parse(params.required("query")?)?;
     let t = params.time("time")?.unwrap_or_else(now_ns);
-    let ctx = Ctx::plan(&api, &caller, &expr, (t, t, 0), budget(&api))?;
-    let val = tokio::time::timeout(params.timeout()?, ctx.eval(&expr))
-        .await
-        .map_err(|_| timeout())??;
+    let (_, val) = evaluate(&api, &caller, &params, &expr, (t, t, 0)).await?;
     let ts = secs(t);
     Ok(match val {
         Val::Scalar(v) => {
@@ -314,11 +325,7 @@ async fn query_range(
     }
     let step = parse_duration_param("step", params.required("step")?)?;
     let step = i64::try_from(step.as_nanos()).unwrap_or(i64::MAX);
-    let ctx = Ctx::plan(&api, &caller, &expr, (start, end, step), budget(&api))?;
-    let grid = ctx.grid;
-    let val = tokio::time::timeout(params.timeout()?, ctx.eval(&expr))
-        .await
-        .map_err(|_| timeout())??;
+    let (grid, val) = evaluate(&api, &caller, &params, &expr, (start, end, step)).await?;
     let points = |values: &[Option<f64>]| -> Vec<Value> {
         values
             .iter()
