@@ -348,11 +348,6 @@ pub fn router(
     }
 }
 
-/// Refuses a call without `Authorization: Bearer …` with 401 before its
-/// parameters and body are read: the services would refuse it anyway, but
-/// only once the route has parsed the request, so an anonymous caller with
-/// a bad body would learn a 400 (or 413, 415) instead of being told to
-/// authenticate. The token itself is checked by the services.
 /// Each tenant within its requests in flight (`max_inflight_per_tenant`);
 /// event streams aside.
 async fn limit_tenant(
@@ -384,6 +379,11 @@ async fn limit_tenant(
     }
 }
 
+/// Refuses a call without `Authorization: Bearer …` with 401 before its
+/// parameters and body are read: the services would refuse it anyway, but
+/// only once the route has parsed the request, so an anonymous caller with
+/// a bad body would learn a 400 (or 413, 415) instead of being told to
+/// authenticate. The token itself is checked by the services.
 async fn require_bearer(
     req: axum::extract::Request,
     next: axum::middleware::Next,

@@ -20,6 +20,11 @@
 //!   grace period; otherwise reading it fails with [`BodyTooSlow`], which a
 //!   handler answers with `408 Request Timeout`.
 //!
+//! A response to a request whose body the handler did not read to its end
+//! (a `413`, a `408`, a refusal before the body) says `Connection: close`:
+//! the server closes such a connection rather than read the rest, and a
+//! client told so does not send its next request into it.
+//!
 //! What it must not do: hold a connection open past a shutdown longer than
 //! its in-flight request needs, or buffer anything a handler did not ask
 //! for.
@@ -28,6 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -155,17 +161,31 @@ async fn serve_connection(
 ) {
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let mut router = router.clone();
+        let read_whole = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| {
             axum::body::Body::new(MinRateBody::new(
                 body,
                 limits.min_body_rate,
                 limits.body_grace,
+                read_whole.clone(),
             ))
         });
         async move {
-            let response: Result<_, Infallible> =
-                tower_service::Service::call(&mut router, request).await;
-            response
+            let mut response = match tower_service::Service::call(&mut router, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // The handler answered without reading the whole body (a 413,
+            // a 408, a refusal before the body): hyper will close the
+            // connection rather than read the rest, so say so, or the
+            // client sends its next request into a closing connection.
+            if !read_whole.load(Ordering::Acquire) {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -232,11 +252,14 @@ pin_project_lite::pin_project! {
         started: Option<Instant>,
         received: u64,
         timer: Option<Pin<Box<Sleep>>>,
+        // Set once the body has been read to its end (at once if empty).
+        read_whole: Arc<AtomicBool>,
     }
 }
 
 impl MinRateBody {
-    fn new(inner: Incoming, rate: u64, grace: Duration) -> Self {
+    fn new(inner: Incoming, rate: u64, grace: Duration, read_whole: Arc<AtomicBool>) -> Self {
+        read_whole.store(inner.is_end_stream(), Ordering::Release);
         Self {
             inner,
             rate,
@@ -244,6 +267,7 @@ impl MinRateBody {
             started: None,
             received: 0,
             timer: None,
+            read_whole,
         }
     }
 }
@@ -256,17 +280,23 @@ impl HttpBody for MinRateBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         let started = *this.started.get_or_insert_with(Instant::now);
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.received += data.len() as u64;
                 }
+                if this.inner.is_end_stream() {
+                    this.read_whole.store(true, Ordering::Release);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.read_whole.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
             Poll::Pending if *this.rate == 0 => Poll::Pending,
             Poll::Pending => {
                 let allowed = Duration::from_secs_f64(*this.received as f64 / *this.rate as f64);

@@ -41,6 +41,15 @@ fn app() -> Router {
                 }
             }),
         )
+        .route(
+            "/small",
+            post(|body: Body| async move {
+                match axum::body::to_bytes(body, 16).await {
+                    Ok(b) => (StatusCode::OK, format!("{} bytes", b.len())),
+                    Err(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too large".to_owned()),
+                }
+            }),
+        )
 }
 
 async fn start(limits: HttpLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -150,6 +159,54 @@ async fn a_trickled_body_gets_408() {
         answer.starts_with("HTTP/1.1 200") && answer.contains("5 bytes"),
         "{answer}"
     );
+}
+
+/// One response from a keep-alive connection: its head, lower-cased.
+async fn response_head(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before a response");
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_before_the_whole_body_closes_the_connection_and_says_so() {
+    let (addr, _stop) = start(HttpLimits::default()).await;
+    // A body read to its end keeps the connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /small HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let head = response_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    // A body refused part way: the client is told the connection closes.
+    let big = format!(
+        "POST /small HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n{}",
+        "x".repeat(100_000)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let head = response_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "the server closes the connection"
+    );
+    // A request without a body keeps it.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(PING).await.unwrap();
+    let head = response_head(&mut s).await;
+    assert!(!head.contains("connection: close"), "{head}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
