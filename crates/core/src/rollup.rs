@@ -108,6 +108,14 @@ impl Rollup {
         }
     }
 
+    /// Counts one more numeric sample, of which only the value matters
+    /// (no first or last sample is kept): a device's value in a
+    /// combination of devices.
+    pub fn add_number(&mut self, x: f64) {
+        self.count += 1;
+        self.add_numeric(x);
+    }
+
     fn add_numeric(&mut self, x: f64) {
         if self.numeric == 0 {
             (self.min, self.max) = (x, x);

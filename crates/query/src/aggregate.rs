@@ -569,28 +569,34 @@ async fn read_devices(
         ..BatchFold::default()
     };
     let mut slots: HashMap<(String, String), usize> = HashMap::new();
-    // With `combine`: each device's group.
-    let mut real_group: HashMap<String, String> = HashMap::new();
+    // With `combine`: the (group, metric) slots the devices' values go to.
+    let mut group_slots: HashMap<(String, String), usize> = HashMap::new();
     for device in devices {
         let metrics = if query.metrics.is_empty() {
             store.list_metrics(tenant, &device.id).await?
         } else {
             query.metrics.clone()
         };
-        let group = match &query.group_by {
-            // Combined: each device's windows first, reduced below.
-            Some(label) if query.combine.is_some() => {
-                real_group.insert(
-                    device.id.clone(),
-                    device.labels.get(label).cloned().unwrap_or_default(),
-                );
-                device.id.clone()
-            }
-            Some(label) => device.labels.get(label).cloned().unwrap_or_default(),
-            None => device.id.clone(),
+        let label = |label: &String| device.labels.get(label).cloned().unwrap_or_default();
+        // Combined: each device's own windows (when a window is read from
+        // finer pieces), and its group's.
+        let (group, real_group) = match &query.group_by {
+            Some(l) if query.combine.is_some() => (device.id.clone(), Some(label(l))),
+            Some(l) => (label(l), None),
+            None => (device.id.clone(), None),
         };
         for metric in metrics {
             keys.push(SeriesKey::new(tenant, device.id.as_str(), metric.as_str()));
+            if let Some(real) = &real_group {
+                let next = fold.group_slots.len();
+                let slot = *group_slots
+                    .entry((real.clone(), metric.clone()))
+                    .or_insert(next);
+                if slot == next {
+                    fold.group_slots.push(Slot::default());
+                }
+                fold.group_slot_of.push(slot);
+            }
             let next = fold.slots.len();
             let slot = *slots.entry((group.clone(), metric)).or_insert(next);
             if slot == next {
@@ -603,6 +609,7 @@ async fn read_devices(
     for piece in pieces {
         match *piece {
             Piece::Raw(from, to) => {
+                fold.direct = None;
                 for (i, key) in keys.iter().enumerate() {
                     let mut w = Windows {
                         query,
@@ -616,6 +623,9 @@ async fn read_devices(
                 }
             }
             Piece::Tier(width, from, to) => {
+                // A bucket as wide as the window is a device's whole
+                // window: its value goes straight to its group.
+                fold.direct = query.combine.filter(|_| query.window == Some(width));
                 let most = usize::try_from((to - from) / width).unwrap_or(usize::MAX);
                 let read_before = fold.read;
                 let folded: Box<dyn std::any::Any> = store
@@ -631,43 +641,69 @@ async fn read_devices(
             return Err(too_many_buckets(fold.max));
         }
     }
-    let mut devices = vec![0u32; fold.slots.len()];
+    let Some(c) = query.combine else {
+        let mut devices = vec![0u32; fold.slots.len()];
+        for (i, seen) in fold.seen.iter().enumerate() {
+            if *seen {
+                devices[fold.slot_of[i]] += 1;
+            }
+        }
+        return Ok(in_slot_order(slots)
+            .into_iter()
+            .zip(fold.slots)
+            .zip(devices)
+            .filter(|((_, s), n)| *n > 0 && !s.buckets.is_empty())
+            .map(|((key, s), n)| (key, n, s.buckets))
+            .collect());
+    };
+    // Combined: each device's window becomes one sample, its value, in its
+    // group; pooling those combines the devices. Windows read whole went
+    // there as they came; the others, assembled per device, go now.
+    let mut devices = vec![0u32; fold.group_slots.len()];
     for (i, seen) in fold.seen.iter().enumerate() {
         if *seen {
-            devices[fold.slot_of[i]] += 1;
+            devices[fold.group_slot_of[i]] += 1;
         }
     }
+    let mut groups: Vec<GroupSeries> = fold
+        .group_slots
+        .into_iter()
+        .zip(&devices)
+        .map(|(s, &devices)| GroupSeries {
+            devices,
+            buckets: s.buckets,
+        })
+        .collect();
+    // Each device's own slot, to its group's.
+    let mut group_of_slot = vec![0; fold.slots.len()];
+    for (&slot, &group) in fold.slot_of.iter().zip(&fold.group_slot_of) {
+        group_of_slot[slot] = group;
+    }
+    for (own, &g) in fold.slots.into_iter().zip(&group_of_slot) {
+        let windows: Vec<(i64, Rollup)> = own
+            .buckets
+            .into_iter()
+            .filter_map(|(start, r)| {
+                let mut one = Rollup::default();
+                one.add_number(c.value(&r)?);
+                Some((start, one))
+            })
+            .collect();
+        groups[g].merge(windows, query.functions.parts());
+    }
+    Ok(in_slot_order(group_slots)
+        .into_iter()
+        .zip(groups)
+        .filter(|(_, g)| g.devices > 0 && !g.buckets.is_empty())
+        .map(|(key, g)| (key, g.devices, g.buckets))
+        .collect())
+}
+
+/// The keys of a slot map, in slot order.
+fn in_slot_order(slots: HashMap<(String, String), usize>) -> Vec<(String, String)> {
     let mut keyed: Vec<((String, String), usize)> = slots.into_iter().collect();
     keyed.sort_unstable_by_key(|(_, slot)| *slot);
-    let batch = keyed
-        .into_iter()
-        .zip(fold.slots)
-        .filter(|((_, slot), s)| devices[*slot] > 0 && !s.buckets.is_empty())
-        .map(|((key, slot), s)| (key, devices[slot], s.buckets));
-    Ok(match query.combine {
-        None => batch.collect(),
-        // Each device's window becomes one sample, its value, in its
-        // group: pooling those combines the devices.
-        Some(c) => batch
-            .map(|((device, metric), n, windows)| {
-                let group = real_group.get(&device).cloned().unwrap_or_default();
-                let windows = windows
-                    .into_iter()
-                    .filter_map(|(start, r)| {
-                        let v = c.value(&r)?;
-                        Some((
-                            start,
-                            Rollup::of(&[tributary_core::model::Sample {
-                                ts_ns: start,
-                                value: tributary_core::Value::F64(v),
-                            }]),
-                        ))
-                    })
-                    .collect();
-                ((group, metric), n, windows)
-            })
-            .collect(),
-    })
+    keyed.into_iter().map(|(key, _)| key).collect()
 }
 
 /// A batch's windows per (group, metric) slot, merged as buckets arrive.
@@ -684,6 +720,13 @@ struct BatchFold {
     /// Per series, whether it had a sample.
     seen: Vec<bool>,
     slots: Vec<Slot>,
+    /// With `combine`: per series, its group's slot in `group_slots`.
+    group_slot_of: Vec<usize>,
+    /// With `combine`: each (group, metric)'s pooled device values.
+    group_slots: Vec<Slot>,
+    /// Set while reading buckets that are whole windows of a combined
+    /// query: each goes to its group as its device's value.
+    direct: Option<Combine>,
     /// Buckets received, for the scan budget.
     read: usize,
     /// Windows held, against `max`.
@@ -724,28 +767,43 @@ impl tributary_store::RollupFold for BatchFold {
             }
             None => self.from_ns,
         };
-        let s = &mut self.slots[slot];
-        let at = [s.hint, s.hint + 1]
+        if let Some(c) = self.direct {
+            let (Some(&group), Some(v)) = (self.group_slot_of.get(series), c.value(rollup)) else {
+                return;
+            };
+            let (window, added) = self.group_slots[group].window(start);
+            window.add_number(v);
+            self.buckets += usize::from(added);
+            return;
+        }
+        let (window, added) = self.slots[slot].window(start);
+        window.merge_parts(rollup, self.parts);
+        self.buckets += usize::from(added);
+    }
+}
+
+impl Slot {
+    /// The window starting at `start`, added if new (and whether it was).
+    fn window(&mut self, start: i64) -> (&mut Rollup, bool) {
+        let found = [self.hint, self.hint + 1]
             .into_iter()
-            .find(|&i| s.buckets.get(i).is_some_and(|(b, _)| *b == start));
-        let at = match at {
-            Some(i) => i,
-            None if s.buckets.last().is_none_or(|(b, _)| *b < start) => {
-                s.buckets.push((start, Rollup::default()));
-                self.buckets += 1;
-                s.buckets.len() - 1
+            .find(|&i| self.buckets.get(i).is_some_and(|(b, _)| *b == start));
+        let (at, added) = match found {
+            Some(i) => (i, false),
+            None if self.buckets.last().is_none_or(|(b, _)| *b < start) => {
+                self.buckets.push((start, Rollup::default()));
+                (self.buckets.len() - 1, true)
             }
-            None => match s.buckets.binary_search_by_key(&start, |(b, _)| *b) {
-                Ok(i) => i,
+            None => match self.buckets.binary_search_by_key(&start, |(b, _)| *b) {
+                Ok(i) => (i, false),
                 Err(i) => {
-                    s.buckets.insert(i, (start, Rollup::default()));
-                    self.buckets += 1;
-                    i
+                    self.buckets.insert(i, (start, Rollup::default()));
+                    (i, true)
                 }
             },
         };
-        s.hint = at;
-        s.buckets[at].1.merge_parts(rollup, self.parts);
+        self.hint = at;
+        (&mut self.buckets[at].1, added)
     }
 }
 
@@ -1427,16 +1485,18 @@ mod tests {
             window in proptest::sample::select(vec!["", "1m", "5m", "1h", "2h", "1d", "90s"]),
             group in proptest::bool::ANY,
             asked in 1u8..=255,
+            combine in 0i32..=5,
+            horizon_h in proptest::option::of(0i64..72),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 let store = MemStore::default();
                 let tiers = [MIN, HOUR, DAY];
-                for (i, d) in ["d1", "d2"].iter().enumerate() {
+                for (i, d) in ["d1", "d2", "d3"].iter().enumerate() {
                     let pts: Vec<(i64, Value)> = points
                         .iter()
                         .skip(i)
-                        .step_by(2)
+                        .step_by(3)
                         .map(|&(t, v, kind)| {
                             let ts = t * 1_000_000_000 + 7;
                             (ts, match kind {
@@ -1453,14 +1513,21 @@ mod tests {
                 // A subset of the functions: the reads skip the parts of a
                 // rollup that the others need.
                 let all = [F::Min, F::Max, F::Avg, F::Sum, F::Count, F::First, F::Last, F::Stddev];
-                let functions: Vec<F> = all.iter().enumerate().filter(|(i, _)| asked & (1 << i) != 0).map(|(_, f)| *f).collect();
+                let mut functions: Vec<F> = all.iter().enumerate().filter(|(i, _)| asked & (1 << i) != 0).map(|(_, f)| *f).collect();
+                // Devices combined: one function, each device's value.
+                if combine > 0 {
+                    functions = vec![[F::Min, F::Max, F::Avg, F::Sum][usize::from(asked % 4)]];
+                }
                 let from = from_s * 1_000_000_000 + 3;
                 let mut req = request(from, from + len_s * 1_000_000_000, window, &functions);
-                if group {
+                if group || combine > 0 {
                     req.group_by_label = "fleet".into();
                 }
-                let devices = [device("d1", &[("fleet", "a")]), device("d2", &[("fleet", "a")])];
-                let tiering = Tiering { tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(), horizon_ns: i64::MAX, ..Tiering::default() };
+                req.combine_devices = combine;
+                let devices = [device("d1", &[("fleet", "a")]), device("d2", &[("fleet", "a")]), device("d3", &[("fleet", "b")])];
+                // Rollups up to the horizon, raw points after it.
+                let horizon_ns = horizon_h.map_or(i64::MAX, |h| h * HOUR);
+                let tiering = Tiering { tiers: tiers.iter().map(|w| (*w, i64::MIN)).collect(), horizon_ns, ..Tiering::default() };
                 let budget = Budget { max_buckets: 1_000_000, ..BUDGET };
                 let planned = run(&store, "acme", &devices, &AggregateQuery::from_pb(&req, 100, 1_000_000, 0).unwrap(), budget, &tiering).await.unwrap();
                 req.tier = "raw".into();
