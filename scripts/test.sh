@@ -14,6 +14,13 @@ python3 -c 'import prometheus_api_client' 2>/dev/null || pip install -q 'prometh
 # The OpenAPI document is checked against a running standalone by schemathesis (PyPI).
 command -v schemathesis >/dev/null || pip install -q 'schemathesis>=4,<5'
 
+# The console's browser test drives Debian's Chromium with playwright-core
+# (npm, pinned in crates/console/browser-test/package-lock.json; it
+# downloads no browser of its own).
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+[[ -f crates/console/browser-test/node_modules/playwright-core/package.json ]] ||
+  (cd crates/console/browser-test && npm ci --no-audit --no-fund --loglevel=error)
+
 # The Kafka log's tests run a real Kafka-protocol broker, Tansu (crates.io).
 # Building it takes about 12 minutes once; an installed tansu is reused.
 command -v tansu >/dev/null || cargo install --locked tansu --version 0.6.0 --features dynostore

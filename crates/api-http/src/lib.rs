@@ -39,6 +39,7 @@ mod registry;
 mod stream;
 pub mod time;
 mod timeseries;
+mod whoami;
 
 pub use problem::{Problem, http_status};
 
@@ -276,6 +277,7 @@ fn api_routes() -> OpenApiRouter<Api> {
         .merge(commands::routes())
         .merge(dlq::routes())
         .merge(alerting::routes())
+        .merge(whoami::routes())
 }
 
 /// The OpenAPI 3.1 document of the API, generated from its routes.

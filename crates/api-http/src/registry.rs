@@ -269,6 +269,9 @@ pub(crate) struct DeviceListParams {
     /// A label selector: `fleet=West,model!=H-1,region,!retired`.
     #[serde(default)]
     selector: String,
+    /// Only devices whose id starts with this.
+    #[serde(default)]
+    prefix: String,
     /// 1 to 1000; default 100.
     #[serde(default)]
     page_size: u32,
@@ -283,6 +286,9 @@ pub(crate) struct DeviceList {
     devices: Vec<Device>,
     /// Present when more devices remain: pass it as `page_token`.
     next_page_token: Option<String>,
+    /// Devices of the tenant in all (not only those listed), as counted for
+    /// its `devices` quota.
+    tenant_devices: u64,
 }
 
 /// Lists devices, optionally by label selector, a page at a time.
@@ -300,12 +306,14 @@ async fn list_devices(
             selector: q.selector,
             page_size: q.page_size,
             page_token: q.page_token,
+            id_prefix: q.prefix,
         }))
         .await?
         .into_inner();
     Ok(axum::Json(DeviceList {
         devices: resp.devices.into_iter().map(Device::from).collect(),
         next_page_token: Some(resp.next_page_token).filter(|t| !t.is_empty()),
+        tenant_devices: resp.tenant_devices,
     }))
 }
 

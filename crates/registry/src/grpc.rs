@@ -259,11 +259,12 @@ impl RegistryService for RegistryGrpc {
         let page_token = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
         let page = self
             .registry
-            .list_devices(&tenant, &selector, page_size, page_token)
+            .list_devices(&tenant, &selector, &req.id_prefix, page_size, page_token)
             .await?;
         Ok(Response::new(pb::ListDevicesResponse {
             devices: page.devices.into_iter().map(device_to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
+            tenant_devices: self.registry.device_total(&tenant).await?,
         }))
     }
 

@@ -399,6 +399,20 @@ impl Registry {
         counts.entry(tenant.to_owned()).or_default().clone()
     }
 
+    /// How many devices `tenant` has, as this registry counts them for the
+    /// `devices` quota: exact for a single registry; with several replicas,
+    /// the others' creations show once this one recounts (near the quota).
+    pub async fn device_total(&self, tenant: &str) -> Result<u64, RegistryError> {
+        let count = self.device_count(tenant);
+        let mut count = count.lock().await;
+        if let Some(n) = *count {
+            return Ok(n);
+        }
+        let n = self.count_devices(tenant).await?;
+        *count = Some(n);
+        Ok(n)
+    }
+
     /// Devices of `tenant` in the store, counted a page at a time.
     async fn count_devices(&self, tenant: &str) -> Result<u64, RegistryError> {
         let mut count = 0u64;
@@ -758,20 +772,38 @@ impl Registry {
         &self,
         tenant: &str,
         selector: &Selector,
+        prefix: &str,
         page_size: usize,
         page_token: Option<&str>,
     ) -> Result<DevicePage, RegistryError> {
         validate_tenant(tenant)?;
         if let Some(token) = page_token {
-            validate_device_id(token, &self.config.limits).map_err(|_| {
-                RegistryError::invalid("page_token", "not a page token of this listing")
-            })?;
+            validate_device_id(token, &self.config.limits)
+                .ok()
+                .filter(|()| token.starts_with(prefix))
+                .ok_or_else(|| {
+                    RegistryError::invalid("page_token", "not a page token of this listing")
+                })?;
+        }
+        if !prefix.is_empty() {
+            validate_device_id(prefix, &self.config.limits)
+                .map_err(|e| rename_field(e, "id_prefix"))?;
         }
         self.tenant(tenant).await?;
         let page_size = page_size.clamp(1, 1000);
         let mut after = page_token.map(str::to_owned);
         let mut records = Vec::new();
         let mut scanned = 0usize;
+        // Ids with the prefix sort together, the prefix itself first: it is
+        // looked up, and the scan starts just after it.
+        if !prefix.is_empty() && after.is_none() {
+            if let Some(record) = self.store.get_device(tenant, prefix).await?
+                && selector.matches(&record.labels)
+            {
+                records.push(record);
+            }
+            after = Some(prefix.to_owned());
+        }
         // Without a selector every device matches: one more than a page
         // tells whether another page follows.
         let want = if selector.is_empty() {
@@ -780,6 +812,10 @@ impl Registry {
             STORE_PAGE
         };
         let next = 'scan: loop {
+            if records.len() >= page_size {
+                // The prefix's own device filled a page of one.
+                break after.clone();
+            }
             let fetch = want
                 .min(STORE_PAGE)
                 .min(self.config.max_scan_per_page.saturating_sub(scanned))
@@ -788,9 +824,13 @@ impl Registry {
                 .store
                 .list_devices(tenant, after.as_deref(), fetch)
                 .await?;
-            let exhausted = batch.len() < fetch;
+            let mut exhausted = batch.len() < fetch;
             let last = batch.len().saturating_sub(1);
             for (i, record) in batch.into_iter().enumerate() {
+                if !record.id.starts_with(prefix) {
+                    exhausted = true;
+                    break;
+                }
                 scanned += 1;
                 after = Some(record.id.clone());
                 if selector.matches(&record.labels) {

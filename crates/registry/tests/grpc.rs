@@ -606,6 +606,84 @@ async fn devices_and_tokens_over_the_wire() {
         .into_inner();
     assert_eq!(page2.devices[0].id, "pump-2");
     assert!(page2.next_page_token.is_empty(), "the last page says so");
+    assert_eq!(
+        page2.tenant_devices, 2,
+        "the tenant's total comes with a page"
+    );
+
+    // An id prefix: the prefix's own device first, then the others with
+    // it, a page at a time; nothing past them.
+    for id in ["pump", "pump-10", "pumpkin", "valve-1"] {
+        c.create_device(authed(create_device("", id), &operator))
+            .await
+            .expect("device");
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list_devices(authed(
+                pb::ListDevicesRequest {
+                    id_prefix: "pump".into(),
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+                &operator,
+            ))
+            .await
+            .expect("a page by prefix")
+            .into_inner();
+        assert!(page.devices.len() <= 2);
+        assert_eq!(page.tenant_devices, 6);
+        seen.extend(page.devices.into_iter().map(|d| d.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, ["pump", "pump-1", "pump-10", "pump-2", "pumpkin"]);
+    let narrow = pb::ListDevicesRequest {
+        id_prefix: "pump-1".into(),
+        selector: "fleet=west".into(),
+        ..Default::default()
+    };
+    let page = c
+        .list_devices(authed(narrow, &operator))
+        .await
+        .expect("prefix and selector")
+        .into_inner();
+    let ids: Vec<String> = page.devices.into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["pump-1"]);
+    let bad = pb::ListDevicesRequest {
+        id_prefix: "pump/".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(c.list_devices(authed(bad, &operator)).await),
+        Code::InvalidArgument
+    );
+    let foreign_token = pb::ListDevicesRequest {
+        id_prefix: "valve".into(),
+        page_token: "pump-1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(c.list_devices(authed(foreign_token, &operator)).await),
+        Code::InvalidArgument,
+        "a page token from outside the prefix"
+    );
+    for id in ["pump", "pump-10", "pumpkin", "valve-1"] {
+        c.delete_device(authed(
+            pb::DeviceRef {
+                tenant: String::new(),
+                device: id.into(),
+            },
+            &operator,
+        ))
+        .await
+        .expect("delete");
+    }
 
     let update = pb::UpdateDeviceRequest {
         device: "pump-1".into(),

@@ -226,7 +226,7 @@ async fn invalid_input_names_the_field() {
     assert_eq!(invalid_field(r.create_device(many_meta).await), "metadata");
 
     assert!(
-        r.list_devices("acme", &Selector::default(), 10, None)
+        r.list_devices("acme", &Selector::default(), "", 10, None)
             .await
             .expect("list")
             .devices
@@ -262,7 +262,7 @@ async fn invalid_input_names_the_field() {
     );
 
     let page_token = r
-        .list_devices("acme", &Selector::default(), 10, Some("not/a/token"))
+        .list_devices("acme", &Selector::default(), "", 10, Some("not/a/token"))
         .await;
     assert_eq!(invalid_field(page_token), "page_token");
     let no_device = NewToken {
@@ -752,7 +752,7 @@ async fn listing_filters_by_selector_and_pages_without_gaps() {
     let mut token: Option<String> = None;
     for _ in 0..100 {
         let page = r
-            .list_devices("acme", &selector, 4, token.as_deref())
+            .list_devices("acme", &selector, "", 4, token.as_deref())
             .await
             .expect("list");
         assert!(page.devices.len() <= 4);
@@ -775,7 +775,7 @@ async fn listing_filters_by_selector_and_pages_without_gaps() {
         .expect("select");
     assert_eq!(all.len(), 20);
     let err = r
-        .list_devices("nope", &Selector::default(), 10, None)
+        .list_devices("nope", &Selector::default(), "", 10, None)
         .await
         .unwrap_err();
     assert!(

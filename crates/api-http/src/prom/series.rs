@@ -108,6 +108,7 @@ async fn devices(
                 selector: selector.to_owned(),
                 page_size: PAGE,
                 page_token,
+                id_prefix: String::new(),
             }))
             .await?
             .into_inner();

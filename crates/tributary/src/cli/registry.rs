@@ -483,6 +483,7 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
                         selector: select.clone(),
                         page_size: limit,
                         page_token: page_token.clone(),
+                        id_prefix: String::new(),
                     })
                     .await?
                     .into_inner();

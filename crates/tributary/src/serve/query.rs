@@ -261,7 +261,9 @@ pub async fn serve_apis(
         },
         parts.api,
         stop.clone(),
-    );
+    )
+    // The web console, a client of the API above.
+    .merge(tributary_console::router());
     let api_listener = bind(parts.api_addr, "HTTP API").await?;
     let api_addr = api_listener.local_addr()?;
     {

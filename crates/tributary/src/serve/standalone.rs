@@ -314,7 +314,9 @@ impl Platform {
             },
             args.api.config()?,
             stop.clone(),
-        );
+        )
+        // The web console, a client of the API above.
+        .merge(tributary_console::router());
         let registry_svc = registry_grpc.server();
         let rules_svc = rules_grpc.server();
         let alerts_svc = alerts_grpc.server();

@@ -18,6 +18,7 @@ use tributary_proto::v1::query_service_client::QueryServiceClient;
 use tributary_proto::v1::registry_service_client::RegistryServiceClient;
 
 pub mod cluster;
+pub mod device;
 pub mod mqtt;
 
 pub struct Standalone {
