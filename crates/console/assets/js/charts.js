@@ -2,7 +2,7 @@
 // (average load per fleet over the last day), from the aggregate API.
 import * as api from "./api.js";
 import { h, fill, errorBox, field } from "./ui.js";
-import { timePlot, windowFor } from "./plot.js";
+import { timePlot, windowFor, plotLibrary } from "./plot.js";
 
 const RANGES = [["1h", 3600], ["6h", 21600], ["24h", 86400], ["7d", 604800], ["30d", 2592000], ["365d", 31536000]];
 
@@ -43,6 +43,7 @@ export async function render(main, ctx) {
           for (const b of s.buckets) y[at.get(Date.parse(b.start) / 1000)] = b[fn.value] ?? null;
           return y;
         });
+        await plotLibrary();
         out.replaceChildren();
         plot = timePlot(out, `${fn.value} of ${metric.value} by ${label.value} (${w.name} windows, ${r.tier})`,
           r.series.map((s) => ({ label: `${s.group || "(none)"} · ${s.devices} devices` })), [xs, ...ys]);

@@ -3,7 +3,7 @@
 // commands.
 import * as api from "./api.js";
 import { h, fill, errorBox, when, fmt, field, toast } from "./ui.js";
-import { timePlot, windowFor, num, color } from "./plot.js";
+import { timePlot, windowFor, num, color, plotLibrary } from "./plot.js";
 import { secretBox } from "./fleet.js";
 
 const RANGES = [
@@ -98,6 +98,7 @@ export async function render(main, ctx, [id]) {
       state.plots.set(m, { el, plot: null });
     }
     status.textContent = "Loading…";
+    if (metrics.length) await plotLibrary();
     await Promise.all(metrics.map(async (m) => {
       const slot = state.plots.get(m);
       try {

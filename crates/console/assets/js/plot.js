@@ -2,6 +2,30 @@
 // A plot draws what it is given; which points to ask for (raw or windows
 // that fit the plot's pixels) is the caller's choice.
 
+let loading = null;
+
+/**
+ * Loads uPlot (script and styles) once, on the first page that plots: the
+ * sign-in and fleet pages do without its 50 KB.
+ */
+export function plotLibrary() {
+  loading ??= new Promise((resolve, reject) => {
+    const css = document.createElement("link");
+    css.rel = "stylesheet";
+    css.href = "/console/vendor/uPlot.min.css";
+    document.head.append(css);
+    const js = document.createElement("script");
+    js.src = "/console/vendor/uPlot.iife.min.js";
+    js.onload = () => resolve(window.uPlot);
+    js.onerror = () => {
+      loading = null;
+      reject(new Error("could not load the plotting library"));
+    };
+    document.head.append(js);
+  });
+  return loading;
+}
+
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 
 export function color(i) {
