@@ -43,8 +43,7 @@ pub fn router() -> Router {
         .route("/console/{*path}", get(asset))
 }
 
-/// The paths of the embedded files, for tests and `--print-config`-like
-/// listings.
+/// The paths of the embedded files (under `assets/`, with `/`).
 pub fn asset_paths() -> impl Iterator<Item = &'static str> {
     ASSETS.iter().map(|a| a.path)
 }

@@ -36,7 +36,7 @@ export async function render(main, ctx) {
       if (page.next_page_token) state.tokens[state.at + 1] = page.next_page_token;
       else state.tokens.length = state.at + 1;
       drawCounts(page);
-      drawTable(page.devices);
+      drawTable(page.devices, Boolean(page.next_page_token));
       drawPager(page);
     } catch (e) {
       fill(table, errorBox(e));
@@ -51,10 +51,13 @@ export async function render(main, ctx) {
       stat("Online on this page", online));
   }
 
-  function drawTable(devices) {
+  function drawTable(devices, more) {
     if (!devices.length) {
-      fill(table, h("p", { class: "muted" },
-        state.prefix || state.selector ? "No device matches." : "No devices yet."));
+      // A selector that matches few devices: each page scans a bounded
+      // number of them, so an empty page can have more after it.
+      fill(table, h("p", { class: "muted" }, more
+        ? "No match among the devices searched so far: Next searches further."
+        : state.prefix || state.selector ? "No device matches." : "No devices yet."));
       return;
     }
     fill(table, h("table", null,
