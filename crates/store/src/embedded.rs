@@ -1260,6 +1260,11 @@ impl Inner {
     /// its points.
     fn freeze(&self, coord: &mut Coord) {
         let mut frozen_points = 0usize;
+        // The live head's counts drop once every shard is frozen, not shard
+        // by shard: otherwise a write admitted on the room that the first
+        // shards made could land in a shard not frozen yet, and the frozen
+        // head would exceed its bound by that write.
+        let (mut moved_points, mut moved_bytes) = (0usize, 0usize);
         for shard in self.shards.iter() {
             let mut guard = lock(shard);
             self.take_pending(coord, &mut guard);
@@ -1278,8 +1283,8 @@ impl Inner {
                     }
                 }
             }
-            sub_saturating(&self.head_points, shard.points);
-            sub_saturating(&self.head_bytes, shard.bytes);
+            moved_points += shard.points;
+            moved_bytes += shard.bytes;
             shard.points = 0;
             shard.bytes = 0;
             if !frozen.series.is_empty() {
@@ -1287,6 +1292,8 @@ impl Inner {
             }
         }
         self.frozen_points.store(frozen_points, Ordering::Relaxed);
+        sub_saturating(&self.head_points, moved_points);
+        sub_saturating(&self.head_bytes, moved_bytes);
         coord.freeze_seq = Some(coord.next_seq);
     }
 

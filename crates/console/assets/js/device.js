@@ -30,7 +30,9 @@ export async function render(main, ctx, [id]) {
   const rangeSel = h("select", { id: "range", name: "range" },
     RANGES.map(([v, label]) => h("option", { value: v }, label)));
   const status = h("span", { class: "muted", "aria-live": "polite" });
-  const state = { range: "live", plots: new Map(), stop: null, metrics: [] };
+  // `drawn` counts drawPlots calls: a call overtaken by a newer one (a
+  // range switch, a new metric) drops what it drew.
+  const state = { range: "live", plots: new Map(), stop: null, metrics: [], drawn: 0, reloading: false };
 
   fill(main,
     h("p", null, h("a", { href: "#/fleet" }, "← Fleet")),
@@ -85,6 +87,7 @@ export async function render(main, ctx, [id]) {
   }
 
   async function drawPlots() {
+    const mine = ++state.drawn;
     clearPlots();
     const metrics = state.metrics.slice(0, MAX_PLOTS);
     if (state.metrics.length > MAX_PLOTS) {
@@ -101,6 +104,11 @@ export async function render(main, ctx, [id]) {
     if (metrics.length) await plotLibrary();
     await Promise.all(metrics.map(async (m) => {
       const slot = state.plots.get(m);
+      const stale = () => {
+        if (mine === state.drawn) return false;
+        slot.plot?.destroy();
+        return true;
+      };
       try {
         if (live) {
           const xs = [], ys = [];
@@ -110,8 +118,10 @@ export async function render(main, ctx, [id]) {
             xs.push(Date.parse(p.time) / 1000);
             ys.push(num(p.value));
           }
+          if (mine !== state.drawn) return;
           performance.mark(`plot-data:${m}`);
           slot.plot = timePlot(slot.el, m, [{ label: m }], [xs, ys], { live: span });
+          stale();
         } else {
           const w = windowFor(span, slot.el.clientWidth || 800);
           const r = await api.get("/timeseries/aggregate", {
@@ -119,17 +129,19 @@ export async function render(main, ctx, [id]) {
           });
           const b = r.series[0]?.buckets || [];
           const xs = b.map((x) => Date.parse(x.start) / 1000);
+          if (mine !== state.drawn) return;
           performance.mark(`plot-data:${m}`);
           slot.plot = timePlot(slot.el, `${m} (${w.name} windows, ${r.tier})`,
             [{ label: "avg", color: color(0) }, { label: "min", color: color(0), band: "min" }, { label: "max", color: color(0), band: "max" }],
             [xs, b.map((x) => x.avg ?? null), b.map((x) => x.min ?? null), b.map((x) => x.max ?? null)]);
           slot.el.dataset.window = w.name;
+          stale();
         }
       } catch (e) {
         fill(slot.el, errorBox(e));
       }
     }));
-    status.textContent = live ? "Following live points" : "";
+    if (mine === state.drawn) status.textContent = live ? "Following live points" : "";
   }
 
   // Live points: the latest values and, in live mode, the plots.
@@ -146,7 +158,13 @@ export async function render(main, ctx, [id]) {
       const slot = state.plots.get(p.metric);
       if (state.range === "live" && slot?.plot) slot.plot.append(Date.parse(p.time) / 1000, [num(p.value)]);
     }
-    if (unknown) loadLatest().then(() => state.range === "live" && drawPlots());
+    // A metric not seen before: read the metrics again, once at a time.
+    if (unknown && !state.reloading) {
+      state.reloading = true;
+      loadLatest()
+        .then(() => state.range === "live" && drawPlots())
+        .finally(() => (state.reloading = false));
+    }
   }
 
   await loadLatest();
