@@ -15,11 +15,16 @@ python3 -c 'import prometheus_api_client' 2>/dev/null || pip install -q 'prometh
 command -v schemathesis >/dev/null || pip install -q 'schemathesis>=4,<5'
 
 # The console's browser test drives Debian's Chromium with playwright-core
-# (npm, pinned in crates/console/browser-test/package-lock.json; it
-# downloads no browser of its own).
-command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-[[ -f crates/console/browser-test/node_modules/playwright-core/package.json ]] ||
-  (cd crates/console/browser-test && npm ci --no-audit --no-fund --loglevel=error)
+# and audits the pages with axe-core (npm, pinned in
+# crates/console/browser-test/package-lock.json; no browser is downloaded).
+# It makes a client certificate with openssl.
+for tool in chromium openssl; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool"; }
+done
+for module in playwright-core axe-core; do
+  [[ -f crates/console/browser-test/node_modules/$module/package.json ]] ||
+    (cd crates/console/browser-test && npm ci --no-audit --no-fund --loglevel=error)
+done
 
 # The Kafka log's tests run a real Kafka-protocol broker, Tansu (crates.io).
 # Building it takes about 12 minutes once; an installed tansu is reused.

@@ -23,6 +23,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use tributary_core::quota::{TenantCounter, TenantSlot};
 use tributary_proto::v1 as pb;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,7 +33,6 @@ mod commands;
 mod dlq;
 pub mod extract;
 pub mod forward;
-mod inflight;
 pub mod problem;
 mod prom;
 mod registry;
@@ -140,7 +140,7 @@ pub(crate) struct Api {
     /// does not wait for them.
     stop: tokio::sync::watch::Receiver<bool>,
     /// Each tenant's requests in flight.
-    inflight: inflight::Inflight,
+    inflight: TenantCounter,
 }
 
 impl Api {
@@ -157,7 +157,7 @@ impl Api {
     pub(crate) fn admit(
         &self,
         headers: &axum::http::HeaderMap,
-    ) -> Result<Option<inflight::Slot>, usize> {
+    ) -> Result<Option<TenantSlot>, usize> {
         let probe = extract::Caller::from_headers(headers).request(());
         match tributary_auth::authorize(&self.keys, &probe) {
             Ok(claims) => self.admit_tenant(&claims.tenant).map(Some),
@@ -166,9 +166,12 @@ impl Api {
     }
 
     /// A request slot of `tenant`, whose token was verified already.
-    pub(crate) fn admit_tenant(&self, tenant: &str) -> Result<inflight::Slot, usize> {
+    pub(crate) fn admit_tenant(&self, tenant: &str) -> Result<TenantSlot, usize> {
         let limit = self.config.max_inflight_per_tenant;
-        self.inflight.try_acquire(tenant, limit).ok_or(limit)
+        self.inflight
+            .try_acquire_within(tenant, limit as u64)
+            .map(|(slot, _)| slot)
+            .ok_or(limit)
     }
 
     pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
@@ -302,7 +305,7 @@ pub fn router(
         services,
         config: Arc::new(config),
         stop,
-        inflight: inflight::Inflight::default(),
+        inflight: TenantCounter::default(),
     };
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(openapi_doc_string(&doc));

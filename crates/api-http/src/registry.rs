@@ -272,12 +272,27 @@ pub(crate) struct DeviceListParams {
     /// Only devices whose id starts with this.
     #[serde(default)]
     prefix: String,
+    /// `asc` (the default) lists from the smallest id up, `desc` from the
+    /// greatest down. Pass the same order with a `page_token`.
+    #[serde(default)]
+    order: SortOrder,
     /// 1 to 1000; default 100.
     #[serde(default)]
     page_size: u32,
     /// From the previous page's `next_page_token`.
     #[serde(default)]
     page_token: String,
+}
+
+/// Which way a listing runs, by id.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SortOrder {
+    /// From the smallest id up.
+    #[default]
+    Asc,
+    /// From the greatest id down.
+    Desc,
 }
 
 /// A page of devices.
@@ -307,6 +322,7 @@ async fn list_devices(
             page_size: q.page_size,
             page_token: q.page_token,
             id_prefix: q.prefix,
+            descending: q.order == SortOrder::Desc,
         }))
         .await?
         .into_inner();

@@ -250,22 +250,31 @@ impl TenantCounter {
         quota: Quota,
         limit: u64,
     ) -> Result<(TenantSlot, u64), QuotaExceeded> {
-        let mut counts = self.lock();
-        let held = counts.get(tenant).copied().unwrap_or(0);
-        if held >= limit {
-            return Err(QuotaExceeded {
+        self.try_acquire_within(tenant, limit)
+            .ok_or_else(|| QuotaExceeded {
                 tenant: tenant.to_owned(),
                 quota,
                 limit,
                 retry_after_secs: None,
-            });
+            })
+    }
+
+    /// Takes a unit for `tenant`, unless it already holds `limit`: for a
+    /// platform limit per tenant that is not one of the tenant's quotas
+    /// (for example the API's requests in flight). Returns the slot and how
+    /// many the tenant holds with it.
+    pub fn try_acquire_within(&self, tenant: &str, limit: u64) -> Option<(TenantSlot, u64)> {
+        let mut counts = self.lock();
+        let held = counts.get(tenant).copied().unwrap_or(0);
+        if held >= limit {
+            return None;
         }
         counts.insert(tenant.to_owned(), held + 1);
         let slot = TenantSlot {
             counter: self.clone(),
             tenant: tenant.to_owned(),
         };
-        Ok((slot, held + 1))
+        Some((slot, held + 1))
     }
 
     /// How many `tenant` holds.
@@ -289,6 +298,22 @@ impl Drop for TenantSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_holds_at_most_its_limit_and_gets_slots_back() {
+        let counter = TenantCounter::default();
+        let (a, held) = counter.try_acquire_within("acme", 2).unwrap();
+        assert_eq!(held, 1);
+        let _b = counter.try_acquire_within("acme", 2).unwrap();
+        assert!(counter.try_acquire_within("acme", 2).is_none());
+        assert!(
+            counter.try_acquire_within("globex", 2).is_some(),
+            "others are not held back"
+        );
+        drop(a);
+        assert_eq!(counter.held("acme"), 1);
+        assert!(counter.try_acquire_within("acme", 2).is_some());
+    }
 
     #[test]
     fn names_round_trip_and_unknown_names_list_the_known_ones() {

@@ -20,6 +20,7 @@ pub async fn run_all(store: &dyn RegistryStore) {
     tenant_listing_pages(store).await;
     devices_round_trip(store).await;
     device_paging(store).await;
+    device_paging_descending(store).await;
     device_delete(store).await;
     credentials_round_trip(store).await;
     credential_listing(store).await;
@@ -340,6 +341,76 @@ pub async fn device_paging(store: &dyn RegistryStore) {
             .list_devices(&unique("empty"), None, 10)
             .await
             .expect("list_devices")
+            .is_empty(),
+        "a tenant without devices lists nothing"
+    );
+}
+
+/// Devices list from the greatest id down, a page at a time, and never
+/// reach into the tenants that sort just before or after.
+pub async fn device_paging_descending(store: &dyn RegistryStore) {
+    let t = unique("desc");
+    // Neighbours: a tenant whose name extends this one's, and one that
+    // sorts just before it.
+    let longer = format!("{t}0");
+    let shorter = t[..t.len() - 1].to_owned();
+    for (tenant, id) in [(&longer, "a"), (&longer, "zz"), (&shorter, "zz")] {
+        store
+            .put_device(&device(tenant, id), Expect::Absent)
+            .await
+            .expect("create a neighbour's device");
+    }
+    let mut ids: Vec<String> = (0..23).map(|i| format!("d{:02}", (i * 7) % 23)).collect();
+    ids.extend(["D-upper".to_string(), "a".to_string(), "z:9".to_string()]);
+    for id in &ids {
+        store
+            .put_device(&device(&t, id), Expect::Absent)
+            .await
+            .expect("create device");
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    expected.reverse();
+
+    for limit in [1, 4, 26, 100] {
+        let mut seen = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let page = store
+                .list_devices_desc(&t, before.as_deref(), limit)
+                .await
+                .expect("list_devices_desc");
+            assert!(page.len() <= limit, "a page holds at most {limit} devices");
+            assert!(
+                page.iter().all(|d| d.tenant == t),
+                "a descending listing stays in its tenant"
+            );
+            let Some(last) = page.last() else { break };
+            before = Some(last.id.clone());
+            seen.extend(page.into_iter().map(|d| d.id));
+        }
+        assert_eq!(
+            seen, expected,
+            "descending paging with limit {limit}: every device once, greatest id first"
+        );
+    }
+    let from_middle: Vec<String> = store
+        .list_devices_desc(&t, Some("d10a"), 3)
+        .await
+        .expect("list_devices_desc")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        from_middle,
+        ["d10", "d09", "d08"],
+        "`before` need not be an existing id"
+    );
+    assert!(
+        store
+            .list_devices_desc(&unique("empty"), None, 10)
+            .await
+            .expect("list_devices_desc")
             .is_empty(),
         "a tenant without devices lists nothing"
     );

@@ -293,6 +293,39 @@ impl DeviceStore for EmbeddedRegistryStore {
     ) -> Result<Vec<DeviceRecord>, RegistryError> {
         self.list_pairs(DEVICES, tenant, after, limit).await
     }
+
+    async fn list_devices_desc(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, RegistryError> {
+        let (tenant, before) = (tenant.to_owned(), before.map(str::to_owned));
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(DEVICES).map_err(storage)?;
+            // Every key of a tenant sorts before (tenant + "\0", ""): no
+            // tenant name falls between the two.
+            let beyond = format!("{tenant}\0");
+            let range: KeyRange<'_> = (
+                Bound::Included((tenant.as_str(), "")),
+                match before.as_deref() {
+                    Some(b) => Bound::Excluded((tenant.as_str(), b)),
+                    None => Bound::Excluded((beyond.as_str(), "")),
+                },
+            );
+            let mut out = Vec::new();
+            for entry in table.range(range).map_err(storage)?.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, v) = entry.map_err(storage)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 /// A range over (tenant, id) keys.

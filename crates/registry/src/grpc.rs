@@ -26,8 +26,8 @@ use tributary_proto::v1::registry_service_server::{RegistryService, RegistryServ
 
 use crate::RegistryError;
 use crate::service::{
-    Device, DeviceUpdate, IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant,
-    NewToken, Registry, format_fingerprint, parse_fingerprint,
+    Device, DeviceUpdate, IssuedToken, ListOrder, NewApplication, NewCertificate, NewDevice,
+    NewTenant, NewToken, Registry, format_fingerprint, parse_fingerprint,
 };
 use crate::store::{
     CredentialKind, CredentialRecord, PresenceRecord, TenantRecord, TenantSettings,
@@ -259,7 +259,18 @@ impl RegistryService for RegistryGrpc {
         let page_token = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
         let page = self
             .registry
-            .list_devices(&tenant, &selector, &req.id_prefix, page_size, page_token)
+            .list_devices(
+                &tenant,
+                &selector,
+                &req.id_prefix,
+                if req.descending {
+                    ListOrder::Descending
+                } else {
+                    ListOrder::Ascending
+                },
+                page_size,
+                page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListDevicesResponse {
             devices: page.devices.into_iter().map(device_to_proto).collect(),

@@ -87,8 +87,8 @@ pub use remote::{RemoteConfig, RemoteDirectory};
 pub use rules_grpc::RulesGrpc;
 pub use service::{
     Authenticated, AuthenticatedApplication, DEFAULT_TENANT, Device, DevicePage, DeviceUpdate,
-    IssuedToken, NewApplication, NewCertificate, NewDevice, NewTenant, NewToken, Registry,
-    RegistryConfig, RegistryEvent, format_fingerprint, parse_fingerprint,
+    IssuedToken, ListOrder, NewApplication, NewCertificate, NewDevice, NewTenant, NewToken,
+    Registry, RegistryConfig, RegistryEvent, format_fingerprint, parse_fingerprint,
 };
 pub use store::{
     ApplicationGrants, CredentialKind, CredentialRecord, CredentialStore, DeviceRecord,

@@ -321,10 +321,33 @@ pub struct Device {
     pub presence: PresenceRecord,
 }
 
+/// Which way a listing runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListOrder {
+    /// From the smallest id up.
+    #[default]
+    Ascending,
+    /// From the greatest id down.
+    Descending,
+}
+
+/// The least id greater than every id that starts with `prefix` (ids are
+/// ASCII), or `None` when there is none.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).ok();
+        }
+    }
+    None
+}
+
 /// One page of a device listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevicePage {
-    /// Matching devices, sorted by id. May hold fewer than the page size even
+    /// Matching devices, sorted by id in the listing's order. May hold fewer than the page size even
     /// when more follow (the scan per page is bounded).
     pub devices: Vec<Device>,
     /// Where the next page starts; `None` at the end. Opaque to clients.
@@ -762,7 +785,8 @@ impl Registry {
         Ok(Device { record, presence })
     }
 
-    /// One page of the tenant's devices that `selector` matches, sorted by id.
+    /// One page of the tenant's devices that `selector` matches, sorted by id
+    /// in `order`.
     ///
     /// The selector is applied while scanning the tenant's devices in id
     /// order (there is no label index yet): a page scans at most
@@ -773,6 +797,7 @@ impl Registry {
         tenant: &str,
         selector: &Selector,
         prefix: &str,
+        order: ListOrder,
         page_size: usize,
         page_token: Option<&str>,
     ) -> Result<DevicePage, RegistryError> {
@@ -791,18 +816,25 @@ impl Registry {
         }
         self.tenant(tenant).await?;
         let page_size = page_size.clamp(1, 1000);
-        let mut after = page_token.map(str::to_owned);
+        // The scan's cursor: the last id seen, exclusive.
+        let mut cursor = page_token.map(str::to_owned);
         let mut records = Vec::new();
         let mut scanned = 0usize;
-        // Ids with the prefix sort together, the prefix itself first: it is
-        // looked up, and the scan starts just after it.
-        if !prefix.is_empty() && after.is_none() {
-            if let Some(record) = self.store.get_device(tenant, prefix).await?
-                && selector.matches(&record.labels)
-            {
-                records.push(record);
+        if cursor.is_none() && !prefix.is_empty() {
+            match order {
+                // Ids with the prefix sort together, the prefix itself
+                // first: it is looked up, and the scan starts just after it.
+                ListOrder::Ascending => {
+                    if let Some(record) = self.store.get_device(tenant, prefix).await?
+                        && selector.matches(&record.labels)
+                    {
+                        records.push(record);
+                    }
+                    cursor = Some(prefix.to_owned());
+                }
+                // From the first id past every id with the prefix, down.
+                ListOrder::Descending => cursor = prefix_end(prefix),
             }
-            after = Some(prefix.to_owned());
         }
         // Without a selector every device matches: one more than a page
         // tells whether another page follows.
@@ -814,16 +846,24 @@ impl Registry {
         let next = 'scan: loop {
             if records.len() >= page_size {
                 // The prefix's own device filled a page of one.
-                break after.clone();
+                break cursor.clone();
             }
             let fetch = want
                 .min(STORE_PAGE)
                 .min(self.config.max_scan_per_page.saturating_sub(scanned))
                 .max(1);
-            let batch = self
-                .store
-                .list_devices(tenant, after.as_deref(), fetch)
-                .await?;
+            let batch = match order {
+                ListOrder::Ascending => {
+                    self.store
+                        .list_devices(tenant, cursor.as_deref(), fetch)
+                        .await?
+                }
+                ListOrder::Descending => {
+                    self.store
+                        .list_devices_desc(tenant, cursor.as_deref(), fetch)
+                        .await?
+                }
+            };
             let mut exhausted = batch.len() < fetch;
             let last = batch.len().saturating_sub(1);
             for (i, record) in batch.into_iter().enumerate() {
@@ -832,11 +872,11 @@ impl Registry {
                     break;
                 }
                 scanned += 1;
-                after = Some(record.id.clone());
+                cursor = Some(record.id.clone());
                 if selector.matches(&record.labels) {
                     records.push(record);
                     if records.len() == page_size {
-                        break 'scan if exhausted && i == last { None } else { after };
+                        break 'scan if exhausted && i == last { None } else { cursor };
                     }
                 }
             }
@@ -844,7 +884,7 @@ impl Registry {
                 break None;
             }
             if scanned >= self.config.max_scan_per_page {
-                break after;
+                break cursor;
             }
         };
         let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();

@@ -254,6 +254,15 @@ pub trait DeviceStore: Send + Sync + Debug {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, RegistryError>;
+
+    /// Up to `limit` devices of `tenant` with an id less than `before`
+    /// (every id when `None`), sorted by id from the greatest down.
+    async fn list_devices_desc(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, RegistryError>;
 }
 
 /// Credentials, keyed by (tenant, id), with a lookup by token hash.

@@ -643,6 +643,34 @@ async fn devices_and_tokens_over_the_wire() {
         page_token = page.next_page_token;
     }
     assert_eq!(seen, ["pump", "pump-1", "pump-10", "pump-2", "pumpkin"]);
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list_devices(authed(
+                pb::ListDevicesRequest {
+                    id_prefix: "pump".into(),
+                    descending: true,
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+                &operator,
+            ))
+            .await
+            .expect("a descending page by prefix")
+            .into_inner();
+        seen.extend(page.devices.into_iter().map(|d| d.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        seen,
+        ["pumpkin", "pump-2", "pump-10", "pump-1", "pump"],
+        "descending: the same devices, greatest id first"
+    );
     let narrow = pb::ListDevicesRequest {
         id_prefix: "pump-1".into(),
         selector: "fleet=west".into(),

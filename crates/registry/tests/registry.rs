@@ -11,8 +11,9 @@ use tributary_core::selector::Selector;
 use tributary_core::time::now_ns;
 use tributary_registry::store::CredentialStore;
 use tributary_registry::{
-    CredentialKind, CredentialRecord, DeviceUpdate, EmbeddedRegistryStore, Entity, NewDevice,
-    NewTenant, NewToken, Registry, RegistryConfig, RegistryError, RegistryEvent, TenantSettings,
+    CredentialKind, CredentialRecord, DeviceUpdate, EmbeddedRegistryStore, Entity, ListOrder,
+    NewDevice, NewTenant, NewToken, Registry, RegistryConfig, RegistryError, RegistryEvent,
+    TenantSettings,
 };
 
 struct Fixture {
@@ -226,11 +227,18 @@ async fn invalid_input_names_the_field() {
     assert_eq!(invalid_field(r.create_device(many_meta).await), "metadata");
 
     assert!(
-        r.list_devices("acme", &Selector::default(), "", 10, None)
-            .await
-            .expect("list")
-            .devices
-            .is_empty()
+        r.list_devices(
+            "acme",
+            &Selector::default(),
+            "",
+            ListOrder::Ascending,
+            10,
+            None
+        )
+        .await
+        .expect("list")
+        .devices
+        .is_empty()
     );
 
     r.create_device(new_device("d"))
@@ -262,7 +270,14 @@ async fn invalid_input_names_the_field() {
     );
 
     let page_token = r
-        .list_devices("acme", &Selector::default(), "", 10, Some("not/a/token"))
+        .list_devices(
+            "acme",
+            &Selector::default(),
+            "",
+            ListOrder::Ascending,
+            10,
+            Some("not/a/token"),
+        )
         .await;
     assert_eq!(invalid_field(page_token), "page_token");
     let no_device = NewToken {
@@ -752,7 +767,14 @@ async fn listing_filters_by_selector_and_pages_without_gaps() {
     let mut token: Option<String> = None;
     for _ in 0..100 {
         let page = r
-            .list_devices("acme", &selector, "", 4, token.as_deref())
+            .list_devices(
+                "acme",
+                &selector,
+                "",
+                ListOrder::Ascending,
+                4,
+                token.as_deref(),
+            )
             .await
             .expect("list");
         assert!(page.devices.len() <= 4);
@@ -775,7 +797,14 @@ async fn listing_filters_by_selector_and_pages_without_gaps() {
         .expect("select");
     assert_eq!(all.len(), 20);
     let err = r
-        .list_devices("nope", &Selector::default(), "", 10, None)
+        .list_devices(
+            "nope",
+            &Selector::default(),
+            "",
+            ListOrder::Ascending,
+            10,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -787,6 +816,66 @@ async fn listing_filters_by_selector_and_pages_without_gaps() {
             }
         ),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn listing_descending_with_a_prefix_and_a_selector_pages_without_gaps() {
+    let f = fixture_with(RegistryConfig {
+        max_scan_per_page: 3,
+        ..RegistryConfig::default()
+    })
+    .await;
+    let r = &f.registry;
+    // The prefix "dev-1" is itself a device, and sorts before the others
+    // that start with it; "dev-2" and "dev-09" lie just outside it.
+    let mut ids: Vec<String> = (0..30).map(|i| format!("dev-{i:02}")).collect();
+    ids.extend(["dev-1".to_string(), "dev-2".to_string()]);
+    for id in &ids {
+        let device = NewDevice {
+            labels: labels(&[("fleet", if id.ends_with('1') { "east" } else { "west" })]),
+            ..new_device(id)
+        };
+        r.create_device(device).await.expect("device");
+    }
+    let list = |selector: &'static str, page_size: usize| async move {
+        let selector = Selector::parse(selector).expect("selector");
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..100 {
+            let page = r
+                .list_devices(
+                    "acme",
+                    &selector,
+                    "dev-1",
+                    ListOrder::Descending,
+                    page_size,
+                    token.as_deref(),
+                )
+                .await
+                .expect("list");
+            assert!(page.devices.len() <= page_size);
+            seen.extend(page.devices.into_iter().map(|d| d.record.id));
+            token = page.next_page_token;
+            if token.is_none() {
+                return seen;
+            }
+        }
+        panic!("the listing did not end");
+    };
+    let all: Vec<String> = (10..20).rev().map(|i| format!("dev-{i}")).collect();
+    let mut expected = all.clone();
+    expected.push("dev-1".into());
+    assert_eq!(
+        list("", 4).await,
+        expected,
+        "every id with the prefix, greatest first"
+    );
+    expected.retain(|id| !id.ends_with('1'));
+    assert_eq!(
+        list("fleet=west", 2).await,
+        expected,
+        "a selector over short scans leaves no gaps"
     );
 }
 

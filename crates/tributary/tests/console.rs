@@ -45,10 +45,19 @@ fn browser_available() -> bool {
         ),
         (Path::new(&chromium).exists(), "chromium"),
         (
-            browser_test_dir()
-                .join("node_modules/playwright-core/package.json")
-                .exists(),
-            "playwright-core (npm ci in crates/console/browser-test)",
+            std::process::Command::new("openssl")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "openssl",
+        ),
+        (
+            ["playwright-core", "axe-core"].iter().all(|m| {
+                browser_test_dir()
+                    .join(format!("node_modules/{m}/package.json"))
+                    .exists()
+            }),
+            "playwright-core and axe-core (npm ci in crates/console/browser-test)",
         ),
     ]
     .into_iter()
@@ -69,28 +78,6 @@ fn browser_available() -> bool {
     false
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// A device with labels, and its token.
-async fn device(s: &Standalone, id: &str, fleet: &str) -> String {
-    let made: Value = client()
-        .post(s.api_url("/devices"))
-        .bearer_auth(&s.admin_token)
-        .json(&json!({"id": id, "labels": {"fleet": fleet}, "issue_token": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    made["token"]["token"].as_str().expect("a token").to_owned()
-}
-
 /// `SEED_DAYS` of `v` every `step_ms` up to now, in batches.
 async fn seed(s: &Standalone, token: &str, step_ms: i64) -> u64 {
     let now_ms = tributary_core::time::now_ns() / 1_000_000;
@@ -104,7 +91,7 @@ async fn seed(s: &Standalone, token: &str, step_ms: i64) -> u64 {
             .iter()
             .map(|t| json!({"ts": t, "values": {"v": 20.0 + ((t / 3_600_000) % 24) as f64 + (t % 7) as f64 / 10.0}}))
             .collect();
-        let r = client()
+        let r = http_client()
             .post(s.url("/v1/telemetry"))
             .bearer_auth(token)
             .json(&points)
@@ -118,7 +105,7 @@ async fn seed(s: &Standalone, token: &str, step_ms: i64) -> u64 {
 
 /// Points of `device`'s `v` that the aggregate API counts over 30 days.
 async fn counted(s: &Standalone, device: &str) -> u64 {
-    let r: Value = client()
+    let r: Value = http_client()
         .get(s.api_url("/timeseries/aggregate"))
         .bearer_auth(&s.admin_token)
         .query(&[
@@ -156,8 +143,8 @@ async fn the_console_in_a_real_browser() {
         &["--config".as_ref(), config.as_os_str()],
     );
     // 30 days of a 10 s series, and a coarser one in another fleet.
-    let seeded = device(&s, "seeded-1", "f0").await;
-    let other = device(&s, "seeded-2", "f1").await;
+    let seeded = http_device(&s, "seeded-1", json!({"fleet": "f0"})).await;
+    let other = http_device(&s, "seeded-2", json!({"fleet": "f1"})).await;
     let n = seed(&s, &seeded, SEED_STEP_MS).await;
     let m = seed(&s, &other, 600_000).await;
     for (id, want) in [("seeded-1", n), ("seeded-2", m)] {
@@ -177,6 +164,7 @@ async fn the_console_in_a_real_browser() {
         .current_dir(browser_test_dir())
         .env("BASE_URL", format!("http://{}", s.api))
         .env("OPERATOR_TOKEN", s.operator_token("default", "operator"))
+        .env("ADMIN_TOKEN", &s.admin_token)
         .env("SEEDED_DEVICE", "seeded-1")
         .env("SHOTS_DIR", &shots)
         .stdin(Stdio::piped())

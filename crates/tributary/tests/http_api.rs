@@ -13,16 +13,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tributary_proto::v1 as pb;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 /// Sends telemetry for a device over HTTP ingest; expects 204.
 async fn ingest(s: &Standalone, device_token: &str, body: Value) {
-    let resp = client()
+    let resp = http_client()
         .post(s.url("/v1/telemetry"))
         .bearer_auth(device_token)
         .json(&body)
@@ -38,7 +31,7 @@ async fn ingest(s: &Standalone, device_token: &str, body: Value) {
 }
 
 async fn get(s: &Standalone, token: &str, path: &str) -> (StatusCode, Value) {
-    let resp = client()
+    let resp = http_client()
         .get(s.api_url(path))
         .bearer_auth(token)
         .send()
@@ -56,7 +49,7 @@ async fn send(
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let resp = client()
+    let resp = http_client()
         .request(method, s.api_url(path))
         .bearer_auth(token)
         .json(&body)
@@ -235,7 +228,7 @@ async fn devices_tokens_and_queries_round_trip_and_match_grpc() {
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!(revoked["revoked"], true);
     eventually(Duration::from_secs(5), "revoked token refused", || async {
-        let resp = client()
+        let resp = http_client()
             .post(s.url("/v1/telemetry"))
             .bearer_auth(&token2)
             .json(&json!({"values": {"temp": 1.0}}))
@@ -269,7 +262,7 @@ async fn devices_tokens_and_queries_round_trip_and_match_grpc() {
     .await;
     assert_eq!(status, StatusCode::OK, "{d}");
     assert_eq!(d["labels"], json!({"site": "A"}));
-    let resp = client()
+    let resp = http_client()
         .delete(s.api_url("/devices/pump-2"))
         .bearer_auth(&admin)
         .send()
@@ -298,7 +291,7 @@ async fn errors_are_problem_json_with_the_grpc_codes_status() {
     let dir = tempfile::tempdir().unwrap();
     let s = Standalone::start(dir.path());
     let admin = s.admin_token.clone();
-    let c = client();
+    let c = http_client();
 
     let problem = |resp: reqwest::Response| async move {
         let status = resp.status();
@@ -599,7 +592,7 @@ async fn live_points_stream_as_sse_and_resume_after_last_event_id() {
     let s = Standalone::start(dir.path());
     let admin = s.admin_token.clone();
     let token = create_device_in(&s, "default", "d1").await;
-    let mut resp = client()
+    let mut resp = http_client()
         .get(s.api_url("/stream?device=d1&metrics=temp"))
         .bearer_auth(&admin)
         .send()
@@ -644,7 +637,7 @@ async fn live_points_stream_as_sse_and_resume_after_last_event_id() {
         (l["values"][0]["value"].as_f64() == Some(after[2])).then_some(())
     })
     .await;
-    let mut resp = client()
+    let mut resp = http_client()
         .get(s.api_url("/stream?device=d1&metrics=temp"))
         .bearer_auth(&admin)
         .header("Last-Event-ID", id.as_str())
@@ -665,7 +658,7 @@ async fn live_points_stream_as_sse_and_resume_after_last_event_id() {
     assert!(live[0].1.parse::<i64>().unwrap() > resumed[0].1.parse::<i64>().unwrap());
 
     // A garbage Last-Event-ID is refused, not trusted.
-    let resp = client()
+    let resp = http_client()
         .get(s.api_url("/stream?device=d1"))
         .bearer_auth(&admin)
         .header("Last-Event-ID", "x".repeat(4000))
@@ -695,7 +688,14 @@ async fn event_streams_count_against_the_live_streams_quota_and_end_at_shutdown(
     let acme = s.operator_token("acme", "viewer");
     let open = |token: String| {
         let url = s.api_url("/stream?device=d1");
-        async move { client().get(url).bearer_auth(token).send().await.unwrap() }
+        async move {
+            http_client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     let refused = eventually(Duration::from_secs(10), "the quota applies", || {
         let acme = acme.clone();
@@ -779,14 +779,14 @@ async fn rules_silences_and_alerts_over_http() {
     assert!(silence["until"].is_string());
     let (_, list) = get(&s, &admin, "/alerting/silences").await;
     assert_eq!(list["silences"].as_array().unwrap().len(), 1);
-    let resp = client()
+    let resp = http_client()
         .delete(s.api_url("/alerting/silences/hot"))
         .bearer_auth(&admin)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let resp = client()
+    let resp = http_client()
         .delete(s.api_url("/alerting/silences/hot"))
         .bearer_auth(&admin)
         .send()
@@ -828,7 +828,7 @@ async fn rules_silences_and_alerts_over_http() {
     assert!(hook["secret"].as_str().is_some_and(|s| !s.is_empty()));
     let (_, hooks) = get(&s, &admin, "/alerting/webhooks").await;
     assert!(hooks["webhooks"][0].get("secret").is_none(), "{hooks}");
-    let resp = client()
+    let resp = http_client()
         .delete(s.api_url("/alerting/rules/hot"))
         .bearer_auth(&admin)
         .send()
@@ -853,7 +853,7 @@ async fn cors_admits_only_the_configured_origins() {
     let preflight = |origin: &'static str| {
         let url = s.api_url("/devices");
         async move {
-            client()
+            http_client()
                 .request(reqwest::Method::OPTIONS, url)
                 .header("Origin", origin)
                 .header("Access-Control-Request-Method", "GET")
@@ -876,7 +876,7 @@ async fn cors_admits_only_the_configured_origins() {
     let other = preflight("https://evil.example.net").await;
     assert!(!other.headers().contains_key("access-control-allow-origin"));
     // An actual call from the allowed origin carries the header too.
-    let resp = client()
+    let resp = http_client()
         .get(s.api_url("/devices"))
         .bearer_auth(&s.admin_token)
         .header("Origin", "https://console.example.com")
@@ -994,7 +994,7 @@ async fn a_tenant_cannot_hold_every_request_slot() {
     let mut held = hold(&s, &acme).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let refused = loop {
-        let resp = client()
+        let resp = http_client()
             .get(s.api_url("/devices"))
             .bearer_auth(&acme)
             .send()
@@ -1020,7 +1020,7 @@ async fn a_tenant_cannot_hold_every_request_slot() {
     assert!(refused.headers().contains_key(reqwest::header::RETRY_AFTER));
     let p: Value = refused.json().await.unwrap();
     assert_eq!(p["quota"][0]["field"], "max_inflight_per_tenant", "{p}");
-    let resp = client()
+    let resp = http_client()
         .post(s.api_url("/query"))
         .bearer_auth(&acme)
         .form(&[("query", "1+1")])

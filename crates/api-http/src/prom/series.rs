@@ -109,6 +109,7 @@ async fn devices(
                 page_size: PAGE,
                 page_token,
                 id_prefix: String::new(),
+                descending: false,
             }))
             .await?
             .into_inner();

@@ -27,8 +27,9 @@ export async function render(main, ctx) {
           h("td", { class: "mono" }, a.metric),
           h("td", null, fmt(a.value)),
           h("td", null, when(a.fired_at || a.started_at)),
-          h("td", null, a.state, a.acknowledged_by ? ` by ${a.acknowledged_by}` : ""),
-          h("td", null, operator && (a.state === "firing" || a.state === "pending")
+          // An acknowledgement leaves the alert firing until it resolves.
+          h("td", null, a.state, a.acknowledged_by ? `, acknowledged by ${a.acknowledged_by}` : ""),
+          h("td", null, operator && !a.acknowledged_by && (a.state === "firing" || a.state === "pending")
             ? h("button", { type: "button", class: "secondary", onclick: async () => {
               try {
                 await api.post(`/alerting/alerts/${encodeURIComponent(a.alert_id)}/ack`, { tenant, comment: "from the console" });
@@ -143,7 +144,8 @@ function ruleForm(tenant, out, reload) {
       const condition = kind.value === "no_data"
         ? { type: "no_data", timeout: value.value.trim() }
         : { type: "threshold", op: kind.value, value: Number(value.value) };
-      const body = { name: name.value.trim(), metric: metric.value.trim(), condition, for: forD.value.trim(), severity: severity.value };
+      const body = { name: name.value.trim(), metric: metric.value.trim(), condition, severity: severity.value };
+      if (forD.value.trim()) body.for = forD.value.trim();
       if (byDevice.checked) body.device = target.value.trim();
       else body.selector = target.value.trim();
       if (tenant) body.tenant = tenant;

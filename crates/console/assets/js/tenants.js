@@ -26,7 +26,7 @@ export async function render(main, ctx) {
       fill(list, errorBox(e));
     }
   }
-  const name = h("input", { name: "name", required: true, pattern: "[a-z0-9][a-z0-9-]{0,62}", autocomplete: "off" });
+  const name = h("input", { name: "name", required: true, pattern: "[a-z0-9][a-z0-9\\-]{0,62}", autocomplete: "off" });
   const display = h("input", { name: "display_name", autocomplete: "off" });
   fill(main,
     h("h1", null, "Tenants"),

@@ -151,6 +151,10 @@ statements! {
         "SELECT id FROM {ks}.device_ids WHERE tenant = ? LIMIT ?";
     device_list_after, true,
         "SELECT id FROM {ks}.device_ids WHERE tenant = ? AND id > ? LIMIT ?";
+    device_list_last, true,
+        "SELECT id FROM {ks}.device_ids WHERE tenant = ? ORDER BY id DESC LIMIT ?";
+    device_list_before, true,
+        "SELECT id FROM {ks}.device_ids WHERE tenant = ? AND id < ? ORDER BY id DESC LIMIT ?";
 
     hash_claim, false,
         "INSERT INTO {ks}.credential_hashes (token_hash, tenant, id) VALUES (?, ?, ?) IF NOT EXISTS";
@@ -316,6 +320,10 @@ impl ScyllaRegistryStore {
             }
             (Index::Devices(t), None) => self.ids(&s.device_list_first, (t, limit)).await,
             (Index::Devices(t), Some(a)) => self.ids(&s.device_list_after, (t, a, limit)).await,
+            (Index::DevicesDesc(t), None) => self.ids(&s.device_list_last, (t, limit)).await,
+            (Index::DevicesDesc(t), Some(b)) => {
+                self.ids(&s.device_list_before, (t, b, limit)).await
+            }
             (Index::Credentials(t), None) => self.ids(&s.credential_list_first, (t, limit)).await,
             (Index::Credentials(t), Some(a)) => {
                 self.ids(&s.credential_list_after, (t, a, limit)).await
@@ -693,6 +701,8 @@ impl ScyllaRegistryStore {
 enum Index<'a> {
     Tenants,
     Devices(&'a str),
+    /// A tenant's device ids from the greatest down.
+    DevicesDesc(&'a str),
     Credentials(&'a str),
     DeviceCredentials(&'a str, &'a str),
 }
@@ -746,6 +756,18 @@ impl DeviceStore for ScyllaRegistryStore {
         let fetch = |id: String| async move { self.device(tenant, &id).await };
         Ok(self
             .listing(Index::Devices(tenant), after, limit, fetch, |_| true)
+            .await?)
+    }
+
+    async fn list_devices_desc(
+        &self,
+        tenant: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, RegistryError> {
+        let fetch = |id: String| async move { self.device(tenant, &id).await };
+        Ok(self
+            .listing(Index::DevicesDesc(tenant), before, limit, fetch, |_| true)
             .await?)
     }
 }

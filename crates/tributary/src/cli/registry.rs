@@ -77,6 +77,12 @@ pub enum DevicesCmd {
         /// Label selector, e.g. `fleet=West,model!=H-1`.
         #[arg(long, short = 's', default_value = "")]
         select: String,
+        /// Only devices whose id starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// From the greatest id down.
+        #[arg(long)]
+        desc: bool,
         /// Page size.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -472,7 +478,12 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
                 (None, None) => {}
             }
         }
-        DevicesCmd::List { select, limit } => {
+        DevicesCmd::List {
+            select,
+            prefix,
+            desc,
+            limit,
+        } => {
             let mut all = Vec::new();
             let mut page_token = String::new();
             loop {
@@ -483,7 +494,8 @@ pub async fn devices(ctx: &mut Ctx, cmd: DevicesCmd) -> anyhow::Result<()> {
                         selector: select.clone(),
                         page_size: limit,
                         page_token: page_token.clone(),
-                        id_prefix: String::new(),
+                        id_prefix: prefix.clone(),
+                        descending: desc,
                     })
                     .await?
                     .into_inner();

@@ -309,6 +309,28 @@ pub fn strv(v: &str) -> Option<pb::Value> {
 }
 
 /// Creates tenant `name` (as the admin), unless it is `default`.
+/// An HTTP client for the API, with a deadline on every request.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A device created over the HTTP API with `labels`, and its new token.
+pub async fn http_device(s: &Standalone, id: &str, labels: serde_json::Value) -> String {
+    let resp = http_client()
+        .post(s.api_url("/devices"))
+        .bearer_auth(&s.admin_token)
+        .json(&serde_json::json!({"id": id, "labels": labels, "issue_token": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED, "creating {id}");
+    let made: serde_json::Value = resp.json().await.unwrap();
+    made["token"]["token"].as_str().expect("a token").to_owned()
+}
+
 pub async fn create_tenant(s: &Standalone, name: &str) {
     if name == "default" {
         return;
