@@ -97,12 +97,15 @@ def main():
         conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
         request(conn, "PATCH", "/api/v1/tenants/default/quotas", token,
                 {"set": {"devices": args.devices + 10}})
-        # One page, a page deep in, an id prefix, a label in 10%, and a
-        # label no device has (the scan per page is bounded).
+        # One page, a page deep in, an id prefix, both from the greatest id
+        # down, a label in 10%, and a label no device has (the scan per page
+        # is bounded).
         shapes = [
             ("first page", {"page_size": 50}),
             ("a page from the middle", {"page_size": 50, "page_token": "d-000500"}),
             ("id prefix d-0004", {"page_size": 50, "prefix": "d-0004"}),
+            ("descending, first page", {"page_size": 50, "order": "desc"}),
+            ("descending, id prefix d-0004", {"page_size": 50, "prefix": "d-0004", "order": "desc"}),
             ("selector fleet=f3", {"page_size": 50, "selector": "fleet=f3"}),
             ("selector fleet=none (no match)", {"page_size": 50, "selector": "fleet=none"}),
         ]
