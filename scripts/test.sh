@@ -14,6 +14,11 @@ python3 -c 'import prometheus_api_client' 2>/dev/null || pip install -q 'prometh
 # The OpenAPI document is checked against a running standalone by schemathesis (PyPI).
 command -v schemathesis >/dev/null || pip install -q 'schemathesis>=4,<5'
 
+# CoAP interop runs clients written elsewhere: libcoap's coap-client (Debian)
+# and aiocoap (PyPI).
+command -v coap-client-notls >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin; }
+python3 -c 'import aiocoap' 2>/dev/null || pip install -q 'aiocoap>=0.4.17,<0.5'
+
 # The console's browser test drives Debian's Chromium with playwright-core
 # and audits the pages with axe-core (npm, pinned in
 # crates/console/browser-test/package-lock.json; no browser is downloaded).

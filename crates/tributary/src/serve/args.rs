@@ -205,6 +205,17 @@ pub const MQTT_FLAGGED: &[(&str, &str)] = &[
     ("connect_timeout_secs", "mqtt-connect-timeout-secs"),
 ];
 
+/// The CoAP frontend's listener.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoapArgs {
+    /// Plain CoAP (RFC 7252 over UDP) listen address, for example
+    /// `0.0.0.0:5683`. Off unless given: plain CoAP is not encrypted, so a
+    /// device's token and data cross the network in clear (docs/coap.md).
+    /// Turn it on for trusted networks only.
+    #[arg(long, env = "TRIBUTARY_COAP_ADDR")]
+    pub coap_addr: Option<SocketAddr>,
+}
+
 impl MqttArgs {
     /// The MQTT server's settings in force: [`MqttArgs::mqtt_config`] with
     /// the `[mqtt]` section of the config file and `TRIBUTARY_MQTT__*`

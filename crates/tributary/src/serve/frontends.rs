@@ -4,12 +4,14 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::sync::{broadcast, watch};
 use tributary_core::events::RegistryEvent;
 use tributary_ingest::Ingestor;
+use tributary_ingest_coap::{CoapConfig, CoapMetrics, CoapServer};
 use tributary_ingest_mqtt::{MqttServer, MqttTls};
 
-use super::args::{HttpArgs, MqttArgs};
+use super::args::{CoapArgs, HttpArgs, MqttArgs};
 use super::ops::{Tasks, bind, stopped};
 
 /// Where the frontends listen.
@@ -22,6 +24,8 @@ pub struct FrontendAddrs {
     pub mqtts: Option<SocketAddr>,
     /// MQTT over WebSocket over TLS, when a certificate is configured.
     pub mqtt_wss: Option<SocketAddr>,
+    /// Plain CoAP (UDP), when switched on.
+    pub coap: Option<SocketAddr>,
 }
 
 impl fmt::Display for FrontendAddrs {
@@ -36,6 +40,9 @@ impl fmt::Display for FrontendAddrs {
         }
         if let Some(a) = self.mqtt_wss {
             write!(f, " mqtt-wss={a}")?;
+        }
+        if let Some(a) = self.coap {
+            write!(f, " coap={a}")?;
         }
         Ok(())
     }
@@ -61,6 +68,7 @@ pub async fn start(
         mqtt_ws: mqtt_ws_listener.local_addr()?,
         mqtts: None,
         mqtt_wss: None,
+        coap: None,
     };
     if let (Some(cert), Some(key)) = (&mqtt_args.tls_cert, &mqtt_args.tls_key) {
         let tls = MqttTls::from_pem_files(cert, key, mqtt_args.tls_client_ca.as_deref())
@@ -110,6 +118,39 @@ pub async fn start(
             .context("MQTT server")
     });
     Ok(addrs)
+}
+
+/// Binds the plain CoAP listener when `--coap-addr` is given, and serves it
+/// until `stop`. Returns where it listens.
+pub async fn start_coap(
+    args: &CoapArgs,
+    ingestor: Ingestor,
+    metrics: &mut MetricsRegistry,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = args.coap_addr else {
+        return Ok(None);
+    };
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("binding the CoAP listener on {addr}"))?;
+    let bound = socket.local_addr()?;
+    let server = CoapServer::new(
+        ingestor,
+        CoapConfig::default(),
+        CoapMetrics::register(metrics),
+    )
+    .map_err(|e| anyhow::anyhow!("configuring the CoAP server: {e}"))?;
+    tracing::warn!(
+        %bound,
+        "plain CoAP is on: device tokens and data cross the network unencrypted"
+    );
+    let coap_stop = stopped(stop.clone());
+    tasks.spawn("coap", async move {
+        server.serve(socket, coap_stop).await.context("CoAP server")
+    });
+    Ok(Some(bound))
 }
 
 /// Closes the MQTT connections of devices that were disabled or deleted, or

@@ -13,7 +13,7 @@ use tributary_ingest_mqtt::{MqttMetrics, MqttServer};
 use tributary_log::Log;
 
 use super::args::{
-    HttpArgs, JwtArgs, KafkaArgs, LimitsArgs, MqttArgs, OpsArgs, RegistryClientArgs,
+    CoapArgs, HttpArgs, JwtArgs, KafkaArgs, LimitsArgs, MqttArgs, OpsArgs, RegistryClientArgs,
 };
 use super::ops::{Ops, Tasks, shutdown_signal, stopped};
 
@@ -39,6 +39,8 @@ pub struct IngestArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub mqtt: MqttArgs,
+    #[command(flatten)]
+    pub coap: CoapArgs,
     #[command(flatten)]
     pub limits: LimitsArgs,
     #[command(flatten)]
@@ -100,7 +102,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     )
     .context("configuring the MQTT server")?;
 
-    let addrs = super::frontends::start(
+    let coap = super::frontends::start_coap(
+        &args.coap,
+        ingestor.clone(),
+        &mut metrics,
+        &stop,
+        &mut tasks,
+    )
+    .await?;
+    let mut addrs = super::frontends::start(
         &args.http,
         &args.mqtt,
         (ingestor, None),
@@ -109,6 +119,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         &mut tasks,
     )
     .await?;
+    addrs.coap = coap;
 
     // Revoked devices lose their open connections within the event's delay.
     {

@@ -28,7 +28,7 @@ use tributary_registry::{
 use tributary_store::Store;
 use tributary_store::embedded::{EmbeddedStore, EmbeddedStoreConfig};
 
-use super::args::{ApiArgs, HttpArgs, LimitsArgs, MqttArgs, OpsArgs};
+use super::args::{ApiArgs, CoapArgs, HttpArgs, LimitsArgs, MqttArgs, OpsArgs};
 use super::frontends::FrontendAddrs;
 use super::ops::{Ops, Tasks, bind, shutdown_signal, stopped};
 
@@ -76,6 +76,8 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub mqtt: MqttArgs,
     #[command(flatten)]
+    pub coap: CoapArgs,
+    #[command(flatten)]
     pub limits: LimitsArgs,
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -86,10 +88,14 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     let platform = Platform::start(&args, stop).await?;
     let addrs = platform.frontends;
-    let optional = [("mqtts", addrs.mqtts), ("mqtt-wss", addrs.mqtt_wss)]
-        .into_iter()
-        .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
-        .collect::<String>();
+    let optional = [
+        ("mqtts", addrs.mqtts),
+        ("mqtt-wss", addrs.mqtt_wss),
+        ("coap", addrs.coap),
+    ]
+    .into_iter()
+    .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
+    .collect::<String>();
     println!(
         "tributary standalone ready: http={} api={} grpc={} metrics={} mqtt={} mqtt-ws={}{optional} data-dir={}",
         addrs.http,
@@ -338,7 +344,15 @@ impl Platform {
                 (None, Some(bound))
             }
         };
-        let frontends = super::frontends::start(
+        let coap = super::frontends::start_coap(
+            &args.coap,
+            ingestor.clone(),
+            &mut metrics,
+            &stop,
+            &mut tasks,
+        )
+        .await?;
+        let mut frontends = super::frontends::start(
             &args.http,
             &args.mqtt,
             (ingestor, shared_api),
@@ -347,6 +361,7 @@ impl Platform {
             &mut tasks,
         )
         .await?;
+        frontends.coap = coap;
         let api_addr = api_addr.unwrap_or(frontends.http);
         // The alert history, folded from the alerts log.
         {

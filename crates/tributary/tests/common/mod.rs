@@ -35,6 +35,8 @@ pub struct Standalone {
     pub mqtt_ws: SocketAddr,
     /// The MQTT over TLS listener, when started with a certificate.
     pub mqtts: Option<SocketAddr>,
+    /// The plain CoAP listener, when started with `--coap-addr`.
+    pub coap: Option<SocketAddr>,
     pub admin_token: String,
     /// What the process printed on stdout up to its ready line.
     pub startup_output: Vec<String>,
@@ -110,6 +112,7 @@ impl Standalone {
             mqtt: field("mqtt"),
             mqtt_ws: field("mqtt-ws"),
             mqtts: optional("mqtts"),
+            coap: optional("coap"),
             child,
             dir: dir.to_path_buf(),
             admin_token,

@@ -1,0 +1,426 @@
+//! The CoAP ingest frontend (RFC 7252 over UDP).
+//!
+//! Devices POST telemetry to `/t` (JSON or SenML JSON) or one value to
+//! `/t/{metric}`, with their token in option [`TOKEN_OPTION`]; see
+//! [`resource`] for the resources and docs/coap.md for a walk-through.
+//!
+//! **Nothing acknowledged is lost.** A confirmable request is answered with
+//! 2.04 Changed only once its points are durable in the log:
+//! piggybacked on the ACK when the append takes less than
+//! [`CoapConfig::separate_after`], else as a separate confirmable response
+//! after an empty ACK (which tells the client to stop retransmitting), sent
+//! again until the client acknowledges it. Every request is remembered by
+//! endpoint and message id for EXCHANGE_LIFETIME, so a retransmission gets
+//! the same answer and is never appended twice. Non-confirmable requests
+//! are best effort: their response (NON) may be lost, and so may they.
+//!
+//! **No client can hurt another.** Every table is bounded (exchanges,
+//! endpoints, requests in hand per endpoint) and refuses with 5.03 and
+//! Max-Age when full; a datagram over [`CoapConfig::max_message_bytes`] is
+//! refused with 4.13; the tenant's message and byte rates apply as for
+//! every frontend (4.29 with Max-Age).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tributary_coap_codec::{Code, Message, MessageType, Token, option};
+use tributary_ingest::Ingestor;
+
+mod exchanges;
+mod metrics;
+pub mod resource;
+
+pub use metrics::{CoapMetrics, Refusal};
+pub use resource::TOKEN_OPTION;
+
+use exchanges::{Admission, Bounds, Exchanges, State};
+
+/// The frontend's settings (`[coap]` in the configuration file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoapConfig {
+    /// The largest datagram taken; a larger one is refused with 4.13 and
+    /// Size1. RFC 7252 advises 1,152 bytes of message for paths with an
+    /// unknown MTU.
+    pub max_message_bytes: usize,
+    /// The largest payload taken in one request.
+    pub max_body_bytes: usize,
+    /// How long a request is remembered to answer its retransmissions
+    /// (RFC 7252's EXCHANGE_LIFETIME, 247 s).
+    pub exchange_lifetime: Duration,
+    /// Requests remembered in all. Each costs about 100 bytes.
+    pub max_exchanges: usize,
+    /// Requests of one endpoint in hand at once (RFC 7252's NSTART is 1 for
+    /// the client; this is the server's tolerance).
+    pub max_pending_per_peer: u32,
+    /// Endpoints with requests remembered.
+    pub max_peers: usize,
+    /// An append that takes longer is answered with an empty ACK at once,
+    /// then a separate response (below the client's ACK_TIMEOUT of 2 s, so
+    /// it does not retransmit meanwhile).
+    pub separate_after: Duration,
+    /// The first wait for the ACK of a separate response (RFC 7252's
+    /// ACK_TIMEOUT, 2 s, times 1 to 1.5 at random); it doubles each time.
+    pub ack_timeout: Duration,
+    /// How many times a separate response is sent again (MAX_RETRANSMIT,
+    /// 4).
+    pub max_retransmit: u32,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        CoapConfig {
+            max_message_bytes: 1152,
+            max_body_bytes: 1024,
+            exchange_lifetime: Duration::from_secs(247),
+            max_exchanges: 1_000_000,
+            max_pending_per_peer: 8,
+            max_peers: 100_000,
+            separate_after: Duration::from_millis(1000),
+            ack_timeout: Duration::from_secs(2),
+            max_retransmit: 4,
+        }
+    }
+}
+
+impl CoapConfig {
+    /// Checks that every bound is usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(64..=65_507).contains(&self.max_message_bytes) {
+            return Err("max_message_bytes: 64 to 65507".into());
+        }
+        if self.max_body_bytes == 0 || self.max_body_bytes >= self.max_message_bytes {
+            return Err("max_body_bytes: at least 1, and below max_message_bytes".into());
+        }
+        if self.max_exchanges == 0 || self.max_peers == 0 || self.max_pending_per_peer == 0 {
+            return Err("max_exchanges, max_peers and max_pending_per_peer: at least 1".into());
+        }
+        if self.exchange_lifetime < Duration::from_secs(1) {
+            return Err("exchange_lifetime: at least 1 s".into());
+        }
+        if self.ack_timeout.is_zero() || self.separate_after.is_zero() {
+            return Err("ack_timeout and separate_after: above 0".into());
+        }
+        if self.max_retransmit > 10 {
+            return Err("max_retransmit: at most 10".into());
+        }
+        Ok(())
+    }
+}
+
+/// The CoAP frontend. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct CoapServer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ingestor: Ingestor,
+    config: CoapConfig,
+    metrics: CoapMetrics,
+    exchanges: Mutex<Exchanges>,
+    /// Message ids of the server's own confirmable and non-confirmable
+    /// messages.
+    next_id: AtomicU16,
+    /// Separate responses waiting for their ACK, by endpoint and message id.
+    waiting: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl CoapServer {
+    /// A server that appends through `ingestor`.
+    pub fn new(
+        ingestor: Ingestor,
+        config: CoapConfig,
+        metrics: CoapMetrics,
+    ) -> Result<Self, String> {
+        config.validate()?;
+        let bounds = Bounds {
+            lifetime: config.exchange_lifetime,
+            max_exchanges: config.max_exchanges,
+            max_pending_per_peer: config.max_pending_per_peer,
+            max_peers: config.max_peers,
+        };
+        Ok(CoapServer {
+            inner: Arc::new(Inner {
+                ingestor,
+                metrics,
+                exchanges: Mutex::new(Exchanges::new(bounds)),
+                next_id: AtomicU16::new(rand::random()),
+                waiting: Mutex::new(HashMap::new()),
+                config,
+            }),
+        })
+    }
+
+    /// Serves datagrams from `socket` until `stop` resolves. Requests in
+    /// hand then still finish (their appends are durable or refused).
+    pub async fn serve(
+        &self,
+        socket: UdpSocket,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let socket = Arc::new(socket);
+        let max = self.inner.config.max_message_bytes;
+        // One byte more than the largest message tells a larger datagram
+        // (truncated by the kernel) from one that fits exactly.
+        let mut buf = vec![0u8; max + 1];
+        tokio::pin!(stop);
+        loop {
+            let received = tokio::select! {
+                () = &mut stop => return Ok(()),
+                r = socket.recv_from(&mut buf) => r,
+            };
+            let (n, peer) = match received {
+                Ok(r) => r,
+                // An ICMP error for an earlier send (a device went away)
+                // surfaces here on some systems; it concerns that peer only.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "CoAP receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if n > max {
+                self.oversized(&socket, peer, &buf[..n]);
+                continue;
+            }
+            self.datagram(&socket, peer, &buf[..n]);
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &CoapMetrics {
+        &self.inner.metrics
+    }
+
+    fn datagram(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, data: &[u8]) {
+        let msg = match Message::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.inner.metrics.malformed(&e);
+                if let Some((MessageType::Confirmable, id)) = e.header {
+                    send(
+                        socket,
+                        peer,
+                        &Message::new(MessageType::Reset, Code::EMPTY, id),
+                    );
+                }
+                return;
+            }
+        };
+        match (msg.mtype, msg.code) {
+            (MessageType::Acknowledgement | MessageType::Reset, _) => {
+                if let Some(tx) = lock(&self.inner.waiting).remove(&(peer, msg.message_id)) {
+                    let _ = tx.send(());
+                }
+            }
+            (MessageType::Confirmable | MessageType::NonConfirmable, code) if code.is_request() => {
+                self.request(socket, peer, msg);
+            }
+            // A ping (CON 0.00), or a confirmable message the server has no
+            // use for (a response it did not ask for): Reset.
+            (MessageType::Confirmable, _) => {
+                send(
+                    socket,
+                    peer,
+                    &Message::new(MessageType::Reset, Code::EMPTY, msg.message_id),
+                );
+            }
+            (MessageType::NonConfirmable, _) => {}
+        }
+    }
+
+    /// A datagram over the limit: a confirmable request gets 4.13 with the
+    /// largest size taken; anything else is dropped.
+    fn oversized(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, data: &[u8]) {
+        let (first, id) = (data[0], u16::from_be_bytes([data[2], data[3]]));
+        let tkl = usize::from(first & 0x0f);
+        let confirmable = first >> 4 == 0b0100;
+        let reply = resource::Reply::error(
+            Code::REQUEST_ENTITY_TOO_LARGE,
+            format_args!(
+                "datagrams of at most {} bytes",
+                self.inner.config.max_message_bytes
+            ),
+        );
+        self.inner.metrics.refused(Refusal::TooLarge, &reply);
+        if !confirmable || tkl > 8 || !Code(data[1]).is_request() {
+            return;
+        }
+        let mut ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, id);
+        ack.token = Token::new(&data[4..4 + tkl]).unwrap_or_default();
+        reply.apply(&mut ack);
+        ack.set_uint_option(option::SIZE1, self.inner.config.max_body_bytes as u32);
+        self.respond(socket, peer, &ack);
+    }
+
+    fn request(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, req: Message) {
+        let inner = &self.inner;
+        let confirmable = req.mtype == MessageType::Confirmable;
+        let admission = {
+            let mut x = lock(&inner.exchanges);
+            let a = x.admit(peer, req.message_id, Instant::now());
+            let (exchanges, peers) = x.len();
+            inner.metrics.table(exchanges, peers);
+            a
+        };
+        match admission {
+            Admission::Duplicate(State::Pending { acked }) => {
+                inner.metrics.duplicate();
+                if confirmable && acked {
+                    send(
+                        socket,
+                        peer,
+                        &Message::new(MessageType::Acknowledgement, Code::EMPTY, req.message_id),
+                    );
+                }
+            }
+            Admission::Duplicate(State::Done(answer)) => {
+                inner.metrics.duplicate();
+                send_bytes(socket, peer, &answer);
+            }
+            Admission::Refused(bound) => {
+                let refusal = match bound {
+                    "peers" => Refusal::Peers,
+                    "pending_per_peer" => Refusal::PendingPerPeer,
+                    _ => Refusal::Exchanges,
+                };
+                let reply = resource::Reply::error(
+                    Code::SERVICE_UNAVAILABLE,
+                    format_args!("the server is at its {bound} limit; retry later"),
+                )
+                .retry_after(1);
+                inner.metrics.refused(refusal, &reply);
+                let mut msg = self.response_frame(&req);
+                reply.apply(&mut msg);
+                self.respond(socket, peer, &msg);
+            }
+            Admission::New => {
+                let (server, socket) = (self.clone(), Arc::clone(socket));
+                tokio::spawn(async move { server.process(&socket, peer, req).await });
+            }
+        }
+    }
+
+    /// The frame of a response: a piggybacked ACK to a confirmable request,
+    /// a NON (with an id of the server's) to a non-confirmable one.
+    fn response_frame(&self, req: &Message) -> Message {
+        let mut msg = if req.mtype == MessageType::Confirmable {
+            Message::new(MessageType::Acknowledgement, Code::EMPTY, req.message_id)
+        } else {
+            Message::new(MessageType::NonConfirmable, Code::EMPTY, self.next_id())
+        };
+        msg.token = req.token;
+        msg
+    }
+
+    fn next_id(&self) -> u16 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn respond(&self, socket: &UdpSocket, peer: SocketAddr, msg: &Message) {
+        self.inner.metrics.responded(msg.code);
+        send(socket, peer, msg);
+    }
+
+    async fn process(&self, socket: &UdpSocket, peer: SocketAddr, req: Message) {
+        let inner = &self.inner;
+        let work = resource::handle(
+            &inner.ingestor,
+            &inner.metrics,
+            &req,
+            inner.config.max_body_bytes,
+        );
+        tokio::pin!(work);
+        if req.mtype == MessageType::NonConfirmable {
+            let reply = work.await;
+            let mut msg = self.response_frame(&req);
+            reply.apply(&mut msg);
+            self.finish(peer, req.message_id, msg.encode());
+            self.respond(socket, peer, &msg);
+            return;
+        }
+        match tokio::time::timeout(inner.config.separate_after, &mut work).await {
+            Ok(reply) => {
+                let mut msg = self.response_frame(&req);
+                reply.apply(&mut msg);
+                self.finish(peer, req.message_id, msg.encode());
+                self.respond(socket, peer, &msg);
+            }
+            Err(_) => {
+                // Stop the client's retransmissions, then answer separately.
+                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, req.message_id);
+                lock(&inner.exchanges).acked(peer, req.message_id);
+                send(socket, peer, &ack);
+                inner.metrics.separate();
+                let reply = work.await;
+                // A retransmission of the request from now on gets the empty
+                // ACK again: the response is on its way.
+                self.finish(peer, req.message_id, ack.encode());
+                let mut msg = Message::new(MessageType::Confirmable, Code::EMPTY, self.next_id());
+                msg.token = req.token;
+                reply.apply(&mut msg);
+                self.inner.metrics.responded(msg.code);
+                self.deliver(socket, peer, msg).await;
+            }
+        }
+    }
+
+    fn finish(&self, peer: SocketAddr, id: u16, answer: Vec<u8>) {
+        let mut x = lock(&self.inner.exchanges);
+        x.done(peer, id, answer.into_boxed_slice());
+        let (exchanges, peers) = x.len();
+        self.inner.metrics.table(exchanges, peers);
+    }
+
+    /// Sends a confirmable message until it is acknowledged (or reset), at
+    /// most `max_retransmit` times again, with RFC 7252's backoff.
+    async fn deliver(&self, socket: &UdpSocket, peer: SocketAddr, msg: Message) {
+        let inner = &self.inner;
+        let key = (peer, msg.message_id);
+        let (tx, mut rx) = oneshot::channel();
+        lock(&inner.waiting).insert(key, tx);
+        let wire = msg.encode();
+        let mut wait = inner
+            .config
+            .ack_timeout
+            .mul_f64(1.0 + rand::random::<f64>() * 0.5);
+        for attempt in 0..=inner.config.max_retransmit {
+            if attempt > 0 {
+                inner.metrics.retransmitted();
+            }
+            send_bytes(socket, peer, &wire);
+            if tokio::time::timeout(wait, &mut rx).await.is_ok() {
+                return;
+            }
+            wait *= 2;
+        }
+        lock(&inner.waiting).remove(&key);
+        inner.metrics.separate_lost();
+        tracing::info!(%peer, "a separate CoAP response was never acknowledged");
+    }
+}
+
+fn send(socket: &UdpSocket, peer: SocketAddr, msg: &Message) {
+    send_bytes(socket, peer, &msg.encode());
+}
+
+/// Sends without waiting: a full socket buffer drops the datagram, which
+/// CoAP's retransmissions recover from (the client's for a piggybacked
+/// response, the server's for a separate one).
+fn send_bytes(socket: &UdpSocket, peer: SocketAddr, data: &[u8]) {
+    if let Err(e) = socket.try_send_to(data, peer) {
+        tracing::debug!(%peer, error = %e, "CoAP send failed");
+    }
+}

@@ -1,0 +1,228 @@
+//! The frontend's Prometheus metrics, under `tributary_coap_*`.
+//!
+//! A refused request is an event: [`CoapMetrics::refused`] counts it under
+//! a reason of the closed enum [`Refusal`] and logs it at DEBUG (a client's
+//! fault) or WARN (a server bound), so the log line and the metric cannot
+//! drift apart.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::resource::Reply;
+
+/// Why a request was refused before it reached the ingestor: the `reason`
+/// of `tributary_coap_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A datagram that is not a CoAP message (answered with RST when
+    /// confirmable).
+    Malformed,
+    /// An unrecognized critical option (4.02).
+    BadOption,
+    /// A Uri-Query, such as a credential in the URI (4.00).
+    Query,
+    /// No such resource (4.04).
+    NotFound,
+    /// The wrong method for the resource (4.05).
+    Method,
+    /// No token option (4.01).
+    Unauthenticated,
+    /// A malformed option value (4.00).
+    Invalid,
+    /// Over the body limit (4.13).
+    TooLarge,
+    /// A Content-Format the resource does not take (4.15).
+    ContentFormat,
+    /// The server remembers as many exchanges as it may (5.03).
+    Exchanges,
+    /// The server holds as many endpoints as it may (5.03).
+    Peers,
+    /// The endpoint has as many requests in hand as it may (5.03).
+    PendingPerPeer,
+}
+
+impl Refusal {
+    /// Every reason.
+    pub const ALL: &'static [Refusal] = &[
+        Refusal::Malformed,
+        Refusal::BadOption,
+        Refusal::Query,
+        Refusal::NotFound,
+        Refusal::Method,
+        Refusal::Unauthenticated,
+        Refusal::Invalid,
+        Refusal::TooLarge,
+        Refusal::ContentFormat,
+        Refusal::Exchanges,
+        Refusal::Peers,
+        Refusal::PendingPerPeer,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::BadOption => "bad_option",
+            Refusal::Query => "query",
+            Refusal::NotFound => "not_found",
+            Refusal::Method => "method",
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Invalid => "invalid",
+            Refusal::TooLarge => "too_large",
+            Refusal::ContentFormat => "content_format",
+            Refusal::Exchanges => "exchanges",
+            Refusal::Peers => "peers",
+            Refusal::PendingPerPeer => "pending_per_peer",
+        }
+    }
+
+    /// Whether it is the server's own bound (logged at WARN) rather than a
+    /// client's mistake (DEBUG).
+    fn server_bound(self) -> bool {
+        matches!(
+            self,
+            Refusal::Exchanges | Refusal::Peers | Refusal::PendingPerPeer
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+/// The CoAP frontend's metrics. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct CoapMetrics {
+    responses: Family<CodeLabel, Counter>,
+    refused: Family<ReasonLabel, Counter>,
+    duplicates: Counter,
+    separate: Counter,
+    retransmissions: Counter,
+    separate_lost: Counter,
+    exchanges: Gauge,
+    peers: Gauge,
+}
+
+impl CoapMetrics {
+    /// Registers the metrics under `tributary_coap`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = CoapMetrics::unregistered();
+        let r = registry.sub_registry_with_prefix("tributary_coap");
+        r.register(
+            "responses",
+            "Responses sent, by code (2.04: durable in the log)",
+            m.responses.clone(),
+        );
+        r.register(
+            "refused",
+            "Requests refused before ingest, by reason",
+            m.refused.clone(),
+        );
+        r.register(
+            "duplicates",
+            "Retransmitted requests answered from the exchange cache, never processed twice",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "separate_responses",
+            "Responses sent separately, after an empty ACK, because the append took long",
+            m.separate.clone(),
+        );
+        r.register(
+            "retransmissions",
+            "Confirmable messages the server sent again for want of an ACK",
+            m.retransmissions.clone(),
+        );
+        r.register(
+            "separate_lost",
+            "Separate responses never acknowledged after every retransmission",
+            m.separate_lost.clone(),
+        );
+        r.register(
+            "exchanges",
+            "Exchanges remembered for deduplication",
+            m.exchanges.clone(),
+        );
+        r.register(
+            "peers",
+            "Endpoints with exchanges remembered",
+            m.peers.clone(),
+        );
+        m
+    }
+
+    /// Metrics that no registry exports (tests).
+    pub fn unregistered() -> Self {
+        CoapMetrics {
+            responses: Family::default(),
+            refused: Family::default(),
+            duplicates: Counter::default(),
+            separate: Counter::default(),
+            retransmissions: Counter::default(),
+            separate_lost: Counter::default(),
+            exchanges: Gauge::default(),
+            peers: Gauge::default(),
+        }
+    }
+
+    pub(crate) fn refused(&self, reason: Refusal, reply: &Reply) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+        let diagnostic = String::from_utf8_lossy(&reply.payload);
+        if reason.server_bound() {
+            tracing::warn!(reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
+        } else {
+            tracing::debug!(reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
+        }
+    }
+
+    pub(crate) fn malformed(&self, error: &tributary_coap_codec::DecodeError) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: Refusal::Malformed.label(),
+            })
+            .inc();
+        tracing::debug!(%error, "CoAP datagram refused");
+    }
+
+    pub(crate) fn responded(&self, code: tributary_coap_codec::Code) {
+        self.responses
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn duplicate(&self) {
+        self.duplicates.inc();
+    }
+
+    pub(crate) fn separate(&self) {
+        self.separate.inc();
+    }
+
+    pub(crate) fn retransmitted(&self) {
+        self.retransmissions.inc();
+    }
+
+    pub(crate) fn separate_lost(&self) {
+        self.separate_lost.inc();
+    }
+
+    pub(crate) fn table(&self, exchanges: usize, peers: usize) {
+        self.exchanges.set(exchanges as i64);
+        self.peers.set(peers as i64);
+    }
+}

@@ -1,0 +1,462 @@
+//! The resources a device reaches, and the response to each request:
+//!
+//! | path | method | what |
+//! |---|---|---|
+//! | `/t` | POST | telemetry: JSON (50, or no Content-Format) or SenML JSON (110) |
+//! | `/t/{metric}` | POST | one bare value: text (0, or none) or a JSON scalar (50) |
+//! | `/.well-known/core` | GET | the resources, in link format (RFC 6690) |
+//!
+//! A device authenticates with its token in option [`TOKEN_OPTION`], never
+//! in the URI: a Uri-Query is refused. Errors carry a diagnostic payload
+//! (RFC 7252 section 5.5.2), and Max-Age says when to retry.
+
+use std::fmt::Display;
+
+use tributary_coap_codec::{Code, Message, content_format, option};
+use tributary_core::formats;
+use tributary_core::model::{Point, Value, validate_point};
+use tributary_ingest::{IngestError, Ingestor, Rejection, RequestContext};
+
+use crate::metrics::{CoapMetrics, Refusal};
+
+/// The option that carries a device's token (`tbd_…`): a number from the
+/// experimental range (RFC 7252 section 12.2), critical and unsafe to
+/// forward, so that a server or proxy that does not know it refuses the
+/// request rather than drop the credential.
+pub const TOKEN_OPTION: u16 = 65003;
+
+/// Critical options a request may carry; any other is refused (4.02).
+const UNDERSTOOD: &[u16] = &[
+    option::URI_HOST,
+    option::URI_PORT,
+    option::URI_PATH,
+    option::URI_QUERY,
+    option::ACCEPT,
+    option::BLOCK1,
+    option::BLOCK2,
+    TOKEN_OPTION,
+];
+
+/// A response, before it is framed as an ACK, a CON or a NON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub code: Code,
+    pub options: Vec<(u16, Vec<u8>)>,
+    pub payload: Vec<u8>,
+}
+
+impl Reply {
+    fn new(code: Code) -> Self {
+        Reply {
+            code,
+            options: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    /// An error with a diagnostic message for the device's developer.
+    pub(crate) fn error(code: Code, diagnostic: impl Display) -> Self {
+        let mut r = Reply::new(code);
+        let mut text = diagnostic.to_string();
+        // A diagnostic is short: it must fit a datagram with the headers.
+        if text.len() > 512 {
+            let mut cut = 509;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        r.payload = text.into_bytes();
+        r
+    }
+
+    /// With Max-Age: when to retry, for 4.29 and 5.03.
+    pub(crate) fn retry_after(mut self, secs: u32) -> Self {
+        self.options
+            .push((option::MAX_AGE, option::encode_uint(secs)));
+        self
+    }
+
+    fn with_uint(mut self, number: u16, value: u32) -> Self {
+        self.options.push((number, option::encode_uint(value)));
+        self
+    }
+
+    /// Writes the reply into `msg` (its code, options and payload).
+    pub(crate) fn apply(&self, msg: &mut Message) {
+        msg.code = self.code;
+        for (n, v) in &self.options {
+            msg.add_option(*n, v.clone());
+        }
+        msg.payload.clone_from(&self.payload);
+    }
+}
+
+/// What a request is for, once routed.
+enum Route<'a> {
+    Telemetry,
+    Bare(&'a str),
+    Discovery,
+}
+
+/// Answers one request. Returns only once an acknowledged write is durable.
+pub(crate) async fn handle(
+    ingestor: &Ingestor,
+    metrics: &CoapMetrics,
+    req: &Message,
+    max_body: usize,
+) -> Reply {
+    match route(req) {
+        Ok(Route::Discovery) => discovery(),
+        Ok(Route::Telemetry) => upload(ingestor, metrics, req, None, max_body).await,
+        Ok(Route::Bare(metric)) => upload(ingestor, metrics, req, Some(metric), max_body).await,
+        Err((refusal, reply)) => {
+            metrics.refused(refusal, &reply);
+            reply
+        }
+    }
+}
+
+async fn upload(
+    ingestor: &Ingestor,
+    metrics: &CoapMetrics,
+    req: &Message,
+    metric: Option<&str>,
+    max_body: usize,
+) -> Reply {
+    match telemetry(ingestor, metrics, req, metric, max_body).await {
+        Ok(()) => Reply::new(Code::CHANGED),
+        Err(reply) => reply,
+    }
+}
+
+fn route(req: &Message) -> Result<Route<'_>, (Refusal, Reply)> {
+    if let Some(o) = req
+        .options()
+        .iter()
+        .find(|o| option::is_critical(o.number) && !UNDERSTOOD.contains(&o.number))
+    {
+        return Err((
+            Refusal::BadOption,
+            Reply::error(
+                Code::BAD_OPTION,
+                format_args!("option {} is not understood", o.number),
+            ),
+        ));
+    }
+    if let Some(q) = req.option(option::URI_QUERY) {
+        let q = String::from_utf8_lossy(q).to_ascii_lowercase();
+        let why = if ["token", "key", "password", "secret", "auth"]
+            .iter()
+            .any(|w| q.contains(w))
+        {
+            "credentials are refused in the URI: send the device token in option 65003"
+        } else {
+            "these resources take no query"
+        };
+        return Err((Refusal::Query, Reply::error(Code::BAD_REQUEST, why)));
+    }
+    let mut path = Vec::new();
+    for segment in req.uri_path() {
+        let Ok(s) = std::str::from_utf8(segment) else {
+            return Err((
+                Refusal::NotFound,
+                Reply::error(Code::BAD_REQUEST, "a Uri-Path segment is not UTF-8"),
+            ));
+        };
+        path.push(s);
+    }
+    let route = match path.as_slice() {
+        [".well-known", "core"] => (Route::Discovery, Code::GET),
+        ["t"] => (Route::Telemetry, Code::POST),
+        ["t", metric] => (Route::Bare(metric), Code::POST),
+        _ => {
+            return Err((
+                Refusal::NotFound,
+                Reply::error(Code::NOT_FOUND, "no such resource; POST telemetry to /t"),
+            ));
+        }
+    };
+    if req.code != route.1 {
+        return Err((
+            Refusal::Method,
+            Reply::error(
+                Code::METHOD_NOT_ALLOWED,
+                format_args!("use {}", method_name(route.1)),
+            ),
+        ));
+    }
+    Ok(route.0)
+}
+
+fn method_name(code: Code) -> &'static str {
+    match code {
+        Code::GET => "GET",
+        _ => "POST",
+    }
+}
+
+fn discovery() -> Reply {
+    let mut r = Reply::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, 40);
+    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 110",</t/{metric}>;rt="tributary.value";ct="0 50""#.to_vec();
+    r
+}
+
+async fn telemetry(
+    ingestor: &Ingestor,
+    metrics: &CoapMetrics,
+    req: &Message,
+    metric: Option<&str>,
+    max_body: usize,
+) -> Result<(), Reply> {
+    let refuse = |refusal: Refusal, reply: Reply| {
+        metrics.refused(refusal, &reply);
+        reply
+    };
+    if let Ok(Some(block)) = req.block1()
+        && (block.num != 0 || block.more)
+    {
+        return Err(refuse(
+            Refusal::TooLarge,
+            Reply::error(
+                Code::REQUEST_ENTITY_TOO_LARGE,
+                format_args!("send at most {max_body} bytes in one message"),
+            )
+            .with_uint(option::SIZE1, max_body as u32),
+        ));
+    }
+    let token = req
+        .option(TOKEN_OPTION)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .ok_or_else(|| {
+            refuse(
+                Refusal::Unauthenticated,
+                Reply::error(Code::UNAUTHORIZED, "send the device token in option 65003"),
+            )
+        })?;
+    let principal = ingestor
+        .authenticate(token)
+        .await
+        .map_err(|e| ingest_error(e, max_body))?;
+    let format = req.content_format().map_err(|e| {
+        refuse(
+            Refusal::Invalid,
+            Reply::error(Code::BAD_REQUEST, format_args!("{e}")),
+        )
+    })?;
+    let body = &req.payload;
+    if body.len() > max_body {
+        return Err(refuse(
+            Refusal::TooLarge,
+            Reply::error(
+                Code::REQUEST_ENTITY_TOO_LARGE,
+                format_args!("{} bytes; the most is {max_body}", body.len()),
+            )
+            .with_uint(option::SIZE1, max_body as u32),
+        ));
+    }
+    ingestor
+        .admit(principal.tenant(), body.len())
+        .await
+        .map_err(|e| ingest_error(e, max_body))?;
+    let _permit = ingestor
+        .reserve(body.len())
+        .map_err(|e| ingest_error(e, max_body))?;
+    let now = tributary_core::time::now_ns();
+    let limits = ingestor.limits();
+    let (parsed, media) = match (metric, format) {
+        (None, None | Some(content_format::JSON)) => {
+            (formats::json::parse(body, now, limits), "application/json")
+        }
+        (None, Some(content_format::SENML_JSON)) => (
+            formats::senml::parse(body, now, limits),
+            "application/senml+json",
+        ),
+        (Some(metric), None | Some(content_format::TEXT | content_format::JSON)) => {
+            (bare(metric, body, now, limits), "text/plain")
+        }
+        (None, Some(other)) => {
+            return Err(refuse(
+                Refusal::ContentFormat,
+                Reply::error(
+                    Code::UNSUPPORTED_CONTENT_FORMAT,
+                    format_args!("Content-Format {other}; /t takes 50 (JSON) or 110 (SenML JSON)"),
+                ),
+            ));
+        }
+        (_, Some(other)) => {
+            return Err(refuse(
+                Refusal::ContentFormat,
+                Reply::error(
+                    Code::UNSUPPORTED_CONTENT_FORMAT,
+                    format_args!(
+                        "Content-Format {other}; /t/{{metric}} takes 0 (text) or 50 (JSON)"
+                    ),
+                ),
+            ));
+        }
+    };
+    let points = parsed.map_err(|e| {
+        ingestor.metrics().rejected(Rejection::Invalid, &e);
+        ingest_error(e.into(), max_body)
+    })?;
+    let ctx = RequestContext {
+        content_type: media.to_owned(),
+        ..RequestContext::default()
+    };
+    ingestor
+        .ingest_device(&principal, points, &ctx)
+        .await
+        .map_err(|e| ingest_error(e, max_body))
+}
+
+/// One value for `/t/{metric}`: a number, `true` or `false`, or a JSON
+/// string.
+fn bare(
+    metric: &str,
+    body: &[u8],
+    now: i64,
+    limits: &tributary_core::Limits,
+) -> Result<Vec<Point>, formats::ParseError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| formats::ParseError::new("payload", "not UTF-8"))?
+        .trim();
+    let value = match text {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ if text.starts_with('"') => serde_json::from_str::<String>(text)
+            .map(Value::Str)
+            .map_err(|e| formats::ParseError::new("payload", format!("not a JSON string: {e}")))?,
+        _ => text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Value::F64)
+            .ok_or_else(|| {
+                formats::ParseError::new(
+                    "payload",
+                    "expected a finite number, true, false or a JSON string",
+                )
+            })?,
+    };
+    let point = Point {
+        metric: metric.to_owned(),
+        ts_ns: now,
+        value,
+    };
+    validate_point(&point, limits)
+        .map_err(|e| formats::ParseError::new("metric", e.to_string()))?;
+    Ok(vec![point])
+}
+
+/// The response for an ingest error. Nothing of the request was
+/// acknowledged.
+fn ingest_error(e: IngestError, max_body: usize) -> Reply {
+    match e {
+        IngestError::Unauthenticated => Reply::error(
+            Code::UNAUTHORIZED,
+            "invalid, revoked or expired device token",
+        ),
+        IngestError::Forbidden(m) => Reply::error(Code::FORBIDDEN, m),
+        IngestError::UnknownDevice(m) => {
+            Reply::error(Code::FORBIDDEN, format_args!("unknown device: {m}"))
+        }
+        IngestError::Invalid(p) => Reply::error(Code::BAD_REQUEST, p),
+        IngestError::TooLarge(m) => Reply::error(Code::REQUEST_ENTITY_TOO_LARGE, m)
+            .with_uint(option::SIZE1, max_body as u32),
+        IngestError::Overloaded { retry_after_secs } => Reply::error(
+            Code::SERVICE_UNAVAILABLE,
+            format_args!("overloaded; retry in {retry_after_secs} s"),
+        )
+        .retry_after(retry_after_secs),
+        IngestError::Unavailable(m) => {
+            Reply::error(Code::SERVICE_UNAVAILABLE, format_args!("unavailable: {m}")).retry_after(1)
+        }
+        IngestError::Quota(q) => {
+            let retry = q.retry_after_secs.unwrap_or(60);
+            Reply::error(
+                Code::TOO_MANY_REQUESTS,
+                format_args!("{q}; nothing was acknowledged; retry in {retry} s"),
+            )
+            .retry_after(retry)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_coap_codec::MessageType;
+
+    fn request(code: Code, path: &[&str]) -> Message {
+        let mut m = Message::new(MessageType::Confirmable, code, 1);
+        for p in path {
+            m.add_option(option::URI_PATH, p.as_bytes().to_vec());
+        }
+        m
+    }
+
+    fn refused(m: &Message) -> Code {
+        match route(m) {
+            Ok(_) => panic!("routed"),
+            Err((_, reply)) => reply.code,
+        }
+    }
+
+    #[test]
+    fn requests_route_or_are_refused_clearly() {
+        assert!(matches!(
+            route(&request(Code::POST, &["t"])),
+            Ok(Route::Telemetry)
+        ));
+        assert!(matches!(
+            route(&request(Code::POST, &["t", "temp"])),
+            Ok(Route::Bare("temp"))
+        ));
+        assert!(matches!(
+            route(&request(Code::GET, &[".well-known", "core"])),
+            Ok(Route::Discovery)
+        ));
+        assert_eq!(
+            refused(&request(Code::GET, &["t"])),
+            Code::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(refused(&request(Code::POST, &["x"])), Code::NOT_FOUND);
+        assert_eq!(
+            refused(&request(Code::POST, &["t", "a", "b"])),
+            Code::NOT_FOUND
+        );
+        let mut q = request(Code::POST, &["t"]);
+        q.add_option(option::URI_QUERY, b"token=tbd_x".to_vec());
+        let Err((_, reply)) = route(&q) else { panic!() };
+        assert_eq!(reply.code, Code::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&reply.payload).contains("refused in the URI"));
+        let mut odd = request(Code::POST, &["t"]);
+        odd.add_option(9, vec![]);
+        assert_eq!(refused(&odd), Code::BAD_OPTION);
+        // An unknown elective option is ignored.
+        let mut even = request(Code::POST, &["t"]);
+        even.add_option(65_000, vec![1]);
+        assert!(route(&even).is_ok());
+    }
+
+    #[test]
+    fn bare_values_are_numbers_booleans_or_strings() {
+        let limits = tributary_core::Limits::default();
+        let v = |body: &str| bare("temp", body.as_bytes(), 5, &limits).map(|p| p[0].value.clone());
+        assert_eq!(v("21.5"), Ok(Value::F64(21.5)));
+        assert_eq!(v(" -3 "), Ok(Value::F64(-3.0)));
+        assert_eq!(v("true"), Ok(Value::Bool(true)));
+        assert_eq!(v("\"open\""), Ok(Value::Str("open".into())));
+        assert!(v("NaN").is_err() && v("inf").is_err() && v("abc").is_err());
+        assert!(bare("bad metric!", b"1", 5, &limits).is_err());
+    }
+
+    #[test]
+    fn diagnostics_stay_short() {
+        let r = Reply::error(Code::BAD_REQUEST, "é".repeat(600));
+        assert!(r.payload.len() <= 512);
+        assert!(std::str::from_utf8(&r.payload).is_ok());
+    }
+}

@@ -1,0 +1,457 @@
+//! The CoAP frontend on a real UDP socket over a real embedded log, driven
+//! by a client written on the codec: durable acknowledgements, piggybacked
+//! and separate; retransmissions answered from the exchange cache and
+//! never appended twice; refusals with their codes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::UdpSocket;
+use tributary_coap_codec::{Code, Message, MessageType, Token, option};
+use tributary_core::Limits;
+use tributary_core::directory::{Authenticator, DirectoryError, Principal, TenantPolicy};
+use tributary_core::envelope::Envelope;
+use tributary_ingest::{IngestConfig, IngestMetrics, Ingestor};
+use tributary_ingest_coap::{CoapConfig, CoapMetrics, CoapServer, TOKEN_OPTION};
+use tributary_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use tributary_log::{ConsumerOptions, Log, StartFrom};
+
+/// One device token, `dev`, of device d1 in tenant acme.
+#[derive(Debug)]
+struct FixedAuth;
+
+#[async_trait]
+impl Authenticator for FixedAuth {
+    async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
+        match token {
+            // A registry that takes its time: the request stays in hand.
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(Principal::Device {
+                    tenant: "acme".into(),
+                    device: "d1".into(),
+                })
+            }
+            "dev" => Ok(Principal::Device {
+                tenant: "acme".into(),
+                device: "d1".into(),
+            }),
+            _ => Err(DirectoryError::Unauthenticated),
+        }
+    }
+    async fn tenant_policy(&self, _tenant: &str) -> Result<TenantPolicy, DirectoryError> {
+        Ok(TenantPolicy::default())
+    }
+    async fn ensure_device(
+        &self,
+        _t: &str,
+        _device: &str,
+        _l: &BTreeMap<String, String>,
+    ) -> Result<(), DirectoryError> {
+        Ok(())
+    }
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    log: Arc<EmbeddedLog>,
+    server: CoapServer,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn rig(config: CoapConfig) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path().join("log"), EmbeddedLogConfig::new("t", 2))
+        .await
+        .unwrap();
+    let ingestor = Ingestor::new(
+        log.clone(),
+        Arc::new(FixedAuth),
+        IngestConfig::default(),
+        IngestMetrics::default(),
+    );
+    let server = CoapServer::new(ingestor, config, CoapMetrics::unregistered()).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = server.clone();
+    tokio::spawn(async move {
+        s.serve(socket, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Rig {
+        _dir: dir,
+        log,
+        server,
+        addr,
+        _stop: stop,
+    }
+}
+
+async fn envelopes(log: &EmbeddedLog) -> Vec<Envelope> {
+    let mut c = log
+        .consumer(ConsumerOptions {
+            group: None,
+            start: StartFrom::Earliest,
+        })
+        .await
+        .unwrap();
+    let recs = c.poll(1000, Duration::from_millis(200)).await.unwrap();
+    recs.iter()
+        .map(|r| Envelope::decode(&r.value, &Limits::default()).unwrap())
+        .collect()
+}
+
+/// A client endpoint.
+struct Client {
+    socket: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Client {
+    async fn new(server: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Client { socket, server }
+    }
+
+    async fn send(&self, msg: &Message) {
+        self.socket
+            .send_to(&msg.encode(), self.server)
+            .await
+            .unwrap();
+    }
+
+    async fn send_raw(&self, data: &[u8]) {
+        self.socket.send_to(data, self.server).await.unwrap();
+    }
+
+    /// The next datagram, within 5 s.
+    async fn recv(&self) -> Message {
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), self.socket.recv_from(&mut buf))
+            .await
+            .expect("a datagram within 5 s")
+            .unwrap();
+        Message::decode(&buf[..n]).expect("a well-formed datagram")
+    }
+
+    /// Whether a datagram arrives within `wait`.
+    async fn silent_for(&self, wait: Duration) -> bool {
+        let mut buf = vec![0u8; 2048];
+        tokio::time::timeout(wait, self.socket.recv_from(&mut buf))
+            .await
+            .is_err()
+    }
+}
+
+fn post(id: u16, path: &[&str], token: Option<&str>, format: Option<u32>, body: &str) -> Message {
+    let mut m = Message::new(MessageType::Confirmable, Code::POST, id);
+    m.token = Token::new(&id.to_be_bytes()).unwrap();
+    for p in path {
+        m.add_option(option::URI_PATH, p.as_bytes().to_vec());
+    }
+    if let Some(t) = token {
+        m.add_option(TOKEN_OPTION, t.as_bytes().to_vec());
+    }
+    if let Some(f) = format {
+        m.set_uint_option(option::CONTENT_FORMAT, f);
+    }
+    m.payload = body.as_bytes().to_vec();
+    m
+}
+
+fn diagnostic(m: &Message) -> String {
+    String::from_utf8_lossy(&m.payload).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmable_post_is_durable_before_its_ack_and_never_appended_twice() {
+    let r = rig(CoapConfig::default()).await;
+    let c = Client::new(r.addr).await;
+    let req = post(
+        0x1234,
+        &["t"],
+        Some("dev"),
+        Some(50),
+        r#"{"values": {"temp": 21.5}}"#,
+    );
+    c.send(&req).await;
+    let ack = c.recv().await;
+    assert_eq!(
+        (ack.mtype, ack.code, ack.message_id, ack.token),
+        (
+            MessageType::Acknowledgement,
+            Code::CHANGED,
+            0x1234,
+            req.token
+        ),
+        "a piggybacked 2.04: {}",
+        diagnostic(&ack)
+    );
+    // By the time the ACK came, the record is in the log.
+    let stored = envelopes(&r.log).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].device, "d1");
+    assert_eq!(stored[0].content_type, "application/json");
+    // The ACK was lost, say: the client sends the same message again, and
+    // gets the same answer, with nothing appended.
+    c.send(&req).await;
+    assert_eq!(c.recv().await, ack);
+    assert_eq!(
+        envelopes(&r.log).await.len(),
+        1,
+        "a retransmission is not appended"
+    );
+    // The same message id from another endpoint is another request.
+    let other = Client::new(r.addr).await;
+    other.send(&req).await;
+    assert_eq!(other.recv().await.code, Code::CHANGED);
+    assert_eq!(envelopes(&r.log).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senml_and_bare_values_are_stored() {
+    let r = rig(CoapConfig::default()).await;
+    let c = Client::new(r.addr).await;
+    c.send(&post(
+        1,
+        &["t"],
+        Some("dev"),
+        Some(110),
+        r#"[{"n": "hum", "v": 40}]"#,
+    ))
+    .await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    c.send(&post(2, &["t", "temp"], Some("dev"), None, "21.5"))
+        .await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    c.send(&post(3, &["t", "door"], Some("dev"), Some(0), "true"))
+        .await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    let stored = envelopes(&r.log).await;
+    let types: Vec<&str> = stored.iter().map(|e| e.content_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["application/senml+json", "text/plain", "text/plain"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_append_gets_an_empty_ack_then_a_separate_response_until_acknowledged() {
+    // Every append takes longer than this, so every response is separate.
+    let r = rig(CoapConfig {
+        separate_after: Duration::from_nanos(1),
+        ack_timeout: Duration::from_millis(100),
+        ..CoapConfig::default()
+    })
+    .await;
+    let c = Client::new(r.addr).await;
+    let req = post(7, &["t"], Some("dev"), None, r#"{"values": {"temp": 1}}"#);
+    c.send(&req).await;
+    let empty = c.recv().await;
+    assert_eq!(
+        (empty.mtype, empty.code, empty.message_id),
+        (MessageType::Acknowledgement, Code::EMPTY, 7)
+    );
+    let response = c.recv().await;
+    assert_eq!(
+        (response.mtype, response.code, response.token),
+        (MessageType::Confirmable, Code::CHANGED, req.token)
+    );
+    assert_eq!(
+        envelopes(&r.log).await.len(),
+        1,
+        "durable before the response"
+    );
+    // Not acknowledged: it comes again, the same message.
+    assert_eq!(c.recv().await, response);
+    // A retransmitted request meanwhile gets the empty ACK again.
+    c.send(&req).await;
+    loop {
+        let m = c.recv().await;
+        if m.mtype == MessageType::Acknowledgement {
+            assert_eq!((m.code, m.message_id), (Code::EMPTY, 7));
+            break;
+        }
+        assert_eq!(m, response);
+    }
+    c.send(&Message::new(
+        MessageType::Acknowledgement,
+        Code::EMPTY,
+        response.message_id,
+    ))
+    .await;
+    // Acknowledged: no more of it (the next would come within 400 ms).
+    let mut quiet = false;
+    for _ in 0..3 {
+        if c.silent_for(Duration::from_millis(500)).await {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "the response stops once acknowledged");
+    assert_eq!(envelopes(&r.log).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_their_codes_and_diagnostics() {
+    let r = rig(CoapConfig {
+        max_message_bytes: 200,
+        max_body_bytes: 100,
+        ..CoapConfig::default()
+    })
+    .await;
+    let c = Client::new(r.addr).await;
+    let body = r#"{"values": {"temp": 1}}"#;
+    let cases: Vec<(Message, Code, &str)> = vec![
+        (
+            post(1, &["t"], None, None, body),
+            Code::UNAUTHORIZED,
+            "option 65003",
+        ),
+        (
+            post(2, &["t"], Some("nope"), None, body),
+            Code::UNAUTHORIZED,
+            "token",
+        ),
+        (
+            post(3, &["x"], Some("dev"), None, body),
+            Code::NOT_FOUND,
+            "/t",
+        ),
+        (
+            post(4, &["t"], Some("dev"), Some(42), body),
+            Code::UNSUPPORTED_CONTENT_FORMAT,
+            "50",
+        ),
+        (
+            post(5, &["t"], Some("dev"), None, "{"),
+            Code::BAD_REQUEST,
+            "",
+        ),
+        (
+            post(6, &["t"], Some("dev"), None, &"x".repeat(150)),
+            Code::REQUEST_ENTITY_TOO_LARGE,
+            "100",
+        ),
+        (
+            post(7, &["t", "bad metric"], Some("dev"), None, "1"),
+            Code::BAD_REQUEST,
+            "metric",
+        ),
+        (
+            {
+                let mut m = post(8, &["t"], Some("dev"), None, body);
+                m.add_option(option::URI_QUERY, b"token=dev".to_vec());
+                m
+            },
+            Code::BAD_REQUEST,
+            "URI",
+        ),
+        (
+            {
+                let mut m = post(9, &["t"], Some("dev"), None, body);
+                m.add_option(9, Vec::new());
+                m
+            },
+            Code::BAD_OPTION,
+            "9",
+        ),
+        (
+            {
+                let mut m = post(10, &["t"], Some("dev"), None, body);
+                m.code = Code::GET;
+                m
+            },
+            Code::METHOD_NOT_ALLOWED,
+            "POST",
+        ),
+    ];
+    for (req, code, says) in cases {
+        c.send(&req).await;
+        let resp = c.recv().await;
+        assert_eq!(resp.message_id, req.message_id);
+        assert_eq!(resp.code, code, "{}", diagnostic(&resp));
+        assert!(
+            diagnostic(&resp).contains(says),
+            "{:?} should say {says:?}",
+            diagnostic(&resp)
+        );
+    }
+    // A datagram over the limit: 4.13 with the largest body taken.
+    let big = post(11, &["t"], Some("dev"), None, &"x".repeat(300));
+    c.send(&big).await;
+    let resp = c.recv().await;
+    assert_eq!(
+        (resp.code, resp.token),
+        (Code::REQUEST_ENTITY_TOO_LARGE, big.token)
+    );
+    assert_eq!(resp.uint_option(option::SIZE1), Ok(Some(100)));
+    // A malformed confirmable message gets a Reset; a ping too.
+    c.send_raw(b"\x49\x01\x00\x0c").await;
+    let rst = c.recv().await;
+    assert_eq!((rst.mtype, rst.message_id), (MessageType::Reset, 12));
+    c.send(&Message::new(MessageType::Confirmable, Code::EMPTY, 13))
+        .await;
+    let pong = c.recv().await;
+    assert_eq!((pong.mtype, pong.message_id), (MessageType::Reset, 13));
+    // Discovery.
+    let mut get = Message::new(MessageType::Confirmable, Code::GET, 14);
+    get.add_option(option::URI_PATH, b".well-known".to_vec());
+    get.add_option(option::URI_PATH, b"core".to_vec());
+    c.send(&get).await;
+    let links = c.recv().await;
+    assert_eq!(links.code, Code::CONTENT);
+    assert!(diagnostic(&links).contains("</t>"));
+    assert!(
+        envelopes(&r.log).await.is_empty(),
+        "nothing refused was appended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_with_too_many_requests_in_hand_is_told_to_wait() {
+    let r = rig(CoapConfig {
+        max_pending_per_peer: 2,
+        ..CoapConfig::default()
+    })
+    .await;
+    let c = Client::new(r.addr).await;
+    let body = r#"{"values": {"temp": 1}}"#;
+    // Two requests in hand (their authentication takes 500 ms), then a
+    // third from the same endpoint.
+    for id in 0..3u16 {
+        c.send(&post(id, &["t"], Some("slow"), None, body)).await;
+    }
+    let busy = c.recv().await;
+    assert_eq!(
+        (busy.message_id, busy.code),
+        (2, Code::SERVICE_UNAVAILABLE),
+        "{}",
+        diagnostic(&busy)
+    );
+    assert_eq!(busy.uint_option(option::MAX_AGE), Ok(Some(1)));
+    // Another endpoint is not held back.
+    let other = Client::new(r.addr).await;
+    other.send(&post(0, &["t"], Some("dev"), None, body)).await;
+    assert_eq!(other.recv().await.code, Code::CHANGED);
+    let mut done: Vec<u16> = Vec::new();
+    for _ in 0..2 {
+        let m = c.recv().await;
+        assert_eq!(m.code, Code::CHANGED);
+        done.push(m.message_id);
+    }
+    done.sort();
+    assert_eq!(done, [0, 1]);
+    // With them answered, the endpoint may send again.
+    c.send(&post(3, &["t"], Some("dev"), None, body)).await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    assert_eq!(envelopes(&r.log).await.len(), 4);
+    let _ = &r.server;
+}

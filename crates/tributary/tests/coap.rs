@@ -1,0 +1,207 @@
+//! CoAP devices against a real standalone, with clients that were not
+//! written here: libcoap's `coap-client-notls` (Debian's libcoap3-bin) and
+//! aiocoap (PyPI). Every acknowledged point is then read back through the
+//! query API.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Whether the interop clients are installed; panics when they are not in
+/// CI (scripts/test.sh installs them).
+fn clients_available() -> bool {
+    let missing: Vec<&str> = [
+        (
+            Command::new("coap-client-notls").arg("-h").output().is_ok(),
+            "coap-client-notls (apt install libcoap3-bin)",
+        ),
+        (
+            Command::new("python3")
+                .args(["-c", "import aiocoap"])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "aiocoap (pip install aiocoap)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, what)| what)
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("the CoAP interop tests need {}", missing.join(", "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn start(dir: &std::path::Path) -> Standalone {
+    Standalone::start_with(dir, &["--coap-addr".as_ref(), "127.0.0.1:0".as_ref()])
+}
+
+/// Runs coap-client-notls; returns (success, stdout + stderr).
+fn coap_client(args: &[&str]) -> (bool, String) {
+    let out = Command::new("coap-client-notls")
+        // Give up after 10 s rather than libcoap's default 90.
+        .args(["-B", "10"])
+        .args(args)
+        .output()
+        .expect("run coap-client-notls");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn stored(
+    s: &Standalone,
+    device: &str,
+    metric: &str,
+) -> Vec<Option<tributary_proto::v1::Value>> {
+    let mut q = s.query(&s.admin_token).await;
+    range_all(&mut q, device, &[metric], 0, i64::MAX)
+        .await
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcoap_posts_json_senml_and_bare_values_that_are_durable() {
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let coap = s
+        .coap
+        .expect("standalone prints coap= when --coap-addr is given");
+    let token = http_device(&s, "coap-1", json!({"fleet": "c"})).await;
+    let auth = format!("{},{token}", tributary_ingest_coap::TOKEN_OPTION);
+    let uri = |path: &str| format!("coap://{coap}{path}");
+
+    let (ok, out) = coap_client(&[
+        "-m",
+        "post",
+        "-O",
+        &auth,
+        "-t",
+        "50",
+        "-e",
+        r#"{"values": {"temp": 21.5}}"#,
+        &uri("/t"),
+    ]);
+    assert!(ok, "JSON: {out}");
+    let (ok, out) = coap_client(&[
+        "-m",
+        "post",
+        "-O",
+        &auth,
+        "-t",
+        "110",
+        "-e",
+        r#"[{"n": "hum", "v": 40}]"#,
+        &uri("/t"),
+    ]);
+    assert!(ok, "SenML JSON: {out}");
+    let (ok, out) = coap_client(&["-m", "post", "-O", &auth, "-e", "3.3", &uri("/t/volt")]);
+    assert!(ok, "a bare value: {out}");
+    // The ACK came after the append was durable: the points are there.
+    for (metric, value) in [("temp", 21.5), ("hum", 40.0), ("volt", 3.3)] {
+        let points = eventually(Duration::from_secs(20), metric, || async {
+            Some(stored(&s, "coap-1", metric).await).filter(|p| !p.is_empty())
+        })
+        .await;
+        assert_eq!(points, [f64v(value)], "{metric}");
+    }
+
+    // Refusals reach libcoap's client as their codes.
+    let (_, out) = coap_client(&[
+        "-m",
+        "post",
+        "-O",
+        &format!("{},tbd_wrong", tributary_ingest_coap::TOKEN_OPTION),
+        "-e",
+        "1",
+        &uri("/t/volt"),
+    ]);
+    assert!(out.contains("4.01"), "a wrong token: {out}");
+    let (_, out) = coap_client(&[
+        "-m",
+        "post",
+        "-e",
+        "1",
+        &uri(&format!("/t/volt?token={token}")),
+    ]);
+    assert!(out.contains("4.00"), "a token in the URI: {out}");
+    let (ok, out) = coap_client(&["-m", "get", &uri("/.well-known/core")]);
+    assert!(ok && out.contains("</t>"), "discovery: {out}");
+    assert_eq!(
+        stored(&s, "coap-1", "volt").await.len(),
+        1,
+        "nothing refused was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiocoap_posts_and_a_retransmission_is_stored_once() {
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let coap = s.coap.expect("coap=");
+    let token = http_device(&s, "coap-2", json!({})).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/coap_aiocoap.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            coap.ip().to_string(),
+            coap.port().to_string(),
+            token.clone(),
+        ])
+        .output()
+        .await
+        .expect("run python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "aiocoap: {text}");
+    for step in ["OK post", "OK duplicate", "OK discovery"] {
+        assert!(text.contains(step), "{step}: {text}");
+    }
+    let aio = eventually(Duration::from_secs(20), "aiocoap's point", || async {
+        Some(stored(&s, "coap-2", "aio").await).filter(|p| !p.is_empty())
+    })
+    .await;
+    assert_eq!(aio, [f64v(1.5)]);
+    // A marker appended after everything the script sent: once it is
+    // stored, so is all that came before it from this device (one
+    // partition, in order).
+    let resp = http_client()
+        .post(s.url("/v1/telemetry"))
+        .bearer_auth(&token)
+        .json(&json!({"values": {"marker": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    eventually(Duration::from_secs(20), "the marker", || async {
+        (!stored(&s, "coap-2", "marker").await.is_empty()).then_some(())
+    })
+    .await;
+    // Sent twice with one message id, acknowledged twice, stored once.
+    let dedup = stored(&s, "coap-2", "dedup").await;
+    assert_eq!(dedup, [i64v(7)], "a retransmission is stored once");
+}
