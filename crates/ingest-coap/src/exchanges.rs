@@ -3,12 +3,16 @@
 //! with the same response and never processed twice (RFC 7252 section
 //! 4.5).
 //!
-//! Everything here is bounded: the exchanges in all, the exchanges being
+//! Only what must be remembered is kept that long: a request that was
+//! refused appended nothing, so it is forgotten once answered (a
+//! retransmission is refused again, just the same). What is kept is
+//! bounded: the exchanges in all and per tenant, the exchanges being
 //! processed per endpoint (NSTART), and the endpoints. Work under the lock
 //! is a hash-map step; nothing a client sizes is done while holding it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The limits of the table.
@@ -18,6 +22,8 @@ pub(crate) struct Bounds {
     pub lifetime: Duration,
     /// Exchanges remembered in all.
     pub max_exchanges: usize,
+    /// Exchanges one tenant's devices may have remembered.
+    pub max_per_tenant: u32,
     /// Requests of one endpoint being processed at once.
     pub max_pending_per_peer: u32,
     /// Endpoints with exchanges remembered.
@@ -47,6 +53,16 @@ pub(crate) enum Admission {
     Refused(&'static str),
 }
 
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    /// Tells this entry from an earlier one of the same key in the expiry
+    /// queue.
+    seq: u64,
+    /// The tenant it counts against, once its device is known.
+    tenant: Option<Arc<str>>,
+}
+
 #[derive(Debug, Default)]
 struct Peer {
     /// Exchanges remembered.
@@ -59,20 +75,24 @@ struct Peer {
 #[derive(Debug)]
 pub(crate) struct Exchanges {
     bounds: Bounds,
-    states: HashMap<Key, State>,
+    entries: HashMap<Key, Entry>,
     peers: HashMap<SocketAddr, Peer>,
+    tenants: HashMap<Arc<str>, u32>,
     /// Keys by when they expire (the lifetime is one for all, so insertion
-    /// order is expiry order).
-    expiry: VecDeque<(Instant, Key)>,
+    /// order is expiry order), with the entry's `seq`.
+    expiry: VecDeque<(Instant, Key, u64)>,
+    next_seq: u64,
 }
 
 impl Exchanges {
     pub(crate) fn new(bounds: Bounds) -> Self {
         Exchanges {
             bounds,
-            states: HashMap::new(),
+            entries: HashMap::new(),
             peers: HashMap::new(),
+            tenants: HashMap::new(),
             expiry: VecDeque::new(),
+            next_seq: 0,
         }
     }
 
@@ -80,70 +100,128 @@ impl Exchanges {
     pub(crate) fn admit(&mut self, peer: SocketAddr, message_id: u16, now: Instant) -> Admission {
         self.expire(now);
         let key = (peer, message_id);
-        if let Some(state) = self.states.get(&key) {
-            return Admission::Duplicate(state.clone());
+        if let Some(entry) = self.entries.get(&key) {
+            return Admission::Duplicate(entry.state.clone());
         }
-        if self.states.len() >= self.bounds.max_exchanges {
+        if self.entries.len() >= self.bounds.max_exchanges {
             return Admission::Refused("exchanges");
         }
         let peers = self.peers.len();
-        let entry = match self.peers.get_mut(&peer) {
+        let p = match self.peers.get_mut(&peer) {
             Some(p) => p,
             None if peers >= self.bounds.max_peers => return Admission::Refused("peers"),
             None => self.peers.entry(peer).or_default(),
         };
-        if entry.pending >= self.bounds.max_pending_per_peer {
+        if p.pending >= self.bounds.max_pending_per_peer {
             return Admission::Refused("pending_per_peer");
         }
-        entry.pending += 1;
-        entry.exchanges += 1;
-        self.states.insert(key, State::Pending { acked: false });
-        self.expiry.push_back((now + self.bounds.lifetime, key));
+        p.pending += 1;
+        p.exchanges += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.insert(
+            key,
+            Entry {
+                state: State::Pending { acked: false },
+                seq,
+                tenant: None,
+            },
+        );
+        self.expiry
+            .push_back((now + self.bounds.lifetime, key, seq));
         Admission::New
+    }
+
+    /// Counts a pending request against its device's tenant. False when the
+    /// tenant has its share of the table already: the request is to be
+    /// refused (and forgotten).
+    pub(crate) fn claim(&mut self, peer: SocketAddr, message_id: u16, tenant: &str) -> bool {
+        let Some(entry) = self.entries.get_mut(&(peer, message_id)) else {
+            return false;
+        };
+        if entry.tenant.is_some() {
+            return true;
+        }
+        let held = self.tenants.get(tenant).copied().unwrap_or(0);
+        if held >= self.bounds.max_per_tenant {
+            return false;
+        }
+        let name: Arc<str> = match self.tenants.get_key_value(tenant) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(tenant),
+        };
+        self.tenants.insert(Arc::clone(&name), held + 1);
+        entry.tenant = Some(name);
+        true
     }
 
     /// Notes that the client got an empty ACK for a pending request.
     pub(crate) fn acked(&mut self, peer: SocketAddr, message_id: u16) {
-        if let Some(State::Pending { acked }) = self.states.get_mut(&(peer, message_id)) {
+        if let Some(Entry {
+            state: State::Pending { acked },
+            ..
+        }) = self.entries.get_mut(&(peer, message_id))
+        {
             *acked = true;
         }
     }
 
     /// Records the answer to a pending request, for retransmissions.
     pub(crate) fn done(&mut self, peer: SocketAddr, message_id: u16, answer: Box<[u8]>) {
-        let Some(state) = self.states.get_mut(&(peer, message_id)) else {
+        let Some(entry) = self.entries.get_mut(&(peer, message_id)) else {
             return;
         };
-        if matches!(state, State::Pending { .. }) {
-            *state = State::Done(answer);
+        if matches!(entry.state, State::Pending { .. }) {
+            entry.state = State::Done(answer);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.pending = p.pending.saturating_sub(1);
             }
         }
     }
 
+    /// Forgets a request that was refused: nothing of it was appended, so
+    /// a retransmission may be taken as new.
+    pub(crate) fn forget(&mut self, peer: SocketAddr, message_id: u16) {
+        if let Some(entry) = self.entries.remove(&(peer, message_id)) {
+            self.release(peer, entry);
+        }
+    }
+
     /// Exchanges remembered, and endpoints they belong to.
     pub(crate) fn len(&self) -> (usize, usize) {
-        (self.states.len(), self.peers.len())
+        (self.entries.len(), self.peers.len())
+    }
+
+    fn release(&mut self, peer: SocketAddr, entry: Entry) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.exchanges = p.exchanges.saturating_sub(1);
+            if matches!(entry.state, State::Pending { .. }) {
+                p.pending = p.pending.saturating_sub(1);
+            }
+            if p.exchanges == 0 {
+                self.peers.remove(&peer);
+            }
+        }
+        if let Some(tenant) = entry.tenant
+            && let Some(n) = self.tenants.get_mut(&tenant)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.tenants.remove(&tenant);
+            }
+        }
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.expiry.front() {
+        while let Some(&(at, key, seq)) = self.expiry.front() {
             if at > now {
                 break;
             }
             self.expiry.pop_front();
-            let Some(state) = self.states.remove(&key) else {
-                continue;
-            };
-            if let Some(p) = self.peers.get_mut(&key.0) {
-                p.exchanges = p.exchanges.saturating_sub(1);
-                if matches!(state, State::Pending { .. }) {
-                    p.pending = p.pending.saturating_sub(1);
-                }
-                if p.exchanges == 0 {
-                    self.peers.remove(&key.0);
-                }
+            if self.entries.get(&key).is_some_and(|e| e.seq == seq)
+                && let Some(entry) = self.entries.remove(&key)
+            {
+                self.release(key.0, entry);
             }
         }
     }
@@ -157,6 +235,7 @@ mod tests {
         Bounds {
             lifetime: Duration::from_secs(10),
             max_exchanges: 5,
+            max_per_tenant: 2,
             max_pending_per_peer: 2,
             max_peers: 2,
         }
@@ -218,5 +297,39 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         assert_eq!(x.admit(addr(3), 1, later), Admission::New);
         assert_eq!(x.len(), (1, 1));
+    }
+
+    #[test]
+    fn refused_requests_are_forgotten_and_tenants_hold_a_share() {
+        let mut x = Exchanges::new(bounds());
+        let t0 = Instant::now();
+        assert_eq!(x.admit(addr(1), 1, t0), Admission::New);
+        x.forget(addr(1), 1);
+        assert_eq!(x.len(), (0, 0), "a refused request leaves nothing behind");
+        // Taken as new again, and its old expiry does not end the new one.
+        assert_eq!(
+            x.admit(addr(1), 1, t0 + Duration::from_secs(5)),
+            Admission::New
+        );
+        assert!(x.claim(addr(1), 1, "acme"));
+        x.done(addr(1), 1, Box::new([9]));
+        assert_eq!(
+            x.admit(addr(1), 1, t0 + Duration::from_secs(12)),
+            Admission::Duplicate(State::Done(Box::new([9]))),
+            "remembered for its own lifetime"
+        );
+        // A tenant holds at most its share; others are not held back.
+        assert_eq!(x.admit(addr(1), 2, t0), Admission::New);
+        assert!(x.claim(addr(1), 2, "acme"));
+        assert_eq!(x.admit(addr(2), 1, t0), Admission::New);
+        assert!(!x.claim(addr(2), 1, "acme"), "acme has 2 already");
+        x.forget(addr(2), 1);
+        assert_eq!(x.admit(addr(2), 1, t0), Admission::New);
+        assert!(x.claim(addr(2), 1, "globex"));
+        assert!(x.claim(addr(2), 1, "globex"), "claiming twice counts once");
+        // Expiry gives the share back.
+        let later = t0 + Duration::from_secs(16);
+        assert_eq!(x.admit(addr(2), 9, later), Admission::New);
+        assert!(x.claim(addr(2), 9, "acme"));
     }
 }

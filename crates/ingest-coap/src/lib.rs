@@ -7,7 +7,7 @@
 //! **Nothing acknowledged is lost.** A confirmable request is answered with
 //! 2.04 Changed only once its points are durable in the log:
 //! piggybacked on the ACK when the append takes less than
-//! [`CoapConfig::separate_after`], else as a separate confirmable response
+//! [`CoapConfig::separate_after_ms`], else as a separate confirmable response
 //! after an empty ACK (which tells the client to stop retransmitting), sent
 //! again until the client acknowledges it. Every request is remembered by
 //! endpoint and message id for EXCHANGE_LIFETIME, so a retransmission gets
@@ -41,8 +41,10 @@ pub use resource::TOKEN_OPTION;
 
 use exchanges::{Admission, Bounds, Exchanges, State};
 
-/// The frontend's settings (`[coap]` in the configuration file).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The frontend's settings (`[coap]` in the configuration file, or
+/// `TRIBUTARY_COAP__<FIELD>` variables).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoapConfig {
     /// The largest datagram taken; a larger one is refused with 4.13 and
     /// Size1. RFC 7252 advises 1,152 bytes of message for paths with an
@@ -50,23 +52,29 @@ pub struct CoapConfig {
     pub max_message_bytes: usize,
     /// The largest payload taken in one request.
     pub max_body_bytes: usize,
-    /// How long a request is remembered to answer its retransmissions
-    /// (RFC 7252's EXCHANGE_LIFETIME, 247 s).
-    pub exchange_lifetime: Duration,
-    /// Requests remembered in all. Each costs about 100 bytes.
+    /// How long a request is remembered to answer its retransmissions, in
+    /// seconds (RFC 7252's EXCHANGE_LIFETIME, 247).
+    pub exchange_lifetime_secs: u64,
+    /// Requests remembered in all. Each costs about 100 bytes. Only
+    /// requests that appended something are remembered for the lifetime; a
+    /// refused one is forgotten once answered.
     pub max_exchanges: usize,
+    /// Requests of one tenant's devices remembered, so that one tenant
+    /// cannot take the whole table.
+    pub max_exchanges_per_tenant: u32,
     /// Requests of one endpoint in hand at once (RFC 7252's NSTART is 1 for
     /// the client; this is the server's tolerance).
     pub max_pending_per_peer: u32,
     /// Endpoints with requests remembered.
     pub max_peers: usize,
-    /// An append that takes longer is answered with an empty ACK at once,
-    /// then a separate response (below the client's ACK_TIMEOUT of 2 s, so
-    /// it does not retransmit meanwhile).
-    pub separate_after: Duration,
-    /// The first wait for the ACK of a separate response (RFC 7252's
-    /// ACK_TIMEOUT, 2 s, times 1 to 1.5 at random); it doubles each time.
-    pub ack_timeout: Duration,
+    /// An append that takes longer, in milliseconds, is answered with an
+    /// empty ACK at once, then a separate response (below the client's
+    /// ACK_TIMEOUT of 2 s, so it does not retransmit meanwhile).
+    pub separate_after_ms: u64,
+    /// The first wait for the ACK of a separate response, in milliseconds
+    /// (RFC 7252's ACK_TIMEOUT, 2,000, times 1 to 1.5 at random); it
+    /// doubles each time.
+    pub ack_timeout_ms: u64,
     /// How many times a separate response is sent again (MAX_RETRANSMIT,
     /// 4).
     pub max_retransmit: u32,
@@ -77,12 +85,13 @@ impl Default for CoapConfig {
         CoapConfig {
             max_message_bytes: 1152,
             max_body_bytes: 1024,
-            exchange_lifetime: Duration::from_secs(247),
+            exchange_lifetime_secs: 247,
             max_exchanges: 1_000_000,
+            max_exchanges_per_tenant: 250_000,
             max_pending_per_peer: 8,
             max_peers: 100_000,
-            separate_after: Duration::from_millis(1000),
-            ack_timeout: Duration::from_secs(2),
+            separate_after_ms: 1000,
+            ack_timeout_ms: 2000,
             max_retransmit: 4,
         }
     }
@@ -97,14 +106,23 @@ impl CoapConfig {
         if self.max_body_bytes == 0 || self.max_body_bytes >= self.max_message_bytes {
             return Err("max_body_bytes: at least 1, and below max_message_bytes".into());
         }
-        if self.max_exchanges == 0 || self.max_peers == 0 || self.max_pending_per_peer == 0 {
-            return Err("max_exchanges, max_peers and max_pending_per_peer: at least 1".into());
+        if self.max_exchanges == 0
+            || self.max_exchanges_per_tenant == 0
+            || self.max_peers == 0
+            || self.max_pending_per_peer == 0
+        {
+            return Err(
+                "max_exchanges, max_exchanges_per_tenant, max_peers and max_pending_per_peer: at least 1"
+                    .into(),
+            );
         }
-        if self.exchange_lifetime < Duration::from_secs(1) {
-            return Err("exchange_lifetime: at least 1 s".into());
+        if !(1..=3600).contains(&self.exchange_lifetime_secs) {
+            return Err("exchange_lifetime_secs: 1 to 3600".into());
         }
-        if self.ack_timeout.is_zero() || self.separate_after.is_zero() {
-            return Err("ack_timeout and separate_after: above 0".into());
+        if !(1..=60_000).contains(&self.ack_timeout_ms)
+            || !(1..=60_000).contains(&self.separate_after_ms)
+        {
+            return Err("ack_timeout_ms and separate_after_ms: 1 to 60000".into());
         }
         if self.max_retransmit > 10 {
             return Err("max_retransmit: at most 10".into());
@@ -145,8 +163,9 @@ impl CoapServer {
     ) -> Result<Self, String> {
         config.validate()?;
         let bounds = Bounds {
-            lifetime: config.exchange_lifetime,
+            lifetime: Duration::from_secs(config.exchange_lifetime_secs),
             max_exchanges: config.max_exchanges,
+            max_per_tenant: config.max_exchanges_per_tenant,
             max_pending_per_peer: config.max_pending_per_peer,
             max_peers: config.max_peers,
         };
@@ -336,38 +355,42 @@ impl CoapServer {
 
     async fn process(&self, socket: &UdpSocket, peer: SocketAddr, req: Message) {
         let inner = &self.inner;
-        let work = resource::handle(
-            &inner.ingestor,
-            &inner.metrics,
-            &req,
-            inner.config.max_body_bytes,
-        );
+        let id = req.message_id;
+        let claim = |tenant: &str| lock(&inner.exchanges).claim(peer, id, tenant);
+        let cx = resource::Context {
+            ingestor: &inner.ingestor,
+            metrics: &inner.metrics,
+            max_body: inner.config.max_body_bytes,
+            claim: &claim,
+        };
+        let work = resource::handle(&cx, &req);
         tokio::pin!(work);
         if req.mtype == MessageType::NonConfirmable {
             let reply = work.await;
             let mut msg = self.response_frame(&req);
             reply.apply(&mut msg);
-            self.finish(peer, req.message_id, msg.encode());
+            self.finish(peer, id, reply.code, msg.encode());
             self.respond(socket, peer, &msg);
             return;
         }
-        match tokio::time::timeout(inner.config.separate_after, &mut work).await {
+        let separate_after = Duration::from_millis(inner.config.separate_after_ms);
+        match tokio::time::timeout(separate_after, &mut work).await {
             Ok(reply) => {
                 let mut msg = self.response_frame(&req);
                 reply.apply(&mut msg);
-                self.finish(peer, req.message_id, msg.encode());
+                self.finish(peer, id, reply.code, msg.encode());
                 self.respond(socket, peer, &msg);
             }
             Err(_) => {
                 // Stop the client's retransmissions, then answer separately.
-                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, req.message_id);
-                lock(&inner.exchanges).acked(peer, req.message_id);
+                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, id);
+                lock(&inner.exchanges).acked(peer, id);
                 send(socket, peer, &ack);
                 inner.metrics.separate();
                 let reply = work.await;
                 // A retransmission of the request from now on gets the empty
                 // ACK again: the response is on its way.
-                self.finish(peer, req.message_id, ack.encode());
+                self.finish(peer, id, reply.code, ack.encode());
                 let mut msg = Message::new(MessageType::Confirmable, Code::EMPTY, self.next_id());
                 msg.token = req.token;
                 reply.apply(&mut msg);
@@ -377,9 +400,15 @@ impl CoapServer {
         }
     }
 
-    fn finish(&self, peer: SocketAddr, id: u16, answer: Vec<u8>) {
+    /// Remembers the answer to a request that appended (2.xx) for its
+    /// retransmissions; forgets a refused one, which appended nothing.
+    fn finish(&self, peer: SocketAddr, id: u16, code: Code, answer: Vec<u8>) {
         let mut x = lock(&self.inner.exchanges);
-        x.done(peer, id, answer.into_boxed_slice());
+        if code.class() == 2 {
+            x.done(peer, id, answer.into_boxed_slice());
+        } else {
+            x.forget(peer, id);
+        }
         let (exchanges, peers) = x.len();
         self.inner.metrics.table(exchanges, peers);
     }
@@ -392,9 +421,7 @@ impl CoapServer {
         let (tx, mut rx) = oneshot::channel();
         lock(&inner.waiting).insert(key, tx);
         let wire = msg.encode();
-        let mut wait = inner
-            .config
-            .ack_timeout
+        let mut wait = Duration::from_millis(inner.config.ack_timeout_ms)
             .mul_f64(1.0 + rand::random::<f64>() * 0.5);
         for attempt in 0..=inner.config.max_retransmit {
             if attempt > 0 {

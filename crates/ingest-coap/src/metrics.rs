@@ -42,6 +42,8 @@ pub enum Refusal {
     Peers,
     /// The endpoint has as many requests in hand as it may (5.03).
     PendingPerPeer,
+    /// The tenant's devices hold their share of the exchange table (5.03).
+    TenantExchanges,
 }
 
 impl Refusal {
@@ -59,6 +61,7 @@ impl Refusal {
         Refusal::Exchanges,
         Refusal::Peers,
         Refusal::PendingPerPeer,
+        Refusal::TenantExchanges,
     ];
 
     /// The metric label.
@@ -76,6 +79,7 @@ impl Refusal {
             Refusal::Exchanges => "exchanges",
             Refusal::Peers => "peers",
             Refusal::PendingPerPeer => "pending_per_peer",
+            Refusal::TenantExchanges => "tenant_exchanges",
         }
     }
 
@@ -84,7 +88,10 @@ impl Refusal {
     fn server_bound(self) -> bool {
         matches!(
             self,
-            Refusal::Exchanges | Refusal::Peers | Refusal::PendingPerPeer
+            Refusal::Exchanges
+                | Refusal::Peers
+                | Refusal::PendingPerPeer
+                | Refusal::TenantExchanges
         )
     }
 }

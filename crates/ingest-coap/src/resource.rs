@@ -100,32 +100,32 @@ enum Route<'a> {
     Discovery,
 }
 
+/// What a request may use: the ingestor, and a share of the exchange table
+/// for its tenant.
+pub(crate) struct Context<'a> {
+    pub ingestor: &'a Ingestor,
+    pub metrics: &'a CoapMetrics,
+    pub max_body: usize,
+    /// Counts the request against its tenant's share of remembered
+    /// exchanges; false when the tenant holds its share.
+    pub claim: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
 /// Answers one request. Returns only once an acknowledged write is durable.
-pub(crate) async fn handle(
-    ingestor: &Ingestor,
-    metrics: &CoapMetrics,
-    req: &Message,
-    max_body: usize,
-) -> Reply {
+pub(crate) async fn handle(cx: &Context<'_>, req: &Message) -> Reply {
     match route(req) {
         Ok(Route::Discovery) => discovery(),
-        Ok(Route::Telemetry) => upload(ingestor, metrics, req, None, max_body).await,
-        Ok(Route::Bare(metric)) => upload(ingestor, metrics, req, Some(metric), max_body).await,
+        Ok(Route::Telemetry) => upload(cx, req, None).await,
+        Ok(Route::Bare(metric)) => upload(cx, req, Some(metric)).await,
         Err((refusal, reply)) => {
-            metrics.refused(refusal, &reply);
+            cx.metrics.refused(refusal, &reply);
             reply
         }
     }
 }
 
-async fn upload(
-    ingestor: &Ingestor,
-    metrics: &CoapMetrics,
-    req: &Message,
-    metric: Option<&str>,
-    max_body: usize,
-) -> Reply {
-    match telemetry(ingestor, metrics, req, metric, max_body).await {
+async fn upload(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Reply {
+    match telemetry(cx, req, metric).await {
         Ok(()) => Reply::new(Code::CHANGED),
         Err(reply) => reply,
     }
@@ -203,13 +203,8 @@ fn discovery() -> Reply {
     r
 }
 
-async fn telemetry(
-    ingestor: &Ingestor,
-    metrics: &CoapMetrics,
-    req: &Message,
-    metric: Option<&str>,
-    max_body: usize,
-) -> Result<(), Reply> {
+async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Result<(), Reply> {
+    let (ingestor, metrics, max_body) = (cx.ingestor, cx.metrics, cx.max_body);
     let refuse = |refusal: Refusal, reply: Reply| {
         metrics.refused(refusal, &reply);
         reply
@@ -239,6 +234,16 @@ async fn telemetry(
         .authenticate(token)
         .await
         .map_err(|e| ingest_error(e, max_body))?;
+    if !(cx.claim)(principal.tenant()) {
+        return Err(refuse(
+            Refusal::TenantExchanges,
+            Reply::error(
+                Code::SERVICE_UNAVAILABLE,
+                "this tenant's devices have as many CoAP exchanges in hand as they may; retry later",
+            )
+            .retry_after(5),
+        ));
+    }
     let format = req.content_format().map_err(|e| {
         refuse(
             Refusal::Invalid,

@@ -244,15 +244,16 @@ async fn senml_and_bare_values_are_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_append_gets_an_empty_ack_then_a_separate_response_until_acknowledged() {
-    // Every append takes longer than this, so every response is separate.
+    // The "slow" token takes 500 ms to check: longer than 100 ms, so the
+    // response is separate.
     let r = rig(CoapConfig {
-        separate_after: Duration::from_nanos(1),
-        ack_timeout: Duration::from_millis(100),
+        separate_after_ms: 100,
+        ack_timeout_ms: 100,
         ..CoapConfig::default()
     })
     .await;
     let c = Client::new(r.addr).await;
-    let req = post(7, &["t"], Some("dev"), None, r#"{"values": {"temp": 1}}"#);
+    let req = post(7, &["t"], Some("slow"), None, r#"{"values": {"temp": 1}}"#);
     c.send(&req).await;
     let empty = c.recv().await;
     assert_eq!(
@@ -454,4 +455,37 @@ async fn an_endpoint_with_too_many_requests_in_hand_is_told_to_wait() {
     assert_eq!(c.recv().await.code, Code::CHANGED);
     assert_eq!(envelopes(&r.log).await.len(), 4);
     let _ = &r.server;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_take_no_room_and_a_tenant_holds_only_its_share() {
+    let r = rig(CoapConfig {
+        max_exchanges: 10,
+        max_exchanges_per_tenant: 3,
+        ..CoapConfig::default()
+    })
+    .await;
+    let c = Client::new(r.addr).await;
+    let body = r#"{"values": {"temp": 1}}"#;
+    // A hundred refused requests, one at a time: none is remembered.
+    for id in 0..100u16 {
+        c.send(&post(id, &["t"], Some("wrong"), None, body)).await;
+        assert_eq!(c.recv().await.code, Code::UNAUTHORIZED);
+    }
+    // So there is room: the tenant's three are stored, the fourth waits.
+    for id in 100..103u16 {
+        c.send(&post(id, &["t"], Some("dev"), None, body)).await;
+        assert_eq!(c.recv().await.code, Code::CHANGED);
+    }
+    c.send(&post(103, &["t"], Some("dev"), None, body)).await;
+    let full = c.recv().await;
+    assert_eq!(
+        full.code,
+        Code::SERVICE_UNAVAILABLE,
+        "{}",
+        diagnostic(&full)
+    );
+    assert!(diagnostic(&full).contains("tenant"));
+    assert_eq!(full.uint_option(option::MAX_AGE), Ok(Some(5)));
+    assert_eq!(envelopes(&r.log).await.len(), 3);
 }

@@ -843,3 +843,149 @@ async fn oversized_retention_settings_are_refused_briefly() {
     assert!(!out.contains("1y"), "{out}");
     create_device_in(&s, "default", "d1").await;
 }
+
+/// One CoAP exchange from `socket`: the first answer to `msg` within 5 s.
+async fn coap_exchange(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    msg: &tributary_coap_codec::Message,
+) -> tributary_coap_codec::Message {
+    socket.send_to(&msg.encode(), to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("a CoAP answer within 5 s")
+            .unwrap();
+        let m = tributary_coap_codec::Message::decode(&buf[..n]).expect("a CoAP message");
+        if m.message_id == msg.message_id {
+            return m;
+        }
+    }
+}
+
+fn coap_post(id: u16, token: &str, body: &[u8]) -> tributary_coap_codec::Message {
+    use tributary_coap_codec::{Code, Message, MessageType, Token, option};
+    let mut m = Message::new(MessageType::Confirmable, Code::POST, id);
+    m.token = Token::new(&id.to_be_bytes()).unwrap();
+    m.add_option(option::URI_PATH, b"t".to_vec());
+    m.add_option(
+        tributary_ingest_coap::TOKEN_OPTION,
+        token.as_bytes().to_vec(),
+    );
+    m.payload = body.to_vec();
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coap_floods_of_retransmissions_garbage_new_peers_and_jumbo_datagrams_are_bounded() {
+    use tributary_coap_codec::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &["--coap-addr", "127.0.0.1:0"]);
+    let coap = s.coap.expect("coap=");
+    let mut bystander = Bystander::new(&s).await;
+    let token = create_device_in(&s, "default", "coap-attacker").await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    // 1. One confirmable POST, then 3,000 copies of it: one point.
+    let once = coap_post(7, &token, br#"{"values": {"once": 1}}"#);
+    assert_eq!(
+        coap_exchange(&socket, coap, &once).await.code,
+        Code::CHANGED
+    );
+    let wire = once.encode();
+    for _ in 0..3000 {
+        socket.send_to(&wire, coap).await.unwrap();
+    }
+    // 2. Garbage: every kind of malformed datagram.
+    for i in 0..3000u32 {
+        let junk = [
+            0x40 | (i % 16) as u8,
+            (i >> 3) as u8,
+            i as u8,
+            0xff,
+            0xff,
+            0xf1,
+        ];
+        socket
+            .send_to(&junk[..(i % 6) as usize + 1], coap)
+            .await
+            .unwrap();
+    }
+    // 3. Five hundred new endpoints with a wrong token: refused, and they
+    // take no room (a device can still post below).
+    let mut peers = Vec::new();
+    for _ in 0..500 {
+        let p = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        p.send_to(&coap_post(1, "tbd_wrong", b"{}").encode(), coap)
+            .await
+            .unwrap();
+        peers.push(p);
+    }
+    let refused = coap_exchange(&peers[499], coap, &coap_post(2, "tbd_wrong", b"{}")).await;
+    assert_eq!(refused.code, Code::UNAUTHORIZED);
+    // 4. Jumbo datagrams: 4.13 with the size taken. (A fresh endpoint: the
+    // flooding socket's buffer is full of answers.)
+    let fresh = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let jumbo = coap_post(9, &token, &vec![b'x'; 60_000]);
+    let too_large = coap_exchange(&fresh, coap, &jumbo).await;
+    assert_eq!(too_large.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    assert!(
+        too_large
+            .uint_option(tributary_coap_codec::option::SIZE1)
+            .unwrap()
+            .is_some()
+    );
+
+    // The server is up, and others are served: HTTP, MQTT, queries, and a
+    // CoAP device of another tenant.
+    bystander.still_served(&s).await;
+    let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let ok = coap_exchange(
+        &other,
+        coap,
+        &coap_post(1, &bystander.token, br#"{"values": {"kwh": 0.5}}"#),
+    )
+    .await;
+    assert_eq!(ok.code, Code::CHANGED);
+    assert!(
+        started.elapsed() < BYSTANDER_LIMIT,
+        "{:?}",
+        started.elapsed()
+    );
+    // The flood of copies appended nothing more. A later point from the
+    // same device is stored after it, in order: once it shows, so would
+    // any copy.
+    assert_eq!(
+        coap_exchange(
+            &fresh,
+            coap,
+            &coap_post(8, &token, br#"{"values": {"after": 1}}"#)
+        )
+        .await
+        .code,
+        Code::CHANGED
+    );
+    let mut q = s.query(&s.admin_token).await;
+    eventually(Duration::from_secs(20), "the later point", || {
+        let q = q.clone();
+        async move {
+            let mut q = q;
+            (!range_all(&mut q, "coap-attacker", &["after"], 0, i64::MAX)
+                .await
+                .is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    let once = range_all(&mut q, "coap-attacker", &["once"], 0, i64::MAX).await;
+    assert_eq!(once.len(), 1, "3,000 retransmissions stored once");
+    let duplicates = metric(&s, "tributary_coap_duplicates_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        duplicates >= 1000.0,
+        "answered from the exchange cache: {duplicates}"
+    );
+}

@@ -27,7 +27,7 @@ use anyhow::{Context, bail};
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The sections a config file may have, for settings without a flag.
-pub const SECTIONS: &[&str] = &["mqtt", "query", "commands", "registry", "api"];
+pub const SECTIONS: &[&str] = &["mqtt", "coap", "query", "commands", "registry", "api"];
 
 /// The sections of the config file, once read.
 static FILE_SECTIONS: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();

@@ -136,12 +136,9 @@ pub async fn start_coap(
         .await
         .with_context(|| format!("binding the CoAP listener on {addr}"))?;
     let bound = socket.local_addr()?;
-    let server = CoapServer::new(
-        ingestor,
-        CoapConfig::default(),
-        CoapMetrics::register(metrics),
-    )
-    .map_err(|e| anyhow::anyhow!("configuring the CoAP server: {e}"))?;
+    let config = super::config_file::section("coap", CoapConfig::default(), &[])?;
+    let server = CoapServer::new(ingestor, config, CoapMetrics::register(metrics))
+        .map_err(|e| anyhow::anyhow!("configuring the CoAP server: {e}"))?;
     tracing::warn!(
         %bound,
         "plain CoAP is on: device tokens and data cross the network unencrypted"
