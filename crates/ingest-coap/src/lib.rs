@@ -279,7 +279,7 @@ impl CoapServer {
         }
         let mut ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, id);
         ack.token = Token::new(&data[4..4 + tkl]).unwrap_or_default();
-        reply.apply(&mut ack);
+        reply.apply(&mut ack, usize::MAX);
         ack.set_uint_option(option::SIZE1, self.inner.config.max_body_bytes as u32);
         self.respond(socket, peer, &ack);
     }
@@ -322,7 +322,7 @@ impl CoapServer {
                 .retry_after(1);
                 inner.metrics.refused(refusal, &reply);
                 let mut msg = self.response_frame(&req);
-                reply.apply(&mut msg);
+                reply.apply(&mut msg, req.encoded_len());
                 self.respond(socket, peer, &msg);
             }
             Admission::New => {
@@ -368,7 +368,7 @@ impl CoapServer {
         if req.mtype == MessageType::NonConfirmable {
             let reply = work.await;
             let mut msg = self.response_frame(&req);
-            reply.apply(&mut msg);
+            reply.apply(&mut msg, req.encoded_len());
             self.finish(peer, id, reply.code, msg.encode());
             self.respond(socket, peer, &msg);
             return;
@@ -377,7 +377,7 @@ impl CoapServer {
         match tokio::time::timeout(separate_after, &mut work).await {
             Ok(reply) => {
                 let mut msg = self.response_frame(&req);
-                reply.apply(&mut msg);
+                reply.apply(&mut msg, req.encoded_len());
                 self.finish(peer, id, reply.code, msg.encode());
                 self.respond(socket, peer, &msg);
             }
@@ -393,7 +393,7 @@ impl CoapServer {
                 self.finish(peer, id, reply.code, ack.encode());
                 let mut msg = Message::new(MessageType::Confirmable, Code::EMPTY, self.next_id());
                 msg.token = req.token;
-                reply.apply(&mut msg);
+                reply.apply(&mut msg, req.encoded_len());
                 self.inner.metrics.responded(msg.code);
                 self.deliver(socket, peer, msg).await;
             }

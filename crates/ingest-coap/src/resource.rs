@@ -83,13 +83,19 @@ impl Reply {
         self
     }
 
-    /// Writes the reply into `msg` (its code, options and payload).
-    pub(crate) fn apply(&self, msg: &mut Message) {
+    /// Writes the reply into `msg` (its code, options and payload). An
+    /// error's diagnostic is left out when it would make the answer larger
+    /// than the `request_len`-byte request: a spoofed source address then
+    /// gains no amplification from an error.
+    pub(crate) fn apply(&self, msg: &mut Message, request_len: usize) {
         msg.code = self.code;
         for (n, v) in &self.options {
             msg.add_option(*n, v.clone());
         }
         msg.payload.clone_from(&self.payload);
+        if self.code.class() != 2 && msg.encoded_len() > request_len {
+            msg.payload.clear();
+        }
     }
 }
 

@@ -162,6 +162,10 @@ fn post(id: u16, path: &[&str], token: Option<&str>, format: Option<u32>, body: 
     if let Some(f) = format {
         m.set_uint_option(option::CONTENT_FORMAT, f);
     }
+    // An elective option the server ignores, as padding: an error's
+    // diagnostic is sent only when the answer is no larger than the
+    // request (see `tiny_requests_get_no_larger_answers`).
+    m.add_option(65_000, vec![0; 120]);
     m.payload = body.as_bytes().to_vec();
     m
 }
@@ -303,7 +307,7 @@ async fn a_slow_append_gets_an_empty_ack_then_a_separate_response_until_acknowle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_their_codes_and_diagnostics() {
     let r = rig(CoapConfig {
-        max_message_bytes: 200,
+        max_message_bytes: 400,
         max_body_bytes: 100,
         ..CoapConfig::default()
     })
@@ -386,7 +390,7 @@ async fn refusals_carry_their_codes_and_diagnostics() {
         );
     }
     // A datagram over the limit: 4.13 with the largest body taken.
-    let big = post(11, &["t"], Some("dev"), None, &"x".repeat(300));
+    let big = post(11, &["t"], Some("dev"), None, &"x".repeat(500));
     c.send(&big).await;
     let resp = c.recv().await;
     assert_eq!(
@@ -488,4 +492,30 @@ async fn refused_requests_take_no_room_and_a_tenant_holds_only_its_share() {
     assert!(diagnostic(&full).contains("tenant"));
     assert_eq!(full.uint_option(option::MAX_AGE), Ok(Some(5)));
     assert_eq!(envelopes(&r.log).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_requests_get_no_larger_answers() {
+    // A spoofed source gains nothing: an error is never larger than the
+    // request that caused it (its diagnostic is left out if it would be).
+    let r = rig(CoapConfig::default()).await;
+    let c = Client::new(r.addr).await;
+    let mut tiny = Message::new(MessageType::Confirmable, Code::POST, 5);
+    tiny.add_option(option::URI_PATH, b"t".to_vec());
+    c.send(&tiny).await;
+    let resp = c.recv().await;
+    assert_eq!(resp.code, Code::UNAUTHORIZED);
+    assert!(
+        resp.encoded_len() <= tiny.encoded_len(),
+        "{} > {}",
+        resp.encoded_len(),
+        tiny.encoded_len()
+    );
+    tiny.message_id = 6;
+    tiny.remove_option(option::URI_PATH);
+    tiny.add_option(option::URI_PATH, b"nothing-here".to_vec());
+    c.send(&tiny).await;
+    let resp = c.recv().await;
+    assert_eq!(resp.code, Code::NOT_FOUND);
+    assert!(resp.encoded_len() <= tiny.encoded_len());
 }
