@@ -6,6 +6,8 @@
 use std::fs;
 use std::path::Path;
 
+#[path = "../fuzz/checks/cbor.rs"]
+mod cbor;
 #[path = "../fuzz/checks/json.rs"]
 mod json;
 #[path = "../fuzz/checks/lineproto.rs"]
@@ -46,4 +48,9 @@ fn lineproto() {
 #[test]
 fn senml() {
     replay("senml", senml::check);
+}
+
+#[test]
+fn cbor() {
+    replay("cbor", cbor::check);
 }

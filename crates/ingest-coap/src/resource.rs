@@ -2,7 +2,7 @@
 //!
 //! | path | method | what |
 //! |---|---|---|
-//! | `/t` | POST | telemetry: JSON (50, or no Content-Format) or SenML JSON (110) |
+//! | `/t` | POST | telemetry: JSON (50, or no Content-Format), CBOR (60), SenML JSON (110) or SenML CBOR (112) |
 //! | `/t/{metric}` | POST | one bare value: text (0, or none) or a JSON scalar (50) |
 //! | `/.well-known/core` | GET | the resources, in link format (RFC 6690) |
 //!
@@ -205,7 +205,7 @@ fn method_name(code: Code) -> &'static str {
 
 fn discovery() -> Reply {
     let mut r = Reply::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, 40);
-    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 110",</t/{metric}>;rt="tributary.value";ct="0 50""#.to_vec();
+    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 60 110 112",</t/{metric}>;rt="tributary.value";ct="0 50""#.to_vec();
     r
 }
 
@@ -280,6 +280,13 @@ async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Res
         (None, None | Some(content_format::JSON)) => {
             (formats::json::parse(body, now, limits), "application/json")
         }
+        (None, Some(content_format::CBOR)) => {
+            (formats::cbor::parse(body, now, limits), "application/cbor")
+        }
+        (None, Some(content_format::SENML_CBOR)) => (
+            formats::cbor::parse_senml(body, now, limits),
+            "application/senml+cbor",
+        ),
         (None, Some(content_format::SENML_JSON)) => (
             formats::senml::parse(body, now, limits),
             "application/senml+json",
@@ -292,7 +299,9 @@ async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Res
                 Refusal::ContentFormat,
                 Reply::error(
                     Code::UNSUPPORTED_CONTENT_FORMAT,
-                    format_args!("Content-Format {other}; /t takes 50 (JSON) or 110 (SenML JSON)"),
+                    format_args!(
+                        "Content-Format {other}; /t takes 50 (JSON), 60 (CBOR), 110 (SenML JSON) or 112 (SenML CBOR)"
+                    ),
                 ),
             ));
         }

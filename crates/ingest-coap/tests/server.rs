@@ -238,11 +238,41 @@ async fn senml_and_bare_values_are_stored() {
     c.send(&post(3, &["t", "door"], Some("dev"), Some(0), "true"))
         .await;
     assert_eq!(c.recv().await.code, Code::CHANGED);
+    // SenML CBOR: [{0: "temp", 2: 21.5}], and CBOR: {"values": {"x": 1}}.
+    let mut senml_cbor = post(4, &["t"], Some("dev"), Some(112), "");
+    senml_cbor.payload = vec![
+        0x81, 0xa2, 0x00, 0x64, b't', b'e', b'm', b'p', 0x02, 0xf9, 0x4d, 0x60,
+    ];
+    c.send(&senml_cbor).await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    let mut cbor = post(5, &["t"], Some("dev"), Some(60), "");
+    cbor.payload = vec![
+        0xa1, 0x66, b'v', b'a', b'l', b'u', b'e', b's', 0xa1, 0x61, b'x', 0x01,
+    ];
+    c.send(&cbor).await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    // Malformed CBOR: 4.00 naming the byte.
+    let mut bad = post(6, &["t"], Some("dev"), Some(112), "");
+    bad.payload = vec![0x81, 0xa1, 0x02];
+    c.send(&bad).await;
+    let refused = c.recv().await;
+    assert_eq!(refused.code, Code::BAD_REQUEST);
+    assert!(
+        diagnostic(&refused).contains("byte"),
+        "{}",
+        diagnostic(&refused)
+    );
     let stored = envelopes(&r.log).await;
     let types: Vec<&str> = stored.iter().map(|e| e.content_type.as_str()).collect();
     assert_eq!(
         types,
-        ["application/senml+json", "text/plain", "text/plain"]
+        [
+            "application/senml+json",
+            "text/plain",
+            "text/plain",
+            "application/senml+cbor",
+            "application/cbor"
+        ]
     );
 }
 

@@ -2,7 +2,7 @@
 //!
 //! | route | credential | body |
 //! |---|---|---|
-//! | `POST /v1/telemetry` | device access token | Tributary JSON, or SenML (`application/senml+json`) |
+//! | `POST /v1/telemetry` | device access token | Tributary JSON, SenML (`application/senml+json`), or either in CBOR (`application/cbor`, `application/senml+cbor`) |
 //! | `POST /write` | tenant ingest token | InfluxDB 1.x line protocol (`db`, `precision`) |
 //! | `POST /api/v2/write` | tenant ingest token | InfluxDB 2.x line protocol (`org`, `bucket`, `precision`) |
 //!
@@ -194,9 +194,16 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
         Err(r) => return r,
     };
     let media = media_type(&headers);
-    let senml = match media.as_str() {
-        "application/senml+json" => true,
-        "" | "application/json" => false,
+    type Parser = fn(
+        &[u8],
+        i64,
+        &tributary_core::Limits,
+    ) -> Result<Vec<tributary_core::model::Point>, formats::ParseError>;
+    let (parse, media): (Parser, &str) = match media.as_str() {
+        "" | "application/json" => (formats::json::parse, "application/json"),
+        "application/senml+json" => (formats::senml::parse, "application/senml+json"),
+        "application/cbor" => (formats::cbor::parse, "application/cbor"),
+        "application/senml+cbor" => (formats::cbor::parse_senml, "application/senml+cbor"),
         other => {
             return Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -204,7 +211,7 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
                 "Unsupported content type",
             )
             .detail(format!(
-                "{other:?}; use application/json or application/senml+json"
+                "{other:?}; use application/json, application/senml+json, application/cbor or application/senml+cbor"
             ))
             .into_response();
         }
@@ -220,11 +227,7 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
         return error_response(e);
     }
     let now = tributary_core::time::now_ns();
-    let parsed = if senml {
-        formats::senml::parse(&bytes, now, &limits)
-    } else {
-        formats::json::parse(&bytes, now, &limits)
-    };
+    let parsed = parse(&bytes, now, &limits);
     let points = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -232,14 +235,7 @@ async fn telemetry(State(ingestor): State<Ingestor>, headers: HeaderMap, body: B
             return error_response(e.into());
         }
     };
-    let ctx = request_context(
-        &headers,
-        if senml {
-            "application/senml+json"
-        } else {
-            "application/json"
-        },
-    );
+    let ctx = request_context(&headers, media);
     match ingestor.ingest_device(&principal, points, &ctx).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error_response(e),

@@ -453,3 +453,41 @@ async fn points_outside_retention_are_refused_not_acknowledged() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
     assert!(all_envelopes(&r.log).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cbor_and_senml_cbor_are_taken_like_their_json_twins() {
+    let r = rig(Limits::default(), 1 << 20).await;
+    // [{0: "temp", 2: 21.5}] and {"values": {"x": 1}}.
+    let senml = vec![
+        0x81u8, 0xa2, 0x00, 0x64, b't', b'e', b'm', b'p', 0x02, 0xf9, 0x4d, 0x60,
+    ];
+    let doc = vec![
+        0xa1u8, 0x66, b'v', b'a', b'l', b'u', b'e', b's', 0xa1, 0x61, b'x', 0x01,
+    ];
+    for (media, body) in [("application/senml+cbor", senml), ("application/cbor", doc)] {
+        let (status, _, problem) = send(
+            &r.app,
+            post("/v1/telemetry", Some("Bearer dev"), media, body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{media}: {problem}");
+    }
+    let (status, _, problem) = send(
+        &r.app,
+        post(
+            "/v1/telemetry",
+            Some("Bearer dev"),
+            "application/senml+cbor",
+            vec![0x81u8, 0xa1, 0x02],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem.to_string().contains("byte 3"), "{problem}");
+    let types: Vec<String> = all_envelopes(&r.log)
+        .await
+        .into_iter()
+        .map(|e| e.content_type)
+        .collect();
+    assert_eq!(types, ["application/senml+cbor", "application/cbor"]);
+}

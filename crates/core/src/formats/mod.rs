@@ -2,6 +2,7 @@
 //!
 //! * [`json`]: Tributary's JSON, `{"ts": .., "values": {..}}` or an array of those;
 //! * [`senml`]: SenML JSON (RFC 8428);
+//! * [`cbor`]: the same two in CBOR (`application/cbor`, SenML CBOR);
 //! * [`lineproto`]: InfluxDB line protocol, for tenant ingest tokens.
 //!
 //! Every parser is total: any input yields points or a [`ParseError`] that
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{Point, ValidationError};
 
+pub mod cbor;
 pub mod json;
 pub mod lineproto;
 pub mod senml;
