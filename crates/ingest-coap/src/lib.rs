@@ -35,11 +35,13 @@ use tributary_ingest::Ingestor;
 mod exchanges;
 mod metrics;
 pub mod resource;
+mod uploads;
 
 pub use metrics::{CoapMetrics, Refusal};
 pub use resource::TOKEN_OPTION;
 
 use exchanges::{Admission, Bounds, Exchanges, State};
+use uploads::{SharedUploads, UploadBounds};
 
 /// The frontend's settings (`[coap]` in the configuration file, or
 /// `TRIBUTARY_COAP__<FIELD>` variables).
@@ -50,8 +52,16 @@ pub struct CoapConfig {
     /// Size1. RFC 7252 advises 1,152 bytes of message for paths with an
     /// unknown MTU.
     pub max_message_bytes: usize,
-    /// The largest payload taken in one request.
+    /// The largest payload taken in one message.
     pub max_body_bytes: usize,
+    /// The largest body taken in blocks (Block1).
+    pub max_upload_bytes: usize,
+    /// Bytes of all block-wise uploads held until their last block.
+    pub max_upload_total_bytes: usize,
+    /// Of them, one tenant's devices'.
+    pub max_upload_tenant_bytes: usize,
+    /// An upload without a block for this long is dropped.
+    pub upload_idle_secs: u64,
     /// How long a request is remembered to answer its retransmissions, in
     /// seconds (RFC 7252's EXCHANGE_LIFETIME, 247).
     pub exchange_lifetime_secs: u64,
@@ -85,6 +95,10 @@ impl Default for CoapConfig {
         CoapConfig {
             max_message_bytes: 1152,
             max_body_bytes: 1024,
+            max_upload_bytes: 64 * 1024,
+            max_upload_total_bytes: 64 * 1024 * 1024,
+            max_upload_tenant_bytes: 16 * 1024 * 1024,
+            upload_idle_secs: 60,
             exchange_lifetime_secs: 247,
             max_exchanges: 1_000_000,
             max_exchanges_per_tenant: 250_000,
@@ -116,6 +130,18 @@ impl CoapConfig {
                     .into(),
             );
         }
+        if self.max_upload_bytes < self.max_body_bytes
+            || self.max_upload_tenant_bytes < self.max_upload_bytes
+            || self.max_upload_total_bytes < self.max_upload_tenant_bytes
+        {
+            return Err(
+                "max_body_bytes ≤ max_upload_bytes ≤ max_upload_tenant_bytes ≤ max_upload_total_bytes"
+                    .into(),
+            );
+        }
+        if !(1..=3600).contains(&self.upload_idle_secs) {
+            return Err("upload_idle_secs: 1 to 3600".into());
+        }
         if !(1..=3600).contains(&self.exchange_lifetime_secs) {
             return Err("exchange_lifetime_secs: 1 to 3600".into());
         }
@@ -143,6 +169,7 @@ struct Inner {
     config: CoapConfig,
     metrics: CoapMetrics,
     exchanges: Mutex<Exchanges>,
+    uploads: SharedUploads,
     /// Message ids of the server's own confirmable and non-confirmable
     /// messages.
     next_id: AtomicU16,
@@ -169,9 +196,19 @@ impl CoapServer {
             max_pending_per_peer: config.max_pending_per_peer,
             max_peers: config.max_peers,
         };
+        let uploads = SharedUploads::new(
+            UploadBounds {
+                max_upload_bytes: config.max_upload_bytes,
+                max_total_bytes: config.max_upload_total_bytes,
+                max_tenant_bytes: config.max_upload_tenant_bytes,
+                idle: Duration::from_secs(config.upload_idle_secs),
+            },
+            metrics.upload_bytes.clone(),
+        );
         Ok(CoapServer {
             inner: Arc::new(Inner {
                 ingestor,
+                uploads,
                 metrics,
                 exchanges: Mutex::new(Exchanges::new(bounds)),
                 next_id: AtomicU16::new(rand::random()),
@@ -362,6 +399,8 @@ impl CoapServer {
             metrics: &inner.metrics,
             max_body: inner.config.max_body_bytes,
             claim: &claim,
+            peer,
+            uploads: &inner.uploads,
         };
         let work = resource::handle(&cx, &req);
         tokio::pin!(work);

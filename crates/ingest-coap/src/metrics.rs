@@ -44,6 +44,11 @@ pub enum Refusal {
     PendingPerPeer,
     /// The tenant's devices hold their share of the exchange table (5.03).
     TenantExchanges,
+    /// A block out of order, or no upload to continue (4.08).
+    Incomplete,
+    /// The bytes held for block-wise uploads, the server's or the
+    /// tenant's, are spent (5.03).
+    UploadBytes,
 }
 
 impl Refusal {
@@ -62,6 +67,8 @@ impl Refusal {
         Refusal::Peers,
         Refusal::PendingPerPeer,
         Refusal::TenantExchanges,
+        Refusal::Incomplete,
+        Refusal::UploadBytes,
     ];
 
     /// The metric label.
@@ -80,6 +87,8 @@ impl Refusal {
             Refusal::Peers => "peers",
             Refusal::PendingPerPeer => "pending_per_peer",
             Refusal::TenantExchanges => "tenant_exchanges",
+            Refusal::Incomplete => "incomplete",
+            Refusal::UploadBytes => "upload_bytes",
         }
     }
 
@@ -92,6 +101,7 @@ impl Refusal {
                 | Refusal::Peers
                 | Refusal::PendingPerPeer
                 | Refusal::TenantExchanges
+                | Refusal::UploadBytes
         )
     }
 }
@@ -117,6 +127,7 @@ pub struct CoapMetrics {
     separate_lost: Counter,
     exchanges: Gauge,
     peers: Gauge,
+    pub(crate) upload_bytes: Gauge,
 }
 
 impl CoapMetrics {
@@ -164,6 +175,11 @@ impl CoapMetrics {
             "Endpoints with exchanges remembered",
             m.peers.clone(),
         );
+        r.register(
+            "upload_bytes",
+            "Bytes of block-wise uploads held until their last block",
+            m.upload_bytes.clone(),
+        );
         m
     }
 
@@ -178,6 +194,7 @@ impl CoapMetrics {
             separate_lost: Counter::default(),
             exchanges: Gauge::default(),
             peers: Gauge::default(),
+            upload_bytes: Gauge::default(),
         }
     }
 

@@ -4,6 +4,10 @@
 //! |---|---|---|
 //! | `/t` | POST | telemetry: JSON (50, or no Content-Format), CBOR (60), SenML JSON (110) or SenML CBOR (112) |
 //! | `/t/{metric}` | POST | one bare value: text (0, or none) or a JSON scalar (50) |
+//!
+//! A body larger than a datagram comes in blocks (Block1, RFC 7959): each
+//! block but the last is answered 2.31 Continue, and the last, once the
+//! whole body is durable, 2.04 Changed.
 //! | `/.well-known/core` | GET | the resources, in link format (RFC 6690) |
 //!
 //! A device authenticates with its token in option [`TOKEN_OPTION`], never
@@ -18,6 +22,7 @@ use tributary_core::model::{Point, Value, validate_point};
 use tributary_ingest::{IngestError, Ingestor, Rejection, RequestContext};
 
 use crate::metrics::{CoapMetrics, Refusal};
+use crate::uploads::Step;
 
 /// The option that carries a device's token (`tbd_…`): a number from the
 /// experimental range (RFC 7252 section 12.2), critical and unsafe to
@@ -115,6 +120,10 @@ pub(crate) struct Context<'a> {
     /// Counts the request against its tenant's share of remembered
     /// exchanges; false when the tenant holds its share.
     pub claim: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The client's endpoint.
+    pub peer: std::net::SocketAddr,
+    /// Block-wise uploads in progress.
+    pub uploads: &'a crate::uploads::SharedUploads,
 }
 
 /// Answers one request. Returns only once an acknowledged write is durable.
@@ -132,8 +141,7 @@ pub(crate) async fn handle(cx: &Context<'_>, req: &Message) -> Reply {
 
 async fn upload(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Reply {
     match telemetry(cx, req, metric).await {
-        Ok(()) => Reply::new(Code::CHANGED),
-        Err(reply) => reply,
+        Ok(reply) | Err(reply) => reply,
     }
 }
 
@@ -209,24 +217,20 @@ fn discovery() -> Reply {
     r
 }
 
-async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Result<(), Reply> {
+/// Stores a request's points. `Ok` is the success reply: 2.04 Changed, or
+/// 2.31 Continue for a block of an upload that is not the last.
+async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Result<Reply, Reply> {
     let (ingestor, metrics, max_body) = (cx.ingestor, cx.metrics, cx.max_body);
     let refuse = |refusal: Refusal, reply: Reply| {
         metrics.refused(refusal, &reply);
         reply
     };
-    if let Ok(Some(block)) = req.block1()
-        && (block.num != 0 || block.more)
-    {
-        return Err(refuse(
-            Refusal::TooLarge,
-            Reply::error(
-                Code::REQUEST_ENTITY_TOO_LARGE,
-                format_args!("send at most {max_body} bytes in one message"),
-            )
-            .with_uint(option::SIZE1, max_body as u32),
-        ));
-    }
+    let block = req.block1().map_err(|e| {
+        refuse(
+            Refusal::Invalid,
+            Reply::error(Code::BAD_REQUEST, format_args!("{e}")),
+        )
+    })?;
     let token = req
         .option(TOKEN_OPTION)
         .and_then(|t| std::str::from_utf8(t).ok())
@@ -256,17 +260,77 @@ async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Res
             Reply::error(Code::BAD_REQUEST, format_args!("{e}")),
         )
     })?;
-    let body = &req.payload;
-    if body.len() > max_body {
-        return Err(refuse(
-            Refusal::TooLarge,
-            Reply::error(
-                Code::REQUEST_ENTITY_TOO_LARGE,
-                format_args!("{} bytes; the most is {max_body}", body.len()),
-            )
-            .with_uint(option::SIZE1, max_body as u32),
-        ));
-    }
+    let assembled;
+    let body: &[u8] = match block {
+        // One block of several: put the body back together first.
+        Some(b) if b.num != 0 || b.more => {
+            let step = cx.uploads.add(cx.peer, principal.tenant(), b, &req.payload);
+            match step {
+                Step::Continue => {
+                    let mut reply = Reply::new(Code::CONTINUE);
+                    reply.options.push((option::BLOCK1, b.encode()));
+                    return Ok(reply);
+                }
+                Step::Complete(body) => {
+                    assembled = body;
+                    &assembled
+                }
+                Step::Incomplete => {
+                    return Err(refuse(
+                        Refusal::Incomplete,
+                        Reply::error(
+                            Code::REQUEST_ENTITY_INCOMPLETE,
+                            "blocks go in order from block 0; start the upload again",
+                        ),
+                    ));
+                }
+                Step::TooLarge => {
+                    let max = cx.uploads.max_upload_bytes();
+                    return Err(refuse(
+                        Refusal::TooLarge,
+                        Reply::error(
+                            Code::REQUEST_ENTITY_TOO_LARGE,
+                            format_args!("uploads of at most {max} bytes"),
+                        )
+                        .with_uint(option::SIZE1, max as u32),
+                    ));
+                }
+                Step::Busy => {
+                    return Err(refuse(
+                        Refusal::UploadBytes,
+                        Reply::error(
+                            Code::SERVICE_UNAVAILABLE,
+                            "the server holds as many upload bytes as it may; retry later",
+                        )
+                        .retry_after(5),
+                    ));
+                }
+                Step::BadBlock => {
+                    return Err(refuse(
+                        Refusal::Invalid,
+                        Reply::error(
+                            Code::BAD_REQUEST,
+                            "a block other than the last must be exactly the block size, and none larger",
+                        ),
+                    ));
+                }
+            }
+        }
+        _ if req.payload.len() > max_body => {
+            return Err(refuse(
+                Refusal::TooLarge,
+                Reply::error(
+                    Code::REQUEST_ENTITY_TOO_LARGE,
+                    format_args!(
+                        "{} bytes; the most in one message is {max_body} (send larger bodies in blocks, Block1)",
+                        req.payload.len()
+                    ),
+                )
+                .with_uint(option::SIZE1, max_body as u32),
+            ));
+        }
+        _ => &req.payload,
+    };
     ingestor
         .admit(principal.tenant(), body.len())
         .await
@@ -328,7 +392,13 @@ async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Res
     ingestor
         .ingest_device(&principal, points, &ctx)
         .await
-        .map_err(|e| ingest_error(e, max_body))
+        .map_err(|e| ingest_error(e, max_body))?;
+    let mut reply = Reply::new(Code::CHANGED);
+    if let Some(b) = block {
+        // The last block, acknowledged as such (RFC 7959 section 2.3).
+        reply.options.push((option::BLOCK1, b.encode()));
+    }
+    Ok(reply)
 }
 
 /// One value for `/t/{metric}`: a number, `true` or `false`, or a JSON

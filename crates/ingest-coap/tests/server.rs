@@ -549,3 +549,56 @@ async fn tiny_requests_get_no_larger_answers() {
     assert_eq!(resp.code, Code::NOT_FOUND);
     assert!(resp.encoded_len() <= tiny.encoded_len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_blocks_is_stored_once_whole() {
+    use tributary_coap_codec::Block;
+    let r = rig(CoapConfig::default()).await;
+    let c = Client::new(r.addr).await;
+    // 40 values: about 600 bytes of JSON, sent in blocks of 64.
+    let values: Vec<String> = (0..40).map(|i| format!("\"m{i:02}\": {i}")).collect();
+    let body = format!("{{\"values\": {{{}}}}}", values.join(", "));
+    let chunks: Vec<&[u8]> = body.as_bytes().chunks(64).collect();
+    let last = chunks.len() - 1;
+    for (n, chunk) in chunks.iter().enumerate() {
+        let mut req = post(100 + n as u16, &["t"], Some("dev"), Some(50), "");
+        let block = Block::new(n as u32, n < last, 64).unwrap();
+        req.add_option(option::BLOCK1, block.encode());
+        req.payload = chunk.to_vec();
+        c.send(&req).await;
+        let resp = c.recv().await;
+        let want = if n < last {
+            Code::CONTINUE
+        } else {
+            Code::CHANGED
+        };
+        assert_eq!(resp.code, want, "block {n}: {}", diagnostic(&resp));
+        assert_eq!(resp.block1(), Ok(Some(block)), "the block is echoed");
+        assert!(envelopes(&r.log).await.is_empty() || n == last);
+        if n == 2 {
+            // A retransmitted block is answered from memory, not taken twice.
+            c.send(&req).await;
+            assert_eq!(c.recv().await, resp);
+        }
+    }
+    let stored = envelopes(&r.log).await;
+    assert_eq!(stored.len(), 1, "one append for the whole body");
+    // A gap: block 0, then block 2.
+    let mut first = post(200, &["t"], Some("dev"), Some(50), "");
+    first.add_option(option::BLOCK1, Block::new(0, true, 64).unwrap().encode());
+    first.payload = chunks[0].to_vec();
+    c.send(&first).await;
+    assert_eq!(c.recv().await.code, Code::CONTINUE);
+    let mut skip = post(201, &["t"], Some("dev"), Some(50), "");
+    skip.add_option(option::BLOCK1, Block::new(2, true, 64).unwrap().encode());
+    skip.payload = chunks[2].to_vec();
+    c.send(&skip).await;
+    let gap = c.recv().await;
+    assert_eq!(
+        gap.code,
+        Code::REQUEST_ENTITY_INCOMPLETE,
+        "{}",
+        diagnostic(&gap)
+    );
+    assert_eq!(envelopes(&r.log).await.len(), 1);
+}

@@ -115,8 +115,32 @@ async fn libcoap_posts_json_senml_and_bare_values_that_are_durable() {
     assert!(ok, "SenML JSON: {out}");
     let (ok, out) = coap_client(&["-m", "post", "-O", &auth, "-e", "3.3", &uri("/t/volt")]);
     assert!(ok, "a bare value: {out}");
+    // A body larger than a datagram, in blocks of 64 bytes (Block1).
+    let values: Vec<String> = (0..100).map(|i| format!("\"b{i:02}\": {i}.5")).collect();
+    let big = format!("{{\"values\": {{{}}}}}", values.join(", "));
+    assert!(big.len() > 1024);
+    let (ok, out) = coap_client(&[
+        "-m",
+        "post",
+        "-O",
+        &auth,
+        "-t",
+        "50",
+        "-b",
+        "64",
+        "-e",
+        &big,
+        &uri("/t"),
+    ]);
+    assert!(ok, "block-wise: {out}");
     // The ACK came after the append was durable: the points are there.
-    for (metric, value) in [("temp", 21.5), ("hum", 40.0), ("volt", 3.3)] {
+    for (metric, value) in [
+        ("temp", 21.5),
+        ("hum", 40.0),
+        ("volt", 3.3),
+        ("b00", 0.5),
+        ("b99", 99.5),
+    ] {
         let points = eventually(Duration::from_secs(20), metric, || async {
             Some(stored(&s, "coap-1", metric).await).filter(|p| !p.is_empty())
         })

@@ -881,7 +881,16 @@ fn coap_post(id: u16, token: &str, body: &[u8]) -> tributary_coap_codec::Message
 async fn coap_floods_of_retransmissions_garbage_new_peers_and_jumbo_datagrams_are_bounded() {
     use tributary_coap_codec::Code;
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &["--coap-addr", "127.0.0.1:0"]);
+    // Small upload budgets, so that half-sent uploads reach them.
+    let s = Standalone::start_with_env(
+        dir.path(),
+        &["--coap-addr".as_ref(), "127.0.0.1:0".as_ref()],
+        &[
+            ("TRIBUTARY_COAP__MAX_UPLOAD_BYTES", "65536"),
+            ("TRIBUTARY_COAP__MAX_UPLOAD_TENANT_BYTES", "65536"),
+            ("TRIBUTARY_COAP__MAX_UPLOAD_TOTAL_BYTES", "262144"),
+        ],
+    );
     let coap = s.coap.expect("coap=");
     let mut bystander = Bystander::new(&s).await;
     let token = create_device_in(&s, "default", "coap-attacker").await;
@@ -937,8 +946,34 @@ async fn coap_floods_of_retransmissions_garbage_new_peers_and_jumbo_datagrams_ar
             .is_some()
     );
 
+    // 5. Half-sent uploads: block 0 of 1,024 bytes from 200 endpoints,
+    // never continued. The tenant's upload budget (64 KiB) fills, and the
+    // rest are told to wait; another tenant's upload goes through.
+    let mut half = Vec::new();
+    let mut busy = 0;
+    for i in 0..200u16 {
+        let p = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut first = coap_post(i, &token, &[b' '; 1024]);
+        first.add_option(
+            tributary_coap_codec::option::BLOCK1,
+            tributary_coap_codec::Block::new(0, true, 1024)
+                .unwrap()
+                .encode(),
+        );
+        match coap_exchange(&p, coap, &first).await.code {
+            Code::CONTINUE => {}
+            Code::SERVICE_UNAVAILABLE => busy += 1,
+            other => panic!("half upload {i}: {other}"),
+        }
+        half.push(p);
+    }
+    assert!(
+        busy >= 100,
+        "the tenant's upload budget holds: {busy} of 200 told to wait"
+    );
+
     // The server is up, and others are served: HTTP, MQTT, queries, and a
-    // CoAP device of another tenant.
+    // CoAP device of another tenant, also in blocks.
     bystander.still_served(&s).await;
     let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let started = Instant::now();
@@ -949,6 +984,28 @@ async fn coap_floods_of_retransmissions_garbage_new_peers_and_jumbo_datagrams_ar
     )
     .await;
     assert_eq!(ok.code, Code::CHANGED);
+    let body = format!(
+        "{{\"values\": {{\"kwh\": 1.5, \"pad\": \"{}\"}}}}",
+        "x".repeat(1500)
+    );
+    for (n, chunk) in body.as_bytes().chunks(1024).enumerate() {
+        let mut block = coap_post(10 + n as u16, &bystander.token, chunk);
+        let more = (n + 1) * 1024 < body.len();
+        block.add_option(
+            tributary_coap_codec::option::BLOCK1,
+            tributary_coap_codec::Block::new(n as u32, more, 1024)
+                .unwrap()
+                .encode(),
+        );
+        let answer = coap_exchange(&other, coap, &block).await;
+        let want = if more { Code::CONTINUE } else { Code::CHANGED };
+        assert_eq!(
+            answer.code,
+            want,
+            "{:?}",
+            String::from_utf8_lossy(&answer.payload)
+        );
+    }
     assert!(
         started.elapsed() < BYSTANDER_LIMIT,
         "{:?}",

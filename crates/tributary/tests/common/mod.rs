@@ -50,6 +50,17 @@ impl Standalone {
 
     /// Starts standalone on `dir` with extra flags, and waits for its ready line.
     pub fn start_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Standalone {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Starts standalone on `dir` with extra flags and environment
+    /// variables (`TRIBUTARY_<SECTION>__<FIELD>` settings), and waits for
+    /// its ready line.
+    pub fn start_with_env(
+        dir: &Path,
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Standalone {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args(["standalone", "--data-dir"])
             .arg(dir)
@@ -66,6 +77,7 @@ impl Standalone {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .env("TRIBUTARY_LOG", "warn")
             .env("TRIBUTARY_LOG_FORMAT", "text")
             .stdout(Stdio::piped())
