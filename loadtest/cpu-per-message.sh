@@ -7,7 +7,8 @@
 #
 # Usage: bash loadtest/cpu-per-message.sh [duration] [scenario...]
 #   duration   load duration (default 20s)
-#   scenario   default: mqtt-qos1-1k mqtt-qos1-pipelined
+#   scenario   default: mqtt-qos1-1k mqtt-qos1-pipelined (coap-* scenarios
+#              run against Tributary only)
 # Needs mosquitto (Debian) and the release binaries (SKIP_BUILD=1 reuses
 # them). Prints one markdown table row per server and scenario.
 set -euo pipefail
@@ -61,14 +62,17 @@ echo "|---|---|---|---|---|---|---|"
 for sc in "${SCENARIOS[@]}"; do
   dir=$WORK/trib-$RANDOM; mkdir -p "$dir"
   "$TRIB" standalone --data-dir "$dir/data" --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
-    --metrics-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --mqtt-ws-addr 127.0.0.1:0 >"$dir/out" 2>"$dir/err" &
+    --metrics-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --mqtt-ws-addr 127.0.0.1:0 \
+    --coap-addr 127.0.0.1:0 >"$dir/out" 2>"$dir/err" &
   PID=$!
   for _ in $(seq 1 200); do grep -q "ready:" "$dir/out" && break; sleep 0.05; done
   ready=$(grep "ready:" "$dir/out")
   field() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<"$ready"; }
   measure tributary "$sc" --mqtt-addr "$(field mqtt)" --http-url "http://$(field http)" \
-    --grpc-url "http://$(field grpc)" --admin-token-file "$dir/data/admin.token"
+    --coap-addr "$(field coap)" --grpc-url "http://$(field grpc)" --admin-token-file "$dir/data/admin.token"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  # Mosquitto speaks MQTT only.
+  [[ $sc == coap* ]] && continue
 
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   mdir=$WORK/mosq-$RANDOM; mkdir -p "$mdir"; chmod 777 "$mdir"

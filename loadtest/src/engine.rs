@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::coap::CoapSettings;
 use crate::error::Error;
 use crate::http::HttpSettings;
 use crate::mqtt::MqttSettings;
@@ -213,6 +214,19 @@ pub async fn run_shard(
                 let q = quota(i);
                 tasks.spawn(async move {
                     vec![crate::mqtt::run_device(ctx, settings, cred, i, local, q, stop).await]
+                });
+            }
+        }
+        Transport::Coap(c) => {
+            let settings = Arc::new(CoapSettings::new(sc, c).await?);
+            for (local, &i) in mine.iter().enumerate() {
+                let Some(cred) = plan.credentials.get(i).cloned() else {
+                    continue;
+                };
+                let (ctx, settings, stop) = (ctx.clone(), settings.clone(), stop.clone());
+                let q = quota(i);
+                tasks.spawn(async move {
+                    vec![crate::coap::run_device(ctx, settings, cred, i, local, q, stop).await]
                 });
             }
         }

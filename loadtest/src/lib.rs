@@ -1,8 +1,9 @@
 //! `tributary-loadtest`: a device-fleet simulator and benchmark harness.
 //!
 //! It simulates N devices over MQTT (3.1.1 or 5.0, QoS 0/1/2, clean or
-//! persistent sessions, optional TLS) or HTTP (per-device Tributary JSON or
-//! SenML, or line-protocol batches with a tenant token), paced per device,
+//! persistent sessions, optional TLS), HTTP (per-device Tributary JSON or
+//! SenML, or line-protocol batches with a tenant token) or CoAP
+//! (confirmable POSTs, with retransmission), paced per device,
 //! at an open-loop total rate, or closed-loop with K messages in flight.
 //! Every message carries new points with advancing timestamps, so the
 //! server's storage does real work. It measures counts sent, acknowledged and
@@ -20,11 +21,12 @@
 //! number it did not measure.
 //!
 //! Layout: [`scenario`] (the TOML files), [`payload`] (bodies), [`pace`]
-//! (schedules), [`mqtt`] and [`http`] (senders), [`engine`] (one process's
+//! (schedules), [`mqtt`], [`http`] and [`coap`] (senders), [`engine`] (one process's
 //! senders), [`workers`] (several processes), [`provision`], [`e2e`],
 //! [`verify`], [`stats`], [`report`], [`plot`], and [`run`], which ties
 //! them together.
 
+pub mod coap;
 pub mod e2e;
 pub mod engine;
 pub mod error;

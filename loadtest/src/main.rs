@@ -87,6 +87,9 @@ struct ScenarioFlags {
     /// HTTP ingest base URL, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     http_url: Option<String>,
+    /// CoAP address, host:port.
+    #[arg(long)]
+    coap_addr: Option<String>,
     /// Path and query of line-protocol writes, e.g. "/write?db=loadtest".
     #[arg(long)]
     write_path: Option<String>,
@@ -152,6 +155,7 @@ impl ScenarioFlags {
             target: self.target,
             mqtt_addr: self.mqtt_addr.clone(),
             http_url: self.http_url.clone(),
+            coap_addr: self.coap_addr.clone(),
             write_path: self.write_path.clone(),
             grpc_url: self.grpc_url.clone(),
             registry_url: self.registry_url.clone(),

@@ -156,6 +156,13 @@ fn protocol(sc: &Scenario) -> String {
             if m.clean_session { "" } else { " persistent" },
             if m.tls { " TLS" } else { "" }
         ),
+        Transport::Coap(c) => format!(
+            "CoAP CON, {}",
+            match c.format {
+                HttpFormat::Senml => "SenML",
+                _ => "JSON",
+            }
+        ),
         Transport::Http(h) => format!(
             "HTTP {}, {} per request",
             match h.format {

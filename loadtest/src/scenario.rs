@@ -110,6 +110,8 @@ pub struct TargetConfig {
     pub mqtt_addr: String,
     /// Base URL of HTTP ingest, without a path.
     pub http_url: String,
+    /// CoAP address, `host:port` (Tributary with `--coap-addr`).
+    pub coap_addr: String,
     /// Path and query of line-protocol writes, appended to `http_url`.
     /// Empty: `/write` for Tributary, `/write?db=loadtest` for `influx`.
     pub write_path: String,
@@ -135,6 +137,7 @@ impl Default for TargetConfig {
             kind: TargetKind::Tributary,
             mqtt_addr: "127.0.0.1:1883".into(),
             http_url: "http://127.0.0.1:8080".into(),
+            coap_addr: "127.0.0.1:5683".into(),
             write_path: String::new(),
             grpc_url: "http://127.0.0.1:50051".into(),
             registry_url: String::new(),
@@ -189,14 +192,33 @@ pub enum Transport {
     Mqtt(MqttTransport),
     /// HTTP requests: per device (JSON, SenML) or per client (line protocol).
     Http(HttpTransport),
+    /// CoAP over UDP: confirmable POSTs to `/t`, one endpoint per device.
+    Coap(CoapTransport),
 }
 
 impl Transport {
-    /// `mqtt` or `http`.
+    /// `mqtt`, `http` or `coap`.
     pub fn protocol(&self) -> &'static str {
         match self {
             Self::Mqtt(_) => "mqtt",
             Self::Http(_) => "http",
+            Self::Coap(_) => "coap",
+        }
+    }
+}
+
+/// CoAP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapTransport {
+    /// Body format: `json` (Content-Format 50) or `senml` (110).
+    pub format: HttpFormat,
+}
+
+impl Default for CoapTransport {
+    fn default() -> Self {
+        Self {
+            format: HttpFormat::Json,
         }
     }
 }
@@ -542,6 +564,8 @@ pub struct Overrides {
     pub mqtt_addr: Option<String>,
     /// `target.http_url`.
     pub http_url: Option<String>,
+    /// `target.coap_addr`.
+    pub coap_addr: Option<String>,
     /// `target.write_path`.
     pub write_path: Option<String>,
     /// `target.grpc_url`.
@@ -614,6 +638,7 @@ impl Scenario {
         set(&mut t.kind, o.target);
         set(&mut t.mqtt_addr, o.mqtt_addr.clone());
         set(&mut t.http_url, o.http_url.clone());
+        set(&mut t.coap_addr, o.coap_addr.clone());
         set(&mut t.write_path, o.write_path.clone());
         set(&mut t.grpc_url, o.grpc_url.clone());
         set(&mut t.registry_url, o.registry_url.clone());
@@ -774,6 +799,17 @@ impl Scenario {
                 }
                 if h.timeout.0.is_zero() {
                     return bad("transport.timeout must be positive".into());
+                }
+            }
+            Transport::Coap(c) => {
+                if self.target.kind != TargetKind::Tributary {
+                    return bad("CoAP goes to Tributary's /t only".into());
+                }
+                if l.mode == LoadMode::Idle {
+                    return bad("idle mode holds MQTT connections; CoAP has none".into());
+                }
+                if c.format == HttpFormat::LineProtocol {
+                    return bad("CoAP takes json or senml".into());
                 }
             }
         }

@@ -137,6 +137,55 @@ fn cases() -> Vec<Case> {
             points_per_message: 100,
             devices: 12,
         },
+        Case {
+            name: "coap-json",
+            toml: r#"
+                name = "coap-json"
+                [devices]
+                count = 6
+                [transport]
+                protocol = "coap"
+                format = "json"
+                [load]
+                in_flight = 2
+                messages = 120
+                duration = "60s"
+                [payload]
+                metrics = 3
+                values = "mixed"
+                [measure]
+                verify = true
+                verify_timeout = "30s"
+            "#
+            .into(),
+            messages: 120,
+            points_per_message: 3,
+            devices: 6,
+        },
+        Case {
+            name: "coap-senml-two-workers",
+            toml: r#"
+                name = "coap-senml-two-workers"
+                [devices]
+                count = 4
+                [transport]
+                protocol = "coap"
+                format = "senml"
+                [load]
+                workers = 2
+                messages = 40
+                duration = "60s"
+                [payload]
+                metrics = 2
+                [measure]
+                verify = true
+                verify_timeout = "30s"
+            "#
+            .into(),
+            messages: 40,
+            points_per_message: 2,
+            devices: 4,
+        },
     ]
 }
 

@@ -111,6 +111,7 @@ pub struct Standalone {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub mqtt: SocketAddr,
+    pub coap: SocketAddr,
 }
 
 impl Standalone {
@@ -130,6 +131,8 @@ impl Standalone {
                 "--mqtt-addr",
                 "127.0.0.1:0",
                 "--mqtt-ws-addr",
+                "127.0.0.1:0",
+                "--coap-addr",
                 "127.0.0.1:0",
             ])
             .env("TRIBUTARY_LOG", "warn")
@@ -164,6 +167,7 @@ impl Standalone {
             http: field("http"),
             grpc: field("grpc"),
             mqtt: field("mqtt"),
+            coap: field("coap"),
             child,
             dir,
         }
@@ -174,6 +178,8 @@ impl Standalone {
         vec![
             "--mqtt-addr".into(),
             self.mqtt.to_string(),
+            "--coap-addr".into(),
+            self.coap.to_string(),
             "--http-url".into(),
             format!("http://{}", self.http),
             "--grpc-url".into(),
