@@ -48,7 +48,12 @@ impl CoapSettings {
             .await
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| Error::Scenario(format!("target.coap_addr {:?}: no address", sc.target.coap_addr)))?;
+            .ok_or_else(|| {
+                Error::Scenario(format!(
+                    "target.coap_addr {:?}: no address",
+                    sc.target.coap_addr
+                ))
+            })?;
         let (format, content_format) = match c.format {
             HttpFormat::Senml => (Format::Senml, 110),
             _ => (Format::Json, 50),

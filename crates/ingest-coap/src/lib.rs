@@ -32,8 +32,10 @@ use tokio::sync::oneshot;
 use tributary_coap_codec::{Code, Message, MessageType, Token, option};
 use tributary_ingest::Ingestor;
 
+mod commands;
 mod exchanges;
 mod metrics;
+pub mod observe;
 pub mod resource;
 mod uploads;
 
@@ -41,6 +43,7 @@ pub use metrics::{CoapMetrics, Refusal};
 pub use resource::TOKEN_OPTION;
 
 use exchanges::{Admission, Bounds, Exchanges, State};
+use observe::{Commands, ObserveBounds};
 use uploads::{SharedUploads, UploadBounds};
 
 /// The frontend's settings (`[coap]` in the configuration file, or
@@ -85,9 +88,17 @@ pub struct CoapConfig {
     /// (RFC 7252's ACK_TIMEOUT, 2,000, times 1 to 1.5 at random); it
     /// doubles each time.
     pub ack_timeout_ms: u64,
-    /// How many times a separate response is sent again (MAX_RETRANSMIT,
-    /// 4).
+    /// How many times a separate response or a command notification is
+    /// sent again (MAX_RETRANSMIT, 4).
     pub max_retransmit: u32,
+    /// Devices registered for commands (Observe on `/c`).
+    pub max_observers: usize,
+    /// Of them, one tenant's.
+    pub max_observers_per_tenant: usize,
+    /// How long a registration lasts unless renewed, in seconds.
+    pub observe_lifetime_secs: u64,
+    /// Commands waiting for a device's reply.
+    pub max_pending_commands: usize,
 }
 
 impl Default for CoapConfig {
@@ -107,6 +118,10 @@ impl Default for CoapConfig {
             separate_after_ms: 1000,
             ack_timeout_ms: 2000,
             max_retransmit: 4,
+            max_observers: 100_000,
+            max_observers_per_tenant: 50_000,
+            observe_lifetime_secs: 24 * 3600,
+            max_pending_commands: 10_000,
         }
     }
 }
@@ -150,6 +165,18 @@ impl CoapConfig {
         {
             return Err("ack_timeout_ms and separate_after_ms: 1 to 60000".into());
         }
+        if self.max_observers == 0
+            || self.max_observers_per_tenant == 0
+            || self.max_pending_commands == 0
+        {
+            return Err(
+                "max_observers, max_observers_per_tenant and max_pending_commands: at least 1"
+                    .into(),
+            );
+        }
+        if !(1..=7 * 86_400).contains(&self.observe_lifetime_secs) {
+            return Err("observe_lifetime_secs: 1 to 604800".into());
+        }
         if self.max_retransmit > 10 {
             return Err("max_retransmit: at most 10".into());
         }
@@ -170,11 +197,16 @@ struct Inner {
     metrics: CoapMetrics,
     exchanges: Mutex<Exchanges>,
     uploads: SharedUploads,
+    commands: Commands,
+    /// The socket, once serving: commands are sent on it.
+    socket: std::sync::OnceLock<Arc<UdpSocket>>,
     /// Message ids of the server's own confirmable and non-confirmable
     /// messages.
     next_id: AtomicU16,
-    /// Separate responses waiting for their ACK, by endpoint and message id.
-    waiting: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<()>>>,
+    /// Confirmable messages of the server's (separate responses, command
+    /// notifications) waiting for their ACK (`true`) or RST (`false`), by
+    /// endpoint and message id.
+    waiting: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<bool>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -205,10 +237,18 @@ impl CoapServer {
             },
             metrics.upload_bytes.clone(),
         );
+        let commands = Commands::new(ObserveBounds {
+            max_observers: config.max_observers,
+            max_per_tenant: config.max_observers_per_tenant,
+            lifetime: Duration::from_secs(config.observe_lifetime_secs),
+            max_pending: config.max_pending_commands,
+        });
         Ok(CoapServer {
             inner: Arc::new(Inner {
                 ingestor,
                 uploads,
+                commands,
+                socket: std::sync::OnceLock::new(),
                 metrics,
                 exchanges: Mutex::new(Exchanges::new(bounds)),
                 next_id: AtomicU16::new(rand::random()),
@@ -216,6 +256,21 @@ impl CoapServer {
                 config,
             }),
         })
+    }
+
+    /// Reports devices registered for commands as online on this frontend
+    /// (`frontend`, as presence names it), so that commands are routed here.
+    pub fn set_presence(
+        &self,
+        presence: Arc<dyn tributary_core::directory::PresenceSink>,
+        frontend: String,
+    ) {
+        self.inner.commands.set_presence(presence, frontend);
+    }
+
+    /// Whether `device` is registered here for commands (Observe on `/c`).
+    pub fn observed(&self, tenant: &str, device: &str) -> bool {
+        self.inner.commands.observed(tenant, device, Instant::now())
     }
 
     /// Serves datagrams from `socket` until `stop` resolves. Requests in
@@ -226,6 +281,10 @@ impl CoapServer {
         stop: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let socket = Arc::new(socket);
+        if self.inner.socket.set(Arc::clone(&socket)).is_err() {
+            return Err(std::io::Error::other("this CoAP server is serving already"));
+        }
+        let mut sweep = tokio::time::interval(Duration::from_secs(10));
         let max = self.inner.config.max_message_bytes;
         // One byte more than the largest message tells a larger datagram
         // (truncated by the kernel) from one that fits exactly.
@@ -234,6 +293,10 @@ impl CoapServer {
         loop {
             let received = tokio::select! {
                 () = &mut stop => return Ok(()),
+                _ = sweep.tick() => {
+                    self.expire_observers();
+                    continue;
+                }
                 r = socket.recv_from(&mut buf) => r,
             };
             let (n, peer) = match received {
@@ -278,7 +341,7 @@ impl CoapServer {
         match (msg.mtype, msg.code) {
             (MessageType::Acknowledgement | MessageType::Reset, _) => {
                 if let Some(tx) = lock(&self.inner.waiting).remove(&(peer, msg.message_id)) {
-                    let _ = tx.send(());
+                    let _ = tx.send(msg.mtype == MessageType::Acknowledgement);
                 }
             }
             (MessageType::Confirmable | MessageType::NonConfirmable, code) if code.is_request() => {
@@ -401,6 +464,7 @@ impl CoapServer {
             claim: &claim,
             peer,
             uploads: &inner.uploads,
+            commands: &inner.commands,
         };
         let work = resource::handle(&cx, &req);
         tokio::pin!(work);
@@ -434,7 +498,10 @@ impl CoapServer {
                 msg.token = req.token;
                 reply.apply(&mut msg, req.encoded_len());
                 self.inner.metrics.responded(msg.code);
-                self.deliver(socket, peer, msg).await;
+                if self.deliver(socket, peer, msg).await != Delivery::Acked {
+                    self.inner.metrics.separate_lost();
+                    tracing::info!(%peer, "a separate CoAP response was never acknowledged");
+                }
             }
         }
     }
@@ -452,13 +519,22 @@ impl CoapServer {
         self.inner.metrics.table(exchanges, peers);
     }
 
-    /// Sends a confirmable message until it is acknowledged (or reset), at
+    /// Sends a confirmable message until it is acknowledged or reset, at
     /// most `max_retransmit` times again, with RFC 7252's backoff.
-    async fn deliver(&self, socket: &UdpSocket, peer: SocketAddr, msg: Message) {
+    async fn deliver(&self, socket: &UdpSocket, peer: SocketAddr, msg: Message) -> Delivery {
         let inner = &self.inner;
         let key = (peer, msg.message_id);
         let (tx, mut rx) = oneshot::channel();
         lock(&inner.waiting).insert(key, tx);
+        // Whatever ends this (an answer, giving up, the caller's timeout),
+        // the waiting entry goes.
+        struct Unwait<'a>(&'a Inner, (SocketAddr, u16));
+        impl Drop for Unwait<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.waiting).remove(&self.1);
+            }
+        }
+        let _unwait = Unwait(inner, key);
         let wire = msg.encode();
         let mut wait = Duration::from_millis(inner.config.ack_timeout_ms)
             .mul_f64(1.0 + rand::random::<f64>() * 0.5);
@@ -467,15 +543,41 @@ impl CoapServer {
                 inner.metrics.retransmitted();
             }
             send_bytes(socket, peer, &wire);
-            if tokio::time::timeout(wait, &mut rx).await.is_ok() {
-                return;
+            match tokio::time::timeout(wait, &mut rx).await {
+                Ok(Ok(true)) => return Delivery::Acked,
+                Ok(Ok(false)) => return Delivery::Reset,
+                Ok(Err(_)) => return Delivery::Lost,
+                Err(_) => wait *= 2,
             }
-            wait *= 2;
         }
-        lock(&inner.waiting).remove(&key);
-        inner.metrics.separate_lost();
-        tracing::info!(%peer, "a separate CoAP response was never acknowledged");
+        Delivery::Lost
     }
+
+    /// Ends registrations past their lifetime, and reports their devices
+    /// offline.
+    fn expire_observers(&self) {
+        let expired = self.inner.commands.expire(Instant::now());
+        self.inner
+            .metrics
+            .observers(self.inner.commands.observers());
+        if expired.is_empty() {
+            return;
+        }
+        let server = self.clone();
+        tokio::spawn(async move {
+            for (tenant, device) in expired {
+                server.inner.commands.report(&tenant, &device, false).await;
+            }
+        });
+    }
+}
+
+/// What became of a confirmable message of the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Acked,
+    Reset,
+    Lost,
 }
 
 fn send(socket: &UdpSocket, peer: SocketAddr, msg: &Message) {

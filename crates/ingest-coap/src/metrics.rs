@@ -49,6 +49,9 @@ pub enum Refusal {
     /// The bytes held for block-wise uploads, the server's or the
     /// tenant's, are spent (5.03).
     UploadBytes,
+    /// The server, or the tenant, holds as many command registrations as
+    /// it may (5.03).
+    Observers,
 }
 
 impl Refusal {
@@ -69,6 +72,7 @@ impl Refusal {
         Refusal::TenantExchanges,
         Refusal::Incomplete,
         Refusal::UploadBytes,
+        Refusal::Observers,
     ];
 
     /// The metric label.
@@ -89,6 +93,7 @@ impl Refusal {
             Refusal::TenantExchanges => "tenant_exchanges",
             Refusal::Incomplete => "incomplete",
             Refusal::UploadBytes => "upload_bytes",
+            Refusal::Observers => "observers",
         }
     }
 
@@ -102,6 +107,7 @@ impl Refusal {
                 | Refusal::PendingPerPeer
                 | Refusal::TenantExchanges
                 | Refusal::UploadBytes
+                | Refusal::Observers
         )
     }
 }
@@ -128,6 +134,13 @@ pub struct CoapMetrics {
     exchanges: Gauge,
     peers: Gauge,
     pub(crate) upload_bytes: Gauge,
+    observers: Gauge,
+    commands: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 impl CoapMetrics {
@@ -176,6 +189,16 @@ impl CoapMetrics {
             m.peers.clone(),
         );
         r.register(
+            "observers",
+            "Devices registered for commands (Observe on /c)",
+            m.observers.clone(),
+        );
+        r.register(
+            "commands",
+            "Commands sent to CoAP devices, by outcome (replied, timeout, offline, refused)",
+            m.commands.clone(),
+        );
+        r.register(
             "upload_bytes",
             "Bytes of block-wise uploads held until their last block",
             m.upload_bytes.clone(),
@@ -195,6 +218,8 @@ impl CoapMetrics {
             exchanges: Gauge::default(),
             peers: Gauge::default(),
             upload_bytes: Gauge::default(),
+            observers: Gauge::default(),
+            commands: Family::default(),
         }
     }
 
@@ -239,6 +264,14 @@ impl CoapMetrics {
 
     pub(crate) fn retransmitted(&self) {
         self.retransmissions.inc();
+    }
+
+    pub(crate) fn observers(&self, n: usize) {
+        self.observers.set(n as i64);
+    }
+
+    pub(crate) fn command(&self, outcome: &'static str) {
+        self.commands.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub(crate) fn separate_lost(&self) {

@@ -8,6 +8,8 @@
 //! A body larger than a datagram comes in blocks (Block1, RFC 7959): each
 //! block but the last is answered 2.31 Continue, and the last, once the
 //! whole body is durable, 2.04 Changed.
+//! | `/c` | GET | with Observe 0: commands, as notifications ([`crate::observe`]) |
+//! | `/c/{id}` | POST | the reply to command `id` |
 //! | `/.well-known/core` | GET | the resources, in link format (RFC 6690) |
 //!
 //! A device authenticates with its token in option [`TOKEN_OPTION`], never
@@ -31,6 +33,7 @@ use crate::uploads::Step;
 pub const TOKEN_OPTION: u16 = 65003;
 
 /// Critical options a request may carry; any other is refused (4.02).
+/// (Observe is elective.)
 const UNDERSTOOD: &[u16] = &[
     option::URI_HOST,
     option::URI_PORT,
@@ -109,6 +112,10 @@ enum Route<'a> {
     Telemetry,
     Bare(&'a str),
     Discovery,
+    /// GET `/c`: observe (or stop observing) commands.
+    Commands,
+    /// POST `/c/{id}`: the reply to a command.
+    CommandReply(&'a str),
 }
 
 /// What a request may use: the ingestor, and a share of the exchange table
@@ -124,6 +131,96 @@ pub(crate) struct Context<'a> {
     pub peer: std::net::SocketAddr,
     /// Block-wise uploads in progress.
     pub uploads: &'a crate::uploads::SharedUploads,
+    /// Registrations for commands, and commands waiting for replies.
+    pub commands: &'a crate::observe::Commands,
+}
+
+/// The device a request's token (option 65003) names.
+async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String), Reply> {
+    let token = req
+        .option(TOKEN_OPTION)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .ok_or_else(|| {
+            let reply = Reply::error(Code::UNAUTHORIZED, "send the device token in option 65003");
+            cx.metrics.refused(Refusal::Unauthenticated, &reply);
+            reply
+        })?;
+    match cx.ingestor.authenticate(token).await {
+        Ok(tributary_core::directory::Principal::Device { tenant, device }) => Ok((tenant, device)),
+        Ok(_) => Err(Reply::error(
+            Code::FORBIDDEN,
+            "commands go to devices: use a device token",
+        )),
+        Err(e) => Err(ingest_error(e, cx.max_body)),
+    }
+}
+
+/// GET `/c`: Observe 0 registers the device for commands (2.05 with the
+/// Observe option, an empty representation); Observe 1, or none, ends its
+/// registration (2.05 without Observe).
+async fn observe(cx: &Context<'_>, req: &Message) -> Result<Reply, Reply> {
+    let (tenant, device) = device_of(cx, req).await?;
+    let register = req
+        .observe()
+        .map_err(|e| Reply::error(Code::BAD_REQUEST, e))?
+        == Some(0);
+    let mut reply = Reply::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, 50);
+    if register {
+        let seq = cx
+            .commands
+            .register(&tenant, &device, cx.peer, req.token, std::time::Instant::now())
+            .map_err(|bound| {
+                let reply = Reply::error(
+                    Code::SERVICE_UNAVAILABLE,
+                    format_args!("the server holds as many command registrations as it may ({bound}); retry later"),
+                )
+                .retry_after(60);
+                cx.metrics.refused(Refusal::Observers, &reply);
+                reply
+            })?;
+        cx.commands.report(&tenant, &device, true).await;
+        reply
+            .options
+            .push((option::OBSERVE, option::encode_uint(seq)));
+    } else if cx.commands.deregister(&tenant, &device, None) {
+        cx.commands.report(&tenant, &device, false).await;
+    }
+    Ok(reply)
+}
+
+/// POST `/c/{id}`: the device's reply to command `id`.
+async fn command_reply(cx: &Context<'_>, req: &Message, id: &str) -> Result<Reply, Reply> {
+    let (tenant, device) = device_of(cx, req).await?;
+    let format = req
+        .content_format()
+        .map_err(|e| Reply::error(Code::BAD_REQUEST, e))?;
+    let content_type = match format {
+        None => "",
+        Some(content_format::TEXT) => "text/plain",
+        Some(content_format::JSON) => "application/json",
+        Some(content_format::CBOR) => "application/cbor",
+        Some(content_format::OCTET_STREAM) => "application/octet-stream",
+        Some(content_format::SENML_JSON) => "application/senml+json",
+        Some(content_format::SENML_CBOR) => "application/senml+cbor",
+        Some(_) => "",
+    };
+    let answered = cx.commands.reply(
+        &tenant,
+        &device,
+        id,
+        crate::observe::DeviceReply {
+            payload: req.payload.clone(),
+            content_type: content_type.to_owned(),
+        },
+    );
+    if answered {
+        Ok(Reply::new(Code::CHANGED))
+    } else {
+        Err(Reply::error(
+            Code::NOT_FOUND,
+            format_args!("no command {id:?} of this device waits for a reply"),
+        ))
+    }
 }
 
 /// Answers one request. Returns only once an acknowledged write is durable.
@@ -132,6 +229,12 @@ pub(crate) async fn handle(cx: &Context<'_>, req: &Message) -> Reply {
         Ok(Route::Discovery) => discovery(),
         Ok(Route::Telemetry) => upload(cx, req, None).await,
         Ok(Route::Bare(metric)) => upload(cx, req, Some(metric)).await,
+        Ok(Route::Commands) => match observe(cx, req).await {
+            Ok(reply) | Err(reply) => reply,
+        },
+        Ok(Route::CommandReply(id)) => match command_reply(cx, req, id).await {
+            Ok(reply) | Err(reply) => reply,
+        },
         Err((refusal, reply)) => {
             cx.metrics.refused(refusal, &reply);
             reply
@@ -185,6 +288,8 @@ fn route(req: &Message) -> Result<Route<'_>, (Refusal, Reply)> {
         [".well-known", "core"] => (Route::Discovery, Code::GET),
         ["t"] => (Route::Telemetry, Code::POST),
         ["t", metric] => (Route::Bare(metric), Code::POST),
+        ["c"] => (Route::Commands, Code::GET),
+        ["c", id] => (Route::CommandReply(id), Code::POST),
         _ => {
             return Err((
                 Refusal::NotFound,
@@ -213,7 +318,7 @@ fn method_name(code: Code) -> &'static str {
 
 fn discovery() -> Reply {
     let mut r = Reply::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, 40);
-    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 60 110 112",</t/{metric}>;rt="tributary.value";ct="0 50""#.to_vec();
+    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 60 110 112",</t/{metric}>;rt="tributary.value";ct="0 50",</c>;rt="tributary.commands";obs"#.to_vec();
     r
 }
 

@@ -39,6 +39,10 @@ impl Authenticator for FixedAuth {
                 tenant: "acme".into(),
                 device: "d1".into(),
             }),
+            "dev2" => Ok(Principal::Device {
+                tenant: "acme".into(),
+                device: "d2".into(),
+            }),
             _ => Err(DirectoryError::Unauthenticated),
         }
     }
@@ -601,4 +605,169 @@ async fn a_body_in_blocks_is_stored_once_whole() {
         diagnostic(&gap)
     );
     assert_eq!(envelopes(&r.log).await.len(), 1);
+}
+
+fn command(device: &str, payload: &[u8], timeout: Duration) -> tributary_core::commands::Command {
+    tributary_core::commands::Command {
+        tenant: "acme".into(),
+        device: device.into(),
+        name: "blink".into(),
+        payload: payload.to_vec(),
+        content_type: "text/plain".into(),
+        timeout,
+        ttl: Duration::ZERO,
+    }
+}
+
+fn observe_request(id: u16, token: &str, observe: u32) -> Message {
+    let mut m = Message::new(MessageType::Confirmable, Code::GET, id);
+    m.token = Token::new(b"obs1").unwrap();
+    m.add_option(option::URI_PATH, b"c".to_vec());
+    m.add_option(TOKEN_OPTION, token.as_bytes().to_vec());
+    m.set_uint_option(option::OBSERVE, observe);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_an_observing_device_and_its_reply_comes_back() {
+    use tributary_core::commands::{CommandOutcome, CommandSink};
+    let r = rig(CoapConfig {
+        ack_timeout_ms: 100,
+        ..CoapConfig::default()
+    })
+    .await;
+    // Nobody observes yet: offline.
+    let outcome = r
+        .server
+        .send_command(command("d1", b"x", Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, CommandOutcome::Offline);
+
+    let c = Client::new(r.addr).await;
+    c.send(&observe_request(1, "dev", 0)).await;
+    let registered = c.recv().await;
+    assert_eq!(
+        registered.code,
+        Code::CONTENT,
+        "{}",
+        diagnostic(&registered)
+    );
+    let first_seq = registered
+        .observe()
+        .unwrap()
+        .expect("the Observe option: registered");
+    assert!(r.server.observed("acme", "d1"));
+
+    let server = r.server.clone();
+    let sent = tokio::spawn(async move {
+        server
+            .send_command(command("d1", b"3 times", Duration::from_secs(10)))
+            .await
+    });
+    let note = c.recv().await;
+    assert_eq!(
+        (note.mtype, note.code, note.token.as_bytes()),
+        (MessageType::Confirmable, Code::CONTENT, b"obs1".as_slice())
+    );
+    assert!(
+        note.observe().unwrap().unwrap() > first_seq,
+        "a fresher notification"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&note.payload).unwrap();
+    assert_eq!(body["name"], "blink");
+    assert_eq!(body["payload"], "3 times");
+    let id = body["id"].as_str().unwrap().to_owned();
+    c.send(&Message::new(
+        MessageType::Acknowledgement,
+        Code::EMPTY,
+        note.message_id,
+    ))
+    .await;
+    // Another device cannot answer it.
+    let mut wrong = post(2, &["c", &id], Some("dev2"), Some(0), "not mine");
+    wrong.token = Token::new(b"r0").unwrap();
+    c.send(&wrong).await;
+    assert_eq!(c.recv().await.code, Code::NOT_FOUND);
+    let reply = post(3, &["c", &id], Some("dev"), Some(0), "blinked 3 times");
+    c.send(&reply).await;
+    assert_eq!(c.recv().await.code, Code::CHANGED);
+    match sent.await.unwrap().unwrap() {
+        CommandOutcome::Replied(r) => {
+            assert_eq!(r.payload, b"blinked 3 times");
+            assert_eq!(r.content_type, "text/plain");
+        }
+        other => panic!("expected a reply, got {other:?}"),
+    }
+
+    // Too large for one notification: refused, not truncated.
+    let err = r
+        .server
+        .send_command(command("d1", &[b'x'; 2000], Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fit"), "{err}");
+
+    // A notification answered with Reset ends the registration.
+    let server = r.server.clone();
+    let sent = tokio::spawn(async move {
+        server
+            .send_command(command("d1", b"again", Duration::from_secs(10)))
+            .await
+    });
+    let note = c.recv().await;
+    c.send(&Message::new(
+        MessageType::Reset,
+        Code::EMPTY,
+        note.message_id,
+    ))
+    .await;
+    assert_eq!(sent.await.unwrap().unwrap(), CommandOutcome::Offline);
+    assert!(!r.server.observed("acme", "d1"));
+
+    // Registered again, then deregistered with Observe 1.
+    c.send(&observe_request(4, "dev", 0)).await;
+    assert!(c.recv().await.observe().unwrap().is_some());
+    c.send(&observe_request(5, "dev", 1)).await;
+    let done = c.recv().await;
+    assert_eq!((done.code, done.observe()), (Code::CONTENT, Ok(None)));
+    assert!(!r.server.observed("acme", "d1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_acknowledging_is_offline_and_a_silent_one_times_out() {
+    use tributary_core::commands::{CommandOutcome, CommandSink};
+    let r = rig(CoapConfig {
+        ack_timeout_ms: 50,
+        max_retransmit: 2,
+        ..CoapConfig::default()
+    })
+    .await;
+    let c = Client::new(r.addr).await;
+    c.send(&observe_request(1, "dev", 0)).await;
+    assert_eq!(c.recv().await.code, Code::CONTENT);
+    // Acknowledged, never answered: a timeout.
+    let server = r.server.clone();
+    let sent = tokio::spawn(async move {
+        server
+            .send_command(command("d1", b"x", Duration::from_millis(800)))
+            .await
+    });
+    let note = c.recv().await;
+    c.send(&Message::new(
+        MessageType::Acknowledgement,
+        Code::EMPTY,
+        note.message_id,
+    ))
+    .await;
+    assert_eq!(sent.await.unwrap().unwrap(), CommandOutcome::Timeout);
+    assert!(r.server.observed("acme", "d1"), "still registered");
+    // Never acknowledged: resent, then offline, and the registration ends.
+    let outcome = r
+        .server
+        .send_command(command("d1", b"y", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(outcome, CommandOutcome::Offline);
+    assert!(!r.server.observed("acme", "d1"));
 }

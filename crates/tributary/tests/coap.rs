@@ -229,3 +229,113 @@ async fn aiocoap_posts_and_a_retransmission_is_stored_once() {
     let dedup = stored(&s, "coap-2", "dedup").await;
     assert_eq!(dedup, [i64v(7)], "a retransmission is stored once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libcoap_observes_commands_and_its_reply_reaches_the_operator() {
+    use tokio::io::AsyncReadExt;
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let coap = s.coap.expect("coap=");
+    let token = http_device(&s, "coap-3", json!({})).await;
+    let auth = format!("{},{token}", tributary_ingest_coap::TOKEN_OPTION);
+    // The device observes /c for a minute, printing every notification.
+    // (stdbuf: its stdout is a pipe, which libc would buffer to the end.)
+    let mut observer = tokio::process::Command::new("stdbuf")
+        .args(["-o0", "coap-client-notls"])
+        .args([
+            "-m",
+            "get",
+            "-s",
+            "60",
+            "-B",
+            "60",
+            "-O",
+            &auth,
+            &format!("coap://{coap}/c"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run coap-client-notls");
+    let mut printed = observer.stdout.take().unwrap();
+    // Registered: the device is online, on this frontend.
+    eventually(
+        Duration::from_secs(20),
+        "the observing device online",
+        || async {
+            let device: serde_json::Value = http_client()
+                .get(s.api_url("/devices/coap-3"))
+                .bearer_auth(&s.admin_token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (device["presence"]["online"] == true).then_some(())
+        },
+    )
+    .await;
+    // The operator's command, through the HTTP API.
+    let api = s.api_url("/devices/coap-3/commands");
+    let admin = s.admin_token.clone();
+    let sent = tokio::spawn(async move {
+        http_client()
+            .post(api)
+            .bearer_auth(admin)
+            .json(&json!({"name": "blink", "payload": "3 times", "timeout_ms": 20000}))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    // The notification reaches libcoap's client...
+    // (It prints each payload as it comes, with no newline after it.)
+    let note = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut text = String::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = printed.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the observer ended without a notification: {text:?}");
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let found = text.match_indices('{').find_map(|(start, _)| {
+                let mut stream = serde_json::Deserializer::from_str(&text[start..])
+                    .into_iter::<serde_json::Value>();
+                stream
+                    .next()
+                    .and_then(Result::ok)
+                    .filter(|v| v["name"] == "blink")
+            });
+            if let Some(v) = found {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("a notification within 20 s");
+    assert_eq!(note["payload"], "3 times");
+    let id = note["id"].as_str().unwrap().to_owned();
+    // ...and its reply, posted with libcoap too, reaches the operator.
+    let (ok, out) = coap_client(&[
+        "-m",
+        "post",
+        "-O",
+        &auth,
+        "-t",
+        "0",
+        "-e",
+        "blinked",
+        &format!("coap://{coap}/c/{id}"),
+    ]);
+    assert!(ok, "reply: {out}");
+    let outcome = sent.await.unwrap();
+    assert_eq!(outcome["status"], "delivered_replied", "{outcome}");
+    assert_eq!(outcome["reply"], "blinked", "{outcome}");
+    let _ = observer.kill().await;
+}

@@ -14,6 +14,9 @@ use common::*;
 use tributary_coap_codec::{Code, Message, MessageType, Token, option};
 use tributary_proto::v1 as pb;
 
+/// Acknowledged points of one device: (ts_ns, value).
+type Ledger = Arc<Mutex<Vec<(i64, f64)>>>;
+
 /// Devices posting at once, one UDP endpoint each.
 const DEVICES: usize = 4;
 /// Requests each device keeps in flight.
@@ -28,12 +31,7 @@ fn start(dir: &std::path::Path) -> Standalone {
 /// Posts `{"ts": …, "values": {"v": …}}` with up to `INFLIGHT` confirmable
 /// requests outstanding, until the server stops answering; records each
 /// point whose 2.04 came back.
-async fn run_device(
-    coap: SocketAddr,
-    token: String,
-    base_ms: i64,
-    acked: Arc<Mutex<Vec<(i64, f64)>>>,
-) {
+async fn run_device(coap: SocketAddr, token: String, base_ms: i64, acked: Ledger) {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut sent: HashMap<u16, (i64, f64)> = HashMap::new();
     let mut next: u16 = 0;
@@ -89,13 +87,12 @@ async fn kill_9_loses_nothing_acknowledged_over_coap() {
     let mut tasks = Vec::new();
     for d in 0..DEVICES {
         let token = create_device_in(&s, "default", &format!("node-{d}")).await;
-        let acked: Arc<Mutex<Vec<(i64, f64)>>> = Arc::default();
+        let acked: Ledger = Arc::default();
         ledgers.push(acked.clone());
         tasks.push(tokio::spawn(run_device(coap, token, base_ms, acked)));
     }
-    let total = |ledgers: &[Arc<Mutex<Vec<(i64, f64)>>>]| -> usize {
-        ledgers.iter().map(|l| l.lock().unwrap().len()).sum()
-    };
+    let total =
+        |ledgers: &[Ledger]| -> usize { ledgers.iter().map(|l| l.lock().unwrap().len()).sum() };
     eventually(
         Duration::from_secs(120),
         "requests acknowledged by every device",

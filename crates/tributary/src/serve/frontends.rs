@@ -4,8 +4,12 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use std::sync::Arc;
+
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::sync::{broadcast, watch};
+use tributary_core::commands::{Command, CommandError, CommandOutcome, CommandSink};
+use tributary_core::directory::PresenceSink;
 use tributary_core::events::RegistryEvent;
 use tributary_ingest::Ingestor;
 use tributary_ingest_coap::{CoapConfig, CoapMetrics, CoapServer};
@@ -120,34 +124,73 @@ pub async fn start(
     Ok(addrs)
 }
 
-/// Binds the plain CoAP listener when `--coap-addr` is given, and serves it
-/// until `stop`. Returns where it listens.
-pub async fn start_coap(
+/// The CoAP frontend, bound but not yet serving.
+pub struct Coap {
+    pub server: CoapServer,
+    socket: tokio::net::UdpSocket,
+}
+
+/// Binds the plain CoAP listener when `--coap-addr` is given. Its server
+/// can take commands from now on; [`serve_coap`] starts it.
+pub async fn bind_coap(
     args: &CoapArgs,
     ingestor: Ingestor,
+    presence: Arc<dyn PresenceSink>,
+    frontend_id: &str,
     metrics: &mut MetricsRegistry,
-    stop: &watch::Receiver<bool>,
-    tasks: &mut Tasks,
-) -> anyhow::Result<Option<SocketAddr>> {
+) -> anyhow::Result<Option<Coap>> {
     let Some(addr) = args.coap_addr else {
         return Ok(None);
     };
     let socket = tokio::net::UdpSocket::bind(addr)
         .await
         .with_context(|| format!("binding the CoAP listener on {addr}"))?;
-    let bound = socket.local_addr()?;
     let config = super::config_file::section("coap", CoapConfig::default(), &[])?;
     let server = CoapServer::new(ingestor, config, CoapMetrics::register(metrics))
         .map_err(|e| anyhow::anyhow!("configuring the CoAP server: {e}"))?;
+    server.set_presence(presence, frontend_id.to_owned());
+    Ok(Some(Coap { server, socket }))
+}
+
+/// Serves the CoAP frontend until `stop`; returns where it listens.
+pub fn serve_coap(
+    coap: Coap,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<SocketAddr> {
+    let bound = coap.socket.local_addr()?;
     tracing::warn!(
         %bound,
         "plain CoAP is on: device tokens and data cross the network unencrypted"
     );
     let coap_stop = stopped(stop.clone());
     tasks.spawn("coap", async move {
-        server.serve(socket, coap_stop).await.context("CoAP server")
+        coap.server
+            .serve(coap.socket, coap_stop)
+            .await
+            .context("CoAP server")
     });
-    Ok(Some(bound))
+    Ok(bound)
+}
+
+/// Commands to the devices this process holds: over CoAP to a device
+/// registered there (Observe on `/c`), otherwise over MQTT.
+#[derive(Debug, Clone)]
+pub struct DeviceSinks {
+    pub mqtt: MqttServer,
+    pub coap: Option<CoapServer>,
+}
+
+#[async_trait::async_trait]
+impl CommandSink for DeviceSinks {
+    async fn send_command(&self, command: Command) -> Result<CommandOutcome, CommandError> {
+        match &self.coap {
+            Some(coap) if coap.observed(&command.tenant, &command.device) => {
+                coap.send_command(command).await
+            }
+            _ => CommandSink::send_command(&self.mqtt, command).await,
+        }
+    }
 }
 
 /// Closes the MQTT connections of devices that were disabled or deleted, or

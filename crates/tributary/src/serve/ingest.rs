@@ -96,20 +96,27 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     );
     let mqtt = MqttServer::new(
         ingestor.clone(),
-        presence,
+        presence.clone(),
         args.mqtt.mqtt_settings(frontend_id.clone())?,
         MqttMetrics::register(&mut metrics),
     )
     .context("configuring the MQTT server")?;
 
-    let coap = super::frontends::start_coap(
+    let coap = super::frontends::bind_coap(
         &args.coap,
         ingestor.clone(),
+        presence,
+        &frontend_id,
         &mut metrics,
-        &stop,
-        &mut tasks,
     )
     .await?;
+    let sinks = super::frontends::DeviceSinks {
+        mqtt: mqtt.clone(),
+        coap: coap.as_ref().map(|c| c.server.clone()),
+    };
+    let coap = coap
+        .map(|c| super::frontends::serve_coap(c, &stop, &mut tasks))
+        .transpose()?;
     let mut addrs = super::frontends::start(
         &args.http,
         &args.mqtt,
@@ -132,8 +139,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     // Commands addressed to this replica.
     {
-        let relay = CommandRelay::new(commands, frontend_id.clone(), Arc::new(mqtt.clone()))
-            .with_limits(limits);
+        let relay =
+            CommandRelay::new(commands, frontend_id.clone(), Arc::new(sinks)).with_limits(limits);
         let stop = stopped(stop.clone());
         tasks.spawn("command-relay", async move {
             relay.run(stop).await.context("command relay")

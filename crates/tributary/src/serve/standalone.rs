@@ -252,7 +252,7 @@ impl Platform {
         ));
         let mqtt = MqttServer::new(
             ingestor.clone(),
-            presence,
+            presence.clone(),
             args.mqtt.mqtt_settings("standalone".into())?,
             MqttMetrics::register(&mut metrics),
         )
@@ -298,16 +298,27 @@ impl Platform {
             log.clone() as Arc<dyn Log>,
             keys.clone(),
         );
-        let command_grpc =
-            CommandGrpc::new(Arc::new(mqtt.clone()), directory.clone(), keys.clone())
-                .with_config(super::config_file::section(
-                    "commands",
-                    CommandConfig::default(),
-                    &[],
-                )?)
-                .context("configuring the command service")?
-                .with_limits(command_limits)
-                .with_metrics(CommandMetrics::register(&mut metrics));
+        let coap = super::frontends::bind_coap(
+            &args.coap,
+            ingestor.clone(),
+            presence,
+            "standalone",
+            &mut metrics,
+        )
+        .await?;
+        let sinks = super::frontends::DeviceSinks {
+            mqtt: mqtt.clone(),
+            coap: coap.as_ref().map(|c| c.server.clone()),
+        };
+        let command_grpc = CommandGrpc::new(Arc::new(sinks), directory.clone(), keys.clone())
+            .with_config(super::config_file::section(
+                "commands",
+                CommandConfig::default(),
+                &[],
+            )?)
+            .context("configuring the command service")?
+            .with_limits(command_limits)
+            .with_metrics(CommandMetrics::register(&mut metrics));
         let api = tributary_api_http::router(
             tributary_api_http::Services {
                 registry: Arc::new(registry_grpc.clone()),
@@ -344,14 +355,9 @@ impl Platform {
                 (None, Some(bound))
             }
         };
-        let coap = super::frontends::start_coap(
-            &args.coap,
-            ingestor.clone(),
-            &mut metrics,
-            &stop,
-            &mut tasks,
-        )
-        .await?;
+        let coap = coap
+            .map(|c| super::frontends::serve_coap(c, &stop, &mut tasks))
+            .transpose()?;
         let mut frontends = super::frontends::start(
             &args.http,
             &args.mqtt,
