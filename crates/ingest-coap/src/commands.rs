@@ -85,6 +85,7 @@ impl CommandSink for CoapServer {
                         .commands
                         .deregister(tenant, device, Some(observer.token))
                     {
+                        inner.metrics.observers(inner.commands.observers());
                         inner.commands.report(tenant, device, false).await;
                     }
                     CommandOutcome::Offline

@@ -185,6 +185,7 @@ async fn observe(cx: &Context<'_>, req: &Message) -> Result<Reply, Reply> {
     } else if cx.commands.deregister(&tenant, &device, None) {
         cx.commands.report(&tenant, &device, false).await;
     }
+    cx.metrics.observers(cx.commands.observers());
     Ok(reply)
 }
 

@@ -972,6 +972,37 @@ async fn coap_floods_of_retransmissions_garbage_new_peers_and_jumbo_datagrams_ar
         "the tenant's upload budget holds: {busy} of 200 told to wait"
     );
 
+    // 6. Registrations for commands: one device registering from 300
+    // endpoints holds one registration (the newest), and guessed replies
+    // to commands find nothing.
+    use tributary_coap_codec::{Message, MessageType, Token, option};
+    for i in 0..300u16 {
+        let p = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut observe = Message::new(MessageType::Confirmable, Code::GET, i);
+        observe.token = Token::new(&i.to_be_bytes()).unwrap();
+        observe.add_option(option::URI_PATH, b"c".to_vec());
+        observe.add_option(
+            tributary_ingest_coap::TOKEN_OPTION,
+            token.as_bytes().to_vec(),
+        );
+        observe.set_uint_option(option::OBSERVE, 0);
+        assert_eq!(coap_exchange(&p, coap, &observe).await.code, Code::CONTENT);
+    }
+    assert_eq!(metric(&s, "tributary_coap_observers").await, Some(1.0));
+    for i in 0..200u16 {
+        let mut guess = coap_post(1000 + i, &token, b"spoofed");
+        guess.remove_option(option::URI_PATH);
+        guess.add_option(option::URI_PATH, b"c".to_vec());
+        guess.add_option(
+            option::URI_PATH,
+            format!("{:016x}", u64::from(i)).into_bytes(),
+        );
+        assert_eq!(
+            coap_exchange(&fresh, coap, &guess).await.code,
+            Code::NOT_FOUND
+        );
+    }
+
     // The server is up, and others are served: HTTP, MQTT, queries, and a
     // CoAP device of another tenant, also in blocks.
     bystander.still_served(&s).await;
