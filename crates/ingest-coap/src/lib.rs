@@ -268,6 +268,26 @@ impl CoapServer {
         self.inner.commands.set_presence(presence, frontend);
     }
 
+    /// Ends `device`'s registration for commands, if it has one here (the
+    /// device was disabled or deleted, or a credential of it revoked), and
+    /// reports it offline. Returns whether it had one. A device that may
+    /// still authenticate registers again.
+    pub async fn end_registration(&self, tenant: &str, device: &str) -> bool {
+        let ended = self.inner.commands.deregister(tenant, device, None);
+        if ended {
+            self.inner
+                .metrics
+                .observers(self.inner.commands.observers());
+            tracing::info!(
+                tenant,
+                device,
+                "ending a revoked device's CoAP registration"
+            );
+            self.inner.commands.report(tenant, device, false).await;
+        }
+        ended
+    }
+
     /// Whether `device` is registered here for commands (Observe on `/c`).
     pub fn observed(&self, tenant: &str, device: &str) -> bool {
         self.inner.commands.observed(tenant, device, Instant::now())

@@ -337,5 +337,85 @@ async fn libcoap_observes_commands_and_its_reply_reaches_the_operator() {
     let outcome = sent.await.unwrap();
     assert_eq!(outcome["status"], "delivered_replied", "{outcome}");
     assert_eq!(outcome["reply"], "blinked", "{outcome}");
+    // Disabling the device ends its registration: it goes offline.
+    let resp = http_client()
+        .post(s.api_url("/devices/coap-3/disable"))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    eventually(
+        Duration::from_secs(20),
+        "the disabled device offline",
+        || async {
+            let device: serde_json::Value = http_client()
+                .get(s.api_url("/devices/coap-3"))
+                .bearer_auth(&s.admin_token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (device["presence"]["online"] == false).then_some(())
+        },
+    )
+    .await;
     let _ = observer.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiocoap_observes_commands_and_replies() {
+    use tokio::io::AsyncBufReadExt;
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let coap = s.coap.expect("coap=");
+    let token = http_device(&s, "coap-4", json!({})).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/coap_aiocoap.py");
+    let mut device = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            coap.ip().to_string(),
+            coap.port().to_string(),
+            token,
+            "observe".into(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let mut lines = tokio::io::BufReader::new(device.stdout.take().unwrap()).lines();
+    async fn next(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        what: &str,
+    ) -> String {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 30 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the script ended before {what}"))
+    }
+    assert_eq!(next(&mut lines, "observing").await, "OK observing");
+    let outcome: serde_json::Value = http_client()
+        .post(s.api_url("/devices/coap-4/commands"))
+        .bearer_auth(&s.admin_token)
+        .json(&json!({"name": "reboot", "payload": "5 s", "timeout_ms": 20000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outcome["status"], "delivered_replied", "{outcome}");
+    assert_eq!(outcome["reply"], "rebooting in 5 s", "{outcome}");
+    assert!(
+        next(&mut lines, "the reply")
+            .await
+            .starts_with("OK replied ")
+    );
+    assert!(device.wait().await.unwrap().success());
 }

@@ -1,6 +1,6 @@
 """aiocoap (PyPI) against Tributary's CoAP frontend. Run by tests/coap.rs:
 
-    python3 coap_aiocoap.py HOST PORT TOKEN
+    python3 coap_aiocoap.py HOST PORT TOKEN [observe]
 
 1. A POST through aiocoap's own client stack (its retransmission and
    message-id handling), with the token in option 65003: 2.04 Changed.
@@ -8,6 +8,9 @@
    encoded by aiocoap: both answered 2.04 with that id; the test then checks
    that one point was stored.
 3. A GET of /.well-known/core: link format (40) naming /t.
+
+With `observe`: observes /c with aiocoap's observation API, answers the
+first command (a POST to /c/{id}) and ends.
 
 Prints `OK <what>` per step; exits non-zero on the first failure.
 """
@@ -55,5 +58,33 @@ async def main(host, port, token):
     await ctx.shutdown()
 
 
+async def observe(host, port, token):
+    """Observes /c, answers the first command, prints `OK observing`, then
+    `OK replied <id>`."""
+    import json
+    ctx = await Context.create_client_context()
+    req = Message(code=GET, uri=f"coap://{host}:{port}/c", observe=0)
+    req.opt.add_option(OpaqueOption(TOKEN_OPTION, token.encode()))
+    pr = ctx.request(req)
+    first = await asyncio.wait_for(pr.response, 20)
+    assert first.code == CONTENT and first.opt.observe is not None, first
+    print("OK observing", flush=True)
+    note = await asyncio.wait_for(pr.observation.__aiter__().__anext__(), 30)
+    command = json.loads(note.payload)
+    assert command["name"] == "reboot", command
+    reply = Message(code=POST, uri=f"coap://{host}:{port}/c/{command['id']}",
+                    payload=f"rebooting in {command['payload']}".encode(), content_format=0)
+    reply.opt.add_option(OpaqueOption(TOKEN_OPTION, token.encode()))
+    answered = await asyncio.wait_for(ctx.request(reply).response, 20)
+    assert answered.code == CHANGED, answered
+    print(f"OK replied {command['id']}", flush=True)
+    pr.observation.cancel()
+    await ctx.shutdown()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+    host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if sys.argv[4:] == ["observe"]:
+        asyncio.run(observe(host, port, token))
+    else:
+        asyncio.run(main(host, port, token))

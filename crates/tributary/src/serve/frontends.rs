@@ -195,12 +195,14 @@ impl CommandSink for DeviceSinks {
 
 /// Closes the MQTT connections of devices that were disabled or deleted, or
 /// whose credential was revoked, and of applications whose credential was
-/// revoked, as the registry's events arrive.
+/// revoked, as the registry's events arrive; ends such devices' CoAP
+/// registrations for commands.
 pub async fn close_revoked(
     mut events: broadcast::Receiver<RegistryEvent>,
-    mqtt: MqttServer,
+    sinks: DeviceSinks,
     stop: impl Future<Output = ()>,
 ) {
+    let DeviceSinks { mqtt, coap } = sinks;
     tokio::pin!(stop);
     loop {
         let event = tokio::select! {
@@ -220,6 +222,9 @@ pub async fn close_revoked(
                 ..
             }) => {
                 mqtt.disconnect_device(&tenant, &device);
+                if let Some(coap) = &coap {
+                    coap.end_registration(&tenant, &device).await;
+                }
             }
             Ok(RegistryEvent::CredentialRevoked {
                 tenant,

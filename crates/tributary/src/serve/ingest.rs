@@ -130,10 +130,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     // Revoked devices lose their open connections within the event's delay.
     {
-        let mqtt = mqtt.clone();
+        let sinks = sinks.clone();
         let stop = stopped(stop.clone());
         tasks.spawn("revocations", async move {
-            super::frontends::close_revoked(revocations, mqtt, stop).await;
+            super::frontends::close_revoked(revocations, sinks, stop).await;
             Ok(())
         });
     }

@@ -310,15 +310,16 @@ impl Platform {
             mqtt: mqtt.clone(),
             coap: coap.as_ref().map(|c| c.server.clone()),
         };
-        let command_grpc = CommandGrpc::new(Arc::new(sinks), directory.clone(), keys.clone())
-            .with_config(super::config_file::section(
-                "commands",
-                CommandConfig::default(),
-                &[],
-            )?)
-            .context("configuring the command service")?
-            .with_limits(command_limits)
-            .with_metrics(CommandMetrics::register(&mut metrics));
+        let command_grpc =
+            CommandGrpc::new(Arc::new(sinks.clone()), directory.clone(), keys.clone())
+                .with_config(super::config_file::section(
+                    "commands",
+                    CommandConfig::default(),
+                    &[],
+                )?)
+                .context("configuring the command service")?
+                .with_limits(command_limits)
+                .with_metrics(CommandMetrics::register(&mut metrics));
         let api = tributary_api_http::router(
             tributary_api_http::Services {
                 registry: Arc::new(registry_grpc.clone()),
@@ -416,9 +417,9 @@ impl Platform {
             });
         }
         {
-            let (mqtt, stop) = (mqtt.clone(), stopped(stop.clone()));
+            let (sinks, stop) = (sinks.clone(), stopped(stop.clone()));
             tasks.spawn("revocations", async move {
-                super::frontends::close_revoked(revocations, mqtt, stop).await;
+                super::frontends::close_revoked(revocations, sinks, stop).await;
                 Ok(())
             });
         }
