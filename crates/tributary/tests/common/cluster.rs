@@ -308,7 +308,13 @@ impl Cluster {
 
     /// An ingest replica named `id`, on ephemeral ports.
     pub fn ingest(&self, id: &str) -> Service {
+        self.ingest_with(id, &[])
+    }
+
+    /// [`Self::ingest`] with more flags (`--coap-addr 127.0.0.1:0`).
+    pub fn ingest_with(&self, id: &str, extra: &[&str]) -> Service {
         let mut args = self.args();
+        args.extend(extra.iter().map(os));
         args.extend([
             os("--frontend-id"),
             os(id),
