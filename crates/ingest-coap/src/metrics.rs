@@ -231,9 +231,9 @@ impl CoapMetrics {
             .inc();
         let diagnostic = String::from_utf8_lossy(&reply.payload);
         if reason.server_bound() {
-            tracing::warn!(reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
+            tracing::warn!(event = "coap.refused", reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
         } else {
-            tracing::debug!(reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
+            tracing::debug!(event = "coap.refused", reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
         }
     }
 
@@ -243,7 +243,7 @@ impl CoapMetrics {
                 reason: Refusal::Malformed.label(),
             })
             .inc();
-        tracing::debug!(%error, "CoAP datagram refused");
+        tracing::debug!(event = "coap.refused", reason = Refusal::Malformed.label(), %error, "CoAP datagram refused");
     }
 
     pub(crate) fn responded(&self, code: tributary_coap_codec::Code) {
@@ -281,5 +281,34 @@ impl CoapMetrics {
     pub(crate) fn table(&self, exchanges: usize, peers: usize) {
         self.exchanges.set(exchanges as i64);
         self.peers.set(peers as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docs_name_every_refusal() {
+        let docs = include_str!("../../../docs/observability.md");
+        let row = docs
+            .lines()
+            .find(|l| l.starts_with("| `coap.refused` `reason`"))
+            .expect("docs/observability.md lists the coap.refused reasons");
+        for r in Refusal::ALL {
+            assert!(
+                row.contains(&format!("`{}`", r.label())),
+                "docs name reason `{}`",
+                r.label()
+            );
+        }
+        let coap = include_str!("../../../docs/coap.md");
+        for r in Refusal::ALL {
+            assert!(
+                coap.contains(&format!("`{}`", r.label())),
+                "docs/coap.md names `{}`",
+                r.label()
+            );
+        }
     }
 }
