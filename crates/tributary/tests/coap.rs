@@ -75,6 +75,21 @@ async fn stored(
         .collect()
 }
 
+/// The device's presence as the HTTP API shows it: `Some(Some(online))`,
+/// or `None` when the API did not answer.
+async fn online(s: &Standalone, device: &str) -> Option<Option<bool>> {
+    let device: serde_json::Value = http_client()
+        .get(s.api_url(&format!("/devices/{device}")))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(device["presence"]["online"].as_bool())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libcoap_posts_json_senml_and_bare_values_that_are_durable() {
     if !clients_available() {
@@ -266,18 +281,7 @@ async fn libcoap_observes_commands_and_its_reply_reaches_the_operator() {
     eventually(
         Duration::from_secs(20),
         "the observing device online",
-        || async {
-            let device: serde_json::Value = http_client()
-                .get(s.api_url("/devices/coap-3"))
-                .bearer_auth(&s.admin_token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (device["presence"]["online"] == true).then_some(())
-        },
+        || async { (online(&s, "coap-3").await? == Some(true)).then_some(()) },
     )
     .await;
     // The operator's command, through the HTTP API.
@@ -348,18 +352,7 @@ async fn libcoap_observes_commands_and_its_reply_reaches_the_operator() {
     eventually(
         Duration::from_secs(20),
         "the disabled device offline",
-        || async {
-            let device: serde_json::Value = http_client()
-                .get(s.api_url("/devices/coap-3"))
-                .bearer_auth(&s.admin_token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (device["presence"]["online"] == false).then_some(())
-        },
+        || async { (online(&s, "coap-3").await? == Some(false)).then_some(()) },
     )
     .await;
     let _ = observer.kill().await;

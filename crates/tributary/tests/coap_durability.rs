@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use tributary_coap_codec::{Code, Message, MessageType, Token, option};
-use tributary_proto::v1 as pb;
 
 /// Acknowledged points of one device: (ts_ns, value).
 type Ledger = Arc<Mutex<Vec<(i64, f64)>>>;
@@ -116,36 +115,9 @@ async fn kill_9_loses_nothing_acknowledged_over_coap() {
     );
 
     let s = start(dir.path());
-    let mut q = s.query(&s.admin_token).await;
     for (d, ledger) in ledgers.iter().enumerate() {
         let points = ledger.lock().unwrap().clone();
-        let device = format!("node-{d}");
-        let from = points.iter().map(|p| p.0).min().expect("some ACKs");
-        let to = points.iter().map(|p| p.0).max().expect("some ACKs") + 1;
-        let stored = eventually(
-            Duration::from_secs(30),
-            "every acknowledged point readable",
-            || {
-                let mut q = q.clone();
-                let device = device.clone();
-                let want = points.len();
-                async move {
-                    let got = range_all(&mut q, &device, &["v"], from, to).await;
-                    (got.len() >= want).then_some(got)
-                }
-            },
-        )
-        .await;
-        let by_ts: HashMap<i64, Option<pb::Value>> =
-            stored.into_iter().map(|(_, ts, v)| (ts, v)).collect();
-        for (ts, v) in &points {
-            assert_eq!(
-                by_ts.get(ts),
-                Some(&f64v(*v)),
-                "{device}: acknowledged point at ts={ts} missing or changed"
-            );
-        }
+        assert_all_stored(&s, &format!("node-{d}"), &points).await;
     }
-    let _ = &mut q;
     assert!(s.stop().success());
 }

@@ -153,36 +153,9 @@ async fn kill_9_under_qos1_load_loses_nothing_pubacked() {
     );
 
     let s = Standalone::start(dir.path());
-    let mut q = s.query(&s.admin_token).await;
     for (d, ledger) in ledgers.iter().enumerate() {
         let points = ledger.lock().unwrap().acked.clone();
-        let device = format!("meter-{d}");
-        let from = points.iter().map(|p| p.0).min().expect("some PUBACKs");
-        let to = points.iter().map(|p| p.0).max().expect("some PUBACKs") + 1;
-        let stored = eventually(
-            Duration::from_secs(30),
-            "every PUBACKed point readable",
-            || {
-                let mut q = q.clone();
-                let device = device.clone();
-                let want = points.len();
-                async move {
-                    let got = range_all(&mut q, &device, &["v"], from, to).await;
-                    (got.len() >= want).then_some(got)
-                }
-            },
-        )
-        .await;
-        let by_ts: HashMap<i64, Option<pb::Value>> =
-            stored.into_iter().map(|(_, ts, v)| (ts, v)).collect();
-        for (ts, v) in &points {
-            assert_eq!(
-                by_ts.get(ts),
-                Some(&f64v(*v)),
-                "{device}: PUBACKed point at ts={ts} missing or changed"
-            );
-        }
+        assert_all_stored(&s, &format!("meter-{d}"), &points).await;
     }
-    let _ = &mut q;
     assert!(s.stop().success());
 }

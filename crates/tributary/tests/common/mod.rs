@@ -302,6 +302,46 @@ pub async fn range_all(
     }
 }
 
+/// Waits (30 s at most) until every acknowledged `(ts_ns, value)` of metric
+/// `v` of `device` is readable, and checks each value: nothing acknowledged
+/// was lost or changed.
+pub async fn assert_all_stored(s: &Standalone, device: &str, points: &[(i64, f64)]) {
+    let q = s.query(&s.admin_token).await;
+    let from = points
+        .iter()
+        .map(|p| p.0)
+        .min()
+        .expect("some acknowledged points");
+    let to = points
+        .iter()
+        .map(|p| p.0)
+        .max()
+        .expect("some acknowledged points")
+        + 1;
+    let stored = eventually(
+        Duration::from_secs(30),
+        "every acknowledged point readable",
+        || {
+            let mut q = q.clone();
+            let want = points.len();
+            async move {
+                let got = range_all(&mut q, device, &["v"], from, to).await;
+                (got.len() >= want).then_some(got)
+            }
+        },
+    )
+    .await;
+    let by_ts: std::collections::HashMap<i64, Option<pb::Value>> =
+        stored.into_iter().map(|(_, ts, v)| (ts, v)).collect();
+    for (ts, v) in points {
+        assert_eq!(
+            by_ts.get(ts),
+            Some(&f64v(*v)),
+            "{device}: acknowledged point at ts={ts} missing or changed"
+        );
+    }
+}
+
 pub fn f64v(v: f64) -> Option<pb::Value> {
     Some(pb::Value {
         kind: Some(pb::value::Kind::DoubleValue(v)),
