@@ -1,9 +1,9 @@
 //! The frontend's Prometheus metrics, under `tributary_coap_*`.
 //!
-//! A refused request is an event: [`CoapMetrics::refused`] counts it under
-//! a reason of the closed enum [`Refusal`] and logs it at DEBUG (a client's
-//! fault) or WARN (a server bound), so the log line and the metric cannot
-//! drift apart.
+//! A refused request is an event: one method counts it under a reason of
+//! the closed enum [`Refusal`] and logs it (event `coap.refused`, at DEBUG:
+//! a client can cause refusals at will), so the log line and the metric
+//! cannot drift apart.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -95,20 +95,6 @@ impl Refusal {
             Refusal::UploadBytes => "upload_bytes",
             Refusal::Observers => "observers",
         }
-    }
-
-    /// Whether it is the server's own bound (logged at WARN) rather than a
-    /// client's mistake (DEBUG).
-    fn server_bound(self) -> bool {
-        matches!(
-            self,
-            Refusal::Exchanges
-                | Refusal::Peers
-                | Refusal::PendingPerPeer
-                | Refusal::TenantExchanges
-                | Refusal::UploadBytes
-                | Refusal::Observers
-        )
     }
 }
 
@@ -230,11 +216,10 @@ impl CoapMetrics {
             })
             .inc();
         let diagnostic = String::from_utf8_lossy(&reply.payload);
-        if reason.server_bound() {
-            tracing::warn!(event = "coap.refused", reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
-        } else {
-            tracing::debug!(event = "coap.refused", reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
-        }
+        // DEBUG for every reason: a client can cause refusals at will, so a
+        // line each at WARN would let it flood the log. The counter (and
+        // its alert) is the signal.
+        tracing::debug!(event = "coap.refused", reason = reason.label(), code = %reply.code, %diagnostic, "CoAP request refused");
     }
 
     pub(crate) fn malformed(&self, error: &tributary_coap_codec::DecodeError) {
