@@ -268,12 +268,22 @@ impl CoapServer {
         self.inner.commands.set_presence(presence, frontend);
     }
 
-    /// Ends `device`'s registration for commands, if it has one here (the
-    /// device was disabled or deleted, or a credential of it revoked), and
-    /// reports it offline. Returns whether it had one. A device that may
-    /// still authenticate registers again.
-    pub async fn end_registration(&self, tenant: &str, device: &str) -> bool {
-        let ended = self.inner.commands.deregister(tenant, device, None);
+    /// Ends `device`'s registration for commands, if it has one here, and
+    /// reports it offline: with `credential: None` whatever it registered
+    /// with (the device was disabled or deleted), with `Some(id)` only when
+    /// it registered with that credential, or one not known (`id` was
+    /// revoked). Returns whether one ended. A device that may still
+    /// authenticate registers again.
+    pub async fn end_registration(
+        &self,
+        tenant: &str,
+        device: &str,
+        credential: Option<&str>,
+    ) -> bool {
+        let ended = match credential {
+            None => self.inner.commands.deregister(tenant, device, None),
+            Some(c) => self.inner.commands.deregister_credential(tenant, device, c),
+        };
         if ended {
             self.inner
                 .metrics

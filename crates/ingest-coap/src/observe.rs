@@ -31,13 +31,16 @@ use tributary_core::directory::PresenceSink;
 const PRESENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A device's registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observer {
     pub peer: SocketAddr,
     pub token: Token,
     /// The last Observe sequence number sent.
     pub seq: u32,
     expires: Instant,
+    /// The credential the device registered with ("" when not known):
+    /// revoking it ends the registration.
+    credential: String,
 }
 
 /// The bounds.
@@ -111,6 +114,7 @@ impl Commands {
         &self,
         tenant: &str,
         device: &str,
+        credential: &str,
         peer: SocketAddr,
         token: Token,
         now: Instant,
@@ -124,6 +128,7 @@ impl Commands {
                 token,
                 seq: o.seq.wrapping_add(1) & 0xff_ffff,
                 expires,
+                credential: credential.to_owned(),
             };
             return Ok(o.seq);
         }
@@ -142,6 +147,7 @@ impl Commands {
                 token,
                 seq: 1,
                 expires,
+                credential: credential.to_owned(),
             },
         );
         Ok(1)
@@ -170,6 +176,25 @@ impl Commands {
         true
     }
 
+    /// Ends `device`'s registration when it was made with `credential`, or
+    /// with a credential not known (it was revoked). Returns whether one
+    /// ended.
+    pub(crate) fn deregister_credential(
+        &self,
+        tenant: &str,
+        device: &str,
+        credential: &str,
+    ) -> bool {
+        let token = {
+            let st = self.lock();
+            match st.observers.get(&(tenant.to_owned(), device.to_owned())) {
+                Some(o) if o.credential.is_empty() || o.credential == credential => o.token,
+                _ => return false,
+            }
+        };
+        self.deregister(tenant, device, Some(token))
+    }
+
     /// The registration a notification goes to, with its next sequence
     /// number; `None` when the device has none in force.
     pub(crate) fn notify(&self, tenant: &str, device: &str, now: Instant) -> Option<Observer> {
@@ -181,7 +206,7 @@ impl Commands {
             return None;
         }
         o.seq = o.seq.wrapping_add(1) & 0xff_ffff;
-        Some(*o)
+        Some(o.clone())
     }
 
     /// Whether `device` has a registration in force.
@@ -301,25 +326,30 @@ mod tests {
     fn registrations_are_bounded_replaced_and_expire() {
         let c = commands();
         let t = Instant::now();
-        assert_eq!(c.register("a", "d1", peer(1), token(1), t), Ok(1));
-        assert_eq!(c.register("a", "d2", peer(2), token(2), t), Ok(1));
+        assert_eq!(c.register("a", "d1", "k1", peer(1), token(1), t), Ok(1));
+        assert_eq!(c.register("a", "d2", "k2", peer(2), token(2), t), Ok(1));
         assert_eq!(
-            c.register("a", "d3", peer(3), token(3), t),
+            c.register("a", "d3", "k3", peer(3), token(3), t),
             Err("tenant_observers")
         );
-        assert_eq!(c.register("b", "d1", peer(4), token(4), t), Ok(1));
+        assert_eq!(c.register("b", "d1", "k4", peer(4), token(4), t), Ok(1));
         assert_eq!(
-            c.register("c", "d1", peer(5), token(5), t),
+            c.register("c", "d1", "k5", peer(5), token(5), t),
             Err("observers")
         );
         // Re-registering moves it (a new address after NAT rebinding).
-        assert!(c.register("a", "d1", peer(9), token(9), t).is_ok());
+        assert!(c.register("a", "d1", "k9", peer(9), token(9), t).is_ok());
         let o = c.notify("a", "d1", t).unwrap();
         assert_eq!((o.peer, o.token), (peer(9), token(9)));
         assert!(
             c.notify("a", "d1", t).unwrap().seq > o.seq,
             "sequence numbers grow"
         );
+        // Revoking another credential leaves it; revoking its own ends it
+        // (re-registered just after).
+        assert!(!c.deregister_credential("a", "d1", "k1"));
+        assert!(c.deregister_credential("a", "d1", "k9"));
+        assert!(c.register("a", "d1", "k9", peer(9), token(9), t).is_ok());
         // A reset of an old token does not end the new registration.
         assert!(!c.deregister("a", "d1", Some(token(1))));
         assert!(c.deregister("a", "d1", Some(token(9))));
@@ -338,7 +368,7 @@ mod tests {
         );
         assert_eq!(c.observers(), 0);
         assert_eq!(
-            c.register("a", "d3", peer(3), token(3), later),
+            c.register("a", "d3", "k3", peer(3), token(3), later),
             Ok(1),
             "the share is back"
         );

@@ -135,8 +135,9 @@ pub(crate) struct Context<'a> {
     pub commands: &'a crate::observe::Commands,
 }
 
-/// The device a request's token (option 65003) names.
-async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String), Reply> {
+/// The device a request's token (option 65003) names: tenant, device, and
+/// the credential's id.
+async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String, String), Reply> {
     let token = req
         .option(TOKEN_OPTION)
         .and_then(|t| std::str::from_utf8(t).ok())
@@ -145,8 +146,10 @@ async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String), 
             cx.metrics.refused(Refusal::Unauthenticated, &reply);
             reply
         })?;
-    match cx.ingestor.authenticate(token).await {
-        Ok(tributary_core::directory::Principal::Device { tenant, device }) => Ok((tenant, device)),
+    match cx.ingestor.authenticate_credential(token).await {
+        Ok((tributary_core::directory::Principal::Device { tenant, device }, credential)) => {
+            Ok((tenant, device, credential.id))
+        }
         Ok(_) => Err(Reply::error(
             Code::FORBIDDEN,
             "commands go to devices: use a device token",
@@ -159,7 +162,7 @@ async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String), 
 /// Observe option, an empty representation); Observe 1, or none, ends its
 /// registration (2.05 without Observe).
 async fn observe(cx: &Context<'_>, req: &Message) -> Result<Reply, Reply> {
-    let (tenant, device) = device_of(cx, req).await?;
+    let (tenant, device, credential) = device_of(cx, req).await?;
     let register = req
         .observe()
         .map_err(|e| Reply::error(Code::BAD_REQUEST, e))?
@@ -168,7 +171,14 @@ async fn observe(cx: &Context<'_>, req: &Message) -> Result<Reply, Reply> {
     if register {
         let seq = cx
             .commands
-            .register(&tenant, &device, cx.peer, req.token, std::time::Instant::now())
+            .register(
+                &tenant,
+                &device,
+                &credential,
+                cx.peer,
+                req.token,
+                std::time::Instant::now(),
+            )
             .map_err(|bound| {
                 let reply = Reply::error(
                     Code::SERVICE_UNAVAILABLE,
@@ -191,7 +201,7 @@ async fn observe(cx: &Context<'_>, req: &Message) -> Result<Reply, Reply> {
 
 /// POST `/c/{id}`: the device's reply to command `id`.
 async fn command_reply(cx: &Context<'_>, req: &Message, id: &str) -> Result<Reply, Reply> {
-    let (tenant, device) = device_of(cx, req).await?;
+    let (tenant, device, _) = device_of(cx, req).await?;
     let format = req
         .content_format()
         .map_err(|e| Reply::error(Code::BAD_REQUEST, e))?;

@@ -534,8 +534,7 @@ impl MqttServer {
 
     /// Closes every connection of `device` with DISCONNECT 0x98
     /// (administrative action; MQTT 3.1.1 clients see the connection close):
-    /// its device was disabled or deleted, or one of its credentials
-    /// revoked. A client that still holds a valid credential may reconnect;
+    /// its device was disabled or deleted. A client that still holds a valid credential may reconnect;
     /// its persistent session, if any, is kept until it expires. Returns how
     /// many connections were told to close.
     pub fn disconnect_device(&self, tenant: &str, device: &str) -> usize {
@@ -546,6 +545,33 @@ impl MqttServer {
                 device,
                 connections = kicked,
                 "closing revoked device's connections"
+            );
+        }
+        kicked
+    }
+
+    /// Closes the connections of `device` that authenticated with
+    /// `credential_id` (or with a credential whose id is not known), with
+    /// DISCONNECT 0x98: that credential was revoked. The device's
+    /// connections with other credentials stay. Returns how many were told
+    /// to close.
+    pub fn disconnect_device_credential(
+        &self,
+        tenant: &str,
+        device: &str,
+        credential_id: &str,
+    ) -> usize {
+        let kicked = self
+            .shared
+            .router()
+            .kick_device_credential(tenant, device, credential_id);
+        if kicked > 0 {
+            tracing::info!(
+                tenant,
+                device,
+                credential = credential_id,
+                connections = kicked,
+                "closing the connections of a revoked device credential"
             );
         }
         kicked

@@ -405,6 +405,34 @@ impl Router {
         kicked
     }
 
+    /// Tells the connections of `device` that authenticated with
+    /// `credential`, or with a credential whose id is not known, to go (it
+    /// was revoked). Connections of the device with another credential
+    /// stay: revoking an old token after a rotation closes only what still
+    /// uses it. Returns how many were told.
+    pub(crate) fn kick_device_credential(
+        &mut self,
+        tenant: &str,
+        device: &str,
+        credential: &str,
+    ) -> usize {
+        let mut kicked = 0;
+        for entry in self.sessions.values_mut() {
+            if entry.tenant == tenant
+                && entry.device.as_deref() == Some(device)
+                && entry
+                    .credential
+                    .as_ref()
+                    .is_none_or(|c| c.id.is_empty() || c.id == credential)
+                && let Some(kick) = entry.attachment.as_mut().and_then(|a| a.kick.take())
+            {
+                let _ = kick.send(Kick::Revoked);
+                kicked += 1;
+            }
+        }
+        kicked
+    }
+
     /// Tells every connection of `device` to go (its credentials were
     /// revoked, or the device disabled or deleted). Returns how many were
     /// told. Revocations are rare, so a scan of the sessions is fine.

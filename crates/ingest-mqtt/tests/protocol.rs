@@ -958,3 +958,41 @@ async fn telemetry_reaches_subscribers_once_durable_and_metrics_count_it() {
         wait_for(line, || rig.metrics_text().lines().any(|l| l == line)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_one_credential_closes_only_the_connections_that_used_it() {
+    // A token rotation: the device runs a connection on its old token and
+    // one on its new; revoking the old one leaves the new one.
+    let rig = Rig::default().await;
+    let (mut old, ack) = Raw::connect(rig.addr, connect_packet(V5, "d1", "d1", "tok-d1")).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let (mut rotated, ack) =
+        Raw::connect(rig.addr, connect_packet(V5, "d1/b", "d1", "tok2-d1")).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success, "{ack:?}");
+    assert_eq!(
+        rig.server
+            .disconnect_device_credential("acme", "d1", "cred-tok-d1"),
+        1
+    );
+    assert_eq!(
+        old.expect_close().await,
+        Some(ReasonCode::AdministrativeAction)
+    );
+    rotated
+        .send(publish("devices/d1/telemetry/t", "1", QoS::AtLeastOnce, 1).into())
+        .await;
+    match rotated.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason_code, ReasonCode::Success),
+        other => panic!("the rotated connection stays, and publishes: {other:?}"),
+    }
+    assert_eq!(
+        rig.server
+            .disconnect_device_credential("acme", "d1", "cred-nothing"),
+        0
+    );
+    assert_eq!(
+        rig.server
+            .disconnect_device_credential("acme", "d1", "cred-tok2-d1"),
+        1
+    );
+}

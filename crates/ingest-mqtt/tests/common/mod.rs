@@ -27,7 +27,8 @@ use tributary_mqtt_codec::{ConnAck, Connect, Packet, ProtocolVersion, decode, en
 /// How long a test waits for anything before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Device tokens: `tok-{device}` in tenant acme, `other-{device}` in tenant
+/// Device tokens: `tok-{device}` (and a second one, `tok2-{device}`, as
+/// after a rotation) in tenant acme, `other-{device}` in tenant
 /// other; `ingest` is a tenant ingest token. Application tokens:
 /// `app-all` (application `all`, grants `#`), `app-dash` (application
 /// `dash`: publish `devices/+/commands/#`, subscribe
@@ -39,7 +40,10 @@ pub struct TestAuth;
 #[async_trait]
 impl Authenticator for TestAuth {
     async fn authenticate(&self, token: &str) -> Result<Principal, DirectoryError> {
-        if let Some(device) = token.strip_prefix("tok-") {
+        if let Some(device) = token
+            .strip_prefix("tok-")
+            .or_else(|| token.strip_prefix("tok2-"))
+        {
             return Ok(Principal::Device {
                 tenant: "acme".into(),
                 device: device.into(),

@@ -215,15 +215,22 @@ pub async fn close_revoked(
                 device,
                 disabled: true,
             })
-            | Ok(RegistryEvent::DeviceDeleted { tenant, device })
-            | Ok(RegistryEvent::CredentialRevoked {
-                tenant,
-                device: Some(device),
-                ..
-            }) => {
+            | Ok(RegistryEvent::DeviceDeleted { tenant, device }) => {
                 mqtt.disconnect_device(&tenant, &device);
                 if let Some(coap) = &coap {
-                    coap.end_registration(&tenant, &device).await;
+                    coap.end_registration(&tenant, &device, None).await;
+                }
+            }
+            // One credential of a device: only what used it goes.
+            Ok(RegistryEvent::CredentialRevoked {
+                tenant,
+                credential_id,
+                device: Some(device),
+            }) => {
+                mqtt.disconnect_device_credential(&tenant, &device, &credential_id);
+                if let Some(coap) = &coap {
+                    coap.end_registration(&tenant, &device, Some(&credential_id))
+                        .await;
                 }
             }
             Ok(RegistryEvent::CredentialRevoked {
