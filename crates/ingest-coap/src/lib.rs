@@ -298,6 +298,44 @@ impl CoapServer {
         ended
     }
 
+    /// Checks the credential of every registration for commands again, with
+    /// the registry itself, and ends those no longer valid (revoked or
+    /// expired, the device disabled or deleted): for when revocation events
+    /// may have been missed. Returns how many ended. A credential the
+    /// registry cannot be asked about right now stays (and is logged).
+    pub async fn revalidate(&self) -> usize {
+        let mut ended = 0;
+        for (tenant, device, credential) in self.inner.commands.registrations() {
+            let cred = tributary_core::directory::Credential {
+                id: credential.clone(),
+                expires_at_ns: None,
+            };
+            match self
+                .inner
+                .ingestor
+                .credential_valid(&tenant, &cred, Some(&device))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self
+                        .end_registration(&tenant, &device, Some(&credential))
+                        .await
+                    {
+                        ended += 1;
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    tenant,
+                    device,
+                    error = %e,
+                    "a CoAP registration's credential could not be checked again"
+                ),
+            }
+        }
+        ended
+    }
+
     /// Whether `device` is registered here for commands (Observe on `/c`).
     pub fn observed(&self, tenant: &str, device: &str) -> bool {
         self.inner.commands.observed(tenant, device, Instant::now())

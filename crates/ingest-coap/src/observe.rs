@@ -233,6 +233,16 @@ impl Commands {
             .collect()
     }
 
+    /// Every registration: (tenant, device, credential id), to check the
+    /// credentials again.
+    pub(crate) fn registrations(&self) -> Vec<(String, String, String)> {
+        self.lock()
+            .observers
+            .iter()
+            .map(|((t, d), o)| (t.clone(), d.clone(), o.credential.clone()))
+            .collect()
+    }
+
     /// Registrations, for the gauge.
     pub(crate) fn observers(&self) -> usize {
         self.lock().observers.len()

@@ -43,8 +43,33 @@ impl Authenticator for FixedAuth {
                 tenant: "acme".into(),
                 device: "d2".into(),
             }),
+            "doomed" => Ok(Principal::Device {
+                tenant: "acme".into(),
+                device: "d3".into(),
+            }),
             _ => Err(DirectoryError::Unauthenticated),
         }
+    }
+    async fn authenticate_credential(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, tributary_core::directory::Credential), DirectoryError> {
+        let principal = self.authenticate(token).await?;
+        let credential = tributary_core::directory::Credential {
+            id: format!("cred-{token}"),
+            expires_at_ns: None,
+        };
+        Ok((principal, credential))
+    }
+    /// The registry's view: the `doomed` token was revoked (an event the
+    /// frontend missed).
+    async fn credential_valid(
+        &self,
+        _tenant: &str,
+        credential_id: &str,
+        _device: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        Ok(credential_id != "cred-doomed")
     }
     async fn tenant_policy(&self, _tenant: &str) -> Result<TenantPolicy, DirectoryError> {
         Ok(TenantPolicy::default())
@@ -769,5 +794,35 @@ async fn a_device_that_stops_acknowledging_is_offline_and_a_silent_one_times_out
         .await
         .unwrap();
     assert_eq!(outcome, CommandOutcome::Offline);
+    assert!(!r.server.observed("acme", "d1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_end_only_the_registrations_of_their_credential() {
+    let r = rig(CoapConfig::default()).await;
+    let c = Client::new(r.addr).await;
+    let d3 = Client::new(r.addr).await;
+    c.send(&observe_request(1, "dev", 0)).await;
+    assert_eq!(c.recv().await.code, Code::CONTENT);
+    d3.send(&observe_request(1, "doomed", 0)).await;
+    assert_eq!(d3.recv().await.code, Code::CONTENT);
+    // Another credential of d1 revoked: its registration stays.
+    assert!(
+        !r.server
+            .end_registration("acme", "d1", Some("cred-old"))
+            .await
+    );
+    assert!(r.server.observed("acme", "d1"));
+    // Events were missed: checking again ends d3's, whose token the
+    // registry no longer accepts, and only that one.
+    assert_eq!(r.server.revalidate().await, 1);
+    assert!(!r.server.observed("acme", "d3"));
+    assert!(r.server.observed("acme", "d1"));
+    // Its own credential revoked: it ends.
+    assert!(
+        r.server
+            .end_registration("acme", "d1", Some("cred-dev"))
+            .await
+    );
     assert!(!r.server.observed("acme", "d1"));
 }

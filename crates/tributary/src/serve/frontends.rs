@@ -193,6 +193,16 @@ impl CommandSink for DeviceSinks {
     }
 }
 
+/// Checks every MQTT connection's and CoAP registration's credential with
+/// the registry, in the background.
+fn revalidate(mqtt: &MqttServer, coap: Option<&CoapServer>) {
+    let mqtt = mqtt.clone();
+    tokio::spawn(async move { mqtt.revalidate().await });
+    if let Some(coap) = coap.cloned() {
+        tokio::spawn(async move { coap.revalidate().await });
+    }
+}
+
 /// Closes the MQTT connections of devices that were disabled or deleted, or
 /// whose credential was revoked, and of applications whose credential was
 /// revoked, as the registry's events arrive; ends such devices' CoAP
@@ -242,9 +252,9 @@ pub async fn close_revoked(
             }
             Ok(RegistryEvent::Resync) => {
                 // Events may have been lost upstream: check every
-                // connection's credential with the registry.
-                let mqtt = mqtt.clone();
-                tokio::spawn(async move { mqtt.revalidate().await });
+                // connection's and registration's credential with the
+                // registry.
+                revalidate(&mqtt, coap.as_ref());
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -254,8 +264,7 @@ pub async fn close_revoked(
                     missed = n,
                     "revocation watcher lagged behind registry events; checking every connection's credential"
                 );
-                let mqtt = mqtt.clone();
-                tokio::spawn(async move { mqtt.revalidate().await });
+                revalidate(&mqtt, coap.as_ref());
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
