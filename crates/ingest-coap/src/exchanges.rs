@@ -11,7 +11,7 @@
 //! is a hash-map step; nothing a client sizes is done while holding it.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub(crate) struct Bounds {
     pub max_pending_per_peer: u32,
     /// Endpoints with exchanges remembered.
     pub max_peers: usize,
+    /// Of them, from one IP address (ports are cheap to a flooder).
+    pub max_peers_per_ip: u32,
 }
 
 type Key = (SocketAddr, u16);
@@ -77,6 +79,8 @@ pub(crate) struct Exchanges {
     bounds: Bounds,
     entries: HashMap<Key, Entry>,
     peers: HashMap<SocketAddr, Peer>,
+    /// Endpoints per IP address.
+    ips: HashMap<IpAddr, u32>,
     tenants: HashMap<Arc<str>, u32>,
     /// Keys by when they expire (the lifetime is one for all, so insertion
     /// order is expiry order), with the entry's `seq`.
@@ -90,6 +94,7 @@ impl Exchanges {
             bounds,
             entries: HashMap::new(),
             peers: HashMap::new(),
+            ips: HashMap::new(),
             tenants: HashMap::new(),
             expiry: VecDeque::new(),
             next_seq: 0,
@@ -106,12 +111,17 @@ impl Exchanges {
         if self.entries.len() >= self.bounds.max_exchanges {
             return Admission::Refused("exchanges");
         }
-        let peers = self.peers.len();
-        let p = match self.peers.get_mut(&peer) {
-            Some(p) => p,
-            None if peers >= self.bounds.max_peers => return Admission::Refused("peers"),
-            None => self.peers.entry(peer).or_default(),
-        };
+        if !self.peers.contains_key(&peer) {
+            if self.peers.len() >= self.bounds.max_peers {
+                return Admission::Refused("peers");
+            }
+            let from_ip = self.ips.entry(peer.ip()).or_insert(0);
+            if *from_ip >= self.bounds.max_peers_per_ip {
+                return Admission::Refused("peers_per_ip");
+            }
+            *from_ip += 1;
+        }
+        let p = self.peers.entry(peer).or_default();
         if p.pending >= self.bounds.max_pending_per_peer {
             return Admission::Refused("pending_per_peer");
         }
@@ -200,6 +210,12 @@ impl Exchanges {
             }
             if p.exchanges == 0 {
                 self.peers.remove(&peer);
+                if let Some(n) = self.ips.get_mut(&peer.ip()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.ips.remove(&peer.ip());
+                    }
+                }
             }
         }
         if let Some(tenant) = entry.tenant
@@ -238,6 +254,7 @@ mod tests {
             max_per_tenant: 2,
             max_pending_per_peer: 2,
             max_peers: 2,
+            max_peers_per_ip: 2,
         }
     }
 
@@ -297,6 +314,33 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         assert_eq!(x.admit(addr(3), 1, later), Admission::New);
         assert_eq!(x.len(), (1, 1));
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_endpoints() {
+        let mut x = Exchanges::new(Bounds {
+            max_peers: 10,
+            max_peers_per_ip: 2,
+            ..bounds()
+        });
+        let t0 = Instant::now();
+        let other = SocketAddr::from(([10, 0, 0, 1], 5683));
+        assert_eq!(x.admit(addr(1), 1, t0), Admission::New);
+        assert_eq!(x.admit(addr(2), 1, t0), Admission::New);
+        assert_eq!(x.admit(addr(3), 1, t0), Admission::Refused("peers_per_ip"));
+        assert_eq!(
+            x.admit(addr(1), 2, t0),
+            Admission::New,
+            "a known endpoint goes on"
+        );
+        assert_eq!(
+            x.admit(other, 1, t0),
+            Admission::New,
+            "another address is not held back"
+        );
+        // An endpoint whose exchanges are gone frees its place.
+        x.forget(addr(2), 1);
+        assert_eq!(x.admit(addr(3), 1, t0), Admission::New);
     }
 
     #[test]

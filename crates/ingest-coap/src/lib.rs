@@ -80,6 +80,8 @@ pub struct CoapConfig {
     pub max_pending_per_peer: u32,
     /// Endpoints with requests remembered.
     pub max_peers: usize,
+    /// Of them, from one IP address.
+    pub max_peers_per_ip: u32,
     /// An append that takes longer, in milliseconds, is answered with an
     /// empty ACK at once, then a separate response (below the client's
     /// ACK_TIMEOUT of 2 s, so it does not retransmit meanwhile).
@@ -115,6 +117,7 @@ impl Default for CoapConfig {
             max_exchanges_per_tenant: 250_000,
             max_pending_per_peer: 8,
             max_peers: 100_000,
+            max_peers_per_ip: 10_000,
             separate_after_ms: 1000,
             ack_timeout_ms: 2000,
             max_retransmit: 4,
@@ -138,6 +141,7 @@ impl CoapConfig {
         if self.max_exchanges == 0
             || self.max_exchanges_per_tenant == 0
             || self.max_peers == 0
+            || self.max_peers_per_ip == 0
             || self.max_pending_per_peer == 0
         {
             return Err(
@@ -227,6 +231,7 @@ impl CoapServer {
             max_per_tenant: config.max_exchanges_per_tenant,
             max_pending_per_peer: config.max_pending_per_peer,
             max_peers: config.max_peers,
+            max_peers_per_ip: config.max_peers_per_ip,
         };
         let uploads = SharedUploads::new(
             UploadBounds {
@@ -480,6 +485,7 @@ impl CoapServer {
             Admission::Refused(bound) => {
                 let refusal = match bound {
                     "peers" => Refusal::Peers,
+                    "peers_per_ip" => Refusal::PeersPerIp,
                     "pending_per_peer" => Refusal::PendingPerPeer,
                     _ => Refusal::Exchanges,
                 };

@@ -42,6 +42,8 @@ pub enum Refusal {
     Peers,
     /// The endpoint has as many requests in hand as it may (5.03).
     PendingPerPeer,
+    /// The endpoint's IP address has as many endpoints as it may (5.03).
+    PeersPerIp,
     /// The tenant's devices hold their share of the exchange table (5.03).
     TenantExchanges,
     /// A block out of order, or no upload to continue (4.08).
@@ -69,6 +71,7 @@ impl Refusal {
         Refusal::Exchanges,
         Refusal::Peers,
         Refusal::PendingPerPeer,
+        Refusal::PeersPerIp,
         Refusal::TenantExchanges,
         Refusal::Incomplete,
         Refusal::UploadBytes,
@@ -90,6 +93,7 @@ impl Refusal {
             Refusal::Exchanges => "exchanges",
             Refusal::Peers => "peers",
             Refusal::PendingPerPeer => "pending_per_peer",
+            Refusal::PeersPerIp => "peers_per_ip",
             Refusal::TenantExchanges => "tenant_exchanges",
             Refusal::Incomplete => "incomplete",
             Refusal::UploadBytes => "upload_bytes",
