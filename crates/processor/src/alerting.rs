@@ -228,8 +228,15 @@ impl Rules {
     /// Every owned partition is caught up: their clocks move to the wall
     /// clock, less the grace.
     pub(crate) fn caught_up(&mut self) {
+        let owned = self.engine.owned();
+        self.caught_up_partitions(&owned);
+    }
+
+    /// These partitions are read to their end (others may not be): their
+    /// clocks move to the wall clock, less the grace.
+    pub(crate) fn caught_up_partitions(&mut self, partitions: &[u32]) {
         let clock = now_ns().saturating_sub(CAUGHT_UP_GRACE.as_nanos() as i64);
-        for p in self.engine.owned() {
+        for &p in partitions {
             self.engine.advance_clock(p, clock);
         }
     }

@@ -116,6 +116,11 @@ type Pending = BTreeMap<u32, u64>;
 /// How often the consumer lag gauges are refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often, while every poll brings records, the partitions read to
+/// their end are looked for (a watermark read per assigned partition), so
+/// that their rules' clocks move and no-data alerts fire there.
+const CATCH_UP_CHECK: Duration = Duration::from_secs(1);
+
 /// What the lag reporter needs from the poll loop: the partitions this
 /// replica owns and the next offset it will process on each.
 #[derive(Debug, Default)]
@@ -160,6 +165,41 @@ impl Processor {
         self
     }
 
+    /// The partitions of `assignment` read to their end: the next offset to
+    /// read (from `positions`, else the group's committed offset, else the
+    /// oldest retained) is the log's high watermark. A partition whose
+    /// watermark cannot be read now is left out.
+    async fn read_to_end(
+        &self,
+        assignment: &[u32],
+        positions: &mut BTreeMap<u32, u64>,
+    ) -> Vec<u32> {
+        let mut done = Vec::new();
+        for &p in assignment {
+            let Ok(marks) = self.log.watermarks(p).await else {
+                continue;
+            };
+            let position = match positions.get(&p) {
+                Some(at) => *at,
+                None => {
+                    let committed = self
+                        .log
+                        .committed(&self.config.group, p)
+                        .await
+                        .ok()
+                        .flatten();
+                    let at = committed.unwrap_or(marks.low);
+                    positions.insert(p, at);
+                    at
+                }
+            };
+            if position >= marks.high {
+                done.push(p);
+            }
+        }
+        done
+    }
+
     /// Runs until `shutdown` resolves, then flushes, commits and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
         let mut consumer = self
@@ -198,6 +238,10 @@ impl Processor {
         }
         self.mark_rollup_tiers().await?;
         let mut unflushed_points = 0usize;
+        // The next offset to read of each partition, for telling idle
+        // partitions caught up while others are busy.
+        let mut positions: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut last_catch_up = Instant::now();
         let mut last_flush = Instant::now();
         let mut last_rollup = Instant::now();
         loop {
@@ -223,11 +267,19 @@ impl Processor {
                     .await?;
                 for r in &records {
                     pending.insert(r.partition, r.offset + 1);
+                    positions.insert(r.partition, r.offset + 1);
                 }
             }
             if let Some(r) = &mut rules {
                 if records.is_empty() {
                     r.caught_up();
+                } else if last_catch_up.elapsed() >= CATCH_UP_CHECK {
+                    // Some partitions are busy, so no poll comes back
+                    // empty; the others must not wait for that to move
+                    // their clocks (their no-data alerts would never fire).
+                    last_catch_up = Instant::now();
+                    let idle = self.read_to_end(&assignment, &mut positions).await;
+                    r.caught_up_partitions(&idle);
                 }
                 r.tick().await?;
                 r.refresh(false).await?;
