@@ -522,6 +522,8 @@ pub(crate) enum CredentialKind {
     DeviceCertificate,
     /// A tenant application (MQTT user name `app:<name>`).
     Application,
+    /// A DTLS pre-shared key of one device (CoAP over DTLS).
+    DevicePsk,
     /// A kind this API version does not know.
     Unknown,
 }
@@ -533,6 +535,7 @@ impl CredentialKind {
             Ok(pb::CredentialKind::TenantIngestToken) => Self::TenantIngestToken,
             Ok(pb::CredentialKind::DeviceCertificate) => Self::DeviceCertificate,
             Ok(pb::CredentialKind::Application) => Self::Application,
+            Ok(pb::CredentialKind::DevicePsk) => Self::DevicePsk,
             _ => Self::Unknown,
         }
     }
@@ -543,6 +546,7 @@ impl CredentialKind {
             Self::TenantIngestToken => pb::CredentialKind::TenantIngestToken,
             Self::DeviceCertificate => pb::CredentialKind::DeviceCertificate,
             Self::Application => pb::CredentialKind::Application,
+            Self::DevicePsk => pb::CredentialKind::DevicePsk,
             Self::Unknown => pb::CredentialKind::Unspecified,
         }
     }
@@ -591,8 +595,12 @@ impl From<pb::Credential> for Credential {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IssuedToken {
     credential: Credential,
-    /// The secret. It cannot be recovered later.
+    /// The secret (for a PSK, the key). It cannot be recovered later.
     token: String,
+    /// For a `device_psk`: the PSK identity the device presents with the
+    /// key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    psk_identity: Option<String>,
 }
 
 impl From<pb::IssueTokenResponse> for IssuedToken {
@@ -600,6 +608,7 @@ impl From<pb::IssueTokenResponse> for IssuedToken {
         Self {
             credential: t.credential.unwrap_or_default().into(),
             token: t.token,
+            psk_identity: Some(t.psk_identity).filter(|i| !i.is_empty()),
         }
     }
 }
@@ -649,9 +658,9 @@ async fn list_tokens(
 pub(crate) struct NewToken {
     #[serde(default)]
     tenant: String,
-    /// `device_token` or `tenant_ingest_token`.
+    /// `device_token`, `tenant_ingest_token` or `device_psk`.
     kind: CredentialKind,
-    /// Required for device tokens.
+    /// Required for device tokens and PSKs.
     #[serde(default)]
     device: String,
     #[serde(default)]
@@ -661,7 +670,7 @@ pub(crate) struct NewToken {
     ttl_seconds: u64,
 }
 
-/// Issues a device token or a tenant ingest token.
+/// Issues a device token, a tenant ingest token, or a device's DTLS PSK.
 #[utoipa::path(post, path = "/tokens", tag = "credentials", request_body = NewToken,
     responses((status = 201, body = IssuedToken), Errors))]
 async fn issue_token(

@@ -253,6 +253,93 @@ pub enum TokenKind {
     Application,
 }
 
+/// The registry's secret for DTLS pre-shared keys (CoAP over DTLS).
+///
+/// A PSK handshake needs the key itself on the server side, so a PSK
+/// cannot be kept only as a hash the way a token is. Instead the registry
+/// stores no key at all: a device's key is derived from this secret and the
+/// credential's tenant and id (HMAC-SHA-256), when it is issued and again
+/// at each handshake. A copy of the registry's database therefore holds no
+/// key; this secret, which never leaves the registry process, does.
+/// Rotating it changes every PSK.
+#[derive(Clone)]
+pub struct PskKeys {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for PskKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PskKeys(..)")
+    }
+}
+
+impl PartialEq for PskKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for PskKeys {}
+
+impl PskKeys {
+    /// Keys from a secret of at least 32 bytes.
+    pub fn from_secret(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < 32 {
+            return Err(AuthError::WeakKey);
+        }
+        Ok(Self {
+            secret: secret.to_vec(),
+        })
+    }
+
+    /// Loads the secret from `path`, creating a random one (mode 0600) if
+    /// the file does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, AuthError> {
+        match std::fs::read(path) {
+            Ok(secret) => Self::from_secret(trim_ascii(&secret)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut raw = [0u8; 48];
+                rand::rng().fill_bytes(&mut raw);
+                let secret = URL_SAFE_NO_PAD.encode(raw);
+                write_private(path, secret.as_bytes())?;
+                Self::from_secret(secret.as_bytes())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The key of credential `credential_id` of `tenant`: `tbk_` and 43
+    /// characters of base64url, printable so that it can be given to any
+    /// DTLS client as it is. The device uses these ASCII bytes as its PSK.
+    pub fn derive(&self, tenant: &str, credential_id: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"tributary-psk-v1\0");
+        mac.update(tenant.as_bytes());
+        mac.update(b"\0");
+        mac.update(credential_id.as_bytes());
+        format!("tbk_{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// The PSK identity of a device's PSK credential: `<tenant>/<device>/<id>`.
+/// It names the device, and the registry finds the credential by it.
+pub fn psk_identity(tenant: &str, device: &str, credential_id: &str) -> String {
+    format!("{tenant}/{device}/{credential_id}")
+}
+
+/// Splits a PSK identity into tenant, device and credential id. The tenant
+/// and the id hold no `/`; the device may.
+pub fn parse_psk_identity(identity: &str) -> Option<(&str, &str, &str)> {
+    let (rest, id) = identity.rsplit_once('/')?;
+    let (tenant, device) = rest.split_once('/')?;
+    if tenant.is_empty() || device.is_empty() || id.is_empty() {
+        return None;
+    }
+    Some((tenant, device, id))
+}
+
 /// A freshly generated token: the secret to show once and the hash to store.
 #[derive(Debug, Clone)]
 pub struct GeneratedToken {
@@ -289,6 +376,35 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn psk_keys_are_printable_and_depend_on_secret_tenant_and_id() {
+        let a = PskKeys::from_secret(&[1u8; 32]).unwrap();
+        let b = PskKeys::from_secret(&[2u8; 32]).unwrap();
+        let key = a.derive("acme", "00aa");
+        assert!(key.starts_with("tbk_") && key.len() == 47, "{key}");
+        assert!(key.bytes().all(|c| c.is_ascii_graphic()));
+        assert_eq!(key, a.derive("acme", "00aa"), "deterministic");
+        assert_ne!(key, b.derive("acme", "00aa"));
+        assert_ne!(key, a.derive("acme", "00ab"));
+        assert_ne!(key, a.derive("acmf", "00aa"));
+        // No ambiguity between the parts.
+        assert_ne!(a.derive("ab", "c"), a.derive("a", "bc"));
+        assert!(PskKeys::from_secret(&[1u8; 31]).is_err());
+        assert_eq!(format!("{a:?}"), "PskKeys(..)");
+    }
+
+    #[test]
+    fn psk_identities_round_trip_with_slashes_in_the_device() {
+        let id = psk_identity("acme", "site/7/pump", "0123456789abcdef");
+        assert_eq!(
+            parse_psk_identity(&id),
+            Some(("acme", "site/7/pump", "0123456789abcdef"))
+        );
+        for bad in ["", "acme", "acme/x", "/d/id", "acme//id", "acme/d/"] {
+            assert_eq!(parse_psk_identity(bad), None, "{bad}");
+        }
+    }
 
     fn claims(role: Role, exp_in: i64) -> OperatorClaims {
         let now = std::time::SystemTime::now()

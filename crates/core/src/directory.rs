@@ -141,6 +141,29 @@ pub struct Credential {
     pub expires_at_ns: Option<i64>,
 }
 
+/// A device's DTLS pre-shared key, resolved from the PSK identity it
+/// presented: what the CoAP frontend needs to finish the handshake, and who
+/// the session then speaks for. Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PskGrant {
+    /// Always a device.
+    pub principal: Principal,
+    /// The PSK credential, for revocation.
+    pub credential: Credential,
+    /// The key's bytes, as the device holds them.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for PskGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PskGrant")
+            .field("principal", &self.principal)
+            .field("credential", &self.credential)
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .finish()
+    }
+}
+
 /// What an ingest frontend asks of the registry.
 #[async_trait]
 pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
@@ -173,6 +196,16 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
         token: &str,
     ) -> Result<Application, DirectoryError> {
         let _ = (name, token);
+        Err(DirectoryError::Unauthenticated)
+    }
+
+    /// Resolves a DTLS PSK identity to its device and key. A separate path
+    /// from the others: a PSK identity is never a token, nor the reverse.
+    /// Revoked or expired credentials and deleted devices are
+    /// `Unauthenticated`, disabled devices `Forbidden`, within one second of
+    /// the change as for tokens. The default knows no PSKs.
+    async fn authenticate_psk(&self, identity: &str) -> Result<PskGrant, DirectoryError> {
+        let _ = identity;
         Err(DirectoryError::Unauthenticated)
     }
 
@@ -303,6 +336,9 @@ impl<T: Authenticator + ?Sized> Authenticator for Arc<T> {
         token: &str,
     ) -> Result<(Principal, Credential), DirectoryError> {
         (**self).authenticate_credential(token).await
+    }
+    async fn authenticate_psk(&self, identity: &str) -> Result<PskGrant, DirectoryError> {
+        (**self).authenticate_psk(identity).await
     }
     async fn authenticate_certificate_credential(
         &self,

@@ -29,8 +29,8 @@ impl CommandSink for CoapServer {
             inner.metrics.command("offline");
             return Ok(CommandOutcome::Offline);
         };
-        // A registration came in on the socket, so it is there.
-        let Some(socket) = inner.socket.get().cloned() else {
+        // A registration came in on the listener, so it is there.
+        let Some(link) = inner.socket.get().cloned() else {
             return Err(CommandError::Unavailable(
                 "the CoAP server is not serving".into(),
             ));
@@ -68,7 +68,7 @@ impl CommandSink for CoapServer {
         };
         let started = Instant::now();
         let exchange = async {
-            match self.deliver(&socket, observer.peer, msg).await {
+            match self.deliver(&link, observer.peer, msg).await {
                 Delivery::Acked => match reply.await {
                     Ok(r) => CommandOutcome::Replied(CommandReply {
                         payload: r.payload,

@@ -33,6 +33,7 @@ use tributary_coap_codec::{Code, Message, MessageType, Token, option};
 use tributary_ingest::Ingestor;
 
 mod commands;
+mod dtls;
 mod exchanges;
 mod metrics;
 pub mod observe;
@@ -101,7 +102,26 @@ pub struct CoapConfig {
     pub observe_lifetime_secs: u64,
     /// Commands waiting for a device's reply.
     pub max_pending_commands: usize,
+    /// DTLS sessions held at once (each costs an OpenSSL session, about
+    /// 20 KiB while in use).
+    pub max_dtls_sessions: usize,
+    /// Of them, from one IP address.
+    pub max_dtls_sessions_per_ip: u32,
+    /// DTLS handshakes in progress at once; when full, the oldest one whose
+    /// client has not returned a cookie makes room.
+    pub max_dtls_handshakes: usize,
+    /// A handshake not finished in this many seconds is dropped.
+    pub dtls_handshake_secs: u64,
+    /// A session without a datagram for this many seconds is closed; the
+    /// device handshakes again (RFC 7925 devices that sleep longer keep no
+    /// session anyway).
+    pub dtls_idle_secs: u64,
 }
+
+/// Bytes a DTLS 1.2 record adds to a CoAP message, and then some: a 13-byte
+/// header, an 8-byte explicit nonce and up to a 16-byte tag for the AEAD
+/// suites, or an IV, MAC and padding for the CBC ones.
+const DTLS_OVERHEAD: usize = 128;
 
 impl Default for CoapConfig {
     fn default() -> Self {
@@ -125,6 +145,11 @@ impl Default for CoapConfig {
             max_observers_per_tenant: 50_000,
             observe_lifetime_secs: 24 * 3600,
             max_pending_commands: 10_000,
+            max_dtls_sessions: 20_000,
+            max_dtls_sessions_per_ip: 1_000,
+            max_dtls_handshakes: 1_000,
+            dtls_handshake_secs: 10,
+            dtls_idle_secs: 3_600,
         }
     }
 }
@@ -181,6 +206,21 @@ impl CoapConfig {
         if !(1..=7 * 86_400).contains(&self.observe_lifetime_secs) {
             return Err("observe_lifetime_secs: 1 to 604800".into());
         }
+        if self.max_dtls_sessions == 0
+            || self.max_dtls_sessions_per_ip == 0
+            || self.max_dtls_handshakes == 0
+        {
+            return Err(
+                "max_dtls_sessions, max_dtls_sessions_per_ip and max_dtls_handshakes: at least 1"
+                    .into(),
+            );
+        }
+        if !(1..=120).contains(&self.dtls_handshake_secs) {
+            return Err("dtls_handshake_secs: 1 to 120".into());
+        }
+        if !(1..=7 * 86_400).contains(&self.dtls_idle_secs) {
+            return Err("dtls_idle_secs: 1 to 604800".into());
+        }
         if self.max_retransmit > 10 {
             return Err("max_retransmit: at most 10".into());
         }
@@ -202,8 +242,8 @@ struct Inner {
     exchanges: Mutex<Exchanges>,
     uploads: SharedUploads,
     commands: Commands,
-    /// The socket, once serving: commands are sent on it.
-    socket: std::sync::OnceLock<Arc<UdpSocket>>,
+    /// The listener, once serving: commands are sent on it.
+    socket: std::sync::OnceLock<Link>,
     /// Message ids of the server's own confirmable and non-confirmable
     /// messages.
     next_id: AtomicU16,
@@ -215,6 +255,35 @@ struct Inner {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How messages reach an endpoint: straight on the UDP socket, or in the
+/// endpoint's DTLS session.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    Udp(Arc<UdpSocket>),
+    Dtls(Arc<dtls::Dtls>),
+}
+
+impl Link {
+    /// Sends without waiting: a full socket buffer (or session queue) drops
+    /// the datagram, which CoAP's retransmissions recover from (the
+    /// client's for a piggybacked response, the server's for a separate
+    /// one).
+    fn send_bytes(&self, peer: SocketAddr, data: &[u8]) {
+        match self {
+            Link::Udp(socket) => {
+                if let Err(e) = socket.try_send_to(data, peer) {
+                    tracing::debug!(%peer, error = %e, "CoAP send failed");
+                }
+            }
+            Link::Dtls(dtls) => dtls.send(peer, data),
+        }
+    }
+
+    fn send(&self, peer: SocketAddr, msg: &Message) {
+        self.send_bytes(peer, &msg.encode());
+    }
 }
 
 impl CoapServer {
@@ -285,6 +354,19 @@ impl CoapServer {
         device: &str,
         credential: Option<&str>,
     ) -> bool {
+        let closed = self.dtls().map_or(0, |dtls| {
+            dtls.close_where(|s| {
+                s.device() == (tenant, device) && credential.is_none_or(|c| s.credential.id == c)
+            })
+        });
+        if closed > 0 {
+            tracing::info!(
+                tenant,
+                device,
+                closed,
+                "closing a revoked device's DTLS sessions"
+            );
+        }
         let ended = match credential {
             None => self.inner.commands.deregister(tenant, device, None),
             Some(c) => self.inner.commands.deregister_credential(tenant, device, c),
@@ -300,7 +382,7 @@ impl CoapServer {
             );
             self.inner.commands.report(tenant, device, false).await;
         }
-        ended
+        ended || closed > 0
     }
 
     /// Checks the credential of every registration for commands again, with
@@ -310,7 +392,16 @@ impl CoapServer {
     /// registry cannot be asked about right now stays (and is logged).
     pub async fn revalidate(&self) -> usize {
         let mut ended = 0;
-        for (tenant, device, credential) in self.inner.commands.registrations() {
+        let mut held = self.inner.commands.registrations();
+        if let Some(dtls) = self.dtls() {
+            for s in dtls.sessions() {
+                let (tenant, device) = s.device();
+                held.push((tenant.to_owned(), device.to_owned(), s.credential.id));
+            }
+            held.sort();
+            held.dedup();
+        }
+        for (tenant, device, credential) in held {
             let cred = tributary_core::directory::Credential {
                 id: credential.clone(),
                 expires_at_ns: None,
@@ -346,22 +437,91 @@ impl CoapServer {
         self.inner.commands.observed(tenant, device, Instant::now())
     }
 
-    /// Serves datagrams from `socket` until `stop` resolves. Requests in
-    /// hand then still finish (their appends are durable or refused).
+    /// Serves plain CoAP datagrams from `socket` until `stop` resolves.
+    /// Requests in hand then still finish (their appends are durable or
+    /// refused). Devices authenticate with their token in
+    /// [`TOKEN_OPTION`].
     pub async fn serve(
         &self,
         socket: UdpSocket,
         stop: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let socket = Arc::new(socket);
-        if self.inner.socket.set(Arc::clone(&socket)).is_err() {
+        let link = Link::Udp(Arc::clone(&socket));
+        if self.inner.socket.set(link.clone()).is_err() {
             return Err(std::io::Error::other("this CoAP server is serving already"));
         }
-        let mut sweep = tokio::time::interval(Duration::from_secs(10));
-        let max = self.inner.config.max_message_bytes;
         // One byte more than the largest message tells a larger datagram
         // (truncated by the kernel) from one that fits exactly.
-        let mut buf = vec![0u8; max + 1];
+        let max = self.inner.config.max_message_bytes;
+        self.receive(&socket, max + 1, stop, |data, peer| {
+            if data.len() > max {
+                self.oversized(&link, peer, data);
+            } else {
+                self.datagram(&link, peer, data, None);
+            }
+        })
+        .await
+    }
+
+    /// Serves CoAP over DTLS 1.2 with pre-shared keys from `socket` until
+    /// `stop` resolves: each device authenticates with the PSK identity
+    /// and key the registry issued it (docs/coap.md), and its requests in
+    /// the session need no token.
+    pub async fn serve_dtls(
+        &self,
+        socket: UdpSocket,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let socket = Arc::new(socket);
+        let config = &self.inner.config;
+        let bounds = dtls::DtlsBounds {
+            max_sessions: config.max_dtls_sessions,
+            max_sessions_per_ip: config.max_dtls_sessions_per_ip,
+            max_handshakes: config.max_dtls_handshakes,
+            handshake_timeout: Duration::from_secs(config.dtls_handshake_secs),
+            idle: Duration::from_secs(config.dtls_idle_secs),
+            mtu: u32::try_from(config.max_message_bytes + DTLS_OVERHEAD).unwrap_or(u32::MAX),
+            max_message: config.max_message_bytes,
+        };
+        let dtls = Arc::new(
+            dtls::Dtls::new(Arc::clone(&socket), bounds).map_err(std::io::Error::other)?,
+        );
+        if self.inner.socket.set(Link::Dtls(Arc::clone(&dtls))).is_err() {
+            return Err(std::io::Error::other("this CoAP server is serving already"));
+        }
+        // Handshake flights and records carry up to DTLS_OVERHEAD bytes
+        // more than the message; a larger datagram is not one of ours.
+        let limit = config.max_message_bytes + DTLS_OVERHEAD;
+        self.receive(&socket, limit + 1, stop, |data, peer| {
+            if data.len() > limit {
+                self.inner.metrics.dtls_dropped();
+            } else {
+                dtls.datagram(self, peer, data);
+            }
+        })
+        .await
+    }
+
+    /// The DTLS listener, when this server serves one.
+    fn dtls(&self) -> Option<Arc<dtls::Dtls>> {
+        match self.inner.socket.get() {
+            Some(Link::Dtls(d)) => Some(Arc::clone(d)),
+            _ => None,
+        }
+    }
+
+    /// The receive loop: each datagram of at most `buf_len` bytes (a longer
+    /// one is cut to that) goes to `take`.
+    async fn receive(
+        &self,
+        socket: &UdpSocket,
+        buf_len: usize,
+        stop: impl Future<Output = ()>,
+        mut take: impl FnMut(&[u8], SocketAddr),
+    ) -> std::io::Result<()> {
+        let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        let mut buf = vec![0u8; buf_len];
         tokio::pin!(stop);
         loop {
             let received = tokio::select! {
@@ -372,22 +532,16 @@ impl CoapServer {
                 }
                 r = socket.recv_from(&mut buf) => r,
             };
-            let (n, peer) = match received {
-                Ok(r) => r,
+            match received {
+                Ok((n, peer)) => take(&buf[..n], peer),
                 // An ICMP error for an earlier send (a device went away)
                 // surfaces here on some systems; it concerns that peer only.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "CoAP receive failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
                 }
-            };
-            if n > max {
-                self.oversized(&socket, peer, &buf[..n]);
-                continue;
             }
-            self.datagram(&socket, peer, &buf[..n]);
         }
     }
 
@@ -396,15 +550,19 @@ impl CoapServer {
         &self.inner.metrics
     }
 
-    fn datagram(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, data: &[u8]) {
+    fn datagram(
+        &self,
+        link: &Link,
+        peer: SocketAddr,
+        data: &[u8],
+        session: Option<&Arc<dtls::SessionAuth>>,
+    ) {
         let msg = match Message::decode(data) {
             Ok(m) => m,
             Err(e) => {
                 self.inner.metrics.malformed(&e);
                 if let Some((MessageType::Confirmable, id)) = e.header {
-                    send(
-                        socket,
-                        peer,
+                    link.send(peer,
                         &Message::new(MessageType::Reset, Code::EMPTY, id),
                     );
                 }
@@ -418,14 +576,12 @@ impl CoapServer {
                 }
             }
             (MessageType::Confirmable | MessageType::NonConfirmable, code) if code.is_request() => {
-                self.request(socket, peer, msg);
+                self.request(link, peer, msg, session);
             }
             // A ping (CON 0.00), or a confirmable message the server has no
             // use for (a response it did not ask for): Reset.
             (MessageType::Confirmable, _) => {
-                send(
-                    socket,
-                    peer,
+                link.send(peer,
                     &Message::new(MessageType::Reset, Code::EMPTY, msg.message_id),
                 );
             }
@@ -435,7 +591,7 @@ impl CoapServer {
 
     /// A datagram over the limit: a confirmable request gets 4.13 with the
     /// largest size taken; anything else is dropped.
-    fn oversized(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, data: &[u8]) {
+    fn oversized(&self, link: &Link, peer: SocketAddr, data: &[u8]) {
         let (first, id) = (data[0], u16::from_be_bytes([data[2], data[3]]));
         let tkl = usize::from(first & 0x0f);
         let confirmable = first >> 4 == 0b0100;
@@ -454,10 +610,16 @@ impl CoapServer {
         ack.token = Token::new(&data[4..4 + tkl]).unwrap_or_default();
         reply.apply(&mut ack, usize::MAX);
         ack.set_uint_option(option::SIZE1, self.inner.config.max_body_bytes as u32);
-        self.respond(socket, peer, &ack);
+        self.respond(link, peer, &ack);
     }
 
-    fn request(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, req: Message) {
+    fn request(
+        &self,
+        link: &Link,
+        peer: SocketAddr,
+        req: Message,
+        session: Option<&Arc<dtls::SessionAuth>>,
+    ) {
         let inner = &self.inner;
         let confirmable = req.mtype == MessageType::Confirmable;
         let admission = {
@@ -471,16 +633,14 @@ impl CoapServer {
             Admission::Duplicate(State::Pending { acked }) => {
                 inner.metrics.duplicate();
                 if confirmable && acked {
-                    send(
-                        socket,
-                        peer,
+                    link.send(peer,
                         &Message::new(MessageType::Acknowledgement, Code::EMPTY, req.message_id),
                     );
                 }
             }
             Admission::Duplicate(State::Done(answer)) => {
                 inner.metrics.duplicate();
-                send_bytes(socket, peer, &answer);
+                link.send_bytes(peer, &answer);
             }
             Admission::Refused(bound) => {
                 let refusal = match bound {
@@ -497,11 +657,12 @@ impl CoapServer {
                 inner.metrics.refused(refusal, &reply);
                 let mut msg = self.response_frame(&req);
                 reply.apply(&mut msg, req.encoded_len());
-                self.respond(socket, peer, &msg);
+                self.respond(link, peer, &msg);
             }
             Admission::New => {
-                let (server, socket) = (self.clone(), Arc::clone(socket));
-                tokio::spawn(async move { server.process(&socket, peer, req).await });
+                let (server, link) = (self.clone(), link.clone());
+                let session = session.cloned();
+                tokio::spawn(async move { server.process(&link, peer, req, session).await });
             }
         }
     }
@@ -522,12 +683,18 @@ impl CoapServer {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn respond(&self, socket: &UdpSocket, peer: SocketAddr, msg: &Message) {
+    fn respond(&self, link: &Link, peer: SocketAddr, msg: &Message) {
         self.inner.metrics.responded(msg.code);
-        send(socket, peer, msg);
+        link.send(peer, msg);
     }
 
-    async fn process(&self, socket: &UdpSocket, peer: SocketAddr, req: Message) {
+    async fn process(
+        &self,
+        link: &Link,
+        peer: SocketAddr,
+        req: Message,
+        session: Option<Arc<dtls::SessionAuth>>,
+    ) {
         let inner = &self.inner;
         let id = req.message_id;
         let claim = |tenant: &str| lock(&inner.exchanges).claim(peer, id, tenant);
@@ -539,6 +706,7 @@ impl CoapServer {
             peer,
             uploads: &inner.uploads,
             commands: &inner.commands,
+            session: session.as_deref(),
         };
         let work = resource::handle(&cx, &req);
         tokio::pin!(work);
@@ -547,7 +715,7 @@ impl CoapServer {
             let mut msg = self.response_frame(&req);
             reply.apply(&mut msg, req.encoded_len());
             self.finish(peer, id, reply.code, msg.encode());
-            self.respond(socket, peer, &msg);
+            self.respond(link, peer, &msg);
             return;
         }
         let separate_after = Duration::from_millis(inner.config.separate_after_ms);
@@ -556,13 +724,13 @@ impl CoapServer {
                 let mut msg = self.response_frame(&req);
                 reply.apply(&mut msg, req.encoded_len());
                 self.finish(peer, id, reply.code, msg.encode());
-                self.respond(socket, peer, &msg);
+                self.respond(link, peer, &msg);
             }
             Err(_) => {
                 // Stop the client's retransmissions, then answer separately.
                 let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, id);
                 lock(&inner.exchanges).acked(peer, id);
-                send(socket, peer, &ack);
+                link.send(peer, &ack);
                 inner.metrics.separate();
                 let reply = work.await;
                 // A retransmission of the request from now on gets the empty
@@ -572,7 +740,7 @@ impl CoapServer {
                 msg.token = req.token;
                 reply.apply(&mut msg, req.encoded_len());
                 self.inner.metrics.responded(msg.code);
-                if self.deliver(socket, peer, msg).await != Delivery::Acked {
+                if self.deliver(link, peer, msg).await != Delivery::Acked {
                     self.inner.metrics.separate_lost();
                     tracing::info!(%peer, "a separate CoAP response was never acknowledged");
                 }
@@ -595,7 +763,7 @@ impl CoapServer {
 
     /// Sends a confirmable message until it is acknowledged or reset, at
     /// most `max_retransmit` times again, with RFC 7252's backoff.
-    async fn deliver(&self, socket: &UdpSocket, peer: SocketAddr, msg: Message) -> Delivery {
+    async fn deliver(&self, link: &Link, peer: SocketAddr, msg: Message) -> Delivery {
         let inner = &self.inner;
         let key = (peer, msg.message_id);
         let (tx, mut rx) = oneshot::channel();
@@ -616,7 +784,7 @@ impl CoapServer {
             if attempt > 0 {
                 inner.metrics.retransmitted();
             }
-            send_bytes(socket, peer, &wire);
+            link.send_bytes(peer, &wire);
             match tokio::time::timeout(wait, &mut rx).await {
                 Ok(Ok(true)) => return Delivery::Acked,
                 Ok(Ok(false)) => return Delivery::Reset,
@@ -654,15 +822,3 @@ enum Delivery {
     Lost,
 }
 
-fn send(socket: &UdpSocket, peer: SocketAddr, msg: &Message) {
-    send_bytes(socket, peer, &msg.encode());
-}
-
-/// Sends without waiting: a full socket buffer drops the datagram, which
-/// CoAP's retransmissions recover from (the client's for a piggybacked
-/// response, the server's for a separate one).
-fn send_bytes(socket: &UdpSocket, peer: SocketAddr, data: &[u8]) {
-    if let Err(e) = socket.try_send_to(data, peer) {
-        tracing::debug!(%peer, error = %e, "CoAP send failed");
-    }
-}

@@ -5,6 +5,8 @@
 //! a client can cause refusals at will), so the log line and the metric
 //! cannot drift apart.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -112,9 +114,17 @@ struct CodeLabel {
     code: String,
 }
 
-/// The CoAP frontend's metrics. Cheap to clone (shared).
+/// The CoAP frontend's metrics. Cheap to clone (shared). The plain and the
+/// DTLS listener share one set: counters add up, and each listener's
+/// [`CoapMetrics::for_listener`] handle adds its own table sizes to the
+/// gauges.
 #[derive(Debug, Clone)]
 pub struct CoapMetrics {
+    levels: std::sync::Arc<Levels>,
+    dtls_handshakes: Family<OutcomeLabel, Counter>,
+    dtls_ended: Family<OutcomeLabel, Counter>,
+    dtls_sessions: Gauge,
+    dtls_dropped: Counter,
     responses: Family<CodeLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
     duplicates: Counter,
@@ -126,6 +136,23 @@ pub struct CoapMetrics {
     pub(crate) upload_bytes: Gauge,
     observers: Gauge,
     commands: Family<OutcomeLabel, Counter>,
+}
+
+/// What one listener last reported of its tables, so that its share of a
+/// shared gauge moves by the difference.
+#[derive(Debug, Default)]
+struct Levels {
+    exchanges: AtomicI64,
+    peers: AtomicI64,
+    observers: AtomicI64,
+    dtls_sessions: AtomicI64,
+}
+
+/// Moves `gauge` by what `level` changed by when set to `now`.
+fn level(gauge: &Gauge, level: &AtomicI64, now: usize) {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let before = level.swap(now, Ordering::Relaxed);
+    gauge.inc_by(now - before);
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -193,12 +220,46 @@ impl CoapMetrics {
             "Bytes of block-wise uploads held until their last block",
             m.upload_bytes.clone(),
         );
+        r.register(
+            "dtls_handshakes",
+            "DTLS handshakes, by outcome (established, bad_psk, failed, timeout, evicted, registry_unavailable, refused_sessions, refused_per_ip, refused_handshakes)",
+            m.dtls_handshakes.clone(),
+        );
+        r.register(
+            "dtls_sessions_ended",
+            "Established DTLS sessions that ended, by reason (closed, idle, revoked)",
+            m.dtls_ended.clone(),
+        );
+        r.register(
+            "dtls_sessions",
+            "DTLS sessions held, handshakes in progress included",
+            m.dtls_sessions.clone(),
+        );
+        r.register(
+            "dtls_dropped",
+            "Datagrams dropped on the DTLS listener: too large, from no session, or queued past a session's limit",
+            m.dtls_dropped.clone(),
+        );
         m
+    }
+
+    /// A handle for one more listener: same metrics, its own share of the
+    /// table gauges.
+    pub fn for_listener(&self) -> Self {
+        CoapMetrics {
+            levels: std::sync::Arc::default(),
+            ..self.clone()
+        }
     }
 
     /// Metrics that no registry exports (tests).
     pub fn unregistered() -> Self {
         CoapMetrics {
+            levels: std::sync::Arc::default(),
+            dtls_handshakes: Family::default(),
+            dtls_ended: Family::default(),
+            dtls_sessions: Gauge::default(),
+            dtls_dropped: Counter::default(),
             responses: Family::default(),
             refused: Family::default(),
             duplicates: Counter::default(),
@@ -256,7 +317,31 @@ impl CoapMetrics {
     }
 
     pub(crate) fn observers(&self, n: usize) {
-        self.observers.set(n as i64);
+        level(&self.observers, &self.levels.observers, n);
+    }
+
+    pub(crate) fn dtls_handshake(&self, outcome: &'static str) {
+        self.dtls_handshakes
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// How a session's task ended: a session's end, or a handshake's.
+    pub(crate) fn dtls_handshake_end(&self, outcome: &'static str) {
+        match outcome {
+            "closed" | "idle" | "revoked" => {
+                self.dtls_ended.get_or_create(&OutcomeLabel { outcome }).inc();
+            }
+            _ => self.dtls_handshake(outcome),
+        }
+    }
+
+    pub(crate) fn dtls_sessions(&self, n: usize) {
+        level(&self.dtls_sessions, &self.levels.dtls_sessions, n);
+    }
+
+    pub(crate) fn dtls_dropped(&self) {
+        self.dtls_dropped.inc();
     }
 
     pub(crate) fn command(&self, outcome: &'static str) {
@@ -268,8 +353,8 @@ impl CoapMetrics {
     }
 
     pub(crate) fn table(&self, exchanges: usize, peers: usize) {
-        self.exchanges.set(exchanges as i64);
-        self.peers.set(peers as i64);
+        level(&self.exchanges, &self.levels.exchanges, exchanges);
+        level(&self.peers, &self.levels.peers, peers);
     }
 }
 

@@ -19,6 +19,7 @@
 use std::fmt::Display;
 
 use tributary_coap_codec::{Code, Message, content_format, option};
+use tributary_core::directory::Principal;
 use tributary_core::formats;
 use tributary_core::model::{Point, Value, validate_point};
 use tributary_ingest::{IngestError, Ingestor, Rejection, RequestContext};
@@ -133,11 +134,17 @@ pub(crate) struct Context<'a> {
     pub uploads: &'a crate::uploads::SharedUploads,
     /// Registrations for commands, and commands waiting for replies.
     pub commands: &'a crate::observe::Commands,
+    /// The device of the DTLS session the request came in, if any: it
+    /// needs no token.
+    pub session: Option<&'a crate::dtls::SessionAuth>,
 }
 
-/// The device a request's token (option 65003) names: tenant, device, and
-/// the credential's id.
-async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String, String), Reply> {
+/// Who sent a request: the DTLS session's device, or the device (or
+/// tenant) of the token in option 65003. With the credential's id.
+async fn principal_of(cx: &Context<'_>, req: &Message) -> Result<(Principal, String), Reply> {
+    if let Some(session) = cx.session {
+        return Ok((session.principal.clone(), session.credential.id.clone()));
+    }
     let token = req
         .option(TOKEN_OPTION)
         .and_then(|t| std::str::from_utf8(t).ok())
@@ -147,14 +154,20 @@ async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String, S
             reply
         })?;
     match cx.ingestor.authenticate_credential(token).await {
-        Ok((tributary_core::directory::Principal::Device { tenant, device }, credential)) => {
-            Ok((tenant, device, credential.id))
-        }
-        Ok(_) => Err(Reply::error(
+        Ok((principal, credential)) => Ok((principal, credential.id)),
+        Err(e) => Err(ingest_error(e, cx.max_body)),
+    }
+}
+
+/// The device a request speaks for (its session's, or its token's):
+/// tenant, device, and the credential's id.
+async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String, String), Reply> {
+    match principal_of(cx, req).await? {
+        (Principal::Device { tenant, device }, credential) => Ok((tenant, device, credential)),
+        (Principal::TenantIngest { .. }, _) => Err(Reply::error(
             Code::FORBIDDEN,
             "commands go to devices: use a device token",
         )),
-        Err(e) => Err(ingest_error(e, cx.max_body)),
     }
 }
 
@@ -347,19 +360,7 @@ async fn telemetry(cx: &Context<'_>, req: &Message, metric: Option<&str>) -> Res
             Reply::error(Code::BAD_REQUEST, format_args!("{e}")),
         )
     })?;
-    let token = req
-        .option(TOKEN_OPTION)
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .ok_or_else(|| {
-            refuse(
-                Refusal::Unauthenticated,
-                Reply::error(Code::UNAUTHORIZED, "send the device token in option 65003"),
-            )
-        })?;
-    let principal = ingestor
-        .authenticate(token)
-        .await
-        .map_err(|e| ingest_error(e, max_body))?;
+    let (principal, _) = principal_of(cx, req).await?;
     if !(cx.claim)(principal.tenant()) {
         return Err(refuse(
             Refusal::TenantExchanges,

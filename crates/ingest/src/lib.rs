@@ -404,6 +404,28 @@ impl Ingestor {
             .await?)
     }
 
+    /// Resolves a DTLS PSK identity to its device and key (CoAP over DTLS).
+    /// Refusals are counted as for tokens.
+    pub async fn authenticate_psk(
+        &self,
+        identity: &str,
+    ) -> Result<tributary_core::directory::PskGrant, IngestError> {
+        if identity.is_empty() || identity.len() > 256 {
+            self.inner
+                .metrics
+                .rejected(Rejection::Unauthenticated, &"empty or oversized PSK identity");
+            return Err(IngestError::Unauthenticated);
+        }
+        self.inner
+            .auth
+            .authenticate_psk(identity)
+            .await
+            .map_err(|e| {
+                self.inner.metrics.rejected(auth_rejection(&e), &e);
+                e.into()
+            })
+    }
+
     /// Resolves a TLS client certificate by its SHA-256 fingerprint (lower-case
     /// hex) to the device it is registered for. An unregistered certificate
     /// is `Unauthenticated` and not counted as a rejection: the frontend

@@ -212,6 +212,11 @@ pub(crate) trait DirectorySource: Send + Sync + fmt::Debug + 'static {
         hash: &TokenHash,
     ) -> Result<AuthenticatedApplication, DirectoryError>;
 
+    /// A DTLS PSK identity, with its key. Uncached by design: a handshake
+    /// happens once per session, and no key is kept in a cache.
+    async fn resolve_psk(&self, identity: &str)
+    -> Result<(Authenticated, String), DirectoryError>;
+
     /// The tenant's ingest policy.
     async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError>;
 
@@ -595,6 +600,23 @@ impl<S: DirectorySource> CachedDirectory<S> {
         Ok(split_authenticated(resolved))
     }
 
+    pub(crate) async fn authenticate_psk(
+        &self,
+        identity: &str,
+    ) -> Result<tributary_core::directory::PskGrant, DirectoryError> {
+        if identity.is_empty() || identity.len() > crate::service::MAX_PSK_IDENTITY_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let (resolved, key) = self.shared.source.resolve_psk(identity).await?;
+        self.shared.check_device(&resolved.principal).await?;
+        let (principal, credential) = split_authenticated(resolved);
+        Ok(tributary_core::directory::PskGrant {
+            principal,
+            credential,
+            key: key.into_bytes(),
+        })
+    }
+
     pub(crate) async fn authenticate_certificate_credential(
         &self,
         fingerprint: &str,
@@ -768,6 +790,13 @@ macro_rules! delegate_directory_traits {
                 DirectoryError,
             > {
                 self.inner.authenticate_credential(token).await
+            }
+
+            async fn authenticate_psk(
+                &self,
+                identity: &str,
+            ) -> Result<tributary_core::directory::PskGrant, DirectoryError> {
+                self.inner.authenticate_psk(identity).await
             }
 
             async fn authenticate_certificate_credential(
@@ -1024,6 +1053,13 @@ impl DirectorySource for LocalSource {
         fingerprint: &TokenHash,
     ) -> Result<Authenticated, DirectoryError> {
         self.registry.resolve_certificate(fingerprint).await
+    }
+
+    async fn resolve_psk(
+        &self,
+        identity: &str,
+    ) -> Result<(Authenticated, String), DirectoryError> {
+        self.registry.resolve_psk(identity).await
     }
 
     async fn resolve_application(

@@ -235,6 +235,27 @@ impl DirectoryService for DirectoryGrpc {
         )
     }
 
+    async fn authenticate_psk(
+        &self,
+        request: Request<pb::AuthenticatePskRequest>,
+    ) -> Result<Response<pb::DirectoryPsk>, Status> {
+        self.admit(&request)?;
+        let identity = request.into_inner().identity;
+        reply(
+            async {
+                let (resolved, key) = self.registry.resolve_psk(&identity).await?;
+                self.registry
+                    .check_device_enabled(&resolved.principal)
+                    .await?;
+                Ok(pb::DirectoryPsk {
+                    credential: Some(credential_to_proto(resolved)),
+                    key,
+                })
+            }
+            .await,
+        )
+    }
+
     async fn authenticate_application(
         &self,
         request: Request<pb::AuthenticateApplicationRequest>,

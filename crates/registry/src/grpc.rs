@@ -337,10 +337,11 @@ impl RegistryService for RegistryGrpc {
             Ok(pb::CredentialKind::TenantIngestToken) => CredentialKind::TenantIngestToken,
             Ok(pb::CredentialKind::DeviceCertificate) => CredentialKind::DeviceCertificate,
             Ok(pb::CredentialKind::Application) => CredentialKind::Application,
+            Ok(pb::CredentialKind::DevicePsk) => CredentialKind::DevicePsk,
             Ok(pb::CredentialKind::Unspecified) | Err(_) => {
                 return Err(RegistryError::invalid(
                     "kind",
-                    "CREDENTIAL_KIND_DEVICE_TOKEN or CREDENTIAL_KIND_TENANT_INGEST_TOKEN",
+                    "CREDENTIAL_KIND_DEVICE_TOKEN, CREDENTIAL_KIND_TENANT_INGEST_TOKEN or CREDENTIAL_KIND_DEVICE_PSK",
                 )
                 .into());
             }
@@ -504,6 +505,7 @@ fn credential_to_proto(c: CredentialRecord) -> pb::Credential {
         CredentialKind::TenantIngestToken => pb::CredentialKind::TenantIngestToken,
         CredentialKind::DeviceCertificate => pb::CredentialKind::DeviceCertificate,
         CredentialKind::Application => pb::CredentialKind::Application,
+        CredentialKind::DevicePsk => pb::CredentialKind::DevicePsk,
     };
     let (publish, subscribe) = c
         .grants
@@ -530,8 +532,15 @@ fn credential_to_proto(c: CredentialRecord) -> pb::Credential {
 }
 
 fn issued_to_proto(t: IssuedToken) -> pb::IssueTokenResponse {
+    let psk_identity = match (&t.credential.kind, &t.credential.device) {
+        (CredentialKind::DevicePsk, Some(device)) => {
+            tributary_auth::psk_identity(&t.credential.tenant, device, &t.credential.id)
+        }
+        _ => String::new(),
+    };
     pb::IssueTokenResponse {
         credential: Some(credential_to_proto(t.credential)),
         token: t.secret,
+        psk_identity,
     }
 }

@@ -254,6 +254,26 @@ impl DirectorySource for RemoteSource {
         credential_from_proto(answer)
     }
 
+    async fn resolve_psk(
+        &self,
+        identity: &str,
+    ) -> Result<(Authenticated, String), DirectoryError> {
+        let mut client = self.client.clone();
+        let request = pb::AuthenticatePskRequest {
+            identity: identity.to_owned(),
+        };
+        let answer = self
+            .call("AuthenticatePsk", client.authenticate_psk(request))
+            .await?;
+        let credential = answer
+            .credential
+            .ok_or_else(|| malformed("PSK answer without a credential"))?;
+        if answer.key.is_empty() {
+            return Err(malformed("PSK answer without a key"));
+        }
+        Ok((credential_from_proto(credential)?, answer.key))
+    }
+
     async fn resolve_application(
         &self,
         name: &str,

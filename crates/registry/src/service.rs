@@ -47,6 +47,16 @@ const MAX_SECRET_BYTES: usize = 512;
 const MAX_NAME_BYTES: usize = 256;
 /// Lifetime of the bootstrap admin token: ten years.
 const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The longest DTLS PSK identity looked up (OpenSSL takes up to 256 bytes).
+pub const MAX_PSK_IDENTITY_BYTES: usize = 256;
+
+/// What a PSK credential keeps in `token_hash`: a hash of its identity under
+/// a prefix, so that no presented token can ever hash to it.
+fn psk_identity_hash(identity: &str) -> TokenHash {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("psk-identity\0{identity}").as_bytes()).into()
+}
+
 /// The file [`Registry::bootstrap`] writes the admin token to.
 const ADMIN_TOKEN_FILE: &str = "admin.token";
 
@@ -391,6 +401,8 @@ pub struct Registry {
     pub(crate) webhook_generation: std::sync::atomic::AtomicU64,
     /// The rules' targets of each tenant, as last resolved.
     pub(crate) targets: std::sync::Mutex<HashMap<String, crate::rules::ResolvedTargets>>,
+    /// Where DTLS pre-shared keys come from; `None`: PSKs are not issued.
+    psk: Option<tributary_auth::PskKeys>,
 }
 
 /// How close to its `devices` quota a tenant's count is read from the store
@@ -410,7 +422,15 @@ impl Registry {
             device_generation: std::sync::atomic::AtomicU64::new(0),
             webhook_generation: std::sync::atomic::AtomicU64::new(0),
             targets: std::sync::Mutex::new(HashMap::new()),
+            psk: None,
         }
+    }
+
+    /// Lets the registry issue and resolve DTLS pre-shared keys, derived
+    /// from `keys`. Without them, issuing a PSK is refused.
+    pub fn with_psk_keys(mut self, keys: tributary_auth::PskKeys) -> Self {
+        self.psk = Some(keys);
+        self
     }
 
     /// The lock over `tenant`'s device count.
@@ -1121,13 +1141,13 @@ impl Registry {
         let now = now_ns();
         let expires_at_ns = expires_at(now, req.ttl)?;
         let token_kind = match (req.kind, &req.device) {
-            (CredentialKind::DeviceToken, None) => {
+            (CredentialKind::DeviceToken | CredentialKind::DevicePsk, None) => {
                 return Err(RegistryError::invalid(
                     "device",
-                    "required for device tokens",
+                    "required for device tokens and PSKs",
                 ));
             }
-            (CredentialKind::DeviceToken, Some(device)) => {
+            (CredentialKind::DeviceToken | CredentialKind::DevicePsk, Some(device)) => {
                 validate_device_id(device, &self.config.limits)?;
                 if self.store.get_device(&req.tenant, device).await?.is_none() {
                     return Err(RegistryError::not_found(Entity::Device, device.as_str()));
@@ -1137,6 +1157,9 @@ impl Registry {
                     return Err(RegistryError::LimitExceeded(format!(
                         "device {device:?} has {active} active tokens; revoke one first"
                     )));
+                }
+                if req.kind == CredentialKind::DevicePsk {
+                    return self.issue_psk(&req, device, now, expires_at_ns).await;
                 }
                 TokenKind::Device
             }
@@ -1199,6 +1222,98 @@ impl Registry {
         }
         Err(RegistryError::Internal(
             "could not allocate a unique credential id".into(),
+        ))
+    }
+
+    /// Issues a device's DTLS pre-shared key: the secret in the result is
+    /// the key (derived, never stored), and the identity is
+    /// [`tributary_auth::psk_identity`] of the credential.
+    async fn issue_psk(
+        &self,
+        req: &NewToken,
+        device: &str,
+        now: i64,
+        expires_at_ns: Option<i64>,
+    ) -> Result<IssuedToken, RegistryError> {
+        let Some(keys) = &self.psk else {
+            return Err(RegistryError::invalid(
+                "kind",
+                "this registry has no PSK secret, so it issues no PSKs (see docs/coap.md)",
+            ));
+        };
+        for _ in 0..3 {
+            let id = tributary_auth::random_id();
+            let identity = tributary_auth::psk_identity(&req.tenant, device, &id);
+            let credential = CredentialRecord {
+                id,
+                tenant: req.tenant.clone(),
+                kind: CredentialKind::DevicePsk,
+                device: Some(device.to_owned()),
+                name: req.name.clone(),
+                token_hash: psk_identity_hash(&identity),
+                created_at_ns: now,
+                expires_at_ns,
+                revoked_at_ns: None,
+                grants: None,
+            };
+            match self.store.put_credential(&credential).await {
+                Ok(()) => {
+                    tracing::info!(
+                        tenant = %credential.tenant,
+                        credential = %credential.id,
+                        device,
+                        "PSK issued"
+                    );
+                    let secret = keys.derive(&credential.tenant, &credential.id);
+                    return Ok(IssuedToken { credential, secret });
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Internal(
+            "could not allocate a unique credential id".into(),
+        ))
+    }
+
+    /// Resolves a DTLS PSK identity to its credential and key. Checks the
+    /// credential only (kind, device, revoked, expired), not its device's
+    /// state, like [`Registry::resolve_token_hash`]. Unknown identities, and
+    /// every identity when this registry has no PSK secret, are
+    /// `Unauthenticated`.
+    pub async fn resolve_psk(
+        &self,
+        identity: &str,
+    ) -> Result<(Authenticated, String), DirectoryError> {
+        let keys = self.psk.as_ref().ok_or(DirectoryError::Unauthenticated)?;
+        if identity.len() > MAX_PSK_IDENTITY_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let (tenant, device, id) =
+            tributary_auth::parse_psk_identity(identity).ok_or(DirectoryError::Unauthenticated)?;
+        let credential = self
+            .store
+            .get_credential(tenant, id)
+            .await?
+            .ok_or(DirectoryError::Unauthenticated)?;
+        if credential.kind != CredentialKind::DevicePsk
+            || credential.device.as_deref() != Some(device)
+            || credential.is_revoked()
+            || credential.is_expired(now_ns())
+        {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let key = keys.derive(&credential.tenant, &credential.id);
+        Ok((
+            Authenticated {
+                principal: Principal::Device {
+                    tenant: credential.tenant,
+                    device: device.to_owned(),
+                },
+                credential_id: credential.id,
+                expires_at_ns: credential.expires_at_ns,
+            },
+            key,
         ))
     }
 
@@ -1474,8 +1589,10 @@ impl Registry {
                 tenant: credential.tenant,
                 credential_id: credential.id.clone(),
             },
-            // Applications have their own lookup.
-            (CredentialKind::Application, _) => return Err(DirectoryError::Unauthenticated),
+            // Applications and PSKs have their own lookups.
+            (CredentialKind::Application | CredentialKind::DevicePsk, _) => {
+                return Err(DirectoryError::Unauthenticated);
+            }
         };
         Ok(Authenticated {
             principal,

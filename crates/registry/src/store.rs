@@ -139,6 +139,13 @@ pub enum CredentialKind {
     /// `grants`. Only the application lookup
     /// ([`crate::Registry::resolve_application`]) accepts it.
     Application,
+    /// A DTLS pre-shared key for one device (CoAP on :5684). The registry
+    /// keeps no key: it derives it from its PSK secret and the credential's
+    /// tenant and id ([`tributary_auth::PskKeys`]). The identity is
+    /// `<tenant>/<device>/<id>`; `token_hash` holds a hash of it that no
+    /// token can match. Only the PSK lookup ([`crate::Registry::resolve_psk`])
+    /// accepts it.
+    DevicePsk,
 }
 
 /// The MQTT topic filters a tenant application may publish and subscribe

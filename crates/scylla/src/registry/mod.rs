@@ -982,6 +982,7 @@ pub(crate) fn kind_name(kind: CredentialKind) -> &'static str {
         CredentialKind::DeviceToken => "device_token",
         CredentialKind::TenantIngestToken => "tenant_ingest_token",
         CredentialKind::DeviceCertificate => "device_certificate",
+        CredentialKind::DevicePsk => "device_psk",
         CredentialKind::Application => "application",
     }
 }
@@ -991,6 +992,7 @@ pub(crate) fn kind_from_name(name: &str) -> Result<CredentialKind, ScyllaError> 
         "device_token" => Ok(CredentialKind::DeviceToken),
         "tenant_ingest_token" => Ok(CredentialKind::TenantIngestToken),
         "device_certificate" => Ok(CredentialKind::DeviceCertificate),
+        "device_psk" => Ok(CredentialKind::DevicePsk),
         "application" => Ok(CredentialKind::Application),
         other => Err(ScyllaError::Decode(format!(
             "unknown credential kind {other:?}"
@@ -1276,6 +1278,7 @@ mod tests {
             CredentialKind::TenantIngestToken,
             CredentialKind::DeviceCertificate,
             CredentialKind::Application,
+            CredentialKind::DevicePsk,
         ] {
             let json = serde_json::to_string(&kind).expect("serializes");
             assert_eq!(json, format!("\"{}\"", kind_name(kind)));

@@ -148,6 +148,10 @@ pub enum TokensCmd {
         /// A tenant ingest token (line protocol for any device of the tenant).
         #[arg(long, conflicts_with = "app")]
         ingest: bool,
+        /// With `--device`: a DTLS pre-shared key for CoAP over DTLS instead
+        /// of a token; prints the PSK identity and the key.
+        #[arg(long, requires = "device")]
+        psk: bool,
         /// A tenant application token: MQTT user name `app:<APP>`, any client
         /// id, publish and subscribe within `--publish` and `--subscribe`.
         #[arg(long)]
@@ -428,6 +432,20 @@ fn device_rows(devices: &[pb::Device]) -> Rows {
 
 fn token_rows(issued: &pb::IssueTokenResponse) -> Rows {
     let c = issued.credential.clone().unwrap_or_default();
+    if !issued.psk_identity.is_empty() {
+        let mut rows = Rows::new(vec!["credential_id", "device", "psk_identity", "psk_key"]);
+        rows.push(
+            vec![
+                c.id.clone(),
+                c.device.clone(),
+                issued.psk_identity.clone(),
+                issued.token.clone(),
+            ],
+            json!({"credential_id": c.id, "device": c.device, "kind": kind_name(c.kind),
+                   "psk_identity": issued.psk_identity, "token": issued.token}),
+        );
+        return rows;
+    }
     let mut rows = Rows::new(vec!["credential_id", "device", "token"]);
     rows.push(
         vec![c.id.clone(), c.device.clone(), issued.token.clone()],
@@ -442,6 +460,7 @@ fn kind_name(kind: i32) -> &'static str {
         Ok(pb::CredentialKind::TenantIngestToken) => "ingest",
         Ok(pb::CredentialKind::DeviceCertificate) => "certificate",
         Ok(pb::CredentialKind::Application) => "application",
+        Ok(pb::CredentialKind::DevicePsk) => "psk",
         _ => "unknown",
     }
 }
@@ -644,6 +663,7 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
         TokensCmd::Issue {
             device,
             ingest,
+            psk,
             name,
             ttl,
             ..
@@ -651,6 +671,8 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
             let ttl_seconds = ttl_seconds(ttl)?;
             let kind = if ingest {
                 pb::CredentialKind::TenantIngestToken
+            } else if psk {
+                pb::CredentialKind::DevicePsk
             } else {
                 pb::CredentialKind::DeviceToken
             };
