@@ -319,7 +319,10 @@ impl PskKeys {
         mac.update(tenant.as_bytes());
         mac.update(b"\0");
         mac.update(credential_id.as_bytes());
-        format!("tbk_{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        format!(
+            "tbk_{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 }
 

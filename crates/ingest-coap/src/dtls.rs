@@ -385,7 +385,11 @@ impl Dtls {
         self.established(shared, auth.clone());
         server.inner.metrics.dtls_handshake("established");
         let auth = Arc::new(auth);
-        let link = Link::Dtls(server.dtls().unwrap_or_else(|| unreachable!("serving DTLS")));
+        let link = Link::Dtls(
+            server
+                .dtls()
+                .unwrap_or_else(|| unreachable!("serving DTLS")),
+        );
         let mut buf = vec![0u8; 16 * 1024];
         // The session.
         loop {
@@ -481,8 +485,7 @@ impl Dtls {
 }
 
 /// The ex-data slot of an `Ssl` that holds its endpoint's [`Shared`].
-fn shared_index()
--> Result<openssl::ex_data::Index<Ssl, Arc<Shared>>, openssl::error::ErrorStack> {
+fn shared_index() -> Result<openssl::ex_data::Index<Ssl, Arc<Shared>>, openssl::error::ErrorStack> {
     static INDEX: OnceLock<openssl::ex_data::Index<Ssl, Arc<Shared>>> = OnceLock::new();
     if let Some(i) = INDEX.get() {
         return Ok(*i);
@@ -564,7 +567,11 @@ fn cookie_for(key: &[u8; 32], peer: SocketAddr) -> [u8; 16] {
 /// Whether a datagram starts with a DTLS handshake record holding a
 /// ClientHello (epoch 0).
 fn is_client_hello(data: &[u8]) -> bool {
-    data.len() >= 13 + 12 && data[0] == 22 && data[1] == 0xfe && data[3..5] == [0, 0] && data[13] == 1
+    data.len() >= 13 + 12
+        && data[0] == 22
+        && data[1] == 0xfe
+        && data[3..5] == [0, 0]
+        && data[13] == 1
 }
 
 /// The PSK identity in a datagram's ClientKeyExchange (RFC 4279 2: the
@@ -645,7 +652,9 @@ mod tests {
 
     fn handshake(msg: u8, body: &[u8]) -> Vec<u8> {
         let len = (body.len() as u32).to_be_bytes();
-        let mut h = vec![msg, len[1], len[2], len[3], 0, 2, 0, 0, 0, len[1], len[2], len[3]];
+        let mut h = vec![
+            msg, len[1], len[2], len[3], 0, 2, 0, 0, 0, len[1], len[2], len[3],
+        ];
         h.extend_from_slice(body);
         h
     }

@@ -484,10 +484,14 @@ impl CoapServer {
             mtu: u32::try_from(config.max_message_bytes + DTLS_OVERHEAD).unwrap_or(u32::MAX),
             max_message: config.max_message_bytes,
         };
-        let dtls = Arc::new(
-            dtls::Dtls::new(Arc::clone(&socket), bounds).map_err(std::io::Error::other)?,
-        );
-        if self.inner.socket.set(Link::Dtls(Arc::clone(&dtls))).is_err() {
+        let dtls =
+            Arc::new(dtls::Dtls::new(Arc::clone(&socket), bounds).map_err(std::io::Error::other)?);
+        if self
+            .inner
+            .socket
+            .set(Link::Dtls(Arc::clone(&dtls)))
+            .is_err()
+        {
             return Err(std::io::Error::other("this CoAP server is serving already"));
         }
         // Handshake flights and records carry up to DTLS_OVERHEAD bytes
@@ -562,9 +566,7 @@ impl CoapServer {
             Err(e) => {
                 self.inner.metrics.malformed(&e);
                 if let Some((MessageType::Confirmable, id)) = e.header {
-                    link.send(peer,
-                        &Message::new(MessageType::Reset, Code::EMPTY, id),
-                    );
+                    link.send(peer, &Message::new(MessageType::Reset, Code::EMPTY, id));
                 }
                 return;
             }
@@ -581,7 +583,8 @@ impl CoapServer {
             // A ping (CON 0.00), or a confirmable message the server has no
             // use for (a response it did not ask for): Reset.
             (MessageType::Confirmable, _) => {
-                link.send(peer,
+                link.send(
+                    peer,
                     &Message::new(MessageType::Reset, Code::EMPTY, msg.message_id),
                 );
             }
@@ -633,7 +636,8 @@ impl CoapServer {
             Admission::Duplicate(State::Pending { acked }) => {
                 inner.metrics.duplicate();
                 if confirmable && acked {
-                    link.send(peer,
+                    link.send(
+                        peer,
                         &Message::new(MessageType::Acknowledgement, Code::EMPTY, req.message_id),
                     );
                 }
@@ -821,4 +825,3 @@ enum Delivery {
     Reset,
     Lost,
 }
-

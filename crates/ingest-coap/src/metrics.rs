@@ -330,7 +330,9 @@ impl CoapMetrics {
     pub(crate) fn dtls_handshake_end(&self, outcome: &'static str) {
         match outcome {
             "closed" | "idle" | "revoked" => {
-                self.dtls_ended.get_or_create(&OutcomeLabel { outcome }).inc();
+                self.dtls_ended
+                    .get_or_create(&OutcomeLabel { outcome })
+                    .inc();
             }
             _ => self.dtls_handshake(outcome),
         }

@@ -88,12 +88,7 @@ async fn rig(config: CoapConfig) -> Rig {
         IngestMetrics::default(),
     );
     let mut metrics = prometheus_client::registry::Registry::default();
-    let server = CoapServer::new(
-        ingestor,
-        config,
-        CoapMetrics::register(&mut metrics),
-    )
-    .unwrap();
+    let server = CoapServer::new(ingestor, config, CoapMetrics::register(&mut metrics)).unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -204,15 +199,26 @@ async fn a_wrong_key_or_an_unknown_identity_gets_no_session() {
         ..CoapConfig::default()
     })
     .await;
-    let mut wrong = post(rig.addr, IDENTITY, "tbk_not-the-key", r#"{"values":{"temp":1}}"#);
+    let mut wrong = post(
+        rig.addr,
+        IDENTITY,
+        "tbk_not-the-key",
+        r#"{"values":{"temp":1}}"#,
+    );
     let mut unknown = post(rig.addr, "acme/d1/nope", KEY, r#"{"values":{"temp":1}}"#);
     for args in [&mut wrong, &mut unknown] {
         args.splice(0..0, ["-B".to_owned(), "3".to_owned()]);
     }
     let (ok, out) = client(wrong).await;
-    assert!(!ok || !out.contains("2.04"), "a wrong key got through: {out}");
+    assert!(
+        !ok || !out.contains("2.04"),
+        "a wrong key got through: {out}"
+    );
     let (ok, out) = client(unknown).await;
-    assert!(!ok || !out.contains("2.04"), "an unknown identity got through: {out}");
+    assert!(
+        !ok || !out.contains("2.04"),
+        "an unknown identity got through: {out}"
+    );
     assert!(envelopes(&rig.log).await.is_empty());
     // Refused by the registry: the unknown identity. Never finished: the
     // wrong key, whose Finished record does not decrypt, and DTLS drops
@@ -220,9 +226,11 @@ async fn a_wrong_key_or_an_unknown_identity_gets_no_session() {
     // runs out its time.
     let handshakes = "tributary_coap_dtls_handshakes_total{outcome=";
     assert_eq!(metric(&rig, &format!("{handshakes}\"bad_psk\"}}")), 1.0);
-    eventually(Duration::from_secs(10), "the wrong key's handshake dropped", || {
-        metric(&rig, &format!("{handshakes}\"timeout\"}}")) == 1.0
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the wrong key's handshake dropped",
+        || metric(&rig, &format!("{handshakes}\"timeout\"}}")) == 1.0,
+    )
     .await;
     assert_eq!(metric(&rig, &format!("{handshakes}\"established\"}}")), 0.0);
     eventually(Duration::from_secs(10), "no session left", || {
@@ -239,7 +247,9 @@ async fn commands_reach_a_psk_device_through_observe_and_revocation_ends_its_ses
     // (stdbuf: the client's stdout is a pipe, which libc would buffer.)
     let mut observer = tokio::process::Command::new("stdbuf")
         .args(["-o0", "coap-client-openssl"])
-        .args(["-m", "get", "-s", "60", "-B", "60", "-u", IDENTITY, "-k", KEY])
+        .args([
+            "-m", "get", "-s", "60", "-B", "60", "-u", IDENTITY, "-k", KEY,
+        ])
         .arg(format!("coaps://{}/c", rig.addr))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -297,7 +307,10 @@ async fn commands_reach_a_psk_device_through_observe_and_revocation_ends_its_ses
     assert!(rig.server.end_registration("acme", "d1", Some("k1")).await);
     assert!(!rig.server.observed("acme", "d1"));
     eventually(Duration::from_secs(10), "the session closed", || {
-        metric(&rig, "tributary_coap_dtls_sessions_ended_total{outcome=\"revoked\"}") == 1.0
+        metric(
+            &rig,
+            "tributary_coap_dtls_sessions_ended_total{outcome=\"revoked\"}",
+        ) == 1.0
     })
     .await;
     eventually(Duration::from_secs(15), "no session left", || {
@@ -305,7 +318,10 @@ async fn commands_reach_a_psk_device_through_observe_and_revocation_ends_its_ses
     })
     .await;
     assert_eq!(
-        metric(&rig, "tributary_coap_dtls_handshakes_total{outcome=\"established\"}"),
+        metric(
+            &rig,
+            "tributary_coap_dtls_handshakes_total{outcome=\"established\"}"
+        ),
         1.0
     );
 }

@@ -411,9 +411,10 @@ impl Ingestor {
         identity: &str,
     ) -> Result<tributary_core::directory::PskGrant, IngestError> {
         if identity.is_empty() || identity.len() > 256 {
-            self.inner
-                .metrics
-                .rejected(Rejection::Unauthenticated, &"empty or oversized PSK identity");
+            self.inner.metrics.rejected(
+                Rejection::Unauthenticated,
+                &"empty or oversized PSK identity",
+            );
             return Err(IngestError::Unauthenticated);
         }
         self.inner

@@ -214,8 +214,7 @@ pub(crate) trait DirectorySource: Send + Sync + fmt::Debug + 'static {
 
     /// A DTLS PSK identity, with its key. Uncached by design: a handshake
     /// happens once per session, and no key is kept in a cache.
-    async fn resolve_psk(&self, identity: &str)
-    -> Result<(Authenticated, String), DirectoryError>;
+    async fn resolve_psk(&self, identity: &str) -> Result<(Authenticated, String), DirectoryError>;
 
     /// The tenant's ingest policy.
     async fn tenant_policy(&self, tenant: &str) -> Result<TenantPolicy, DirectoryError>;
@@ -1055,10 +1054,7 @@ impl DirectorySource for LocalSource {
         self.registry.resolve_certificate(fingerprint).await
     }
 
-    async fn resolve_psk(
-        &self,
-        identity: &str,
-    ) -> Result<(Authenticated, String), DirectoryError> {
+    async fn resolve_psk(&self, identity: &str) -> Result<(Authenticated, String), DirectoryError> {
         self.registry.resolve_psk(identity).await
     }
 

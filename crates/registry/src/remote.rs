@@ -254,10 +254,7 @@ impl DirectorySource for RemoteSource {
         credential_from_proto(answer)
     }
 
-    async fn resolve_psk(
-        &self,
-        identity: &str,
-    ) -> Result<(Authenticated, String), DirectoryError> {
+    async fn resolve_psk(&self, identity: &str) -> Result<(Authenticated, String), DirectoryError> {
         let mut client = self.client.clone();
         let request = pb::AuthenticatePskRequest {
             identity: identity.to_owned(),

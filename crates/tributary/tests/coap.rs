@@ -20,6 +20,13 @@ fn clients_available() -> bool {
             "coap-client-notls (apt install libcoap3-bin)",
         ),
         (
+            Command::new("coap-client-openssl")
+                .arg("-h")
+                .output()
+                .is_ok(),
+            "coap-client-openssl (apt install libcoap3-bin)",
+        ),
+        (
             Command::new("python3")
                 .args(["-c", "import aiocoap"])
                 .output()
@@ -43,17 +50,34 @@ fn clients_available() -> bool {
 }
 
 fn start(dir: &std::path::Path) -> Standalone {
-    Standalone::start_with(dir, &["--coap-addr".as_ref(), "127.0.0.1:0".as_ref()])
+    Standalone::start_with(
+        dir,
+        &[
+            "--coap-addr".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--coaps-addr".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+    )
 }
 
 /// Runs coap-client-notls; returns (success, stdout + stderr).
 fn coap_client(args: &[&str]) -> (bool, String) {
-    let out = Command::new("coap-client-notls")
+    run_client("coap-client-notls", args)
+}
+
+/// Runs coap-client-openssl (DTLS); returns (success, stdout + stderr).
+fn coaps_client(args: &[&str]) -> (bool, String) {
+    run_client("coap-client-openssl", args)
+}
+
+fn run_client(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
         // Give up after 10 s rather than libcoap's default 90.
         .args(["-B", "10"])
         .args(args)
         .output()
-        .expect("run coap-client-notls");
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -411,4 +435,201 @@ async fn aiocoap_observes_commands_and_replies() {
             .starts_with("OK replied ")
     );
     assert!(device.wait().await.unwrap().success());
+}
+
+/// Issues a DTLS PSK for `device` through the HTTP API: (identity, key,
+/// credential id).
+async fn http_psk(s: &Standalone, device: &str) -> (String, String, String) {
+    let issued: serde_json::Value = http_client()
+        .post(s.api_url("/tokens"))
+        .bearer_auth(&s.admin_token)
+        .json(&json!({"kind": "device_psk", "device": device, "name": "dtls"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let identity = issued["psk_identity"].as_str().expect("psk_identity");
+    let key = issued["token"].as_str().expect("token");
+    let id = issued["credential"]["id"].as_str().expect("credential id");
+    (identity.to_owned(), key.to_owned(), id.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_libcoap_device_with_a_registry_psk_posts_over_dtls_and_gets_commands() {
+    use tokio::io::AsyncReadExt;
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let coaps = s
+        .coaps
+        .expect("standalone prints coaps= when --coaps-addr is given");
+    let _ = http_device(&s, "dtls-1", json!({})).await;
+    let (identity, key, credential) = http_psk(&s, "dtls-1").await;
+    assert_eq!(identity, format!("default/dtls-1/{credential}"));
+    let uri = |path: &str| format!("coaps://{coaps}{path}");
+    // Telemetry in the session: no token anywhere.
+    // (-v 7 prints each message, so the answer's code shows.)
+    let (ok, out) = coaps_client(&[
+        "-v",
+        "7",
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &key,
+        "-t",
+        "json",
+        "-e",
+        r#"{"values":{"temp":21.5}}"#,
+        &uri("/t"),
+    ]);
+    assert!(ok && out.contains("c:2.04"), "coap-client-openssl: {out}");
+    let (ok, out) = coaps_client(&[
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &key,
+        "-e",
+        "3.3",
+        &uri("/t/volt"),
+    ]);
+    assert!(ok, "coap-client-openssl: {out}");
+    // Acknowledged, so durable: both are there.
+    eventually(Duration::from_secs(20), "both points stored", || async {
+        let temp = stored(&s, "dtls-1", "temp").await;
+        let volt = stored(&s, "dtls-1", "volt").await;
+        (temp.len() == 1 && volt.len() == 1).then_some(())
+    })
+    .await;
+    // A key that is not the device's gets no session, and stores nothing.
+    let wrong = format!("{}x", &key[..key.len() - 1]);
+    let (_, out) = coaps_client(&[
+        "-v",
+        "7",
+        "-B",
+        "3",
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &wrong,
+        "-e",
+        "9",
+        &uri("/t/volt"),
+    ]);
+    assert!(!out.contains("c:2.04"), "{out}");
+    // The device observes /c for commands, over DTLS.
+    let mut observer = tokio::process::Command::new("stdbuf")
+        .args(["-o0", "coap-client-openssl"])
+        .args([
+            "-m", "get", "-s", "60", "-B", "60", "-u", &identity, "-k", &key,
+        ])
+        .arg(uri("/c"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run coap-client-openssl");
+    let mut printed = observer.stdout.take().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the observing device online",
+        || async { (online(&s, "dtls-1").await? == Some(true)).then_some(()) },
+    )
+    .await;
+    let api = s.api_url("/devices/dtls-1/commands");
+    let admin = s.admin_token.clone();
+    let sent = tokio::spawn(async move {
+        http_client()
+            .post(api)
+            .bearer_auth(admin)
+            .json(&json!({"name": "blink", "payload": "twice", "timeout_ms": 20000}))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    let note = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut text = String::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = printed.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the observer ended without a notification: {text:?}");
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let found = text.match_indices('{').find_map(|(start, _)| {
+                serde_json::Deserializer::from_str(&text[start..])
+                    .into_iter::<serde_json::Value>()
+                    .next()
+                    .and_then(Result::ok)
+                    .filter(|v| v["name"] == "blink")
+            });
+            if let Some(v) = found {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("a notification within 20 s");
+    assert_eq!(note["payload"], "twice");
+    let id = note["id"].as_str().unwrap().to_owned();
+    let (ok, out) = coaps_client(&[
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &key,
+        "-t",
+        "0",
+        "-e",
+        "blinked",
+        &uri(&format!("/c/{id}")),
+    ]);
+    assert!(ok, "reply: {out}");
+    let outcome = sent.await.unwrap();
+    assert_eq!(outcome["status"], "delivered_replied", "{outcome}");
+    assert_eq!(outcome["reply"], "blinked", "{outcome}");
+    // Revoking the PSK ends the session and the registration: offline,
+    // and the key opens no new session.
+    let resp = http_client()
+        .delete(s.api_url(&format!("/tokens/{credential}")))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    eventually(
+        Duration::from_secs(20),
+        "the revoked device offline",
+        || async { (online(&s, "dtls-1").await? == Some(false)).then_some(()) },
+    )
+    .await;
+    let (_, out) = coaps_client(&[
+        "-v",
+        "7",
+        "-B",
+        "3",
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &key,
+        "-e",
+        "7",
+        &uri("/t/volt"),
+    ]);
+    assert!(!out.contains("c:2.04"), "a revoked PSK still posts: {out}");
+    assert_eq!(stored(&s, "dtls-1", "volt").await.len(), 1);
+    let _ = observer.kill().await;
 }

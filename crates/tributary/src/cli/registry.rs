@@ -646,6 +646,7 @@ pub async fn tokens(ctx: &mut Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
             subscribe,
             name: _,
             ttl,
+            psk: _,
         } if !ingest && device.is_none() => {
             let resp = ctx
                 .registry

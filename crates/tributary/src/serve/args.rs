@@ -214,6 +214,11 @@ pub struct CoapArgs {
     /// Turn it on for trusted networks only.
     #[arg(long, env = "TRIBUTARY_COAP_ADDR")]
     pub coap_addr: Option<SocketAddr>,
+    /// CoAP over DTLS 1.2 listen address, for example `0.0.0.0:5684`: each
+    /// device authenticates with a PSK the registry issued it (`tributary
+    /// tokens issue --device D --psk`). Off unless given.
+    #[arg(long, env = "TRIBUTARY_COAPS_ADDR")]
+    pub coaps_addr: Option<SocketAddr>,
 }
 
 impl MqttArgs {

@@ -30,6 +30,8 @@ pub struct FrontendAddrs {
     pub mqtt_wss: Option<SocketAddr>,
     /// Plain CoAP (UDP), when switched on.
     pub coap: Option<SocketAddr>,
+    /// CoAP over DTLS, when switched on.
+    pub coaps: Option<SocketAddr>,
 }
 
 impl fmt::Display for FrontendAddrs {
@@ -47,6 +49,9 @@ impl fmt::Display for FrontendAddrs {
         }
         if let Some(a) = self.coap {
             write!(f, " coap={a}")?;
+        }
+        if let Some(a) = self.coaps {
+            write!(f, " coaps={a}")?;
         }
         Ok(())
     }
@@ -73,6 +78,7 @@ pub async fn start(
         mqtts: None,
         mqtt_wss: None,
         coap: None,
+        coaps: None,
     };
     if let (Some(cert), Some(key)) = (&mqtt_args.tls_cert, &mqtt_args.tls_key) {
         let tls = MqttTls::from_pem_files(cert, key, mqtt_args.tls_client_ca.as_deref())
@@ -124,81 +130,132 @@ pub async fn start(
     Ok(addrs)
 }
 
-/// The CoAP frontend, bound but not yet serving.
+/// The CoAP frontend's listeners, bound but not yet serving: plain CoAP
+/// and CoAP over DTLS, each with its own server (and tables), sharing the
+/// metrics.
+#[derive(Default)]
 pub struct Coap {
-    pub server: CoapServer,
-    socket: tokio::net::UdpSocket,
+    plain: Option<(CoapServer, tokio::net::UdpSocket)>,
+    dtls: Option<(CoapServer, tokio::net::UdpSocket)>,
 }
 
-/// Binds the plain CoAP listener when `--coap-addr` is given. Its server
-/// can take commands from now on; [`serve_coap`] starts it.
+/// Where the CoAP listeners serve.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoapAddrs {
+    pub plain: Option<SocketAddr>,
+    pub dtls: Option<SocketAddr>,
+}
+
+impl Coap {
+    /// The servers, to take commands from now on.
+    pub fn servers(&self) -> Vec<CoapServer> {
+        self.plain
+            .iter()
+            .chain(&self.dtls)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+}
+
+/// Binds the CoAP listeners that are switched on: plain CoAP with
+/// `--coap-addr`, CoAP over DTLS with `--coaps-addr`. Their servers can
+/// take commands from now on; [`serve_coap`] starts them.
 pub async fn bind_coap(
     args: &CoapArgs,
     ingestor: Ingestor,
     presence: Arc<dyn PresenceSink>,
     frontend_id: &str,
     metrics: &mut MetricsRegistry,
-) -> anyhow::Result<Option<Coap>> {
-    let Some(addr) = args.coap_addr else {
-        return Ok(None);
-    };
-    let socket = tokio::net::UdpSocket::bind(addr)
-        .await
-        .with_context(|| format!("binding the CoAP listener on {addr}"))?;
+) -> anyhow::Result<Coap> {
+    let mut coap = Coap::default();
+    if args.coap_addr.is_none() && args.coaps_addr.is_none() {
+        return Ok(coap);
+    }
     let config = super::config_file::section("coap", CoapConfig::default(), &[])?;
-    let server = CoapServer::new(ingestor, config, CoapMetrics::register(metrics))
-        .map_err(|e| anyhow::anyhow!("configuring the CoAP server: {e}"))?;
-    server.set_presence(presence, frontend_id.to_owned());
-    Ok(Some(Coap { server, socket }))
+    let shared = CoapMetrics::register(metrics);
+    let listener = |addr: SocketAddr, what: &'static str| {
+        let (ingestor, config, presence) = (ingestor.clone(), config.clone(), presence.clone());
+        let metrics = shared.for_listener();
+        async move {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding the {what} listener on {addr}"))?;
+            let server = CoapServer::new(ingestor, config, metrics)
+                .map_err(|e| anyhow::anyhow!("configuring the CoAP server: {e}"))?;
+            server.set_presence(presence, frontend_id.to_owned());
+            anyhow::Ok((server, socket))
+        }
+    };
+    if let Some(addr) = args.coap_addr {
+        coap.plain = Some(listener(addr, "CoAP").await?);
+    }
+    if let Some(addr) = args.coaps_addr {
+        coap.dtls = Some(listener(addr, "CoAP over DTLS").await?);
+    }
+    Ok(coap)
 }
 
-/// Serves the CoAP frontend until `stop`; returns where it listens.
+/// Serves the CoAP listeners until `stop`; returns where they listen.
 pub fn serve_coap(
     coap: Coap,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
-) -> anyhow::Result<SocketAddr> {
-    let bound = coap.socket.local_addr()?;
-    tracing::warn!(
-        %bound,
-        "plain CoAP is on: device tokens and data cross the network unencrypted"
-    );
-    let coap_stop = stopped(stop.clone());
-    tasks.spawn("coap", async move {
-        coap.server
-            .serve(coap.socket, coap_stop)
-            .await
-            .context("CoAP server")
-    });
-    Ok(bound)
+) -> anyhow::Result<CoapAddrs> {
+    let mut addrs = CoapAddrs::default();
+    if let Some((server, socket)) = coap.plain {
+        let bound = socket.local_addr()?;
+        tracing::warn!(
+            %bound,
+            "plain CoAP is on: device tokens and data cross the network unencrypted"
+        );
+        let coap_stop = stopped(stop.clone());
+        tasks.spawn("coap", async move {
+            server.serve(socket, coap_stop).await.context("CoAP server")
+        });
+        addrs.plain = Some(bound);
+    }
+    if let Some((server, socket)) = coap.dtls {
+        addrs.dtls = Some(socket.local_addr()?);
+        let coap_stop = stopped(stop.clone());
+        tasks.spawn("coaps", async move {
+            server
+                .serve_dtls(socket, coap_stop)
+                .await
+                .context("CoAP over DTLS server")
+        });
+    }
+    Ok(addrs)
 }
 
 /// Commands to the devices this process holds: over CoAP to a device
-/// registered there (Observe on `/c`), otherwise over MQTT.
+/// registered on one of its listeners (Observe on `/c`), otherwise over
+/// MQTT.
 #[derive(Debug, Clone)]
 pub struct DeviceSinks {
     pub mqtt: MqttServer,
-    pub coap: Option<CoapServer>,
+    pub coap: Vec<CoapServer>,
 }
 
 #[async_trait::async_trait]
 impl CommandSink for DeviceSinks {
     async fn send_command(&self, command: Command) -> Result<CommandOutcome, CommandError> {
-        match &self.coap {
-            Some(coap) if coap.observed(&command.tenant, &command.device) => {
-                coap.send_command(command).await
-            }
-            _ => CommandSink::send_command(&self.mqtt, command).await,
+        match self
+            .coap
+            .iter()
+            .find(|c| c.observed(&command.tenant, &command.device))
+        {
+            Some(coap) => coap.send_command(command).await,
+            None => CommandSink::send_command(&self.mqtt, command).await,
         }
     }
 }
 
 /// Checks every MQTT connection's and CoAP registration's credential with
 /// the registry, in the background.
-fn revalidate(mqtt: &MqttServer, coap: Option<&CoapServer>) {
+fn revalidate(mqtt: &MqttServer, coap: &[CoapServer]) {
     let mqtt = mqtt.clone();
     tokio::spawn(async move { mqtt.revalidate().await });
-    if let Some(coap) = coap.cloned() {
+    for coap in coap.iter().cloned() {
         tokio::spawn(async move { coap.revalidate().await });
     }
 }
@@ -227,7 +284,7 @@ pub async fn close_revoked(
             })
             | Ok(RegistryEvent::DeviceDeleted { tenant, device }) => {
                 mqtt.disconnect_device(&tenant, &device);
-                if let Some(coap) = &coap {
+                for coap in &coap {
                     coap.end_registration(&tenant, &device, None).await;
                 }
             }
@@ -238,7 +295,7 @@ pub async fn close_revoked(
                 device: Some(device),
             }) => {
                 mqtt.disconnect_device_credential(&tenant, &device, &credential_id);
-                if let Some(coap) = &coap {
+                for coap in &coap {
                     coap.end_registration(&tenant, &device, Some(&credential_id))
                         .await;
                 }
@@ -254,7 +311,7 @@ pub async fn close_revoked(
                 // Events may have been lost upstream: check every
                 // connection's and registration's credential with the
                 // registry.
-                revalidate(&mqtt, coap.as_ref());
+                revalidate(&mqtt, &coap);
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -264,7 +321,7 @@ pub async fn close_revoked(
                     missed = n,
                     "revocation watcher lagged behind registry events; checking every connection's credential"
                 );
-                revalidate(&mqtt, coap.as_ref());
+                revalidate(&mqtt, &coap);
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }

@@ -112,11 +112,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     .await?;
     let sinks = super::frontends::DeviceSinks {
         mqtt: mqtt.clone(),
-        coap: coap.as_ref().map(|c| c.server.clone()),
+        coap: coap.servers(),
     };
-    let coap = coap
-        .map(|c| super::frontends::serve_coap(c, &stop, &mut tasks))
-        .transpose()?;
+    let coap = super::frontends::serve_coap(coap, &stop, &mut tasks)?;
     let mut addrs = super::frontends::start(
         &args.http,
         &args.mqtt,
@@ -126,7 +124,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         &mut tasks,
     )
     .await?;
-    addrs.coap = coap;
+    addrs.coap = coap.plain;
+    addrs.coaps = coap.dtls;
 
     // Revoked devices lose their open connections within the event's delay.
     {

@@ -32,6 +32,15 @@ pub struct RegistryArgs {
     pub grpc_addr: SocketAddr,
     #[command(flatten)]
     pub jwt: JwtArgs,
+    /// File holding the secret that DTLS pre-shared keys are derived from
+    /// (docs/coap.md). Only the registry reads it; it is created when
+    /// missing. Replacing it changes every device's PSK.
+    #[arg(
+        long,
+        env = "TRIBUTARY_PSK_SECRET_FILE",
+        default_value = "./data/psk.secret"
+    )]
+    pub psk_secret_file: std::path::PathBuf,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -55,10 +64,20 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         )
     })?;
     let store = StoreUrl::parse(&args.store)?.open_registry().await?;
-    let registry = Arc::new(Registry::new(
-        store,
-        super::config_file::section("registry", RegistryConfig::default(), &[])?,
-    ));
+    let psk =
+        tributary_auth::PskKeys::load_or_create(&args.psk_secret_file).with_context(|| {
+            format!(
+                "loading the DTLS PSK secret {}",
+                args.psk_secret_file.display()
+            )
+        })?;
+    let registry = Arc::new(
+        Registry::new(
+            store,
+            super::config_file::section("registry", RegistryConfig::default(), &[])?,
+        )
+        .with_psk_keys(psk),
+    );
     if let Some(token) = registry
         .bootstrap(&keys, &args.data_dir)
         .await

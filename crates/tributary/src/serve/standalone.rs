@@ -92,6 +92,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         ("mqtts", addrs.mqtts),
         ("mqtt-wss", addrs.mqtt_wss),
         ("coap", addrs.coap),
+        ("coaps", addrs.coaps),
     ]
     .into_iter()
     .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
@@ -183,10 +184,15 @@ impl Platform {
         // Registry and credentials.
         let keys = JwtKeys::load_or_create(&dir.join("jwt.secret"))
             .context("loading the JWT signing key")?;
-        let registry = Arc::new(Registry::new(
-            registry_store,
-            super::config_file::section("registry", RegistryConfig::default(), &[])?,
-        ));
+        let psk = tributary_auth::PskKeys::load_or_create(&dir.join("psk.secret"))
+            .context("loading the DTLS PSK secret")?;
+        let registry = Arc::new(
+            Registry::new(
+                registry_store,
+                super::config_file::section("registry", RegistryConfig::default(), &[])?,
+            )
+            .with_psk_keys(psk),
+        );
         if let Some(token) = registry
             .bootstrap(&keys, dir)
             .await
@@ -308,7 +314,7 @@ impl Platform {
         .await?;
         let sinks = super::frontends::DeviceSinks {
             mqtt: mqtt.clone(),
-            coap: coap.as_ref().map(|c| c.server.clone()),
+            coap: coap.servers(),
         };
         let command_grpc =
             CommandGrpc::new(Arc::new(sinks.clone()), directory.clone(), keys.clone())
@@ -356,9 +362,7 @@ impl Platform {
                 (None, Some(bound))
             }
         };
-        let coap = coap
-            .map(|c| super::frontends::serve_coap(c, &stop, &mut tasks))
-            .transpose()?;
+        let coap = super::frontends::serve_coap(coap, &stop, &mut tasks)?;
         let mut frontends = super::frontends::start(
             &args.http,
             &args.mqtt,
@@ -368,7 +372,8 @@ impl Platform {
             &mut tasks,
         )
         .await?;
-        frontends.coap = coap;
+        frontends.coap = coap.plain;
+        frontends.coaps = coap.dtls;
         let api_addr = api_addr.unwrap_or(frontends.http);
         // The alert history, folded from the alerts log.
         {

@@ -37,6 +37,8 @@ pub struct Standalone {
     pub mqtts: Option<SocketAddr>,
     /// The plain CoAP listener, when started with `--coap-addr`.
     pub coap: Option<SocketAddr>,
+    /// The CoAP over DTLS listener, when started with `--coaps-addr`.
+    pub coaps: Option<SocketAddr>,
     pub admin_token: String,
     /// What the process printed on stdout up to its ready line.
     pub startup_output: Vec<String>,
@@ -125,6 +127,7 @@ impl Standalone {
             mqtt_ws: field("mqtt-ws"),
             mqtts: optional("mqtts"),
             coap: optional("coap"),
+            coaps: optional("coaps"),
             child,
             dir: dir.to_path_buf(),
             admin_token,
