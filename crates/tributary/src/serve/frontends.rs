@@ -255,7 +255,8 @@ impl CommandSink for DeviceSinks {
 fn revalidate(mqtt: &MqttServer, coap: &[CoapServer]) {
     let mqtt = mqtt.clone();
     tokio::spawn(async move { mqtt.revalidate().await });
-    for coap in coap.iter().cloned() {
+    for coap in coap {
+        let coap = coap.clone();
         tokio::spawn(async move { coap.revalidate().await });
     }
 }
