@@ -339,7 +339,8 @@ impl Dtls {
         loop {
             let input = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(input)) => input,
-                Ok(None) => return "failed",
+                // Its entry left the table: evicted to make room.
+                Ok(None) => return "evicted",
                 Err(_) => return "timeout",
             };
             let data = match input {

@@ -111,7 +111,11 @@ async fn a_registry_without_a_psk_secret_issues_no_psk() {
 async fn an_issued_psk_resolves_by_identity_to_its_device_and_key() {
     let f = fixture(Some(PskKeys::from_secret(&[9u8; 32]).unwrap())).await;
     for device in ["d1", "site-7.d2"] {
-        let issued = f.registry.issue_token(new_psk(device)).await.expect("issue");
+        let issued = f
+            .registry
+            .issue_token(new_psk(device))
+            .await
+            .expect("issue");
         let id = issued.credential.id.clone();
         let identity = tributary_auth::psk_identity("acme", device, &id);
         assert!(issued.secret.starts_with("tbk_"), "{}", issued.secret);
@@ -129,7 +133,10 @@ async fn an_issued_psk_resolves_by_identity_to_its_device_and_key() {
             );
             assert_eq!(grant.credential.id, id, "{name}");
             assert_eq!(grant.key, issued.secret.as_bytes(), "{name}");
-            assert!(!format!("{grant:?}").contains(&issued.secret), "Debug hides the key");
+            assert!(
+                !format!("{grant:?}").contains(&issued.secret),
+                "Debug hides the key"
+            );
             // Neither the identity nor the key is a token.
             for token in [&identity, &issued.secret] {
                 assert_eq!(
