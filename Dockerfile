@@ -22,10 +22,12 @@ FROM rust:1-bookworm AS builder
 # python3 only generates its linker script (optional). The rust image
 # (buildpack-deps) ships all of these today; naming them keeps the build from
 # depending on that. No protoc: crates/proto compiles with protox (pure Rust).
-# No OpenSSL: TLS is rustls, and rdkafka's `ssl` feature is off.
+# OpenSSL only for CoAP over DTLS (the `openssl` crate links the system
+# libssl, found through pkg-config); every other TLS is rustls, and rdkafka's
+# `ssl` feature is off.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      make gcc g++ pkg-config zlib1g-dev python3 \
+      make gcc g++ pkg-config zlib1g-dev libssl-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /build
@@ -48,9 +50,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 FROM debian:bookworm-slim
 
 # What the binary links dynamically: glibc (libc, libm), libgcc_s (Rust
-# unwinding) and libz (librdkafka's compression, via libz-sys finding the
-# system zlib). glibc, libgcc-s1 and zlib1g are already in bookworm-slim;
-# zlib1g is named so that stays true. ca-certificates for TLS to brokers or
+# unwinding), libz (librdkafka's compression, via libz-sys finding the
+# system zlib) and libssl3 (DTLS for CoAP). glibc, libgcc-s1 and zlib1g are
+# already in bookworm-slim; zlib1g is named so that stays true. ca-certificates for TLS to brokers or
 # Scylla clusters that use public CAs.
 #
 # busybox (one 0.8 MB binary, depending only on libc) is the container
@@ -60,7 +62,7 @@ FROM debian:bookworm-slim
 # job. Do not pass `-T`: Debian 12's busybox is built without wget timeouts
 # and `-T` crashes it; the compose healthcheck's `timeout:` bounds the probe.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g busybox \
+ && apt-get install -y --no-install-recommends ca-certificates zlib1g libssl3 busybox \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed non-root uid, so volumes and Kubernetes securityContext agree.
@@ -80,9 +82,10 @@ USER 10001:10001
 WORKDIR /var/lib/tributary
 
 # HTTP ingest, MQTT, MQTT over WebSocket, MQTT over TLS and WSS (started only
-# with --tls-cert/--tls-key), gRPC (query; standalone), gRPC (registry), and
-# /metrics /healthz /readyz.
-EXPOSE 8080 1883 8083 8883 8084 50051 50052 9100
+# with --tls-cert/--tls-key), gRPC (query; standalone), gRPC (registry),
+# /metrics /healthz /readyz, and CoAP and CoAP over DTLS (started only with
+# --coap-addr and --coaps-addr).
+EXPOSE 8080 1883 8083 8883 8084 50051 50052 9100 5683/udp 5684/udp
 
 ENTRYPOINT ["tributary"]
 CMD ["standalone"]

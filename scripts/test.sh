@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The build links the system OpenSSL (CoAP over DTLS), found with pkg-config.
+dpkg -s libssl-dev >/dev/null 2>&1 && command -v pkg-config >/dev/null ||
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config; }
+
 # MQTT interop tests run the real mosquitto_pub/mosquitto_sub (Debian).
 command -v mosquitto_pub >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto-clients; }
 # The paho interop test runs Eclipse Paho for Python (PyPI), MQTT 3.1.1 and 5.0.
@@ -16,7 +20,7 @@ command -v schemathesis >/dev/null || pip install -q 'schemathesis>=4,<5'
 
 # CoAP interop runs clients written elsewhere: libcoap's coap-client (Debian)
 # and aiocoap (PyPI).
-command -v coap-client-notls >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin; }
+command -v coap-client-openssl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin; }
 python3 -c 'import aiocoap' 2>/dev/null || pip install -q 'aiocoap>=0.4.17,<0.5'
 
 # The console's browser test drives Debian's Chromium with playwright-core
