@@ -33,14 +33,11 @@ pub struct RegistryArgs {
     #[command(flatten)]
     pub jwt: JwtArgs,
     /// File holding the secret that DTLS pre-shared keys are derived from
-    /// (docs/coap.md). Only the registry reads it; it is created when
-    /// missing. Replacing it changes every device's PSK.
-    #[arg(
-        long,
-        env = "TRIBUTARY_PSK_SECRET_FILE",
-        default_value = "./data/psk.secret"
-    )]
-    pub psk_secret_file: std::path::PathBuf,
+    /// (docs/coap.md); `psk.secret` in the data directory unless given.
+    /// Only the registry reads it; it is created when missing. Replacing
+    /// it changes every device's PSK.
+    #[arg(long, env = "TRIBUTARY_PSK_SECRET_FILE")]
+    pub psk_secret_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -64,13 +61,12 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         )
     })?;
     let store = StoreUrl::parse(&args.store)?.open_registry().await?;
-    let psk =
-        tributary_auth::PskKeys::load_or_create(&args.psk_secret_file).with_context(|| {
-            format!(
-                "loading the DTLS PSK secret {}",
-                args.psk_secret_file.display()
-            )
-        })?;
+    let psk_file = args
+        .psk_secret_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("psk.secret"));
+    let psk = tributary_auth::PskKeys::load_or_create(&psk_file)
+        .with_context(|| format!("loading the DTLS PSK secret {}", psk_file.display()))?;
     let registry = Arc::new(
         Registry::new(
             store,
