@@ -35,6 +35,7 @@ use tributary_ingest::Ingestor;
 mod commands;
 mod dtls;
 mod exchanges;
+mod lwm2m;
 mod metrics;
 pub mod observe;
 pub mod resource;
@@ -102,6 +103,15 @@ pub struct CoapConfig {
     pub observe_lifetime_secs: u64,
     /// Commands waiting for a device's reply.
     pub max_pending_commands: usize,
+    /// LwM2M clients registered (`/rd`).
+    pub max_lwm2m_registrations: usize,
+    /// Of them, one tenant's.
+    pub max_lwm2m_registrations_per_tenant: usize,
+    /// The longest registration lifetime (`lt`) taken, in seconds.
+    pub lwm2m_max_lifetime_secs: u64,
+    /// How long the server waits for a device's answer to its own request
+    /// (an Observe after registration), in seconds.
+    pub device_request_secs: u64,
     /// DTLS sessions held at once (each costs an OpenSSL session, about
     /// 20 KiB while in use).
     pub max_dtls_sessions: usize,
@@ -145,6 +155,10 @@ impl Default for CoapConfig {
             max_observers_per_tenant: 50_000,
             observe_lifetime_secs: 24 * 3600,
             max_pending_commands: 10_000,
+            max_lwm2m_registrations: 100_000,
+            max_lwm2m_registrations_per_tenant: 50_000,
+            lwm2m_max_lifetime_secs: 7 * 86_400,
+            device_request_secs: 30,
             max_dtls_sessions: 20_000,
             max_dtls_sessions_per_ip: 1_000,
             max_dtls_handshakes: 1_000,
@@ -215,6 +229,17 @@ impl CoapConfig {
                     .into(),
             );
         }
+        if self.max_lwm2m_registrations == 0 || self.max_lwm2m_registrations_per_tenant == 0 {
+            return Err(
+                "max_lwm2m_registrations and max_lwm2m_registrations_per_tenant: at least 1".into(),
+            );
+        }
+        if !(60..=30 * 86_400).contains(&self.lwm2m_max_lifetime_secs) {
+            return Err("lwm2m_max_lifetime_secs: 60 to 2592000".into());
+        }
+        if !(1..=600).contains(&self.device_request_secs) {
+            return Err("device_request_secs: 1 to 600".into());
+        }
         if !(1..=120).contains(&self.dtls_handshake_secs) {
             return Err("dtls_handshake_secs: 1 to 120".into());
         }
@@ -248,9 +273,14 @@ struct Inner {
     /// messages.
     next_id: AtomicU16,
     /// Confirmable messages of the server's (separate responses, command
-    /// notifications) waiting for their ACK (`true`) or RST (`false`), by
-    /// endpoint and message id.
-    waiting: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<bool>>>,
+    /// notifications, requests to LwM2M clients) waiting for their ACK or
+    /// RST, by endpoint and message id.
+    waiting: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<Message>>>,
+    /// The server's requests to devices waiting for a separate response,
+    /// by token.
+    responses: Mutex<HashMap<Token, oneshot::Sender<Message>>>,
+    /// LwM2M registrations and observations.
+    lwm2m: lwm2m::Lwm2m,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -327,6 +357,12 @@ impl CoapServer {
                 exchanges: Mutex::new(Exchanges::new(bounds)),
                 next_id: AtomicU16::new(rand::random()),
                 waiting: Mutex::new(HashMap::new()),
+                responses: Mutex::new(HashMap::new()),
+                lwm2m: lwm2m::Lwm2m::new(lwm2m::Lwm2mBounds {
+                    max_registrations: config.max_lwm2m_registrations,
+                    max_per_tenant: config.max_lwm2m_registrations_per_tenant,
+                    max_lifetime: Duration::from_secs(config.lwm2m_max_lifetime_secs),
+                }),
                 config,
             }),
         })
@@ -367,10 +403,15 @@ impl CoapServer {
                 "closing a revoked device's DTLS sessions"
             );
         }
+        let lwm2m_ended = self
+            .inner
+            .lwm2m
+            .end_device(tenant, device, credential)
+            .is_some();
         let ended = match credential {
             None => self.inner.commands.deregister(tenant, device, None),
             Some(c) => self.inner.commands.deregister_credential(tenant, device, c),
-        };
+        } || lwm2m_ended;
         if ended {
             self.inner
                 .metrics
@@ -393,14 +434,15 @@ impl CoapServer {
     pub async fn revalidate(&self) -> usize {
         let mut ended = 0;
         let mut held = self.inner.commands.registrations();
+        held.extend(self.inner.lwm2m.registrations());
         if let Some(dtls) = self.dtls() {
             for s in dtls.sessions() {
                 let (tenant, device) = s.device();
                 held.push((tenant.to_owned(), device.to_owned(), s.credential.id));
             }
-            held.sort();
-            held.dedup();
         }
+        held.sort();
+        held.dedup();
         for (tenant, device, credential) in held {
             let cred = tributary_core::directory::Credential {
                 id: credential.clone(),
@@ -574,7 +616,28 @@ impl CoapServer {
         match (msg.mtype, msg.code) {
             (MessageType::Acknowledgement | MessageType::Reset, _) => {
                 if let Some(tx) = lock(&self.inner.waiting).remove(&(peer, msg.message_id)) {
-                    let _ = tx.send(msg.mtype == MessageType::Acknowledgement);
+                    let _ = tx.send(msg);
+                }
+            }
+            // A notification of a resource the server observes on an LwM2M
+            // client: stored, then acknowledged, as a request is answered.
+            (MessageType::Confirmable | MessageType::NonConfirmable, code)
+                if code.is_response() && self.inner.lwm2m.observed(&msg.token).is_some() =>
+            {
+                self.request(link, peer, msg, session);
+            }
+            // A separate response to one of the server's requests.
+            (MessageType::Confirmable | MessageType::NonConfirmable, code)
+                if code.is_response() && lock(&self.inner.responses).contains_key(&msg.token) =>
+            {
+                if msg.mtype == MessageType::Confirmable {
+                    link.send(
+                        peer,
+                        &Message::new(MessageType::Acknowledgement, Code::EMPTY, msg.message_id),
+                    );
+                }
+                if let Some(tx) = lock(&self.inner.responses).remove(&msg.token) {
+                    let _ = tx.send(msg);
                 }
             }
             (MessageType::Confirmable | MessageType::NonConfirmable, code) if code.is_request() => {
@@ -711,7 +774,21 @@ impl CoapServer {
             uploads: &inner.uploads,
             commands: &inner.commands,
             session: session.as_deref(),
+            lwm2m: &inner.lwm2m,
         };
+        if req.code.is_response() {
+            // A notification: acknowledged only once durable, and never
+            // early (an empty ACK is what tells the client it is stored).
+            let stored = self.notification(&req, session.as_deref()).await;
+            if stored && req.mtype == MessageType::Confirmable {
+                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, id);
+                self.finish(peer, id, Code::CHANGED, ack.encode());
+                link.send(peer, &ack);
+            } else {
+                self.finish(peer, id, Code::CHANGED, Vec::new());
+            }
+            return;
+        }
         let work = resource::handle(&cx, &req);
         tokio::pin!(work);
         if req.mtype == MessageType::NonConfirmable {
@@ -729,6 +806,12 @@ impl CoapServer {
                 reply.apply(&mut msg, req.encoded_len());
                 self.finish(peer, id, reply.code, msg.encode());
                 self.respond(link, peer, &msg);
+                if let Some(registration) = lwm2m_registered(&reply) {
+                    let (server, link) = (self.clone(), link.clone());
+                    tokio::spawn(
+                        async move { server.observe_registration(&link, &registration).await },
+                    );
+                }
             }
             Err(_) => {
                 // Stop the client's retransmissions, then answer separately.
@@ -766,8 +849,14 @@ impl CoapServer {
     }
 
     /// Sends a confirmable message until it is acknowledged or reset, at
-    /// most `max_retransmit` times again, with RFC 7252's backoff.
-    async fn deliver(&self, link: &Link, peer: SocketAddr, msg: Message) -> Delivery {
+    /// most `max_retransmit` times again, with RFC 7252's backoff; with the
+    /// ACK, which may carry a response.
+    async fn deliver_answer(
+        &self,
+        link: &Link,
+        peer: SocketAddr,
+        msg: Message,
+    ) -> (Delivery, Option<Message>) {
         let inner = &self.inner;
         let key = (peer, msg.message_id);
         let (tx, mut rx) = oneshot::channel();
@@ -790,18 +879,26 @@ impl CoapServer {
             }
             link.send_bytes(peer, &wire);
             match tokio::time::timeout(wait, &mut rx).await {
-                Ok(Ok(true)) => return Delivery::Acked,
-                Ok(Ok(false)) => return Delivery::Reset,
-                Ok(Err(_)) => return Delivery::Lost,
+                Ok(Ok(answer)) if answer.mtype == MessageType::Acknowledgement => {
+                    return (Delivery::Acked, Some(answer));
+                }
+                Ok(Ok(_)) => return (Delivery::Reset, None),
+                Ok(Err(_)) => return (Delivery::Lost, None),
                 Err(_) => wait *= 2,
             }
         }
-        Delivery::Lost
+        (Delivery::Lost, None)
+    }
+
+    /// Sends a confirmable message until it is acknowledged or reset.
+    async fn deliver(&self, link: &Link, peer: SocketAddr, msg: Message) -> Delivery {
+        self.deliver_answer(link, peer, msg).await.0
     }
 
     /// Ends registrations past their lifetime, and reports their devices
     /// offline.
     fn expire_observers(&self) {
+        self.expire_lwm2m();
         let expired = self.inner.commands.expire(Instant::now());
         self.inner
             .metrics
@@ -815,6 +912,23 @@ impl CoapServer {
                 server.inner.commands.report(&tenant, &device, false).await;
             }
         });
+    }
+}
+
+/// The registration id of a 2.01 Created answer to an LwM2M register
+/// (its Location-Path `rd/{id}`).
+fn lwm2m_registered(reply: &resource::Reply) -> Option<String> {
+    if reply.code != Code::CREATED {
+        return None;
+    }
+    let mut path = reply
+        .options
+        .iter()
+        .filter(|(n, _)| *n == option::LOCATION_PATH)
+        .map(|(_, v)| v.as_slice());
+    match (path.next(), path.next()) {
+        (Some(b"rd"), Some(id)) => String::from_utf8(id.to_vec()).ok(),
+        _ => None,
     }
 }
 

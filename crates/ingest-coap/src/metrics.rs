@@ -56,6 +56,9 @@ pub enum Refusal {
     /// The server, or the tenant, holds as many command registrations as
     /// it may (5.03).
     Observers,
+    /// The server, or the tenant, holds as many LwM2M registrations as it
+    /// may (5.03).
+    Registrations,
 }
 
 impl Refusal {
@@ -78,6 +81,7 @@ impl Refusal {
         Refusal::Incomplete,
         Refusal::UploadBytes,
         Refusal::Observers,
+        Refusal::Registrations,
     ];
 
     /// The metric label.
@@ -100,6 +104,7 @@ impl Refusal {
             Refusal::Incomplete => "incomplete",
             Refusal::UploadBytes => "upload_bytes",
             Refusal::Observers => "observers",
+            Refusal::Registrations => "registrations",
         }
     }
 }
@@ -125,6 +130,9 @@ pub struct CoapMetrics {
     dtls_ended: Family<OutcomeLabel, Counter>,
     dtls_sessions: Gauge,
     dtls_dropped: Counter,
+    lwm2m_registrations: Gauge,
+    lwm2m_observations: Gauge,
+    lwm2m_notifications: Family<OutcomeLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
     duplicates: Counter,
@@ -146,6 +154,8 @@ struct Levels {
     peers: AtomicI64,
     observers: AtomicI64,
     dtls_sessions: AtomicI64,
+    lwm2m_registrations: AtomicI64,
+    lwm2m_observations: AtomicI64,
 }
 
 /// Moves `gauge` by what `level` changed by when set to `now`.
@@ -236,6 +246,21 @@ impl CoapMetrics {
             m.dtls_sessions.clone(),
         );
         r.register(
+            "lwm2m_registrations",
+            "LwM2M clients registered (/rd)",
+            m.lwm2m_registrations.clone(),
+        );
+        r.register(
+            "lwm2m_observations",
+            "Resources of LwM2M clients observed for telemetry",
+            m.lwm2m_observations.clone(),
+        );
+        r.register(
+            "lwm2m_notifications",
+            "LwM2M notifications, by outcome (stored, refused, undecodable)",
+            m.lwm2m_notifications.clone(),
+        );
+        r.register(
             "dtls_dropped",
             "Datagrams dropped on the DTLS listener: too large, from no session, or queued past a session's limit",
             m.dtls_dropped.clone(),
@@ -260,6 +285,9 @@ impl CoapMetrics {
             dtls_ended: Family::default(),
             dtls_sessions: Gauge::default(),
             dtls_dropped: Counter::default(),
+            lwm2m_registrations: Gauge::default(),
+            lwm2m_observations: Gauge::default(),
+            lwm2m_notifications: Family::default(),
             responses: Family::default(),
             refused: Family::default(),
             duplicates: Counter::default(),
@@ -344,6 +372,25 @@ impl CoapMetrics {
 
     pub(crate) fn dtls_dropped(&self) {
         self.dtls_dropped.inc();
+    }
+
+    pub(crate) fn lwm2m(&self, registrations: usize, observations: usize) {
+        level(
+            &self.lwm2m_registrations,
+            &self.levels.lwm2m_registrations,
+            registrations,
+        );
+        level(
+            &self.lwm2m_observations,
+            &self.levels.lwm2m_observations,
+            observations,
+        );
+    }
+
+    pub(crate) fn lwm2m_notification(&self, outcome: &'static str) {
+        self.lwm2m_notifications
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     pub(crate) fn command(&self, outcome: &'static str) {

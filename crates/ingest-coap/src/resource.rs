@@ -55,7 +55,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn new(code: Code) -> Self {
+    pub(crate) fn new(code: Code) -> Self {
         Reply {
             code,
             options: Vec::new(),
@@ -87,7 +87,7 @@ impl Reply {
         self
     }
 
-    fn with_uint(mut self, number: u16, value: u32) -> Self {
+    pub(crate) fn with_uint(mut self, number: u16, value: u32) -> Self {
         self.options.push((number, option::encode_uint(value)));
         self
     }
@@ -117,6 +117,12 @@ enum Route<'a> {
     Commands,
     /// POST `/c/{id}`: the reply to a command.
     CommandReply(&'a str),
+    /// POST `/rd`: an LwM2M registration.
+    Register,
+    /// POST `/rd/{id}`: an LwM2M registration update.
+    Update(&'a str),
+    /// DELETE `/rd/{id}`: an LwM2M deregistration.
+    Deregister(&'a str),
 }
 
 /// What a request may use: the ingestor, and a share of the exchange table
@@ -137,6 +143,8 @@ pub(crate) struct Context<'a> {
     /// The device of the DTLS session the request came in, if any: it
     /// needs no token.
     pub session: Option<&'a crate::dtls::SessionAuth>,
+    /// The LwM2M registrations.
+    pub lwm2m: &'a crate::lwm2m::Lwm2m,
 }
 
 /// Who sent a request: the DTLS session's device, or the device (or
@@ -161,7 +169,10 @@ async fn principal_of(cx: &Context<'_>, req: &Message) -> Result<(Principal, Str
 
 /// The device a request speaks for (its session's, or its token's):
 /// tenant, device, and the credential's id.
-async fn device_of(cx: &Context<'_>, req: &Message) -> Result<(String, String, String), Reply> {
+pub(crate) async fn device_of(
+    cx: &Context<'_>,
+    req: &Message,
+) -> Result<(String, String, String), Reply> {
     match principal_of(cx, req).await? {
         (Principal::Device { tenant, device }, credential) => Ok((tenant, device, credential)),
         (Principal::TenantIngest { .. }, _) => Err(Reply::error(
@@ -259,6 +270,15 @@ pub(crate) async fn handle(cx: &Context<'_>, req: &Message) -> Reply {
         Ok(Route::CommandReply(id)) => match command_reply(cx, req, id).await {
             Ok(reply) | Err(reply) => reply,
         },
+        Ok(Route::Register) => match crate::lwm2m::interface::register(cx, req).await {
+            Ok(reply) | Err(reply) => reply,
+        },
+        Ok(Route::Update(id)) => match crate::lwm2m::interface::update(cx, req, id).await {
+            Ok(reply) | Err(reply) => reply,
+        },
+        Ok(Route::Deregister(id)) => match crate::lwm2m::interface::deregister(cx, req, id).await {
+            Ok(reply) | Err(reply) => reply,
+        },
         Err((refusal, reply)) => {
             cx.metrics.refused(refusal, &reply);
             reply
@@ -286,7 +306,10 @@ fn route(req: &Message) -> Result<Route<'_>, (Refusal, Reply)> {
             ),
         ));
     }
-    if let Some(q) = req.option(option::URI_QUERY) {
+    // Only the LwM2M registration interface takes a query (its
+    // parameters; never a credential).
+    let registration = req.uri_path().next() == Some(b"rd".as_slice());
+    if let Some(q) = req.option(option::URI_QUERY).filter(|_| !registration) {
         let q = String::from_utf8_lossy(q).to_ascii_lowercase();
         let why = if ["token", "key", "password", "secret", "auth"]
             .iter()
@@ -314,6 +337,9 @@ fn route(req: &Message) -> Result<Route<'_>, (Refusal, Reply)> {
         ["t", metric] => (Route::Bare(metric), Code::POST),
         ["c"] => (Route::Commands, Code::GET),
         ["c", id] => (Route::CommandReply(id), Code::POST),
+        ["rd"] => (Route::Register, Code::POST),
+        ["rd", id] if req.code == Code::DELETE => (Route::Deregister(id), Code::DELETE),
+        ["rd", id] => (Route::Update(id), Code::POST),
         _ => {
             return Err((
                 Refusal::NotFound,
@@ -336,13 +362,14 @@ fn route(req: &Message) -> Result<Route<'_>, (Refusal, Reply)> {
 fn method_name(code: Code) -> &'static str {
     match code {
         Code::GET => "GET",
+        Code::DELETE => "DELETE",
         _ => "POST",
     }
 }
 
 fn discovery() -> Reply {
     let mut r = Reply::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, 40);
-    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 60 110 112",</t/{metric}>;rt="tributary.value";ct="0 50",</c>;rt="tributary.commands";obs"#.to_vec();
+    r.payload = br#"</t>;rt="tributary.telemetry";ct="50 60 110 112",</t/{metric}>;rt="tributary.value";ct="0 50",</c>;rt="tributary.commands";obs,</rd>;rt="core.rd""#.to_vec();
     r
 }
 

@@ -633,3 +633,97 @@ async fn a_libcoap_device_with_a_registry_psk_posts_over_dtls_and_gets_commands(
     assert_eq!(stored(&s, "dtls-1", "volt").await.len(), 1);
     let _ = observer.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let coap = s.coap.expect("coap=");
+    let token = http_device(&s, "lwm2m-1", json!({})).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lwm2m_aiocoap.py");
+    let mut client = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([coap.ip().to_string(), coap.port().to_string(), token])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let mut input = client.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    async fn next(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        what: &str,
+    ) -> String {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 30 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the client ended before {what}"))
+    }
+    assert!(
+        next(&mut lines, "registered")
+            .await
+            .starts_with("OK registered ")
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the registered device online",
+        || async { (online(&s, "lwm2m-1").await? == Some(true)).then_some(()) },
+    )
+    .await;
+    assert_eq!(next(&mut lines, "observed").await, "OK observed");
+    // The first values, from the answers to the observations: text for
+    // the temperature, TLV for the battery level.
+    eventually(
+        Duration::from_secs(20),
+        "the first values stored",
+        || async {
+            let temperature = stored(&s, "lwm2m-1", "temperature").await;
+            let battery = stored(&s, "lwm2m-1", "battery_level").await;
+            (temperature.len() == 1 && battery.len() == 1).then_some((temperature, battery))
+        },
+    )
+    .await;
+    // Each notification is stored as a point of the device.
+    for (n, value) in [22.25, 23.0, 24.75].into_iter().enumerate() {
+        input.write_all(b"next\n").await.unwrap();
+        assert_eq!(
+            next(&mut lines, "a notification").await,
+            format!("OK notified {value:?}")
+        );
+        eventually(
+            Duration::from_secs(20),
+            "the notified value stored",
+            || async {
+                let points = stored(&s, "lwm2m-1", "temperature").await;
+                (points.len() == n + 2).then_some(())
+            },
+        )
+        .await;
+    }
+    let mut q = s.query(&s.admin_token).await;
+    let values: Vec<f64> = range_all(&mut q, "lwm2m-1", &["temperature"], 0, i64::MAX)
+        .await
+        .into_iter()
+        .filter_map(|(_, _, v)| match v?.kind? {
+            tributary_proto::v1::value::Kind::DoubleValue(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, [21.5, 22.25, 23.0, 24.75]);
+    assert_eq!(next(&mut lines, "updated").await, "OK updated");
+    input.write_all(b"deregister\n").await.unwrap();
+    assert_eq!(next(&mut lines, "deregistered").await, "OK deregistered");
+    eventually(
+        Duration::from_secs(20),
+        "the deregistered device offline",
+        || async { (online(&s, "lwm2m-1").await? == Some(false)).then_some(()) },
+    )
+    .await;
+    assert!(client.wait().await.unwrap().success());
+}
