@@ -24,6 +24,9 @@ impl CommandSink for CoapServer {
         validate_device_id(&command.device, inner.ingestor.limits())?;
         validate_command_name(&command.name)?;
         validate_content_type(&command.content_type)?;
+        if let Some(operation) = command.name.strip_prefix("lwm2m:") {
+            return self.lwm2m_command(&command, operation).await;
+        }
         let (tenant, device) = (&command.tenant, &command.device);
         let Some(observer) = inner.commands.notify(tenant, device, Instant::now()) else {
             inner.metrics.command("offline");

@@ -474,9 +474,11 @@ impl CoapServer {
         ended
     }
 
-    /// Whether `device` is registered here for commands (Observe on `/c`).
+    /// Whether `device` is registered here for commands (Observe on `/c`,
+    /// or an LwM2M registration).
     pub fn observed(&self, tenant: &str, device: &str) -> bool {
         self.inner.commands.observed(tenant, device, Instant::now())
+            || self.lwm2m_registered(tenant, device)
     }
 
     /// Serves plain CoAP datagrams from `socket` until `stop` resolves.

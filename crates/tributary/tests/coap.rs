@@ -717,6 +717,38 @@ async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series()
         .collect();
     assert_eq!(values, [21.5, 22.25, 23.0, 24.75]);
     assert_eq!(next(&mut lines, "updated").await, "OK updated");
+    // Device management through the command API.
+    let command = |name: &'static str, payload: &'static str| {
+        let (api, admin) = (
+            s.api_url("/devices/lwm2m-1/commands"),
+            s.admin_token.clone(),
+        );
+        async move {
+            let resp = http_client()
+                .post(api)
+                .bearer_auth(admin)
+                .json(&json!({"name": name, "payload": payload, "timeout_ms": 10000}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, read) = command("lwm2m:read", "/3/0/0").await;
+    assert!(status.is_success(), "{status} {read}");
+    assert_eq!(read["status"], "delivered_replied", "{read}");
+    assert_eq!(read["reply"], "Tributary Labs", "{read}");
+    let (status, write) = command("lwm2m:write", "/1/0/1 300").await;
+    assert_eq!(write["status"], "delivered_replied", "{status} {write}");
+    assert_eq!(next(&mut lines, "the write").await, "OK written 300");
+    let (status, exec) = command("lwm2m:execute", "/3/0/4").await;
+    assert_eq!(exec["status"], "delivered_replied", "{status} {exec}");
+    assert_eq!(next(&mut lines, "the execute").await, "OK executed");
+    // A path the client does not have: its 4.04, refused as invalid.
+    let (status, missing) = command("lwm2m:read", "/5/0/1").await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{missing}");
+    assert!(missing.to_string().contains("4.04"), "{missing}");
     input.write_all(b"deregister\n").await.unwrap();
     assert_eq!(next(&mut lines, "deregistered").await, "OK deregistered");
     eventually(

@@ -13,7 +13,10 @@ object (3303/0, sensor value 5700, observable) and:
    (TLV), then notifies three new temperatures, one per `next` line read on
    stdin;
 3. updates its registration (POST /rd/{id}): 2.04;
-4. deregisters (DELETE /rd/{id}) on `deregister`: 2.02.
+4. answers the server's device management: a Read of its manufacturer
+   (3/0/0, text), a Write of its lifetime (1/0/1, text: prints `OK written
+   <value>`), an Execute of reboot (3/0/4: prints `OK executed`);
+5. deregisters (DELETE /rd/{id}) on `deregister`: 2.02.
 
 Prints `OK <what>` per step; exits non-zero on the first failure.
 """
@@ -57,8 +60,33 @@ class Battery(resource.ObservableResource):
         return Message(payload=payload, content_format=ContentFormat(11542))
 
 
+class Text(resource.Resource):
+    """A readable, writable text resource."""
+
+    def __init__(self, value, name):
+        super().__init__()
+        self.value, self.name = value, name
+
+    async def render_get(self, request):
+        return Message(payload=self.value.encode(), content_format=0)
+
+    async def render_put(self, request):
+        self.value = request.payload.decode()
+        print(f"OK written {self.value}", flush=True)
+        return Message(code=CHANGED)
+
+
+class Reboot(resource.Resource):
+    async def render_post(self, request):
+        print("OK executed", flush=True)
+        return Message(code=CHANGED)
+
+
 async def main(host, port, token):
     site = resource.Site()
+    site.add_resource(["3", "0", "0"], Text("Tributary Labs", "manufacturer"))
+    site.add_resource(["1", "0", "1"], Text("60", "lifetime"))
+    site.add_resource(["3", "0", "4"], Reboot())
     temperature = Temperature()
     site.add_resource(["3303", "0", "5700"], temperature)
     site.add_resource(["3", "0", "9"], Battery())

@@ -15,6 +15,7 @@
 //! Every table is bounded: registrations in all and per tenant, object
 //! links per registration, observations per registration.
 
+pub(crate) mod commands;
 pub(crate) mod interface;
 pub(crate) mod link;
 pub(crate) mod mapping;
@@ -374,6 +375,28 @@ impl Lwm2m {
         {
             reg.tokens.retain(|k| k != token);
         }
+    }
+
+    /// The device's registration, if it has one.
+    pub(crate) fn registration_of(&self, tenant: &str, device: &str) -> Option<Registration> {
+        let t = lock(&self.table);
+        let id = t.by_device.get(&(tenant.to_owned(), device.to_owned()))?;
+        t.by_id.get(id).cloned()
+    }
+
+    /// Ends the observation of `path` for registration `id`; whether there
+    /// was one.
+    pub(crate) fn unobserve_path(&self, id: &str, path: (u16, u16, u16)) -> bool {
+        let token = {
+            let t = lock(&self.table);
+            t.by_id.get(id).and_then(|r| {
+                r.tokens
+                    .iter()
+                    .find(|k| t.observations.get(k).is_some_and(|o| o.path == path))
+                    .copied()
+            })
+        };
+        token.map(|k| self.unobserve(&k)).is_some()
     }
 
     /// A registration's objects.

@@ -58,7 +58,12 @@ impl CoapServer {
 
     /// Sends a request to a device and waits for its response: piggybacked
     /// on the ACK, or separate after an empty one.
-    async fn request_device(&self, link: &Link, peer: SocketAddr, msg: Message) -> Option<Message> {
+    pub(crate) async fn request_device(
+        &self,
+        link: &Link,
+        peer: SocketAddr,
+        msg: Message,
+    ) -> Option<Message> {
         let token = msg.token;
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.responses).insert(token, tx);
@@ -107,7 +112,7 @@ impl CoapServer {
     }
 
     /// Stores one notification's value as the observed metric.
-    async fn store_notification(&self, observed: &Observed, msg: &Message) -> bool {
+    pub(crate) async fn store_notification(&self, observed: &Observed, msg: &Message) -> bool {
         let inner = &self.inner;
         let ingestor = &inner.ingestor;
         let format = msg.content_format().ok().flatten();
