@@ -1227,3 +1227,167 @@ async fn coap_dtls_handshake_floods_junk_and_jumbo_datagrams_are_bounded() {
     );
     bystander.still_served(&s).await;
 }
+
+/// [`coap_exchange`] as a CoAP client does it: sent again every second (the
+/// same message) until an answer other than an empty ACK comes, for up to
+/// 20 s.
+async fn coap_exchange_retrying(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    msg: &tributary_coap_codec::Message,
+) -> tributary_coap_codec::Message {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no answer in 20 s"
+        );
+        socket.send_to(&msg.encode(), to).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(r) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            let (n, _) = r.unwrap();
+            let m = tributary_coap_codec::Message::decode(&buf[..n]).expect("a CoAP message");
+            // The answer: piggybacked, or separate (same token, after an
+            // empty ACK, which is acknowledged).
+            if m.token == msg.token && !m.code.is_empty() {
+                if m.mtype == tributary_coap_codec::MessageType::Confirmable {
+                    let ack = tributary_coap_codec::Message::new(
+                        tributary_coap_codec::MessageType::Acknowledgement,
+                        tributary_coap_codec::Code::EMPTY,
+                        m.message_id,
+                    );
+                    socket.send_to(&ack.encode(), to).await.unwrap();
+                }
+                return m;
+            }
+        }
+    }
+}
+
+fn lwm2m_register(id: u16, token: &str, ep: &str, links: &[u8]) -> tributary_coap_codec::Message {
+    use tributary_coap_codec::{Code, Message, MessageType, Token, option};
+    let mut m = Message::new(MessageType::Confirmable, Code::POST, id);
+    m.token = Token::new(&id.to_be_bytes()).unwrap();
+    m.add_option(option::URI_PATH, b"rd".to_vec());
+    m.add_option(option::URI_QUERY, format!("ep={ep}").into_bytes());
+    m.add_option(option::URI_QUERY, b"lt=300".to_vec());
+    m.add_option(
+        tributary_ingest_coap::TOKEN_OPTION,
+        token.as_bytes().to_vec(),
+    );
+    m.payload = links.to_vec();
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lwm2m_registration_floods_oversized_links_and_forged_notifications_are_bounded() {
+    use tributary_coap_codec::{Code, Message, MessageType, Token};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_env(
+        dir.path(),
+        &["--coap-addr".as_ref(), "127.0.0.1:0".as_ref()],
+        &[("TRIBUTARY_COAP__MAX_LWM2M_REGISTRATIONS_PER_TENANT", "5")],
+    );
+    let coap = s.coap.expect("coap=");
+    let mut bystander = Bystander::new(&s).await;
+    let token = create_device_in(&s, "default", "lw-0").await;
+
+    // 1. One device registers 600 times from 300 endpoints: it holds one
+    //    registration (each replaces the last).
+    let mut peers = Vec::new();
+    for _ in 0..300 {
+        peers.push(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    for round in 0..2u16 {
+        for (i, p) in peers.iter().enumerate() {
+            let m = lwm2m_register(round * 1000 + i as u16, &token, "lw-0", b"</1/0>");
+            let _ = p.send_to(&m.encode(), coap).await;
+        }
+    }
+    let fresh = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let last = coap_exchange_retrying(
+        &fresh,
+        coap,
+        &lwm2m_register(5000, &token, "lw-0", b"</1/0>"),
+    )
+    .await;
+    assert_eq!(last.code, Code::CREATED);
+    eventually(Duration::from_secs(10), "one registration held", || async {
+        (metric(&s, "tributary_coap_lwm2m_registrations").await == Some(1.0)).then_some(())
+    })
+    .await;
+
+    // 2. The tenant's share: 5 devices register, the 6th is told to wait.
+    for n in 1..=5 {
+        let t = create_device_in(&s, "default", &format!("lw-{n}")).await;
+        let answer = coap_exchange_retrying(
+            &fresh,
+            coap,
+            &lwm2m_register(6000 + n as u16, &t, &format!("lw-{n}"), b""),
+        )
+        .await;
+        let want = if n < 5 {
+            Code::CREATED
+        } else {
+            Code::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(
+            answer.code,
+            want,
+            "device {n}: {:?}",
+            String::from_utf8_lossy(&answer.payload)
+        );
+        if n == 5 {
+            assert!(
+                answer
+                    .uint_option(tributary_coap_codec::option::MAX_AGE)
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    // 3. Object links over the body limit (4.13), and more links than taken
+    //    (4.00).
+    let big = vec![b'x'; 1100];
+    let refused =
+        coap_exchange_retrying(&fresh, coap, &lwm2m_register(7000, &token, "lw-0", &big)).await;
+    assert_eq!(refused.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    let many: String = (0..300).map(|i| format!("</{i}>,")).collect();
+    let refused = coap_exchange_retrying(
+        &fresh,
+        coap,
+        &lwm2m_register(7001, &token, "lw-0", many.as_bytes()),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused.code,
+            Code::BAD_REQUEST | Code::REQUEST_ENTITY_TOO_LARGE
+        ),
+        "{}",
+        refused.code
+    );
+
+    // 4. 1,000 forged notifications with guessed tokens: reset, none stored.
+    for i in 0..1000u16 {
+        let mut note = Message::new(MessageType::Confirmable, Code::CONTENT, 8000 + i);
+        note.token = Token::new(&(u64::from(i) * 7919).to_be_bytes()).unwrap();
+        note.set_uint_option(tributary_coap_codec::option::OBSERVE, 1);
+        note.payload = b"99.9".to_vec();
+        let answer = coap_exchange(&fresh, coap, &note).await;
+        assert_eq!(answer.mtype, MessageType::Reset);
+    }
+    assert_eq!(
+        metric(
+            &s,
+            "tributary_coap_lwm2m_notifications_total{outcome=\"stored\"}"
+        )
+        .await,
+        None
+    );
+
+    // Meanwhile another tenant's device is served over HTTP, MQTT and CoAP.
+    bystander.still_served(&s).await;
+}
