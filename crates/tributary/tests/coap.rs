@@ -501,11 +501,48 @@ async fn a_libcoap_device_with_a_registry_psk_posts_over_dtls_and_gets_commands(
         &uri("/t/volt"),
     ]);
     assert!(ok, "coap-client-openssl: {out}");
-    // Acknowledged, so durable: both are there.
-    eventually(Duration::from_secs(20), "both points stored", || async {
+    // SenML, and a body in blocks of 64 bytes (Block1), in sessions too.
+    let (ok, out) = coaps_client(&[
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &key,
+        "-t",
+        "110",
+        "-e",
+        r#"[{"n":"hum","v":40}]"#,
+        &uri("/t"),
+    ]);
+    assert!(ok, "coap-client-openssl: {out}");
+    let body = dir.path().join("reading.json");
+    let values: Vec<String> = (0..40).map(|i| format!(r#""blk{i}": {i}"#)).collect();
+    std::fs::write(&body, format!(r#"{{"values": {{{}}}}}"#, values.join(", "))).unwrap();
+    assert!(std::fs::metadata(&body).unwrap().len() > 500);
+    let (ok, out) = coaps_client(&[
+        "-m",
+        "post",
+        "-u",
+        &identity,
+        "-k",
+        &key,
+        "-t",
+        "50",
+        "-b",
+        "64",
+        "-f",
+        body.to_str().unwrap(),
+        &uri("/t"),
+    ]);
+    assert!(ok, "coap-client-openssl: {out}");
+    // Acknowledged, so durable: all of it is there.
+    eventually(Duration::from_secs(20), "every point stored", || async {
         let temp = stored(&s, "dtls-1", "temp").await;
         let volt = stored(&s, "dtls-1", "volt").await;
-        (temp.len() == 1 && volt.len() == 1).then_some(())
+        let hum = stored(&s, "dtls-1", "hum").await;
+        let last = stored(&s, "dtls-1", "blk39").await;
+        (temp.len() == 1 && volt.len() == 1 && hum.len() == 1 && last.len() == 1).then_some(())
     })
     .await;
     // A key that is not the device's gets no session, and stores nothing.
