@@ -260,6 +260,49 @@ async fn command_reply(cx: &Context<'_>, req: &Message, id: &str) -> Result<Repl
 
 /// Answers one request. Returns only once an acknowledged write is durable.
 pub(crate) async fn handle(cx: &Context<'_>, req: &Message) -> Reply {
+    let reply = route_and_answer(cx, req).await;
+    block2(req, reply)
+}
+
+/// The block of a 2.05 answer's body that a Block2 option asks for (RFC
+/// 7959 2.4: a client may ask for smaller blocks, or a later one).
+fn block2(req: &Message, reply: Reply) -> Reply {
+    let Ok(Some(want)) = req.block2() else {
+        return reply;
+    };
+    if reply.code != Code::CONTENT {
+        return reply;
+    }
+    let total = reply.payload.len();
+    let offset = want.offset();
+    if offset >= total && !(offset == 0 && total == 0) {
+        return Reply::error(
+            Code::BAD_REQUEST,
+            format_args!(
+                "block {} is past the end of the {total}-byte body",
+                want.num
+            ),
+        );
+    }
+    let end = (offset + want.size()).min(total);
+    let Some(block) = tributary_coap_codec::Block::new(want.num, end < total, want.size()) else {
+        return reply;
+    };
+    let mut sliced = Reply {
+        code: reply.code,
+        options: reply.options,
+        payload: reply.payload[offset..end].to_vec(),
+    };
+    sliced.options.push((option::BLOCK2, block.encode()));
+    if want.num == 0 {
+        sliced
+            .options
+            .push((option::SIZE2, option::encode_uint(total as u32)));
+    }
+    sliced
+}
+
+async fn route_and_answer(cx: &Context<'_>, req: &Message) -> Reply {
     match route(req) {
         Ok(Route::Discovery) => discovery(),
         Ok(Route::Telemetry) => upload(cx, req, None).await,
@@ -621,6 +664,43 @@ fn ingest_error(e: IngestError, max_body: usize) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block2_option_slices_an_answer_and_refuses_past_its_end() {
+        use tributary_coap_codec::{Block, MessageType};
+        let mut whole = Reply::new(Code::CONTENT);
+        whole.payload = (0..40u8).collect();
+        let ask = |num: u32| {
+            let mut m = Message::new(MessageType::Confirmable, Code::GET, 1);
+            m.add_option(option::BLOCK2, Block::new(num, false, 16).unwrap().encode());
+            m
+        };
+        let first = block2(&ask(0), whole.clone());
+        assert_eq!(first.payload, (0..16u8).collect::<Vec<_>>());
+        let opt = |r: &Reply, n: u16| {
+            r.options
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            opt(&first, option::BLOCK2).and_then(|v| Block::decode(&v)),
+            Block::new(0, true, 16)
+        );
+        assert_eq!(opt(&first, option::SIZE2), Some(option::encode_uint(40)));
+        let last = block2(&ask(2), whole.clone());
+        assert_eq!(last.payload, (32..40u8).collect::<Vec<_>>());
+        assert_eq!(
+            opt(&last, option::BLOCK2).and_then(|v| Block::decode(&v)),
+            Block::new(2, false, 16)
+        );
+        assert_eq!(block2(&ask(3), whole.clone()).code, Code::BAD_REQUEST);
+        // No Block2 asked, or not a 2.05: untouched.
+        let plain = Message::new(MessageType::Confirmable, Code::GET, 1);
+        assert_eq!(block2(&plain, whole.clone()), whole);
+        let changed = Reply::new(Code::CHANGED);
+        assert_eq!(block2(&ask(1), changed.clone()), changed);
+    }
     use tributary_coap_codec::MessageType;
 
     fn request(code: Code, path: &[&str]) -> Message {

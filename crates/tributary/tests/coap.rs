@@ -208,6 +208,10 @@ async fn libcoap_posts_json_senml_and_bare_values_that_are_durable() {
     assert!(out.contains("4.00"), "a token in the URI: {out}");
     let (ok, out) = coap_client(&["-m", "get", &uri("/.well-known/core")]);
     assert!(ok && out.contains("</t>"), "discovery: {out}");
+    // The same in blocks of 16 bytes (Block2): libcoap puts it together.
+    let (ok, blocks) = coap_client(&["-m", "get", "-b", "16", &uri("/.well-known/core")]);
+    assert!(ok, "discovery in blocks: {blocks}");
+    assert_eq!(blocks.trim(), out.trim(), "the whole body, block by block");
     assert_eq!(
         stored(&s, "coap-1", "volt").await.len(),
         1,
@@ -782,6 +786,12 @@ async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series()
     let (status, exec) = command("lwm2m:execute", "/3/0/4").await;
     assert_eq!(exec["status"], "delivered_replied", "{status} {exec}");
     assert_eq!(next(&mut lines, "the execute").await, "OK executed");
+    // A resource larger than one datagram comes in blocks (Block2), put
+    // back together by the server.
+    let (status, serial) = command("lwm2m:read", "/3/0/2").await;
+    assert_eq!(serial["status"], "delivered_replied", "{status}");
+    assert_eq!(serial["reply"].as_str().map(str::len), Some(3000));
+    assert!(serial["reply"].as_str().unwrap().chars().all(|c| c == 'S'));
     // A path the client does not have: its 4.04, refused as invalid.
     let (status, missing) = command("lwm2m:read", "/5/0/1").await;
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{missing}");

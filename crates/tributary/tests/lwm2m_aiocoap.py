@@ -14,7 +14,8 @@ object (3303/0, sensor value 5700, observable) and:
    stdin;
 3. updates its registration (POST /rd/{id}): 2.04;
 4. answers the server's device management: a Read of its manufacturer
-   (3/0/0, text), a Write of its lifetime (1/0/1, text: prints `OK written
+   (3/0/0, text) and of a 3,000-byte serial number (3/0/2, in blocks), a
+   Write of its lifetime (1/0/1, text: prints `OK written
    <value>`), an Execute of reboot (3/0/4: prints `OK executed`);
 5. deregisters (DELETE /rd/{id}) on `deregister`: 2.02.
 
@@ -85,6 +86,8 @@ class Reboot(resource.Resource):
 async def main(host, port, token):
     site = resource.Site()
     site.add_resource(["3", "0", "0"], Text("Tributary Labs", "manufacturer"))
+    # Larger than one datagram: aiocoap answers it in blocks (Block2).
+    site.add_resource(["3", "0", "2"], Text("S" * 3000, "serial number"))
     site.add_resource(["1", "0", "1"], Text("60", "lifetime"))
     site.add_resource(["3", "0", "4"], Reboot())
     temperature = Temperature()

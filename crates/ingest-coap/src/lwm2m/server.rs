@@ -56,9 +56,61 @@ impl CoapServer {
         self.inner.metrics.lwm2m(registrations, observations);
     }
 
-    /// Sends a request to a device and waits for its response: piggybacked
-    /// on the ACK, or separate after an empty one.
+    /// Sends a request to a device and waits for its response, fetching
+    /// the rest of a body the device sends in blocks (Block2, RFC 7959),
+    /// up to `max_upload_bytes` (beyond that the answer becomes 4.13).
+    /// Observations are not continued block-wise.
     pub(crate) async fn request_device(
+        &self,
+        link: &Link,
+        peer: SocketAddr,
+        msg: Message,
+    ) -> Option<Message> {
+        let again = msg.clone();
+        let mut answer = self.request_device_once(link, peer, msg).await?;
+        if again.observe().ok().flatten().is_some() {
+            return Some(answer);
+        }
+        let max = self.inner.config.max_upload_bytes;
+        while answer.code == Code::CONTENT {
+            let Ok(Some(block)) = answer.block2() else {
+                break;
+            };
+            if !block.more {
+                break;
+            }
+            if answer.payload.len() + block.size() > max
+                || block.num >= tributary_coap_codec::Block::MAX_NUM
+            {
+                answer.code = Code::REQUEST_ENTITY_TOO_LARGE;
+                answer.payload =
+                    format!("the device's answer is larger than {max} bytes").into_bytes();
+                break;
+            }
+            let next = tributary_coap_codec::Block::new(block.num + 1, false, block.size())?;
+            let mut ask = Message::new(MessageType::Confirmable, again.code, self.next_id());
+            ask.token = tributary_coap_codec::Token::new(&rand::random::<u64>().to_be_bytes())?;
+            for o in again.options() {
+                if o.number != option::BLOCK2 {
+                    ask.add_option(o.number, o.value.clone());
+                }
+            }
+            ask.add_option(option::BLOCK2, next.encode());
+            let mut part = self.request_device_once(link, peer, ask).await?;
+            if part.code != Code::CONTENT {
+                return Some(part);
+            }
+            let mut body = std::mem::take(&mut answer.payload);
+            body.extend_from_slice(&part.payload);
+            part.payload = body;
+            answer = part;
+        }
+        Some(answer)
+    }
+
+    /// One request and its response: piggybacked on the ACK, or separate
+    /// after an empty one.
+    async fn request_device_once(
         &self,
         link: &Link,
         peer: SocketAddr,
