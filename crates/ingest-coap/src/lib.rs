@@ -109,6 +109,11 @@ pub struct CoapConfig {
     pub max_lwm2m_registrations_per_tenant: usize,
     /// The longest registration lifetime (`lt`) taken, in seconds.
     pub lwm2m_max_lifetime_secs: u64,
+    /// How long a client in LwM2M queue mode listens after it sent
+    /// something, in seconds (the specification's default is
+    /// MAX_TRANSMIT_WAIT, 93 s); a request for it after that waits for its
+    /// next update.
+    pub lwm2m_queue_window_secs: u64,
     /// How long the server waits for a device's answer to its own request
     /// (an Observe after registration), in seconds.
     pub device_request_secs: u64,
@@ -158,6 +163,7 @@ impl Default for CoapConfig {
             max_lwm2m_registrations: 100_000,
             max_lwm2m_registrations_per_tenant: 50_000,
             lwm2m_max_lifetime_secs: 7 * 86_400,
+            lwm2m_queue_window_secs: 93,
             device_request_secs: 30,
             max_dtls_sessions: 20_000,
             max_dtls_sessions_per_ip: 1_000,
@@ -236,6 +242,9 @@ impl CoapConfig {
         }
         if !(60..=30 * 86_400).contains(&self.lwm2m_max_lifetime_secs) {
             return Err("lwm2m_max_lifetime_secs: 60 to 2592000".into());
+        }
+        if !(1..=3600).contains(&self.lwm2m_queue_window_secs) {
+            return Err("lwm2m_queue_window_secs: 1 to 3600".into());
         }
         if !(1..=600).contains(&self.device_request_secs) {
             return Err("device_request_secs: 1 to 600".into());

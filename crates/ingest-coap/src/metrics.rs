@@ -132,6 +132,7 @@ pub struct CoapMetrics {
     dtls_dropped: Counter,
     lwm2m_registrations: Gauge,
     lwm2m_observations: Gauge,
+    lwm2m_held: Gauge,
     lwm2m_notifications: Family<OutcomeLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
@@ -156,6 +157,7 @@ struct Levels {
     dtls_sessions: AtomicI64,
     lwm2m_registrations: AtomicI64,
     lwm2m_observations: AtomicI64,
+    lwm2m_held: AtomicI64,
 }
 
 /// Moves `gauge` by what `level` changed by when set to `now`.
@@ -256,6 +258,11 @@ impl CoapMetrics {
             m.lwm2m_observations.clone(),
         );
         r.register(
+            "lwm2m_held",
+            "Requests held for LwM2M clients in queue mode until they update",
+            m.lwm2m_held.clone(),
+        );
+        r.register(
             "lwm2m_notifications",
             "LwM2M notifications, by outcome (stored, refused, undecodable)",
             m.lwm2m_notifications.clone(),
@@ -287,6 +294,7 @@ impl CoapMetrics {
             dtls_dropped: Counter::default(),
             lwm2m_registrations: Gauge::default(),
             lwm2m_observations: Gauge::default(),
+            lwm2m_held: Gauge::default(),
             lwm2m_notifications: Family::default(),
             responses: Family::default(),
             refused: Family::default(),
@@ -385,6 +393,10 @@ impl CoapMetrics {
             &self.levels.lwm2m_observations,
             observations,
         );
+    }
+
+    pub(crate) fn lwm2m_held(&self, n: usize) {
+        level(&self.lwm2m_held, &self.levels.lwm2m_held, n);
     }
 
     pub(crate) fn lwm2m_notification(&self, outcome: &'static str) {

@@ -806,3 +806,92 @@ async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series()
     .await;
     assert!(client.wait().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_queue_mode_lwm2m_client_waits_for_its_next_update() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    if !clients_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_env(
+        dir.path(),
+        &["--coap-addr".as_ref(), "127.0.0.1:0".as_ref()],
+        &[("TRIBUTARY_COAP__LWM2M_QUEUE_WINDOW_SECS", "1")],
+    );
+    let coap = s.coap.expect("coap=");
+    let token = http_device(&s, "sleepy-1", json!({})).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lwm2m_aiocoap.py");
+    let mut client = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            coap.ip().to_string(),
+            coap.port().to_string(),
+            token,
+            "queue".into(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let mut input = client.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .unwrap()
+            .expect("the client ended early")
+    };
+    assert!(next().await.starts_with("OK registered "));
+    // The client's listening window (1 s here) passes: it is asleep.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (api, admin) = (
+        s.api_url("/devices/sleepy-1/commands"),
+        s.admin_token.clone(),
+    );
+    let sent = tokio::spawn(async move {
+        http_client()
+            .post(api)
+            .bearer_auth(admin)
+            .json(&json!({"name": "lwm2m:read", "payload": "/3/0/0", "timeout_ms": 30000}))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    });
+    // Held, not sent: the client has read nothing.
+    eventually(Duration::from_secs(20), "the read held", || async {
+        (metric(&s, "tributary_coap_lwm2m_held").await == Some(1.0)).then_some(())
+    })
+    .await;
+    // It wakes and updates: the held read goes out, and is answered.
+    input.write_all(b"wake\n").await.unwrap();
+    let mut woke = [next().await, next().await];
+    woke.sort();
+    assert_eq!(woke, ["OK read manufacturer", "OK updated"]);
+    let outcome = sent.await.unwrap();
+    assert_eq!(outcome["status"], "delivered_replied", "{outcome}");
+    assert_eq!(outcome["reply"], "Tributary Labs", "{outcome}");
+    assert_eq!(metric(&s, "tributary_coap_lwm2m_held").await, Some(0.0));
+    input.write_all(b"end\n").await.unwrap();
+    assert_eq!(next().await, "OK deregistered");
+    assert!(client.wait().await.unwrap().success());
+}
+
+/// A metric's value from the standalone's /metrics.
+async fn metric(s: &Standalone, name: &str) -> Option<f64> {
+    let text = http_client()
+        .get(format!("http://{}/metrics", s.metrics))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

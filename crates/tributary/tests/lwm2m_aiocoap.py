@@ -19,6 +19,11 @@ object (3303/0, sensor value 5700, observable) and:
    <value>`), an Execute of reboot (3/0/4: prints `OK executed`);
 5. deregisters (DELETE /rd/{id}) on `deregister`: 2.02.
 
+With `queue` after TOKEN, a client in queue mode instead: it registers
+with `Q`, goes quiet until `wake` on stdin, then updates (printing `OK
+updated`) and answers what the server held for it (printing `OK read
+<name>` for each Read); `end` deregisters.
+
 Prints `OK <what>` per step; exits non-zero on the first failure.
 """
 import asyncio
@@ -32,6 +37,7 @@ from aiocoap.numbers.contentformat import ContentFormat
 from aiocoap.optiontypes import OpaqueOption
 
 TOKEN_OPTION = 65003
+QUEUE = len(sys.argv) > 4 and sys.argv[4] == "queue"
 
 
 class Temperature(resource.ObservableResource):
@@ -69,6 +75,8 @@ class Text(resource.Resource):
         self.value, self.name = value, name
 
     async def render_get(self, request):
+        if QUEUE:
+            print(f"OK read {self.name}", flush=True)
         return Message(payload=self.value.encode(), content_format=0)
 
     async def render_put(self, request):
@@ -138,5 +146,45 @@ async def main(host, port, token):
     await ctx.shutdown()
 
 
+async def queue_mode(host, port, token):
+    site = resource.Site()
+    site.add_resource(["3", "0", "0"], Text("Tributary Labs", "manufacturer"))
+    site.add_resource(["3", "0", "9"], Battery())
+    ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", 0))
+    base = f"coap://{host}:{port}"
+
+    def authed(msg):
+        msg.opt.add_option(OpaqueOption(TOKEN_OPTION, token.encode()))
+        return msg
+
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    register = authed(Message(
+        code=POST,
+        uri=f"{base}/rd?ep=urn:dev:queued&lt=60&lwm2m=1.1&b=U&Q",
+        payload=b"</3/0>",
+        content_format=40,
+    ))
+    resp = await asyncio.wait_for(ctx.request(register).response, 20)
+    assert resp.code == CREATED, f"{resp.code}: {resp.payload!r}"
+    location = list(resp.opt.location_path)
+    print(f"OK registered {location[1]}", flush=True)
+    line = (await reader.readline()).decode().strip()
+    assert line == "wake", line
+    update = authed(Message(code=POST, uri=f"{base}/rd/{location[1]}"))
+    resp = await asyncio.wait_for(ctx.request(update).response, 20)
+    assert resp.code == CHANGED, f"{resp.code}: {resp.payload!r}"
+    print("OK updated", flush=True)
+    line = (await reader.readline()).decode().strip()
+    assert line == "end", line
+    delete = authed(Message(code=DELETE, uri=f"{base}/rd/{location[1]}"))
+    resp = await asyncio.wait_for(ctx.request(delete).response, 20)
+    assert resp.code == DELETED, f"{resp.code}: {resp.payload!r}"
+    print("OK deregistered", flush=True)
+    await ctx.shutdown()
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+    run = queue_mode if QUEUE else main
+    asyncio.run(run(sys.argv[1], int(sys.argv[2]), sys.argv[3]))

@@ -116,6 +116,21 @@ impl CoapServer {
         else {
             return Ok(CommandOutcome::Offline);
         };
+        // A client in queue mode listens only for a while after it sends
+        // something: the request waits for its next update.
+        let window = std::time::Duration::from_secs(inner.config.lwm2m_queue_window_secs);
+        if reg.queue && reg.last_seen.elapsed() >= window {
+            inner.metrics.lwm2m_held(inner.lwm2m.held() + 1);
+        }
+        let reached = inner
+            .lwm2m
+            .reachable(&reg.id, window, command.timeout)
+            .await;
+        inner.metrics.lwm2m_held(inner.lwm2m.held());
+        let Some(reg) = reached else {
+            inner.metrics.command("timeout");
+            return Ok(CommandOutcome::Timeout);
+        };
         let Some(link) = inner.socket.get().cloned() else {
             return Err(CommandError::Unavailable(
                 "the CoAP server is not serving".into(),

@@ -63,6 +63,10 @@ pub(crate) struct Registration {
     pub peer: SocketAddr,
     pub lifetime: Duration,
     pub expires: Instant,
+    /// When the client last sent something (registered, updated,
+    /// notified): a client in queue mode is reachable only for a while
+    /// after that.
+    pub last_seen: Instant,
     pub binding: String,
     pub queue: bool,
     pub version: String,
@@ -84,6 +88,10 @@ struct Table {
 pub(crate) struct Lwm2m {
     table: Mutex<Table>,
     bounds: Lwm2mBounds,
+    /// Woken by every update: requests held for queue-mode clients go out.
+    updated: tokio::sync::Notify,
+    /// Requests held for queue-mode clients.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// What a register request asks for, from its query.
@@ -173,6 +181,8 @@ impl Lwm2m {
         Lwm2m {
             table: Mutex::new(Table::default()),
             bounds,
+            updated: tokio::sync::Notify::new(),
+            held: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -218,6 +228,7 @@ impl Lwm2m {
             peer,
             lifetime: params.lifetime,
             expires: now + params.lifetime,
+            last_seen: now,
             binding: params.binding,
             queue: params.queue,
             version: params.version,
@@ -267,7 +278,11 @@ impl Lwm2m {
         }
         reg.peer = peer;
         reg.expires = now + reg.lifetime;
-        Some(reg.clone())
+        reg.last_seen = now;
+        let reg = reg.clone();
+        drop(t);
+        self.updated.notify_waiters();
+        Some(reg)
     }
 
     /// Deregisters `id` if it is `device`'s.
@@ -397,6 +412,55 @@ impl Lwm2m {
             })
         };
         token.map(|k| self.unobserve(&k)).is_some()
+    }
+
+    /// Waits, at most `limit`, until the queue-mode client of registration
+    /// `id` is reachable: it sent something within `window`, or updates.
+    /// Returns its registration then (its address may have changed), or
+    /// `None` when the registration ends or the time runs out.
+    pub(crate) async fn reachable(
+        &self,
+        id: &str,
+        window: Duration,
+        limit: Duration,
+    ) -> Option<Registration> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut holding = false;
+        let found = loop {
+            let woken = self.updated.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let reg = lock(&self.table).by_id.get(id).cloned();
+            match reg {
+                None => break None,
+                Some(r) if !r.queue || r.last_seen.elapsed() < window => break Some(r),
+                Some(_) => {}
+            }
+            if !holding {
+                holding = true;
+                self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                break None;
+            }
+        };
+        if holding {
+            self.held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Requests held for queue-mode clients now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes that the registration's client sent something (a
+    /// notification).
+    pub(crate) fn seen(&self, id: &str, now: Instant) {
+        if let Some(reg) = lock(&self.table).by_id.get_mut(id) {
+            reg.last_seen = now;
+        }
     }
 
     /// A registration's objects.

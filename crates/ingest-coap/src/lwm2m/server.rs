@@ -160,6 +160,9 @@ impl CoapServer {
             self.inner.lwm2m.unobserve(&msg.token);
             return true;
         }
+        self.inner
+            .lwm2m
+            .seen(&observed.registration, Instant::now());
         self.store_notification(&observed, msg).await
     }
 
