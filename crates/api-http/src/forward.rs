@@ -37,6 +37,7 @@ forward!(RemoteRegistryService, RegistryServiceClient, pb::registry_service_serv
     list_tenants(pb::ListTenantsRequest) -> pb::ListTenantsResponse;
     set_tenant_quotas(pb::SetTenantQuotasRequest) -> pb::Tenant;
     set_tenant_retention(pb::SetTenantRetentionRequest) -> pb::Tenant;
+    set_tenant_lwm2m_metrics(pb::SetTenantLwm2mMetricsRequest) -> pb::Tenant;
     create_device(pb::CreateDeviceRequest) -> pb::CreateDeviceResponse;
     get_device(pb::GetDeviceRequest) -> pb::Device;
     list_devices(pb::ListDevicesRequest) -> pb::ListDevicesResponse;

@@ -69,6 +69,8 @@ pub struct TenantPolicy {
     /// How long the tenant's data is kept, where it differs from the
     /// platform defaults.
     pub retention: crate::retention::RetentionSettings,
+    /// The tenant's LwM2M metric names, beyond the IPSO defaults.
+    pub lwm2m_metrics: crate::lwm2m::Lwm2mMetrics,
 }
 
 impl Default for TenantPolicy {
@@ -78,6 +80,7 @@ impl Default for TenantPolicy {
             device_tag: "device".into(),
             quotas: crate::quota::Quotas::default(),
             retention: crate::retention::RetentionSettings::default(),
+            lwm2m_metrics: crate::lwm2m::Lwm2mMetrics::default(),
         }
     }
 }

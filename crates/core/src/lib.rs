@@ -19,6 +19,7 @@ pub mod events;
 pub mod formats;
 pub mod limits;
 pub mod live;
+pub mod lwm2m;
 pub mod model;
 pub mod quota;
 pub mod rate;

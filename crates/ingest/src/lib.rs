@@ -531,6 +531,14 @@ impl Ingestor {
         self.append(tenant, batches, ctx).await
     }
 
+    /// The tenant's LwM2M metric names (through the directory's cache).
+    pub async fn lwm2m_metrics(
+        &self,
+        tenant: &str,
+    ) -> Result<tributary_core::lwm2m::Lwm2mMetrics, IngestError> {
+        Ok(self.inner.auth.tenant_policy(tenant).await?.lwm2m_metrics)
+    }
+
     /// The tenant's device tag for line protocol.
     pub async fn device_tag(&self, tenant: &str) -> Result<String, IngestError> {
         Ok(self.inner.auth.tenant_policy(tenant).await?.device_tag)

@@ -57,6 +57,11 @@ fn tenant(name: &str) -> TenantRecord {
                 ("1h", "forever"),
             ])
             .expect("valid retention"),
+            // And its LwM2M metric names.
+            lwm2m_metrics: [("3442/1120", "flow_rate"), ("3/9", "battery integer")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         },
         revision: 1,
     }

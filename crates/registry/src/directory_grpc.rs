@@ -188,6 +188,7 @@ fn policy_to_proto(p: TenantPolicy) -> pb::TenantSettings {
             .map(|(q, v)| (q.name().to_owned(), v))
             .collect(),
         retention: p.retention.to_named().into_iter().collect(),
+        lwm2m_metrics: p.lwm2m_metrics.to_named().into_iter().collect(),
     }
 }
 

@@ -162,6 +162,21 @@ impl RegistryService for RegistryGrpc {
         Ok(Response::new(tenant_to_proto(record)))
     }
 
+    async fn set_tenant_lwm2m_metrics(
+        &self,
+        request: Request<pb::SetTenantLwm2mMetricsRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        // Metric names are the tenant's own affair: its operators set them.
+        let (_, tenant) = self.scope(&request, &request.get_ref().tenant, Role::Operator)?;
+        let req = request.into_inner();
+        let set: Vec<(String, String)> = req.set.into_iter().collect();
+        let record = self
+            .registry
+            .set_tenant_lwm2m_metrics(&tenant, &set, &req.clear)
+            .await?;
+        Ok(Response::new(tenant_to_proto(record)))
+    }
+
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,
@@ -179,11 +194,19 @@ impl RegistryService for RegistryGrpc {
                     s.retention.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 )
                 .map_err(|e| Status::invalid_argument(format!("settings.retention: {e}")))?;
+                tributary_core::lwm2m::Lwm2mMetrics::from_named(
+                    s.lwm2m_metrics
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                    &tributary_core::Limits::default(),
+                )
+                .map_err(|e| Status::invalid_argument(format!("settings.lwm2m_metrics: {e}")))?;
                 Ok(TenantSettings {
                     auto_provision: s.auto_provision,
                     device_tag: s.device_tag,
                     quotas,
                     retention,
+                    lwm2m_metrics: s.lwm2m_metrics.into_iter().collect(),
                 })
             })
             .transpose()?
@@ -473,6 +496,7 @@ fn tenant_to_proto(t: TenantRecord) -> pb::Tenant {
                 .map(|(q, v)| (q.name().to_owned(), v))
                 .collect(),
             retention: t.settings.retention.to_named().into_iter().collect(),
+            lwm2m_metrics: t.settings.lwm2m_metrics.into_iter().collect(),
         }),
     }
 }

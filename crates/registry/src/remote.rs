@@ -325,11 +325,28 @@ impl DirectorySource for RemoteSource {
                 tracing::warn!(tenant, error = %e, "ignoring a retention from the registry");
             }
         }
+        // So are LwM2M entries this replica cannot read.
+        let lwm2m_metrics = tributary_core::lwm2m::Lwm2mMetrics::from_named(
+            settings
+                .lwm2m_metrics
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .filter(|(k, v)| {
+                    tributary_core::lwm2m::Lwm2mMetrics::from_named(
+                        [(*k, *v)],
+                        &tributary_core::Limits::default(),
+                    )
+                    .is_ok()
+                }),
+            &tributary_core::Limits::default(),
+        )
+        .unwrap_or_default();
         Ok(TenantPolicy {
             auto_provision: settings.auto_provision,
             device_tag: settings.device_tag,
             quotas,
             retention,
+            lwm2m_metrics,
         })
     }
 

@@ -656,6 +656,44 @@ impl Registry {
         Ok(record)
     }
 
+    /// Sets, then clears, entries of a tenant's LwM2M metric names
+    /// ([`tributary_core::lwm2m`]); every entry is checked, and the whole
+    /// mapping stays within its limit.
+    pub async fn set_tenant_lwm2m_metrics(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        clear: &[String],
+    ) -> Result<TenantRecord, RegistryError> {
+        use tributary_core::lwm2m::Lwm2mMetrics;
+        validate_tenant(name)?;
+        let limits = self.config.limits.clone();
+        let invalid = |e: String| RegistryError::invalid("lwm2m_metrics", e);
+        Lwm2mMetrics::from_named(set.iter().map(|(k, v)| (k.as_str(), v.as_str())), &limits)
+            .map_err(invalid)?;
+        let record = self
+            .update_tenant_settings(name, |settings| {
+                for key in clear {
+                    settings.lwm2m_metrics.remove(key);
+                }
+                for (key, value) in set {
+                    settings.lwm2m_metrics.insert(key.clone(), value.clone());
+                }
+                Lwm2mMetrics::from_named(
+                    settings
+                        .lwm2m_metrics
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                    &limits,
+                )
+                .map_err(invalid)?;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(tenant = %record.name, lwm2m_metrics = ?record.settings.lwm2m_metrics, "tenant LwM2M metrics set");
+        Ok(record)
+    }
+
     /// One tenant.
     pub async fn tenant(&self, name: &str) -> Result<TenantRecord, RegistryError> {
         validate_tenant(name)?;
@@ -1781,6 +1819,7 @@ impl Registry {
                 device_tag: "device".into(),
                 quotas: Default::default(),
                 retention: Default::default(),
+                lwm2m_metrics: Default::default(),
             },
         };
         match self.create_tenant(default).await {

@@ -59,6 +59,10 @@ pub struct TenantSettings {
     /// platform defaults. Absent in records written before retention tiers.
     #[serde(default)]
     pub retention: tributary_core::retention::RetentionSettings,
+    /// LwM2M metric names, `"OBJECT/RESOURCE" = "metric"` (checked when
+    /// set; see [`tributary_core::lwm2m`]). Absent in older records.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lwm2m_metrics: BTreeMap<String, String>,
 }
 
 impl Default for TenantSettings {
@@ -69,6 +73,7 @@ impl Default for TenantSettings {
             device_tag: policy.device_tag,
             quotas: Quotas::default(),
             retention: Default::default(),
+            lwm2m_metrics: BTreeMap::new(),
         }
     }
 }
@@ -80,6 +85,22 @@ impl From<TenantSettings> for tributary_core::directory::TenantPolicy {
             device_tag: s.device_tag,
             quotas: s.quotas,
             retention: s.retention,
+            // Checked when set; an entry that no longer passes (a tighter
+            // metric limit) is left out rather than failing the tenant.
+            lwm2m_metrics: tributary_core::lwm2m::Lwm2mMetrics::from_named(
+                s.lwm2m_metrics
+                    .iter()
+                    .filter(|(k, v)| {
+                        tributary_core::lwm2m::Lwm2mMetrics::from_named(
+                            [(k.as_str(), v.as_str())],
+                            &tributary_core::Limits::default(),
+                        )
+                        .is_ok()
+                    })
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+                &tributary_core::Limits::default(),
+            )
+            .unwrap_or_default(),
         }
     }
 }

@@ -39,6 +39,7 @@ async fn fixture_with(config: DirectoryConfig) -> Fixture {
             device_tag: "host".into(),
             quotas: Default::default(),
             retention: Default::default(),
+            lwm2m_metrics: Default::default(),
         };
         registry
             .create_tenant(NewTenant {

@@ -113,6 +113,7 @@ async fn admins_manage_tenants_and_others_may_not() {
         device_tag: String::new(),
         quotas: [("connections".to_owned(), 10)].into(),
         retention: [("raw".to_owned(), "30d".to_owned())].into(),
+        lwm2m_metrics: [("3442/1120".to_owned(), "flow_rate".to_owned())].into(),
     };
     let created = s
         .client

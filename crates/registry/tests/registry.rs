@@ -163,6 +163,7 @@ async fn invalid_input_names_the_field() {
             device_tag: "no spaces".into(),
             quotas: Default::default(),
             retention: Default::default(),
+            lwm2m_metrics: Default::default(),
         },
         ..new_tenant("ok")
     };
@@ -992,4 +993,72 @@ async fn the_devices_quota_holds_across_registry_replicas() {
         .create_device(device("d4"))
         .await
         .expect("d4 fits now");
+}
+
+#[tokio::test]
+async fn a_tenants_lwm2m_metric_names_are_checked_set_cleared_and_in_its_policy() {
+    let f = fixture().await;
+    let set = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let t = f
+        .registry
+        .set_tenant_lwm2m_metrics(
+            "acme",
+            &set(&[("3442/1120", "flow_rate"), ("3/9", "battery integer")]),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.settings.lwm2m_metrics.len(), 2);
+    let policy = f.registry.tenant_policy("acme").await.unwrap();
+    let flow = policy.lwm2m_metrics.get(3442, 1120).unwrap();
+    assert_eq!((flow.metric.as_str(), flow.integer), ("flow_rate", false));
+    assert!(policy.lwm2m_metrics.get(3, 9).unwrap().integer);
+    // Cleared: the default applies again.
+    let t = f
+        .registry
+        .set_tenant_lwm2m_metrics("acme", &[], &["3/9".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(t.settings.lwm2m_metrics.len(), 1);
+    // Bad entries are refused, naming the field, and change nothing.
+    for bad in [("3442", "x"), ("1/1", "not a name!"), ("1/1", "x bool")] {
+        let e = f
+            .registry
+            .set_tenant_lwm2m_metrics("acme", &set(&[bad]), &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{bad:?}: {e:?}");
+    }
+    // So is a mapping past its limit, even when set in several calls.
+    let half: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("5/{i}"), "m".to_owned()))
+        .collect();
+    f.registry
+        .set_tenant_lwm2m_metrics("acme", &half, &[])
+        .await
+        .unwrap();
+    let more: Vec<(String, String)> = (200..300)
+        .map(|i| (format!("5/{i}"), "m".to_owned()))
+        .collect();
+    assert!(
+        f.registry
+            .set_tenant_lwm2m_metrics("acme", &more, &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        f.registry
+            .tenant("acme")
+            .await
+            .unwrap()
+            .settings
+            .lwm2m_metrics
+            .len(),
+        201
+    );
 }

@@ -66,6 +66,7 @@ async fn fixture() -> Fixture {
                     device_tag: "host".into(),
                     quotas: Default::default(),
                     retention: Default::default(),
+                    lwm2m_metrics: Default::default(),
                 },
             })
             .await

@@ -18,7 +18,7 @@ use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use crate::{ScyllaConfig, ScyllaError};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 11;
+pub const SCHEMA_VERSION: i32 = 12;
 
 /// `gc_grace_seconds` of the time-series tables: three hours, the default
 /// hinted-handoff window. These tables are never deleted from (only TTLs
@@ -226,6 +226,13 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<Migration> {
                      PRIMARY KEY ((tenant, id)))"
                 ),
             ],
+        },
+        Migration {
+            version: 12,
+            description: "registry: tenant LwM2M metric names",
+            statements: vec![format!(
+                "ALTER TABLE {ks}.tenants ADD lwm2m_metrics map<text, text>"
+            )],
         },
     ]
 }

@@ -685,6 +685,9 @@ async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series()
     let s = start(dir.path());
     let coap = s.coap.expect("coap=");
     let token = http_device(&s, "lwm2m-1", json!({})).await;
+    // The tenant names one more resource, a flow meter's (no IPSO default).
+    let names = cli(&s, &["tenants", "lwm2m", "default", "3442/1120=flow_rate"]).await;
+    assert!(names.contains("flow_rate"), "{names}");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lwm2m_aiocoap.py");
     let mut client = tokio::process::Command::new("python3")
         .arg(&script)
@@ -726,7 +729,8 @@ async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series()
         || async {
             let temperature = stored(&s, "lwm2m-1", "temperature").await;
             let battery = stored(&s, "lwm2m-1", "battery_level").await;
-            (temperature.len() == 1 && battery.len() == 1).then_some((temperature, battery))
+            let flow = stored(&s, "lwm2m-1", "flow_rate").await;
+            (temperature.len() == 1 && battery.len() == 1 && flow.len() == 1).then_some(())
         },
     )
     .await;

@@ -55,6 +55,7 @@ async fn platform_end_to_end() {
             device_tag: "device".into(),
             quotas: Default::default(),
             retention: Default::default(),
+            lwm2m_metrics: Default::default(),
         }),
     })
     .await

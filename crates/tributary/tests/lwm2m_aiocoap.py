@@ -100,6 +100,11 @@ async def main(host, port, token):
     site.add_resource(["3", "0", "4"], Reboot())
     temperature = Temperature()
     site.add_resource(["3303", "0", "5700"], temperature)
+    # A flow meter (3442/0/1120): no IPSO default; observed only because
+    # the tenant names it.
+    flow = Temperature()
+    flow.value = 1.5
+    site.add_resource(["3442", "0", "1120"], flow)
     site.add_resource(["3", "0", "9"], Battery())
     ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", 0))
     base = f"coap://{host}:{port}"
@@ -111,7 +116,7 @@ async def main(host, port, token):
     register = authed(Message(
         code=POST,
         uri=f"{base}/rd?ep=urn:dev:lwm2m-1&lt=60&lwm2m=1.1&b=U",
-        payload=b'</>;rt="oma.lwm2m";ct=11542,</1/0>,</3/0>,</3303/0>',
+        payload=b'</>;rt="oma.lwm2m";ct=11542,</1/0>,</3/0>,</3303/0>,</3442/0>',
         content_format=40,
     ))
     resp = await asyncio.wait_for(ctx.request(register).response, 20)

@@ -165,11 +165,17 @@ impl CoapServer {
                     return Err(invalid("observe a resource: /object/instance/resource"));
                 };
                 let full = (path.object, instance, resource);
-                let (metric, float) = match (mapping::metric(path.object, resource), rest) {
-                    (_, name) if !name.is_empty() => (name.to_owned(), true),
-                    (Some((name, float)), _) => (name.to_owned(), float),
-                    (None, _) => (format!("lwm2m/{}/{instance}/{resource}", path.object), true),
-                };
+                let tenant = inner
+                    .ingestor
+                    .lwm2m_metrics(&command.tenant)
+                    .await
+                    .unwrap_or_default();
+                let (metric, float) =
+                    match (mapping::metric_for(&tenant, path.object, resource), rest) {
+                        (_, name) if !name.is_empty() => (name.to_owned(), true),
+                        (Some((name, float)), _) => (name, float),
+                        (None, _) => (format!("lwm2m/{}/{instance}/{resource}", path.object), true),
+                    };
                 tributary_core::model::validate_metric(&metric, inner.ingestor.limits())
                     .map_err(CommandError::Invalid)?;
                 let Some((token, _)) = inner.lwm2m.observe(&reg.id, full, metric, float) else {

@@ -5,11 +5,15 @@
 //! temperature (3303), humidity (3304), barometer (3315), voltage (3316)
 //! and current (3317), and the Device object's (3) battery level (9).
 //! Instance 0 is the bare name (`temperature`); instance N > 0 is
-//! `temperature_N`.
+//! `temperature_N`. A tenant's own entries
+//! ([`tributary_core::lwm2m::Lwm2mMetrics`]) come first: they name more
+//! resources, rename a default, or turn one off.
 
 use tributary_coap_codec::content_format;
 use tributary_core::formats;
 use tributary_core::model::Value;
+
+use tributary_core::lwm2m::Lwm2mMetrics;
 
 use super::link::ObjectLink;
 use super::tlv;
@@ -31,16 +35,44 @@ pub(crate) fn metric(object: u16, resource: u16) -> Option<(&'static str, bool)>
     })
 }
 
-/// The resources of a registration's objects that have a metric: what is
-/// observed after it registers. At most [`MAX_OBSERVED`].
-pub(crate) fn observable(objects: &[ObjectLink]) -> Vec<((u16, u16, u16), String, bool)> {
+/// The metric of a resource for a tenant: its own entry, else the default.
+/// An entry with an empty name turns the default off.
+pub(crate) fn metric_for(
+    tenant: &Lwm2mMetrics,
+    object: u16,
+    resource: u16,
+) -> Option<(String, bool)> {
+    match tenant.get(object, resource) {
+        Some(e) if e.metric.is_empty() => None,
+        Some(e) => Some((e.metric.clone(), !e.integer)),
+        None => metric(object, resource).map(|(n, float)| (n.to_owned(), float)),
+    }
+}
+
+/// The resources of a registration's objects that have a metric, for the
+/// tenant: what is observed after it registers. At most [`MAX_OBSERVED`].
+pub(crate) fn observable(
+    objects: &[ObjectLink],
+    tenant: &Lwm2mMetrics,
+) -> Vec<((u16, u16, u16), String, bool)> {
     let mut out = Vec::new();
     for link in objects {
         let Some(instance) = link.instance else {
             continue;
         };
-        for resource in [5700, 9] {
-            if let Some((name, float)) = metric(link.object, resource) {
+        let mut resources: Vec<u16> = [5700, 9]
+            .into_iter()
+            .chain(
+                tenant
+                    .iter()
+                    .filter(|((o, _), _)| *o == link.object)
+                    .map(|((_, r), _)| r),
+            )
+            .collect();
+        resources.sort_unstable();
+        resources.dedup();
+        for resource in resources {
+            if let Some((name, float)) = metric_for(tenant, link.object, resource) {
                 let name = if instance == 0 {
                     name.to_owned()
                 } else {
@@ -158,7 +190,7 @@ mod tests {
                 instance: None,
             },
         ];
-        let o = observable(&links);
+        let o = observable(&links, &Lwm2mMetrics::default());
         let names: Vec<_> = o.iter().map(|(p, n, _)| (*p, n.as_str())).collect();
         assert_eq!(
             names,
@@ -174,7 +206,32 @@ mod tests {
                 instance: Some(i),
             })
             .collect();
-        assert_eq!(observable(&many).len(), MAX_OBSERVED);
+        assert_eq!(
+            observable(&many, &Lwm2mMetrics::default()).len(),
+            MAX_OBSERVED
+        );
+        // A tenant's entries name more resources, rename or turn off
+        // defaults.
+        let tenant = Lwm2mMetrics::from_named(
+            [
+                ("3303/5701", "unit_code integer"),
+                ("3/9", ""),
+                ("3303/5700", "temp_c"),
+            ],
+            &tributary_core::Limits::default(),
+        )
+        .unwrap();
+        let o = observable(&links, &tenant);
+        let names: Vec<_> = o.iter().map(|(p, n, f)| (*p, n.as_str(), *f)).collect();
+        assert_eq!(
+            names,
+            [
+                ((3303, 0, 5700), "temp_c", true),
+                ((3303, 0, 5701), "unit_code", false),
+                ((3303, 2, 5700), "temp_c_2", true),
+                ((3303, 2, 5701), "unit_code_2", false),
+            ]
+        );
     }
 
     #[test]

@@ -463,9 +463,9 @@ impl Lwm2m {
         }
     }
 
-    /// A registration's objects.
-    pub(crate) fn objects(&self, id: &str) -> Option<Vec<ObjectLink>> {
-        lock(&self.table).by_id.get(id).map(|r| r.objects.clone())
+    /// One registration.
+    pub(crate) fn registration(&self, id: &str) -> Option<Registration> {
+        lock(&self.table).by_id.get(id).cloned()
     }
 
     /// The observation a notification's token belongs to.

@@ -19,10 +19,17 @@ impl CoapServer {
     /// at a time (NSTART 1 towards the device), storing each first value.
     pub(crate) async fn observe_registration(&self, link: &Link, id: &str) {
         let lwm2m = &self.inner.lwm2m;
-        let Some(objects) = lwm2m.objects(id) else {
+        let Some(reg) = lwm2m.registration(id) else {
             return;
         };
-        for (path, metric, float) in mapping::observable(&objects) {
+        let tenant = match self.inner.ingestor.lwm2m_metrics(&reg.tenant).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(tenant = %reg.tenant, error = %e, "the tenant's LwM2M metric names could not be read; using the defaults");
+                Default::default()
+            }
+        };
+        for (path, metric, float) in mapping::observable(&reg.objects, &tenant) {
             let Some((token, peer)) = lwm2m.observe(id, path, metric, float) else {
                 return;
             };

@@ -115,13 +115,13 @@ macro_rules! statements {
 // applied would report "not applied".
 statements! {
     tenant_insert, false,
-        "INSERT INTO {ks}.tenants (name, display_name, created_at_ns, auto_provision, device_tag, quotas, retention, revision) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+        "INSERT INTO {ks}.tenants (name, display_name, created_at_ns, auto_provision, device_tag, quotas, retention, lwm2m_metrics, revision) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     tenant_update, false,
         "UPDATE {ks}.tenants SET display_name = ?, created_at_ns = ?, auto_provision = ?, device_tag = ?, \
-         quotas = ?, retention = ?, revision = ? WHERE name = ? IF revision = ?";
+         quotas = ?, retention = ?, lwm2m_metrics = ?, revision = ? WHERE name = ? IF revision = ?";
     tenant_get, true,
-        "SELECT name, display_name, created_at_ns, auto_provision, device_tag, quotas, retention, revision \
+        "SELECT name, display_name, created_at_ns, auto_provision, device_tag, quotas, retention, lwm2m_metrics, revision \
          FROM {ks}.tenants WHERE name = ?";
     tenant_index, true,
         "INSERT INTO {ks}.tenant_names (shard, name, w) VALUES (?, ?, true)";
@@ -453,6 +453,7 @@ impl ScyllaRegistryStore {
             t.settings.device_tag.as_str(),
             &quotas,
             &retention,
+            &t.settings.lwm2m_metrics,
             revision,
         );
         let update = |expected: i64| {
@@ -463,6 +464,7 @@ impl ScyllaRegistryStore {
                 t.settings.device_tag.as_str(),
                 &quotas,
                 &retention,
+                &t.settings.lwm2m_metrics,
                 revision,
                 t.name.as_str(),
                 expected,
@@ -1011,6 +1013,8 @@ pub(crate) struct TenantRow {
     pub(crate) quotas: Option<BTreeMap<String, i64>>,
     /// Absent in rows written before retention tiers, and when none is set.
     pub(crate) retention: Option<BTreeMap<String, String>>,
+    /// Absent in rows written before LwM2M, and when none is set.
+    pub(crate) lwm2m_metrics: Option<BTreeMap<String, String>>,
     pub(crate) revision: Option<i64>,
 }
 
@@ -1052,6 +1056,7 @@ impl TenantRow {
                     .unwrap_or_default()
                     .try_into()
                     .map_err(|e| ScyllaError::Decode(format!("tenant retention: {e}")))?,
+                lwm2m_metrics: self.lwm2m_metrics.unwrap_or_default(),
             },
             display_name: self.display_name.unwrap_or_default(),
             name: self.name,
@@ -1178,6 +1183,7 @@ mod tests {
             device_tag: Some("host".into()),
             quotas: Some([("connections".to_owned(), 7)].into()),
             retention: None,
+            lwm2m_metrics: None,
             revision: Some(3),
         }
         .into_record()
@@ -1193,6 +1199,7 @@ mod tests {
                     device_tag: "host".into(),
                     quotas: Quotas::from_named([("connections", 7)]).unwrap(),
                     retention: Default::default(),
+                    lwm2m_metrics: Default::default(),
                 },
                 revision: 3,
             }
@@ -1255,6 +1262,7 @@ mod tests {
             device_tag: Some("host".into()),
             quotas: None,
             retention: None,
+            lwm2m_metrics: None,
             revision: Some(-1),
         };
         assert!(matches!(row.into_record(), Err(ScyllaError::Decode(_))));

@@ -55,6 +55,20 @@ pub enum TenantsCmd {
     },
     /// Show how long a tenant's data is kept.
     Retention { tenant: String },
+    /// Show, set or clear a tenant's LwM2M metric names: which resource of
+    /// an observed LwM2M client becomes which metric, beyond the IPSO
+    /// defaults (docs/coap.md).
+    Lwm2m {
+        tenant: String,
+        /// Entries to set, `OBJECT/RESOURCE=METRIC` (a Float resource),
+        /// `OBJECT/RESOURCE=METRIC:integer`, or `OBJECT/RESOURCE=` to turn a
+        /// default off.
+        #[arg(value_name = "OBJECT/RESOURCE=METRIC")]
+        entries: Vec<String>,
+        /// An entry to remove, `OBJECT/RESOURCE` (repeatable).
+        #[arg(long)]
+        clear: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -198,6 +212,7 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
                         device_tag,
                         quotas: Default::default(),
                         retention: Default::default(),
+                        lwm2m_metrics: Default::default(),
                     }),
                 })
                 .await?
@@ -268,6 +283,47 @@ pub async fn tenants(ctx: &mut Ctx, cmd: TenantsCmd) -> anyhow::Result<()> {
         TenantsCmd::Retention { tenant } => {
             let t = find_tenant(ctx, &tenant).await?;
             ctx.print(&retention_rows(&t));
+        }
+        TenantsCmd::Lwm2m {
+            tenant,
+            entries,
+            clear,
+        } => {
+            let t = if entries.is_empty() && clear.is_empty() {
+                find_tenant(ctx, &tenant).await?
+            } else {
+                let mut set = std::collections::HashMap::new();
+                for pair in &entries {
+                    let (key, value) = pair.split_once('=').ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{pair:?}: expected OBJECT/RESOURCE=METRIC, e.g. 3442/1120=flow_rate"
+                        )
+                    })?;
+                    // `metric:integer` on the command line; the registry
+                    // writes the type after a space.
+                    let value = match value.rsplit_once(':') {
+                        Some((m, t @ ("integer" | "float"))) => format!("{m} {t}"),
+                        _ => value.to_owned(),
+                    };
+                    set.insert(key.to_owned(), value);
+                }
+                ctx.registry
+                    .set_tenant_lwm2m_metrics(pb::SetTenantLwm2mMetricsRequest {
+                        tenant,
+                        set,
+                        clear,
+                    })
+                    .await?
+                    .into_inner()
+            };
+            let mut rows = Rows::new(vec!["resource", "metric"]);
+            for (key, value) in t.settings.map(|s| s.lwm2m_metrics).unwrap_or_default() {
+                rows.push(
+                    vec![key.clone(), value.clone()],
+                    json!({"resource": key, "metric": value}),
+                );
+            }
+            ctx.print(&rows);
         }
         TenantsCmd::Quotas { tenant } => {
             let t = find_tenant(ctx, &tenant).await?;
