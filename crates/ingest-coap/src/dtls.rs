@@ -168,8 +168,25 @@ impl Dtls {
     pub(crate) fn datagram(self: &Arc<Self>, server: &CoapServer, peer: SocketAddr, data: &[u8]) {
         let metrics = &server.inner.metrics;
         let tx = {
-            let table = lock(&self.table);
-            table.by_peer.get(&peer).map(|e| e.tx.clone())
+            let mut table = lock(&self.table);
+            let restarted = is_client_hello(data)
+                && table
+                    .by_peer
+                    .get(&peer)
+                    .is_some_and(|e| e.shared.auth.get().is_some());
+            if restarted {
+                // A ClientHello on an established session: the device
+                // restarted and kept its port (LwM2M clients often bind a
+                // fixed one). The old session goes, and the hello starts a
+                // new one, cookie first (RFC 6347 4.2.8 would keep the old
+                // one until the new one is verified; see docs/coap.md).
+                if let Some(seq) = table.by_peer.get(&peer).map(|e| e.seq) {
+                    Self::unlink(&mut table, peer, seq);
+                }
+                None
+            } else {
+                table.by_peer.get(&peer).map(|e| e.tx.clone())
+            }
         };
         if let Some(tx) = tx {
             if tx.try_send(Input::Datagram(data.to_vec())).is_err() {

@@ -325,3 +325,53 @@ async fn commands_reach_a_psk_device_through_observe_and_revocation_ends_its_ses
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_restarts_on_the_same_port_gets_a_new_session() {
+    let rig = rig(CoapConfig::default()).await;
+    // A fixed local port, as LwM2M clients often bind.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut first = tokio::process::Command::new("coap-client-openssl")
+        .args(["-m", "get", "-s", "60", "-B", "60", "-p", &port])
+        .args(["-u", IDENTITY, "-k", KEY])
+        .arg(format!("coaps://{}/c", rig.addr))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run coap-client-openssl");
+    eventually(
+        Duration::from_secs(20),
+        "the first session registered",
+        || rig.server.observed("acme", "d1"),
+    )
+    .await;
+    // It dies without a word (no close_notify), and starts again on the
+    // same port: its new handshake gets a session at once.
+    first.kill().await.unwrap();
+    let mut args = post(rig.addr, IDENTITY, KEY, r#"{"values":{"temp":3}}"#);
+    args.splice(
+        0..0,
+        [
+            "-p".to_owned(),
+            port.clone(),
+            "-B".to_owned(),
+            "5".to_owned(),
+        ],
+    );
+    let (ok, out) = client(args).await;
+    assert!(ok, "the restarted device: {out}");
+    assert_eq!(envelopes(&rig.log).await.len(), 1, "{out}");
+    assert_eq!(
+        metric(
+            &rig,
+            "tributary_coap_dtls_handshakes_total{outcome=\"established\"}"
+        ),
+        2.0
+    );
+}

@@ -796,6 +796,20 @@ async fn an_lwm2m_client_registers_is_observed_and_its_resources_become_series()
     assert_eq!(serial["status"], "delivered_replied", "{status}");
     assert_eq!(serial["reply"].as_str().map(str::len), Some(3000));
     assert!(serial["reply"].as_str().unwrap().chars().all(|c| c == 'S'));
+    // An operator observes a resource with no default name, under a name
+    // of their own: its first value is stored; then cancels.
+    let (status, observe) = command("lwm2m:observe", "/3324/0/5700 loudness").await;
+    assert_eq!(observe["status"], "delivered_replied", "{status} {observe}");
+    eventually(
+        Duration::from_secs(20),
+        "the observed value stored",
+        || async { (stored(&s, "lwm2m-1", "loudness").await.len() == 1).then_some(()) },
+    )
+    .await;
+    let (_, cancel) = command("lwm2m:cancel", "/3324/0/5700").await;
+    assert_eq!(cancel["reply"], "cancelled", "{cancel}");
+    let (_, again) = command("lwm2m:cancel", "/3324/0/5700").await;
+    assert_eq!(again["reply"], "not observed", "{again}");
     // A path the client does not have: its 4.04, refused as invalid.
     let (status, missing) = command("lwm2m:read", "/5/0/1").await;
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{missing}");

@@ -105,6 +105,10 @@ async def main(host, port, token):
     flow = Temperature()
     flow.value = 1.5
     site.add_resource(["3442", "0", "1120"], flow)
+    # A loudness sensor (3324/0/5700): observed only when an operator asks.
+    loudness = Temperature()
+    loudness.value = 42.0
+    site.add_resource(["3324", "0", "5700"], loudness)
     site.add_resource(["3", "0", "9"], Battery())
     ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", 0))
     base = f"coap://{host}:{port}"

@@ -258,6 +258,17 @@ mod tests {
             value(path, true, Some(110), senml, &limits),
             Ok(Value::F64(24.5))
         );
+        // The same pack in CBOR: [{-2: "/3303/0/", 0: "5700", 2: 24.5}].
+        let mut cbor = vec![0x81, 0xa3, 0x21, 0x68];
+        cbor.extend_from_slice(b"/3303/0/");
+        cbor.extend_from_slice(&[0x00, 0x64]);
+        cbor.extend_from_slice(b"5700");
+        cbor.extend_from_slice(&[0x02, 0xfb]);
+        cbor.extend_from_slice(&24.5f64.to_be_bytes());
+        assert_eq!(
+            value(path, true, Some(112), &cbor, &limits),
+            Ok(Value::F64(24.5))
+        );
         let other = br#"[{"bn":"/3303/0/","n":"5701","vs":"Cel"}]"#;
         assert!(value(path, true, Some(110), other, &limits).is_err());
         assert!(value(path, true, Some(50), b"{}", &limits).is_err());
