@@ -50,8 +50,10 @@ pub struct MqttConfig {
     pub max_filters_per_subscribe: usize,
     /// The highest topic alias a 5.0 client may use (0 turns aliases off).
     pub topic_alias_maximum: u16,
-    /// Highest keep alive accepted, in seconds; a larger or zero keep alive
-    /// of a 5.0 client is replaced (Server Keep Alive). 0 accepts any.
+    /// Highest keep alive accepted, in seconds (20 minutes by default); a
+    /// larger or zero keep alive of a 5.0 client is replaced, and the
+    /// client told so in CONNACK (Server Keep Alive). A 3.1.1 client, which
+    /// cannot be told, keeps its own. 0 accepts any.
     pub max_keep_alive_secs: u16,
     /// Longest session expiry interval granted, in seconds.
     pub max_session_expiry_secs: u32,
@@ -122,7 +124,7 @@ impl Default for MqttConfig {
             max_topic_levels: 32,
             max_filters_per_subscribe: 64,
             topic_alias_maximum: 32,
-            max_keep_alive_secs: 0,
+            max_keep_alive_secs: 1200,
             max_session_expiry_secs: 7 * 24 * 3600,
             v311_session_expiry_secs: 24 * 3600,
             max_queued_messages: 1_000,

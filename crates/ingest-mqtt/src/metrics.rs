@@ -182,6 +182,9 @@ reasons! {
         Malformed = "malformed", INFO;
         ProtocolError = "protocol_error", INFO;
         TopicAlias = "topic_alias", INFO;
+        /// A 5.0 client sent a QoS 1 or 2 PUBLISH with as many
+        /// unacknowledged as the Receive Maximum announced (0x93).
+        ReceiveMaximum = "receive_maximum", INFO;
         /// A 3.1.1 client published to a topic over `max_topic_levels`.
         TopicInvalid = "topic_invalid", INFO;
         /// A 3.1.1 client over one of its tenant's quotas.

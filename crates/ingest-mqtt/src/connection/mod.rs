@@ -182,13 +182,47 @@ where
         }
     }
 
-    fn in_flight(&self) -> usize {
-        self.inflight.len() + self.owned.incoming_qos2.len()
+    fn write_room(&self) -> bool {
+        self.wbuf.len() < self.shared.config.max_write_buffer
     }
 
-    fn may_read(&self) -> bool {
-        self.in_flight() < usize::from(self.shared.config.receive_maximum)
-            && self.wbuf.len() < self.shared.config.max_write_buffer
+    /// QoS 1 and 2 PUBLISHes the client has not had PUBACK or PUBCOMP for:
+    /// what its Receive Maximum counts (MQTT 5.0 section 4.9).
+    fn unacknowledged(&self) -> usize {
+        self.inflight_ids.len() + self.owned.incoming_qos2.len()
+    }
+
+    /// What becomes of the PUBLISH at the head of the read buffer (its
+    /// first byte tells), if the head is one:
+    /// - `Some(Err(()))`: a 5.0 client over the Receive Maximum;
+    /// - `Some(Ok(()))`: held: `receive_maximum` appends are in flight (the
+    ///   durability backpressure), or a 3.1.1 client, which has no Receive
+    ///   Maximum, has that many unacknowledged;
+    /// - `None`: it may be handled.
+    fn head_publish(&self) -> Option<Result<(), ()>> {
+        let first = *self.rbuf.first()?;
+        if first >> 4 != 3 {
+            return None;
+        }
+        let limit = usize::from(self.shared.config.receive_maximum);
+        let qos = (first >> 1) & 0x03;
+        if qos > 0 && self.unacknowledged() >= limit {
+            return Some(match self.version {
+                ProtocolVersion::V5 => Err(()),
+                ProtocolVersion::V311 => Ok(()),
+            });
+        }
+        (self.inflight.len() >= limit).then_some(Ok(()))
+    }
+
+    /// Whether the socket is read: while there is room to write, and no
+    /// PUBLISH at the head waits. At the in-flight limit the packets that
+    /// complete what is in flight (PUBREL, PUBACK, PINGREQ, …) are still
+    /// read and handled, so that a client at its limit finishes a QoS 2
+    /// exchange, and a PUBLISH beyond a 5.0 client's Receive Maximum is
+    /// seen.
+    fn reading(&self) -> bool {
+        self.write_room() && self.head_publish().is_none()
     }
 
     /// The loop; returns why it ended.
@@ -202,7 +236,7 @@ where
             // More retained pages to move, and room for them: come back
             // after anything more urgent.
             let more_retained = self.retained_ready();
-            let reading = self.may_read();
+            let reading = self.reading();
             if !reading {
                 // The client may well be sending: we are not reading. Keep
                 // alive counts from when reading resumes.
@@ -328,7 +362,20 @@ where
     /// Decodes and handles buffered packets while there is room in flight.
     fn process_input(&mut self) -> Result<(), End> {
         let max = self.shared.config.max_packet_size as usize;
-        while !self.rbuf.is_empty() && self.may_read() {
+        while !self.rbuf.is_empty() && self.write_room() {
+            match self.head_publish() {
+                Some(Err(())) => {
+                    let limit = self.shared.config.receive_maximum;
+                    tracing::debug!(tenant = %self.tenant, limit, "Receive Maximum exceeded");
+                    return Err(End::Server(
+                        ReasonCode::ReceiveMaximumExceeded,
+                        DisconnectReason::ReceiveMaximum,
+                    ));
+                }
+                // Held until something in flight completes.
+                Some(Ok(())) => break,
+                None => {}
+            }
             match decode(&mut self.rbuf, Some(self.version), max) {
                 Ok(Some(packet)) => self.handle(packet)?,
                 Ok(None) => break,
