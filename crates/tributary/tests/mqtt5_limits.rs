@@ -66,10 +66,14 @@ async fn qos1_publishes_beyond_the_receive_maximum_get_0x93() {
         Some(ReasonCode::ReceiveMaximumExceeded)
     );
     assert!(m.closed_within(Duration::from_secs(5)).await);
-    eventually(Duration::from_secs(10), "the disconnect counted", || async {
-        let name = "tributary_mqtt_disconnects_total{reason=\"receive_maximum\"}";
-        (metric_value(&s, name).await == Some(1.0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the disconnect counted",
+        || async {
+            let name = "tributary_mqtt_disconnects_total{reason=\"receive_maximum\"}";
+            (metric_value(&s, name).await == Some(1.0)).then_some(())
+        },
+    )
     .await;
 }
 
@@ -178,4 +182,230 @@ async fn metric_value(s: &Standalone, name: &str) -> Option<f64> {
         .ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Sends the command `blink` to `device` through the HTTP API; the device
+/// does not answer, so the call ends in a timeout after 500 ms.
+async fn command(s: &Standalone, device: &str) {
+    let resp = http_client()
+        .post(s.api_url(&format!("/devices/{device}/commands")))
+        .bearer_auth(&s.admin_token)
+        .json(&serde_json::json!({"name": "blink", "payload": "twice", "timeout_ms": 500}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_command_topics_go_by_alias_to_clients_that_allow_aliases() {
+    use tributary_mqtt_codec::{Subscribe, Subscription};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_env(dir.path(), &[], &[]);
+    let mut tokens = std::collections::HashMap::new();
+    for device in ["al-0", "al-1"] {
+        tokens.insert(device, create_device_in(&s, "default", device).await);
+    }
+    let subscribe = async |device: &str, max: Option<u16>| {
+        let token = tokens[device].clone();
+        let mut c = Connect::new(ProtocolVersion::V5, &format!("{device}/cmd"));
+        c.username = Some(device.into());
+        c.password = Some(token.as_bytes().to_vec().into());
+        c.keep_alive = 60;
+        c.properties.topic_alias_maximum = max;
+        let (mut m, _) = RawMqtt::connect_with(s.mqtt, c).await;
+        m.send(
+            &Subscribe {
+                packet_id: 1,
+                properties: Default::default(),
+                subscriptions: vec![Subscription::new(
+                    format!("devices/{device}/commands/+"),
+                    QoS::AtMostOnce,
+                )],
+            }
+            .into(),
+        )
+        .await;
+        assert!(matches!(
+            m.recv(Duration::from_secs(10)).await,
+            Some(Packet::SubAck(_))
+        ));
+        m
+    };
+    let next_publish = async |m: &mut RawMqtt| -> (Publish, usize) {
+        loop {
+            match m.recv(Duration::from_secs(10)).await {
+                Some(Packet::Publish(p)) => {
+                    let len = Packet::Publish(p.clone())
+                        .encoded_len(ProtocolVersion::V5)
+                        .unwrap();
+                    return (p, len);
+                }
+                Some(_) => continue,
+                None => panic!("no PUBLISH within 10 s"),
+            }
+        }
+    };
+    // A client that allows 10 aliases: the topic in full, then in full
+    // with alias 1, then alias 1 alone.
+    let mut m = subscribe("al-1", Some(10)).await;
+    let topic = "devices/al-1/commands/blink";
+    let mut sizes = Vec::new();
+    for want in [(topic, None), (topic, Some(1)), ("", Some(1))] {
+        command(&s, "al-1").await;
+        let (p, len) = next_publish(&mut m).await;
+        assert_eq!(
+            (p.topic.as_str(), p.properties.topic_alias.map(|a| a.get())),
+            want
+        );
+        assert_eq!(p.payload.as_ref(), b"twice");
+        sizes.push(len);
+    }
+    // The saving on the wire: the topic, less its 3-byte alias property.
+    assert_eq!(sizes[0] - sizes[2], topic.len() - 3, "{sizes:?}");
+    // After a reconnect the topic goes in full again (new connection, no
+    // aliases yet).
+    drop(m);
+    let mut m = subscribe("al-1", Some(10)).await;
+    command(&s, "al-1").await;
+    let (p, _) = next_publish(&mut m).await;
+    assert_eq!((p.topic.as_str(), p.properties.topic_alias), (topic, None));
+    // A client that allows none never gets one.
+    let mut none = subscribe("al-0", None).await;
+    for _ in 0..3 {
+        command(&s, "al-0").await;
+        let (p, _) = next_publish(&mut none).await;
+        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(p.topic, "devices/al-0/commands/blink");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_decodes_the_aliases_and_mosquitto_sub_gets_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_env(dir.path(), &[], &[]);
+    // rumqttc (crates.io) announces a Topic Alias Maximum of 10 and
+    // decodes the aliased PUBLISHes. (rumqttc 0.25 resolves an alias in its
+    // own state but hands the application the packet as received, empty
+    // topic and all; so this loop resolves them as an application must,
+    // from the Topic Alias property rumqttc decoded.)
+    let token = create_device_in(&s, "default", "al-3").await;
+    let mut opts =
+        rumqttc::v5::MqttOptions::new("al-3/cmd", s.mqtt.ip().to_string(), s.mqtt.port());
+    opts.set_credentials("al-3", token.as_str())
+        .set_keep_alive(Duration::from_secs(30))
+        .set_topic_alias_max(Some(10));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 16);
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        use rumqttc::v5::Event;
+        use rumqttc::v5::mqttbytes::v5::Packet as P;
+        let mut aliases = std::collections::HashMap::new();
+        while let Ok(event) = eventloop.poll().await {
+            let note = match event {
+                Event::Incoming(P::SubAck(_)) => "subscribed".to_owned(),
+                Event::Incoming(P::Publish(p)) => {
+                    let alias = p.properties.as_ref().and_then(|pr| pr.topic_alias);
+                    let topic = match (p.topic.is_empty(), alias) {
+                        (false, Some(a)) => {
+                            aliases.insert(a, p.topic.clone());
+                            format!("{} (alias {a} set)", String::from_utf8_lossy(&p.topic))
+                        }
+                        (true, Some(a)) => format!(
+                            "{} (by alias {a})",
+                            String::from_utf8_lossy(aliases.get(&a).map_or(&b""[..], |t| t))
+                        ),
+                        _ => String::from_utf8_lossy(&p.topic).into_owned(),
+                    };
+                    format!("{topic} {}", String::from_utf8_lossy(&p.payload))
+                }
+                _ => continue,
+            };
+            if got_tx.send(note).await.is_err() {
+                return;
+            }
+        }
+    });
+    client
+        .subscribe(
+            "devices/al-3/commands/+",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let next = async |rx: &mut tokio::sync::mpsc::Receiver<String>| {
+        tokio::time::timeout(Duration::from_secs(15), rx.recv())
+            .await
+            .expect("within 15 s")
+            .expect("the event loop ended")
+    };
+    assert_eq!(next(&mut got_rx).await, "subscribed");
+    for want in [
+        "devices/al-3/commands/blink twice",
+        "devices/al-3/commands/blink (alias 1 set) twice",
+        "devices/al-3/commands/blink (by alias 1) twice",
+    ] {
+        command(&s, "al-3").await;
+        assert_eq!(next(&mut got_rx).await, want);
+    }
+
+    // mosquitto_sub (libmosquitto 2.0) announces no Topic Alias Maximum
+    // (and could not read an empty topic if it did): it gets every topic in
+    // full.
+    let token = create_device_in(&s, "default", "al-2").await;
+    let sub = tokio::process::Command::new("stdbuf")
+        .args(["-o0", "mosquitto_sub"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.mqtt.port().to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .args([
+            "-i", "al-2/cmd", "-u", "al-2", "-P", &token, "-q", "1", "-v", "-C", "4",
+        ])
+        .args(["-t", "devices/al-2/commands/+"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run mosquitto_sub (apt install mosquitto-clients)");
+    eventually(
+        Duration::from_secs(20),
+        "mosquitto_sub subscribed",
+        || async {
+            let status: serde_json::Value = http_client()
+                .post(s.api_url("/devices/al-2/commands"))
+                .bearer_auth(&s.admin_token)
+                .json(&serde_json::json!({"name": "probe", "payload": "p", "timeout_ms": 100}))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (status["status"] != "not_subscribed" && status["status"] != "offline").then_some(())
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        command(&s, "al-2").await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), sub.wait_with_output())
+        .await
+        .expect("mosquitto_sub got its 4 messages within 20 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "devices/al-2/commands/probe p",
+            "devices/al-2/commands/blink twice",
+            "devices/al-2/commands/blink twice",
+            "devices/al-2/commands/blink twice",
+        ],
+        "{text}"
+    );
 }

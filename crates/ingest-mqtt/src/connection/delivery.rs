@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tributary_mqtt_codec::{Packet, PubRel, Publish, PublishProperties, QoS};
 
-use super::{Connection, DELIVERY_BATCH};
+use super::{Connection, DELIVERY_BATCH, aliases};
 use crate::metrics::MessageDrop;
 use crate::session::{Delivery, Outbound, Stage};
 use crate::trie::SubOptions;
@@ -139,16 +139,41 @@ where
                 }
             }
         };
-        let publish = publish_from(&delivery, packet_id, false);
+        let mut publish = publish_from(&delivery, packet_id, false);
+        // A topic delivered before goes by its alias, if the client takes
+        // aliases.
+        let topic = publish.topic.clone();
+        let plan = self.out_aliases.plan(&topic);
+        match plan {
+            aliases::Plan::Plain => {}
+            aliases::Plan::Establish(alias) => {
+                publish.properties.topic_alias = std::num::NonZeroU16::new(alias);
+            }
+            aliases::Plan::Use(alias) => {
+                publish.properties.topic_alias = std::num::NonZeroU16::new(alias);
+                publish.topic = String::new();
+            }
+        }
         // Never send a packet larger than the client accepts: it is dropped
         // as if delivered (MQTT 5.0 §3.1.2.11.4).
-        let fits = Packet::Publish(publish.clone())
-            .encoded_len(self.version)
-            .is_ok_and(|n| n <= self.client_max_packet);
-        if !fits {
-            self.shared.metrics.dropped(MessageDrop::TooLargeForClient);
-            return;
-        }
+        let fits = |p: &Publish| {
+            Packet::Publish(p.clone())
+                .encoded_len(self.version)
+                .is_ok_and(|n| n <= self.client_max_packet)
+        };
+        let plan = if fits(&publish) {
+            plan
+        } else {
+            // The alias property may be what tips it over: try without.
+            publish.properties.topic_alias = None;
+            publish.topic = topic.clone();
+            if !fits(&publish) {
+                self.shared.metrics.dropped(MessageDrop::TooLargeForClient);
+                return;
+            }
+            aliases::Plan::Plain
+        };
+        self.out_aliases.commit(&topic, plan);
         if let Some(id) = packet_id {
             let stage = if delivery.qos == QoS::AtLeastOnce {
                 Stage::Ack

@@ -232,6 +232,10 @@ where
         client_max_packet,
         outbound_window: usize::from(outbound_window),
         aliases: HashMap::new(),
+        out_aliases: super::aliases::OutboundAliases::new(match version {
+            ProtocolVersion::V5 => connect.properties.topic_alias_maximum.unwrap_or(0),
+            ProtocolVersion::V311 => 0,
+        }),
         inflight: FuturesOrdered::new(),
         inflight_ids: HashSet::new(),
         will: connect.will.clone(),

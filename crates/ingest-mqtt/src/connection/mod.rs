@@ -19,6 +19,7 @@
 //! - a write that makes no progress for `write_timeout` closes the
 //!   connection.
 
+mod aliases;
 mod delivery;
 mod handshake;
 mod inbound;
@@ -157,6 +158,8 @@ struct Connection<S> {
     client_max_packet: usize,
     outbound_window: usize,
     aliases: HashMap<u16, String>,
+    /// Topic aliases the server sends the client.
+    out_aliases: aliases::OutboundAliases,
     inflight: FuturesOrdered<BoxFuture<'static, Done>>,
     inflight_ids: HashSet<u16>,
     will: Option<Will>,
