@@ -208,7 +208,7 @@ async fn repeated_command_topics_go_by_alias_to_clients_that_allow_aliases() {
     }
     let subscribe = async |device: &str, max: Option<u16>| {
         let token = tokens[device].clone();
-        let mut c = Connect::new(ProtocolVersion::V5, &format!("{device}/cmd"));
+        let mut c = Connect::new(ProtocolVersion::V5, format!("{device}/cmd"));
         c.username = Some(device.into());
         c.password = Some(token.as_bytes().to_vec().into());
         c.keep_alive = 60;
