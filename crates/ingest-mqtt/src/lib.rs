@@ -39,7 +39,8 @@
 //!   shared subscriptions (`$share/{group}/{filter}`, round-robin, preferring
 //!   connected members), subscription options (no local, retain as
 //!   published, retain handling), subscription identifiers, topic aliases
-//!   from clients, maximum packet size both ways, and user properties,
+//!   both ways, maximum packet size both ways, Receive Maximum enforced
+//!   (0x93), a capped keep alive (Server Keep Alive), and user properties,
 //!   content type, response topic and correlation data passed through;
 //! - keeps persistent sessions (clean start 0 with a session expiry, or
 //!   3.1.1 clean session 0): subscriptions, queued QoS 1 and 2 messages and
