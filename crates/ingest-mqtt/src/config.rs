@@ -50,6 +50,10 @@ pub struct MqttConfig {
     pub max_filters_per_subscribe: usize,
     /// The highest topic alias a 5.0 client may use (0 turns aliases off).
     pub topic_alias_maximum: u16,
+    /// The most topic aliases the server sends one client, within the
+    /// Topic Alias Maximum the client announces (at most 64; 0: none, for
+    /// fleets whose clients announce aliases they cannot read).
+    pub max_outbound_topic_aliases: u16,
     /// Highest keep alive accepted, in seconds (20 minutes by default); a
     /// larger or zero keep alive of a 5.0 client is replaced, and the
     /// client told so in CONNACK (Server Keep Alive). A 3.1.1 client, which
@@ -124,6 +128,7 @@ impl Default for MqttConfig {
             max_topic_levels: 32,
             max_filters_per_subscribe: 64,
             topic_alias_maximum: 32,
+            max_outbound_topic_aliases: 64,
             max_keep_alive_secs: 1200,
             max_session_expiry_secs: 7 * 24 * 3600,
             v311_session_expiry_secs: 24 * 3600,

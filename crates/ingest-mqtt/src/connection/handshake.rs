@@ -233,7 +233,11 @@ where
         outbound_window: usize::from(outbound_window),
         aliases: HashMap::new(),
         out_aliases: super::aliases::OutboundAliases::new(match version {
-            ProtocolVersion::V5 => connect.properties.topic_alias_maximum.unwrap_or(0),
+            ProtocolVersion::V5 => connect
+                .properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(shared.config.max_outbound_topic_aliases),
             ProtocolVersion::V311 => 0,
         }),
         inflight: FuturesOrdered::new(),
