@@ -1224,36 +1224,46 @@ impl Registry {
                 ));
             }
         };
-        // A random id or hash collision is astronomically unlikely; retrying
-        // with fresh randomness is cheaper than reasoning about it.
+        let (credential, secret) = self
+            .put_new_credential(|| {
+                let generated = tributary_auth::generate_token(token_kind);
+                let credential = CredentialRecord {
+                    id: tributary_auth::random_id(),
+                    tenant: req.tenant.clone(),
+                    kind: req.kind,
+                    device: req.device.clone(),
+                    name: req.name.clone(),
+                    token_hash: generated.hash,
+                    created_at_ns: now,
+                    expires_at_ns,
+                    revoked_at_ns: None,
+                    grants: None,
+                };
+                (credential, generated.secret)
+            })
+            .await?;
+        tracing::info!(
+            tenant = %credential.tenant,
+            credential = %credential.id,
+            kind = ?credential.kind,
+            device = credential.device.as_deref().unwrap_or(""),
+            "token issued"
+        );
+        Ok(IssuedToken { credential, secret })
+    }
+
+    /// Stores a new credential that `make` builds (with fresh randomness
+    /// each call), and what goes with it. A random id or hash collision is
+    /// astronomically unlikely; trying again with fresh randomness is
+    /// cheaper than reasoning about it.
+    async fn put_new_credential<T>(
+        &self,
+        mut make: impl FnMut() -> (CredentialRecord, T),
+    ) -> Result<(CredentialRecord, T), RegistryError> {
         for _ in 0..3 {
-            let generated = tributary_auth::generate_token(token_kind);
-            let credential = CredentialRecord {
-                id: tributary_auth::random_id(),
-                tenant: req.tenant.clone(),
-                kind: req.kind,
-                device: req.device.clone(),
-                name: req.name.clone(),
-                token_hash: generated.hash,
-                created_at_ns: now,
-                expires_at_ns,
-                revoked_at_ns: None,
-                grants: None,
-            };
+            let (credential, with) = make();
             match self.store.put_credential(&credential).await {
-                Ok(()) => {
-                    tracing::info!(
-                        tenant = %credential.tenant,
-                        credential = %credential.id,
-                        kind = ?credential.kind,
-                        device = credential.device.as_deref().unwrap_or(""),
-                        "token issued"
-                    );
-                    return Ok(IssuedToken {
-                        credential,
-                        secret: generated.secret,
-                    });
-                }
+                Ok(()) => return Ok((credential, with)),
                 Err(RegistryError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             }
@@ -1279,39 +1289,33 @@ impl Registry {
                 "this registry has no PSK secret, so it issues no PSKs (see docs/coap.md)",
             ));
         };
-        for _ in 0..3 {
-            let id = tributary_auth::random_id();
-            let identity = tributary_auth::psk_identity(&req.tenant, device, &id);
-            let credential = CredentialRecord {
-                id,
-                tenant: req.tenant.clone(),
-                kind: CredentialKind::DevicePsk,
-                device: Some(device.to_owned()),
-                name: req.name.clone(),
-                token_hash: psk_identity_hash(&identity),
-                created_at_ns: now,
-                expires_at_ns,
-                revoked_at_ns: None,
-                grants: None,
-            };
-            match self.store.put_credential(&credential).await {
-                Ok(()) => {
-                    tracing::info!(
-                        tenant = %credential.tenant,
-                        credential = %credential.id,
-                        device,
-                        "PSK issued"
-                    );
-                    let secret = keys.derive(&credential.tenant, &credential.id);
-                    return Ok(IssuedToken { credential, secret });
-                }
-                Err(RegistryError::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(RegistryError::Internal(
-            "could not allocate a unique credential id".into(),
-        ))
+        let (credential, ()) = self
+            .put_new_credential(|| {
+                let id = tributary_auth::random_id();
+                let identity = tributary_auth::psk_identity(&req.tenant, device, &id);
+                let credential = CredentialRecord {
+                    id,
+                    tenant: req.tenant.clone(),
+                    kind: CredentialKind::DevicePsk,
+                    device: Some(device.to_owned()),
+                    name: req.name.clone(),
+                    token_hash: psk_identity_hash(&identity),
+                    created_at_ns: now,
+                    expires_at_ns,
+                    revoked_at_ns: None,
+                    grants: None,
+                };
+                (credential, ())
+            })
+            .await?;
+        tracing::info!(
+            tenant = %credential.tenant,
+            credential = %credential.id,
+            device,
+            "PSK issued"
+        );
+        let secret = keys.derive(&credential.tenant, &credential.id);
+        Ok(IssuedToken { credential, secret })
     }
 
     /// Resolves a DTLS PSK identity to its credential and key. Checks the
