@@ -275,7 +275,6 @@ async fn aiocoap_posts_and_a_retransmission_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libcoap_observes_commands_and_its_reply_reaches_the_operator() {
-    use tokio::io::AsyncReadExt;
     if !clients_available() {
         return;
     }
@@ -329,28 +328,7 @@ async fn libcoap_observes_commands_and_its_reply_reaches_the_operator() {
     });
     // The notification reaches libcoap's client...
     // (It prints each payload as it comes, with no newline after it.)
-    let note = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut text = String::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = printed.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the observer ended without a notification: {text:?}");
-            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            let found = text.match_indices('{').find_map(|(start, _)| {
-                let mut stream = serde_json::Deserializer::from_str(&text[start..])
-                    .into_iter::<serde_json::Value>();
-                stream
-                    .next()
-                    .and_then(Result::ok)
-                    .filter(|v| v["name"] == "blink")
-            });
-            if let Some(v) = found {
-                return v;
-            }
-        }
-    })
-    .await
-    .expect("a notification within 20 s");
+    let note = notification(&mut printed, "blink").await;
     assert_eq!(note["payload"], "3 times");
     let id = note["id"].as_str().unwrap().to_owned();
     // ...and its reply, posted with libcoap too, reaches the operator.
@@ -441,6 +419,33 @@ async fn aiocoap_observes_commands_and_replies() {
     assert!(device.wait().await.unwrap().success());
 }
 
+/// The first command named `name` that a libcoap observer printed (each
+/// payload as it comes, with no newline after it), within 20 s.
+async fn notification(printed: &mut tokio::process::ChildStdout, name: &str) -> serde_json::Value {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut text = String::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = printed.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the observer ended without a notification: {text:?}");
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let found = text.match_indices('{').find_map(|(start, _)| {
+                serde_json::Deserializer::from_str(&text[start..])
+                    .into_iter::<serde_json::Value>()
+                    .next()
+                    .and_then(Result::ok)
+                    .filter(|v| v["name"] == name)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("a notification within 20 s")
+}
+
 /// Issues a DTLS PSK for `device` through the HTTP API: (identity, key,
 /// credential id).
 async fn http_psk(s: &Standalone, device: &str) -> (String, String, String) {
@@ -462,7 +467,6 @@ async fn http_psk(s: &Standalone, device: &str) -> (String, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_libcoap_device_with_a_registry_psk_posts_over_dtls_and_gets_commands() {
-    use tokio::io::AsyncReadExt;
     if !clients_available() {
         return;
     }
@@ -600,27 +604,7 @@ async fn a_libcoap_device_with_a_registry_psk_posts_over_dtls_and_gets_commands(
             .await
             .unwrap()
     });
-    let note = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut text = String::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = printed.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the observer ended without a notification: {text:?}");
-            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            let found = text.match_indices('{').find_map(|(start, _)| {
-                serde_json::Deserializer::from_str(&text[start..])
-                    .into_iter::<serde_json::Value>()
-                    .next()
-                    .and_then(Result::ok)
-                    .filter(|v| v["name"] == "blink")
-            });
-            if let Some(v) = found {
-                return v;
-            }
-        }
-    })
-    .await
-    .expect("a notification within 20 s");
+    let note = notification(&mut printed, "blink").await;
     assert_eq!(note["payload"], "twice");
     let id = note["id"].as_str().unwrap().to_owned();
     let (ok, out) = coaps_client(&[
