@@ -883,17 +883,3 @@ async fn a_request_for_a_queue_mode_lwm2m_client_waits_for_its_next_update() {
     assert_eq!(next().await, "OK deregistered");
     assert!(client.wait().await.unwrap().success());
 }
-
-/// A metric's value from the standalone's /metrics.
-async fn metric(s: &Standalone, name: &str) -> Option<f64> {
-    let text = http_client()
-        .get(format!("http://{}/metrics", s.metrics))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}

@@ -119,18 +119,6 @@ impl Bystander {
     }
 }
 
-/// The value of an unlabelled metric on the ops listener.
-async fn metric(s: &Standalone, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 fn start(dir: &std::path::Path, flags: &[&str]) -> Standalone {
     let flags: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
     Standalone::start_with(dir, &flags)

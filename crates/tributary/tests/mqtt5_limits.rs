@@ -71,7 +71,7 @@ async fn qos1_publishes_beyond_the_receive_maximum_get_0x93() {
         "the disconnect counted",
         || async {
             let name = "tributary_mqtt_disconnects_total{reason=\"receive_maximum\"}";
-            (metric_value(&s, name).await == Some(1.0)).then_some(())
+            (metric(&s, name).await == Some(1.0)).then_some(())
         },
     )
     .await;
@@ -168,20 +168,6 @@ async fn a_long_keep_alive_is_capped_and_the_cap_is_enforced() {
         after >= Duration::from_millis(1400) && after < Duration::from_secs(5),
         "dropped after {after:?}"
     );
-}
-
-/// A metric's value from /metrics.
-async fn metric_value(s: &Standalone, name: &str) -> Option<f64> {
-    let text = http_client()
-        .get(format!("http://{}/metrics", s.metrics))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Sends the command `blink` to `device` through the HTTP API; the device

@@ -21,23 +21,6 @@ async fn post(s: &Standalone, token: &str, value: u32) -> reqwest::Response {
         .expect("POST")
 }
 
-/// The value of one series of a metric on the ops listener.
-async fn metric(s: &Standalone, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 async fn setup() -> (tempfile::TempDir, Standalone, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let s = Standalone::start(dir.path());

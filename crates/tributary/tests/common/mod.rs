@@ -465,3 +465,16 @@ pub async fn json_receiver() -> (
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, got)
 }
+
+/// The value of one series of a metric on the standalone's ops listener
+/// (`name` with its labels as exposed, e.g. `x_total{reason="y"}`).
+pub async fn metric(s: &Standalone, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
