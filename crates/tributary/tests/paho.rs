@@ -2,7 +2,8 @@
 //! independent MQTT client, against a real standalone process: MQTT 3.1.1
 //! and 5.0 connects with device credentials, QoS 1 and 2 telemetry, command
 //! subscriptions, ACL refusals, and one command answered over MQTT 5
-//! request/response. The checks themselves are in `tests/paho/interop.py`.
+//! request/response (`tests/paho/interop.py`); and MQTT 5 topic aliases
+//! from the server, decoded by paho (`tests/paho/aliases.py`).
 //!
 //! The test fails when python3 or paho-mqtt is missing (`scripts/test.sh`
 //! installs paho-mqtt), unless `TRIBUTARY_SKIP_PAHO=1` is set, in which case
@@ -196,6 +197,76 @@ async fn paho_v311_and_v5_clients() {
     assert!(
         other.series.is_empty(),
         "refused publishes stored: {other:?}"
+    );
+    assert!(s.stop().success());
+}
+
+/// Runs `tests/paho/aliases.py` for `device`, announcing `maximum` as its
+/// Topic Alias Maximum, sends it three commands, and returns the lines the
+/// script printed for them.
+async fn paho_receives_commands(s: &Standalone, device: &str, maximum: u16) -> Vec<String> {
+    let token = create_device(s, device).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/aliases.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([&s.mqtt.ip().to_string(), &s.mqtt.port().to_string()])
+        .args([device, &token, &maximum.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(next_line(&mut lines).await, "ready");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        // The device does not answer: the command is delivered, then
+        // times out waiting for a reply.
+        let resp = http_client()
+            .post(s.api_url(&format!("/devices/{device}/commands")))
+            .bearer_auth(&s.admin_token)
+            .json(&serde_json::json!({"name": "blink", "payload": "twice", "timeout_ms": 200}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        let line = next_line(&mut lines).await;
+        eprintln!("paho: {line}");
+        got.push(line);
+    }
+    assert_eq!(next_line(&mut lines).await, "done");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("the paho script exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    got
+}
+
+/// Outbound topic aliases (MQTT 5.0 section 3.3.2.3.4) with a client
+/// written elsewhere: paho, announcing a Topic Alias Maximum of 10, gets
+/// the repeated command topic by alias with an empty topic, and decodes it
+/// to the right topic; announcing none, it gets the topic in full each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_decodes_topic_aliases_and_gets_none_when_it_allows_none() {
+    if !paho_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start(dir.path());
+    let topic = "devices/paho-al/commands/blink";
+    assert_eq!(
+        paho_receives_commands(&s, "paho-al", 10).await,
+        [
+            format!("got {topic} twice raw={topic} alias=-"),
+            format!("got {topic} twice raw={topic} alias=1"),
+            format!("got {topic} twice raw=- alias=1"),
+        ]
+    );
+    let topic = "devices/paho-none/commands/blink";
+    assert_eq!(
+        paho_receives_commands(&s, "paho-none", 0).await,
+        vec![format!("got {topic} twice raw={topic} alias=-"); 3]
     );
     assert!(s.stop().success());
 }
