@@ -28,6 +28,19 @@ pub struct MqttConfig {
     pub max_pending_connects_per_source: usize,
     /// Seconds a new socket has to send its CONNECT before it is closed.
     pub connect_timeout_secs: u64,
+    /// Most CONNECTs this frontend authenticates per second, sustained (0:
+    /// no limit): a fleet coming back after an outage is let in at this
+    /// rate. CONNECTs above it wait their turn (see
+    /// [`MqttConfig::max_connect_wait_ms`]).
+    pub max_connect_rate: f64,
+    /// CONNECTs let in at once above [`MqttConfig::max_connect_rate`].
+    pub connect_burst: u32,
+    /// The longest a CONNECT waits for its turn under
+    /// [`MqttConfig::max_connect_rate`]; one that would wait longer is
+    /// refused at once with CONNACK 0x9F Connection rate exceeded (3.1.1:
+    /// 3 Server unavailable) and, for 5.0, a `retry-after` user property in
+    /// seconds. Keep it well under the clients' connect timeout.
+    pub max_connect_wait_ms: u64,
     /// The largest packet accepted from a client, in bytes (sent to 5.0
     /// clients as Maximum Packet Size). Larger packets get DISCONNECT 0x95.
     pub max_packet_size: u32,
@@ -93,8 +106,7 @@ pub struct MqttConfig {
     /// specification), sent by the TCP load balancer in front. The
     /// WebSocket listeners never take one: they sit behind an HTTP Ingress
     /// or Gateway route, which does not send it. The client's address is
-    /// taken from the header.
-    /// the client's address is taken from it. Read within the connect
+    /// taken from the header. Read within the connect
     /// timeout, before any TLS; a socket without a valid header is closed
     /// (`connects_refused{reason="proxy_protocol"}`). Turn it on only behind
     /// a load balancer that sends the header: anyone reaching the
@@ -122,6 +134,9 @@ impl Default for MqttConfig {
             max_pending_connects: 2_048,
             max_pending_connects_per_source: 256,
             connect_timeout_secs: 10,
+            max_connect_rate: 10_000.0,
+            connect_burst: 2_000,
+            max_connect_wait_ms: 2_000,
             max_packet_size: 1024 * 1024,
             receive_maximum: 64,
             max_outbound_inflight: 64,
@@ -179,6 +194,12 @@ impl MqttConfig {
         if !(self.publish_rate_per_device >= 0.0 && self.publish_rate_per_device.is_finite()) {
             return bad("publish_rate_per_device must be a finite number >= 0");
         }
+        if !(self.max_connect_rate >= 0.0 && self.max_connect_rate.is_finite()) {
+            return bad("max_connect_rate must be a finite number >= 0");
+        }
+        if self.max_connect_rate > 0.0 && self.connect_burst == 0 {
+            return bad("connect_burst must be at least 1 when max_connect_rate is set");
+        }
         if self.publish_rate_per_device > 0.0 && self.publish_burst_per_device == 0 {
             return bad("publish_burst_per_device must be at least 1 when a rate is set");
         }
@@ -200,6 +221,10 @@ impl MqttConfig {
 
     pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub(crate) fn max_connect_wait(&self) -> Duration {
+        Duration::from_millis(self.max_connect_wait_ms)
     }
 
     pub(crate) fn write_timeout(&self) -> Duration {

@@ -131,6 +131,7 @@ use tributary_mqtt_codec::QoS;
 use tributary_mqtt_codec::topic::validate_topic_name;
 
 mod acl;
+mod admission;
 mod commands;
 mod config;
 mod connection;
@@ -179,6 +180,8 @@ pub(crate) struct Shared {
     pending_connects: Arc<Semaphore>,
     /// Sockets between accept and CONNACK, by source (see [`source_key`]).
     pending_by_source: Mutex<HashMap<IpAddr, usize>>,
+    /// The connect-rate schedule (`max_connect_rate`).
+    pub(crate) admission: admission::ConnectAdmission,
     /// Connection tasks alive, and a wake-up when that drops to zero.
     active: AtomicUsize,
     idle: Notify,
@@ -317,6 +320,11 @@ impl MqttServer {
             tenant_connections: Mutex::new(HashMap::new()),
             pending_connects: Arc::new(Semaphore::new(config.max_pending_connects)),
             pending_by_source: Mutex::new(HashMap::new()),
+            admission: admission::ConnectAdmission::new(
+                config.max_connect_rate,
+                config.connect_burst,
+                config.max_connect_wait(),
+            ),
             config,
             ingestor,
             presence,

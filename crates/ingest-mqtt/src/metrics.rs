@@ -15,6 +15,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::Level;
 use tributary_mqtt_codec::PacketType;
@@ -102,6 +103,9 @@ reasons! {
         /// One source address holds its share of pending-connect slots
         /// (`max_pending_connects_per_source`): the socket is closed at once.
         PendingConnectsPerSource = "pending_connects_per_source", DEBUG;
+        /// Over `max_connect_rate`, with no slot within `max_connect_wait_ms`:
+        /// CONNACK 0x9F Connection rate exceeded (3.1.1: 3).
+        ConnectRate = "connect_rate", WARN;
         ProxyProtocol = "proxy_protocol", DEBUG;
         ProxyProtocolTimeout = "proxy_protocol_timeout", DEBUG;
         TlsHandshake = "tls_handshake", DEBUG;
@@ -269,6 +273,11 @@ fn emit<R: Reason>(family: &Family<ReasonLabel, Counter>, event: Event, why: R) 
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
 }
@@ -278,12 +287,39 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// `tributary_mqtt_connect_seconds`: 0.25 ms to about 8 s.
+#[derive(Clone, Debug)]
+struct ConnectHistogram(Histogram);
+
+impl Default for ConnectHistogram {
+    fn default() -> Self {
+        Self(connect_histogram())
+    }
+}
+
+fn connect_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// `tributary_mqtt_connect_phase_seconds`, by phase.
+#[derive(Clone, Debug)]
+struct PhaseHistograms(Family<PhaseLabel, Histogram, fn() -> Histogram>);
+
+impl Default for PhaseHistograms {
+    fn default() -> Self {
+        Self(Family::new_with_constructor(connect_histogram))
+    }
+}
+
 /// Counters and gauges of the MQTT frontend. Cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
 pub struct MqttMetrics {
     connections_current: Gauge,
     connections_total: Counter,
     connects_refused: Family<ReasonLabel, Counter>,
+    connects_delayed: Counter,
+    connect_seconds: ConnectHistogram,
+    connect_phase_seconds: PhaseHistograms,
     disconnects: Family<ReasonLabel, Counter>,
     packets_received: Family<TypeLabel, Counter>,
     packets_sent: Family<TypeLabel, Counter>,
@@ -314,6 +350,21 @@ impl MqttMetrics {
             "connects_refused",
             "CONNECTs refused, by reason",
             m.connects_refused.clone(),
+        );
+        r.register(
+            "connects_delayed",
+            "CONNECTs that waited for their turn under max_connect_rate",
+            m.connects_delayed.clone(),
+        );
+        r.register(
+            "connect_seconds",
+            "Time from a CONNECT read to its CONNACK sent (accepted connections)",
+            m.connect_seconds.0.clone(),
+        );
+        r.register(
+            "connect_phase_seconds",
+            "Time accepted CONNECTs spent in each phase: admission (waiting for the connect rate), auth (credentials), quotas, session (attach, takeover), presence (the durable presence report)",
+            m.connect_phase_seconds.0.clone(),
         );
         r.register(
             "disconnects",
@@ -391,6 +442,24 @@ impl MqttMetrics {
             device,
             "{message}"
         );
+    }
+
+    /// A CONNECT waited for its turn under `max_connect_rate`.
+    pub(crate) fn connect_delayed(&self) {
+        self.connects_delayed.inc();
+    }
+
+    /// Time an accepted CONNECT spent in one phase.
+    pub(crate) fn connect_phase(&self, phase: &'static str, took: std::time::Duration) {
+        self.connect_phase_seconds
+            .0
+            .get_or_create(&PhaseLabel { phase })
+            .observe(took.as_secs_f64());
+    }
+
+    /// An accepted CONNECT's time from read to CONNACK.
+    pub(crate) fn connect_took(&self, took: std::time::Duration) {
+        self.connect_seconds.0.observe(took.as_secs_f64());
     }
 
     /// Event `mqtt.connect_refused`.

@@ -740,6 +740,51 @@ pub async fn presence_round_trip(store: &dyn RegistryStore) {
             .expect("get_presences")
             .is_empty()
     );
+
+    // Groups (presence reports of a reconnect storm): written at once,
+    // read back in order across tenants, and devices checked at once.
+    let u = unique("presence-group");
+    let group: Vec<(String, String, PresenceRecord)> = (0..50)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { &t } else { &u };
+            let p = PresenceRecord {
+                online: i % 3 != 0,
+                last_seen_ns: 100 + i,
+                frontend: format!("mqtt-{i}"),
+            };
+            (tenant.clone(), format!("g{i}"), p)
+        })
+        .collect();
+    store.set_presences(&group).await.expect("set_presences");
+    let mut keys: Vec<(String, String)> = group
+        .iter()
+        .rev()
+        .map(|(t, d, _)| (t.clone(), d.clone()))
+        .collect();
+    keys.push((t.clone(), "never".into()));
+    keys.push((u.clone(), "g0".into()));
+    let got = store.get_presences_of(&keys).await.expect("get_presences_of");
+    let mut want: Vec<Option<PresenceRecord>> =
+        group.iter().rev().map(|(_, _, p)| Some(p.clone())).collect();
+    want.extend([None, None]);
+    assert_eq!(got, want, "presence of a group, in order");
+    assert!(store.get_presences_of(&[]).await.expect("empty").is_empty());
+    store.set_presences(&[]).await.expect("empty group");
+
+    store
+        .put_device(&device(&t, "here"), Expect::Absent)
+        .await
+        .expect("put_device");
+    let exist = store
+        .devices_exist(&[
+            (t.clone(), "here".into()),
+            (u.clone(), "here".into()),
+            (t.clone(), "gone".into()),
+            (t.clone(), "here".into()),
+        ])
+        .await
+        .expect("devices_exist");
+    assert_eq!(exist, [true, false, false, true]);
 }
 
 /// Tenants never see each other's records, even when one name is a prefix of

@@ -267,6 +267,23 @@ impl DeviceStore for EmbeddedRegistryStore {
         self.get_pair(DEVICES, tenant, id).await
     }
 
+    async fn devices_exist(&self, keys: &[(String, String)]) -> Result<Vec<bool>, RegistryError> {
+        let keys = keys.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(DEVICES).map_err(storage)?;
+            keys.iter()
+                .map(|(tenant, device)| {
+                    Ok(table
+                        .get((tenant.as_str(), device.as_str()))
+                        .map_err(storage)?
+                        .is_some())
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn delete_device(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
         self.run(move |db| {
@@ -535,12 +552,53 @@ impl PresenceStore for EmbeddedRegistryStore {
         .await
     }
 
+    async fn set_presences(
+        &self,
+        presences: &[(String, String, PresenceRecord)],
+    ) -> Result<(), RegistryError> {
+        let presences = presences.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(PRESENCE).map_err(storage)?;
+                for (tenant, device, presence) in &presences {
+                    table
+                        .insert((tenant.as_str(), device.as_str()), encode(presence)?.as_slice())
+                        .map_err(storage)?;
+                }
+            }
+            txn.commit().map_err(storage)
+        })
+        .await
+    }
+
     async fn get_presence(
         &self,
         tenant: &str,
         device: &str,
     ) -> Result<Option<PresenceRecord>, RegistryError> {
         self.get_pair(PRESENCE, tenant, device).await
+    }
+
+    async fn get_presences_of(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<PresenceRecord>>, RegistryError> {
+        let keys = keys.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(PRESENCE).map_err(storage)?;
+            keys.iter()
+                .map(|(tenant, device)| {
+                    table
+                        .get((tenant.as_str(), device.as_str()))
+                        .map_err(storage)?
+                        .map(|v| decode(v.value()))
+                        .transpose()
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn get_presences(

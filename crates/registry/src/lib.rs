@@ -70,6 +70,7 @@ pub mod embedded;
 mod error;
 pub mod events;
 pub mod grpc;
+pub mod presence;
 pub mod remote;
 pub mod rules;
 pub mod rules_grpc;

@@ -403,6 +403,8 @@ pub struct Registry {
     pub(crate) targets: std::sync::Mutex<HashMap<String, crate::rules::ResolvedTargets>>,
     /// Where DTLS pre-shared keys come from; `None`: PSKs are not issued.
     psk: Option<tributary_auth::PskKeys>,
+    /// Presence reports, written in groups.
+    presence: crate::presence::PresenceWriter,
 }
 
 /// How close to its `devices` quota a tenant's count is read from the store
@@ -423,6 +425,7 @@ impl Registry {
             webhook_generation: std::sync::atomic::AtomicU64::new(0),
             targets: std::sync::Mutex::new(HashMap::new()),
             psk: None,
+            presence: Default::default(),
         }
     }
 
@@ -1747,13 +1750,14 @@ impl Registry {
     // ----- presence -----
 
     /// Records that `frontend` saw a device connect (`online`) or disconnect
-    /// at `at_ns` (0 = now), and returns the resulting presence.
+    /// at `at_ns` (0 = now), and returns the resulting presence, once it is
+    /// durable.
     ///
-    /// Reports older than the last one are ignored, and so is a disconnect
-    /// from a frontend other than the one the device is online at (the
-    /// device reconnected elsewhere). Not transactional: two reports racing
-    /// for the same device may both be read-then-written, which at worst
-    /// keeps the older of two near-simultaneous reports.
+    /// Reports are written in groups ([`crate::presence`]): those that
+    /// arrive while one group is written go together in the next. Reports
+    /// older than the last one are ignored, and so is a disconnect from a
+    /// frontend other than the one the device is online at (the device
+    /// reconnected elsewhere).
     pub async fn report_presence(
         &self,
         tenant: &str,
@@ -1769,29 +1773,14 @@ impl Registry {
             return Err(RegistryError::invalid("at_ns", "must not be negative"));
         }
         let at_ns = if at_ns == 0 { now_ns() } else { at_ns };
-        if self.store.get_device(tenant, device).await?.is_none() {
-            return Err(RegistryError::not_found(Entity::Device, device));
-        }
-        let current = self
-            .store
-            .get_presence(tenant, device)
-            .await?
-            .unwrap_or_default();
-        let stale = at_ns < current.last_seen_ns;
-        let moved = !online && current.online && current.frontend != frontend;
-        if stale || moved {
-            return Ok(current);
-        }
-        // The frontend is kept when the device goes offline: a persistent
-        // session stays in that replica's memory, and commands for the
-        // device are routed there (ARCHITECTURE.md, "Commands").
-        let presence = PresenceRecord {
-            online,
-            last_seen_ns: at_ns,
-            frontend: frontend.to_owned(),
-        };
-        self.store.set_presence(tenant, device, &presence).await?;
-        Ok(presence)
+        self.presence
+            .report(&self.store, tenant, device, online, at_ns, frontend)
+            .await
+    }
+
+    /// Presence groups written so far, and the reports in them.
+    pub fn presence_groups(&self) -> crate::presence::GroupStats {
+        self.presence.stats()
     }
 
     /// A device's presence; the default if it was never seen.

@@ -271,6 +271,17 @@ pub trait DeviceStore: Send + Sync + Debug {
         id: &str,
     ) -> Result<Option<DeviceRecord>, RegistryError>;
 
+    /// Whether each (tenant, device) exists, in order; one read where the
+    /// store can (presence groups check their devices with it). The
+    /// default reads them one by one.
+    async fn devices_exist(&self, keys: &[(String, String)]) -> Result<Vec<bool>, RegistryError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (tenant, device) in keys {
+            out.push(self.get_device(tenant, device).await?.is_some());
+        }
+        Ok(out)
+    }
+
     /// Deletes a device and its presence. Returns whether it existed.
     /// Its credentials are kept: they are the audit trail.
     async fn delete_device(&self, tenant: &str, id: &str) -> Result<bool, RegistryError>;
@@ -345,12 +356,40 @@ pub trait PresenceStore: Send + Sync + Debug {
         presence: &PresenceRecord,
     ) -> Result<(), RegistryError>;
 
+    /// Writes several devices' presence (of any tenants) as one durable
+    /// write where the store can: a reconnect storm's reports go in groups
+    /// (`crate::presence`). At most one entry per (tenant, device). The
+    /// default writes them one by one.
+    async fn set_presences(
+        &self,
+        presences: &[(String, String, PresenceRecord)],
+    ) -> Result<(), RegistryError> {
+        for (tenant, device, presence) in presences {
+            self.set_presence(tenant, device, presence).await?;
+        }
+        Ok(())
+    }
+
     /// A device's presence, if any was ever written.
     async fn get_presence(
         &self,
         tenant: &str,
         device: &str,
     ) -> Result<Option<PresenceRecord>, RegistryError>;
+
+    /// The presence of each (tenant, device), in order (`None`: never
+    /// written); one read where the store can. The default reads them one
+    /// by one.
+    async fn get_presences_of(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<PresenceRecord>>, RegistryError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (tenant, device) in keys {
+            out.push(self.get_presence(tenant, device).await?);
+        }
+        Ok(out)
+    }
 
     /// The presence of several devices of a tenant at once (for listings).
     /// Devices without presence are absent from the map.

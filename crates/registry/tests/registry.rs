@@ -930,6 +930,55 @@ async fn presence_keeps_the_latest_report() {
     assert_eq!(r.presence("acme", "d").await.expect("presence"), offline);
 }
 
+/// A reconnect storm's presence reports go in groups: 300 devices report
+/// at once, and each report returns the device online, durable, in fewer
+/// writes than reports; a device that does not exist is refused alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_presence_reports_are_written_in_groups() {
+    let f = fixture().await;
+    let r = Arc::new(f.registry);
+    for i in 0..300 {
+        r.create_device(new_device(&format!("s{i}")))
+            .await
+            .expect("device");
+    }
+    let before = r.presence_groups();
+    let reports: Vec<_> = (0..301)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.report_presence("acme", &format!("s{i}"), true, 0, "mqtt-0")
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for report in reports {
+        results.push(report.await.expect("task"));
+    }
+    let ghost = results.pop().expect("301 results");
+    assert!(
+        matches!(ghost, Err(RegistryError::NotFound { kind: Entity::Device, .. })),
+        "{ghost:?}"
+    );
+    for (i, result) in results.iter().enumerate() {
+        let p = result.as_ref().unwrap_or_else(|e| panic!("s{i}: {e}"));
+        assert!(p.online && p.frontend == "mqtt-0", "s{i}: {p:?}");
+    }
+    let groups = r.presence_groups();
+    assert_eq!(groups.reports - before.reports, 301);
+    assert!(
+        groups.groups - before.groups < 301,
+        "{} groups for 301 reports",
+        groups.groups - before.groups
+    );
+    // In the store, not only in memory: a second registry over it reads them.
+    let reopened = Registry::new(f.store.clone(), RegistryConfig::default());
+    for i in [0, 150, 299] {
+        assert!(reopened.presence("acme", &format!("s{i}")).await.expect("presence").online);
+    }
+}
+
 #[tokio::test]
 async fn active_tokens_per_device_are_limited() {
     let f = fixture_with(RegistryConfig {

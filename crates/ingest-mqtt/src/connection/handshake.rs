@@ -23,6 +23,7 @@ use tributary_mqtt_codec::{
 use super::{CLOSE_WRITE_TIMEOUT, Connection};
 use crate::Shared;
 use crate::acl::Identity;
+use crate::admission::Admit;
 use crate::config::MqttConfig;
 use crate::metrics::ConnectRefusal;
 use crate::router::Attach;
@@ -88,7 +89,32 @@ where
         Ok(Ok(connect)) => connect,
     };
     shared.metrics.received(PacketType::Connect);
+    let connect_read = Instant::now();
     let version = connect.protocol;
+    // Admission: at most `max_connect_rate` CONNECTs a second go on to
+    // authentication; the rest wait their turn, or are refused at once.
+    match shared.admission.admit(Instant::now()) {
+        Admit::Now => {}
+        Admit::After(wait) => {
+            shared.metrics.connect_delayed();
+            tokio::time::sleep(wait).await;
+            shared.metrics.connect_phase("admission", wait);
+        }
+        Admit::Refused { retry_after } => {
+            shared.metrics.connect_refused(ConnectRefusal::ConnectRate);
+            let secs = retry_after.as_secs().max(1);
+            refuse_with(
+                &mut writer,
+                version,
+                ReasonCode::ConnectionRateExceeded,
+                &format!("the server takes {} connects/s; retry after {secs} s", shared.config.max_connect_rate),
+                &[("retry-after", secs.to_string())],
+            )
+            .await;
+            return None;
+        }
+    }
+    let phase = Instant::now();
     let accepted = match accept(&shared, &connect, &peer).await {
         Ok(a) => a,
         Err((code, why, message)) => {
@@ -102,6 +128,8 @@ where
     // within them. Taking a session over replaces a connection: never
     // refused for the tenant's connection quota.
     let tenant = accepted.identity.tenant().to_owned();
+    shared.metrics.connect_phase("auth", phase.elapsed());
+    let phase = Instant::now();
     let quotas = match shared.ingestor.quotas(&tenant).await {
         Ok(quotas) => quotas,
         Err(e) => {
@@ -120,6 +148,8 @@ where
         }
     };
 
+    shared.metrics.connect_phase("quotas", phase.elapsed());
+    let phase = Instant::now();
     // Attach the session, taking it over from another connection if needed.
     let mut force = false;
     let device = accepted.identity.device();
@@ -197,11 +227,14 @@ where
             }
         }
     }
+    shared.metrics.connect_phase("session", phase.elapsed());
     let bucket = match &device {
         Some(d) => {
             let (first, bucket) = shared.router().device_connected(&tenant, d);
             if first {
+                let phase = Instant::now();
                 report_presence(&shared, &tenant, d, true).await;
+                shared.metrics.connect_phase("presence", phase.elapsed());
             }
             bucket
         }
@@ -256,6 +289,7 @@ where
         }),
     };
     conn.send(connack.into());
+    shared.metrics.connect_took(connect_read.elapsed());
     drop(permit);
     conn.resend_in_flight();
     Some(Opened {
@@ -406,6 +440,17 @@ async fn refuse<W: AsyncWrite + Unpin>(
     code: ReasonCode,
     message: &str,
 ) {
+    refuse_with(writer, version, code, message, &[]).await;
+}
+
+/// [`refuse`], with user properties on a 5.0 CONNACK.
+async fn refuse_with<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: ProtocolVersion,
+    code: ReasonCode,
+    message: &str,
+    user_properties: &[(&str, String)],
+) {
     let code = match version {
         ProtocolVersion::V5 if code.is_allowed_in(PacketType::ConnAck) => Some(code),
         ProtocolVersion::V5 => Some(if code == ReasonCode::TopicAliasInvalid {
@@ -415,7 +460,9 @@ async fn refuse<W: AsyncWrite + Unpin>(
         }),
         ProtocolVersion::V311 => match code {
             c if c.to_v311_connack().is_some() => Some(c),
-            ReasonCode::QuotaExceeded | ReasonCode::ServerShuttingDown => {
+            ReasonCode::QuotaExceeded
+            | ReasonCode::ServerShuttingDown
+            | ReasonCode::ConnectionRateExceeded => {
                 Some(ReasonCode::ServerUnavailable)
             }
             // 3.1.1 has no CONNACK for a malformed CONNECT: just close.
@@ -426,6 +473,10 @@ async fn refuse<W: AsyncWrite + Unpin>(
         let mut ack = ConnAck::new(code);
         if version == ProtocolVersion::V5 {
             ack.properties.reason_string = Some(message.chars().take(200).collect());
+            ack.properties.user_properties = user_properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
         }
         let mut out = BytesMut::new();
         if encode(&ack.into(), version, &mut out).is_ok() {

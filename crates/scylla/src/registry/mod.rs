@@ -745,6 +745,17 @@ impl DeviceStore for ScyllaRegistryStore {
         Ok(self.device(tenant, id).await?)
     }
 
+    /// One read per device, 64 at a time.
+    async fn devices_exist(&self, keys: &[(String, String)]) -> Result<Vec<bool>, RegistryError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let reads: Vec<_> = keys
+            .iter()
+            .map(|(tenant, id)| self.device(tenant, id))
+            .collect();
+        let found: Vec<_> = stream::iter(reads).buffered(64).try_collect().await?;
+        Ok(found.iter().map(Option::is_some).collect())
+    }
+
     async fn delete_device(&self, tenant: &str, id: &str) -> Result<bool, RegistryError> {
         Ok(self.delete_device_inner(tenant, id).await?)
     }
@@ -846,12 +857,44 @@ impl PresenceStore for ScyllaRegistryStore {
         Ok(())
     }
 
+    /// One write per device, 64 at a time: rows of different partitions
+    /// gain nothing from a CQL batch, and a logged batch costs more.
+    async fn set_presences(
+        &self,
+        presences: &[(String, String, PresenceRecord)],
+    ) -> Result<(), RegistryError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        // Made first (futures are lazy): a `map` adaptor over the borrowed
+        // rows would not be `Send` for every lifetime async_trait needs.
+        let writes: Vec<_> = presences
+            .iter()
+            .map(|(tenant, device, presence)| self.set_presence(tenant, device, presence))
+            .collect();
+        stream::iter(writes)
+            .buffer_unordered(64)
+            .try_collect::<()>()
+            .await
+    }
+
     async fn get_presence(
         &self,
         tenant: &str,
         device: &str,
     ) -> Result<Option<PresenceRecord>, RegistryError> {
         Ok(self.presence(tenant, device).await?)
+    }
+
+    /// One read per device, 64 at a time.
+    async fn get_presences_of(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<PresenceRecord>>, RegistryError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let reads: Vec<_> = keys
+            .iter()
+            .map(|(tenant, device)| self.presence(tenant, device))
+            .collect();
+        Ok(stream::iter(reads).buffered(64).try_collect().await?)
     }
 
     async fn get_presences(
