@@ -363,7 +363,7 @@ impl MqttMetrics {
         );
         r.register(
             "connect_phase_seconds",
-            "Time accepted CONNECTs spent in each phase: admission (waiting for the connect rate), auth (credentials), quotas, session (attach, takeover), presence (the durable presence report)",
+            "Time accepted CONNECTs spent in each phase before CONNACK: admission (waiting for the connect rate), auth (credentials), quotas, session (attach, takeover); and presence: the durable presence report, beside the CONNACK (SUBSCRIBEs wait for it)",
             m.connect_phase_seconds.0.clone(),
         );
         r.register(

@@ -228,13 +228,22 @@ where
         }
     }
     shared.metrics.connect_phase("session", phase.elapsed());
+    // The device's presence is reported beside the CONNACK, not before
+    // it: a storm of reconnects would otherwise queue every CONNACK behind
+    // the presence writes. The connection holds the client's SUBSCRIBEs
+    // until the report is durable, so the frontend that holds the device is
+    // known before the device can be sent a command.
+    let mut presence_pending = None;
     let bucket = match &device {
         Some(d) => {
             let (first, bucket) = shared.router().device_connected(&tenant, d);
             if first {
-                let phase = Instant::now();
-                report_presence(&shared, &tenant, d, true).await;
-                shared.metrics.connect_phase("presence", phase.elapsed());
+                let (shared, tenant, d) = (shared.clone(), tenant.clone(), d.clone());
+                presence_pending = Some(tokio::spawn(async move {
+                    let phase = Instant::now();
+                    report_presence(&shared, &tenant, &d, true).await;
+                    shared.metrics.connect_phase("presence", phase.elapsed());
+                }));
             }
             bucket
         }
@@ -283,6 +292,7 @@ where
             .unwrap_or(true),
         stalled_since: None,
         retained: Default::default(),
+        presence_pending,
         credential_expires: accepted.credential.expires_at_ns.map(|at| {
             let left = at.saturating_sub(tributary_core::time::now_ns()).max(0);
             Instant::now() + Duration::from_nanos(left.unsigned_abs())

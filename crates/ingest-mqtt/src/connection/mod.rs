@@ -171,6 +171,9 @@ struct Connection<S> {
     /// When the credential the client authenticated with expires: the
     /// connection ends then.
     credential_expires: Option<Instant>,
+    /// The device's online presence report, until it is durable; the
+    /// client's SUBSCRIBEs wait for it (see `handshake::open`).
+    presence_pending: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S> Connection<S>
@@ -225,7 +228,13 @@ where
     /// exchange, and a PUBLISH beyond a 5.0 client's Receive Maximum is
     /// seen.
     fn reading(&self) -> bool {
-        self.write_room() && self.head_publish().is_none()
+        self.write_room() && self.head_publish().is_none() && !self.head_subscribe_held()
+    }
+
+    /// Whether the next packet is a SUBSCRIBE that waits for the device's
+    /// presence report.
+    fn head_subscribe_held(&self) -> bool {
+        self.presence_pending.is_some() && self.rbuf.first().is_some_and(|b| b >> 4 == 8)
     }
 
     /// The loop; returns why it ended.
@@ -258,6 +267,7 @@ where
                 reader,
                 rbuf,
                 session,
+                presence_pending,
                 ..
             } = self;
             enum Event {
@@ -269,6 +279,7 @@ where
                 Notified,
                 Deadline,
                 Retained,
+                PresenceDone,
             }
             let event = tokio::select! {
                 biased;
@@ -280,6 +291,11 @@ where
                 _ = session.notify.notified(), if delivering => Event::Notified,
                 _ = tokio::time::sleep_until(wake_at), if deadline.is_some() => Event::Deadline,
                 _ = tokio::task::yield_now(), if more_retained => Event::Retained,
+                _ = async {
+                    if let Some(report) = presence_pending.as_mut() {
+                        let _ = report.await;
+                    }
+                }, if presence_pending.is_some() => Event::PresenceDone,
             };
             match event {
                 Event::Kicked(Kick::TakenOver) => {
@@ -317,6 +333,7 @@ where
                 Event::Read(Err(_)) => return End::Lost(DisconnectReason::ReadFailed),
                 Event::Read(Ok(_)) => self.last_read = Instant::now(),
                 Event::Notified | Event::Retained => {}
+                Event::PresenceDone => self.presence_pending = None,
                 Event::Deadline => {
                     if let Some((t, end)) = deadline
                         && Instant::now() >= t
@@ -366,6 +383,9 @@ where
     fn process_input(&mut self) -> Result<(), End> {
         let max = self.shared.config.max_packet_size as usize;
         while !self.rbuf.is_empty() && self.write_room() {
+            if self.head_subscribe_held() {
+                break;
+            }
             match self.head_publish() {
                 Some(Err(())) => {
                     let limit = self.shared.config.receive_maximum;
@@ -581,6 +601,11 @@ where
         }
         // Only now may a taking-over connection attach.
         drop(released);
+        // The online report first: the offline one must follow it, in the
+        // registry and in the log.
+        if let Some(report) = self.presence_pending.take() {
+            let _ = report.await;
+        }
         if let Some(device) = &device {
             let last = shared.router().device_disconnected(&self.tenant, device);
             if last {
