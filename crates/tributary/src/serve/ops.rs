@@ -51,11 +51,28 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Binds a listener, naming it in the error.
+/// Connections the kernel may hold for a listener before they are
+/// accepted: a fleet reconnecting at once fills a short queue while the
+/// server is busy, and every dropped SYN costs that client a one-second
+/// retransmission. Linux caps it at `net.core.somaxconn` (4,096 by
+/// default since 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a [`LISTEN_BACKLOG`] queue, naming it in the error.
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {what} listener on {addr}"))
+    let bound = (|| {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted server rebinds its port
+        // while the old connections are in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    })();
+    bound.with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
 /// Tells the operator where the bootstrap admin token is. It is printed
