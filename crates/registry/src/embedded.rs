@@ -57,7 +57,15 @@ const SCHEMA_VERSION: u64 = 1;
 #[derive(Debug)]
 pub struct EmbeddedRegistryStore {
     db: Arc<Database>,
+    /// Bounds the blocking threads working on the file at once: a storm of
+    /// thousands of lookups waits here as tasks, cheaply, instead of as
+    /// hundreds of blocking threads that contend for two cores and redb's
+    /// own locks.
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Blocking threads that may work on the registry file at once.
+const STORAGE_THREADS: usize = 8;
 
 impl EmbeddedRegistryStore {
     /// Opens (or creates) the registry file at `path`, e.g.
@@ -102,17 +110,30 @@ impl EmbeddedRegistryStore {
             txn.open_table(SILENCES).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(Arc::new(Self { db: Arc::new(db) }))
+        Ok(Arc::new(Self {
+            db: Arc::new(db),
+            slots: Arc::new(tokio::sync::Semaphore::new(STORAGE_THREADS)),
+        }))
     }
 
-    /// Runs blocking redb work on Tokio's blocking pool.
+    /// Runs blocking redb work on Tokio's blocking pool, at most
+    /// [`STORAGE_THREADS`] at once.
     async fn run<T, F>(&self, f: F) -> Result<T, RegistryError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, RegistryError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db))
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RegistryError::Internal("registry storage closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f(&db)
+        })
             .await
             .map_err(|e| RegistryError::Internal(format!("registry storage task failed: {e}")))?
     }

@@ -2,9 +2,11 @@
 //! device is a presence report, and a fleet that reconnects after an outage
 //! sends thousands of them a second. Each one written on its own would be a
 //! durable write of its own (a commit, an fsync, a round trip to the
-//! cluster), one after another. Here reports that arrive while a group is
-//! being written wait for it to finish, then go together as the next group:
-//! one [`PresenceStore::set_presences`] for all of them. A report is
+//! cluster), one after another. Here one writer task takes every report
+//! queued while it wrote the last group as the next group: two reads and
+//! one [`PresenceStore::set_presences`](crate::store::PresenceStore::set_presences) for all of them. Callers only wait
+//! for their answer: no lock is handed from caller to caller, which under a
+//! storm would cost a trip through the scheduler's run queue per report. A report is
 //! answered only once its group is durable, so a caller still knows, when
 //! its report returns, which frontend holds the device.
 //!
@@ -17,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Entity, RegistryError};
 use crate::store::{PresenceRecord, RegistryStore};
@@ -35,16 +37,18 @@ struct Report {
     done: oneshot::Sender<Result<PresenceRecord, RegistryError>>,
 }
 
+/// Reports queued for the writer before callers wait to queue theirs.
+const QUEUE: usize = 16 * 1024;
+
 /// Presence reports, gathered and written in groups (see the [module
-/// docs](self)).
+/// docs](self)) by one writer task, started with the first report.
 #[derive(Debug, Default)]
 pub(crate) struct PresenceWriter {
-    /// Reports not yet taken by a group.
-    queue: Mutex<Vec<ReportSlot>>,
-    /// Held while a group is written: the next group forms meanwhile.
-    writing: Arc<tokio::sync::Mutex<()>>,
+    /// The writer task's queue; `None` until the first report, or after
+    /// the task ended with its runtime.
+    queue: Mutex<Option<mpsc::Sender<Report>>>,
     /// Groups written, and reports in them (for tests and metrics).
-    stats: Mutex<GroupStats>,
+    stats: Arc<Mutex<GroupStats>>,
 }
 
 /// Groups written so far and the reports they held.
@@ -54,19 +58,6 @@ pub struct GroupStats {
     pub groups: u64,
     /// Reports in them.
     pub reports: u64,
-}
-
-/// [`Report`] with a `Debug` that leaves the channel out.
-struct ReportSlot(Report);
-
-impl std::fmt::Debug for ReportSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Report")
-            .field("tenant", &self.0.tenant)
-            .field("device", &self.0.device)
-            .field("online", &self.0.online)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PresenceWriter {
@@ -82,51 +73,39 @@ impl PresenceWriter {
         at_ns: i64,
         frontend: &str,
     ) -> Result<PresenceRecord, RegistryError> {
-        let (done, mut answer) = oneshot::channel();
-        lock(&self.queue).push(ReportSlot(Report {
+        let (done, answer) = oneshot::channel();
+        let mut report = Report {
             tenant: tenant.to_owned(),
             device: device.to_owned(),
             online,
             at_ns,
             frontend: frontend.to_owned(),
             done,
-        }));
-        loop {
-            // Wait for the group being written (it may hold this report).
-            let writing = self.writing.clone().lock_owned().await;
-            if let Ok(result) = answer.try_recv() {
-                return result;
-            }
-            let group: Vec<Report> = {
-                let mut queue = lock(&self.queue);
-                let n = queue.len().min(MAX_GROUP);
-                queue.drain(..n).map(|slot| slot.0).collect()
-            };
-            if group.is_empty() {
-                // Taken by a group that is still being answered.
-                drop(writing);
-                return answer.await.unwrap_or_else(|_| Err(lost()));
-            }
-            {
-                let mut stats = lock(&self.stats);
-                stats.groups += 1;
-                stats.reports += group.len() as u64;
-            }
-            // Written by its own task: a caller that gives up waiting
-            // does not leave the group half done.
-            let store = store.clone();
-            let written = tokio::spawn(async move {
-                write_group(&store, group).await;
-                drop(writing);
-            });
-            if written.await.is_err() {
-                return Err(lost());
-            }
-            // This report was in that group, or in the queue behind it.
-            if let Ok(result) = answer.try_recv() {
-                return result;
+        };
+        // A second try only if the writer ended with the runtime it was
+        // started on (a registry that outlives one, as in tests).
+        for _ in 0..2 {
+            match self.writer(store).send(report).await {
+                Ok(()) => return answer.await.unwrap_or_else(|_| Err(lost())),
+                Err(mpsc::error::SendError(back)) => {
+                    report = back;
+                    lock(&self.queue).take();
+                }
             }
         }
+        Err(lost())
+    }
+
+    /// The writer task's queue, starting the task if there is none.
+    fn writer(&self, store: &Arc<dyn RegistryStore>) -> mpsc::Sender<Report> {
+        let mut queue = lock(&self.queue);
+        if let Some(tx) = queue.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_groups(store.clone(), rx, self.stats.clone()));
+        *queue = Some(tx.clone());
+        tx
     }
 
     /// Groups written so far.
@@ -135,8 +114,26 @@ impl PresenceWriter {
     }
 }
 
+/// The writer: takes every report queued (up to [`MAX_GROUP`]) as one
+/// group, writes it, answers it, and goes on until the queue closes.
+async fn write_groups(
+    store: Arc<dyn RegistryStore>,
+    mut queue: mpsc::Receiver<Report>,
+    stats: Arc<Mutex<GroupStats>>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        {
+            let mut stats = lock(&stats);
+            stats.groups += 1;
+            stats.reports += group.len() as u64;
+        }
+        write_group(&store, std::mem::take(&mut group)).await;
+    }
+}
+
 fn lost() -> RegistryError {
-    RegistryError::Internal("the presence group was lost".into())
+    RegistryError::Internal("the presence writer stopped".into())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

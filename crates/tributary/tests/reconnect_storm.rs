@@ -1,8 +1,9 @@
 //! A fleet reconnecting at once after a restart: 1,000 devices with token
 //! auth send their CONNECTs together to a standalone that was just
-//! restarted (auth cache cold), and every one is accepted; afterwards the
-//! registry shows every device online at this frontend, and once they
-//! leave, every one offline.
+//! restarted (auth cache cold), and every one is accepted; once each has
+//! its SUBACK for its command topic (which waits for its presence to be
+//! durable), the registry shows every device online at this frontend, and
+//! once they leave, every one offline.
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 use common::mqtt::RawMqtt;
 use common::*;
 use futures::StreamExt;
-use tributary_mqtt_codec::{Connect, ProtocolVersion, ReasonCode};
+use tributary_mqtt_codec::{
+    Connect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription,
+};
 use tributary_proto::v1 as pb;
 
 const DEVICES: usize = 1_000;
@@ -79,9 +82,28 @@ async fn a_thousand_connects_at_once_after_a_restart_all_succeed_with_presence_r
         c.username = Some(id.clone());
         c.password = Some(token.as_bytes().to_vec().into());
         c.keep_alive = 60;
+        let commands = format!("devices/{id}/commands/+");
         tokio::spawn(async move {
             let stream = connect_from(source, mqtt).await;
-            RawMqtt::handshake(stream, c).await
+            let (mut m, ack) = RawMqtt::handshake(stream, c).await;
+            if ack.reason_code == ReasonCode::Success {
+                // Ready for commands once subscribed: the SUBACK comes
+                // only once the device's presence is durable.
+                m.send(
+                    &Subscribe {
+                        packet_id: 1,
+                        properties: Default::default(),
+                        subscriptions: vec![Subscription::new(commands, QoS::AtLeastOnce)],
+                    }
+                    .into(),
+                )
+                .await;
+                match m.recv(Duration::from_secs(30)).await {
+                    Some(Packet::SubAck(_)) => {}
+                    other => panic!("expected SUBACK, got {other:?}"),
+                }
+            }
+            (m, ack)
         })
     });
     let opened: Vec<(RawMqtt, _)> = futures::future::join_all(connects)
@@ -97,8 +119,7 @@ async fn a_thousand_connects_at_once_after_a_restart_all_succeed_with_presence_r
     assert!(refused.is_empty(), "refused CONNACKs: {refused:?}");
     assert_eq!(opened.len(), DEVICES);
 
-    // The registry knows, for every device, that it is online here. (A
-    // CONNACK is sent once the device's presence is durable.)
+    // The registry knows, for every device, that it is online here.
     let devices = fleet(&s).await;
     assert_eq!(devices.len(), DEVICES);
     let offline: Vec<_> = devices
@@ -127,5 +148,85 @@ async fn a_thousand_connects_at_once_after_a_restart_all_succeed_with_presence_r
             .then_some(())
     })
     .await;
+    assert!(s.stop().success());
+}
+
+/// Admission control: above `max_connect_rate` (here 5/s, a burst of 5,
+/// no waiting) a storm's extra CONNECTs are refused at once with 0x9F
+/// Connection rate exceeded and a retry hint, not left to time out; the
+/// ones admitted work, and a client that retries later gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_above_the_connect_rate_get_0x9f_with_a_retry_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Standalone::start_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("TRIBUTARY_MQTT__MAX_CONNECT_RATE", "5"),
+            ("TRIBUTARY_MQTT__CONNECT_BURST", "5"),
+            ("TRIBUTARY_MQTT__MAX_CONNECT_WAIT_MS", "0"),
+        ],
+    );
+    let token = create_device_in(&s, "default", "rate-1").await;
+    let mqtt = s.mqtt;
+    let connects = (0..20).map(|i| {
+        let mut c = Connect::new(ProtocolVersion::V5, format!("rate-1/{i}"));
+        c.username = Some("rate-1".into());
+        c.password = Some(token.as_bytes().to_vec().into());
+        tokio::spawn(async move { RawMqtt::connect_with(mqtt, c).await })
+    });
+    let acks: Vec<_> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .map(|r| r.expect("connect task").1)
+        .collect();
+    let admitted = acks
+        .iter()
+        .filter(|a| a.reason_code == ReasonCode::Success)
+        .count();
+    let refused: Vec<_> = acks
+        .iter()
+        .filter(|a| a.reason_code != ReasonCode::Success)
+        .collect();
+    // The burst, and perhaps one more if the storm took over 200 ms.
+    assert!((5..=7).contains(&admitted), "{admitted} admitted");
+    for ack in &refused {
+        assert_eq!(ack.reason_code, ReasonCode::ConnectionRateExceeded);
+        let retry: u64 = ack
+            .properties
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == "retry-after")
+            .expect("a retry-after user property")
+            .1
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&retry), "retry-after {retry}");
+        assert!(
+            ack.properties
+                .reason_string
+                .as_deref()
+                .is_some_and(|r| r.contains("connects/s")),
+            "{:?}",
+            ack.properties.reason_string
+        );
+    }
+    assert_eq!(
+        metric(&s, "tributary_mqtt_connects_refused_total{reason=\"connect_rate\"}").await,
+        Some(refused.len() as f64)
+    );
+    // After the hint, a retry gets in.
+    let mut c = Connect::new(ProtocolVersion::V5, "rate-1/retry");
+    c.username = Some("rate-1".into());
+    c.password = Some(token.as_bytes().to_vec().into());
+    let ack = eventually(Duration::from_secs(10), "a retry admitted", || {
+        let c = c.clone();
+        async move {
+            let (_, ack) = RawMqtt::connect_with(mqtt, c).await;
+            (ack.reason_code == ReasonCode::Success).then_some(ack)
+        }
+    })
+    .await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
     assert!(s.stop().success());
 }
