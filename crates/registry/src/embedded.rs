@@ -138,24 +138,38 @@ impl EmbeddedRegistryStore {
             .map_err(|e| RegistryError::Internal(format!("registry storage task failed: {e}")))?
     }
 
-    /// Reads and decodes the record at `(tenant, key)` of a pair-keyed table.
+    /// Runs a point read (one or two keys, a few hundred bytes) on the
+    /// calling task. Such a read is served from redb's cache or the OS page
+    /// cache in microseconds; handing it to a blocking thread costs more
+    /// than the read itself (two thread wake-ups, and two trips through
+    /// the runtime's run queue), and under a reconnect storm, when every
+    /// CONNECT of a just-restarted server reads its credential and its
+    /// device, those trips were most of a CONNECT's latency. Scans, writes
+    /// and commits go through [`Self::run`].
+    fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        f(&self.db)
+    }
+
+    /// Reads and decodes the record at `(tenant, key)` of a pair-keyed
+    /// table (a point read: [`Self::read_now`]).
     async fn get_pair<T: DeserializeOwned + Send + 'static>(
         &self,
         table: TableDefinition<'static, (&'static str, &'static str), &'static [u8]>,
         tenant: &str,
         key: &str,
     ) -> Result<Option<T>, RegistryError> {
-        let (tenant, key) = (tenant.to_owned(), key.to_owned());
-        self.run(move |db| {
+        self.read_now(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(table).map_err(storage)?;
             table
-                .get((tenant.as_str(), key.as_str()))
+                .get((tenant, key))
                 .map_err(storage)?
                 .map(|v| decode(v.value()))
                 .transpose()
         })
-        .await
     }
 }
 
@@ -437,18 +451,17 @@ impl CredentialStore for EmbeddedRegistryStore {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<CredentialRecord>, RegistryError> {
-        let hash = *hash;
-        self.run(move |db| {
+        // Two point reads: on the calling task (`read_now`).
+        self.read_now(|db| {
             let txn = db.begin_read().map_err(storage)?;
             let hashes = txn.open_table(CREDENTIAL_HASHES).map_err(storage)?;
-            let Some(key) = hashes.get(&hash).map_err(storage)? else {
+            let Some(key) = hashes.get(hash).map_err(storage)? else {
                 return Ok(None);
             };
             let table = txn.open_table(CREDENTIALS).map_err(storage)?;
             let record = table.get(key.value()).map_err(storage)?;
             record.map(|v| decode(v.value())).transpose()
         })
-        .await
     }
 
     async fn list_credentials(
