@@ -39,33 +39,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+. loadtest/lib.sh
+need_mosquitto
 
 # --- binaries ------------------------------------------------------------
 # SKIP_BUILD=1 reuses the binaries already in target/release.
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p tributary -p tributary-loadtest --bins
-TRIB=$PWD/target/release/tributary
-LT=$PWD/target/release/tributary-loadtest
+release_binaries
 
 WORK=$(mktemp -d)
 PID=
-stop_server() {
-  if [ -n "$PID" ]; then
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    PID=
-  fi
-}
 trap 'stop_server; rm -rf "$WORK"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # host port seconds
-  for _ in $(seq 1 $(( $3 * 20 ))); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on $1:$2 after $3 s" >&2; return 1
-}
 
 # Runs a scenario: label scenario-file [flags...]
 run_lt() {

@@ -22,26 +22,13 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 SC=loadtest/scenarios/connect-storm-10k.toml
 
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p tributary -p tributary-loadtest --bins
-TRIB=$PWD/target/release/tributary
-LT=$PWD/target/release/tributary-loadtest
+. loadtest/lib.sh
+need_mosquitto
+release_binaries
 
 WORK=$(mktemp -d)
 PID=
-stop_server() {
-  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi
-}
 trap 'stop_server; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 $(( $3 * 20 ))); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.05; done
-  echo "nothing listens on $1:$2 after $3 s" >&2; return 1
-}
-TICK=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run_lt() { # label flags... (the server is $PID; its CPU seconds over the run go to label.cpu)
   local label=$1 before; shift
   echo "== $label (load average $(cut -d' ' -f1-3 /proc/loadavg))"

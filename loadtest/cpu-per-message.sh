@@ -17,19 +17,12 @@ DUR=${1:-20s}
 shift $(( $# > 0 ? 1 : 0 ))
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(mqtt-qos1-1k mqtt-qos1-pipelined)
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p tributary -p tributary-loadtest --bins
-TRIB=$PWD/target/release/tributary
-LT=$PWD/target/release/tributary-loadtest
+. loadtest/lib.sh
+need_mosquitto
+release_binaries
 WORK=$(mktemp -d)
 PID=
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-TICK=$(getconf CLK_TCK)
-
-# user + system CPU ticks of a process
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 measure() { # label scenario [loadtest flags...]
   local label=$1 sc=$2; shift 2

@@ -72,6 +72,27 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
         .expect("the paho script ended early (see its output above)")
 }
 
+/// Starts `tests/paho/<script>` against the standalone's MQTT listener
+/// (host and port first, then `args`), its stdout read line by line.
+fn run_script(
+    s: &Standalone,
+    script: &str,
+    args: &[&str],
+) -> (tokio::process::Child, Lines<BufReader<ChildStdout>>) {
+    let path = format!("{}/tests/paho/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .arg(path)
+        .args([&s.mqtt.ip().to_string(), &s.mqtt.port().to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, lines)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_v311_and_v5_clients() {
     if !paho_available() {
@@ -81,17 +102,7 @@ async fn paho_v311_and_v5_clients() {
     let s = Standalone::start(dir.path());
     let token = create_device(&s, "paho-1").await;
     create_device(&s, "paho-2").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/interop.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args([&s.mqtt.ip().to_string(), &s.mqtt.port().to_string()])
-        .args(["paho-1", &token, "paho-2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run python3");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut child, mut lines) = run_script(&s, "interop.py", &["paho-1", &token, "paho-2"]);
 
     let mut passed = Vec::new();
     loop {
@@ -206,17 +217,8 @@ async fn paho_v311_and_v5_clients() {
 /// script printed for them.
 async fn paho_receives_commands(s: &Standalone, device: &str, maximum: u16) -> Vec<String> {
     let token = create_device(s, device).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho/aliases.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args([&s.mqtt.ip().to_string(), &s.mqtt.port().to_string()])
-        .args([device, &token, &maximum.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run python3");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut child, mut lines) =
+        run_script(s, "aliases.py", &[device, &token, &maximum.to_string()]);
     assert_eq!(next_line(&mut lines).await, "ready");
     let mut got = Vec::new();
     for _ in 0..3 {
