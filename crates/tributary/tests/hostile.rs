@@ -6,6 +6,8 @@
 //! bound only has to tell "served" from "starved").
 //!
 //! docs/security.md lists the limits these tests hold the server to.
+//! A CONNECT flood above `max_connect_rate` (CONNACK 0x9F with a retry
+//! hint) is tested with the reconnect storms, in `reconnect_storm.rs`.
 
 mod common;
 

@@ -170,19 +170,6 @@ async fn a_long_keep_alive_is_capped_and_the_cap_is_enforced() {
     );
 }
 
-/// Sends the command `blink` to `device` through the HTTP API; the device
-/// does not answer, so the call ends in a timeout after 500 ms.
-async fn command(s: &Standalone, device: &str) {
-    let resp = http_client()
-        .post(s.api_url(&format!("/devices/{device}/commands")))
-        .bearer_auth(&s.admin_token)
-        .json(&serde_json::json!({"name": "blink", "payload": "twice", "timeout_ms": 500}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_command_topics_go_by_alias_to_clients_that_allow_aliases() {
     use tributary_mqtt_codec::{Subscribe, Subscription};
@@ -238,7 +225,7 @@ async fn repeated_command_topics_go_by_alias_to_clients_that_allow_aliases() {
     let topic = "devices/al-1/commands/blink";
     let mut sizes = Vec::new();
     for want in [(topic, None), (topic, Some(1)), ("", Some(1))] {
-        command(&s, "al-1").await;
+        send_blink(&s, "al-1", 500).await;
         let (p, len) = next_publish(&mut m).await;
         assert_eq!(
             (p.topic.as_str(), p.properties.topic_alias.map(|a| a.get())),
@@ -253,13 +240,13 @@ async fn repeated_command_topics_go_by_alias_to_clients_that_allow_aliases() {
     // aliases yet).
     drop(m);
     let mut m = subscribe("al-1", Some(10)).await;
-    command(&s, "al-1").await;
+    send_blink(&s, "al-1", 500).await;
     let (p, _) = next_publish(&mut m).await;
     assert_eq!((p.topic.as_str(), p.properties.topic_alias), (topic, None));
     // A client that allows none never gets one.
     let mut none = subscribe("al-0", None).await;
     for _ in 0..3 {
-        command(&s, "al-0").await;
+        send_blink(&s, "al-0", 500).await;
         let (p, _) = next_publish(&mut none).await;
         assert_eq!(p.properties.topic_alias, None);
         assert_eq!(p.topic, "devices/al-0/commands/blink");
@@ -331,7 +318,7 @@ async fn rumqttc_decodes_the_aliases_and_mosquitto_sub_gets_none() {
         "devices/al-3/commands/blink (alias 1 set) twice",
         "devices/al-3/commands/blink (by alias 1) twice",
     ] {
-        command(&s, "al-3").await;
+        send_blink(&s, "al-3", 500).await;
         assert_eq!(next(&mut got_rx).await, want);
     }
 
@@ -376,7 +363,7 @@ async fn rumqttc_decodes_the_aliases_and_mosquitto_sub_gets_none() {
     )
     .await;
     for _ in 0..3 {
-        command(&s, "al-2").await;
+        send_blink(&s, "al-2", 500).await;
     }
     let out = tokio::time::timeout(Duration::from_secs(20), sub.wait_with_output())
         .await

@@ -224,14 +224,7 @@ async fn paho_receives_commands(s: &Standalone, device: &str, maximum: u16) -> V
     for _ in 0..3 {
         // The device does not answer: the command is delivered, then
         // times out waiting for a reply.
-        let resp = http_client()
-            .post(s.api_url(&format!("/devices/{device}/commands")))
-            .bearer_auth(&s.admin_token)
-            .json(&serde_json::json!({"name": "blink", "payload": "twice", "timeout_ms": 200}))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.status());
+        send_blink(s, device, 200).await;
         let line = next_line(&mut lines).await;
         eprintln!("paho: {line}");
         got.push(line);

@@ -403,6 +403,20 @@ pub async fn create_tenant(s: &Standalone, name: &str) {
         .expect("CreateTenant");
 }
 
+/// Sends the command `blink` (payload `twice`) to `device` through the HTTP
+/// API as the admin, and checks the call succeeds. A device that does not
+/// answer makes it end after `timeout_ms`.
+pub async fn send_blink(s: &Standalone, device: &str, timeout_ms: u64) {
+    let resp = http_client()
+        .post(s.api_url(&format!("/devices/{device}/commands")))
+        .bearer_auth(&s.admin_token)
+        .json(&serde_json::json!({"name": "blink", "payload": "twice", "timeout_ms": timeout_ms}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
 /// Creates device `id` in `tenant` (as the admin) and returns its token.
 pub async fn create_device_in(s: &Standalone, tenant: &str, id: &str) -> String {
     s.registry(&s.admin_token)
