@@ -153,8 +153,9 @@ import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 def f(x, d=1):
     return "-" if x is None else f"{x:,.{d}f}"
-print("| scenario | server | msgs/s | points/s | ack p50 / p99 / p99.9 / max ms | e2e p50 / p99 ms | failed | loss (acked not stored) | connections | server RSS MiB (KiB/conn) |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| scenario | server | msgs/s | points/s | ack p50 / p99 / p99.9 / max ms | e2e p50 / p99 ms | failed | loss (acked not stored) | connections | server RSS MiB (KiB/conn) | server CPU µs per msg (per conn) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+cpu = {}
 for p in sorted(out.glob("*.json")):
     r = json.loads(p.read_text())
     server = p.stem[: -len(r["scenario"]) - 1]
@@ -165,6 +166,21 @@ for p in sorted(out.glob("*.json")):
     c = r["connect"]
     conns = f"{c['established']:,}" + (f" at {c['rate_per_s']:,.0f}/s" if c.get("rate_per_s") else "")
     mem = "-" if not m else f"{m['rss_loaded_kib']/1024:,.0f}" + (f" ({m['per_connection_kib']:.1f})" if m.get("per_connection_kib") else "")
-    print(f"| {r['scenario']} | {server} | {f(r['msgs_per_s'], 0)} | {f(r['points_per_s'], 0)} | {lat} | {e2e} | {r['counters']['msgs_failed']:,} | {loss} | {conns} | {mem} |")
+    sc = r.get("server_cpu") or {}
+    per = sc.get("per_msg_us") or sc.get("per_connect_us")
+    cpu.setdefault(r["scenario"], {})[server] = per
+    cpu_cell = "-" if per is None else (f"{per:.1f}" if sc.get("per_msg_us") else f"({per:.1f})")
+    print(f"| {r['scenario']} | {server} | {f(r['msgs_per_s'], 0)} | {f(r['points_per_s'], 0)} | {lat} | {e2e} | {r['counters']['msgs_failed']:,} | {loss} | {conns} | {mem} | {cpu_cell} |")
+# Server CPU per operation against each peer in the same run: below 1 means
+# Tributary spent less.
+rows = [(sc, peer, by["tributary"] / x) for sc, by in sorted(cpu.items())
+        for peer, x in sorted(by.items())
+        if peer != "tributary" and x and by.get("tributary")]
+if rows:
+    print()
+    print("| scenario | server CPU per operation, Tributary / peer |")
+    print("|---|---|")
+    for sc, peer, ratio in rows:
+        print(f"| {sc} | {ratio:.2f}× {peer} |")
 EOF
 echo "reports and plots: $OUT"

@@ -29,13 +29,11 @@ release_binaries
 WORK=$(mktemp -d)
 PID=
 trap 'stop_server; rm -rf "$WORK"' EXIT
-run_lt() { # label flags... (the server is $PID; its CPU seconds over the run go to label.cpu)
-  local label=$1 before; shift
+run_lt() { # label flags... (--server-pid: the report holds the server's CPU per connect)
+  local label=$1; shift
   echo "== $label (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  before=$(ticks "$PID")
   "$LT" run "$SC" -q --devices "$DEVICES" --ramp "$RAMP" --json "$OUT/$label.json" --plot "$OUT/$label.svg" "$@" ||
     echo "   exit $?" >&2
-  awk -v a="$before" -v b="$(ticks "$PID")" -v t="$TICK" 'BEGIN { print (b - a) / t }' >"$OUT/$label.cpu"
 }
 
 # --- Mosquitto -----------------------------------------------------------
@@ -87,8 +85,7 @@ for label in ["mosquitto", "first", "warm", "cold"]:
         continue
     r = json.loads(p.read_text())
     c, l = r["connect"], r["connect"].get("setup_ms") or {}
-    cpu_s = float((out / f"{label}.cpu").read_text())
-    cpu = cpu_s * 1e6 / max(c["established"], 1)
+    cpu = (r.get("server_cpu") or {}).get("per_connect_us") or 0
     print(f"| {label} | {c['established']:,} | {c['failed']:,} | {c.get('rate_per_s') or 0:,.0f} | "
           f"{l.get('p50', 0):.1f} / {l.get('p90', 0):.1f} / {l.get('p99', 0):.1f} / {l.get('max', 0):.1f} | "
           f"{cpu:,.0f} |")

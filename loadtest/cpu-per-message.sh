@@ -2,8 +2,8 @@
 # Server CPU per acknowledged message, Tributary against Mosquitto in the
 # same run: on a shared 2-core machine the generator takes CPU the server
 # would have had, so a rate moves with the load, while the server's own CPU
-# per message (user + system from /proc/PID/stat, over the load plus 3 s of
-# catch-up) is steadier.
+# per message (user + system from /proc/PID/stat, over the load and its
+# catch-up, as tributary-loadtest --server-pid reports it) is steadier.
 #
 # Usage: bash loadtest/cpu-per-message.sh [duration] [scenario...]
 #   duration   load duration (default 20s)
@@ -26,27 +26,17 @@ trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 measure() { # label scenario [loadtest flags...]
   local label=$1 sc=$2; shift 2
-  local json=$WORK/$label-$sc.json before after
-  before=$(ticks "$PID")
-  "$LT" run "loadtest/scenarios/$sc.toml" -q --duration "$DUR" --json "$json" "$@" >/dev/null
-  # Catch-up: the processor and store finish behind the acks. Wait until
-  # the server's CPU time stops moving (at most 30 s).
-  after=$(ticks "$PID")
-  for _ in $(seq 1 150); do
-    sleep 0.2
-    local now; now=$(ticks "$PID")
-    [ $((now - after)) -le 1 ] && { after=$now; break; }
-    after=$now
-  done
-  python3 - "$json" "$label" "$sc" "$before" "$after" "$TICK" <<'PY'
+  local json=$WORK/$label-$sc.json
+  # --server-pid: the report holds the server's CPU over the load and its
+  # catch-up (until its CPU time stops moving, at most 30 s).
+  "$LT" run "loadtest/scenarios/$sc.toml" -q --duration "$DUR" --json "$json" --server-pid "$PID" "$@" >/dev/null
+  python3 - "$json" "$label" "$sc" <<'PY'
 import json, sys
-report, label, sc, before, after, tick = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:])
-r = json.load(open(report))
-acked = r["counters"]["msgs_acked"]
-cpu_s = (after - before) / tick
-us = 1e6 * cpu_s / max(acked, 1)
+r = json.load(open(sys.argv[1]))
+label, sc = sys.argv[2], sys.argv[3]
+cpu = r["server_cpu"]
 gen = r.get("generator_cpu_s") or 0.0
-print(f"| {sc} | {label} | {r['msgs_per_s']:,.0f} | {acked:,} | {cpu_s:.1f} | {us:.1f} | {gen:.1f} |")
+print(f"| {sc} | {label} | {r['msgs_per_s']:,.0f} | {r['counters']['msgs_acked']:,} | {cpu['cpu_s']:.1f} | {cpu['per_msg_us']:.1f} | {gen:.1f} |")
 PY
 }
 

@@ -1,6 +1,6 @@
 # Helpers shared by the benchmark scripts in loadtest/ (sourced, not run):
 # the peers from Debian, the release binaries, free ports, a server in the
-# background and its CPU time.
+# background.
 
 # mosquitto from Debian, unless installed; sets MOSQUITTO to its path.
 need_mosquitto() {
@@ -37,6 +37,3 @@ wait_port() {
   echo "nothing listens on $1:$2 after $3 s" >&2; return 1
 }
 
-# User + system CPU ticks of a process (TICK ticks a second).
-TICK=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -197,7 +197,8 @@ struct RunFlags {
     /// Write the provisioned devices' credentials here (mode 0600).
     #[arg(long)]
     save_credentials: Option<PathBuf>,
-    /// The server's pid: report its memory per connection.
+    /// The server's pid: report its memory per connection and its CPU
+    /// time per acknowledged message (or per connection).
     #[arg(long)]
     server_pid: Option<u32>,
     /// Run id (part of every device id); default: a fresh one.

@@ -39,6 +39,37 @@ pub struct ServerMemory {
     pub per_connection_kib: Option<f64>,
 }
 
+/// The server's CPU time (user + system, from `/proc/<pid>/stat`) over the
+/// load and its catch-up (`--server-pid`): on a shared machine, steadier
+/// than a rate, because it does not depend on what the generator took.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerCpu {
+    /// CPU seconds from the start of the load until the server's CPU time
+    /// stopped moving after it.
+    pub cpu_s: f64,
+    /// Seconds waited after the load for the server to settle (at most 30).
+    pub catch_up_s: f64,
+    /// Microseconds of server CPU per message acknowledged (QoS 0: sent).
+    pub per_msg_us: Option<f64>,
+    /// Microseconds of server CPU per connection established, when the
+    /// run sent no messages (connection scenarios).
+    pub per_connect_us: Option<f64>,
+}
+
+impl ServerCpu {
+    /// Divides `cpu_s` by the messages, or by the connections when there
+    /// were no messages.
+    pub fn new(cpu_s: f64, catch_up_s: f64, msgs: u64, connects: u64) -> Self {
+        let per = |n: u64| (n > 0).then(|| 1e6 * cpu_s / n as f64);
+        Self {
+            cpu_s,
+            catch_up_s,
+            per_msg_us: per(msgs),
+            per_connect_us: if msgs == 0 { per(connects) } else { None },
+        }
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -85,6 +116,9 @@ pub struct Report {
     pub e2e_latency_ms: Option<Percentiles>,
     /// Server memory, when `--server-pid` was given.
     pub server: Option<ServerMemory>,
+    /// Server CPU, when `--server-pid` was given.
+    #[serde(default)]
+    pub server_cpu: Option<ServerCpu>,
     /// Loss verification, when `--verify` was given.
     pub verify: Option<VerifyReport>,
     /// Throughput and latency per interval.
@@ -240,6 +274,18 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+        if let Some(cpu) = &self.server_cpu {
+            let per = match (cpu.per_msg_us, cpu.per_connect_us) {
+                (Some(us), _) => format!("{us:.1} µs per message"),
+                (None, Some(us)) => format!("{us:.1} µs per connection"),
+                (None, None) => "nothing to divide by".into(),
+            };
+            let _ = writeln!(
+                o,
+                "  server CPU   {:.2} s over the load and {:.1} s of catch-up: {per}",
+                cpu.cpu_s, cpu.catch_up_s
+            );
+        }
         if let Some(v) = &self.verify {
             let _ = writeln!(o);
             let _ = writeln!(
@@ -314,5 +360,21 @@ mod tests {
         assert!(s.contains("ack timeout"), "{s}");
         assert!(s.contains("LOSS"), "{s}");
         assert!(s.contains("1.50"), "{s}");
+    }
+
+    #[test]
+    fn server_cpu_is_per_message_or_else_per_connection() {
+        let m = ServerCpu::new(2.0, 1.0, 1_000, 10);
+        assert_eq!(m.per_msg_us, Some(2_000.0));
+        assert_eq!(m.per_connect_us, None);
+        let c = ServerCpu::new(2.0, 1.0, 0, 10_000);
+        assert_eq!(c.per_msg_us, None);
+        assert_eq!(c.per_connect_us, Some(200.0));
+        assert_eq!(ServerCpu::new(2.0, 1.0, 0, 0).per_connect_us, None);
+        let r = Report {
+            server_cpu: Some(c),
+            ..Report::default()
+        };
+        assert!(r.summary().contains("200.0 µs per connection"), "{}", r.summary());
     }
 }

@@ -14,7 +14,7 @@ use crate::e2e;
 use crate::engine::{Credential, DeviceTally, Plan, Shard, run_shard};
 use crate::error::Error;
 use crate::provision::{self, Grpc};
-use crate::report::{ConnectSummary, Report, ServerMemory, thousands};
+use crate::report::{ConnectSummary, Report, ServerCpu, ServerMemory, thousands};
 use crate::scenario::{HttpFormat, LoadMode, Scenario, TargetKind, Transport};
 use crate::stats::{Collector, Stats};
 use crate::verify::{self, VerifyReport};
@@ -29,7 +29,7 @@ pub struct RunOptions {
     pub ingest_token: Option<String>,
     /// Write the credentials of provisioned devices here.
     pub save_credentials: Option<PathBuf>,
-    /// The server's pid, for its memory per connection.
+    /// The server's pid, for its memory per connection and CPU per message.
     pub server_pid: Option<u32>,
     /// The run id; a fresh one when absent.
     pub run_id: Option<String>,
@@ -130,14 +130,28 @@ async fn credentials(
 /// processes), from `/proc/self/stat` (utime, stime, cutime, cstime, in the
 /// kernel's fixed 100 Hz user ticks).
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    // utime is field 14 of the line, the 12th after the name (index 11).
-    let ticks = tick(11)? + tick(12)? + tick(13)? + tick(14)?;
-    Some(ticks as f64 / 100.0)
+    crate::stats::cpu_seconds("self", true)
+}
+
+fn server_cpu_seconds(pid: u32) -> Option<f64> {
+    crate::stats::cpu_seconds(&pid.to_string(), false)
+}
+
+/// Waits until the server's CPU time stops moving (at most `limit`): the
+/// processor and the store finish behind the acknowledgements, and their
+/// work belongs to the messages. Returns the CPU seconds at that point.
+async fn server_settled(pid: u32, limit: Duration) -> Option<f64> {
+    let deadline = Instant::now() + limit;
+    let mut last = server_cpu_seconds(pid)?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = server_cpu_seconds(pid)?;
+        // Two ticks in 250 ms is under 10% of one core: idle housekeeping.
+        if now - last <= 0.02 || Instant::now() >= deadline {
+            return Some(now);
+        }
+        last = now;
+    }
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -242,6 +256,7 @@ pub async fn run(
 
     let workers = sc.load.workers;
     let rss_before = opts.server_pid.and_then(rss_kib);
+    let server_cpu_before = opts.server_pid.and_then(server_cpu_seconds);
     let cpu_before = cpu_seconds();
     let started_at = tributary_core::time::format_rfc3339(tributary_core::time::now_ns());
     let start = Instant::now();
@@ -396,6 +411,16 @@ pub async fn run(
         rss_loaded = rss_end.or(rss_loaded);
         connected_loaded = collector.totals().conn_established;
     }
+    // The server's CPU over the load and its catch-up, before verification
+    // adds queries of its own.
+    let catch_up = Instant::now();
+    let server_cpu_after = match opts.server_pid {
+        Some(pid) if server_cpu_before.is_some() => {
+            server_settled(pid, Duration::from_secs(30)).await
+        }
+        _ => None,
+    };
+    let catch_up_s = catch_up.elapsed().as_secs_f64();
 
     let verify = if sc.measure.verify {
         let query = op.get().await?.query();
@@ -437,6 +462,11 @@ pub async fn run(
                 .then(|| loaded.saturating_sub(before) as f64 / connected_loaded as f64),
         }
     });
+    let server_cpu = server_cpu_before
+        .zip(server_cpu_after)
+        .map(|(before, after)| {
+            ServerCpu::new((after - before).max(0.0), catch_up_s, msgs, totals.conn_established)
+        });
     Ok(Report {
         scenario: sc.name.clone(),
         description: sc.description.clone(),
@@ -466,6 +496,7 @@ pub async fn run(
         },
         e2e_latency_ms: collector.e2e_latency(),
         server,
+        server_cpu,
         verify,
         timeline: collector.timeline().to_vec(),
         scenario_toml: sc.to_toml(),

@@ -55,6 +55,24 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU seconds (user + system) of a process from `/proc/<pid>/stat`, with
+/// those of its waited-for children when `children` is set.
+pub fn cpu_seconds(pid: &str, children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime is field 14 of the line, the 12th after the name (index 11);
+    // stime, cutime and cstime follow.
+    let mut ticks = tick(11)? + tick(12)?;
+    if children {
+        ticks += tick(13)? + tick(14)?;
+    }
+    // The kernel reports these in USER_HZ, which is 100 on every Linux ABI.
+    Some(ticks as f64 / 100.0)
+}
+
 /// Counters, cumulative since the start of the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {

@@ -25,6 +25,7 @@ fn smoke_scenario_passes_against_a_fresh_standalone() {
         svg.display().to_string(),
     ];
     args.extend(server.target_flags());
+    args.extend(["--server-pid".into(), server.child.id().to_string()]);
     let out = loadtest(&args, Duration::from_secs(120));
     let ctx = describe(&out);
     assert!(out.status.success(), "{ctx}");
@@ -34,6 +35,7 @@ fn smoke_scenario_passes_against_a_fresh_standalone() {
         "smoke against tributary (MQTT 5 QoS 1)",
         "acked 1,000",
         "verify       PASS",
+        "µs per message",
     ] {
         assert!(summary.contains(line), "summary lacks {line:?}: {ctx}");
     }
@@ -45,6 +47,10 @@ fn smoke_scenario_passes_against_a_fresh_standalone() {
     let e2e = r["e2e_latency_ms"]["count"].as_u64().unwrap_or(0);
     assert!(e2e > 0, "end-to-end samples arrived: {ctx}");
     assert!(!r["timeline"].as_array().unwrap().is_empty(), "{ctx}");
+    // The server's CPU per acknowledged message: something, and less than
+    // a second each (the whole run is a few seconds of CPU).
+    let per_msg = r["server_cpu"]["per_msg_us"].as_f64().unwrap_or(0.0);
+    assert!(per_msg > 0.0 && per_msg < 1e6, "server CPU per message {per_msg}: {ctx}");
     let plot = std::fs::read_to_string(&svg).expect("plot written");
     assert!(plot.contains("acknowledged throughput"), "{ctx}");
 }
