@@ -131,6 +131,8 @@ pub struct SenderCtx {
     pub source_addrs: Vec<IpAddr>,
     /// How long a message may stay unanswered.
     pub ack_timeout: std::time::Duration,
+    /// Idle mode: how long a connection is held before its device is done.
+    pub hold: Option<std::time::Duration>,
 }
 
 impl SenderCtx {
@@ -197,6 +199,7 @@ pub async fn run_shard(
         ramp: sc.load.ramp / workers as f64,
         source_addrs: sc.target.source_addrs.clone(),
         ack_timeout: sc.load.ack_timeout.0,
+        hold: sc.load.hold.map(|h| h.0),
     });
     let quota = |sender: usize| sc.load.messages.map(|m| share(m, senders, sender));
     let mine: Vec<usize> = (0..senders)

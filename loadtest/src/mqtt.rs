@@ -460,6 +460,11 @@ impl DeviceState {
             (s.keep_alive > 0).then(|| Duration::from_secs(u64::from(s.keep_alive)).mul_f64(0.75));
         let mut last_write = Instant::now();
         let far = Instant::now() + Duration::from_secs(365 * 86_400);
+        // A churning device leaves after its hold, cleanly.
+        let leave_at = ctx
+            .hold
+            .filter(|_| ctx.mode == LoadMode::Idle)
+            .map(|h| Instant::now() + h);
         loop {
             if !wbuf.is_empty() {
                 let w = async {
@@ -488,16 +493,19 @@ impl DeviceState {
             {
                 break;
             }
+            if leave_at.is_some_and(|d| now >= d) {
+                break;
+            }
             let send_at = if !self.stopping && self.inflight.len() < window {
                 pace.due()
             } else {
                 None
             };
             let expiry = self.inflight.front().map(|f| f.sent_at + ctx.ack_timeout);
-            let wake = match (expiry, self.drain_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [expiry, self.drain_deadline, leave_at]
+                .into_iter()
+                .flatten()
+                .min();
             let ping_at = ping_every.map(|p| last_write + p);
             tokio::select! {
                 biased;

@@ -405,6 +405,10 @@ pub struct LoadConfig {
     /// Worker processes, each with its share of the senders (for more
     /// connections than one process may have open files).
     pub workers: usize,
+    /// Idle mode: each device disconnects this long after its CONNACK and
+    /// is done (a churning fleet: more devices than connections open at
+    /// once, about `ramp` × `hold`). Unset: connections stay until the end.
+    pub hold: Option<Span>,
 }
 
 impl Default for LoadConfig {
@@ -418,6 +422,7 @@ impl Default for LoadConfig {
             ramp: 1_000.0,
             ack_timeout: Span::secs(10),
             workers: 1,
+            hold: None,
         }
     }
 }
@@ -718,6 +723,14 @@ impl Scenario {
         if l.mode == LoadMode::Idle && l.duration.is_none() {
             return bad("idle scenarios need load.duration".into());
         }
+        if let Some(h) = l.hold {
+            if l.mode != LoadMode::Idle {
+                return bad("load.hold applies to idle mode only".into());
+            }
+            if h.0.is_zero() {
+                return bad("load.hold must be positive".into());
+            }
+        }
         if l.messages == Some(0) {
             return bad("load.messages must be at least 1".into());
         }
@@ -900,6 +913,9 @@ mod tests {
         );
         let e = Scenario::from_toml(&verify_broker).unwrap_err().to_string();
         assert!(e.contains("verify"), "{e}");
+        let hold_closed = MINIMAL.replace("messages = 10", "messages = 10\nhold = \"1s\"");
+        let e = Scenario::from_toml(&hold_closed).unwrap_err().to_string();
+        assert!(e.contains("hold"), "{e}");
     }
 
     #[test]

@@ -54,3 +54,50 @@ fn smoke_scenario_passes_against_a_fresh_standalone() {
     let plot = std::fs::read_to_string(&svg).expect("plot written");
     assert!(plot.contains("acknowledged throughput"), "{ctx}");
 }
+
+/// A churning fleet: every device connects, holds its connection for
+/// `load.hold`, says goodbye and is done, so the run ends once the last one
+/// has left, long before its duration, with nothing open.
+#[test]
+fn churning_devices_leave_after_their_hold() {
+    let server = Standalone::start();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("churn.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "churn"
+[devices]
+count = 40
+[transport]
+protocol = "mqtt"
+[load]
+mode = "idle"
+duration = "60s"
+ramp = 200
+hold = "300ms"
+"#,
+    )
+    .unwrap();
+    let json = dir.path().join("churn.json");
+    let mut args = vec![
+        "run".to_string(),
+        scenario.display().to_string(),
+        "-q".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ];
+    args.extend(server.target_flags());
+    args.extend(["--server-pid".into(), server.child.id().to_string()]);
+    let out = loadtest(&args, Duration::from_secs(120));
+    let ctx = describe(&out);
+    assert!(out.status.success(), "{ctx}");
+    let r = read_report(&json);
+    assert_eq!(r["connect"]["established"], 40, "{ctx}");
+    assert_eq!(r["connect"]["failed"], 0, "{ctx}");
+    assert_eq!(r["counters"]["connected"], 0, "all left: {ctx}");
+    let took = r["duration_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(took < 30.0, "the run ended when the devices left, after {took} s: {ctx}");
+    let per_connect = r["server_cpu"]["per_connect_us"].as_f64().unwrap_or(0.0);
+    assert!(per_connect > 0.0, "server CPU per connection: {ctx}");
+}
