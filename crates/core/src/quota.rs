@@ -55,6 +55,12 @@ quotas! {
     Devices = "devices", default 1_000_000;
     /// MQTT connections open at once (per frontend replica).
     Connections = "connections", default 100_000;
+    /// MQTT CONNECTs accepted per second, sustained (per frontend replica):
+    /// how fast one tenant's fleet may come back after an outage, whatever
+    /// the others do.
+    ConnectsPerSec = "connects_per_sec", default 5_000;
+    /// CONNECTs above the sustained rate in a burst.
+    ConnectsBurst = "connects_burst", default 10_000;
     /// MQTT sessions, connected or kept for a reconnect (per frontend
     /// replica).
     Sessions = "sessions", default 100_000;
@@ -161,7 +167,10 @@ impl Quotas {
     pub fn set(&mut self, quota: Quota, value: u64) -> Result<(), QuotaError> {
         let at_least_one = matches!(
             quota,
-            Quota::SessionsPerDevice | Quota::MessagesBurst | Quota::BytesBurst
+            Quota::SessionsPerDevice
+                | Quota::MessagesBurst
+                | Quota::BytesBurst
+                | Quota::ConnectsBurst
         );
         if value > MAX_QUOTA || (at_least_one && value == 0) {
             return Err(QuotaError::OutOfRange {

@@ -11,8 +11,11 @@
 //! interval per admission. Admitting is O(1) under a short lock, and the
 //! wait happens outside it.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use tributary_core::rate::TokenBucket;
 
 /// What [`ConnectAdmission::admit`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,46 @@ impl ConnectAdmission {
     }
 }
 
+/// Tenants whose buckets are kept before full (idle) ones are forgotten.
+const TENANTS_KEPT: usize = 4_096;
+
+/// The `connects_per_sec` quota: a token bucket per tenant, charged once a
+/// CONNECT is authenticated (the tenant is known then). A tenant over it
+/// is refused at once with a retry hint, so that its storm takes neither
+/// sessions nor presence writes from the others.
+#[derive(Debug, Default)]
+pub(crate) struct TenantConnectRates {
+    tenants: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl TenantConnectRates {
+    /// Charges one CONNECT to `tenant`, at `rate` a second with `burst`.
+    /// `Err`: how long until one would fit (`Duration::MAX`: never, the
+    /// rate is 0).
+    pub(crate) fn admit(
+        &self,
+        tenant: &str,
+        rate: u64,
+        burst: u64,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        if rate == 0 {
+            return Err(Duration::MAX);
+        }
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if tenants.len() >= TENANTS_KEPT && !tenants.contains_key(tenant) {
+            // A full bucket is the same as a new one: forgetting loses nothing.
+            tenants.retain(|_, b| !b.is_full(now));
+        }
+        let bucket = tenants
+            .entry(tenant.to_owned())
+            .or_insert_with(|| TokenBucket::new(rate as f64, burst as f64, now));
+        // Cheap, and it picks up a quota change at the next CONNECT.
+        bucket.reconfigure(rate as f64, burst as f64, now);
+        bucket.try_take_n(1.0, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +173,35 @@ mod tests {
             })
             .count();
         assert!((2_000..=2_101).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn one_tenant_over_its_connect_rate_leaves_the_others_alone() {
+        let r = TenantConnectRates::default();
+        let t0 = Instant::now();
+        // 10/s with a burst of 5: five now, then refused with a hint.
+        for _ in 0..5 {
+            assert!(r.admit("storm", 10, 5, t0).is_ok());
+        }
+        let wait = r.admit("storm", 10, 5, t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        // Another tenant is untouched.
+        assert!(r.admit("calm", 10, 5, t0).is_ok());
+        // 100 ms later one more fits.
+        assert!(r.admit("storm", 10, 5, t0 + Duration::from_millis(100)).is_ok());
+        // A rate of 0 refuses everything (a suspended tenant).
+        assert_eq!(r.admit("suspended", 0, 1, t0), Err(Duration::MAX));
+    }
+
+    #[test]
+    fn idle_tenants_are_forgotten_when_many() {
+        let r = TenantConnectRates::default();
+        let t0 = Instant::now();
+        for i in 0..TENANTS_KEPT {
+            assert!(r.admit(&format!("t{i}"), 100, 10, t0).is_ok());
+        }
+        // A second later every bucket is full again: room for new tenants.
+        assert!(r.admit("new", 100, 10, t0 + Duration::from_secs(1)).is_ok());
+        assert!(r.tenants.lock().unwrap().len() <= 2);
     }
 }

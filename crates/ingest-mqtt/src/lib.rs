@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     pending_by_source: Mutex<HashMap<IpAddr, usize>>,
     /// The connect-rate schedule (`max_connect_rate`).
     pub(crate) admission: admission::ConnectAdmission,
+    /// The tenants' `connects_per_sec` quotas.
+    pub(crate) tenant_connect_rates: admission::TenantConnectRates,
     /// Connection tasks alive, and a wake-up when that drops to zero.
     active: AtomicUsize,
     idle: Notify,
@@ -325,6 +327,7 @@ impl MqttServer {
                 config.connect_burst,
                 config.max_connect_wait(),
             ),
+            tenant_connect_rates: admission::TenantConnectRates::default(),
             config,
             ingestor,
             presence,

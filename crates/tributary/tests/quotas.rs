@@ -144,6 +144,77 @@ async fn a_tenant_over_its_message_rate_gets_429_and_0x97_and_others_do_not() {
     );
 }
 
+/// `connects_per_sec`: a tenant's fleet coming back all at once is held to
+/// its own connect rate, refused with 0x9F and a retry hint, while another
+/// tenant connects as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_connect_rate_gets_0x9f_and_others_do_not() {
+    let (_dir, s, noisy, quiet) = setup().await;
+    cli(
+        &s,
+        &[
+            "tenants",
+            "set-quota",
+            "noisy",
+            "connects_per_sec=1",
+            "connects_burst=3",
+        ],
+    )
+    .await;
+    // Quota values reach the frontend within a second: connect until one
+    // is refused.
+    let mut n = 0;
+    let ack = eventually(Duration::from_secs(10), "a 0x9F for the noisy tenant", || {
+        n += 1;
+        let client = format!("n1/c{n}");
+        let noisy = noisy.clone();
+        async move {
+            let (_, ack) =
+                RawMqtt::connect(s.mqtt, ProtocolVersion::V5, &client, "n1", &noisy).await;
+            (ack.reason_code != ReasonCode::Success).then_some(ack)
+        }
+    })
+    .await;
+    assert_eq!(ack.reason_code, ReasonCode::ConnectionRateExceeded);
+    let reason = ack.properties.reason_string.clone().unwrap_or_default();
+    assert!(reason.contains("connects_per_sec quota of 1/s"), "{reason}");
+    let retry: u64 = ack
+        .properties
+        .user_properties
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .map(|(_, v)| v.parse().expect("seconds"))
+        .expect("a retry-after user property");
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    // MQTT 3.1.1 has no 0x9F: 3 Server unavailable.
+    let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V311, "n1/old", "n1", &noisy).await;
+    assert_eq!(ack.reason_code, ReasonCode::ServerUnavailable);
+    // The other tenant connects as it likes.
+    for i in 0..10 {
+        let client = format!("q1/{i}");
+        let (_, ack) = RawMqtt::connect(s.mqtt, ProtocolVersion::V5, &client, "q1", &quiet).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success, "quiet connect {i}");
+    }
+    let hits = metric(
+        &s,
+        r#"tributary_tenant_quota_exceeded_total{tenant="noisy",quota="connects_per_sec"}"#,
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(hits >= 2.0, "{hits}");
+    // After the hint, the noisy tenant gets in again.
+    let ack = eventually(Duration::from_secs(10), "a noisy connect admitted later", || {
+        let noisy = noisy.clone();
+        async move {
+            let (_, ack) =
+                RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1/later", "n1", &noisy).await;
+            (ack.reason_code == ReasonCode::Success).then_some(ack)
+        }
+    })
+    .await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_and_sessions_of_a_tenant_are_bounded() {
     let (_dir, s, noisy, quiet) = setup().await;
