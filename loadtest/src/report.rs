@@ -375,6 +375,10 @@ mod tests {
             server_cpu: Some(c),
             ..Report::default()
         };
-        assert!(r.summary().contains("200.0 µs per connection"), "{}", r.summary());
+        assert!(
+            r.summary().contains("200.0 µs per connection"),
+            "{}",
+            r.summary()
+        );
     }
 }

@@ -465,7 +465,12 @@ pub async fn run(
     let server_cpu = server_cpu_before
         .zip(server_cpu_after)
         .map(|(before, after)| {
-            ServerCpu::new((after - before).max(0.0), catch_up_s, msgs, totals.conn_established)
+            ServerCpu::new(
+                (after - before).max(0.0),
+                catch_up_s,
+                msgs,
+                totals.conn_established,
+            )
         });
     Ok(Report {
         scenario: sc.name.clone(),

@@ -50,7 +50,10 @@ fn smoke_scenario_passes_against_a_fresh_standalone() {
     // The server's CPU per acknowledged message: something, and less than
     // a second each (the whole run is a few seconds of CPU).
     let per_msg = r["server_cpu"]["per_msg_us"].as_f64().unwrap_or(0.0);
-    assert!(per_msg > 0.0 && per_msg < 1e6, "server CPU per message {per_msg}: {ctx}");
+    assert!(
+        per_msg > 0.0 && per_msg < 1e6,
+        "server CPU per message {per_msg}: {ctx}"
+    );
     let plot = std::fs::read_to_string(&svg).expect("plot written");
     assert!(plot.contains("acknowledged throughput"), "{ctx}");
 }
@@ -97,7 +100,10 @@ hold = "300ms"
     assert_eq!(r["connect"]["failed"], 0, "{ctx}");
     assert_eq!(r["counters"]["connected"], 0, "all left: {ctx}");
     let took = r["duration_s"].as_f64().unwrap_or(f64::MAX);
-    assert!(took < 30.0, "the run ended when the devices left, after {took} s: {ctx}");
+    assert!(
+        took < 30.0,
+        "the run ended when the devices left, after {took} s: {ctx}"
+    );
     let per_connect = r["server_cpu"]["per_connect_us"].as_f64().unwrap_or(0.0);
     assert!(per_connect > 0.0, "server CPU per connection: {ctx}");
 }

@@ -149,7 +149,9 @@ mod tests {
             assert!(wait.abs_diff(Duration::from_millis(10 * n)) < Duration::from_millis(1));
         }
         // The sixth would wait 60 ms: refused, and it takes no slot.
-        assert!(matches!(a.admit(t0), Admit::Refused { retry_after } if retry_after >= Duration::from_secs(1)));
+        assert!(
+            matches!(a.admit(t0), Admit::Refused { retry_after } if retry_after >= Duration::from_secs(1))
+        );
         assert!(matches!(a.admit(t0), Admit::Refused { .. }));
         // A second later the schedule has caught up: a burst again.
         let t1 = t0 + Duration::from_secs(1);
@@ -184,11 +186,17 @@ mod tests {
             assert!(r.admit("storm", 10, 5, t0).is_ok());
         }
         let wait = r.admit("storm", 10, 5, t0).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         // Another tenant is untouched.
         assert!(r.admit("calm", 10, 5, t0).is_ok());
         // 100 ms later one more fits.
-        assert!(r.admit("storm", 10, 5, t0 + Duration::from_millis(100)).is_ok());
+        assert!(
+            r.admit("storm", 10, 5, t0 + Duration::from_millis(100))
+                .is_ok()
+        );
         // A rate of 0 refuses everything (a suspended tenant).
         assert_eq!(r.admit("suspended", 0, 1, t0), Err(Duration::MAX));
     }

@@ -763,9 +763,15 @@ pub async fn presence_round_trip(store: &dyn RegistryStore) {
         .collect();
     keys.push((t.clone(), "never".into()));
     keys.push((u.clone(), "g0".into()));
-    let got = store.get_presences_of(&keys).await.expect("get_presences_of");
-    let mut want: Vec<Option<PresenceRecord>> =
-        group.iter().rev().map(|(_, _, p)| Some(p.clone())).collect();
+    let got = store
+        .get_presences_of(&keys)
+        .await
+        .expect("get_presences_of");
+    let mut want: Vec<Option<PresenceRecord>> = group
+        .iter()
+        .rev()
+        .map(|(_, _, p)| Some(p.clone()))
+        .collect();
     want.extend([None, None]);
     assert_eq!(got, want, "presence of a group, in order");
     assert!(store.get_presences_of(&[]).await.expect("empty").is_empty());

@@ -134,8 +134,8 @@ impl EmbeddedRegistryStore {
             let _slot = slot;
             f(&db)
         })
-            .await
-            .map_err(|e| RegistryError::Internal(format!("registry storage task failed: {e}")))?
+        .await
+        .map_err(|e| RegistryError::Internal(format!("registry storage task failed: {e}")))?
     }
 
     /// Runs a point read (one or two keys, a few hundred bytes) on the
@@ -597,7 +597,10 @@ impl PresenceStore for EmbeddedRegistryStore {
                 let mut table = txn.open_table(PRESENCE).map_err(storage)?;
                 for (tenant, device, presence) in &presences {
                     table
-                        .insert((tenant.as_str(), device.as_str()), encode(presence)?.as_slice())
+                        .insert(
+                            (tenant.as_str(), device.as_str()),
+                            encode(presence)?.as_slice(),
+                        )
                         .map_err(storage)?;
                 }
             }

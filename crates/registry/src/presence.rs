@@ -197,7 +197,11 @@ async fn write_group(store: &Arc<dyn RegistryStore>, group: Vec<Report>) {
     let failed = if writes.is_empty() {
         None
     } else {
-        store.set_presences(&writes).await.err().map(|e| e.to_string())
+        store
+            .set_presences(&writes)
+            .await
+            .err()
+            .map(|e| e.to_string())
     };
     for (done, result) in answers {
         let result = match (&failed, result) {

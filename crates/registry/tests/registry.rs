@@ -958,7 +958,13 @@ async fn simultaneous_presence_reports_are_written_in_groups() {
     }
     let ghost = results.pop().expect("301 results");
     assert!(
-        matches!(ghost, Err(RegistryError::NotFound { kind: Entity::Device, .. })),
+        matches!(
+            ghost,
+            Err(RegistryError::NotFound {
+                kind: Entity::Device,
+                ..
+            })
+        ),
         "{ghost:?}"
     );
     for (i, result) in results.iter().enumerate() {
@@ -975,7 +981,13 @@ async fn simultaneous_presence_reports_are_written_in_groups() {
     // In the store, not only in memory: a second registry over it reads them.
     let reopened = Registry::new(f.store.clone(), RegistryConfig::default());
     for i in [0, 150, 299] {
-        assert!(reopened.presence("acme", &format!("s{i}")).await.expect("presence").online);
+        assert!(
+            reopened
+                .presence("acme", &format!("s{i}"))
+                .await
+                .expect("presence")
+                .online
+        );
     }
 }
 

@@ -127,7 +127,10 @@ async fn a_thousand_connects_at_once_after_a_restart_all_succeed_with_presence_r
         .filter(|d| !d.presence.as_ref().is_some_and(|p| p.online))
         .map(|d| d.id.as_str())
         .collect();
-    assert!(offline.is_empty(), "online devices shown offline: {offline:?}");
+    assert!(
+        offline.is_empty(),
+        "online devices shown offline: {offline:?}"
+    );
     let frontends: std::collections::BTreeSet<_> = devices
         .iter()
         .filter_map(|d| d.presence.as_ref().map(|p| p.frontend.as_str()))
@@ -212,7 +215,11 @@ async fn connects_above_the_connect_rate_get_0x9f_with_a_retry_hint() {
         );
     }
     assert_eq!(
-        metric(&s, "tributary_mqtt_connects_refused_total{reason=\"connect_rate\"}").await,
+        metric(
+            &s,
+            "tributary_mqtt_connects_refused_total{reason=\"connect_rate\"}"
+        )
+        .await,
         Some(refused.len() as f64)
     );
     // After the hint, a retry gets in.
