@@ -51,6 +51,22 @@ impl DirectoryGrpc {
         DirectoryServiceServer::new(self)
     }
 
+    /// `AuthenticateToken` of one token.
+    async fn authenticate_one(
+        &self,
+        token: &str,
+    ) -> Result<pb::DirectoryCredential, DirectoryError> {
+        if token.is_empty() || token.len() > MAX_SECRET_BYTES {
+            return Err(DirectoryError::Unauthenticated);
+        }
+        let hash = tributary_auth::hash_token(token);
+        let resolved = self.registry.resolve_token_hash(&hash).await?;
+        self.registry
+            .check_device_enabled(&resolved.principal)
+            .await?;
+        Ok(credential_to_proto(resolved))
+    }
+
     /// Admits platform admins (role admin, no tenant) only.
     #[allow(clippy::result_large_err)] // tonic's Status is what the trait returns.
     fn admit<T>(&self, request: &Request<T>) -> Result<OperatorClaims, Status> {
@@ -94,6 +110,60 @@ pub(crate) fn status_from_error(e: DirectoryError) -> Status {
     )
 }
 
+/// The directory error an `ErrorInfo` reason and message stand for.
+fn error_from_reason(reason: &str, message: &str) -> Option<DirectoryError> {
+    let message = message.to_owned();
+    Some(match reason {
+        "CREDENTIAL_REFUSED" => DirectoryError::Unauthenticated,
+        "FORBIDDEN" => DirectoryError::Forbidden(message),
+        "NOT_FOUND" => DirectoryError::NotFound(message),
+        "INVALID" => DirectoryError::Invalid(message),
+        "UNAVAILABLE" => DirectoryError::Unavailable(message),
+        _ => return None,
+    })
+}
+
+/// A directory error as the error of one item of a batch.
+pub(crate) fn item_error(e: DirectoryError) -> pb::DirectoryItemError {
+    let status = status_from_error(e);
+    let reason = reason_of(&status);
+    pb::DirectoryItemError {
+        reason,
+        message: status.message().to_owned(),
+    }
+}
+
+fn reason_of(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The directory error of one item of a batch: the same error the single
+/// call would have given, or [`DirectoryError::Unavailable`] for a reason
+/// this client does not know.
+pub(crate) fn error_from_item(rpc: &str, e: &pb::DirectoryItemError) -> DirectoryError {
+    error_from_reason(&e.reason, &e.message).unwrap_or_else(|| {
+        tracing::warn!(rpc, reason = %e.reason, message = %e.message, "unknown directory error");
+        DirectoryError::Unavailable(format!("directory call {rpc} failed: {}", e.message))
+    })
+}
+
+/// Most items in one batch call (`AuthenticateTokens`, `ReportPresences`).
+pub const MAX_BATCH_ITEMS: usize = 1_024;
+
+#[allow(clippy::result_large_err)]
+fn check_batch(len: usize, what: &str) -> Result<(), Status> {
+    if len > MAX_BATCH_ITEMS {
+        return Err(status_from_error(DirectoryError::Invalid(format!(
+            "{len} {what} in one call; at most {MAX_BATCH_ITEMS}"
+        ))));
+    }
+    Ok(())
+}
+
 /// The directory error a status of `rpc` stands for: the very error the
 /// server had when the status carries the directory's `ErrorInfo`,
 /// [`DirectoryError::Unavailable`] for anything else.
@@ -103,14 +173,9 @@ pub(crate) fn error_from_status(rpc: &str, status: &Status) -> DirectoryError {
         .error_info()
         .filter(|info| info.domain == ERROR_DOMAIN)
         .map(|info| info.reason.as_str());
-    let message = status.message().to_owned();
-    match reason {
-        Some("CREDENTIAL_REFUSED") => DirectoryError::Unauthenticated,
-        Some("FORBIDDEN") => DirectoryError::Forbidden(message),
-        Some("NOT_FOUND") => DirectoryError::NotFound(message),
-        Some("INVALID") => DirectoryError::Invalid(message),
-        Some("UNAVAILABLE") => DirectoryError::Unavailable(message),
-        _ => match status.code() {
+    match reason.and_then(|r| error_from_reason(r, status.message())) {
+        Some(e) => e,
+        None => match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => {
                 tracing::error!(
                     rpc,
@@ -200,20 +265,7 @@ impl DirectoryService for DirectoryGrpc {
     ) -> Result<Response<pb::DirectoryCredential>, Status> {
         self.admit(&request)?;
         let token = request.into_inner().token;
-        reply(
-            async {
-                if token.is_empty() || token.len() > MAX_SECRET_BYTES {
-                    return Err(DirectoryError::Unauthenticated);
-                }
-                let hash = tributary_auth::hash_token(&token);
-                let resolved = self.registry.resolve_token_hash(&hash).await?;
-                self.registry
-                    .check_device_enabled(&resolved.principal)
-                    .await?;
-                Ok(credential_to_proto(resolved))
-            }
-            .await,
-        )
+        reply(self.authenticate_one(&token).await)
     }
 
     async fn authenticate_certificate(
@@ -340,6 +392,56 @@ impl DirectoryService for DirectoryGrpc {
                     .collect(),
             }
         }))
+    }
+
+    async fn authenticate_tokens(
+        &self,
+        request: Request<pb::AuthenticateTokensRequest>,
+    ) -> Result<Response<pb::AuthenticateTokensResponse>, Status> {
+        use pb::authenticate_token_result::Result as R;
+        self.admit(&request)?;
+        let tokens = request.into_inner().tokens;
+        check_batch(tokens.len(), "tokens")?;
+        let results = futures::future::join_all(tokens.iter().map(|t| self.authenticate_one(t)))
+            .await
+            .into_iter()
+            .map(|r| pb::AuthenticateTokenResult {
+                result: Some(match r {
+                    Ok(c) => R::Credential(c),
+                    Err(e) => R::Error(item_error(e)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::AuthenticateTokensResponse { results }))
+    }
+
+    async fn report_presences(
+        &self,
+        request: Request<pb::ReportPresencesRequest>,
+    ) -> Result<Response<pb::ReportPresencesResponse>, Status> {
+        use pb::report_presence_result::Result as R;
+        self.admit(&request)?;
+        let reports = request.into_inner().reports;
+        check_batch(reports.len(), "reports")?;
+        // Concurrent: the registry's presence writer takes them as groups.
+        let results = futures::future::join_all(reports.iter().map(|r| {
+            self.registry
+                .report_presence(&r.tenant, &r.device, r.online, r.at_ns, &r.frontend)
+        }))
+        .await
+        .into_iter()
+        .map(|r| pb::ReportPresenceResult {
+            result: Some(match r {
+                Ok(p) => R::Presence(pb::Presence {
+                    online: p.online,
+                    last_seen_ns: p.last_seen_ns,
+                    frontend: p.frontend,
+                }),
+                Err(e) => R::Error(item_error(DirectoryError::from(e))),
+            }),
+        })
+        .collect();
+        Ok(Response::new(pb::ReportPresencesResponse { results }))
     }
 
     async fn report_presence(

@@ -62,6 +62,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod certificate;
 pub mod conformance;
 pub mod directory;

@@ -37,6 +37,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,10 +56,11 @@ use tributary_core::selector::Selector;
 use tributary_proto::v1 as pb;
 use tributary_proto::v1::directory_service_client::DirectoryServiceClient;
 
+use crate::batch::{BatchFuture, BatchStats, Batcher};
 use crate::directory::{
     CachedDirectory, DirectoryConfig, DirectorySource, delegate_directory_traits,
 };
-use crate::directory_grpc::error_from_status;
+use crate::directory_grpc::{MAX_BATCH_ITEMS, error_from_item, error_from_status};
 use crate::service::{Authenticated, AuthenticatedApplication, RegistryEvent};
 use crate::store::TokenHash;
 
@@ -80,6 +83,11 @@ pub struct RemoteConfig {
     /// Most calls in flight to the registry at once; more wait (within
     /// their deadline).
     pub max_concurrent_requests: usize,
+    /// Token lookups and presence reports made at once go to the registry
+    /// together, up to this many per call (`AuthenticateTokens`,
+    /// `ReportPresences`), so a fleet reconnecting at once is not one round
+    /// trip per device. 0: one call each.
+    pub max_batch: usize,
 }
 
 impl Default for RemoteConfig {
@@ -88,6 +96,7 @@ impl Default for RemoteConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             max_concurrent_requests: 256,
+            max_batch: 256,
         }
     }
 }
@@ -121,11 +130,18 @@ impl Interceptor for BearerToken {
 
 type Client = DirectoryServiceClient<InterceptedService<Channel, BearerToken>>;
 
+/// Batch calls of one kind under way at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 /// The gRPC client, as a [`RemoteDirectory`]'s source.
 pub(crate) struct RemoteSource {
     client: Client,
     endpoint: String,
     request_timeout: Duration,
+    /// Token lookups, batched (`max_batch` > 0).
+    tokens: Option<Batcher<String, Authenticated>>,
+    /// Presence reports, batched.
+    reports: Option<Batcher<pb::ReportPresenceRequest, ()>>,
 }
 
 impl fmt::Debug for RemoteSource {
@@ -139,24 +155,203 @@ impl fmt::Debug for RemoteSource {
 }
 
 impl RemoteSource {
+    fn new(client: Client, endpoint: &str, request_timeout: Duration, max_batch: usize) -> Self {
+        let batched = max_batch > 0;
+        // A registry older than the batch calls answers UNIMPLEMENTED: from
+        // then on, one call each.
+        let unsupported = Arc::new(AtomicBool::new(false));
+        let tokens = batched.then(|| {
+            let (client, endpoint, unsupported) =
+                (client.clone(), endpoint.to_owned(), unsupported.clone());
+            Batcher::new(
+                max_batch,
+                BATCHES_IN_FLIGHT,
+                request_timeout,
+                move |tokens| {
+                    let (client, endpoint, unsupported) =
+                        (client.clone(), endpoint.clone(), unsupported.clone());
+                    Box::pin(authenticate_tokens(
+                        client,
+                        endpoint,
+                        request_timeout,
+                        unsupported,
+                        tokens,
+                    )) as BatchFuture<Authenticated>
+                },
+            )
+        });
+        let reports = batched.then(|| {
+            let (client, endpoint) = (client.clone(), endpoint.to_owned());
+            Batcher::new(
+                max_batch,
+                BATCHES_IN_FLIGHT,
+                request_timeout,
+                move |reports| {
+                    let (client, endpoint, unsupported) =
+                        (client.clone(), endpoint.clone(), unsupported.clone());
+                    Box::pin(report_presences(
+                        client,
+                        endpoint,
+                        request_timeout,
+                        unsupported,
+                        reports,
+                    )) as BatchFuture<()>
+                },
+            )
+        });
+        Self {
+            client,
+            endpoint: endpoint.to_owned(),
+            request_timeout,
+            tokens,
+            reports,
+        }
+    }
+
     /// Runs one call within the deadline.
     async fn call<T>(
         &self,
         rpc: &'static str,
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, DirectoryError> {
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(error_from_status(rpc, &status)),
+        call_within(&self.endpoint, self.request_timeout, rpc, call).await
+    }
+
+    /// Batch calls made so far: token lookups, presence reports.
+    fn batch_stats(&self) -> (BatchStats, BatchStats) {
+        let stats = |b: Option<BatchStats>| b.unwrap_or_default();
+        (
+            stats(self.tokens.as_ref().map(Batcher::stats)),
+            stats(self.reports.as_ref().map(Batcher::stats)),
+        )
+    }
+}
+
+/// Runs one call of `rpc` to `endpoint` within `timeout`.
+async fn call_within<T>(
+    endpoint: &str,
+    timeout: Duration,
+    rpc: &'static str,
+    call: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<T, DirectoryError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(error_from_status(rpc, &status)),
+        Err(_) => {
+            tracing::warn!(rpc, %endpoint, "directory call timed out");
+            Err(DirectoryError::Unavailable(format!(
+                "the registry did not answer {rpc} within {timeout:?}"
+            )))
+        }
+    }
+}
+
+/// Whether a batch call's status says the registry predates batch calls;
+/// logs it once.
+fn batch_unimplemented(status: &Status, unsupported: &AtomicBool, endpoint: &str) -> bool {
+    if status.code() != tonic::Code::Unimplemented {
+        return false;
+    }
+    if !unsupported.swap(true, Ordering::Relaxed) {
+        tracing::warn!(%endpoint, "the registry has no batch calls (an older version): one call per lookup");
+    }
+    true
+}
+
+/// One `AuthenticateTokens` call, or one `AuthenticateToken` per token
+/// against an older registry.
+async fn authenticate_tokens(
+    mut client: Client,
+    endpoint: String,
+    timeout: Duration,
+    unsupported: Arc<AtomicBool>,
+    tokens: Vec<String>,
+) -> Result<Vec<Result<Authenticated, DirectoryError>>, DirectoryError> {
+    use pb::authenticate_token_result::Result as R;
+    if !unsupported.load(Ordering::Relaxed) {
+        let request = pb::AuthenticateTokensRequest {
+            tokens: tokens.clone(),
+        };
+        match tokio::time::timeout(timeout, client.authenticate_tokens(request)).await {
+            Ok(Ok(answer)) => {
+                return Ok(answer
+                    .into_inner()
+                    .results
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Some(R::Credential(c)) => credential_from_proto(c),
+                        Some(R::Error(e)) => Err(error_from_item("AuthenticateTokens", &e)),
+                        None => Err(malformed("a token result without a result")),
+                    })
+                    .collect());
+            }
+            Ok(Err(status)) if batch_unimplemented(&status, &unsupported, &endpoint) => {}
+            Ok(Err(status)) => return Err(error_from_status("AuthenticateTokens", &status)),
             Err(_) => {
-                tracing::warn!(rpc, endpoint = %self.endpoint, "directory call timed out");
-                Err(DirectoryError::Unavailable(format!(
-                    "the registry did not answer {rpc} within {:?}",
-                    self.request_timeout
-                )))
+                return Err(DirectoryError::Unavailable(format!(
+                    "the registry did not answer AuthenticateTokens within {timeout:?}"
+                )));
             }
         }
     }
+    Ok(futures::future::join_all(tokens.into_iter().map(|token| {
+        let mut client = client.clone();
+        let endpoint = endpoint.clone();
+        async move {
+            let call = client.authenticate_token(pb::AuthenticateTokenRequest { token });
+            credential_from_proto(call_within(&endpoint, timeout, "AuthenticateToken", call).await?)
+        }
+    }))
+    .await)
+}
+
+/// One `ReportPresences` call, or one `ReportPresence` per report against
+/// an older registry.
+async fn report_presences(
+    mut client: Client,
+    endpoint: String,
+    timeout: Duration,
+    unsupported: Arc<AtomicBool>,
+    reports: Vec<pb::ReportPresenceRequest>,
+) -> Result<Vec<Result<(), DirectoryError>>, DirectoryError> {
+    use pb::report_presence_result::Result as R;
+    if !unsupported.load(Ordering::Relaxed) {
+        let request = pb::ReportPresencesRequest {
+            reports: reports.clone(),
+        };
+        match tokio::time::timeout(timeout, client.report_presences(request)).await {
+            Ok(Ok(answer)) => {
+                return Ok(answer
+                    .into_inner()
+                    .results
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Some(R::Presence(_)) => Ok(()),
+                        Some(R::Error(e)) => Err(error_from_item("ReportPresences", &e)),
+                        None => Err(malformed("a presence result without a result")),
+                    })
+                    .collect());
+            }
+            Ok(Err(status)) if batch_unimplemented(&status, &unsupported, &endpoint) => {}
+            Ok(Err(status)) => return Err(error_from_status("ReportPresences", &status)),
+            Err(_) => {
+                return Err(DirectoryError::Unavailable(format!(
+                    "the registry did not answer ReportPresences within {timeout:?}"
+                )));
+            }
+        }
+    }
+    Ok(futures::future::join_all(reports.into_iter().map(|report| {
+        let mut client = client.clone();
+        let endpoint = endpoint.clone();
+        async move {
+            let call = client.report_presence(report);
+            call_within(&endpoint, timeout, "ReportPresence", call)
+                .await
+                .map(|_| ())
+        }
+    }))
+    .await)
 }
 
 /// A malformed answer: the server is not the directory this client knows.
@@ -227,6 +422,9 @@ impl DirectorySource for RemoteSource {
         token: &str,
         _hash: &TokenHash,
     ) -> Result<Authenticated, DirectoryError> {
+        if let Some(batcher) = &self.tokens {
+            return batcher.submit(token.to_owned()).await;
+        }
         let mut client = self.client.clone();
         let request = pb::AuthenticateTokenRequest {
             token: token.to_owned(),
@@ -414,7 +612,6 @@ impl DirectorySource for RemoteSource {
         at_ns: i64,
         frontend: &str,
     ) -> Result<(), DirectoryError> {
-        let mut client = self.client.clone();
         let request = pb::ReportPresenceRequest {
             tenant: tenant.to_owned(),
             device: device.to_owned(),
@@ -422,6 +619,10 @@ impl DirectorySource for RemoteSource {
             at_ns,
             frontend: frontend.to_owned(),
         };
+        if let Some(batcher) = &self.reports {
+            return batcher.submit(request).await;
+        }
+        let mut client = self.client.clone();
         self.call("ReportPresence", client.report_presence(request))
             .await?;
         Ok(())
@@ -500,6 +701,11 @@ impl RemoteDirectory {
                 "directory client: timeouts and max_concurrent_requests must be positive".into(),
             ));
         }
+        if remote.max_batch > MAX_BATCH_ITEMS {
+            return Err(DirectoryError::Invalid(format!(
+                "directory client: max_batch must be at most {MAX_BATCH_ITEMS}"
+            )));
+        }
         let mut bearer: MetadataValue<Ascii> = format!("Bearer {token}").parse().map_err(|_| {
             DirectoryError::Invalid("directory client: the token is not a valid header".into())
         })?;
@@ -513,11 +719,7 @@ impl RemoteDirectory {
             .connect_lazy();
         let client = DirectoryServiceClient::with_interceptor(channel, BearerToken(bearer))
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let source = RemoteSource {
-            client,
-            endpoint: endpoint.to_owned(),
-            request_timeout: remote.request_timeout,
-        };
+        let source = RemoteSource::new(client, endpoint, remote.request_timeout, remote.max_batch);
         Ok(Self {
             inner: CachedDirectory::new(source, events, &config),
         })
@@ -532,6 +734,12 @@ impl RemoteDirectory {
     /// caches, for metrics and tests.
     pub fn cache_sizes(&self) -> (usize, usize, usize) {
         self.inner.cache_sizes()
+    }
+
+    /// Batch calls made so far: token lookups and presence reports (all
+    /// zero with `max_batch` 0).
+    pub fn batch_stats(&self) -> (BatchStats, BatchStats) {
+        self.inner.source().batch_stats()
     }
 
     /// A device's presence, uncached: `None` for an unknown device or one

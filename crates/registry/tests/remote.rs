@@ -660,3 +660,99 @@ async fn the_tail_resyncs_on_open_and_skips_garbage() {
     }
     assert_eq!(received, [changed, RegistryEvent::Resync]);
 }
+
+/// A fleet reconnecting at once through a frontend whose registry is
+/// remote: 300 cold token lookups and 300 presence reports made at once go
+/// to the registry in a few batch calls, not one round trip per device;
+/// each device gets its own answer (an unknown token its own refusal), and
+/// presence is right for every device afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_fleet_is_looked_up_and_reported_in_batches() {
+    const N: usize = 300;
+    let f = fixture().await;
+    let mut secrets = Vec::with_capacity(N);
+    for i in 0..N {
+        secrets.push(device_with_token(&f.registry, "open", &format!("fleet-{i}")).await);
+    }
+    let before = f.directory.batch_stats();
+    let lookups = secrets
+        .iter()
+        .map(String::as_str)
+        .chain(["not-a-token"])
+        .map(|s| f.directory.authenticate(s));
+    let answers = futures::future::join_all(lookups).await;
+    for (i, answer) in answers.iter().take(N).enumerate() {
+        assert_eq!(
+            answer,
+            &Ok(Principal::Device {
+                tenant: "open".into(),
+                device: format!("fleet-{i}")
+            })
+        );
+    }
+    assert_eq!(answers[N], Err(DirectoryError::Unauthenticated));
+
+    let reports = (0..N).map(|i| {
+        let device = format!("fleet-{i}");
+        let directory = &f.directory;
+        async move {
+            directory
+                .report("open", &device, true, 5_000, "mqtt-7")
+                .await
+        }
+    });
+    for r in futures::future::join_all(reports).await {
+        r.expect("report");
+    }
+    let (tokens, presence) = f.directory.batch_stats();
+    let token_calls = tokens.batches - before.0.batches;
+    let report_calls = presence.batches - before.1.batches;
+    assert_eq!(tokens.requests - before.0.requests, N as u64 + 1);
+    assert_eq!(presence.requests - before.1.requests, N as u64);
+    assert!(
+        token_calls <= (N / 10) as u64 && report_calls <= (N / 10) as u64,
+        "{N} devices took {token_calls} token calls and {report_calls} presence calls"
+    );
+    for i in 0..N {
+        let p = f
+            .directory
+            .presence("open", &format!("fleet-{i}"))
+            .await
+            .expect("presence")
+            .expect("seen");
+        assert!(p.online && p.frontend == "mqtt-7", "fleet-{i}: {p:?}");
+    }
+}
+
+/// The batch calls are bounded: more than 1,024 items in one call is
+/// refused as a whole, with the directory's INVALID detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_call_over_the_limit_is_refused() {
+    let f = fixture().await;
+    let mut client = DirectoryServiceClient::connect(format!("http://{}", f.addr))
+        .await
+        .expect("client");
+    let service = f.keys.service_token("test").expect("service token");
+    let mut request = Request::new(pb::AuthenticateTokensRequest {
+        tokens: vec!["x".to_string(); 1_025],
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {service}").parse().expect("ascii"),
+    );
+    let status = client
+        .authenticate_tokens(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most 1024"), "{status:?}");
+    let mut request = Request::new(pb::ReportPresencesRequest {
+        reports: vec![pb::ReportPresenceRequest::default(); 1_025],
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {service}").parse().expect("ascii"),
+    );
+    let status = client.report_presences(request).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}

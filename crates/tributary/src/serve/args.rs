@@ -373,6 +373,10 @@ pub struct RegistryClientArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     pub registry_url: String,
+    /// Token lookups and presence reports made at once go to the registry
+    /// together, up to this many per call (at most 1024); 0: one call each.
+    #[arg(long, env = "TRIBUTARY_REGISTRY_MAX_BATCH", default_value_t = 256)]
+    pub registry_max_batch: usize,
 }
 
 /// The Kafka log.

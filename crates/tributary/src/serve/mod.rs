@@ -39,7 +39,7 @@ pub fn reflection() -> anyhow::Result<
 /// The registry as a service that is not the registry sees it: cached,
 /// over gRPC, evicted by `events` (a tail of the device-events topic).
 pub fn remote_directory(
-    registry_url: &str,
+    registry: &args::RegistryClientArgs,
     keys: &tributary_auth::JwtKeys,
     role: &str,
     events: tokio::sync::broadcast::Receiver<tributary_core::events::RegistryEvent>,
@@ -47,11 +47,16 @@ pub fn remote_directory(
     let token = keys
         .service_token(role)
         .context("minting the service token")?;
-    let directory = tributary_registry::RemoteDirectory::connect(
+    let registry_url = &registry.registry_url;
+    let directory = tributary_registry::RemoteDirectory::connect_with(
         registry_url,
         token,
         events,
         Default::default(),
+        tributary_registry::RemoteConfig {
+            max_batch: registry.registry_max_batch,
+            ..Default::default()
+        },
     )
     .with_context(|| format!("registry at {registry_url}"))?;
     Ok(Arc::new(directory))

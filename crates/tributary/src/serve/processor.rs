@@ -162,7 +162,7 @@ pub async fn run(args: ProcessorArgs) -> anyhow::Result<()> {
                 alert_history: history.clone(),
                 live,
                 limits,
-                registry_url: args.registry.registry_url.clone(),
+                registry: args.registry.clone(),
                 jwt: args.jwt.clone(),
                 kafka: args.kafka.clone(),
                 grpc_addr: args.grpc_addr,

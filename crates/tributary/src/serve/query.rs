@@ -107,7 +107,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             alert_history,
             live,
             limits,
-            registry_url: args.registry.registry_url.clone(),
+            registry: args.registry.clone(),
             jwt: args.jwt.clone(),
             kafka: args.kafka.clone(),
             grpc_addr: args.grpc_addr,
@@ -144,7 +144,7 @@ pub struct ApiParts {
     pub alert_history: Arc<dyn tributary_store::AlertStore>,
     pub live: LiveHub,
     pub limits: Limits,
-    pub registry_url: String,
+    pub registry: super::args::RegistryClientArgs,
     pub jwt: JwtArgs,
     pub kafka: KafkaArgs,
     pub grpc_addr: SocketAddr,
@@ -172,7 +172,7 @@ pub async fn serve_apis(
     let device_events = parts.kafka.device_events(&parts.client_id).await? as Arc<dyn Log>;
     let commands = parts.kafka.commands(&parts.client_id).await? as Arc<dyn Log>;
     let directory = super::remote_directory(
-        &parts.registry_url,
+        &parts.registry,
         &keys,
         "query",
         tributary_registry::events::tail_events(device_events),
@@ -235,12 +235,13 @@ pub async fn serve_apis(
 
     // The HTTP API: these services in process, the registry's over gRPC
     // (with each caller's own token).
-    let registry_channel = tonic::transport::Endpoint::from_shared(parts.registry_url.clone())
-        .with_context(|| format!("--registry-url {:?}", parts.registry_url))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let registry_channel =
+        tonic::transport::Endpoint::from_shared(parts.registry.registry_url.clone())
+            .with_context(|| format!("--registry-url {:?}", parts.registry.registry_url))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .connect_lazy();
     let api = tributary_api_http::router(
         tributary_api_http::Services {
             registry: Arc::new(tributary_api_http::forward::RemoteRegistryService(
