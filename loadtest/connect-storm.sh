@@ -10,17 +10,20 @@
 #   cold        the same data after a restart (auth cache cold)
 #
 # Usage: bash loadtest/connect-storm.sh [out-dir] [devices] [ramp]
-#   defaults: target/loadtest-storm 10000 5000
+#   defaults: target/loadtest-storm, and the scenario's devices and ramp
+# SCENARIO=connect-churn-100k runs 100,000 devices that each hold their
+# connection 2 s (more devices than one process may hold sockets for).
 # SKIP_BUILD=1 reuses the release binaries in target/release. Prints one
 # table row per run; the JSON reports and SVG plots go to out-dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/loadtest-storm}
-DEVICES=${2:-10000}
-RAMP=${3:-5000}
+SIZE=()
+[ -n "${2:-}" ] && SIZE+=(--devices "$2")
+[ -n "${3:-}" ] && SIZE+=(--ramp "$3")
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-SC=loadtest/scenarios/connect-storm-10k.toml
+SC=loadtest/scenarios/${SCENARIO:-connect-storm-10k}.toml
 
 . loadtest/lib.sh
 need_mosquitto
@@ -31,8 +34,9 @@ PID=
 trap 'stop_server; rm -rf "$WORK"' EXIT
 run_lt() { # label flags... (--server-pid: the report holds the server's CPU per connect)
   local label=$1; shift
+  wait_time_wait
   echo "== $label (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  "$LT" run "$SC" -q --devices "$DEVICES" --ramp "$RAMP" --json "$OUT/$label.json" --plot "$OUT/$label.svg" "$@" ||
+  "$LT" run "$SC" -q "${SIZE[@]}" --json "$OUT/$label.json" --plot "$OUT/$label.svg" "$@" ||
     echo "   exit $?" >&2
 }
 

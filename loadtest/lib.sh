@@ -37,3 +37,15 @@ wait_port() {
   echo "nothing listens on $1:$2 after $3 s" >&2; return 1
 }
 
+
+# Waits (at most 2 minutes) until fewer than 2,000 TCP sockets are in
+# TIME_WAIT: a storm leaves one per connection for 60 s, and the next run's
+# connects from the same addresses would collide with them.
+wait_time_wait() {
+  local tw
+  for _ in $(seq 1 120); do
+    tw=$(awk '/^TCP:/ { for (i = 1; i <= NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat)
+    [ "${tw:-0}" -lt 2000 ] && return 0
+    sleep 1
+  done
+}

@@ -940,6 +940,20 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_scenario_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 9, "{n} scenarios in {}", dir.display());
+    }
+
+    #[test]
     fn spans_and_source_addresses() {
         assert_eq!(
             "250ms".parse::<Span>().unwrap().0,

@@ -164,16 +164,20 @@ async fn a_tenant_over_its_connect_rate_gets_0x9f_and_others_do_not() {
     // Quota values reach the frontend within a second: connect until one
     // is refused.
     let mut n = 0;
-    let ack = eventually(Duration::from_secs(10), "a 0x9F for the noisy tenant", || {
-        n += 1;
-        let client = format!("n1/c{n}");
-        let noisy = noisy.clone();
-        async move {
-            let (_, ack) =
-                RawMqtt::connect(s.mqtt, ProtocolVersion::V5, &client, "n1", &noisy).await;
-            (ack.reason_code != ReasonCode::Success).then_some(ack)
-        }
-    })
+    let ack = eventually(
+        Duration::from_secs(10),
+        "a 0x9F for the noisy tenant",
+        || {
+            n += 1;
+            let client = format!("n1/c{n}");
+            let noisy = noisy.clone();
+            async move {
+                let (_, ack) =
+                    RawMqtt::connect(s.mqtt, ProtocolVersion::V5, &client, "n1", &noisy).await;
+                (ack.reason_code != ReasonCode::Success).then_some(ack)
+            }
+        },
+    )
     .await;
     assert_eq!(ack.reason_code, ReasonCode::ConnectionRateExceeded);
     let reason = ack.properties.reason_string.clone().unwrap_or_default();
@@ -203,14 +207,18 @@ async fn a_tenant_over_its_connect_rate_gets_0x9f_and_others_do_not() {
     .unwrap_or(0.0);
     assert!(hits >= 2.0, "{hits}");
     // After the hint, the noisy tenant gets in again.
-    let ack = eventually(Duration::from_secs(10), "a noisy connect admitted later", || {
-        let noisy = noisy.clone();
-        async move {
-            let (_, ack) =
-                RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1/later", "n1", &noisy).await;
-            (ack.reason_code == ReasonCode::Success).then_some(ack)
-        }
-    })
+    let ack = eventually(
+        Duration::from_secs(10),
+        "a noisy connect admitted later",
+        || {
+            let noisy = noisy.clone();
+            async move {
+                let (_, ack) =
+                    RawMqtt::connect(s.mqtt, ProtocolVersion::V5, "n1/later", "n1", &noisy).await;
+                (ack.reason_code == ReasonCode::Success).then_some(ack)
+            }
+        },
+    )
     .await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
 }

@@ -107,7 +107,10 @@ where
                 &mut writer,
                 version,
                 ReasonCode::ConnectionRateExceeded,
-                &format!("the server takes {} connects/s; retry after {secs} s", shared.config.max_connect_rate),
+                &format!(
+                    "the server takes {} connects/s; retry after {secs} s",
+                    shared.config.max_connect_rate
+                ),
                 &[("retry-after", secs.to_string())],
             )
             .await;
@@ -517,9 +520,7 @@ async fn refuse_with<W: AsyncWrite + Unpin>(
             c if c.to_v311_connack().is_some() => Some(c),
             ReasonCode::QuotaExceeded
             | ReasonCode::ServerShuttingDown
-            | ReasonCode::ConnectionRateExceeded => {
-                Some(ReasonCode::ServerUnavailable)
-            }
+            | ReasonCode::ConnectionRateExceeded => Some(ReasonCode::ServerUnavailable),
             // 3.1.1 has no CONNACK for a malformed CONNECT: just close.
             _ => None,
         },
