@@ -11,6 +11,8 @@
 #
 # Usage: bash loadtest/connect-storm.sh [out-dir] [devices] [ramp]
 #   defaults: target/loadtest-storm, and the scenario's devices and ramp
+# TOPOLOGY=distributed runs Tributary as a Tansu broker, a registry and an
+# ingest replica (its registry remote), with a cold run unbatched beside.
 # SCENARIO=connect-churn-100k runs 100,000 devices that each hold their
 # connection 2 s (more devices than one process may hold sockets for).
 # SKIP_BUILD=1 reuses the release binaries in target/release. Prints one
@@ -56,7 +58,55 @@ wait_port 127.0.0.1 "$port" 10
 run_lt mosquitto --target mqtt-broker --mqtt-addr "127.0.0.1:$port" --server-pid "$PID"
 stop_server
 
-# --- Tributary: first, warm, cold ------------------------------------------
+if [ "${TOPOLOGY:-standalone}" = distributed ]; then
+# --- Tributary, distributed: an ingest replica whose registry is remote ----
+# A Tansu broker, `tributary registry` and `tributary ingest` as separate
+# processes; the server CPU in the table is the ingest replica's, and the
+# registry's is in its own column. cold: the ingest replica restarted (its
+# directory cache empty); cold-unbatched: the same with
+# --registry-max-batch 0 (one registry call per lookup and report).
+TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
+[ -x "$TANSU" ] || cargo install --locked tansu --version 0.6.0 --features dynostore
+kport=$(free_port); rport=$(free_port); mport=$(free_port)
+"$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+  --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
+TANSU_PID=$!
+wait_port 127.0.0.1 "$kport" 30
+# Tansu 0.6 mishandles multi-record batches (docs/kafka.md): one record each.
+COMMON=(--log "kafka://127.0.0.1:$kport" --jwt-secret-file "$WORK/jwt.secret" --metrics-addr 127.0.0.1:0
+        --kafka-batch-num-messages 1 --kafka-partitions 4 --log-format json)
+"$TRIB" registry "${COMMON[@]}" --store "$WORK/registry" --data-dir "$WORK" \
+  --grpc-addr "127.0.0.1:$rport" >>"$WORK/registry.out" 2>&1 &
+REG_PID=$!
+trap 'stop_server; kill "$REG_PID" "$TANSU_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+wait_port 127.0.0.1 "$rport" 60
+start_ingest() {
+  "$TRIB" ingest "${COMMON[@]}" --registry-url "http://127.0.0.1:$rport" --frontend-id storm-ingest \
+    --http-addr 127.0.0.1:0 --mqtt-addr "127.0.0.1:$mport" --mqtt-ws-addr 127.0.0.1:0 "$@" >>"$WORK/ingest.out" 2>&1 &
+  PID=$!
+  wait_port 127.0.0.1 "$mport" 60
+}
+reg_ticks() { awk '{print $14 + $15}' "/proc/$REG_PID/stat"; }
+run_dist() { # label flags...: run_lt, and the registry's CPU seconds to label.regcpu
+  local label=$1 before; shift
+  before=$(reg_ticks)
+  run_lt "$label" "$@"
+  awk -v a="$before" -v b="$(reg_ticks)" -v t="$(getconf CLK_TCK)" 'BEGIN { print (b - a) / t }' >"$OUT/$label.regcpu"
+}
+T_FLAGS=(--mqtt-addr "127.0.0.1:$mport" --grpc-url "http://127.0.0.1:$rport"
+         --registry-url "http://127.0.0.1:$rport" --admin-token-file "$WORK/admin.token")
+start_ingest
+run_dist first "${T_FLAGS[@]}" --server-pid "$PID" --save-credentials "$WORK/credentials.csv"
+run_dist warm "${T_FLAGS[@]}" --server-pid "$PID" --credentials "$WORK/credentials.csv"
+stop_server
+start_ingest
+run_dist cold "${T_FLAGS[@]}" --server-pid "$PID" --credentials "$WORK/credentials.csv"
+stop_server
+start_ingest --registry-max-batch 0
+run_dist cold-unbatched "${T_FLAGS[@]}" --server-pid "$PID" --credentials "$WORK/credentials.csv"
+stop_server
+else
+# --- Tributary standalone: first, warm, cold --------------------------------
 DATA=$WORK/tributary
 ports=()
 for _ in 1 2 3 4; do ports+=("$(free_port)"); done
@@ -78,19 +128,23 @@ start_tributary
 run_lt cold "${T_FLAGS[@]}" --server-pid "$PID" --credentials "$WORK/credentials.csv"
 stop_server
 
+fi
+
 python3 - "$OUT" <<'PY' | tee "$OUT/results.md"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-print("| run | established | failed | connects/s | connect p50 / p90 / p99 / max ms | server CPU µs per connect |")
-print("|---|---|---|---|---|---|")
-for label in ["mosquitto", "first", "warm", "cold"]:
+print("| run | established | failed | connects/s | connect p50 / p90 / p99 / max ms | server CPU µs per connect | registry CPU µs per connect |")
+print("|---|---|---|---|---|---|---|")
+for label in ["mosquitto", "first", "warm", "cold", "cold-unbatched"]:
     p = out / f"{label}.json"
     if not p.exists():
         continue
     r = json.loads(p.read_text())
     c, l = r["connect"], r["connect"].get("setup_ms") or {}
     cpu = (r.get("server_cpu") or {}).get("per_connect_us") or 0
+    reg = out / f"{label}.regcpu"
+    reg = f"{float(reg.read_text()) * 1e6 / max(c['established'], 1):,.0f}" if reg.exists() else "-"
     print(f"| {label} | {c['established']:,} | {c['failed']:,} | {c.get('rate_per_s') or 0:,.0f} | "
           f"{l.get('p50', 0):.1f} / {l.get('p90', 0):.1f} / {l.get('p99', 0):.1f} / {l.get('max', 0):.1f} | "
-          f"{cpu:,.0f} |")
+          f"{cpu:,.0f} | {reg} |")
 PY
