@@ -756,6 +756,68 @@ impl RemoteDirectory {
 
 delegate_directory_traits!(RemoteDirectory);
 
+impl RemoteDirectory {
+    /// Registers `tributary_directory_batch_calls_total{call}` and
+    /// `tributary_directory_batched_requests_total{call}` (`call` is
+    /// `authenticate_tokens` or `report_presences`), read from this
+    /// directory when `/metrics` is scraped: requests / calls is the mean
+    /// batch size. The directory is held weakly.
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) {
+        registry
+            .sub_registry_with_prefix("tributary_directory")
+            .register_collector(Box::new(BatchMetrics(Arc::downgrade(self))));
+    }
+}
+
+/// The batch counters of a [`RemoteDirectory`], sampled at scrape time.
+#[derive(Debug)]
+struct BatchMetrics(std::sync::Weak<RemoteDirectory>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CallLabel {
+    call: &'static str,
+}
+
+impl prometheus_client::collector::Collector for BatchMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let Some(directory) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let (tokens, reports) = directory.batch_stats();
+        let rows = [
+            ("authenticate_tokens", tokens),
+            ("report_presences", reports),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "batch_calls",
+            "Batch calls to the registry (lookups and presence reports made at once, sent together), by call",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (call, stats) in rows {
+            ConstCounter::new(stats.batches).encode(family.encode_family(&CallLabel { call })?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "batched_requests",
+            "Lookups and presence reports the batch calls carried, by call",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (call, stats) in rows {
+            ConstCounter::new(stats.requests).encode(family.encode_family(&CallLabel { call })?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -756,3 +756,41 @@ async fn a_batch_call_over_the_limit_is_refused() {
     let status = client.report_presences(request).await.expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
+
+/// What the batches carried is on the metrics endpoint of the process that
+/// holds the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_calls_are_counted_in_the_metrics() {
+    let f = fixture().await;
+    let secret = device_with_token(&f.registry, "open", "pump-1").await;
+    let token = f
+        .keys
+        .service_token("test-frontend")
+        .expect("service token");
+    let directory = Arc::new(remote(
+        f.addr,
+        token,
+        tail_events(f.log.clone() as Arc<dyn Log>),
+    ));
+    let mut metrics = prometheus_client::registry::Registry::default();
+    directory.register_metrics(&mut metrics);
+    let (a, b) = tokio::join!(
+        directory.authenticate(&secret),
+        directory.authenticate("not-a-token")
+    );
+    assert!(a.is_ok() && b.is_err(), "{a:?} {b:?}");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics).expect("encode");
+    assert!(
+        text.contains("tributary_directory_batched_requests_total{call=\"authenticate_tokens\"} 2"),
+        "{text}"
+    );
+    let calls = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tributary_directory_batch_calls_total{call=\"authenticate_tokens\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(matches!(calls, Some(1 | 2)), "{text}");
+}

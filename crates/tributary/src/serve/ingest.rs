@@ -71,7 +71,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     let events = tributary_registry::events::tail_events(device_events);
     let revocations = events.resubscribe();
-    let directory = super::remote_directory(&args.registry, &keys, "ingest", events)?;
+    let directory = super::remote_directory(&args.registry, &keys, "ingest", events, &mut metrics)?;
 
     let series_gate = series_gate(args.store.as_deref()).await?;
     // Presence to the registry, and as `presence.online` to the log.

@@ -43,6 +43,7 @@ pub fn remote_directory(
     keys: &tributary_auth::JwtKeys,
     role: &str,
     events: tokio::sync::broadcast::Receiver<tributary_core::events::RegistryEvent>,
+    metrics: &mut prometheus_client::registry::Registry,
 ) -> anyhow::Result<Arc<tributary_registry::RemoteDirectory>> {
     let token = keys
         .service_token(role)
@@ -59,5 +60,7 @@ pub fn remote_directory(
         },
     )
     .with_context(|| format!("registry at {registry_url}"))?;
-    Ok(Arc::new(directory))
+    let directory = Arc::new(directory);
+    directory.register_metrics(metrics);
+    Ok(directory)
 }

@@ -176,6 +176,7 @@ pub async fn serve_apis(
         &keys,
         "query",
         tributary_registry::events::tail_events(device_events),
+        metrics,
     )?;
     let sink = Arc::new(
         RoutedCommandSink::open(
