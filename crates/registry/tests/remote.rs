@@ -794,3 +794,99 @@ async fn batch_calls_are_counted_in_the_metrics() {
         .and_then(|v| v.parse::<u64>().ok());
     assert!(matches!(calls, Some(1 | 2)), "{text}");
 }
+
+/// A registry older than the batch calls: it answers them UNIMPLEMENTED,
+/// as tonic does for a method it does not know.
+#[derive(Clone)]
+struct OlderRegistry {
+    inner: tributary_proto::v1::directory_service_server::DirectoryServiceServer<DirectoryGrpc>,
+    batch_calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tonic::server::NamedService for OlderRegistry {
+    const NAME: &'static str = "tributary.v1.DirectoryService";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for OlderRegistry {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = request.uri().path();
+        if path.ends_with("/AuthenticateTokens") || path.ends_with("/ReportPresences") {
+            self.batch_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Box::pin(async {
+                Ok(tonic::Status::unimplemented("unknown method").into_http())
+            });
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// A frontend newer than its registry (a rolling upgrade): the first batch
+/// call is refused UNIMPLEMENTED, and from then on the directory makes one
+/// call per lookup and report, with the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_an_older_registry_lookups_go_one_call_each() {
+    let f = fixture().await;
+    let secrets = [
+        device_with_token(&f.registry, "open", "old-1").await,
+        device_with_token(&f.registry, "open", "old-2").await,
+    ];
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let batch_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let older = OlderRegistry {
+        inner: DirectoryGrpc::new(Arc::clone(&f.registry), f.keys.clone()).server(),
+        batch_calls: batch_calls.clone(),
+    };
+    tokio::spawn(
+        Server::builder()
+            .add_service(older)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let token = f
+        .keys
+        .service_token("test-frontend")
+        .expect("service token");
+    let directory = remote(addr, token, tail_events(f.log.clone() as Arc<dyn Log>));
+    for round in 0..2 {
+        let (a, b, c) = tokio::join!(
+            directory.authenticate(&secrets[0]),
+            directory.authenticate(&secrets[1]),
+            directory.authenticate("not-a-token"),
+        );
+        assert_eq!(
+            a,
+            Ok(Principal::Device {
+                tenant: "open".into(),
+                device: "old-1".into()
+            }),
+            "round {round}"
+        );
+        assert!(matches!(b, Ok(Principal::Device { ref device, .. }) if device == "old-2"));
+        assert_eq!(c, Err(DirectoryError::Unauthenticated));
+    }
+    directory
+        .report("open", "old-1", true, 7_000, "mqtt-old")
+        .await
+        .expect("report");
+    let seen = f
+        .registry
+        .presence("open", "old-1")
+        .await
+        .expect("presence");
+    assert!(seen.online && seen.frontend == "mqtt-old", "{seen:?}");
+    // Refused once (twice if two batches raced), then never tried again.
+    let tried = batch_calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&tried), "{tried} batch calls");
+}
