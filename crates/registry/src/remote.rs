@@ -246,16 +246,29 @@ async fn call_within<T>(
     }
 }
 
-/// Whether a batch call's status says the registry predates batch calls;
-/// logs it once.
-fn batch_unimplemented(status: &Status, unsupported: &AtomicBool, endpoint: &str) -> bool {
-    if status.code() != tonic::Code::Unimplemented {
-        return false;
+/// One batch call of `rpc` within `timeout`. `Ok(None)`: the registry
+/// predates batch calls (UNIMPLEMENTED); that is logged once, and
+/// `unsupported` set so that they are not tried again.
+async fn batch_call<T>(
+    endpoint: &str,
+    timeout: Duration,
+    unsupported: &AtomicBool,
+    rpc: &'static str,
+    call: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<Option<T>, DirectoryError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Ok(Some(answer.into_inner())),
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+            if !unsupported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%endpoint, "the registry has no batch calls (an older version): one call per lookup");
+            }
+            Ok(None)
+        }
+        Ok(Err(status)) => Err(error_from_status(rpc, &status)),
+        Err(_) => Err(DirectoryError::Unavailable(format!(
+            "the registry did not answer {rpc} within {timeout:?}"
+        ))),
     }
-    if !unsupported.swap(true, Ordering::Relaxed) {
-        tracing::warn!(%endpoint, "the registry has no batch calls (an older version): one call per lookup");
-    }
-    true
 }
 
 /// One `AuthenticateTokens` call, or one `AuthenticateToken` per token
@@ -269,29 +282,21 @@ async fn authenticate_tokens(
 ) -> Result<Vec<Result<Authenticated, DirectoryError>>, DirectoryError> {
     use pb::authenticate_token_result::Result as R;
     if !unsupported.load(Ordering::Relaxed) {
-        let request = pb::AuthenticateTokensRequest {
+        let call = client.authenticate_tokens(pb::AuthenticateTokensRequest {
             tokens: tokens.clone(),
-        };
-        match tokio::time::timeout(timeout, client.authenticate_tokens(request)).await {
-            Ok(Ok(answer)) => {
-                return Ok(answer
-                    .into_inner()
-                    .results
-                    .into_iter()
-                    .map(|r| match r.result {
-                        Some(R::Credential(c)) => credential_from_proto(c),
-                        Some(R::Error(e)) => Err(error_from_item("AuthenticateTokens", &e)),
-                        None => Err(malformed("a token result without a result")),
-                    })
-                    .collect());
-            }
-            Ok(Err(status)) if batch_unimplemented(&status, &unsupported, &endpoint) => {}
-            Ok(Err(status)) => return Err(error_from_status("AuthenticateTokens", &status)),
-            Err(_) => {
-                return Err(DirectoryError::Unavailable(format!(
-                    "the registry did not answer AuthenticateTokens within {timeout:?}"
-                )));
-            }
+        });
+        if let Some(answer) =
+            batch_call(&endpoint, timeout, &unsupported, "AuthenticateTokens", call).await?
+        {
+            return Ok(answer
+                .results
+                .into_iter()
+                .map(|r| match r.result {
+                    Some(R::Credential(c)) => credential_from_proto(c),
+                    Some(R::Error(e)) => Err(error_from_item("AuthenticateTokens", &e)),
+                    None => Err(malformed("a token result without a result")),
+                })
+                .collect());
         }
     }
     Ok(futures::future::join_all(tokens.into_iter().map(|token| {
@@ -316,29 +321,21 @@ async fn report_presences(
 ) -> Result<Vec<Result<(), DirectoryError>>, DirectoryError> {
     use pb::report_presence_result::Result as R;
     if !unsupported.load(Ordering::Relaxed) {
-        let request = pb::ReportPresencesRequest {
+        let call = client.report_presences(pb::ReportPresencesRequest {
             reports: reports.clone(),
-        };
-        match tokio::time::timeout(timeout, client.report_presences(request)).await {
-            Ok(Ok(answer)) => {
-                return Ok(answer
-                    .into_inner()
-                    .results
-                    .into_iter()
-                    .map(|r| match r.result {
-                        Some(R::Presence(_)) => Ok(()),
-                        Some(R::Error(e)) => Err(error_from_item("ReportPresences", &e)),
-                        None => Err(malformed("a presence result without a result")),
-                    })
-                    .collect());
-            }
-            Ok(Err(status)) if batch_unimplemented(&status, &unsupported, &endpoint) => {}
-            Ok(Err(status)) => return Err(error_from_status("ReportPresences", &status)),
-            Err(_) => {
-                return Err(DirectoryError::Unavailable(format!(
-                    "the registry did not answer ReportPresences within {timeout:?}"
-                )));
-            }
+        });
+        if let Some(answer) =
+            batch_call(&endpoint, timeout, &unsupported, "ReportPresences", call).await?
+        {
+            return Ok(answer
+                .results
+                .into_iter()
+                .map(|r| match r.result {
+                    Some(R::Presence(_)) => Ok(()),
+                    Some(R::Error(e)) => Err(error_from_item("ReportPresences", &e)),
+                    None => Err(malformed("a presence result without a result")),
+                })
+                .collect());
         }
     }
     Ok(futures::future::join_all(reports.into_iter().map(|report| {
