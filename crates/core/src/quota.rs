@@ -230,6 +230,25 @@ pub struct QuotaExceeded {
     pub retry_after_secs: Option<u32>,
 }
 
+impl QuotaExceeded {
+    /// A rate quota refused: retry after `wait` (a token bucket's answer;
+    /// `Duration::MAX`, never, is told as 60 s), in whole seconds from 1
+    /// to 60.
+    pub fn rate(tenant: &str, quota: Quota, limit: u64, wait: std::time::Duration) -> Self {
+        let secs = if wait == std::time::Duration::MAX {
+            60
+        } else {
+            wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u32
+        };
+        Self {
+            tenant: tenant.to_owned(),
+            quota,
+            limit,
+            retry_after_secs: Some(secs),
+        }
+    }
+}
+
 /// How many of something each tenant holds right now (streams, pending
 /// commands), against a quota. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]

@@ -214,15 +214,8 @@ impl RateQuotas {
                 rates.window_bytes = 0;
             }
         }
-        let refuse = |quota: Quota, wait: Duration| QuotaExceeded {
-            tenant: tenant.to_owned(),
-            quota,
-            limit: rates.quotas.get(quota),
-            retry_after_secs: Some(if wait == Duration::MAX {
-                60
-            } else {
-                wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u32
-            }),
+        let refuse = |quota: Quota, wait: Duration| {
+            QuotaExceeded::rate(tenant, quota, rates.quotas.get(quota), wait)
         };
         if let Err(wait) = rates.messages.try_take_n(1.0, now) {
             return Admission::Decided(Err(refuse(Quota::MessagesPerSec, wait)));

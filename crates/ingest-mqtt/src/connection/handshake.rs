@@ -148,17 +148,13 @@ where
         quotas.get(Quota::ConnectsBurst),
         Instant::now(),
     ) {
-        let e = QuotaExceeded {
-            tenant: tenant.clone(),
-            quota: Quota::ConnectsPerSec,
-            limit: quotas.get(Quota::ConnectsPerSec),
-            retry_after_secs: Some(if wait == Duration::MAX {
-                60
-            } else {
-                wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u32
-            }),
-        };
-        refuse_for_connect_rate(&shared, &mut writer, version, &e).await;
+        let e = QuotaExceeded::rate(
+            &tenant,
+            Quota::ConnectsPerSec,
+            quotas.get(Quota::ConnectsPerSec),
+            wait,
+        );
+        refuse_for_quota(&shared, &mut writer, version, &e).await;
         return None;
     }
     let takeover = shared.router().is_attached(&tenant, &accepted.client_id);
@@ -405,8 +401,10 @@ impl Drop for ConnectionCount {
     }
 }
 
-/// Refuses a CONNECT for a tenant quota: CONNACK 0x97 (3.1.1: 3, server
-/// unavailable), naming the quota.
+/// Refuses a CONNECT for a tenant quota, naming it: a count (connections,
+/// sessions) gets CONNACK 0x97; a rate (`connects_per_sec`, which carries
+/// a retry time) gets 0x9F Connection rate exceeded with a `retry-after`
+/// user property in seconds. 3.1.1: 3, server unavailable, for both.
 async fn refuse_for_quota<W: AsyncWrite + Unpin>(
     shared: &Shared,
     writer: &mut W,
@@ -415,34 +413,26 @@ async fn refuse_for_quota<W: AsyncWrite + Unpin>(
 ) {
     shared.metrics.connect_refused(ConnectRefusal::Quota);
     shared.ingestor.quota_metrics().exceeded(e);
-    let message = format!("the tenant is at its {} quota of {}", e.quota, e.limit);
-    refuse(writer, version, ReasonCode::QuotaExceeded, &message).await;
-}
-
-/// Refuses a CONNECT for the tenant's `connects_per_sec` quota: CONNACK
-/// 0x9F Connection rate exceeded (3.1.1: 3), with a `retry-after` user
-/// property in seconds.
-async fn refuse_for_connect_rate<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    writer: &mut W,
-    version: ProtocolVersion,
-    e: &QuotaExceeded,
-) {
-    shared.metrics.connect_refused(ConnectRefusal::Quota);
-    shared.ingestor.quota_metrics().exceeded(e);
-    let secs = e.retry_after_secs.unwrap_or(1);
-    let message = format!(
-        "the tenant is at its {} quota of {}/s; retry after {secs} s",
-        e.quota, e.limit
-    );
-    refuse_with(
-        writer,
-        version,
-        ReasonCode::ConnectionRateExceeded,
-        &message,
-        &[("retry-after", secs.to_string())],
-    )
-    .await;
+    match e.retry_after_secs {
+        None => {
+            let message = format!("the tenant is at its {} quota of {}", e.quota, e.limit);
+            refuse(writer, version, ReasonCode::QuotaExceeded, &message).await;
+        }
+        Some(secs) => {
+            let message = format!(
+                "the tenant is at its {} quota of {}/s; retry after {secs} s",
+                e.quota, e.limit
+            );
+            refuse_with(
+                writer,
+                version,
+                ReasonCode::ConnectionRateExceeded,
+                &message,
+                &[("retry-after", secs.to_string())],
+            )
+            .await;
+        }
+    }
 }
 
 /// Reads until a whole CONNECT is in. `Err(None)`: the socket closed or
