@@ -746,6 +746,20 @@ async fn a_batch_call_over_the_limit_is_refused() {
         .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("at most 1024"), "{status:?}");
+    // Only services may call them: a tenant's admin is refused.
+    let mut request = Request::new(pb::AuthenticateTokensRequest {
+        tokens: vec!["x".to_string()],
+    });
+    let tenant_admin = operator_token(&f.keys, "open", Role::Admin);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {tenant_admin}").parse().expect("ascii"),
+    );
+    let status = client
+        .authenticate_tokens(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let mut request = Request::new(pb::ReportPresencesRequest {
         reports: vec![pb::ReportPresenceRequest::default(); 1_025],
     });

@@ -7,7 +7,12 @@
 //!
 //! docs/security.md lists the limits these tests hold the server to.
 //! A CONNECT flood above `max_connect_rate` (CONNACK 0x9F with a retry
-//! hint) is tested with the reconnect storms, in `reconnect_storm.rs`.
+//! hint) is tested with the reconnect storms, in `reconnect_storm.rs`; one
+//! tenant's fleet over its `connects_per_sec` quota, while another connects
+//! freely, in `quotas.rs`. The registry's internal batch calls
+//! (`AuthenticateTokens`, `ReportPresences`: service tokens only, at most
+//! 1,024 items) are attacked with an oversized batch and a caller that is
+//! not a service in `crates/registry/tests/remote.rs`.
 
 mod common;
 
